@@ -1,0 +1,58 @@
+# Agent Vault: the single entry point. `make demo` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install lint test test-fast synth demo local bench fuzz deploy clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.txt pyproject.toml
+	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	uv venv --quiet --allow-existing $(VENV)
+	uv pip install --quiet --python $(PY) -r requirements/dev.txt -e .
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(VENV)/.installed node_modules/.installed ## install Python and Node dependencies (pinned)
+
+lint: install ## ruff, mypy (strict on lambdas/ and the SDK)
+	$(BIN)/ruff check .
+	$(BIN)/mypy lambdas/vault agent_vault
+
+test: install lint ## install, lint, and run the whole test suite
+	$(BIN)/pytest
+
+test-fast: install ## the suite without lint
+	$(BIN)/pytest
+
+synth: install ## CloudFormation for every stack, offline, with cdk-nag, cfn-lint and checkov
+	$(BIN)/python -m stacks.synth
+
+demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
+	$(BIN)/agent-vault local demo
+
+local: install ## start local mode for a real browser (Ctrl-C stops it)
+	$(BIN)/agent-vault local up
+
+bench: install ## measure warm retrieval, cold start, consent, refresh contention and cost
+	$(BIN)/python -m bench
+
+fuzz: install ## long fuzzing run of every route
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/security -k fuzz
+
+deploy: install ## deploy to the AWS account of your credentials (see README)
+	npx cdk deploy --all $(if $(CONFIG),-c config=$(CONFIG))
+
+clean: ## remove build outputs
+	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,192 @@
+"""The one typed configuration of Agent Vault.
+
+The same model is validated at `cdk synth` (stacks/config.py loads it from cdk.json context and an
+optional file) and at Lambda cold start (from the JSON file bundled beside this package), so a
+config that synthesizes is a config the handlers accept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
+ROLE_NAME_PATTERN = r"^[\w+=,.@-]{1,64}$"
+
+
+def _is_local_host(host: str | None) -> bool:
+    return host in {"localhost", "127.0.0.1", "::1"}
+
+
+def _url(value: str) -> str:
+    """An absolute http(s) URL without fragment or credentials; http only on loopback."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"https", "http"} or not parts.netloc:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+    if parts.scheme == "http" and not _is_local_host(parts.hostname):
+        raise ValueError(f"{value!r} must use https (http is only allowed on localhost)")
+    if parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{value!r} must not carry a fragment or credentials")
+    return value
+
+
+Url = Annotated[str, AfterValidator(_url)]
+
+
+def _scope(value: str) -> str:
+    if not SCOPE_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a valid OAuth scope token")
+    return value
+
+
+Scope = Annotated[str, AfterValidator(_scope)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# Provider quirks live here, not in code paths: a preset fills defaults the config can override.
+PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
+    "generic": {},
+    "google": {
+        "extra_authorize_params": {"access_type": "offline"},
+        "offline_scope": None,
+        "prompt_consent": True,
+    },
+    "github": {"scope_separator": ",", "offline_scope": None, "prompt_consent": False},
+    "microsoft": {"offline_scope": "offline_access"},
+}
+
+
+class ProviderConfig(_Frozen):
+    """An external OAuth 2.0 authorization server the vault is a client of."""
+
+    preset: Literal["generic", "google", "github", "microsoft"] = "generic"
+    issuer: Url | None = None
+    discovery_url: Url | None = None
+    authorization_endpoint: Url | None = None
+    token_endpoint: Url | None = None
+    revocation_endpoint: Url | None = None
+    client_id: str = Field(min_length=1, max_length=256)
+    client_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = (
+        "client_secret_basic"
+    )
+    scopes: tuple[Scope, ...] = Field(min_length=1)
+    """Every scope any agent may ever be allowed at this provider."""
+    scope_separator: Literal[" ", ","] = " "
+    offline_scope: Scope | None = "offline_access"
+    """Scope that asks the provider for a refresh token (sent at consent, never handed out)."""
+    prompt_consent: bool = True
+    """Send prompt=consent so the provider issues a refresh token."""
+    extra_authorize_params: dict[str, str] = Field(default_factory=dict)
+    resource: Url | None = None
+    """RFC 8707 resource indicator, sent at authorize, code exchange and refresh."""
+    narrow_scopes_on_refresh: bool = True
+    """Mint each session's token with a refresh request narrowed to the scopes it asked for."""
+    assume_pkce_s256: bool = False
+    """Accept a provider whose metadata does not list S256 in code_challenge_methods_supported."""
+    timeout_seconds: float = Field(default=5.0, gt=0, le=25)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            preset = PROVIDER_PRESETS.get(str(data.get("preset", "generic")), {})
+            return {**preset, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _endpoints_known(self) -> ProviderConfig:
+        if self.discovery_url is None and (
+            self.authorization_endpoint is None or self.token_endpoint is None
+        ):
+            raise ValueError(
+                "give either discovery_url or both authorization_endpoint and token_endpoint"
+            )
+        reserved = {"response_type", "client_id", "redirect_uri", "scope", "state",
+                    "code_challenge", "code_challenge_method", "resource"}
+        clash = reserved & set(self.extra_authorize_params)
+        if clash:
+            raise ValueError(f"extra_authorize_params may not set {sorted(clash)}")
+        return self
+
+
+class AgentConfig(_Frozen):
+    """An agent: which IAM role is it, and what it may ask for at which provider."""
+
+    role_name: str = Field(pattern=ROLE_NAME_PATTERN)
+    """The IAM role the agent's tasks run as; its assumed-role session name is the task id."""
+    providers: dict[str, tuple[Scope, ...]] = Field(default_factory=dict)
+    """Allowed scopes per provider: the agent's policy."""
+    may_assert_user_id: bool = False
+    """Trust this agent to name the user by id instead of presenting an identity token."""
+
+
+class IdentityIssuerConfig(_Frozen):
+    """An identity provider whose JWTs name the users (verified against its JWKS)."""
+
+    issuer: Url
+    jwks_uri: Url
+    audiences: tuple[str, ...] = Field(min_length=1)
+    algorithms: tuple[Literal["RS256", "ES256", "PS256", "EdDSA"], ...] = ("RS256", "ES256")
+
+
+class VaultConfig(_Frozen):
+    """Everything a deployment of Agent Vault is configured with."""
+
+    environment: str = Field(default="dev", pattern=NAME_PATTERN)
+    account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    agents: dict[str, AgentConfig] = Field(min_length=1)
+    admin_role_names: tuple[Annotated[str, Field(pattern=ROLE_NAME_PATTERN)], ...] = ()
+    return_urls: tuple[Url, ...] = Field(min_length=1)
+    """Where the callback may send the browser after consent (exact match; the first is default)."""
+    user_identity_issuers: tuple[IdentityIssuerConfig, ...] = ()
+    session_ttl_seconds: int = Field(default=3600, ge=60, le=43200)
+    flow_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    proof_max_age_seconds: int = Field(default=60, ge=5, le=300)
+    audit_data_events: Literal["writes", "all", "none"] = "writes"
+    certificate_arn: str | None = None
+    log_retention_days: int = 30
+
+    @model_validator(mode="after")
+    def _policies_within_providers(self) -> VaultConfig:
+        for name in (*self.providers, *self.agents):
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"name {name!r} must match {NAME_PATTERN}")
+        for agent_name, agent in self.agents.items():
+            for provider, scopes in agent.providers.items():
+                if provider not in self.providers:
+                    raise ValueError(
+                        f"agents.{agent_name}.providers.{provider}: no provider named {provider!r}"
+                    )
+                extra = set(scopes) - set(self.providers[provider].scopes)
+                if extra:
+                    raise ValueError(
+                        f"agents.{agent_name}.providers.{provider}: scopes {sorted(extra)} are not"
+                        f" in providers.{provider}.scopes"
+                    )
+        roles = [a.role_name for a in self.agents.values()]
+        if len(set(roles)) != len(roles):
+            raise ValueError("agents: two agents share one role_name")
+        if set(roles) & set(self.admin_role_names):
+            raise ValueError("admin_role_names: a role cannot be both an agent and an admin")
+        return self
+
+    @cached_property
+    def agents_by_role(self) -> dict[str, str]:
+        return {agent.role_name: name for name, agent in self.agents.items()}
+
+
+def load_config(path: str | Path) -> VaultConfig:
+    """Read and validate a config file (JSON)."""
+    return VaultConfig.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
