@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
 ROLE_NAME_PATTERN = r"^[\w+=,.@-]{1,64}$"
+CERTIFICATE_ARN_PATTERN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[\w-]+$"
+LOG_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545,
+                                731, 1096, 1827, 2192, 2557, 2922, 3288, 3653})
 
 
 def _is_local_host(host: str | None) -> bool:
@@ -94,6 +104,14 @@ class ProviderConfig(_Frozen):
     assume_pkce_s256: bool = False
     """Accept a provider whose metadata does not list S256 in code_challenge_methods_supported."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=25)
+    revoke_on_session_end: bool = True
+    """Revoke a session's tokens upstream (RFC 7009) when the session ends."""
+    revocation_revokes_grant: bool = True
+    """The provider kills the whole grant when one of its access tokens is revoked (Google and
+    oidc-provider do; RFC 7009 allows it). Then ending a session also ends the user's grant for
+    that agent, and the vault marks it so the next request asks for consent at once."""
+    default_token_lifetime_seconds: int = Field(default=3600, ge=60)
+    """Lifetime assumed for an access token when the provider omits `expires_in`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -155,14 +173,30 @@ class VaultConfig(_Frozen):
     flow_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     proof_max_age_seconds: int = Field(default=60, ge=5, le=300)
     audit_data_events: Literal["writes", "all", "none"] = "writes"
-    certificate_arn: str | None = None
+    certificate_arn: str | None = Field(default=None, pattern=CERTIFICATE_ARN_PATTERN)
+    """ACM certificate for the sample agent's HTTPS load balancer (no load balancer without it)."""
     log_retention_days: int = 30
+    """CloudWatch Logs retention of every log group (one of CloudWatch's allowed values)."""
+    # Deployment-only settings: read by stacks/ at synth, ignored by the handlers.
+    audit_retention_days: int = Field(default=365, ge=1, le=3653)
+    """How long CloudTrail log files stay in the audit bucket before they expire."""
+    sample_agent: str | None = None
+    """The agent the sample ECS service runs as (its role_name); default: the first agent."""
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _cloudwatch_retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"{value} is not a CloudWatch Logs retention; use one of"
+                             f" {sorted(LOG_RETENTION_DAYS)}")
+        return value
 
     @model_validator(mode="after")
     def _policies_within_providers(self) -> VaultConfig:
-        for name in (*self.providers, *self.agents):
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(f"name {name!r} must match {NAME_PATTERN}")
+        for section, names in (("providers", self.providers), ("agents", self.agents)):
+            for name in names:
+                if not re.match(NAME_PATTERN, name):
+                    raise ValueError(f"{section}.{name}: the name must match {NAME_PATTERN}")
         for agent_name, agent in self.agents.items():
             for provider, scopes in agent.providers.items():
                 if provider not in self.providers:
@@ -180,6 +214,8 @@ class VaultConfig(_Frozen):
             raise ValueError("agents: two agents share one role_name")
         if set(roles) & set(self.admin_role_names):
             raise ValueError("admin_role_names: a role cannot be both an agent and an admin")
+        if self.sample_agent is not None and self.sample_agent not in self.agents:
+            raise ValueError(f"sample_agent: no agent named {self.sample_agent!r}")
         return self
 
     @cached_property

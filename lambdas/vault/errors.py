@@ -1,0 +1,178 @@
+"""Domain errors and their one mapping to RFC 9457 problem answers.
+
+Every error the vault returns is a `VaultError` with a stable `code`; handlers turn it into an
+`application/problem+json` response in one place (`problem_body`). Details never carry token
+material, codes, verifiers, secrets or proofs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class VaultError(Exception):
+    """An error with a stable code and HTTP status."""
+
+    status = 400
+    code = "invalid_request"
+    title = "Invalid request"
+    retry_after: int | None = None
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:agent-vault:problem:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            **self.extra,
+        }
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
+
+
+
+class InvalidRequest(VaultError):
+    pass
+
+
+class PayloadTooLarge(VaultError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnknownProvider(VaultError):
+    code, title = "unknown_provider", "Unknown provider"
+
+
+class ReturnUrlNotAllowed(VaultError):
+    code, title = "return_url_not_allowed", "Return URL not allowed"
+
+
+class InvalidProof(VaultError):
+    status, code, title = 401, "invalid_proof", "Invalid proof of possession"
+
+
+class ProofReplayed(VaultError):
+    status, code, title = 401, "proof_replayed", "Proof replayed"
+
+
+class InvalidUserToken(VaultError):
+    status, code, title = 401, "invalid_user_token", "Invalid user identity"
+
+
+class UnknownAgent(VaultError):
+    status, code, title = 403, "unknown_agent", "Unknown agent"
+
+
+class Forbidden(VaultError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class ScopeNotAllowed(VaultError):
+    status, code, title = 403, "scope_not_allowed", "Scope not allowed"
+
+
+class ConsentRequired(VaultError):
+    status, code, title = 403, "consent_required", "Consent required"
+
+
+class UserMismatch(VaultError):
+    status, code, title = 403, "user_mismatch", "Consent completed by another user"
+
+
+class NotFound(VaultError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class SessionNotFound(VaultError):
+    status, code, title = 404, "session_not_found", "Session not found"
+
+
+class FlowNotFound(VaultError):
+    status, code, title = 404, "flow_not_found", "Flow not found"
+
+
+class MethodNotAllowed(VaultError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
+class FlowNotPending(VaultError):
+    status, code, title = 409, "flow_not_pending", "Flow is not awaiting binding"
+
+
+class SessionEnded(VaultError):
+    status, code, title = 410, "session_ended", "Session ended"
+
+
+class InvalidState(VaultError):
+    code, title = "invalid_state", "Invalid or used state"
+
+
+class IssuerMismatch(VaultError):
+    code, title = "issuer_mismatch", "Authorization response from the wrong issuer"
+
+
+class CodeExchangeFailed(VaultError):
+    code, title = "code_exchange_failed", "Authorization code exchange failed"
+
+
+class ProviderError(VaultError):
+    status, code, title, retry_after = 502, "provider_error", "Provider error", 5
+
+
+class ProviderTimeout(VaultError):
+    status, code, title, retry_after = 504, "provider_timeout", "Provider timeout", 5
+
+
+class StorageUnavailable(VaultError):
+    status, code, title, retry_after = 503, "storage_unavailable", "Storage unavailable", 2
+
+
+class CryptoUnavailable(VaultError):
+    status, code, title, retry_after = 503, "crypto_unavailable", "Key service unavailable", 2
+
+
+class SecretsUnavailable(VaultError):
+    status, code, title, retry_after = 503, "secrets_unavailable", "Secrets unavailable", 2
+
+
+class Busy(VaultError):
+    status, code, title, retry_after = 503, "refresh_in_progress", "Refresh in progress", 1
+
+
+class InternalError(VaultError):
+    status, code, title, retry_after = 500, "internal_error", "Internal error", 5
+
+
+class DecryptionFailed(Exception):
+    """A ciphertext did not decrypt under the context it was read with (tampered or moved)."""
+
+
+class OAuthError(Exception):
+    """The provider answered a token/revocation request with an OAuth error (RFC 6749 §5.2)."""
+
+    def __init__(self, error: str, status: int, description: str | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.description = description
+
+
+def problem_body(error: VaultError) -> str:
+    return json.dumps(error.problem(), separators=(",", ":"))
+
+
+def problem_headers(error: VaultError) -> dict[str, str]:
+    headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "Cache-Control": "no-store"}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return headers

@@ -1,0 +1,32 @@
+"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from vault import revocation
+from vault.caller import caller_from
+from vault.handlers.http import json_response, make_resolver, parse_body
+from vault.observability import logger, metrics, tracer
+from vault.runtime import services
+from vault.schemas import Revocation
+
+app = make_resolver()
+
+
+@app.post("/v1/revocations")
+def revoke() -> Response[str]:
+    body = parse_body(app, Revocation)
+    answer = revocation.revoke(services(), caller_from(app.current_event.raw_event), body)
+    return json_response(200, answer)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,98 @@
+"""What every HTTP handler shares: the resolver, body parsing at the edge, and the one mapping
+from errors to RFC 9457 problem answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from pydantic import BaseModel, ValidationError
+
+from vault.errors import (
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    VaultError,
+    problem_body,
+    problem_headers,
+)
+from vault.observability import logger
+from vault.sessions import HttpCall
+
+MAX_BODY_BYTES = 16 * 1024
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def problem(error: VaultError) -> Response[str]:
+    return Response(status_code=error.status, body=problem_body(error),
+                    headers=problem_headers(error))
+
+
+def json_response(status: int, payload: dict[str, Any]) -> Response[str]:
+    return Response(status_code=status, body=json.dumps(payload, separators=(",", ":")),
+                    headers={"Content-Type": "application/json", "Cache-Control": "no-store"})
+
+
+def make_resolver() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver()
+
+    @app.exception_handler(VaultError)
+    def _vault_error(error: VaultError) -> Response[str]:
+        if error.status >= 500:
+            logger.warning("request failed", extra={"code": error.code, "status": error.status})
+        return problem(error)
+
+    @app.not_found
+    def _not_found(_: Exception) -> Response[str]:
+        return problem(NotFound("no such route"))
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response[str]:
+        logger.error("unexpected error", extra={"error_type": type(error).__name__})
+        return problem(InternalError("the vault failed unexpectedly; retry shortly"))
+
+    return app
+
+
+def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
+    """Decode and validate the JSON body; 400/413 problems for anything else."""
+    event = app.current_event
+    raw: str | bytes = event.body or ""
+    if len(raw) > MAX_BODY_BYTES * 2:
+        raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
+    if event.is_base64_encoded:
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest("the body is not valid base64") from exc
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise InvalidRequest("the body is not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
+                  for e in exc.errors(include_url=False, include_input=False)][:10]
+        raise InvalidRequest("the body does not match the expected shape",
+                             errors=errors) from exc
+
+
+def http_call(app: APIGatewayHttpResolver) -> HttpCall:
+    """The method and public URL of this request, and its DPoP proof, for proof checks."""
+    event = app.current_event
+    headers = event.headers or {}
+    scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
+    domain = event.request_context.domain_name
+    proof = headers.get("dpop")
+    return HttpCall(method=event.request_context.http.method,
+                    url=f"{scheme}://{domain}{event.raw_path}", proof=proof)

@@ -1,0 +1,149 @@
+"""The vault's records. Plain dataclasses: the store maps them to DynamoDB items."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """A user's stable identity: the issuer and subject of their identity token."""
+
+    iss: str
+    sub: str
+
+    @property
+    def key(self) -> str:
+        """Opaque, fixed-length key for storage (no PII in DynamoDB keys or CloudTrail)."""
+        return hashlib.sha256(f"{self.iss}\x00{self.sub}".encode()).hexdigest()[:40]
+
+    def as_dict(self) -> dict[str, str]:
+        return {"iss": self.iss, "sub": self.sub}
+
+
+def scope_key(scopes: tuple[str, ...] | list[str] | set[str] | frozenset[str]) -> str:
+    return " ".join(sorted(set(scopes)))
+
+
+def token_context(user: UserRef, provider: str, *, grant_id: str | None = None,
+                  session_id: str | None = None) -> dict[str, str]:
+    """KMS encryption context of token material: bound to its owner and its grant or session."""
+    context = {"purpose": "token", "user": user.key, "provider": provider}
+    if grant_id is not None:
+        context["grant"] = grant_id
+    if session_id is not None:
+        context["session"] = session_id
+    return context
+
+
+def verifier_context(user: UserRef, provider: str, flow_id: str) -> dict[str, str]:
+    return {"purpose": "verifier", "user": user.key, "provider": provider, "flow": flow_id}
+
+
+@dataclass
+class Session:
+    session_id: str
+    agent: str
+    principal_arn: str
+    task_id: str
+    user: UserRef
+    jkt: str
+    public_jwk: dict[str, Any]
+    created_at: int
+    expires_at: int
+    status: str = "active"
+    ended_reason: str | None = None
+
+    def alive(self, now: float) -> bool:
+        return self.status == "active" and now < self.expires_at
+
+    def public_view(self, now: float) -> dict[str, Any]:
+        status = self.status if self.status != "active" or self.alive(now) else "expired"
+        return {
+            "session_id": self.session_id, "agent": self.agent, "user": self.user.as_dict(),
+            "task_id": self.task_id, "jkt": self.jkt, "status": status,
+            "created_at": self.created_at, "expires_at": self.expires_at,
+        }
+
+
+@dataclass
+class SessionToken:
+    """An access token minted for one session and one exact set of scopes."""
+
+    session_id: str
+    provider: str
+    scopes: tuple[str, ...]
+    grant_id: str
+    user: UserRef
+    access_token_ct: bytes
+    expires_at: int
+    revoke_pending: bool = False
+
+    @property
+    def context(self) -> dict[str, str]:
+        return token_context(self.user, self.provider, session_id=self.session_id)
+
+
+@dataclass
+class PendingFlow:
+    """A consent started and not yet answered: found by the hash of its single-use `state`."""
+
+    state_hash: str
+    flow_id: str
+    session_id: str
+    agent: str
+    provider: str
+    scopes: tuple[str, ...]
+    user: UserRef
+    verifier_ct: bytes
+    return_url: str
+    grant_id: str
+    created_at: int
+    expires_at: int
+    status: str = "pending"
+
+
+@dataclass
+class Flow:
+    """A consent answered by the provider: awaiting binding by the application, or closed."""
+
+    flow_id: str
+    status: str  # pending_binding | active | refused | rejected
+    session_id: str
+    agent: str
+    provider: str
+    scopes: tuple[str, ...]
+    user: UserRef
+    grant_id: str
+    created_at: int
+    expires_at: int
+    granted_scopes: tuple[str, ...] = ()
+    refresh_token_ct: bytes | None = None
+    access_token_ct: bytes | None = None
+    error: str | None = None
+
+
+@dataclass
+class Grant:
+    """A user's active consent for one agent at one provider; holds the refresh token."""
+
+    grant_id: str
+    user: UserRef
+    agent: str
+    provider: str
+    scopes: tuple[str, ...]
+    refresh_token_ct: bytes
+    created_at: int
+    status: str = "active"  # active | broken
+    version: int = 1
+    refreshed_at: int | None = None
+    broken_reason: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context(self) -> dict[str, str]:
+        return token_context(self.user, self.provider, grant_id=self.grant_id)

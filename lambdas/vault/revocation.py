@@ -1,0 +1,124 @@
+"""Flow 7: ending sessions and revoking grants, upstream first (RFC 7009), then locally.
+
+A token whose upstream revocation failed is kept, marked `revoke_pending`, never served again,
+and revoked again by the next revocation that reaches it: nothing is silently forgotten.
+"""
+
+from __future__ import annotations
+
+from vault.audit import audit
+from vault.caller import Caller, require_admin
+from vault.errors import DecryptionFailed, InvalidRequest, OAuthError, UnknownProvider, VaultError
+from vault.models import Grant, Session, SessionToken, UserRef
+from vault.runtime import Services
+from vault.schemas import Revocation
+
+
+def revoke_upstream(svc: Services, provider: str, ciphertext: bytes,
+                     context: dict[str, str], hint: str) -> bool:
+    """True when the provider confirmed (or has no endpoint, or the token cannot be read)."""
+    try:
+        token = svc.envelope.decrypt(ciphertext, context)
+    except DecryptionFailed:
+        return True  # unreadable material is useless to anyone: drop it
+    try:
+        svc.provider(provider).revoke(token.decode(), hint)
+    except (VaultError, OAuthError):
+        return False
+    return True
+
+
+def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
+    """Revoke session tokens upstream and delete them; returns how many were revoked.
+
+    Where revoking one access token kills its whole grant at the provider, the grant is marked
+    broken here too and its other sessions' tokens are dropped: they are dead upstream already.
+    """
+    revoked = 0
+    dead_grants: set[str] = set()
+    for token in tokens:
+        provider = svc.config.providers[token.provider]
+        if not provider.revoke_on_session_end or revoke_upstream(
+                svc, token.provider, token.access_token_ct, token.context, "access_token"):
+            svc.repo.delete_token(token)
+            revoked += 1
+            if provider.revoke_on_session_end and provider.revocation_revokes_grant:
+                dead_grants.add(token.grant_id)
+        elif not token.revoke_pending:
+            svc.repo.mark_token_revoke_pending(token)
+    for grant_id in dead_grants:
+        grant = svc.repo.grant_by_id(grant_id)
+        if grant is not None and grant.status == "active":
+            svc.repo.mark_grant_broken(grant, "revoked_with_session")
+            audit("grant.revoke", "revoked", reason="revoked_with_session", agent=grant.agent,
+                  user=grant.user, provider=grant.provider, grant_id=grant.grant_id)
+        for other in svc.repo.tokens_of_grant(grant_id):
+            svc.repo.delete_token(other)
+    return revoked
+
+
+def end_session(svc: Services, session: Session, tokens: list[SessionToken], reason: str,
+                *, principal: str | None = None) -> int:
+    changed = svc.repo.end_session(session.session_id, reason)
+    revoked = revoke_tokens(svc, tokens)
+    audit("session.end", "ended" if changed else "already_ended", reason=reason,
+          principal=principal, agent=session.agent, user=session.user,
+          session_id=session.session_id, task_id=session.task_id, revoked_tokens=revoked)
+    return revoked
+
+
+def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
+    """The reaper's work: every session of a stopped task ends, its tokens revoked."""
+    ended = revoked = 0
+    for session in svc.repo.sessions_of_task(task_id):
+        _, tokens = svc.repo.session_bundle(session.session_id)
+        if session.status == "active" or tokens:
+            revoked += end_session(svc, session, tokens, "task_stopped")
+            ended += 1
+    return ended, revoked
+
+
+def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | None = None,
+                 delete: bool = True) -> int:
+    """Kill a grant: its refresh token upstream, every session token minted from it."""
+    upstream_ok = revoke_upstream(svc, grant.provider, grant.refresh_token_ct, grant.context,
+                                   "refresh_token")
+    revoked = revoke_tokens(svc, svc.repo.tokens_of_grant(grant.grant_id))
+    if delete and upstream_ok:
+        svc.repo.delete_grant(grant)
+    else:
+        svc.repo.mark_grant_broken(grant, reason if upstream_ok else "revoke_pending")
+    audit("grant.revoke", "revoked" if upstream_ok else "revoke_pending", reason=reason,
+          principal=principal, agent=grant.agent, user=grant.user, provider=grant.provider,
+          grant_id=grant.grant_id, revoked_tokens=revoked)
+    return revoked
+
+
+def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
+    """Admin revocation by user, agent, provider and/or grant (all given filters must match)."""
+    require_admin(svc.config, caller)
+    if body.agent and body.agent not in svc.config.agents:
+        raise InvalidRequest(f"no agent named {body.agent!r} is configured (agents)")
+    if body.provider and body.provider not in svc.config.providers:
+        raise UnknownProvider(f"no provider named {body.provider!r} is configured (providers)")
+    grants: list[Grant]
+    if body.grant_id:
+        found = svc.repo.grant_by_id(body.grant_id)
+        grants = [found] if found else []
+    elif body.user:
+        grants = svc.repo.grants_of_user(UserRef(iss=body.user.iss, sub=body.user.sub))
+    elif body.agent:
+        grants = svc.repo.grants_of_agent(body.agent, body.provider)
+    else:
+        grants = [g for agent in svc.config.agents
+                  for g in svc.repo.grants_of_agent(agent, body.provider)]
+    selected = [g for g in grants
+                if (body.user is None or g.user == UserRef(iss=body.user.iss, sub=body.user.sub))
+                and (body.agent is None or g.agent == body.agent)
+                and (body.provider is None or g.provider == body.provider)]
+    revoked = sum(revoke_grant(svc, g, "admin_revocation", principal=caller.arn)
+                  for g in selected)
+    audit("revocation", "done", principal=caller.arn, agent=body.agent, provider=body.provider,
+          grant_id=body.grant_id, user=UserRef(body.user.iss, body.user.sub) if body.user else None,
+          revoked_grants=len(selected), revoked_tokens=revoked)
+    return {"revoked_grants": len(selected), "revoked_tokens": revoked, "ended_sessions": 0}

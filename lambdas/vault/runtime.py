@@ -1,0 +1,127 @@
+"""Wiring: the settings read at cold start and the collaborators every flow takes.
+
+Flows receive a `Services` object instead of reading globals or the environment, so tests and
+local mode build one with a controllable clock and in-process AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import urllib3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vault.config import VaultConfig, load_config
+from vault.errors import SecretsUnavailable, UnknownProvider
+from vault.identity import IdentityVerifier
+from vault.oauth.client import ProviderClient
+from vault.store.envelope import DataKeyCache, Envelope
+from vault.store.repository import Repository
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "vault_config.json"
+SECRET_MAX_AGE_SECONDS = 300
+
+
+class Settings(BaseModel):
+    """The function's environment, validated once at cold start."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table_name: str = Field(min_length=3)
+    replay_table_name: str = Field(min_length=3)
+    key_id: str = Field(min_length=1)
+    callback_url: str = Field(pattern=r"^https?://")
+    client_secret_prefix: str = Field(min_length=1)
+    vault_config_path: str = str(DEFAULT_CONFIG_PATH)
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        names = ("table_name", "replay_table_name", "key_id", "callback_url",
+                 "client_secret_prefix", "vault_config_path")
+        values = {n: env[n.upper()] for n in names if n.upper() in env}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            missing = ", ".join(str(e["loc"][0]).upper() for e in exc.errors())
+            raise RuntimeError(f"the vault's environment is incomplete or invalid: {missing}"
+                               ) from None
+
+
+@dataclass
+class Services:
+    """Everything a flow needs, built once per container."""
+
+    config: VaultConfig
+    settings: Settings
+    repo: Repository
+    envelope: Envelope
+    identity: IdentityVerifier
+    providers: dict[str, ProviderClient]
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def provider(self, name: str) -> ProviderClient:
+        client = self.providers.get(name)
+        if client is None:
+            raise UnknownProvider(f"no provider named {name!r} is configured (providers)")
+        return client
+
+    def now(self) -> int:
+        return int(self.clock())
+
+
+def build_services(settings: Settings | None = None, *, config: VaultConfig | None = None,
+                   session: boto3.session.Session | None = None,
+                   clock: Callable[[], float] = time.time) -> Services:
+    settings = settings or Settings.from_environ()
+    config = config or load_config(settings.vault_config_path)
+    session = session or boto3.session.Session()
+    http = urllib3.PoolManager(num_pools=8, maxsize=8)
+    secrets = SecretsProvider(boto3_client=session.client("secretsmanager"))
+
+    def secret_of(name: str) -> Callable[[], str | None]:
+        def fetch() -> str | None:
+            try:
+                value = secrets.get(settings.client_secret_prefix + name,
+                                    max_age=SECRET_MAX_AGE_SECONDS)
+            except GetParameterError as exc:
+                raise SecretsUnavailable(
+                    f"the client secret of provider {name!r} could not be read") from exc
+            return value if isinstance(value, str) else None
+        return fetch
+
+    providers = {name: ProviderClient(name, cfg, http, secret_of(name), clock)
+                 for name, cfg in config.providers.items()}
+    return Services(
+        config=config, settings=settings,
+        repo=Repository(session.client("dynamodb"), settings.table_name,
+                        settings.replay_table_name),
+        envelope=Envelope(session.client("kms"), settings.key_id, DataKeyCache()),
+        identity=IdentityVerifier(config, http, clock), providers=providers, clock=clock)
+
+
+_current: Services | None = None
+
+
+def services() -> Services:
+    """The container's services, built on first use (cold start)."""
+    global _current
+    if _current is None:
+        _current = build_services()
+    return _current
+
+
+def use_services(value: Services | None) -> None:
+    """Install (or with None, forget) the services the handlers use: tests and local mode."""
+    global _current
+    _current = value

@@ -1,0 +1,68 @@
+"""Request bodies, validated at the edge (Pydantic): unknown fields, wrong types and oversized
+values are refused with 400 `invalid_request` before any flow runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")]
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+Scopes = Annotated[list[ScopeToken], Field(min_length=1, max_length=32)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class UserIdentity(_Body):
+    id_token: Annotated[str, StringConstraints(min_length=10, max_length=8192)] | None = None
+    user_id: Annotated[str, StringConstraints(pattern=r"^[\w.@+=:-]{1,128}$")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> UserIdentity:
+        if (self.id_token is None) == (self.user_id is None):
+            raise ValueError("give exactly one of id_token or user_id")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class StartSession(_Body):
+    user: UserIdentity
+    ttl_seconds: Annotated[int, Field(ge=60, le=43200)] | None = None
+
+
+class StartAuthorization(_Body):
+    provider: ProviderName
+    scopes: Scopes
+    return_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
+class TokenRequest(_Body):
+    provider: ProviderName
+    scopes: Scopes
+
+
+class CompleteFlow(_Body):
+    user: UserIdentity
+
+
+class RevokedUser(_Body):
+    iss: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class Revocation(_Body):
+    user: RevokedUser | None = None
+    agent: ProviderName | None = None
+    provider: ProviderName | None = None
+    grant_id: Annotated[str, StringConstraints(pattern=r"^grt_[A-Za-z0-9_-]{16,64}$")] | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Revocation:
+        if not (self.user or self.agent or self.provider or self.grant_id):
+            raise ValueError("name at least one of user, agent, provider or grant_id")
+        return self

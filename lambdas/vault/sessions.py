@@ -1,0 +1,88 @@
+"""Flow 1 and 2: sessions bound to a caller, a user and a key; every later call proves the key."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from vault.audit import audit
+from vault.caller import Caller, agent_of
+from vault.errors import Forbidden, ProofReplayed, SessionEnded, SessionNotFound
+from vault.models import Session, SessionToken
+from vault.proofs import Proof, verify_proof
+from vault.runtime import Services
+from vault.schemas import StartSession
+
+SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_-]{32}$")
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """What a proof is checked against: the method and public URL of this request."""
+
+    method: str
+    url: str
+    proof: str | None
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(24)}"
+
+
+def _check_proof(svc: Services, call: HttpCall, session_id: str | None,
+                 expected_jkt: str | None) -> Proof:
+    proof = verify_proof(call.proof, method=call.method, url=call.url, now=svc.clock(),
+                         max_age=svc.config.proof_max_age_seconds, session_id=session_id,
+                         expected_jkt=expected_jkt)
+    keep_until = proof.iat + svc.config.proof_max_age_seconds
+    if not svc.repo.remember_jti(proof.jkt, proof.jti, keep_until):
+        raise ProofReplayed("this proof's jti was used before; sign a fresh proof per request")
+    return proof
+
+
+def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSession) -> Session:
+    agent = agent_of(svc.config, caller)
+    proof = _check_proof(svc, call, None, None)
+    try:
+        user = svc.identity.user_from(body.user.as_dict(), agent)
+    except Exception as exc:
+        audit("session.start", "denied", reason=getattr(exc, "code", "error"), agent=agent,
+              principal=caller.arn, task_id=caller.session_name)
+        raise
+    now = svc.now()
+    ttl = min(body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds)
+    session = Session(session_id=new_id("ses"), agent=agent, principal_arn=caller.arn,
+                      task_id=caller.session_name, user=user, jkt=proof.jkt,
+                      public_jwk=proof.public_jwk, created_at=now, expires_at=now + ttl)
+    svc.repo.put_session(session)
+    audit("session.start", "allowed", agent=agent, principal=caller.arn, user=user,
+          session_id=session.session_id, task_id=session.task_id)
+    return session
+
+
+def authorize_session_call(svc: Services, caller: Caller, session_id: str, call: HttpCall, *,
+                           require_alive: bool = True) -> tuple[Session, list[SessionToken]]:
+    """Load a session with its tokens (one query), check it is the caller's, the proof, and
+    (unless asked not to) that it is alive."""
+    if not SESSION_ID.match(session_id):
+        raise SessionNotFound("no such session")
+    session, tokens = svc.repo.session_bundle(session_id)
+    if session is None:
+        raise SessionNotFound("no such session")
+    if session.principal_arn != caller.arn:
+        audit("session.access", "denied", reason="forbidden", principal=caller.arn,
+              session_id=session_id)
+        raise Forbidden("this session belongs to another caller")
+    try:
+        _check_proof(svc, call, session_id, session.jkt)
+    except Exception as exc:
+        audit("session.access", "denied", reason=getattr(exc, "code", "error"),
+              principal=caller.arn, agent=session.agent, session_id=session_id,
+              task_id=session.task_id)
+        raise
+    if require_alive and not session.alive(svc.clock()):
+        audit("session.access", "denied", reason="session_ended", agent=session.agent,
+              session_id=session_id, task_id=session.task_id, status=session.status)
+        raise SessionEnded(f"the session is {session.ended_reason or 'expired'}; start a new one")
+    return session, tokens

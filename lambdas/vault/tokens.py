@@ -1,0 +1,163 @@
+"""Flows 5 and 6: session-scoped tokens, minted by a single-flight refresh.
+
+Warm path: one strongly consistent query returns the session and its cached tokens, one
+conditional write records the proof's jti, the cached token decrypts with a cached data key.
+Cold path: the user's grant must cover the scopes; one caller per grant takes a lease and
+refreshes upstream (narrowed to the requested scopes), storing a rotated refresh token and the
+new session token in one transaction; concurrent callers wait for its result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from vault.audit import audit
+from vault.caller import Caller, agent_of
+from vault.errors import Busy, ConsentRequired, OAuthError, ProviderError, VaultError
+from vault.models import Grant, Session, SessionToken, token_context
+from vault.policy import check_agent_policy, require_granted
+from vault.runtime import Services
+from vault.schemas import TokenRequest
+from vault.sessions import HttpCall, authorize_session_call
+from vault.store.repository import Conflict
+
+MIN_REMAINING_SECONDS = 60
+"""A cached token is handed out only while it has at least this long to live."""
+WAIT_FIRST_DELAY, WAIT_MAX_DELAY = 0.02, 0.25
+
+
+def _fresh(token: SessionToken | None, now: float) -> bool:
+    return (token is not None and not token.revoke_pending
+            and token.expires_at - now > MIN_REMAINING_SECONDS)
+
+
+def get_token(svc: Services, caller: Caller, session_id: str, call: HttpCall,
+              body: TokenRequest) -> dict[str, Any]:
+    agent = agent_of(svc.config, caller)
+    try:
+        scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
+    except VaultError as exc:
+        audit("token.issue", "denied", reason=exc.code, agent=agent, principal=caller.arn,
+              provider=body.provider, scopes=body.scopes, session_id=session_id)
+        raise
+    session, tokens = authorize_session_call(svc, caller, session_id, call)
+    where: dict[str, Any] = {"agent": agent, "user": session.user, "provider": body.provider,
+             "session_id": session_id, "task_id": session.task_id}
+    cached = next((t for t in tokens if t.provider == body.provider and t.scopes == scopes), None)
+    minted = False
+    if not _fresh(cached, svc.clock()):
+        try:
+            cached, minted = _mint(svc, session, body.provider, scopes)
+        except VaultError as exc:
+            audit("token.issue", "denied", reason=exc.extra.get("reason", exc.code),
+                  scopes=scopes, **where)
+            raise
+    assert cached is not None
+    access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
+    audit("token.issue", "allowed", scopes=scopes, grant_id=cached.grant_id, cached=not minted,
+          **where)
+    return {"access_token": access_token, "token_type": "Bearer",
+            "expires_in": max(0, cached.expires_at - svc.now()), "scope": " ".join(scopes),
+            "provider": body.provider}
+
+
+def _mint(svc: Services, session: Session, provider: str,
+          scopes: tuple[str, ...]) -> tuple[SessionToken, bool]:
+    """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease."""
+    grant = svc.repo.get_grant(session.user, session.agent, provider)
+    _require_usable(grant, provider, session.session_id, scopes)
+    assert grant is not None
+    timeout = svc.provider(provider).config.timeout_seconds
+    lease_seconds = 2 * timeout + 5
+    deadline = svc.clock() + lease_seconds + 2
+    owner = uuid.uuid4().hex
+    delay = WAIT_FIRST_DELAY
+    while True:
+        now = svc.clock()
+        leased = svc.repo.acquire_lease(grant, owner, now, now + lease_seconds)
+        if leased is not None:
+            # whoever held the lease before us may have minted exactly this token
+            existing = svc.repo.get_session_token(session.session_id, provider, scopes)
+            if _fresh(existing, svc.clock()):
+                svc.repo.release_lease(leased, owner)
+                assert existing is not None
+                return existing, False
+            return _refresh(svc, session, leased, scopes, owner), True
+        existing = svc.repo.get_session_token(session.session_id, provider, scopes)
+        if _fresh(existing, svc.clock()):
+            assert existing is not None
+            return existing, False
+        current = svc.repo.get_grant(session.user, session.agent, provider)
+        _require_usable(current, provider, session.session_id, scopes)
+        assert current is not None
+        grant = current
+        if svc.clock() > deadline:
+            raise Busy("another request is refreshing this grant; retry shortly")
+        svc.sleep(delay)
+        delay = min(delay * 2, WAIT_MAX_DELAY)
+
+
+def _require_usable(grant: Grant | None, provider: str, session_id: str,
+                    scopes: tuple[str, ...]) -> None:
+    if grant is None:
+        require_granted(provider, session_id, scopes, None, "no_grant")
+    elif grant.status != "active":
+        require_granted(provider, session_id, scopes, None, "grant_broken")
+    else:
+        require_granted(provider, session_id, scopes, grant.scopes, "scopes_not_granted")
+
+
+def _refresh(svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...],
+             owner: str) -> SessionToken:
+    """Refresh upstream while holding the lease; always leaves the lease released."""
+    client = svc.provider(grant.provider)
+    where: dict[str, Any] = {"agent": grant.agent, "user": grant.user, "provider": grant.provider,
+             "grant_id": grant.grant_id, "session_id": session.session_id}
+    try:
+        refresh_token = svc.envelope.decrypt(grant.refresh_token_ct, grant.context).decode()
+        answer = client.refresh(refresh_token, scopes)
+    except OAuthError as exc:
+        if exc.error == "invalid_grant":
+            # the provider no longer honours this grant: mark it once, never retry it
+            svc.repo.mark_grant_broken(grant, "invalid_grant")
+            audit("grant.refresh", "broken", reason="invalid_grant", scopes=scopes, **where)
+            raise ConsentRequired(
+                f"the user's consent at {grant.provider!r} is no longer valid; ask again",
+                provider=grant.provider, missing_scopes=list(scopes), reason="grant_broken",
+                authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+            ) from exc
+        svc.repo.release_lease(grant, owner)
+        audit("grant.refresh", "failed", reason=exc.error, **where)
+        raise ProviderError(f"provider {grant.provider!r} refused the refresh ({exc.error})"
+                            ) from exc
+    except BaseException:
+        svc.repo.release_lease(grant, owner)
+        raise
+    now = svc.now()
+    new_refresh = None
+    if answer.refresh_token is not None and answer.refresh_token != refresh_token:
+        new_refresh = svc.envelope.encrypt(answer.refresh_token.encode(), grant.context)
+    token = SessionToken(
+        session_id=session.session_id, provider=grant.provider, scopes=scopes,
+        grant_id=grant.grant_id, user=grant.user,
+        access_token_ct=svc.envelope.encrypt(
+            answer.access_token.encode(),
+            token_context(grant.user, grant.provider, session_id=session.session_id)),
+        expires_at=now + answer.expires_in)
+    broader = answer.scopes is not None and not set(answer.scopes) <= set(scopes)
+    try:
+        svc.repo.store_refresh(grant, owner, new_refresh, None if broader else token, now)
+    except Conflict as exc:
+        audit("grant.refresh", "failed", reason="lease_lost", **where)
+        raise Busy("the refresh lease expired before the result was stored; retry") from exc
+    if broader:
+        # the provider ignored the narrowing: never hand out more than was asked for
+        audit("grant.refresh", "failed", reason="scope_not_narrowed", scopes=scopes,
+              granted_scopes=list(answer.scopes or ()), **where)
+        raise ProviderError(
+            f"provider {grant.provider!r} returned a token broader than requested; set "
+            f"providers.{grant.provider}.narrow_scopes_on_refresh to false only if it cannot "
+            "narrow")
+    audit("grant.refresh", "refreshed", scopes=scopes, **where)
+    return token

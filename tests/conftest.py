@@ -1,0 +1,46 @@
+"""Suite-wide setup: the environment the handlers read at import, moto, the real provider."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.update({
+    "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "TABLE_NAME": "agent-vault-test", "POWERTOOLS_SERVICE_NAME": "agent-vault",
+    "POWERTOOLS_METRICS_NAMESPACE": "AgentVault", "POWERTOOLS_TRACE_DISABLED": "1",
+    "AWS_LAMBDA_FUNCTION_NAME": "agent-vault-test",
+})
+for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(leaked, None)
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from agent_vault.local.provider import AuthorizationServer  # noqa: E402
+from tests.support.aws import aws  # noqa: E402
+from tests.support.harness import CALLBACK_URL, USERS, Vault, make_vault  # noqa: E402
+from vault.runtime import use_services  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def provider_server() -> Iterator[AuthorizationServer]:
+    """The real external authorization server (oidc-provider), one per test session/worker."""
+    with AuthorizationServer(redirect_uris=[CALLBACK_URL]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def id_tokens(provider_server: AuthorizationServer) -> dict[str, str]:
+    """Each test user's identity token, from a real login at the provider."""
+    return {name: provider_server.login_id_token(name, password)
+            for name, password in USERS.items()}
+
+
+@pytest.fixture
+def vault(provider_server: AuthorizationServer, id_tokens: dict[str, str]) -> Iterator[Vault]:
+    provider_server.clear_faults()
+    with aws() as session:
+        yield make_vault(provider_server, session, id_tokens)
+    use_services(None)

@@ -1,0 +1,81 @@
+"""A test agent: an ES256 session key and DPoP-shaped proofs, signed with joserfc."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from joserfc import jws
+from joserfc.jwk import ECKey
+
+from tests.support.apigw import DOMAIN, HttpAnswer, build_event, invoke
+
+
+def sign_proof(key: ECKey, *, method: str, url: str, iat: int, session_id: str | None,
+               jti: str | None = None, **overrides: Any) -> str:
+    claims: dict[str, Any] = {"jti": jti or secrets.token_urlsafe(24), "htm": method,
+                              "htu": url, "iat": iat}
+    if session_id is not None:
+        claims["sid"] = session_id
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    return jws.serialize_compact(header, json.dumps(claims), key, algorithms=["ES256"])
+
+
+class TestAgent:
+    """One agent task: its IAM principal and its session key."""
+
+    __test__ = False
+
+    def __init__(self, role: str, task_id: str, clock: Any, account: str = "123456789012"):
+        self.role = role
+        self.task_id = task_id
+        self.arn = f"arn:aws:sts::{account}:assumed-role/{role}/{task_id}"
+        self.key = ECKey.generate_key("P-256")
+        self.clock = clock
+        self.session_id: str | None = None
+
+    def proof(self, method: str, path: str, *, session_id: str | None = ..., **kw: Any) -> str:  # type: ignore[assignment]
+        sid = self.session_id if session_id is ... else session_id
+        return sign_proof(self.key, method=method, url=f"https://{DOMAIN}{path}",
+                          iat=int(self.clock()), session_id=sid, **kw)
+
+    def call(self, method: str, path: str, body: Any = None, *, proof: str | None | bool = True,
+             headers: dict[str, str] | None = None, principal_arn: str | None = ...,  # type: ignore[assignment]
+             raw_body: bytes | str | None = None, query: dict[str, str] | None = None
+             ) -> HttpAnswer:
+        all_headers = dict(headers or {})
+        if proof is True:
+            sid = None if path == "/v1/sessions" else self.session_id
+            all_headers["DPoP"] = self.proof(method, path, session_id=sid)
+        elif isinstance(proof, str):
+            all_headers["DPoP"] = proof
+        payload = raw_body if raw_body is not None else (
+            json.dumps(body) if body is not None else None)
+        if payload is not None:
+            all_headers.setdefault("content-type", "application/json")
+        event = build_event(method, path, body=payload, headers=all_headers, query=query,
+                            principal_arn=self.arn if principal_arn is ... else principal_arn)
+        return invoke(event)
+
+    def start_session(self, user: dict[str, str], **extra: Any) -> HttpAnswer:
+        answer = self.call("POST", "/v1/sessions", {"user": user, **extra})
+        if answer.status == 201:
+            self.session_id = answer.json["session_id"]
+        return answer
+
+    def token(self, provider: str, scopes: list[str], **kw: Any) -> HttpAnswer:
+        return self.call("POST", f"/v1/sessions/{self.session_id}/tokens",
+                         {"provider": provider, "scopes": scopes}, **kw)
+
+    def authorize(self, provider: str, scopes: list[str], **extra: Any) -> HttpAnswer:
+        return self.call("POST", f"/v1/sessions/{self.session_id}/authorizations",
+                         {"provider": provider, "scopes": scopes, **extra})
+
+    def complete(self, flow_id: str, user: dict[str, str]) -> HttpAnswer:
+        return self.call("POST", f"/v1/flows/{flow_id}/complete", {"user": user}, proof=False)
+
+    def end(self) -> HttpAnswer:
+        return self.call("DELETE", f"/v1/sessions/{self.session_id}")

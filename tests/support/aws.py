@@ -1,0 +1,58 @@
+"""In-process moto, made as atomic as the real services.
+
+moto handles each request in plain Python without a lock, so two threads can interleave inside
+one conditional write; DynamoDB never does that. Serialising moto's request handling restores
+the per-request atomicity our single-flight refresh relies on. Nothing of ours is replaced.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+_lock = threading.RLock()
+_original_call = BotocoreStubber.__call__
+
+
+def _atomic_call(self: BotocoreStubber, event_name: str, request: Any, **kwargs: Any) -> Any:
+    with _lock:
+        return _original_call(self, event_name, request, **kwargs)
+
+
+BotocoreStubber.__call__ = _atomic_call  # type: ignore[method-assign]
+
+
+class RequestCounter:
+    """Counts AWS requests by service and operation (a botocore event hook)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def attach(self, session: boto3.session.Session) -> None:
+        session.events.register("before-call.*.*", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.counts[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def total(self, service: str) -> int:
+        return sum(n for k, n in self.counts.items() if k.startswith(service + ":"))
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+
+@contextmanager
+def aws() -> Iterator[boto3.session.Session]:
+    """A moto account for one test: a boto3 session whose clients all reach it."""
+    with mock_aws():
+        yield boto3.session.Session(region_name=REGION, aws_access_key_id="testing",
+                                    aws_secret_access_key="testing")  # noqa: S106
