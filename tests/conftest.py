@@ -20,27 +20,28 @@ import pytest  # noqa: E402
 
 from agent_vault.local.provider import AuthorizationServer  # noqa: E402
 from tests.support.aws import aws  # noqa: E402
-from tests.support.harness import CALLBACK_URL, USERS, Vault, make_vault  # noqa: E402
+from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URL, USERS, Vault, make_vault  # noqa: E402
 from vault.runtime import use_services  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def provider_server() -> Iterator[AuthorizationServer]:
+def authorization_server() -> Iterator[AuthorizationServer]:
     """The real external authorization server (oidc-provider), one per test session/worker."""
-    with AuthorizationServer(redirect_uris=[CALLBACK_URL]) as server:
+    with AuthorizationServer(redirect_uris=[CALLBACK_URL],
+                             app_redirect_uris=[APP_REDIRECT_URI]) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def id_tokens(provider_server: AuthorizationServer) -> dict[str, str]:
+def id_tokens(authorization_server: AuthorizationServer) -> dict[str, str]:
     """Each test user's identity token, from a real login at the provider."""
-    return {name: provider_server.login_id_token(name, password)
+    return {name: authorization_server.login_id_token(name, password)
             for name, password in USERS.items()}
 
 
 @pytest.fixture
-def vault(provider_server: AuthorizationServer, id_tokens: dict[str, str]) -> Iterator[Vault]:
-    provider_server.clear_faults()
+def vault(authorization_server: AuthorizationServer, id_tokens: dict[str, str]) -> Iterator[Vault]:
+    authorization_server.clear_faults()
     with aws() as session:
-        yield make_vault(provider_server, session, id_tokens)
+        yield make_vault(authorization_server, session, id_tokens)
     use_services(None)

@@ -121,4 +121,4 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
     audit("revocation", "done", principal=caller.arn, agent=body.agent, provider=body.provider,
           grant_id=body.grant_id, user=UserRef(body.user.iss, body.user.sub) if body.user else None,
           revoked_grants=len(selected), revoked_tokens=revoked)
-    return {"revoked_grants": len(selected), "revoked_tokens": revoked, "ended_sessions": 0}
+    return {"revoked_grants": len(selected), "revoked_tokens": revoked}

@@ -20,6 +20,9 @@ from vault.store.schema import create_tables
 
 TABLE, REPLAY_TABLE = "agent-vault-test", "agent-vault-test-replay"
 CALLBACK_URL = "http://127.0.0.1:8765/v1/oauth/callback"
+"""The vault's OAuth callback as registered at the provider (handlers run in-process: never
+requested over HTTP)."""
+APP_REDIRECT_URI = "http://127.0.0.1:8765/app/callback"
 RETURN_URL = "https://app.example.test/consent/return"
 SECRET_PREFIX = "agent-vault/test/provider/"
 USERS = {"alice": "alice-password", "bob": "bob-password"}
