@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 
-os.environ.update({
-    "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-    "TABLE_NAME": "agent-vault-test", "POWERTOOLS_SERVICE_NAME": "agent-vault",
-    "POWERTOOLS_METRICS_NAMESPACE": "AgentVault", "POWERTOOLS_TRACE_DISABLED": "1",
-    "AWS_LAMBDA_FUNCTION_NAME": "agent-vault-test",
-})
+os.environ.update(
+    {
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "TABLE_NAME": "agent-vault-test",
+        "POWERTOOLS_SERVICE_NAME": "agent-vault",
+        "POWERTOOLS_METRICS_NAMESPACE": "AgentVault",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "AWS_LAMBDA_FUNCTION_NAME": "agent-vault-test",
+    }
+)
 for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(leaked, None)
 
@@ -27,16 +33,19 @@ from vault.runtime import use_services  # noqa: E402
 @pytest.fixture(scope="session")
 def authorization_server() -> Iterator[AuthorizationServer]:
     """The real external authorization server (oidc-provider), one per test session/worker."""
-    with AuthorizationServer(redirect_uris=[CALLBACK_URL],
-                             app_redirect_uris=[APP_REDIRECT_URI]) as server:
+    with AuthorizationServer(
+        redirect_uris=[CALLBACK_URL], app_redirect_uris=[APP_REDIRECT_URI]
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def id_tokens(authorization_server: AuthorizationServer) -> dict[str, str]:
     """Each test user's identity token, from a real login at the provider."""
-    return {name: authorization_server.login_id_token(name, password)
-            for name, password in USERS.items()}
+    return {
+        name: authorization_server.login_id_token(name, password)
+        for name, password in USERS.items()
+    }
 
 
 @pytest.fixture

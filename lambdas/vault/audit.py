@@ -14,23 +14,52 @@ from aws_lambda_powertools.metrics import MetricUnit
 from vault.models import UserRef
 from vault.observability import logger, metrics
 
-_ALLOWED_EXTRA = {"cached", "revoked_tokens", "ended_sessions", "revoked_grants", "granted_scopes",
-                  "missing_scopes", "upstream", "status", "return_url", "count", "trigger"}
+_ALLOWED_EXTRA = {
+    "cached",
+    "revoked_tokens",
+    "ended_sessions",
+    "revoked_grants",
+    "granted_scopes",
+    "missing_scopes",
+    "upstream",
+    "status",
+    "return_url",
+    "count",
+    "trigger",
+}
 
 
-def audit(action: str, outcome: str, *, reason: str | None = None, principal: str | None = None,
-          agent: str | None = None, user: UserRef | None = None, provider: str | None = None,
-          scopes: tuple[str, ...] | list[str] | None = None, session_id: str | None = None,
-          task_id: str | None = None, flow_id: str | None = None, grant_id: str | None = None,
-          **extra: Any) -> None:
+def audit(
+    action: str,
+    outcome: str,
+    *,
+    reason: str | None = None,
+    principal: str | None = None,
+    agent: str | None = None,
+    user: UserRef | None = None,
+    provider: str | None = None,
+    scopes: tuple[str, ...] | list[str] | None = None,
+    session_id: str | None = None,
+    task_id: str | None = None,
+    flow_id: str | None = None,
+    grant_id: str | None = None,
+    **extra: Any,
+) -> None:
     """Record one decision. `extra` is limited to a fixed set of non-secret members."""
     unknown = set(extra) - _ALLOWED_EXTRA
     if unknown:
         raise ValueError(f"audit does not take {sorted(unknown)}")
     event: dict[str, Any] = {"action": action, "outcome": outcome}
-    for name, value in (("reason", reason), ("principal", principal), ("agent", agent),
-                        ("provider", provider), ("session_id", session_id), ("task_id", task_id),
-                        ("flow_id", flow_id), ("grant_id", grant_id)):
+    for name, value in (
+        ("reason", reason),
+        ("principal", principal),
+        ("agent", agent),
+        ("provider", provider),
+        ("session_id", session_id),
+        ("task_id", task_id),
+        ("flow_id", flow_id),
+        ("grant_id", grant_id),
+    ):
         if value is not None:
             event[name] = value
     if user is not None:

@@ -11,7 +11,8 @@ from vault.errors import Forbidden, UnknownAgent
 
 _ASSUMED_ROLE = re.compile(
     r"^arn:aws[a-z-]*:sts::(?P<account>\d{12}):assumed-role/(?P<role>[\w+=,.@-]{1,64})"
-    r"/(?P<session>[\w+=,.@-]{2,64})$")
+    r"/(?P<session>[\w+=,.@-]{2,64})$"
+)
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,20 @@ def caller_from(event: dict[str, Any]) -> Caller:
     match = _ASSUMED_ROLE.match(arn) if isinstance(arn, str) else None
     if match is None:
         raise UnknownAgent("the caller is not an IAM role session the vault knows")
-    return Caller(arn=match.string, account=match["account"], role_name=match["role"],
-                  session_name=match["session"])
+    return Caller(
+        arn=match.string,
+        account=match["account"],
+        role_name=match["role"],
+        session_name=match["session"],
+    )
 
 
 def agent_of(config: VaultConfig, caller: Caller) -> str:
     agent = config.agents_by_role.get(caller.role_name)
     if agent is None:
-        raise UnknownAgent(f"role {caller.role_name!r} is not a configured agent "
-                           "(agents.<name>.role_name)")
+        raise UnknownAgent(
+            f"role {caller.role_name!r} is not a configured agent (agents.<name>.role_name)"
+        )
     return agent
 
 

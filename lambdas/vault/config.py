@@ -27,8 +27,32 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
 ROLE_NAME_PATTERN = r"^[\w+=,.@-]{1,64}$"
 CERTIFICATE_ARN_PATTERN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[\w-]+$"
-LOG_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545,
-                                731, 1096, 1827, 2192, 2557, 2922, 3288, 3653})
+LOG_RETENTION_DAYS = frozenset(
+    {
+        1,
+        3,
+        5,
+        7,
+        14,
+        30,
+        60,
+        90,
+        120,
+        150,
+        180,
+        365,
+        400,
+        545,
+        731,
+        1096,
+        1827,
+        2192,
+        2557,
+        2922,
+        3288,
+        3653,
+    }
+)
 
 
 def _is_local_host(host: str | None) -> bool:
@@ -129,8 +153,16 @@ class ProviderConfig(_Frozen):
             raise ValueError(
                 "give either discovery_url or both authorization_endpoint and token_endpoint"
             )
-        reserved = {"response_type", "client_id", "redirect_uri", "scope", "state",
-                    "code_challenge", "code_challenge_method", "resource"}
+        reserved = {
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "code_challenge",
+            "code_challenge_method",
+            "resource",
+        }
         clash = reserved & set(self.extra_authorize_params)
         if clash:
             raise ValueError(f"extra_authorize_params may not set {sorted(clash)}")
@@ -187,8 +219,10 @@ class VaultConfig(_Frozen):
     @classmethod
     def _cloudwatch_retention(cls, value: int) -> int:
         if value not in LOG_RETENTION_DAYS:
-            raise ValueError(f"{value} is not a CloudWatch Logs retention; use one of"
-                             f" {sorted(LOG_RETENTION_DAYS)}")
+            raise ValueError(
+                f"{value} is not a CloudWatch Logs retention; use one of"
+                f" {sorted(LOG_RETENTION_DAYS)}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -40,10 +40,18 @@ from vault.store.repository import Conflict
 
 FLOW_ID = re.compile(r"^flw_[A-Za-z0-9_-]{32}$")
 # RFC 6749 §4.1.2.1 error codes: the only provider errors reflected to the return URL.
-OAUTH_ERRORS = {"invalid_request", "unauthorized_client", "access_denied",
-                "unsupported_response_type", "invalid_scope", "server_error",
-                "temporarily_unavailable", "consent_required", "login_required",
-                "interaction_required"}
+OAUTH_ERRORS = {
+    "invalid_request",
+    "unauthorized_client",
+    "access_denied",
+    "unsupported_response_type",
+    "invalid_scope",
+    "server_error",
+    "temporarily_unavailable",
+    "consent_required",
+    "login_required",
+    "interaction_required",
+}
 MAX_PARAM = 2048
 
 
@@ -58,7 +66,8 @@ def _return_url(svc: Services, requested: str | None) -> str:
     if requested not in allowed:
         raise ReturnUrlNotAllowed(
             f"return_url {requested!r} is not registered; add it to return_urls in the vault "
-            "config (exact match) or omit it to use the default")
+            "config (exact match) or omit it to use the default"
+        )
     return requested
 
 
@@ -68,34 +77,61 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-def start_authorization(svc: Services, caller: Caller, session_id: str, call: HttpCall,
-                        body: StartAuthorization) -> dict[str, Any]:
+def start_authorization(
+    svc: Services, caller: Caller, session_id: str, call: HttpCall, body: StartAuthorization
+) -> dict[str, Any]:
     agent = agent_of(svc.config, caller)
     try:
         scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
         return_url = _return_url(svc, body.return_url)
     except Exception as exc:
-        audit("consent.start", "denied", reason=getattr(exc, "code", "error"), agent=agent,
-              principal=caller.arn, provider=body.provider, scopes=body.scopes,
-              session_id=session_id)
+        audit(
+            "consent.start",
+            "denied",
+            reason=getattr(exc, "code", "error"),
+            agent=agent,
+            principal=caller.arn,
+            provider=body.provider,
+            scopes=body.scopes,
+            session_id=session_id,
+        )
         raise
     session, _ = authorize_session_call(svc, caller, session_id, call)
     provider = svc.provider(body.provider)
     state, verifier = secrets.token_urlsafe(32), new_code_verifier()
     flow_id, grant_id = new_id("flw"), new_id("grt")
-    url = provider.authorization_url(redirect_uri=svc.settings.callback_url, state=state,
-                                     verifier=verifier, scopes=scopes)
+    url = provider.authorization_url(
+        redirect_uri=svc.settings.callback_url, state=state, verifier=verifier, scopes=scopes
+    )
     now = svc.now()
     pending = PendingFlow(
-        state_hash=_state_hash(state), flow_id=flow_id, session_id=session.session_id,
-        agent=agent, provider=body.provider, scopes=scopes, user=session.user,
-        verifier_ct=svc.envelope.encrypt(verifier.encode(),
-                                         verifier_context(session.user, body.provider, flow_id)),
-        return_url=return_url, grant_id=grant_id, created_at=now,
-        expires_at=now + svc.config.flow_ttl_seconds)
+        state_hash=_state_hash(state),
+        flow_id=flow_id,
+        session_id=session.session_id,
+        agent=agent,
+        provider=body.provider,
+        scopes=scopes,
+        user=session.user,
+        verifier_ct=svc.envelope.encrypt(
+            verifier.encode(), verifier_context(session.user, body.provider, flow_id)
+        ),
+        return_url=return_url,
+        grant_id=grant_id,
+        created_at=now,
+        expires_at=now + svc.config.flow_ttl_seconds,
+    )
     svc.repo.put_pending_flow(pending)
-    audit("consent.start", "allowed", agent=agent, user=session.user, provider=body.provider,
-          scopes=scopes, session_id=session.session_id, task_id=session.task_id, flow_id=flow_id)
+    audit(
+        "consent.start",
+        "allowed",
+        agent=agent,
+        user=session.user,
+        provider=body.provider,
+        scopes=scopes,
+        session_id=session.session_id,
+        task_id=session.task_id,
+        flow_id=flow_id,
+    )
     return {"flow_id": flow_id, "authorization_url": url, "expires_at": pending.expires_at}
 
 
@@ -110,21 +146,28 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         audit("consent.callback", "denied", reason="invalid_state")
         raise InvalidState("this state is unknown, expired or already used; start consent again")
     provider = svc.provider(pending.provider)
-    where: dict[str, Any] = {"agent": pending.agent, "user": pending.user, "provider": pending.provider,
-             "session_id": pending.session_id, "flow_id": pending.flow_id}
+    where: dict[str, Any] = {
+        "agent": pending.agent,
+        "user": pending.user,
+        "provider": pending.provider,
+        "session_id": pending.session_id,
+        "flow_id": pending.flow_id,
+    }
     error = query.get("error")
     if error is not None:
         refusal = error if error in OAUTH_ERRORS else "invalid_request"
         svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "refused", error=refusal))
         audit("consent.callback", "refused", reason=refusal, scopes=pending.scopes, **where)
-        return _with_query(pending.return_url, {"flow_id": pending.flow_id, "status": "refused",
-                                                "error": refusal})
+        return _with_query(
+            pending.return_url, {"flow_id": pending.flow_id, "status": "refused", "error": refusal}
+        )
     try:
         meta = provider.metadata()
         issuer = query.get("iss")
         if (issuer is not None or meta.iss_parameter_supported) and issuer != meta.issuer:
-            raise IssuerMismatch("the authorization response names another issuer (iss); "
-                                 "it was not redeemed")
+            raise IssuerMismatch(
+                "the authorization response names another issuer (iss); it was not redeemed"
+            )
         code = query.get("code")
         if not code or len(code) > MAX_PARAM:
             raise CodeExchangeFailed("the callback carries no authorization code")
@@ -133,10 +176,12 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         audit("consent.callback", "denied", reason=exc.code, **where)
         raise
     verifier = svc.envelope.decrypt(
-        pending.verifier_ct, verifier_context(pending.user, pending.provider, pending.flow_id))
+        pending.verifier_ct, verifier_context(pending.user, pending.provider, pending.flow_id)
+    )
     try:
-        answer = provider.exchange_code(code=code, verifier=verifier.decode(),
-                                        redirect_uri=svc.settings.callback_url)
+        answer = provider.exchange_code(
+            code=code, verifier=verifier.decode(), redirect_uri=svc.settings.callback_url
+        )
     except (ProviderError, ProviderTimeout) as exc:
         svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
         audit("consent.callback", "failed", reason=exc.code, **where)
@@ -144,66 +189,116 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
     except OAuthError as exc:
         svc.repo.drop_pending_flow(pending.state_hash)
         audit("consent.callback", "failed", reason=exc.error, **where)
-        raise CodeExchangeFailed(f"the provider refused the code exchange ({exc.error})",
-                                 provider_error=exc.error) from exc
+        raise CodeExchangeFailed(
+            f"the provider refused the code exchange ({exc.error})", provider_error=exc.error
+        ) from exc
     if answer.refresh_token is None:
         svc.repo.drop_pending_flow(pending.state_hash)
         audit("consent.callback", "failed", reason="no_refresh_token", **where)
         raise CodeExchangeFailed(
             f"provider {pending.provider!r} issued no refresh token; check "
-            f"providers.{pending.provider}.offline_scope and prompt_consent")
+            f"providers.{pending.provider}.offline_scope and prompt_consent"
+        )
     offline = provider.config.offline_scope
     granted = tuple(sorted(s for s in (answer.scopes or pending.scopes) if s != offline))
     context = token_context(pending.user, pending.provider, grant_id=pending.grant_id)
-    flow = _flow(pending, "pending_binding", granted=granted,
-                 refresh_ct=svc.envelope.encrypt(answer.refresh_token.encode(), context),
-                 access_ct=svc.envelope.encrypt(answer.access_token.encode(), context))
+    flow = _flow(
+        pending,
+        "pending_binding",
+        granted=granted,
+        refresh_ct=svc.envelope.encrypt(answer.refresh_token.encode(), context),
+        access_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
+    )
     svc.repo.close_pending_flow(pending.state_hash, flow)
-    audit("consent.callback", "exchanged", scopes=pending.scopes, granted_scopes=list(granted),
-          **where)
-    return _with_query(pending.return_url, {"flow_id": pending.flow_id,
-                                            "status": "pending_binding"})
+    audit(
+        "consent.callback",
+        "exchanged",
+        scopes=pending.scopes,
+        granted_scopes=list(granted),
+        **where,
+    )
+    return _with_query(
+        pending.return_url, {"flow_id": pending.flow_id, "status": "pending_binding"}
+    )
 
 
-def _flow(pending: PendingFlow, status: str, *, granted: tuple[str, ...] = (),
-          refresh_ct: bytes | None = None, access_ct: bytes | None = None,
-          error: str | None = None) -> Flow:
-    return Flow(flow_id=pending.flow_id, status=status, session_id=pending.session_id,
-                agent=pending.agent, provider=pending.provider, scopes=pending.scopes,
-                user=pending.user, grant_id=pending.grant_id, created_at=pending.created_at,
-                expires_at=pending.expires_at, granted_scopes=granted,
-                refresh_token_ct=refresh_ct, access_token_ct=access_ct, error=error)
+def _flow(
+    pending: PendingFlow,
+    status: str,
+    *,
+    granted: tuple[str, ...] = (),
+    refresh_ct: bytes | None = None,
+    access_ct: bytes | None = None,
+    error: str | None = None,
+) -> Flow:
+    return Flow(
+        flow_id=pending.flow_id,
+        status=status,
+        session_id=pending.session_id,
+        agent=pending.agent,
+        provider=pending.provider,
+        scopes=pending.scopes,
+        user=pending.user,
+        grant_id=pending.grant_id,
+        created_at=pending.created_at,
+        expires_at=pending.expires_at,
+        granted_scopes=granted,
+        refresh_token_ct=refresh_ct,
+        access_token_ct=access_ct,
+        error=error,
+    )
 
 
-def complete_flow(svc: Services, caller: Caller, flow_id: str,
-                  body: CompleteFlow) -> dict[str, Any]:
+def complete_flow(
+    svc: Services, caller: Caller, flow_id: str, body: CompleteFlow
+) -> dict[str, Any]:
     """Binding: the application says who is logged in; only the flow's user activates it."""
     agent = agent_of(svc.config, caller)
     flow = svc.repo.get_flow(flow_id) if FLOW_ID.match(flow_id) else None
     if flow is None or (flow.status == "pending_binding" and flow.expires_at <= svc.clock()):
         raise FlowNotFound("no such flow, or it expired before binding")
     if flow.agent != agent:
-        audit("consent.complete", "denied", reason="forbidden", principal=caller.arn,
-              flow_id=flow_id)
+        audit(
+            "consent.complete", "denied", reason="forbidden", principal=caller.arn, flow_id=flow_id
+        )
         raise Forbidden("this flow belongs to another agent")
     if flow.status != "pending_binding":
         raise FlowNotPending(f"this flow is {flow.status}", status=flow.status)
     user = svc.identity.user_from(body.user.as_dict(), agent)
-    where: dict[str, Any] = {"agent": agent, "provider": flow.provider, "session_id": flow.session_id,
-             "flow_id": flow.flow_id, "grant_id": flow.grant_id}
+    where: dict[str, Any] = {
+        "agent": agent,
+        "provider": flow.provider,
+        "session_id": flow.session_id,
+        "flow_id": flow.flow_id,
+        "grant_id": flow.grant_id,
+    }
     context = token_context(flow.user, flow.provider, grant_id=flow.grant_id)
     if user != flow.user:
         svc.repo.reject_flow(flow.flow_id, "user_mismatch")
         upstream = _revoke_flow_tokens(svc, flow, context)
-        audit("consent.complete", "denied", reason="user_mismatch", user=user,
-              upstream="revoked" if upstream else "revoke_failed", **where)
-        raise UserMismatch("the logged-in user is not the user this consent was started for; "
-                           "the tokens were revoked")
+        audit(
+            "consent.complete",
+            "denied",
+            reason="user_mismatch",
+            user=user,
+            upstream="revoked" if upstream else "revoke_failed",
+            **where,
+        )
+        raise UserMismatch(
+            "the logged-in user is not the user this consent was started for; "
+            "the tokens were revoked"
+        )
     assert flow.refresh_token_ct is not None  # a pending_binding flow always holds them
     previous = svc.repo.get_grant(flow.user, flow.agent, flow.provider)
-    grant = Grant(grant_id=flow.grant_id, user=flow.user, agent=flow.agent,
-                  provider=flow.provider, scopes=flow.granted_scopes,
-                  refresh_token_ct=flow.refresh_token_ct, created_at=svc.now())
+    grant = Grant(
+        grant_id=flow.grant_id,
+        user=flow.user,
+        agent=flow.agent,
+        provider=flow.provider,
+        scopes=flow.granted_scopes,
+        refresh_token_ct=flow.refresh_token_ct,
+        created_at=svc.now(),
+    )
     try:
         svc.repo.activate_flow(flow, grant)
     except Conflict as exc:
@@ -217,17 +312,22 @@ def complete_flow(svc: Services, caller: Caller, flow_id: str,
     if not svc.config.providers[flow.provider].revocation_revokes_grant:
         _revoke_flow_tokens(svc, flow, context, refresh=False)  # the consent's own access token
     audit("consent.complete", "allowed", user=user, scopes=flow.granted_scopes, **where)
-    return {"flow_id": flow.flow_id, "status": "active", "grant_id": grant.grant_id,
-            "provider": flow.provider, "scopes": list(flow.granted_scopes)}
+    return {
+        "flow_id": flow.flow_id,
+        "status": "active",
+        "grant_id": grant.grant_id,
+        "provider": flow.provider,
+        "scopes": list(flow.granted_scopes),
+    }
 
 
-def _revoke_flow_tokens(svc: Services, flow: Flow, context: dict[str, str], *,
-                        refresh: bool = True) -> bool:
+def _revoke_flow_tokens(
+    svc: Services, flow: Flow, context: dict[str, str], *, refresh: bool = True
+) -> bool:
     """Best-effort upstream revocation of a flow's tokens; True if every call succeeded."""
     ok = True
     if refresh and flow.refresh_token_ct is not None:
-        ok &= revoke_upstream(svc, flow.provider, flow.refresh_token_ct, context,
-                               "refresh_token")
+        ok &= revoke_upstream(svc, flow.provider, flow.refresh_token_ct, context, "refresh_token")
     if flow.access_token_ct is not None:
         ok &= revoke_upstream(svc, flow.provider, flow.access_token_ct, context, "access_token")
     return ok

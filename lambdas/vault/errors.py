@@ -40,7 +40,6 @@ class VaultError(Exception):
         return body
 
 
-
 class InvalidRequest(VaultError):
     pass
 

@@ -32,8 +32,9 @@ ASSERTED_ISSUER_PREFIX = "urn:agent-vault:asserted:"
 class IdentityVerifier:
     """Verifies user identity tokens for the configured issuers."""
 
-    def __init__(self, config: VaultConfig, http: urllib3.PoolManager,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: VaultConfig, http: urllib3.PoolManager, clock: Callable[[], float] = time.time
+    ) -> None:
         self._issuers = {i.issuer: i for i in config.user_identity_issuers}
         self._config = config
         self._http = http
@@ -48,7 +49,8 @@ class IdentityVerifier:
         if not self._config.agents[agent].may_assert_user_id:
             raise InvalidUserToken(
                 f"agent {agent!r} may not assert a user id (agents.{agent}.may_assert_user_id);"
-                " present the user's identity token instead")
+                " present the user's identity token instead"
+            )
         return UserRef(iss=ASSERTED_ISSUER_PREFIX + agent, sub=str(user["user_id"]))
 
     def verify(self, token: str) -> UserRef:
@@ -57,14 +59,17 @@ class IdentityVerifier:
         issuer = self._unverified_issuer(token)
         config = self._issuers.get(issuer) if issuer else None
         if config is None:
-            raise InvalidUserToken("the identity token's issuer is not configured "
-                                   "(user_identity_issuers)")
+            raise InvalidUserToken(
+                "the identity token's issuer is not configured (user_identity_issuers)"
+            )
         claims = self._decode(token, config)
         registry = jwt.JWTClaimsRegistry(
-            now=int(self._clock()), leeway=LEEWAY_SECONDS,
+            now=int(self._clock()),
+            leeway=LEEWAY_SECONDS,
             iss={"essential": True, "value": config.issuer},
             aud={"essential": True, "values": list(config.audiences)},
-            exp={"essential": True}, sub={"essential": True},
+            exp={"essential": True},
+            sub={"essential": True},
         )
         try:
             registry.validate(claims)
@@ -82,8 +87,9 @@ class IdentityVerifier:
             if keys is None:
                 break
             try:
-                claims: dict[str, Any] = jwt.decode(token, keys,
-                                                    algorithms=list(config.algorithms)).claims
+                claims: dict[str, Any] = jwt.decode(
+                    token, keys, algorithms=list(config.algorithms)
+                ).claims
                 return claims
             except (JoseError, ValueError, TypeError, KeyError):
                 continue
@@ -98,8 +104,9 @@ class IdentityVerifier:
             if cached and force and now - cached[1] < JWKS_MIN_REFETCH_SECONDS:
                 return None
             try:
-                response = self._http.request("GET", config.jwks_uri, timeout=3.0, retries=False,
-                                              redirect=False)
+                response = self._http.request(
+                    "GET", config.jwks_uri, timeout=3.0, retries=False, redirect=False
+                )
                 keys = KeySet.import_key_set(json.loads(response.data))
             except (urllib3.exceptions.HTTPError, ValueError, JoseError, TypeError) as exc:
                 raise ProviderError("the identity provider's keys could not be fetched") from exc

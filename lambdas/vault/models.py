@@ -27,8 +27,9 @@ def scope_key(scopes: tuple[str, ...] | list[str] | set[str] | frozenset[str]) -
     return " ".join(sorted(set(scopes)))
 
 
-def token_context(user: UserRef, provider: str, *, grant_id: str | None = None,
-                  session_id: str | None = None) -> dict[str, str]:
+def token_context(
+    user: UserRef, provider: str, *, grant_id: str | None = None, session_id: str | None = None
+) -> dict[str, str]:
     """KMS encryption context of token material: bound to its owner and its grant or session."""
     context = {"purpose": "token", "user": user.key, "provider": provider}
     if grant_id is not None:
@@ -62,9 +63,14 @@ class Session:
     def public_view(self, now: float) -> dict[str, Any]:
         status = self.status if self.status != "active" or self.alive(now) else "expired"
         return {
-            "session_id": self.session_id, "agent": self.agent, "user": self.user.as_dict(),
-            "task_id": self.task_id, "jkt": self.jkt, "status": status,
-            "created_at": self.created_at, "expires_at": self.expires_at,
+            "session_id": self.session_id,
+            "agent": self.agent,
+            "user": self.user.as_dict(),
+            "task_id": self.task_id,
+            "jkt": self.jkt,
+            "status": status,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
         }
 
 

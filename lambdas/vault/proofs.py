@@ -43,8 +43,16 @@ def normalize_url(url: str) -> str:
     return f"{scheme}://{host}{parts.path}"
 
 
-def verify_proof(token: str | None, *, method: str, url: str, now: float, max_age: int,
-                 session_id: str | None, expected_jkt: str | None) -> Proof:
+def verify_proof(
+    token: str | None,
+    *,
+    method: str,
+    url: str,
+    now: float,
+    max_age: int,
+    session_id: str | None,
+    expected_jkt: str | None,
+) -> Proof:
     """Check a proof's form, signature, target, age and session; raise `InvalidProof`.
 
     The caller still has to record the `jti` (replay check) once every other check passed.
@@ -60,16 +68,21 @@ def verify_proof(token: str | None, *, method: str, url: str, now: float, max_ag
     if header.get("typ") != "dpop+jwt" or header.get("alg") not in ALLOWED_ALGORITHMS:
         raise InvalidProof("the DPoP proof must have typ dpop+jwt and alg ES256")
     jwk = header.get("jwk")
-    if not isinstance(jwk, dict) or "d" in jwk or jwk.get("kty") != "EC" \
-            or jwk.get("crv") != "P-256":
+    if (
+        not isinstance(jwk, dict)
+        or "d" in jwk
+        or jwk.get("kty") != "EC"
+        or jwk.get("crv") != "P-256"
+    ):
         raise InvalidProof("the DPoP proof must carry a public P-256 jwk")
     try:
         key = ECKey.import_key(jwk)
         jkt = key.thumbprint()
         if expected_jkt is not None and jkt != expected_jkt:
             raise InvalidProof("the DPoP proof is not signed by this session's key")
-        claims = json.loads(jws.deserialize_compact(token, key, algorithms=ALLOWED_ALGORITHMS)
-                            .payload)
+        claims = json.loads(
+            jws.deserialize_compact(token, key, algorithms=ALLOWED_ALGORITHMS).payload
+        )
     except InvalidProof:
         raise
     except (JoseError, ValueError, TypeError, UnicodeError) as exc:

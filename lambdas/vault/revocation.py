@@ -14,8 +14,9 @@ from vault.runtime import Services
 from vault.schemas import Revocation
 
 
-def revoke_upstream(svc: Services, provider: str, ciphertext: bytes,
-                     context: dict[str, str], hint: str) -> bool:
+def revoke_upstream(
+    svc: Services, provider: str, ciphertext: bytes, context: dict[str, str], hint: str
+) -> bool:
     """True when the provider confirmed (or has no endpoint, or the token cannot be read)."""
     try:
         token = svc.envelope.decrypt(ciphertext, context)
@@ -39,7 +40,8 @@ def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
     for token in tokens:
         provider = svc.config.providers[token.provider]
         if not provider.revoke_on_session_end or revoke_upstream(
-                svc, token.provider, token.access_token_ct, token.context, "access_token"):
+            svc, token.provider, token.access_token_ct, token.context, "access_token"
+        ):
             svc.repo.delete_token(token)
             revoked += 1
             if provider.revoke_on_session_end and provider.revocation_revokes_grant:
@@ -50,20 +52,41 @@ def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
         grant = svc.repo.grant_by_id(grant_id)
         if grant is not None and grant.status == "active":
             svc.repo.mark_grant_broken(grant, "revoked_with_session")
-            audit("grant.revoke", "revoked", reason="revoked_with_session", agent=grant.agent,
-                  user=grant.user, provider=grant.provider, grant_id=grant.grant_id)
+            audit(
+                "grant.revoke",
+                "revoked",
+                reason="revoked_with_session",
+                agent=grant.agent,
+                user=grant.user,
+                provider=grant.provider,
+                grant_id=grant.grant_id,
+            )
         for other in svc.repo.tokens_of_grant(grant_id):
             svc.repo.delete_token(other)
     return revoked
 
 
-def end_session(svc: Services, session: Session, tokens: list[SessionToken], reason: str,
-                *, principal: str | None = None) -> int:
+def end_session(
+    svc: Services,
+    session: Session,
+    tokens: list[SessionToken],
+    reason: str,
+    *,
+    principal: str | None = None,
+) -> int:
     changed = svc.repo.end_session(session.session_id, reason)
     revoked = revoke_tokens(svc, tokens)
-    audit("session.end", "ended" if changed else "already_ended", reason=reason,
-          principal=principal, agent=session.agent, user=session.user,
-          session_id=session.session_id, task_id=session.task_id, revoked_tokens=revoked)
+    audit(
+        "session.end",
+        "ended" if changed else "already_ended",
+        reason=reason,
+        principal=principal,
+        agent=session.agent,
+        user=session.user,
+        session_id=session.session_id,
+        task_id=session.task_id,
+        revoked_tokens=revoked,
+    )
     return revoked
 
 
@@ -78,19 +101,29 @@ def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
     return ended, revoked
 
 
-def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | None = None,
-                 delete: bool = True) -> int:
+def revoke_grant(
+    svc: Services, grant: Grant, reason: str, *, principal: str | None = None, delete: bool = True
+) -> int:
     """Kill a grant: its refresh token upstream, every session token minted from it."""
-    upstream_ok = revoke_upstream(svc, grant.provider, grant.refresh_token_ct, grant.context,
-                                   "refresh_token")
+    upstream_ok = revoke_upstream(
+        svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
+    )
     revoked = revoke_tokens(svc, svc.repo.tokens_of_grant(grant.grant_id))
     if delete and upstream_ok:
         svc.repo.delete_grant(grant)
     else:
         svc.repo.mark_grant_broken(grant, reason if upstream_ok else "revoke_pending")
-    audit("grant.revoke", "revoked" if upstream_ok else "revoke_pending", reason=reason,
-          principal=principal, agent=grant.agent, user=grant.user, provider=grant.provider,
-          grant_id=grant.grant_id, revoked_tokens=revoked)
+    audit(
+        "grant.revoke",
+        "revoked" if upstream_ok else "revoke_pending",
+        reason=reason,
+        principal=principal,
+        agent=grant.agent,
+        user=grant.user,
+        provider=grant.provider,
+        grant_id=grant.grant_id,
+        revoked_tokens=revoked,
+    )
     return revoked
 
 
@@ -110,15 +143,26 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
     elif body.agent:
         grants = svc.repo.grants_of_agent(body.agent, body.provider)
     else:
-        grants = [g for agent in svc.config.agents
-                  for g in svc.repo.grants_of_agent(agent, body.provider)]
-    selected = [g for g in grants
-                if (body.user is None or g.user == UserRef(iss=body.user.iss, sub=body.user.sub))
-                and (body.agent is None or g.agent == body.agent)
-                and (body.provider is None or g.provider == body.provider)]
-    revoked = sum(revoke_grant(svc, g, "admin_revocation", principal=caller.arn)
-                  for g in selected)
-    audit("revocation", "done", principal=caller.arn, agent=body.agent, provider=body.provider,
-          grant_id=body.grant_id, user=UserRef(body.user.iss, body.user.sub) if body.user else None,
-          revoked_grants=len(selected), revoked_tokens=revoked)
+        grants = [
+            g for agent in svc.config.agents for g in svc.repo.grants_of_agent(agent, body.provider)
+        ]
+    selected = [
+        g
+        for g in grants
+        if (body.user is None or g.user == UserRef(iss=body.user.iss, sub=body.user.sub))
+        and (body.agent is None or g.agent == body.agent)
+        and (body.provider is None or g.provider == body.provider)
+    ]
+    revoked = sum(revoke_grant(svc, g, "admin_revocation", principal=caller.arn) for g in selected)
+    audit(
+        "revocation",
+        "done",
+        principal=caller.arn,
+        agent=body.agent,
+        provider=body.provider,
+        grant_id=body.grant_id,
+        user=UserRef(body.user.iss, body.user.sub) if body.user else None,
+        revoked_grants=len(selected),
+        revoked_tokens=revoked,
+    )
     return {"revoked_grants": len(selected), "revoked_tokens": revoked}

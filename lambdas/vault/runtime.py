@@ -45,15 +45,22 @@ class Settings(BaseModel):
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        names = ("table_name", "replay_table_name", "key_id", "callback_url",
-                 "client_secret_prefix", "vault_config_path")
+        names = (
+            "table_name",
+            "replay_table_name",
+            "key_id",
+            "callback_url",
+            "client_secret_prefix",
+            "vault_config_path",
+        )
         values = {n: env[n.upper()] for n in names if n.upper() in env}
         try:
             return cls(**values)
         except ValidationError as exc:
             missing = ", ".join(str(e["loc"][0]).upper() for e in exc.errors())
-            raise RuntimeError(f"the vault's environment is incomplete or invalid: {missing}"
-                               ) from None
+            raise RuntimeError(
+                f"the vault's environment is incomplete or invalid: {missing}"
+            ) from None
 
 
 @dataclass
@@ -80,9 +87,13 @@ class Services:
         return int(self.clock())
 
 
-def build_services(settings: Settings | None = None, *, config: VaultConfig | None = None,
-                   session: boto3.session.Session | None = None,
-                   clock: Callable[[], float] = time.time) -> Services:
+def build_services(
+    settings: Settings | None = None,
+    *,
+    config: VaultConfig | None = None,
+    session: boto3.session.Session | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
     settings = settings or Settings.from_environ()
     config = config or load_config(settings.vault_config_path)
     session = session or boto3.session.Session()
@@ -92,22 +103,32 @@ def build_services(settings: Settings | None = None, *, config: VaultConfig | No
     def secret_of(name: str) -> Callable[[], str | None]:
         def fetch() -> str | None:
             try:
-                value = secrets.get(settings.client_secret_prefix + name,
-                                    max_age=SECRET_MAX_AGE_SECONDS)
+                value = secrets.get(
+                    settings.client_secret_prefix + name, max_age=SECRET_MAX_AGE_SECONDS
+                )
             except GetParameterError as exc:
                 raise SecretsUnavailable(
-                    f"the client secret of provider {name!r} could not be read") from exc
+                    f"the client secret of provider {name!r} could not be read"
+                ) from exc
             return value if isinstance(value, str) else None
+
         return fetch
 
-    providers = {name: ProviderClient(name, cfg, http, secret_of(name), clock)
-                 for name, cfg in config.providers.items()}
+    providers = {
+        name: ProviderClient(name, cfg, http, secret_of(name), clock)
+        for name, cfg in config.providers.items()
+    }
     return Services(
-        config=config, settings=settings,
-        repo=Repository(session.client("dynamodb"), settings.table_name,
-                        settings.replay_table_name),
+        config=config,
+        settings=settings,
+        repo=Repository(
+            session.client("dynamodb"), settings.table_name, settings.replay_table_name
+        ),
         envelope=Envelope(session.client("kms"), settings.key_id, DataKeyCache()),
-        identity=IdentityVerifier(config, http, clock), providers=providers, clock=clock)
+        identity=IdentityVerifier(config, http, clock),
+        providers=providers,
+        clock=clock,
+    )
 
 
 _current: Services | None = None

@@ -35,6 +35,11 @@ class StartSession(_Body):
     ttl_seconds: Annotated[int, Field(ge=60, le=43200)] | None = None
 
 
+class RenewSession(_Body):
+    user: UserIdentity | None = None
+    ttl_seconds: Annotated[int, Field(ge=60, le=43200)] | None = None
+
+
 class StartAuthorization(_Body):
     provider: ProviderName
     scopes: Scopes

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from vault.audit import audit
 from vault.caller import Caller, agent_of
-from vault.errors import Forbidden, ProofReplayed, SessionEnded, SessionNotFound
+from vault.errors import Forbidden, ProofReplayed, SessionEnded, SessionNotFound, UserMismatch
 from vault.models import Session, SessionToken
 from vault.proofs import Proof, verify_proof
 from vault.runtime import Services
-from vault.schemas import StartSession
+from vault.schemas import RenewSession, StartSession
 
 SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_-]{32}$")
 
@@ -30,11 +30,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(24)}"
 
 
-def _check_proof(svc: Services, call: HttpCall, session_id: str | None,
-                 expected_jkt: str | None) -> Proof:
-    proof = verify_proof(call.proof, method=call.method, url=call.url, now=svc.clock(),
-                         max_age=svc.config.proof_max_age_seconds, session_id=session_id,
-                         expected_jkt=expected_jkt)
+def _check_proof(
+    svc: Services, call: HttpCall, session_id: str | None, expected_jkt: str | None
+) -> Proof:
+    proof = verify_proof(
+        call.proof,
+        method=call.method,
+        url=call.url,
+        now=svc.clock(),
+        max_age=svc.config.proof_max_age_seconds,
+        session_id=session_id,
+        expected_jkt=expected_jkt,
+    )
     keep_until = proof.iat + svc.config.proof_max_age_seconds
     if not svc.repo.remember_jti(proof.jkt, proof.jti, keep_until):
         raise ProofReplayed("this proof's jti was used before; sign a fresh proof per request")
@@ -47,22 +54,44 @@ def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSess
     try:
         user = svc.identity.user_from(body.user.as_dict(), agent)
     except Exception as exc:
-        audit("session.start", "denied", reason=getattr(exc, "code", "error"), agent=agent,
-              principal=caller.arn, task_id=caller.session_name)
+        audit(
+            "session.start",
+            "denied",
+            reason=getattr(exc, "code", "error"),
+            agent=agent,
+            principal=caller.arn,
+            task_id=caller.session_name,
+        )
         raise
     now = svc.now()
     ttl = min(body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds)
-    session = Session(session_id=new_id("ses"), agent=agent, principal_arn=caller.arn,
-                      task_id=caller.session_name, user=user, jkt=proof.jkt,
-                      public_jwk=proof.public_jwk, created_at=now, expires_at=now + ttl)
+    session = Session(
+        session_id=new_id("ses"),
+        agent=agent,
+        principal_arn=caller.arn,
+        task_id=caller.session_name,
+        user=user,
+        jkt=proof.jkt,
+        public_jwk=proof.public_jwk,
+        created_at=now,
+        expires_at=now + ttl,
+    )
     svc.repo.put_session(session)
-    audit("session.start", "allowed", agent=agent, principal=caller.arn, user=user,
-          session_id=session.session_id, task_id=session.task_id)
+    audit(
+        "session.start",
+        "allowed",
+        agent=agent,
+        principal=caller.arn,
+        user=user,
+        session_id=session.session_id,
+        task_id=session.task_id,
+    )
     return session
 
 
-def authorize_session_call(svc: Services, caller: Caller, session_id: str, call: HttpCall, *,
-                           require_alive: bool = True) -> tuple[Session, list[SessionToken]]:
+def authorize_session_call(
+    svc: Services, caller: Caller, session_id: str, call: HttpCall, *, require_alive: bool = True
+) -> tuple[Session, list[SessionToken]]:
     """Load a session with its tokens (one query), check it is the caller's, the proof, and
     (unless asked not to) that it is alive."""
     if not SESSION_ID.match(session_id):
@@ -71,18 +100,73 @@ def authorize_session_call(svc: Services, caller: Caller, session_id: str, call:
     if session is None:
         raise SessionNotFound("no such session")
     if session.principal_arn != caller.arn:
-        audit("session.access", "denied", reason="forbidden", principal=caller.arn,
-              session_id=session_id)
+        audit(
+            "session.access",
+            "denied",
+            reason="forbidden",
+            principal=caller.arn,
+            session_id=session_id,
+        )
         raise Forbidden("this session belongs to another caller")
     try:
         _check_proof(svc, call, session_id, session.jkt)
     except Exception as exc:
-        audit("session.access", "denied", reason=getattr(exc, "code", "error"),
-              principal=caller.arn, agent=session.agent, session_id=session_id,
-              task_id=session.task_id)
+        audit(
+            "session.access",
+            "denied",
+            reason=getattr(exc, "code", "error"),
+            principal=caller.arn,
+            agent=session.agent,
+            session_id=session_id,
+            task_id=session.task_id,
+        )
         raise
     if require_alive and not session.alive(svc.clock()):
-        audit("session.access", "denied", reason="session_ended", agent=session.agent,
-              session_id=session_id, task_id=session.task_id, status=session.status)
+        audit(
+            "session.access",
+            "denied",
+            reason="session_ended",
+            agent=session.agent,
+            session_id=session_id,
+            task_id=session.task_id,
+            status=session.status,
+        )
         raise SessionEnded(f"the session is {session.ended_reason or 'expired'}; start a new one")
     return session, tokens
+
+
+def renew_session(
+    svc: Services, caller: Caller, session_id: str, call: HttpCall, body: RenewSession
+) -> Session:
+    """Extend a live session (its task still runs) without new consent.
+
+    A long-running agent outlives the identity token it started with: it may present a fresh
+    token of the same user, compared by issuer and subject.
+    """
+    session, _ = authorize_session_call(svc, caller, session_id, call)
+    if body.user is not None:
+        user = svc.identity.user_from(body.user.as_dict(), session.agent)
+        if user != session.user:
+            audit(
+                "session.renew",
+                "denied",
+                reason="user_mismatch",
+                agent=session.agent,
+                session_id=session_id,
+                task_id=session.task_id,
+            )
+            raise UserMismatch("a session can only be renewed for the user it was started for")
+    now = svc.now()
+    ttl = min(body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds)
+    if not svc.repo.extend_session(session_id, now + ttl, now):
+        raise SessionEnded("the session ended before it could be renewed; start a new one")
+    session.expires_at = now + ttl
+    audit(
+        "session.renew",
+        "allowed",
+        agent=session.agent,
+        user=session.user,
+        session_id=session_id,
+        task_id=session.task_id,
+    )
+    return session

@@ -28,42 +28,75 @@ WAIT_FIRST_DELAY, WAIT_MAX_DELAY = 0.02, 0.25
 
 
 def _fresh(token: SessionToken | None, now: float) -> bool:
-    return (token is not None and not token.revoke_pending
-            and token.expires_at - now > MIN_REMAINING_SECONDS)
+    return (
+        token is not None
+        and not token.revoke_pending
+        and token.expires_at - now > MIN_REMAINING_SECONDS
+    )
 
 
-def get_token(svc: Services, caller: Caller, session_id: str, call: HttpCall,
-              body: TokenRequest) -> dict[str, Any]:
+def get_token(
+    svc: Services, caller: Caller, session_id: str, call: HttpCall, body: TokenRequest
+) -> dict[str, Any]:
     agent = agent_of(svc.config, caller)
     try:
         scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
     except VaultError as exc:
-        audit("token.issue", "denied", reason=exc.code, agent=agent, principal=caller.arn,
-              provider=body.provider, scopes=body.scopes, session_id=session_id)
+        audit(
+            "token.issue",
+            "denied",
+            reason=exc.code,
+            agent=agent,
+            principal=caller.arn,
+            provider=body.provider,
+            scopes=body.scopes,
+            session_id=session_id,
+        )
         raise
     session, tokens = authorize_session_call(svc, caller, session_id, call)
-    where: dict[str, Any] = {"agent": agent, "user": session.user, "provider": body.provider,
-             "session_id": session_id, "task_id": session.task_id}
+    where: dict[str, Any] = {
+        "agent": agent,
+        "user": session.user,
+        "provider": body.provider,
+        "session_id": session_id,
+        "task_id": session.task_id,
+    }
     cached = next((t for t in tokens if t.provider == body.provider and t.scopes == scopes), None)
     minted = False
     if not _fresh(cached, svc.clock()):
         try:
             cached, minted = _mint(svc, session, body.provider, scopes)
         except VaultError as exc:
-            audit("token.issue", "denied", reason=exc.extra.get("reason", exc.code),
-                  scopes=scopes, **where)
+            audit(
+                "token.issue",
+                "denied",
+                reason=exc.extra.get("reason", exc.code),
+                scopes=scopes,
+                **where,
+            )
             raise
     assert cached is not None
     access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
-    audit("token.issue", "allowed", scopes=scopes, grant_id=cached.grant_id, cached=not minted,
-          **where)
-    return {"access_token": access_token, "token_type": "Bearer",
-            "expires_in": max(0, cached.expires_at - svc.now()), "scope": " ".join(scopes),
-            "provider": body.provider}
+    audit(
+        "token.issue",
+        "allowed",
+        scopes=scopes,
+        grant_id=cached.grant_id,
+        cached=not minted,
+        **where,
+    )
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": max(0, cached.expires_at - svc.now()),
+        "scope": " ".join(scopes),
+        "provider": body.provider,
+    }
 
 
-def _mint(svc: Services, session: Session, provider: str,
-          scopes: tuple[str, ...]) -> tuple[SessionToken, bool]:
+def _mint(
+    svc: Services, session: Session, provider: str, scopes: tuple[str, ...]
+) -> tuple[SessionToken, bool]:
     """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease."""
     grant = svc.repo.get_grant(session.user, session.agent, provider)
     _require_usable(grant, provider, session.session_id, scopes)
@@ -98,8 +131,9 @@ def _mint(svc: Services, session: Session, provider: str,
         delay = min(delay * 2, WAIT_MAX_DELAY)
 
 
-def _require_usable(grant: Grant | None, provider: str, session_id: str,
-                    scopes: tuple[str, ...]) -> None:
+def _require_usable(
+    grant: Grant | None, provider: str, session_id: str, scopes: tuple[str, ...]
+) -> None:
     if grant is None:
         require_granted(provider, session_id, scopes, None, "no_grant")
     elif grant.status != "active":
@@ -108,12 +142,18 @@ def _require_usable(grant: Grant | None, provider: str, session_id: str,
         require_granted(provider, session_id, scopes, grant.scopes, "scopes_not_granted")
 
 
-def _refresh(svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...],
-             owner: str) -> SessionToken:
+def _refresh(
+    svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...], owner: str
+) -> SessionToken:
     """Refresh upstream while holding the lease; always leaves the lease released."""
     client = svc.provider(grant.provider)
-    where: dict[str, Any] = {"agent": grant.agent, "user": grant.user, "provider": grant.provider,
-             "grant_id": grant.grant_id, "session_id": session.session_id}
+    where: dict[str, Any] = {
+        "agent": grant.agent,
+        "user": grant.user,
+        "provider": grant.provider,
+        "grant_id": grant.grant_id,
+        "session_id": session.session_id,
+    }
     try:
         refresh_token = svc.envelope.decrypt(grant.refresh_token_ct, grant.context).decode()
         answer = client.refresh(refresh_token, scopes)
@@ -124,13 +164,16 @@ def _refresh(svc: Services, session: Session, grant: Grant, scopes: tuple[str, .
             audit("grant.refresh", "broken", reason="invalid_grant", scopes=scopes, **where)
             raise ConsentRequired(
                 f"the user's consent at {grant.provider!r} is no longer valid; ask again",
-                provider=grant.provider, missing_scopes=list(scopes), reason="grant_broken",
+                provider=grant.provider,
+                missing_scopes=list(scopes),
+                reason="grant_broken",
                 authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
             ) from exc
         svc.repo.release_lease(grant, owner)
         audit("grant.refresh", "failed", reason=exc.error, **where)
-        raise ProviderError(f"provider {grant.provider!r} refused the refresh ({exc.error})"
-                            ) from exc
+        raise ProviderError(
+            f"provider {grant.provider!r} refused the refresh ({exc.error})"
+        ) from exc
     except BaseException:
         svc.repo.release_lease(grant, owner)
         raise
@@ -139,12 +182,17 @@ def _refresh(svc: Services, session: Session, grant: Grant, scopes: tuple[str, .
     if answer.refresh_token is not None and answer.refresh_token != refresh_token:
         new_refresh = svc.envelope.encrypt(answer.refresh_token.encode(), grant.context)
     token = SessionToken(
-        session_id=session.session_id, provider=grant.provider, scopes=scopes,
-        grant_id=grant.grant_id, user=grant.user,
+        session_id=session.session_id,
+        provider=grant.provider,
+        scopes=scopes,
+        grant_id=grant.grant_id,
+        user=grant.user,
         access_token_ct=svc.envelope.encrypt(
             answer.access_token.encode(),
-            token_context(grant.user, grant.provider, session_id=session.session_id)),
-        expires_at=now + answer.expires_in)
+            token_context(grant.user, grant.provider, session_id=session.session_id),
+        ),
+        expires_at=now + answer.expires_in,
+    )
     broader = answer.scopes is not None and not set(answer.scopes) <= set(scopes)
     try:
         svc.repo.store_refresh(grant, owner, new_refresh, None if broader else token, now)
@@ -153,11 +201,18 @@ def _refresh(svc: Services, session: Session, grant: Grant, scopes: tuple[str, .
         raise Busy("the refresh lease expired before the result was stored; retry") from exc
     if broader:
         # the provider ignored the narrowing: never hand out more than was asked for
-        audit("grant.refresh", "failed", reason="scope_not_narrowed", scopes=scopes,
-              granted_scopes=list(answer.scopes or ()), **where)
+        audit(
+            "grant.refresh",
+            "failed",
+            reason="scope_not_narrowed",
+            scopes=scopes,
+            granted_scopes=list(answer.scopes or ()),
+            **where,
+        )
         raise ProviderError(
             f"provider {grant.provider!r} returned a token broader than requested; set "
             f"providers.{grant.provider}.narrow_scopes_on_refresh to false only if it cannot "
-            "narrow")
+            "narrow"
+        )
     audit("grant.refresh", "refreshed", scopes=scopes, **where)
     return token

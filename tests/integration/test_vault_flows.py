@@ -17,8 +17,12 @@ from vault.schemas import TokenRequest
 from vault.sessions import HttpCall
 
 
-def connected(vault: Vault, scopes: tuple[str, ...] = ("calendar.read", "calendar.write"),
-              username: str = "alice", **agent_kw: Any):  # type: ignore[no-untyped-def]
+def connected(
+    vault: Vault,
+    scopes: tuple[str, ...] = ("calendar.read", "calendar.write"),
+    username: str = "alice",
+    **agent_kw: Any,
+):  # type: ignore[no-untyped-def]
     agent = vault.agent(**agent_kw)
     assert agent.start_session(vault.user(username)).status == 201
     bound = vault.connect(agent, scopes=scopes, username=username)
@@ -28,13 +32,21 @@ def connected(vault: Vault, scopes: tuple[str, ...] = ("calendar.read", "calenda
 
 def task_stopped(task_id: str, event_id: str | None = None) -> dict[str, Any]:
     return {
-        "version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": "ECS Task State Change",
-        "source": "aws.ecs", "account": "123456789012", "region": "eu-west-1",
-        "time": "2026-11-28T12:00:00Z", "resources": [],
-        "detail": {"taskArn": f"arn:aws:ecs:eu-west-1:123456789012:task/agents/{task_id}",
-                   "clusterArn": "arn:aws:ecs:eu-west-1:123456789012:cluster/agents",
-                   "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
-                   "stoppedReason": "Scaling activity"},
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": "123456789012",
+        "region": "eu-west-1",
+        "time": "2026-11-28T12:00:00Z",
+        "resources": [],
+        "detail": {
+            "taskArn": f"arn:aws:ecs:eu-west-1:123456789012:task/agents/{task_id}",
+            "clusterArn": "arn:aws:ecs:eu-west-1:123456789012:cluster/agents",
+            "lastStatus": "STOPPED",
+            "desiredStatus": "STOPPED",
+            "stoppedReason": "Scaling activity",
+        },
     }
 
 
@@ -76,8 +88,9 @@ def test_session_consent_binding_and_token(vault: Vault) -> None:
 def test_the_callback_redirects_to_the_return_url_with_the_flow(vault: Vault) -> None:
     agent = vault.agent()
     agent.start_session(vault.user("alice"))
-    started = agent.authorize("calendar", ["calendar.read"],
-                              return_url="http://localhost:3000/return")
+    started = agent.authorize(
+        "calendar", ["calendar.read"], return_url="http://localhost:3000/return"
+    )
     assert started.status == 201
     url = started.json["authorization_url"]
     assert "code_challenge_method=S256" in url and "prompt=consent" in url
@@ -85,7 +98,8 @@ def test_the_callback_redirects_to_the_return_url_with_the_flow(vault: Vault) ->
     back = vault.callback(vault.consent_at_provider(url, "alice"))
     assert back.status == 302
     assert back.headers["location"] == (
-        f"http://localhost:3000/return?flow_id={started.json['flow_id']}&status=pending_binding")
+        f"http://localhost:3000/return?flow_id={started.json['flow_id']}&status=pending_binding"
+    )
     # not usable before binding
     assert agent.token("calendar", ["calendar.read"]).code == "consent_required"
 
@@ -125,7 +139,7 @@ def test_each_session_and_scope_set_gets_its_own_token(vault: Vault) -> None:
 
 
 def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_kept(vault: Vault) -> None:
-    agent, bound = connected(vault)
+    agent, _bound = connected(vault)
     first = agent.token("calendar", ["calendar.read"]).json["access_token"]
     from vault.models import UserRef
 
@@ -153,8 +167,12 @@ def test_twenty_concurrent_requests_make_one_refresh(vault: Vault) -> None:
 
     def one_container() -> None:
         # each thread is a separate Lambda container: its own caches and provider clients
-        svc: Services = build_services(vault.services.settings, config=vault.services.config,
-                                       session=vault.session, clock=vault.clock)
+        svc: Services = build_services(
+            vault.services.settings,
+            config=vault.services.config,
+            session=vault.session,
+            clock=vault.clock,
+        )
         call = HttpCall("POST", f"https://vault.test{path}", agent.proof("POST", path))
         gate.wait()
         try:
@@ -180,7 +198,10 @@ def test_session_get_and_delete_revoke_its_tokens_upstream(vault: Vault) -> None
     assert shown.status == 200 and shown.json["status"] == "active"
     ended = agent.end()
     assert ended.status == 200 and ended.json == {
-        "session_id": agent.session_id, "status": "ended", "revoked_tokens": 1}
+        "session_id": agent.session_id,
+        "status": "ended",
+        "revoked_tokens": 1,
+    }
     assert vault.server.introspect(token) == {"active": False}
     assert agent.token("calendar", ["calendar.read"]).code == "session_ended"
     assert agent.call("GET", f"/v1/sessions/{agent.session_id}").json["status"] == "ended"
@@ -203,8 +224,12 @@ def test_a_stopped_task_ends_its_sessions_and_kills_their_tokens(vault: Vault) -
     survivor.start_session(vault.user("bob"))
     event = task_stopped(doomed.task_id)
     result = reap(event)
-    assert result == {"status": "reaped", "task_id": doomed.task_id, "ended_sessions": 1,
-                      "revoked_tokens": 1}
+    assert result == {
+        "status": "reaped",
+        "task_id": doomed.task_id,
+        "ended_sessions": 1,
+        "revoked_tokens": 1,
+    }
     assert doomed.token("calendar", ["calendar.read"]).code == "session_ended"
     assert vault.server.introspect(token) == {"active": False}
     assert survivor.call("GET", f"/v1/sessions/{survivor.session_id}").json["status"] == "active"
@@ -213,12 +238,27 @@ def test_a_stopped_task_ends_its_sessions_and_kills_their_tokens(vault: Vault) -
     assert "dynamodb:Query" not in vault.counter.counts
 
 
-@pytest.mark.parametrize("event", [
-    {}, {"detail-type": "ECS Task State Change", "source": "aws.ecs", "id": "x",
-         "detail": {"taskArn": "not-an-arn", "lastStatus": "STOPPED"}},
-    {"detail-type": "ECS Task State Change", "source": "aws.ecs", "id": "x",
-     "detail": {"taskArn": "arn:aws:ecs:eu-west-1:123456789012:task/c/abc", "lastStatus": "RUNNING"}},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "id": "x",
+            "detail": {"taskArn": "not-an-arn", "lastStatus": "STOPPED"},
+        },
+        {
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "id": "x",
+            "detail": {
+                "taskArn": "arn:aws:ecs:eu-west-1:123456789012:task/c/abc",
+                "lastStatus": "RUNNING",
+            },
+        },
+    ],
+)
 def test_the_reaper_ignores_what_is_not_a_stopped_task(vault: Vault, event: dict[str, Any]) -> None:
     before = vault.snapshot()
     assert reap(event) == {"status": "ignored"}
@@ -237,7 +277,7 @@ def test_a_trusted_agent_may_name_the_user_and_others_may_not(vault: Vault) -> N
 
 
 def test_admin_revocation_by_user_leaves_other_users_alone(vault: Vault) -> None:
-    alice, alice_grant = connected(vault, username="alice")
+    alice, _alice_grant = connected(vault, username="alice")
     bob, _ = connected(vault, username="bob")
     alice_token = alice.token("calendar", ["calendar.read"]).json["access_token"]
     bob_token = bob.token("calendar", ["calendar.read"]).json["access_token"]
@@ -269,14 +309,15 @@ def test_only_admins_may_revoke(vault: Vault) -> None:
 
 
 def test_a_broken_grant_asks_for_consent_once_and_never_retries(vault: Vault) -> None:
-    agent, grant = connected(vault)
+    agent, _grant = connected(vault)
     agent.token("calendar", ["calendar.read"])
     # the user revokes the vault's access at the provider (here: its refresh token dies)
     vault.services.repo  # noqa: B018 (kept for readability of the story)
     from vault.models import UserRef
 
-    stored = vault.services.repo.get_grant(UserRef(vault.server.issuer, "alice"),
-                                           "calendar-agent", "calendar")
+    stored = vault.services.repo.get_grant(
+        UserRef(vault.server.issuer, "alice"), "calendar-agent", "calendar"
+    )
     assert stored is not None
     refresh = vault.services.envelope.decrypt(stored.refresh_token_ct, stored.context).decode()
     assert vault.server.revoke(refresh, token_type_hint="refresh_token") == 200
@@ -293,11 +334,25 @@ def test_a_broken_grant_asks_for_consent_once_and_never_retries(vault: Vault) ->
 
 
 def test_reconsent_replaces_the_grant_and_drops_tokens_minted_from_the_old_one(
-        vault: Vault) -> None:
+    vault: Vault,
+) -> None:
     agent, old = connected(vault, scopes=("calendar.read", "calendar.write"))
     agent.token("calendar", ["calendar.write"])
     new = vault.connect(agent, scopes=("calendar.read",))
     assert new.status == 200 and new.json["grant_id"] != old["grant_id"]
     answer = agent.token("calendar", ["calendar.write"])
-    assert answer.code == "consent_required" and answer.json["missing_scopes"] == [
-        "calendar.write"]
+    assert answer.code == "consent_required" and answer.json["missing_scopes"] == ["calendar.write"]
+
+
+def test_a_live_session_is_renewed_for_its_own_user_only(vault: Vault) -> None:
+    agent, _ = connected(vault)
+    vault.clock.advance(3000)
+    path = f"/v1/sessions/{agent.session_id}/renew"
+    stranger = agent.call("POST", path, {"user": vault.user("bob")})
+    assert stranger.status == 403 and stranger.code == "user_mismatch"
+    renewed = agent.call("POST", path, {"user": vault.user("alice")})
+    assert renewed.status == 200, renewed.body
+    vault.clock.advance(3000)  # past the original expiry, inside the renewed one
+    assert agent.token("calendar", ["calendar.read"]).status == 200
+    agent.end()
+    assert agent.call("POST", path, {}).code == "session_ended"

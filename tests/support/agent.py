@@ -12,10 +12,22 @@ from joserfc.jwk import ECKey
 from tests.support.apigw import DOMAIN, HttpAnswer, build_event, invoke
 
 
-def sign_proof(key: ECKey, *, method: str, url: str, iat: int, session_id: str | None,
-               jti: str | None = None, **overrides: Any) -> str:
-    claims: dict[str, Any] = {"jti": jti or secrets.token_urlsafe(24), "htm": method,
-                              "htu": url, "iat": iat}
+def sign_proof(
+    key: ECKey,
+    *,
+    method: str,
+    url: str,
+    iat: int,
+    session_id: str | None,
+    jti: str | None = None,
+    **overrides: Any,
+) -> str:
+    claims: dict[str, Any] = {
+        "jti": jti or secrets.token_urlsafe(24),
+        "htm": method,
+        "htu": url,
+        "iat": iat,
+    }
     if session_id is not None:
         claims["sid"] = session_id
     claims.update(overrides)
@@ -39,25 +51,46 @@ class TestAgent:
 
     def proof(self, method: str, path: str, *, session_id: str | None = ..., **kw: Any) -> str:  # type: ignore[assignment]
         sid = self.session_id if session_id is ... else session_id
-        return sign_proof(self.key, method=method, url=f"https://{DOMAIN}{path}",
-                          iat=int(self.clock()), session_id=sid, **kw)
+        return sign_proof(
+            self.key,
+            method=method,
+            url=f"https://{DOMAIN}{path}",
+            iat=int(self.clock()),
+            session_id=sid,
+            **kw,
+        )
 
-    def call(self, method: str, path: str, body: Any = None, *, proof: str | None | bool = True,
-             headers: dict[str, str] | None = None, principal_arn: str | None = ...,  # type: ignore[assignment]
-             raw_body: bytes | str | None = None, query: dict[str, str] | None = None
-             ) -> HttpAnswer:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        proof: str | bool | None = True,
+        headers: dict[str, str] | None = None,
+        principal_arn: str | None = ...,  # type: ignore[assignment]
+        raw_body: bytes | str | None = None,
+        query: dict[str, str] | None = None,
+    ) -> HttpAnswer:
         all_headers = dict(headers or {})
         if proof is True:
             sid = None if path == "/v1/sessions" else self.session_id
             all_headers["DPoP"] = self.proof(method, path, session_id=sid)
         elif isinstance(proof, str):
             all_headers["DPoP"] = proof
-        payload = raw_body if raw_body is not None else (
-            json.dumps(body) if body is not None else None)
+        payload = (
+            raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
+        )
         if payload is not None:
             all_headers.setdefault("content-type", "application/json")
-        event = build_event(method, path, body=payload, headers=all_headers, query=query,
-                            principal_arn=self.arn if principal_arn is ... else principal_arn)
+        event = build_event(
+            method,
+            path,
+            body=payload,
+            headers=all_headers,
+            query=query,
+            principal_arn=self.arn if principal_arn is ... else principal_arn,
+        )
         return invoke(event)
 
     def start_session(self, user: dict[str, str], **extra: Any) -> HttpAnswer:
@@ -67,12 +100,19 @@ class TestAgent:
         return answer
 
     def token(self, provider: str, scopes: list[str], **kw: Any) -> HttpAnswer:
-        return self.call("POST", f"/v1/sessions/{self.session_id}/tokens",
-                         {"provider": provider, "scopes": scopes}, **kw)
+        return self.call(
+            "POST",
+            f"/v1/sessions/{self.session_id}/tokens",
+            {"provider": provider, "scopes": scopes},
+            **kw,
+        )
 
     def authorize(self, provider: str, scopes: list[str], **extra: Any) -> HttpAnswer:
-        return self.call("POST", f"/v1/sessions/{self.session_id}/authorizations",
-                         {"provider": provider, "scopes": scopes, **extra})
+        return self.call(
+            "POST",
+            f"/v1/sessions/{self.session_id}/authorizations",
+            {"provider": provider, "scopes": scopes, **extra},
+        )
 
     def complete(self, flow_id: str, user: dict[str, str]) -> HttpAnswer:
         return self.call("POST", f"/v1/flows/{flow_id}/complete", {"user": user}, proof=False)

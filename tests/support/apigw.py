@@ -7,6 +7,7 @@ import importlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -14,6 +15,8 @@ from urllib.parse import parse_qsl, urlencode
 from agent_vault.routes import match_route
 
 DOMAIN = "vault.test"
+OBSERVERS: list[Callable[[dict[str, Any], HttpAnswer], None]] = []
+"""Called with every event and answer (tests/security/hygiene.py scans them for secrets)."""
 
 
 @dataclass
@@ -44,24 +47,48 @@ class HttpAnswer:
         return document.get("code") if isinstance(document, dict) else None
 
 
-def build_event(method: str, path: str, *, query: dict[str, str] | str | None = None,
-                body: bytes | str | None = None, headers: dict[str, str] | None = None,
-                principal_arn: str | None = None, account: str = "123456789012",
-                domain: str = DOMAIN, scheme: str = "https") -> dict[str, Any]:
+def build_event(
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | str | None = None,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+    principal_arn: str | None = None,
+    account: str = "123456789012",
+    domain: str = DOMAIN,
+    scheme: str = "https",
+) -> dict[str, Any]:
     found = match_route(method, path)
     route_key = found[0].route_key if found else "$default"
     raw_query = query if isinstance(query, str) else urlencode(query or {})
-    all_headers = {"host": domain, "x-forwarded-proto": scheme, "user-agent": "tests",
-                   **{k.lower(): v for k, v in (headers or {}).items()}}
+    all_headers = {
+        "host": domain,
+        "x-forwarded-proto": scheme,
+        "user-agent": "tests",
+        **{k.lower(): v for k, v in (headers or {}).items()},
+    }
     event: dict[str, Any] = {
-        "version": "2.0", "routeKey": route_key, "rawPath": path, "rawQueryString": raw_query,
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": raw_query,
         "headers": all_headers,
         "requestContext": {
-            "accountId": account, "apiId": "testapi", "domainName": domain,
+            "accountId": account,
+            "apiId": "testapi",
+            "domainName": domain,
             "domainPrefix": domain.split(".")[0],
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "127.0.0.1", "userAgent": "tests"},
-            "requestId": str(uuid.uuid4()), "routeKey": route_key, "stage": "$default",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "tests",
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": route_key,
+            "stage": "$default",
             "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
             "timeEpoch": int(time.time() * 1000),
         },
@@ -77,11 +104,17 @@ def build_event(method: str, path: str, *, query: dict[str, str] | str | None = 
         event["pathParameters"] = found[1]
     if principal_arn is not None:
         session_name = principal_arn.rsplit("/", 1)[-1]
-        event["requestContext"]["authorizer"] = {"iam": {
-            "accessKey": "ASIATESTTESTTESTTEST", "accountId": account,
-            "callerId": f"AROATESTROLEID:{session_name}", "cognitoIdentity": None,
-            "principalOrgId": None, "userArn": principal_arn,
-            "userId": f"AROATESTROLEID:{session_name}"}}
+        event["requestContext"]["authorizer"] = {
+            "iam": {
+                "accessKey": "ASIATESTTESTTESTTEST",
+                "accountId": account,
+                "callerId": f"AROATESTROLEID:{session_name}",
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": principal_arn,
+                "userId": f"AROATESTROLEID:{session_name}",
+            }
+        }
     if body is not None:
         if isinstance(body, bytes):
             try:
@@ -105,4 +138,7 @@ def invoke(event: dict[str, Any]) -> HttpAnswer:
     body = result.get("body") or ""
     if result.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
-    return HttpAnswer(status=result["statusCode"], headers=headers, body=body)
+    answer = HttpAnswer(status=result["statusCode"], headers=headers, body=body)
+    for observe in OBSERVERS:
+        observe(event, answer)
+    return answer

@@ -54,5 +54,6 @@ class RequestCounter:
 def aws() -> Iterator[boto3.session.Session]:
     """A moto account for one test: a boto3 session whose clients all reach it."""
     with mock_aws():
-        yield boto3.session.Session(region_name=REGION, aws_access_key_id="testing",
-                                    aws_secret_access_key="testing")  # noqa: S106
+        yield boto3.session.Session(
+            region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )

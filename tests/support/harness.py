@@ -42,28 +42,49 @@ class FakeClock:
 
 
 def test_config(server: AuthorizationServer) -> VaultConfig:
-    provider = {"discovery_url": server.discovery_url, "client_id": server.client_id,
-                "scopes": ["calendar.read", "calendar.write", "mail.read"],
-                "resource": server.resource, "timeout_seconds": 2.0}
-    return VaultConfig.model_validate({
-        "environment": "test",
-        "providers": {
-            "calendar": provider,
-            "calendar-post": {**provider, "client_id": server.post_client_id,
-                              "client_auth_method": "client_secret_post"},
-        },
-        "agents": {
-            "calendar-agent": {"role_name": "calendar-agent-role",
-                               "providers": {"calendar": ["calendar.read", "calendar.write"],
-                                             "calendar-post": ["calendar.read"]}},
-            "mail-agent": {"role_name": "mail-agent-role", "may_assert_user_id": True,
-                           "providers": {"calendar": ["mail.read", "calendar.read"]}},
-        },
-        "admin_role_names": ["vault-admin"],
-        "return_urls": [RETURN_URL, "http://localhost:3000/return"],
-        "user_identity_issuers": [{"issuer": server.issuer, "jwks_uri": server.jwks_uri,
-                                   "audiences": [server.app_client_id]}],
-    })
+    provider = {
+        "discovery_url": server.discovery_url,
+        "client_id": server.client_id,
+        "scopes": ["calendar.read", "calendar.write", "mail.read"],
+        "resource": server.resource,
+        "timeout_seconds": 2.0,
+    }
+    return VaultConfig.model_validate(
+        {
+            "environment": "test",
+            "providers": {
+                "calendar": provider,
+                "calendar-post": {
+                    **provider,
+                    "client_id": server.post_client_id,
+                    "client_auth_method": "client_secret_post",
+                },
+            },
+            "agents": {
+                "calendar-agent": {
+                    "role_name": "calendar-agent-role",
+                    "providers": {
+                        "calendar": ["calendar.read", "calendar.write"],
+                        "calendar-post": ["calendar.read"],
+                    },
+                },
+                "mail-agent": {
+                    "role_name": "mail-agent-role",
+                    "may_assert_user_id": True,
+                    "providers": {"calendar": ["mail.read", "calendar.read"]},
+                },
+            },
+            "admin_role_names": ["vault-admin"],
+            "return_urls": [RETURN_URL, "http://localhost:3000/return"],
+            "user_identity_issuers": [
+                {
+                    "issuer": server.issuer,
+                    "jwks_uri": server.jwks_uri,
+                    "audiences": [server.app_client_id],
+                }
+            ],
+        }
+    )
 
 
 @dataclass
@@ -88,25 +109,36 @@ class Vault:
     def admin(self, body: Any) -> HttpAnswer:
         import json
 
-        return invoke(build_event("POST", "/v1/revocations", body=json.dumps(body),
-                                  principal_arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/vault-admin/ops"))
+        return invoke(
+            build_event(
+                "POST",
+                "/v1/revocations",
+                body=json.dumps(body),
+                principal_arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/vault-admin/ops",
+            )
+        )
 
     # --- consent ------------------------------------------------------------------------
 
     def callback(self, query: str) -> HttpAnswer:
         return invoke(build_event("GET", "/v1/oauth/callback", query=query))
 
-    def consent_at_provider(self, authorization_url: str, username: str,
-                            decision: str = "allow") -> str:
+    def consent_at_provider(
+        self, authorization_url: str, username: str, decision: str = "allow"
+    ) -> str:
         """The user's browser part; returns the raw query the provider sent to the callback."""
-        redirect = complete_consent(authorization_url, username, USERS[username],
-                                    decision=decision)
+        redirect = complete_consent(authorization_url, username, USERS[username], decision=decision)
         assert redirect.startswith(CALLBACK_URL), redirect
         return urlsplit(redirect).query
 
-    def connect(self, agent: TestAgent, provider: str = "calendar",
-                scopes: tuple[str, ...] = ("calendar.read",), username: str = "alice",
-                completing_user: str | None = None) -> HttpAnswer:
+    def connect(
+        self,
+        agent: TestAgent,
+        provider: str = "calendar",
+        scopes: tuple[str, ...] = ("calendar.read",),
+        username: str = "alice",
+        completing_user: str | None = None,
+    ) -> HttpAnswer:
         """The whole consent: authorize, consent at the provider, callback, binding."""
         started = agent.authorize(provider, list(scopes))
         assert started.status == 201, started.body
@@ -131,19 +163,32 @@ class Vault:
         return self.items()
 
 
-def make_vault(server: AuthorizationServer, session: boto3.session.Session,
-               id_tokens: dict[str, str]) -> Vault:
+def make_vault(
+    server: AuthorizationServer, session: boto3.session.Session, id_tokens: dict[str, str]
+) -> Vault:
     create_tables(session.client("dynamodb"), TABLE, REPLAY_TABLE)
     key_id = session.client("kms").create_key(Description="vault test key")["KeyMetadata"]["Arn"]
     for provider in ("calendar", "calendar-post"):
-        session.client("secretsmanager").create_secret(Name=SECRET_PREFIX + provider,
-                                                       SecretString=server.client_secret)
+        session.client("secretsmanager").create_secret(
+            Name=SECRET_PREFIX + provider, SecretString=server.client_secret
+        )
     clock = FakeClock()
     counter = RequestCounter()
     counter.attach(session)
-    settings = Settings(table_name=TABLE, replay_table_name=REPLAY_TABLE, key_id=key_id,
-                        callback_url=CALLBACK_URL, client_secret_prefix=SECRET_PREFIX)
+    settings = Settings(
+        table_name=TABLE,
+        replay_table_name=REPLAY_TABLE,
+        key_id=key_id,
+        callback_url=CALLBACK_URL,
+        client_secret_prefix=SECRET_PREFIX,
+    )
     services = build_services(settings, config=test_config(server), session=session, clock=clock)
     use_services(services)
-    return Vault(server=server, session=session, services=services, clock=clock,
-                 counter=counter, id_tokens=id_tokens)
+    return Vault(
+        server=server,
+        session=session,
+        services=services,
+        clock=clock,
+        counter=counter,
+        id_tokens=id_tokens,
+    )

@@ -91,7 +91,7 @@ def test_cache_bounds_age_uses_and_entries() -> None:
 
 
 def test_kms_failure_is_crypto_unavailable(kms) -> None:
-    session, key, _ = kms
+    session, _key, _ = kms
     envelope = Envelope(session.client("kms"), "arn:aws:kms:eu-west-1:123456789012:key/nope")
     with pytest.raises(CryptoUnavailable):
         envelope.encrypt(b"x", CONTEXT)

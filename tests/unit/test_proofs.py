@@ -19,8 +19,15 @@ KEY = ECKey.generate_key("P-256")
 
 
 def check(token: str | None, **kw: object):  # type: ignore[no-untyped-def]
-    args = {"method": "POST", "url": URL, "now": NOW, "max_age": 60, "session_id": "ses_x",
-            "expected_jkt": KEY.thumbprint(), **kw}
+    args = {
+        "method": "POST",
+        "url": URL,
+        "now": NOW,
+        "max_age": 60,
+        "session_id": "ses_x",
+        "expected_jkt": KEY.thumbprint(),
+        **kw,
+    }
     return verify_proof(token, **args)  # type: ignore[arg-type]
 
 
@@ -35,27 +42,33 @@ def test_a_good_proof_verifies_and_names_the_key() -> None:
     assert set(result.public_jwk) == {"kty", "crv", "x", "y"}
 
 
-@pytest.mark.parametrize("token, why", [
-    (None, "required"),
-    ("", "required"),
-    ("a.b", "compact"),
-    ("x" * 5000, "compact"),
-    ("e30.e30.e30", "malformed"),
-    ("eyJ0eXAiOiJKV1QiLCJhbGciOiJFUzI1NiJ9.e30.c2ln", "typ"),
-])
+@pytest.mark.parametrize(
+    "token, why",
+    [
+        (None, "required"),
+        ("", "required"),
+        ("a.b", "compact"),
+        ("x" * 5000, "compact"),
+        ("e30.e30.e30", "malformed"),
+        ("eyJ0eXAiOiJKV1QiLCJhbGciOiJFUzI1NiJ9.e30.c2ln", "typ"),
+    ],
+)
 def test_malformed_proofs_are_refused(token: str | None, why: str) -> None:
     with pytest.raises(InvalidProof, match=why):
         check(token)
 
 
-@pytest.mark.parametrize("change, why", [
-    ({"method": "GET"}, "htm"),
-    ({"url": "https://vault.test/v1/sessions/ses_y/tokens"}, "htu"),
-    ({"iat": NOW - 120}, "stale"),
-    ({"iat": NOW + 120}, "stale"),
-    ({"session_id": "ses_other"}, "sid"),
-    ({"jti": "short"}, "jti"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"method": "GET"}, "htm"),
+        ({"url": "https://vault.test/v1/sessions/ses_y/tokens"}, "htu"),
+        ({"iat": NOW - 120}, "stale"),
+        ({"iat": NOW + 120}, "stale"),
+        ({"session_id": "ses_other"}, "sid"),
+        ({"jti": "short"}, "jti"),
+    ],
+)
 def test_proofs_for_something_else_are_refused(change: dict[str, object], why: str) -> None:
     with pytest.raises(InvalidProof, match=why):
         check(proof(**change))
@@ -82,7 +95,7 @@ def test_symmetric_private_and_rsa_keys_are_refused() -> None:
     header = {"typ": "dpop+jwt", "alg": "RS256", "jwk": rsa.as_dict(private=False)}
     claims = {"jti": "j" * 20, "htm": "POST", "htu": URL, "iat": NOW, "sid": "ses_x"}
     token = jws.serialize_compact(header, json.dumps(claims), rsa, algorithms=["RS256"])
-    with pytest.raises(InvalidProof, match="ES256|malformed"):
+    with pytest.raises(InvalidProof, match=r"ES256|malformed"):
         check(token)
     leaky = {"typ": "dpop+jwt", "alg": "ES256", "jwk": KEY.as_dict(private=True)}
     token = jws.serialize_compact(leaky, json.dumps(claims), KEY, algorithms=["ES256"])
@@ -92,10 +105,18 @@ def test_symmetric_private_and_rsa_keys_are_refused() -> None:
 
 def test_session_creation_proof_has_no_sid_and_any_key() -> None:
     other = ECKey.generate_key("P-256")
-    token = sign_proof(other, method="POST", url="https://vault.test/v1/sessions", iat=NOW,
-                       session_id=None)
-    result = verify_proof(token, method="POST", url="https://vault.test/v1/sessions", now=NOW,
-                          max_age=60, session_id=None, expected_jkt=None)
+    token = sign_proof(
+        other, method="POST", url="https://vault.test/v1/sessions", iat=NOW, session_id=None
+    )
+    result = verify_proof(
+        token,
+        method="POST",
+        url="https://vault.test/v1/sessions",
+        now=NOW,
+        max_age=60,
+        session_id=None,
+        expected_jkt=None,
+    )
     assert result.jkt == other.thumbprint()
 
 

@@ -26,11 +26,16 @@ from vault.schemas import Revocation, StartSession, TokenRequest
 
 def config(**overrides: Any) -> VaultConfig:
     base: dict[str, Any] = {
-        "providers": {"google": {"preset": "google",
-                                 "authorization_endpoint": "https://accounts.example/auth",
-                                 "token_endpoint": "https://oauth2.example/token",
-                                 "client_id": "cid", "scopes": ["cal.read", "cal.write"],
-                                 "resource": "https://api.example/"}},
+        "providers": {
+            "google": {
+                "preset": "google",
+                "authorization_endpoint": "https://accounts.example/auth",
+                "token_endpoint": "https://oauth2.example/token",
+                "client_id": "cid",
+                "scopes": ["cal.read", "cal.write"],
+                "resource": "https://api.example/",
+            }
+        },
         "agents": {"cal": {"role_name": "cal-role", "providers": {"google": ["cal.read"]}}},
         "admin_role_names": ["admin-role"],
         "return_urls": ["https://app.example/return"],
@@ -44,8 +49,9 @@ def test_config_rejects_a_policy_scope_the_provider_does_not_allow() -> None:
         config(agents={"cal": {"role_name": "r", "providers": {"google": ["mail.read"]}}})
 
 
-@pytest.mark.parametrize("url", ["http://app.example/return", "ftp://x/y", "https://a/b#frag",
-                                 "https://user:pw@a/b"])
+@pytest.mark.parametrize(
+    "url", ["http://app.example/return", "ftp://x/y", "https://a/b#frag", "https://user:pw@a/b"]
+)
 def test_config_rejects_unsafe_return_urls(url: str) -> None:
     with pytest.raises(ValidationError):
         config(return_urls=[url])
@@ -70,15 +76,25 @@ def caller_event(arn: Any) -> dict[str, Any]:
 def test_caller_comes_from_the_assumed_role_arn() -> None:
     caller = caller_from(caller_event("arn:aws:sts::123456789012:assumed-role/cal-role/task123"))
     assert (caller.role_name, caller.session_name, caller.account) == (
-        "cal-role", "task123", "123456789012")
+        "cal-role",
+        "task123",
+        "123456789012",
+    )
     assert agent_of(config(), caller) == "cal"
     with pytest.raises(Forbidden):
         require_admin(config(), caller)
 
 
-@pytest.mark.parametrize("arn", [None, 42, "arn:aws:iam::123456789012:user/alice",
-                                 "arn:aws:sts::123456789012:assumed-role/cal-role",
-                                 "arn:aws:sts::123456789012:assumed-role/cal-role/x/y"])
+@pytest.mark.parametrize(
+    "arn",
+    [
+        None,
+        42,
+        "arn:aws:iam::123456789012:user/alice",
+        "arn:aws:sts::123456789012:assumed-role/cal-role",
+        "arn:aws:sts::123456789012:assumed-role/cal-role/x/y",
+    ],
+)
 def test_anything_but_a_role_session_is_unknown(arn: Any) -> None:
     with pytest.raises(UnknownAgent):
         caller_from(caller_event(arn))
@@ -88,13 +104,12 @@ def test_anything_but_a_role_session_is_unknown(arn: Any) -> None:
 
 def test_an_unmapped_role_is_an_unknown_agent() -> None:
     caller = caller_from(caller_event("arn:aws:sts::123456789012:assumed-role/other/t1"))
-    with pytest.raises(UnknownAgent, match="agents.<name>.role_name"):
+    with pytest.raises(UnknownAgent, match=r"agents\.<name>\.role_name"):
         agent_of(config(), caller)
 
 
 def test_policy_allows_a_subset_and_names_what_is_denied() -> None:
-    assert check_agent_policy(config(), "cal", "google", ("cal.read", "cal.read")) == (
-        "cal.read",)
+    assert check_agent_policy(config(), "cal", "google", ("cal.read", "cal.read")) == ("cal.read",)
     with pytest.raises(ScopeNotAllowed) as denied:
         check_agent_policy(config(), "cal", "google", ("cal.read", "cal.write"))
     assert denied.value.extra["denied_scopes"] == ["cal.write"]
@@ -109,21 +124,32 @@ def test_grant_must_cover_the_scopes() -> None:
     assert missing.value.extra["missing_scopes"] == ["cal.write"]
 
 
-@pytest.mark.parametrize("body", [
-    {"user": {}}, {"user": {"id_token": "x" * 20, "user_id": "a"}}, {"user": {"user_id": ""}},
-    {"user": {"user_id": "a"}, "ttl_seconds": "60"}, {"user": {"user_id": "a"}, "extra": 1},
-    {"user": {"user_id": "a"}, "ttl_seconds": 10**9},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user": {}},
+        {"user": {"id_token": "x" * 20, "user_id": "a"}},
+        {"user": {"user_id": ""}},
+        {"user": {"user_id": "a"}, "ttl_seconds": "60"},
+        {"user": {"user_id": "a"}, "extra": 1},
+        {"user": {"user_id": "a"}, "ttl_seconds": 10**9},
+    ],
+)
 def test_bad_session_bodies_are_refused(body: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         StartSession.model_validate(body)
 
 
-@pytest.mark.parametrize("body", [
-    {"provider": "google", "scopes": []}, {"provider": "google", "scopes": ["a b"]},
-    {"provider": "Google!", "scopes": ["a"]}, {"provider": "google", "scopes": "a"},
-    {"provider": "google", "scopes": ["a"] * 33},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"provider": "google", "scopes": []},
+        {"provider": "google", "scopes": ["a b"]},
+        {"provider": "Google!", "scopes": ["a"]},
+        {"provider": "google", "scopes": "a"},
+        {"provider": "google", "scopes": ["a"] * 33},
+    ],
+)
 def test_bad_token_bodies_are_refused(body: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         TokenRequest.model_validate(body)
@@ -146,20 +172,31 @@ def test_pkce_verifier_and_challenge() -> None:
 
 def test_authorization_url_carries_pkce_resource_and_preset_parameters() -> None:
     cfg = config()
-    client = ProviderClient("google", cfg.providers["google"], urllib3.PoolManager(),
-                            lambda: "secret")
+    client = ProviderClient(
+        "google", cfg.providers["google"], urllib3.PoolManager(), lambda: "secret"
+    )
     with pytest.raises(ProviderError, match="assume_pkce_s256"):
-        client.authorization_url(redirect_uri="https://vault/cb", state="s", verifier="v" * 43,
-                                 scopes=("cal.read",))
-    trusting = config(providers={"google": {**cfg.providers["google"].model_dump(),
-                                            "assume_pkce_s256": True}})
-    client = ProviderClient("google", trusting.providers["google"], urllib3.PoolManager(),
-                            lambda: "secret")
-    url = client.authorization_url(redirect_uri="https://vault/cb", state="st",
-                                   verifier="v" * 43, scopes=("cal.read",))
+        client.authorization_url(
+            redirect_uri="https://vault/cb", state="s", verifier="v" * 43, scopes=("cal.read",)
+        )
+    trusting = config(
+        providers={"google": {**cfg.providers["google"].model_dump(), "assume_pkce_s256": True}}
+    )
+    client = ProviderClient(
+        "google", trusting.providers["google"], urllib3.PoolManager(), lambda: "secret"
+    )
+    url = client.authorization_url(
+        redirect_uri="https://vault/cb", state="st", verifier="v" * 43, scopes=("cal.read",)
+    )
     assert url.startswith("https://accounts.example/auth?")
-    for part in ("code_challenge_method=S256", "access_type=offline", "prompt=consent",
-                 "resource=https%3A%2F%2Fapi.example%2F", "state=st", "scope=cal.read",
-                 "redirect_uri=https%3A%2F%2Fvault%2Fcb"):
+    for part in (
+        "code_challenge_method=S256",
+        "access_type=offline",
+        "prompt=consent",
+        "resource=https%3A%2F%2Fapi.example%2F",
+        "state=st",
+        "scope=cal.read",
+        "redirect_uri=https%3A%2F%2Fvault%2Fcb",
+    ):
         assert part in url
     assert "v" * 43 not in url  # the verifier itself never leaves the vault

@@ -13,7 +13,13 @@ from vault.caller import caller_from
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
 from vault.observability import logger, metrics, tracer
 from vault.runtime import services
-from vault.schemas import CompleteFlow, StartAuthorization, StartSession, TokenRequest
+from vault.schemas import (
+    CompleteFlow,
+    RenewSession,
+    StartAuthorization,
+    StartSession,
+    TokenRequest,
+)
 
 app = make_resolver()
 
@@ -22,16 +28,22 @@ app = make_resolver()
 def start_session() -> Response[str]:
     body = parse_body(app, StartSession)
     svc = services()
-    session = sessions.start_session(svc, caller_from(app.current_event.raw_event),
-                                     http_call(app), body)
+    session = sessions.start_session(
+        svc, caller_from(app.current_event.raw_event), http_call(app), body
+    )
     return json_response(201, session.public_view(svc.clock()))
 
 
 @app.get("/v1/sessions/<session_id>")
 def get_session(session_id: str) -> Response[str]:
     svc = services()
-    session, _ = sessions.authorize_session_call(svc, caller_from(app.current_event.raw_event),
-                                                 session_id, http_call(app), require_alive=False)
+    session, _ = sessions.authorize_session_call(
+        svc,
+        caller_from(app.current_event.raw_event),
+        session_id,
+        http_call(app),
+        require_alive=False,
+    )
     return json_response(200, session.public_view(svc.clock()))
 
 
@@ -40,34 +52,50 @@ def end_session(session_id: str) -> Response[str]:
     svc = services()
     caller = caller_from(app.current_event.raw_event)
     session, session_tokens = sessions.authorize_session_call(
-        svc, caller, session_id, http_call(app), require_alive=False)
-    revoked = revocation.end_session(svc, session, session_tokens, "ended_by_agent",
-                                     principal=caller.arn)
-    return json_response(200, {"session_id": session_id, "status": "ended",
-                               "revoked_tokens": revoked})
+        svc, caller, session_id, http_call(app), require_alive=False
+    )
+    revoked = revocation.end_session(
+        svc, session, session_tokens, "ended_by_agent", principal=caller.arn
+    )
+    return json_response(
+        200, {"session_id": session_id, "status": "ended", "revoked_tokens": revoked}
+    )
+
+
+@app.post("/v1/sessions/<session_id>/renew")
+def renew_session(session_id: str) -> Response[str]:
+    body = parse_body(app, RenewSession)
+    svc = services()
+    session = sessions.renew_session(
+        svc, caller_from(app.current_event.raw_event), session_id, http_call(app), body
+    )
+    return json_response(200, session.public_view(svc.clock()))
 
 
 @app.post("/v1/sessions/<session_id>/authorizations")
 def start_authorization(session_id: str) -> Response[str]:
     body = parse_body(app, StartAuthorization)
-    answer = consent.start_authorization(services(), caller_from(app.current_event.raw_event),
-                                         session_id, http_call(app), body)
+    answer = consent.start_authorization(
+        services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
+    )
     return json_response(201, answer)
 
 
 @app.post("/v1/sessions/<session_id>/tokens")
 def get_token(session_id: str) -> Response[str]:
     body = parse_body(app, TokenRequest)
-    answer = tokens.get_token(services(), caller_from(app.current_event.raw_event), session_id,
-                              http_call(app), body)
+    answer = tokens.get_token(
+        services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
+    )
     return json_response(200, answer)
 
 
 @app.post("/v1/flows/<flow_id>/complete")
 def complete_flow(flow_id: str) -> Response[str]:
     body = parse_body(app, CompleteFlow)
-    answer = consent.complete_flow(services(), caller_from(app.current_event.raw_event), flow_id,
-                                   body)
+    answer = consent.complete_flow(
+        services(), caller_from(app.current_event.raw_event), flow_id, body
+    )
     return json_response(200, answer)
 
 

@@ -18,12 +18,21 @@ app = make_resolver()
 
 @app.get("/v1/oauth/callback")
 def oauth_callback() -> Response[str]:
-    query = {k: v for k, v in (app.current_event.query_string_parameters or {}).items()
-             if isinstance(v, str)}
+    query = {
+        k: v
+        for k, v in (app.current_event.query_string_parameters or {}).items()
+        if isinstance(v, str)
+    }
     location = consent.handle_callback(services(), query)
-    return Response(status_code=302, body="",
-                    headers={"Location": location, "Cache-Control": "no-store",
-                             "Referrer-Policy": "no-referrer"})
+    return Response(
+        status_code=302,
+        body="",
+        headers={
+            "Location": location,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -28,13 +28,17 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def problem(error: VaultError) -> Response[str]:
-    return Response(status_code=error.status, body=problem_body(error),
-                    headers=problem_headers(error))
+    return Response(
+        status_code=error.status, body=problem_body(error), headers=problem_headers(error)
+    )
 
 
 def json_response(status: int, payload: dict[str, Any]) -> Response[str]:
-    return Response(status_code=status, body=json.dumps(payload, separators=(",", ":")),
-                    headers={"Content-Type": "application/json", "Cache-Control": "no-store"})
+    return Response(
+        status_code=status,
+        body=json.dumps(payload, separators=(",", ":")),
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
+    )
 
 
 def make_resolver() -> APIGatewayHttpResolver:
@@ -81,10 +85,11 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
-                  for e in exc.errors(include_url=False, include_input=False)][:10]
-        raise InvalidRequest("the body does not match the expected shape",
-                             errors=errors) from exc
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ][:10]
+        raise InvalidRequest("the body does not match the expected shape", errors=errors) from exc
 
 
 def http_call(app: APIGatewayHttpResolver) -> HttpCall:
@@ -94,5 +99,8 @@ def http_call(app: APIGatewayHttpResolver) -> HttpCall:
     scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
     domain = event.request_context.domain_name
     proof = headers.get("dpop")
-    return HttpCall(method=event.request_context.http.method,
-                    url=f"{scheme}://{domain}{event.raw_path}", proof=proof)
+    return HttpCall(
+        method=event.request_context.http.method,
+        url=f"{scheme}://{domain}{event.raw_path}",
+        proof=proof,
+    )

@@ -25,11 +25,15 @@ from vault.revocation import end_task_sessions
 from vault.runtime import services
 
 TASK_ARN = re.compile(
-    r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/(?:[\w-]+/)?(?P<id>[\w-]{1,64})$")
+    r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/(?:[\w-]+/)?(?P<id>[\w-]{1,64})$"
+)
 
 persistence = DynamoDBPersistenceLayer(
-    table_name=os.environ.get("TABLE_NAME", "unset"), key_attr="pk", sort_key_attr="sk",
-    expiry_attr="ttl")
+    table_name=os.environ.get("TABLE_NAME", "unset"),
+    key_attr="pk",
+    sort_key_attr="sk",
+    expiry_attr="ttl",
+)
 idempotency = IdempotencyConfig(expires_after_seconds=24 * 3600)
 
 
@@ -47,14 +51,25 @@ class TaskStateChange(BaseModel):
     detail: _Detail
 
 
-@idempotent_function(data_keyword_argument="event_id", persistence_store=persistence,
-                     config=idempotency)
+@idempotent_function(
+    data_keyword_argument="event_id", persistence_store=persistence, config=idempotency
+)
 def reap(event_id: str, task_id: str) -> dict[str, Any]:
     ended, revoked = end_task_sessions(services(), task_id)
-    audit("task.stopped", "reaped", task_id=task_id, trigger=event_id, count=ended,
-          revoked_tokens=revoked)
-    return {"status": "reaped", "task_id": task_id, "ended_sessions": ended,
-            "revoked_tokens": revoked}
+    audit(
+        "task.stopped",
+        "reaped",
+        task_id=task_id,
+        trigger=event_id,
+        count=ended,
+        revoked_tokens=revoked,
+    )
+    return {
+        "status": "reaped",
+        "task_id": task_id,
+        "ended_sessions": ended,
+        "revoked_tokens": revoked,
+    }
 
 
 @logger.inject_lambda_context
@@ -67,8 +82,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("ignored an event that is not an ECS task state change")
         return {"status": "ignored"}
     match = TASK_ARN.match(change.detail.taskArn)
-    if (change.source != "aws.ecs" or change.detail_type != "ECS Task State Change"
-            or change.detail.lastStatus != "STOPPED" or match is None):
+    if (
+        change.source != "aws.ecs"
+        or change.detail_type != "ECS Task State Change"
+        or change.detail.lastStatus != "STOPPED"
+        or match is None
+    ):
         logger.warning("ignored an event that is not a stopped ECS task")
         return {"status": "ignored"}
     idempotency.register_lambda_context(context)

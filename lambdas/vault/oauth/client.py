@@ -59,9 +59,14 @@ class ProviderMetadata:
 class ProviderClient:
     """Talks to one configured provider."""
 
-    def __init__(self, name: str, config: ProviderConfig, http: urllib3.PoolManager,
-                 client_secret: Callable[[], str | None],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ProviderConfig,
+        http: urllib3.PoolManager,
+        client_secret: Callable[[], str | None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.name = name
         self.config = config
         self._http = http
@@ -89,10 +94,12 @@ class ProviderClient:
             methods = document.get("code_challenge_methods_supported") or []
             self._metadata = ProviderMetadata(
                 issuer=cfg.issuer or document.get("issuer"),
-                authorization_endpoint=authorization, token_endpoint=token,
+                authorization_endpoint=authorization,
+                token_endpoint=token,
                 revocation_endpoint=revocation if isinstance(revocation, str) else None,
                 iss_parameter_supported=bool(
-                    document.get("authorization_response_iss_parameter_supported")),
+                    document.get("authorization_response_iss_parameter_supported")
+                ),
                 s256_supported="S256" in methods or cfg.assume_pkce_s256,
             )
             self._metadata_at = self._clock()
@@ -100,19 +107,25 @@ class ProviderClient:
 
     # --- authorization request ------------------------------------------------------------
 
-    def authorization_url(self, *, redirect_uri: str, state: str, verifier: str,
-                          scopes: tuple[str, ...]) -> str:
+    def authorization_url(
+        self, *, redirect_uri: str, state: str, verifier: str, scopes: tuple[str, ...]
+    ) -> str:
         meta = self.metadata()
         if not meta.s256_supported:
             raise ProviderError(
                 f"provider {self.name!r} does not advertise PKCE S256; set "
-                f"providers.{self.name}.assume_pkce_s256 if it supports it")
+                f"providers.{self.name}.assume_pkce_s256 if it supports it"
+            )
         cfg = self.config
         asked = list(dict.fromkeys((*scopes, *((cfg.offline_scope,) if cfg.offline_scope else ()))))
         params: dict[str, str] = {
-            "response_type": "code", "client_id": cfg.client_id, "redirect_uri": redirect_uri,
-            "scope": cfg.scope_separator.join(asked), "state": state,
-            "code_challenge": code_challenge(verifier), "code_challenge_method": "S256",
+            "response_type": "code",
+            "client_id": cfg.client_id,
+            "redirect_uri": redirect_uri,
+            "scope": cfg.scope_separator.join(asked),
+            "state": state,
+            "code_challenge": code_challenge(verifier),
+            "code_challenge_method": "S256",
         }
         if cfg.resource:
             params["resource"] = cfg.resource
@@ -125,8 +138,12 @@ class ProviderClient:
     # --- token endpoint -------------------------------------------------------------------
 
     def exchange_code(self, *, code: str, verifier: str, redirect_uri: str) -> TokenResponse:
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "code_verifier": verifier}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
         return self._token_request(form)
 
     def refresh(self, refresh_token: str, scopes: tuple[str, ...] | None) -> TokenResponse:
@@ -155,8 +172,9 @@ class ProviderClient:
         try:
             answer = json.loads(body)
         except ValueError as exc:
-            raise ProviderError(f"provider {self.name!r} sent a token response that is not JSON"
-                                ) from exc
+            raise ProviderError(
+                f"provider {self.name!r} sent a token response that is not JSON"
+            ) from exc
         access = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(access, str) or not access:
             raise ProviderError(f"provider {self.name!r} sent no access_token")
@@ -173,8 +191,9 @@ class ProviderClient:
             scopes = tuple(s for s in scope.replace(",", " ").split() if s)
         if not isinstance(refresh, str) or not refresh:
             refresh = None
-        return TokenResponse(access_token=access, expires_in=expires_in, refresh_token=refresh,
-                             scopes=scopes)
+        return TokenResponse(
+            access_token=access, expires_in=expires_in, refresh_token=refresh, scopes=scopes
+        )
 
     def _oauth_error(self, status: int, body: bytes) -> Exception:
         if status >= 500:
@@ -185,18 +204,22 @@ class ProviderClient:
         except ValueError:
             error = None
         if not isinstance(error, str):
-            return ProviderError(f"provider {self.name!r} answered HTTP {status} without an "
-                                 "OAuth error")
+            return ProviderError(
+                f"provider {self.name!r} answered HTTP {status} without an OAuth error"
+            )
         description = answer.get("error_description")
-        return OAuthError(error[:64], status,
-                          description[:200] if isinstance(description, str) else None)
+        return OAuthError(
+            error[:64], status, description[:200] if isinstance(description, str) else None
+        )
 
     # --- HTTP -----------------------------------------------------------------------------
 
     def _auth(self, form: dict[str, str]) -> dict[str, str]:
         cfg = self.config
-        headers = {"Accept": "application/json",
-                   "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         if cfg.client_auth_method == "none":
             form["client_id"] = cfg.client_id
             return headers
@@ -227,11 +250,19 @@ class ProviderClient:
         return document
 
     def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
-        timeout = urllib3.Timeout(connect=min(2.0, self.config.timeout_seconds),
-                                  read=self.config.timeout_seconds)
+        timeout = urllib3.Timeout(
+            connect=min(2.0, self.config.timeout_seconds), read=self.config.timeout_seconds
+        )
         try:
-            response = self._http.request(method, url, timeout=timeout, retries=False,
-                                          redirect=False, preload_content=False, **kwargs)
+            response = self._http.request(
+                method,
+                url,
+                timeout=timeout,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                **kwargs,
+            )
             try:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
             finally:

@@ -44,8 +44,14 @@ class _CachedKey:
 class DataKeyCache:
     """LRU of plaintext data keys, bounded by entries, age and uses (for encryption)."""
 
-    def __init__(self, *, max_entries: int = 1000, max_age_seconds: float = 300.0,
-                 max_uses: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 1000,
+        max_age_seconds: float = 300.0,
+        max_uses: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._entries: OrderedDict[bytes, _CachedKey] = OrderedDict()
         self._lock = threading.Lock()
         self.max_entries, self.max_age, self.max_uses = max_entries, max_age_seconds, max_uses
@@ -93,13 +99,18 @@ class Envelope:
         aad = _canonical(context)
         entry = self._cache.get(b"enc:" + aad, counting_use=True)
         if entry is None:
-            answer = self._call("generate_data_key", KeyId=self._key_id, KeySpec="AES_256",
-                                EncryptionContext=dict(context))
+            answer = self._call(
+                "generate_data_key",
+                KeyId=self._key_id,
+                KeySpec="AES_256",
+                EncryptionContext=dict(context),
+            )
             entry = self._cache.new_entry(answer["Plaintext"], answer["CiphertextBlob"])
             entry.uses = 1
             self._cache.put(b"enc:" + aad, entry)
-            self._cache.put(b"dec:" + aad + entry.edk, self._cache.new_entry(entry.plaintext,
-                                                                           entry.edk))
+            self._cache.put(
+                b"dec:" + aad + entry.edk, self._cache.new_entry(entry.plaintext, entry.edk)
+            )
         nonce = os.urandom(NONCE_BYTES)
         sealed = AESGCM(entry.plaintext).encrypt(nonce, plaintext, aad)
         return struct.pack(">BH", VERSION, len(entry.edk)) + entry.edk + nonce + sealed
@@ -108,14 +119,15 @@ class Envelope:
         if len(blob) < 3 + NONCE_BYTES + 16 or blob[0] != VERSION:
             raise DecryptionFailed("not an envelope blob")
         (edk_len,) = struct.unpack(">H", blob[1:3])
-        edk = blob[3:3 + edk_len]
-        nonce = blob[3 + edk_len:3 + edk_len + NONCE_BYTES]
-        sealed = blob[3 + edk_len + NONCE_BYTES:]
+        edk = blob[3 : 3 + edk_len]
+        nonce = blob[3 + edk_len : 3 + edk_len + NONCE_BYTES]
+        sealed = blob[3 + edk_len + NONCE_BYTES :]
         aad = _canonical(context)
         entry = self._cache.get(b"dec:" + aad + edk, counting_use=False)
         if entry is None:
-            answer = self._call("decrypt", CiphertextBlob=edk, KeyId=self._key_id,
-                                EncryptionContext=dict(context))
+            answer = self._call(
+                "decrypt", CiphertextBlob=edk, KeyId=self._key_id, EncryptionContext=dict(context)
+            )
             entry = self._cache.new_entry(answer["Plaintext"], edk)
             self._cache.put(b"dec:" + aad + edk, entry)
         try:

@@ -27,6 +27,7 @@ class Conflict(Exception):
 
 # --- attribute helpers -------------------------------------------------------------------------
 
+
 def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
@@ -81,6 +82,7 @@ def _user_attrs(user: UserRef) -> dict[str, Any]:
 
 # --- keys -------------------------------------------------------------------------------------
 
+
 def session_key(session_id: str) -> dict[str, Any]:
     return {"pk": _s(f"SESSION#{session_id}"), "sk": _s("SESSION")}
 
@@ -103,15 +105,24 @@ def grant_key(user: UserRef, agent: str, provider: str) -> dict[str, Any]:
 
 # --- item mapping -------------------------------------------------------------------------------
 
+
 def session_item(s: Session) -> dict[str, Any]:
     item = {
-        **session_key(s.session_id), "type": _s("session"),
-        "session_id": _s(s.session_id), "agent": _s(s.agent), "principal_arn": _s(s.principal_arn),
-        "task_id": _s(s.task_id), **_user_attrs(s.user), "jkt": _s(s.jkt),
-        "public_jwk": _s(json.dumps(s.public_jwk, sort_keys=True)), "status": _s(s.status),
-        "created_at": _n(s.created_at), "expires_at": _n(s.expires_at),
+        **session_key(s.session_id),
+        "type": _s("session"),
+        "session_id": _s(s.session_id),
+        "agent": _s(s.agent),
+        "principal_arn": _s(s.principal_arn),
+        "task_id": _s(s.task_id),
+        **_user_attrs(s.user),
+        "jkt": _s(s.jkt),
+        "public_jwk": _s(json.dumps(s.public_jwk, sort_keys=True)),
+        "status": _s(s.status),
+        "created_at": _n(s.created_at),
+        "expires_at": _n(s.expires_at),
         "ttl": _n(s.expires_at + DAY),
-        "gsi1pk": _s(f"TASK#{s.task_id}"), "gsi1sk": _s(f"SESSION#{s.session_id}"),
+        "gsi1pk": _s(f"TASK#{s.task_id}"),
+        "gsi1sk": _s(f"SESSION#{s.session_id}"),
     }
     if s.ended_reason:
         item["ended_reason"] = _s(s.ended_reason)
@@ -120,22 +131,34 @@ def session_item(s: Session) -> dict[str, Any]:
 
 def session_from(item: dict[str, Any]) -> Session:
     return Session(
-        session_id=_get_s(item, "session_id"), agent=_get_s(item, "agent"),
-        principal_arn=_get_s(item, "principal_arn"), task_id=_get_s(item, "task_id"),
-        user=_user(item), jkt=_get_s(item, "jkt"),
+        session_id=_get_s(item, "session_id"),
+        agent=_get_s(item, "agent"),
+        principal_arn=_get_s(item, "principal_arn"),
+        task_id=_get_s(item, "task_id"),
+        user=_user(item),
+        jkt=_get_s(item, "jkt"),
         public_jwk=json.loads(_get_s(item, "public_jwk")),
-        created_at=_get_n(item, "created_at"), expires_at=_get_n(item, "expires_at"),
-        status=_get_s(item, "status"), ended_reason=_opt_s(item, "ended_reason"),
+        created_at=_get_n(item, "created_at"),
+        expires_at=_get_n(item, "expires_at"),
+        status=_get_s(item, "status"),
+        ended_reason=_opt_s(item, "ended_reason"),
     )
 
 
 def token_item(t: SessionToken) -> dict[str, Any]:
     item = {
-        **token_key(t.session_id, t.provider, t.scopes), "type": _s("token"),
-        "session_id": _s(t.session_id), "provider": _s(t.provider), "scopes": _ss(t.scopes),
-        "grant_id": _s(t.grant_id), **_user_attrs(t.user), "access_token": _b(t.access_token_ct),
-        "expires_at": _n(t.expires_at), "ttl": _n(t.expires_at + DAY),
-        "gsi2pk": _s(f"GRANT#{t.grant_id}"), "gsi2sk": _s(f"TOKEN#{t.session_id}#{t.provider}"),
+        **token_key(t.session_id, t.provider, t.scopes),
+        "type": _s("token"),
+        "session_id": _s(t.session_id),
+        "provider": _s(t.provider),
+        "scopes": _ss(t.scopes),
+        "grant_id": _s(t.grant_id),
+        **_user_attrs(t.user),
+        "access_token": _b(t.access_token_ct),
+        "expires_at": _n(t.expires_at),
+        "ttl": _n(t.expires_at + DAY),
+        "gsi2pk": _s(f"GRANT#{t.grant_id}"),
+        "gsi2sk": _s(f"TOKEN#{t.session_id}#{t.provider}"),
     }
     if t.revoke_pending:
         item["revoke_pending"] = {"BOOL": True}
@@ -144,43 +167,72 @@ def token_item(t: SessionToken) -> dict[str, Any]:
 
 def token_from(item: dict[str, Any]) -> SessionToken:
     return SessionToken(
-        session_id=_get_s(item, "session_id"), provider=_get_s(item, "provider"),
-        scopes=_get_list(item, "scopes"), grant_id=_get_s(item, "grant_id"), user=_user(item),
-        access_token_ct=_get_b(item, "access_token"), expires_at=_get_n(item, "expires_at"),
+        session_id=_get_s(item, "session_id"),
+        provider=_get_s(item, "provider"),
+        scopes=_get_list(item, "scopes"),
+        grant_id=_get_s(item, "grant_id"),
+        user=_user(item),
+        access_token_ct=_get_b(item, "access_token"),
+        expires_at=_get_n(item, "expires_at"),
         revoke_pending=bool(item.get("revoke_pending", {}).get("BOOL", False)),
     )
 
 
 def pending_item(f: PendingFlow) -> dict[str, Any]:
     return {
-        **state_key(f.state_hash), "type": _s("pending_flow"), "state_hash": _s(f.state_hash),
-        "flow_id": _s(f.flow_id), "session_id": _s(f.session_id), "agent": _s(f.agent),
-        "provider": _s(f.provider), "scopes": _ss(f.scopes), **_user_attrs(f.user),
-        "verifier": _b(f.verifier_ct), "return_url": _s(f.return_url), "grant_id": _s(f.grant_id),
-        "created_at": _n(f.created_at), "expires_at": _n(f.expires_at), "ttl": _n(f.expires_at),
+        **state_key(f.state_hash),
+        "type": _s("pending_flow"),
+        "state_hash": _s(f.state_hash),
+        "flow_id": _s(f.flow_id),
+        "session_id": _s(f.session_id),
+        "agent": _s(f.agent),
+        "provider": _s(f.provider),
+        "scopes": _ss(f.scopes),
+        **_user_attrs(f.user),
+        "verifier": _b(f.verifier_ct),
+        "return_url": _s(f.return_url),
+        "grant_id": _s(f.grant_id),
+        "created_at": _n(f.created_at),
+        "expires_at": _n(f.expires_at),
+        "ttl": _n(f.expires_at),
         "status": _s(f.status),
     }
 
 
 def pending_from(item: dict[str, Any]) -> PendingFlow:
     return PendingFlow(
-        state_hash=_get_s(item, "state_hash"), flow_id=_get_s(item, "flow_id"),
-        session_id=_get_s(item, "session_id"), agent=_get_s(item, "agent"),
-        provider=_get_s(item, "provider"), scopes=_get_list(item, "scopes"), user=_user(item),
-        verifier_ct=_get_b(item, "verifier"), return_url=_get_s(item, "return_url"),
-        grant_id=_get_s(item, "grant_id"), created_at=_get_n(item, "created_at"),
-        expires_at=_get_n(item, "expires_at"), status=_get_s(item, "status"),
+        state_hash=_get_s(item, "state_hash"),
+        flow_id=_get_s(item, "flow_id"),
+        session_id=_get_s(item, "session_id"),
+        agent=_get_s(item, "agent"),
+        provider=_get_s(item, "provider"),
+        scopes=_get_list(item, "scopes"),
+        user=_user(item),
+        verifier_ct=_get_b(item, "verifier"),
+        return_url=_get_s(item, "return_url"),
+        grant_id=_get_s(item, "grant_id"),
+        created_at=_get_n(item, "created_at"),
+        expires_at=_get_n(item, "expires_at"),
+        status=_get_s(item, "status"),
     )
 
 
 def flow_item(f: Flow) -> dict[str, Any]:
     item = {
-        **flow_key(f.flow_id), "type": _s("flow"), "flow_id": _s(f.flow_id),
-        "status": _s(f.status), "session_id": _s(f.session_id), "agent": _s(f.agent),
-        "provider": _s(f.provider), "scopes": _ss(f.scopes),
+        **flow_key(f.flow_id),
+        "type": _s("flow"),
+        "flow_id": _s(f.flow_id),
+        "status": _s(f.status),
+        "session_id": _s(f.session_id),
+        "agent": _s(f.agent),
+        "provider": _s(f.provider),
+        "scopes": _ss(f.scopes),
         "granted_scopes": _ss(f.granted_scopes),
-        **_user_attrs(f.user), "grant_id": _s(f.grant_id), "created_at": _n(f.created_at),
-        "expires_at": _n(f.expires_at), "ttl": _n(f.expires_at + DAY),
+        **_user_attrs(f.user),
+        "grant_id": _s(f.grant_id),
+        "created_at": _n(f.created_at),
+        "expires_at": _n(f.expires_at),
+        "ttl": _n(f.expires_at + DAY),
     }
     if f.refresh_token_ct is not None:
         item["refresh_token"] = _b(f.refresh_token_ct)
@@ -193,11 +245,17 @@ def flow_item(f: Flow) -> dict[str, Any]:
 
 def flow_from(item: dict[str, Any]) -> Flow:
     return Flow(
-        flow_id=_get_s(item, "flow_id"), status=_get_s(item, "status"),
-        session_id=_get_s(item, "session_id"), agent=_get_s(item, "agent"),
-        provider=_get_s(item, "provider"), scopes=_get_list(item, "scopes"), user=_user(item),
-        grant_id=_get_s(item, "grant_id"), created_at=_get_n(item, "created_at"),
-        expires_at=_get_n(item, "expires_at"), granted_scopes=_get_list(item, "granted_scopes"),
+        flow_id=_get_s(item, "flow_id"),
+        status=_get_s(item, "status"),
+        session_id=_get_s(item, "session_id"),
+        agent=_get_s(item, "agent"),
+        provider=_get_s(item, "provider"),
+        scopes=_get_list(item, "scopes"),
+        user=_user(item),
+        grant_id=_get_s(item, "grant_id"),
+        created_at=_get_n(item, "created_at"),
+        expires_at=_get_n(item, "expires_at"),
+        granted_scopes=_get_list(item, "granted_scopes"),
         refresh_token_ct=_opt_b(item, "refresh_token"),
         access_token_ct=_opt_b(item, "access_token"),
         error=_opt_s(item, "error"),
@@ -206,12 +264,21 @@ def flow_from(item: dict[str, Any]) -> Flow:
 
 def grant_item(g: Grant) -> dict[str, Any]:
     item = {
-        **grant_key(g.user, g.agent, g.provider), "type": _s("grant"), "grant_id": _s(g.grant_id),
-        **_user_attrs(g.user), "agent": _s(g.agent), "provider": _s(g.provider),
-        "scopes": _ss(g.scopes), "refresh_token": _b(g.refresh_token_ct), "status": _s(g.status),
-        "version": _n(g.version), "created_at": _n(g.created_at),
-        "gsi1pk": _s(f"AGENT#{g.agent}"), "gsi1sk": _s(f"GRANT#{g.provider}#{g.user.key}"),
-        "gsi2pk": _s(f"GRANT#{g.grant_id}"), "gsi2sk": _s("GRANT"),
+        **grant_key(g.user, g.agent, g.provider),
+        "type": _s("grant"),
+        "grant_id": _s(g.grant_id),
+        **_user_attrs(g.user),
+        "agent": _s(g.agent),
+        "provider": _s(g.provider),
+        "scopes": _ss(g.scopes),
+        "refresh_token": _b(g.refresh_token_ct),
+        "status": _s(g.status),
+        "version": _n(g.version),
+        "created_at": _n(g.created_at),
+        "gsi1pk": _s(f"AGENT#{g.agent}"),
+        "gsi1sk": _s(f"GRANT#{g.provider}#{g.user.key}"),
+        "gsi2pk": _s(f"GRANT#{g.grant_id}"),
+        "gsi2sk": _s("GRANT"),
     }
     if g.refreshed_at is not None:
         item["refreshed_at"] = _n(g.refreshed_at)
@@ -222,12 +289,18 @@ def grant_item(g: Grant) -> dict[str, Any]:
 
 def grant_from(item: dict[str, Any]) -> Grant:
     return Grant(
-        grant_id=_get_s(item, "grant_id"), user=_user(item), agent=_get_s(item, "agent"),
-        provider=_get_s(item, "provider"), scopes=_get_list(item, "scopes"),
-        refresh_token_ct=_get_b(item, "refresh_token"), created_at=_get_n(item, "created_at"),
-        status=_get_s(item, "status"), version=_get_n(item, "version"),
+        grant_id=_get_s(item, "grant_id"),
+        user=_user(item),
+        agent=_get_s(item, "agent"),
+        provider=_get_s(item, "provider"),
+        scopes=_get_list(item, "scopes"),
+        refresh_token_ct=_get_b(item, "refresh_token"),
+        created_at=_get_n(item, "created_at"),
+        status=_get_s(item, "status"),
+        version=_get_n(item, "version"),
         refreshed_at=int(v) if (v := _opt_f(item, "refreshed_at")) is not None else None,
-        broken_reason=_opt_s(item, "broken_reason"), lease_owner=_opt_s(item, "lease_owner"),
+        broken_reason=_opt_s(item, "broken_reason"),
+        lease_owner=_opt_s(item, "lease_owner"),
         lease_until=_opt_f(item, "lease_until"),
     )
 
@@ -269,7 +342,8 @@ class Repository:
 
     def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
         item: dict[str, Any] | None = self._call(
-            "get_item", TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+            "get_item", TableName=self.table, Key=key, ConsistentRead=True
+        ).get("Item")
         return item
 
     # --- proofs -----------------------------------------------------------------------------
@@ -278,9 +352,12 @@ class Repository:
         """Record a proof's jti once; False when it was seen before (a replay)."""
         digest = hashlib.sha256(f"{jkt}\x00{jti}".encode()).hexdigest()
         try:
-            self._call("put_item", TableName=self.replay_table,
-                       Item={"pk": _s(digest), "ttl": _n(int(expires_at) + 1)},
-                       ConditionExpression="attribute_not_exists(pk)")
+            self._call(
+                "put_item",
+                TableName=self.replay_table,
+                Item={"pk": _s(digest), "ttl": _n(int(expires_at) + 1)},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
         except Conflict:
             return False
         return True
@@ -288,14 +365,21 @@ class Repository:
     # --- sessions ---------------------------------------------------------------------------
 
     def put_session(self, session: Session) -> None:
-        self._call("put_item", TableName=self.table, Item=session_item(session),
-                   ConditionExpression="attribute_not_exists(pk)")
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item=session_item(session),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def session_bundle(self, session_id: str) -> tuple[Session | None, list[SessionToken]]:
         """The session and its tokens in one strongly consistent query (the warm path)."""
         session, tokens = None, []
-        for item in self._query(KeyConditionExpression="pk = :pk", ConsistentRead=True,
-                                ExpressionAttributeValues={":pk": _s(f"SESSION#{session_id}")}):
+        for item in self._query(
+            KeyConditionExpression="pk = :pk",
+            ConsistentRead=True,
+            ExpressionAttributeValues={":pk": _s(f"SESSION#{session_id}")},
+        ):
             if item["sk"]["S"] == "SESSION":
                 session = session_from(item)
             else:
@@ -305,59 +389,114 @@ class Repository:
     def end_session(self, session_id: str, reason: str) -> bool:
         """Mark a session ended; False if it already was."""
         try:
-            self._call("update_item", TableName=self.table, Key=session_key(session_id),
-                       UpdateExpression="SET #s = :ended, ended_reason = :r",
-                       ConditionExpression="attribute_exists(pk) AND #s = :active",
-                       ExpressionAttributeNames={"#s": "status"},
-                       ExpressionAttributeValues={":ended": _s("ended"), ":active": _s("active"),
-                                                  ":r": _s(reason)})
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=session_key(session_id),
+                UpdateExpression="SET #s = :ended, ended_reason = :r",
+                ConditionExpression="attribute_exists(pk) AND #s = :active",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":ended": _s("ended"),
+                    ":active": _s("active"),
+                    ":r": _s(reason),
+                },
+            )
+        except Conflict:
+            return False
+        return True
+
+    def extend_session(self, session_id: str, expires_at: int, now: int) -> bool:
+        """Move a live session's expiry; False if it ended or expired meanwhile."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=session_key(session_id),
+                UpdateExpression="SET expires_at = :e, #t = :ttl",
+                ConditionExpression="#s = :active AND expires_at > :now",
+                ExpressionAttributeNames={"#s": "status", "#t": "ttl"},
+                ExpressionAttributeValues={
+                    ":e": _n(expires_at),
+                    ":ttl": _n(expires_at + DAY),
+                    ":active": _s("active"),
+                    ":now": _n(now),
+                },
+            )
         except Conflict:
             return False
         return True
 
     def sessions_of_task(self, task_id: str) -> list[Session]:
-        return [session_from(i) for i in self._query(
-            IndexName="gsi1", KeyConditionExpression="gsi1pk = :pk",
-            ExpressionAttributeValues={":pk": _s(f"TASK#{task_id}")})]
+        return [
+            session_from(i)
+            for i in self._query(
+                IndexName="gsi1",
+                KeyConditionExpression="gsi1pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"TASK#{task_id}")},
+            )
+        ]
 
-    def get_session_token(self, session_id: str, provider: str,
-                          scopes: tuple[str, ...]) -> SessionToken | None:
+    def get_session_token(
+        self, session_id: str, provider: str, scopes: tuple[str, ...]
+    ) -> SessionToken | None:
         item = self._get(token_key(session_id, provider, scopes))
         return token_from(item) if item else None
 
     def delete_token(self, token: SessionToken) -> None:
-        self._call("delete_item", TableName=self.table,
-                   Key=token_key(token.session_id, token.provider, token.scopes))
+        self._call(
+            "delete_item",
+            TableName=self.table,
+            Key=token_key(token.session_id, token.provider, token.scopes),
+        )
 
     def mark_token_revoke_pending(self, token: SessionToken) -> None:
-        self._call("update_item", TableName=self.table,
-                   Key=token_key(token.session_id, token.provider, token.scopes),
-                   UpdateExpression="SET revoke_pending = :t",
-                   ConditionExpression="attribute_exists(pk)",
-                   ExpressionAttributeValues={":t": {"BOOL": True}})
+        self._call(
+            "update_item",
+            TableName=self.table,
+            Key=token_key(token.session_id, token.provider, token.scopes),
+            UpdateExpression="SET revoke_pending = :t",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":t": {"BOOL": True}},
+        )
 
     def tokens_of_grant(self, grant_id: str) -> list[SessionToken]:
-        return [token_from(i) for i in self._query(
-            IndexName="gsi2", KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
-            ExpressionAttributeValues={":pk": _s(f"GRANT#{grant_id}"), ":t": _s("TOKEN#")})]
+        return [
+            token_from(i)
+            for i in self._query(
+                IndexName="gsi2",
+                KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
+                ExpressionAttributeValues={":pk": _s(f"GRANT#{grant_id}"), ":t": _s("TOKEN#")},
+            )
+        ]
 
     # --- consent flows ----------------------------------------------------------------------
 
     def put_pending_flow(self, flow: PendingFlow) -> None:
-        self._call("put_item", TableName=self.table, Item=pending_item(flow),
-                   ConditionExpression="attribute_not_exists(pk)")
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item=pending_item(flow),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def claim_pending_flow(self, state_hash: str, now: float) -> PendingFlow | None:
         """Take a pending flow for its one exchange; None if unknown, used or expired."""
         try:
             answer = self._call(
-                "update_item", TableName=self.table, Key=state_key(state_hash),
+                "update_item",
+                TableName=self.table,
+                Key=state_key(state_hash),
                 UpdateExpression="SET #s = :claimed",
                 ConditionExpression="attribute_exists(pk) AND #s = :pending AND expires_at > :now",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":claimed": _s("exchanging"),
-                                           ":pending": _s("pending"), ":now": _n(int(now))},
-                ReturnValues="ALL_NEW")
+                ExpressionAttributeValues={
+                    ":claimed": _s("exchanging"),
+                    ":pending": _s("pending"),
+                    ":now": _n(int(now)),
+                },
+                ReturnValues="ALL_NEW",
+            )
         except Conflict:
             return None
         return pending_from(answer["Attributes"])
@@ -365,26 +504,42 @@ class Repository:
     def release_pending_flow(self, state_hash: str) -> None:
         """Give a claimed flow back (the provider failed transiently): it stays usable."""
         with contextlib.suppress(Conflict):
-            self._call("update_item", TableName=self.table, Key=state_key(state_hash),
-                       UpdateExpression="SET #s = :pending",
-                       ConditionExpression="#s = :claimed",
-                       ExpressionAttributeNames={"#s": "status"},
-                       ExpressionAttributeValues={":pending": _s("pending"),
-                                                  ":claimed": _s("exchanging")})
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=state_key(state_hash),
+                UpdateExpression="SET #s = :pending",
+                ConditionExpression="#s = :claimed",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":pending": _s("pending"), ":claimed": _s("exchanging")},
+            )
 
     def drop_pending_flow(self, state_hash: str) -> None:
         self._call("delete_item", TableName=self.table, Key=state_key(state_hash))
 
     def close_pending_flow(self, state_hash: str, flow: Flow) -> None:
         """Atomically retire the state and record the answered flow."""
-        self._call("transact_write_items", TransactItems=[
-            {"Delete": {"TableName": self.table, "Key": state_key(state_hash),
+        self._call(
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self.table,
+                        "Key": state_key(state_hash),
                         "ConditionExpression": "#s = :claimed",
                         "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": {":claimed": _s("exchanging")}}},
-            {"Put": {"TableName": self.table, "Item": flow_item(flow),
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-        ])
+                        "ExpressionAttributeValues": {":claimed": _s("exchanging")},
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": flow_item(flow),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+        )
 
     def get_flow(self, flow_id: str) -> Flow | None:
         item = self._get(flow_key(flow_id))
@@ -392,24 +547,40 @@ class Repository:
 
     def activate_flow(self, flow: Flow, grant: Grant) -> None:
         """Bind: the flow closes and its tokens become the user's grant, in one transaction."""
-        self._call("transact_write_items", TransactItems=[
-            {"Update": {"TableName": self.table, "Key": flow_key(flow.flow_id),
+        self._call(
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": flow_key(flow.flow_id),
                         "UpdateExpression": "SET #s = :active REMOVE refresh_token, access_token",
                         "ConditionExpression": "#s = :pending",
                         "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": {":active": _s("active"),
-                                                      ":pending": _s("pending_binding")}}},
-            {"Put": {"TableName": self.table, "Item": grant_item(grant)}},
-        ])
+                        "ExpressionAttributeValues": {
+                            ":active": _s("active"),
+                            ":pending": _s("pending_binding"),
+                        },
+                    }
+                },
+                {"Put": {"TableName": self.table, "Item": grant_item(grant)}},
+            ],
+        )
 
     def reject_flow(self, flow_id: str, reason: str) -> None:
-        self._call("update_item", TableName=self.table, Key=flow_key(flow_id),
-                   UpdateExpression="SET #s = :rejected, #e = :reason "
-                                    "REMOVE refresh_token, access_token",
-                   ConditionExpression="#s = :pending",
-                   ExpressionAttributeNames={"#s": "status", "#e": "error"},
-                   ExpressionAttributeValues={":rejected": _s("rejected"), ":reason": _s(reason),
-                                              ":pending": _s("pending_binding")})
+        self._call(
+            "update_item",
+            TableName=self.table,
+            Key=flow_key(flow_id),
+            UpdateExpression="SET #s = :rejected, #e = :reason REMOVE refresh_token, access_token",
+            ConditionExpression="#s = :pending",
+            ExpressionAttributeNames={"#s": "status", "#e": "error"},
+            ExpressionAttributeValues={
+                ":rejected": _s("rejected"),
+                ":reason": _s(reason),
+                ":pending": _s("pending_binding"),
+            },
+        )
 
     # --- grants -----------------------------------------------------------------------------
 
@@ -418,30 +589,45 @@ class Repository:
         return grant_from(item) if item else None
 
     def grants_of_user(self, user: UserRef) -> list[Grant]:
-        return [grant_from(i) for i in self._query(
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :g)", ConsistentRead=True,
-            ExpressionAttributeValues={":pk": _s(f"USER#{user.key}"), ":g": _s("GRANT#")})]
+        return [
+            grant_from(i)
+            for i in self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :g)",
+                ConsistentRead=True,
+                ExpressionAttributeValues={":pk": _s(f"USER#{user.key}"), ":g": _s("GRANT#")},
+            )
+        ]
 
     def grants_of_agent(self, agent: str, provider: str | None = None) -> list[Grant]:
         prefix = f"GRANT#{provider}#" if provider else "GRANT#"
-        return [grant_from(i) for i in self._query(
-            IndexName="gsi1", KeyConditionExpression="gsi1pk = :pk AND begins_with(gsi1sk, :g)",
-            ExpressionAttributeValues={":pk": _s(f"AGENT#{agent}"), ":g": _s(prefix)})]
+        return [
+            grant_from(i)
+            for i in self._query(
+                IndexName="gsi1",
+                KeyConditionExpression="gsi1pk = :pk AND begins_with(gsi1sk, :g)",
+                ExpressionAttributeValues={":pk": _s(f"AGENT#{agent}"), ":g": _s(prefix)},
+            )
+        ]
 
     def grant_by_id(self, grant_id: str) -> Grant | None:
         for item in self._query(
-                IndexName="gsi2", KeyConditionExpression="gsi2pk = :pk AND gsi2sk = :g",
-                ExpressionAttributeValues={":pk": _s(f"GRANT#{grant_id}"), ":g": _s("GRANT")}):
+            IndexName="gsi2",
+            KeyConditionExpression="gsi2pk = :pk AND gsi2sk = :g",
+            ExpressionAttributeValues={":pk": _s(f"GRANT#{grant_id}"), ":g": _s("GRANT")},
+        ):
             return self.get_grant(_user(item), _get_s(item, "agent"), _get_s(item, "provider"))
         return None
 
     def delete_grant(self, grant: Grant) -> bool:
         """Delete this grant (not a newer one that replaced it); False if already gone."""
         try:
-            self._call("delete_item", TableName=self.table,
-                       Key=grant_key(grant.user, grant.agent, grant.provider),
-                       ConditionExpression="grant_id = :g",
-                       ExpressionAttributeValues={":g": _s(grant.grant_id)})
+            self._call(
+                "delete_item",
+                TableName=self.table,
+                Key=grant_key(grant.user, grant.agent, grant.provider),
+                ConditionExpression="grant_id = :g",
+                ExpressionAttributeValues={":g": _s(grant.grant_id)},
+            )
         except Conflict:
             return False
         return True
@@ -450,29 +636,45 @@ class Repository:
         """Single-flight: take the grant's refresh lease; None while someone else holds it."""
         try:
             answer = self._call(
-                "update_item", TableName=self.table,
+                "update_item",
+                TableName=self.table,
                 Key=grant_key(grant.user, grant.agent, grant.provider),
                 UpdateExpression="SET lease_owner = :o, lease_until = :u",
                 ConditionExpression="grant_id = :g AND #s = :active AND "
-                                    "(attribute_not_exists(lease_until) OR lease_until < :now)",
+                "(attribute_not_exists(lease_until) OR lease_until < :now)",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":o": _s(owner), ":u": _n(until), ":now": _n(now),
-                                           ":g": _s(grant.grant_id), ":active": _s("active")},
-                ReturnValues="ALL_NEW")
+                ExpressionAttributeValues={
+                    ":o": _s(owner),
+                    ":u": _n(until),
+                    ":now": _n(now),
+                    ":g": _s(grant.grant_id),
+                    ":active": _s("active"),
+                },
+                ReturnValues="ALL_NEW",
+            )
         except Conflict:
             return None
         return grant_from(answer["Attributes"])
 
     def release_lease(self, grant: Grant, owner: str) -> None:
         with contextlib.suppress(Conflict):
-            self._call("update_item", TableName=self.table,
-                       Key=grant_key(grant.user, grant.agent, grant.provider),
-                       UpdateExpression="REMOVE lease_owner, lease_until",
-                       ConditionExpression="lease_owner = :o",
-                       ExpressionAttributeValues={":o": _s(owner)})
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=grant_key(grant.user, grant.agent, grant.provider),
+                UpdateExpression="REMOVE lease_owner, lease_until",
+                ConditionExpression="lease_owner = :o",
+                ExpressionAttributeValues={":o": _s(owner)},
+            )
 
-    def store_refresh(self, grant: Grant, owner: str, new_refresh_ct: bytes | None,
-                      token: SessionToken | None, now: int) -> None:
+    def store_refresh(
+        self,
+        grant: Grant,
+        owner: str,
+        new_refresh_ct: bytes | None,
+        token: SessionToken | None,
+        now: int,
+    ) -> None:
         """Atomically keep a rotated refresh token, release the lease and cache the new token."""
         names = {"#v": "version"}
         values: dict[str, Any] = {":o": _s(owner), ":now": _n(now), ":one": _n(1)}
@@ -481,22 +683,34 @@ class Repository:
             update += ", refresh_token = :rt"
             values[":rt"] = _b(new_refresh_ct)
         items: list[dict[str, Any]] = [
-            {"Update": {"TableName": self.table,
-                        "Key": grant_key(grant.user, grant.agent, grant.provider),
-                        "UpdateExpression": update + " REMOVE lease_owner, lease_until",
-                        "ConditionExpression": "lease_owner = :o",
-                        "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}]
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": grant_key(grant.user, grant.agent, grant.provider),
+                    "UpdateExpression": update + " REMOVE lease_owner, lease_until",
+                    "ConditionExpression": "lease_owner = :o",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        ]
         if token is not None:
             items.append({"Put": {"TableName": self.table, "Item": token_item(token)}})
         self._call("transact_write_items", TransactItems=items)
 
     def mark_grant_broken(self, grant: Grant, reason: str) -> None:
         with contextlib.suppress(Conflict):
-            self._call("update_item", TableName=self.table,
-                       Key=grant_key(grant.user, grant.agent, grant.provider),
-                       UpdateExpression="SET #s = :broken, broken_reason = :r "
-                                        "REMOVE lease_owner, lease_until",
-                       ConditionExpression="grant_id = :g",
-                       ExpressionAttributeNames={"#s": "status"},
-                       ExpressionAttributeValues={":broken": _s("broken"), ":r": _s(reason),
-                                                  ":g": _s(grant.grant_id)})
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=grant_key(grant.user, grant.agent, grant.provider),
+                UpdateExpression="SET #s = :broken, broken_reason = :r "
+                "REMOVE lease_owner, lease_until",
+                ConditionExpression="grant_id = :g",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":broken": _s("broken"),
+                    ":r": _s(reason),
+                    ":g": _s(grant.grant_id),
+                },
+            )

@@ -1,0 +1,76 @@
+"""The vault's HTTP routes, defined once (docs/architecture.md).
+
+The local adapter routes requests with this table; anything else that needs the route list (the
+API stack, documentation checks) can read it here instead of restating it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["ROUTES", "Route", "match_route"]
+
+AGENT_API = "vault.handlers.agent_api.handler"
+CALLBACK = "vault.handlers.callback.handler"
+ADMIN_API = "vault.handlers.admin_api.handler"
+REAPER = "vault.handlers.reaper.handler"
+
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API Gateway route: ``METHOD /path/{param}`` → a Lambda handler."""
+
+    method: str
+    path: str
+    handler: str
+    """Dotted path of the Lambda handler function."""
+    auth: Literal["iam", "none"]
+    function: str
+    """The logical function name (agent-api, callback, admin-api)."""
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        segments = (
+            f"(?P<{m.group(1)}>[^/]+)" if (m := _PARAM.fullmatch(seg)) else re.escape(seg)
+            for seg in self.path.split("/")
+        )
+        regex = "^" + "/".join(segments) + "$"
+        object.__setattr__(self, "_pattern", re.compile(regex))
+
+    @property
+    def route_key(self) -> str:
+        """API Gateway's ``routeKey`` (e.g. ``POST /v1/sessions/{session_id}/tokens``)."""
+        return f"{self.method} {self.path}"
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """The path parameters if ``method path`` is this route, else None."""
+        if method.upper() != self.method:
+            return None
+        found = self._pattern.match(path)
+        return found.groupdict() if found else None
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/sessions", AGENT_API, "iam", "agent-api"),
+    Route("GET", "/v1/sessions/{session_id}", AGENT_API, "iam", "agent-api"),
+    Route("DELETE", "/v1/sessions/{session_id}", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/sessions/{session_id}/renew", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/sessions/{session_id}/authorizations", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/sessions/{session_id}/tokens", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/flows/{flow_id}/complete", AGENT_API, "iam", "agent-api"),
+    Route("GET", "/v1/oauth/callback", CALLBACK, "none", "callback"),
+    Route("POST", "/v1/revocations", ADMIN_API, "iam", "admin-api"),
+)
+
+
+def match_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    """The route and path parameters for a request, or None (API Gateway answers 404)."""
+    for route in ROUTES:
+        params = route.match(method, path)
+        if params is not None:
+            return route, params
+    return None
