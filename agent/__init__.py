@@ -1,0 +1,1 @@
+"""The sample agent service (see agent/README.md)."""

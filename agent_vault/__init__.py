@@ -1,0 +1,91 @@
+"""Agent Vault client SDK: session-bound, delegated OAuth tokens for AI agents on AWS.
+
+>>> from agent_vault import VaultClient, UserIdentity, requires_access_token
+"""
+
+from agent_vault.client import (
+    AccessToken,
+    AsyncVaultClient,
+    Authorization,
+    FlowCompletion,
+    SessionInfo,
+    UserIdentity,
+    VaultClient,
+)
+from agent_vault.decorator import (
+    bind_client,
+    current_client,
+    requires_access_token,
+    set_default_client,
+    use_client,
+)
+from agent_vault.errors import (
+    AccessDenied,
+    ConsentRequired,
+    ConsentTimeout,
+    FlowNotFound,
+    FlowNotPending,
+    Forbidden,
+    InvalidProof,
+    InvalidRequest,
+    InvalidUserToken,
+    NotFound,
+    ProofReplayed,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ReturnUrlNotAllowed,
+    ScopeNotAllowed,
+    SessionEnded,
+    SessionNotFound,
+    UnknownAgent,
+    UnknownProvider,
+    UserMismatch,
+    VaultConnectionError,
+    VaultError,
+    VaultUnavailable,
+)
+from agent_vault.proofs import SessionKey
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "AccessToken",
+    "AsyncVaultClient",
+    "Authorization",
+    "ConsentRequired",
+    "ConsentTimeout",
+    "FlowCompletion",
+    "FlowNotFound",
+    "FlowNotPending",
+    "Forbidden",
+    "InvalidProof",
+    "InvalidRequest",
+    "InvalidUserToken",
+    "NotFound",
+    "ProofReplayed",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "ReturnUrlNotAllowed",
+    "ScopeNotAllowed",
+    "SessionEnded",
+    "SessionInfo",
+    "SessionKey",
+    "SessionNotFound",
+    "UnknownAgent",
+    "UnknownProvider",
+    "UserIdentity",
+    "UserMismatch",
+    "VaultClient",
+    "VaultConnectionError",
+    "VaultError",
+    "VaultUnavailable",
+    "__version__",
+    "bind_client",
+    "current_client",
+    "requires_access_token",
+    "set_default_client",
+    "use_client",
+]

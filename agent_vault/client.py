@@ -1,0 +1,701 @@
+"""The Agent Vault client: session, proofs, SigV4, typed errors, token cache.
+
+>>> client = VaultClient("https://abc.execute-api.eu-west-1.amazonaws.com",
+...                      user=UserIdentity(id_token=the_users_id_token))
+>>> token = client.get_token("calendar", ["calendar.read"])  # doctest: +SKIP
+
+Every request is signed with SigV4 for ``execute-api`` with the caller's AWS credentials (the
+botocore credential chain: ECS task role, EKS Pod Identity / IRSA, Lambda role, IAM Roles Anywhere
+through ``credential_process``, environment, profiles) and carries a fresh DPoP proof signed by the
+session key, which lives only in this object's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+if TYPE_CHECKING:
+    import botocore.session
+    from botocore.credentials import Credentials, ReadOnlyCredentials
+
+from agent_vault.errors import (
+    ConsentRequired,
+    SessionEnded,
+    SessionNotFound,
+    VaultConnectionError,
+    VaultError,
+    error_from_response,
+)
+from agent_vault.proofs import SessionKey
+
+__all__ = [
+    "AccessToken",
+    "AsyncVaultClient",
+    "Authorization",
+    "FlowCompletion",
+    "SessionInfo",
+    "UserIdentity",
+    "VaultClient",
+]
+
+log = logging.getLogger("agent_vault")
+
+SERVICE = "execute-api"
+USER_AGENT = "agent-vault-sdk/0.1.0"
+_EXECUTE_API_HOST = re.compile(
+    r"\.execute-api\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?$"
+)
+_RETRYABLE_CONNECTION_ERRORS = (
+    urllib3.exceptions.ConnectTimeoutError,  # includes NewConnectionError, NameResolutionError
+    urllib3.exceptions.ProtocolError,  # a pooled keep-alive connection closed by the server
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UserIdentity:
+    """Who the agent acts for: an identity token (JWT) from the application's identity provider,
+    or — for agents the deployment trusts to assert it — a user id."""
+
+    id_token: str | None = field(default=None, repr=False)
+    user_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.id_token is None) == (self.user_id is None):
+            raise ValueError("give exactly one of id_token or user_id")
+
+    @classmethod
+    def from_id_token(cls, id_token: str) -> UserIdentity:
+        return cls(id_token=id_token)
+
+    @classmethod
+    def from_user_id(cls, user_id: str) -> UserIdentity:
+        return cls(user_id=user_id)
+
+    def to_json(self) -> dict[str, str]:
+        if self.id_token is not None:
+            return {"id_token": self.id_token}
+        assert self.user_id is not None
+        return {"user_id": self.user_id}
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A session-scoped access token minted by the vault for this session."""
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    """Epoch seconds (computed from ``expires_in`` when the request was sent)."""
+    scope: str
+    provider: str
+    token_type: str = "Bearer"  # noqa: S105 - the token type, not a token
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return tuple(self.scope.replace(",", " ").split())
+
+    def expires_in(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)
+
+    @property
+    def authorization_header(self) -> str:
+        return f"{self.token_type} {self.access_token}"
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A consent flow the vault started: send the user to ``authorization_url``."""
+
+    flow_id: str
+    authorization_url: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class FlowCompletion:
+    """The answer of ``POST /v1/flows/{id}/complete``: the grant is active."""
+
+    flow_id: str
+    status: str
+    grant_id: str
+    provider: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A vault session (docs/api.md)."""
+
+    session_id: str
+    agent: str
+    user: dict[str, str]
+    task_id: str | None
+    jkt: str
+    status: str
+    created_at: float
+    expires_at: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SessionInfo:
+        user = data.get("user") or {}
+        return cls(
+            session_id=str(data["session_id"]),
+            agent=str(data.get("agent", "")),
+            user={str(k): str(v) for k, v in dict(user).items()},
+            task_id=None if data.get("task_id") is None else str(data["task_id"]),
+            jkt=str(data.get("jkt", "")),
+            status=str(data.get("status", "")),
+            created_at=float(data.get("created_at", 0)),
+            expires_at=float(data.get("expires_at", 0)),
+            raw=dict(data),
+        )
+
+
+def normalize_scopes(scopes: str | Iterable[str]) -> tuple[str, ...]:
+    """Scopes as a sorted tuple without duplicates (a string is split on spaces/commas)."""
+    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else list(scopes)
+    return tuple(sorted({s for s in items if s}))
+
+
+def region_from_url(url: str) -> str | None:
+    """The region of an ``execute-api`` URL (None for custom domains and loopback)."""
+    host = urlsplit(url).hostname or ""
+    match = _EXECUTE_API_HOST.search(host)
+    return match.group(1) if match else None
+
+
+class VaultClient:
+    """A client for one agent session at Agent Vault.
+
+    Thread-safe: one client may be shared by threads; the session starts once (lazily, on the first
+    call that needs it) and tokens are cached until ``refresh_margin`` seconds before expiry.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        user: UserIdentity | None = None,
+        credentials: Credentials | ReadOnlyCredentials | Any | None = None,
+        region: str | None = None,
+        timeout: float = 10.0,
+        http: urllib3.PoolManager | None = None,
+        session_ttl_seconds: int | None = None,
+        max_attempts: int = 3,
+        max_backoff: float = 5.0,
+        refresh_margin: float = 60.0,
+        auto_renew: bool = True,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in {"https", "http"} or not parts.netloc:
+            raise ValueError(f"base_url {base_url!r} is not an absolute http(s) URL")
+        if parts.query or parts.fragment:
+            raise ValueError("base_url must not carry a query or fragment")
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self._botocore_session: botocore.session.Session | None = None
+        self._credentials = credentials  # None: botocore's chain, resolved at the first request
+        self.region = region or region_from_url(base_url) or self._default_region()
+        self.timeout = timeout
+        self._http = http if http is not None else urllib3.PoolManager(maxsize=10)
+        self.session_ttl_seconds = session_ttl_seconds
+        self.max_attempts = max(1, max_attempts)
+        self.max_backoff = max_backoff
+        self.refresh_margin = refresh_margin
+        self.auto_renew = auto_renew
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        self._key_locks: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
+        self._tokens: dict[tuple[str, tuple[str, ...]], AccessToken] = {}
+        self._key: SessionKey | None = None
+        self._session: SessionInfo | None = None
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        user: UserIdentity | None = None,
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> VaultClient:
+        """A client for ``AGENT_VAULT_URL`` (region from ``AGENT_VAULT_REGION``/``AWS_REGION``)."""
+        import os
+
+        env = os.environ if environ is None else environ
+        base_url = env.get("AGENT_VAULT_URL")
+        if not base_url:
+            raise ValueError("AGENT_VAULT_URL is not set")
+        region = kwargs.pop("region", None) or env.get("AGENT_VAULT_REGION") or None
+        return cls(base_url, user=user, region=region, **kwargs)
+
+    def _boto_session(self) -> botocore.session.Session:
+        if self._botocore_session is None:
+            import botocore.session  # only when the default chain is used (it is heavy)
+
+            self._botocore_session = botocore.session.get_session()
+        return self._botocore_session
+
+    def _default_credentials(self) -> Any:
+        credentials = self._boto_session().get_credentials()
+        if credentials is None:
+            raise VaultError(
+                "no AWS credentials found (botocore's chain: environment, ECS/EKS container"
+                " credentials, instance profile, profiles, credential_process)",
+                code="no_credentials",
+            )
+        return credentials
+
+    def _default_region(self) -> str:
+        region = self._boto_session().get_config_variable("region")
+        if not region:
+            raise ValueError(
+                "cannot tell the vault's region: pass region=, or set AWS_REGION"
+                " (needed to sign requests to a custom domain)"
+            )
+        return str(region)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> SessionInfo | None:
+        """The current session (None before the first call / after ``end_session``)."""
+        return self._session
+
+    @property
+    def session_id(self) -> str | None:
+        session = self._session
+        return session.session_id if session else None
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _sign(self, request: AWSRequest) -> None:
+        credentials: Any = self._credentials
+        if credentials is None:
+            credentials = self._credentials = self._default_credentials()
+        # Refreshable credentials (task role, Pod Identity...) give a consistent snapshot.
+        freeze = getattr(credentials, "get_frozen_credentials", None)
+        frozen = freeze() if freeze is not None else credentials
+        SigV4Auth(frozen, SERVICE, self.region).add_auth(request)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff)
+        return random.uniform(0, min(self.max_backoff, 0.2 * 2**attempt))  # noqa: S311 - jitter
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        key: SessionKey | None = None,
+        session_id: str | None = None,
+        proof: bool = True,
+    ) -> Any:
+        """One signed API call (with retries); returns the parsed JSON answer or raises."""
+        url = self.base_url + path
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            if proof:
+                signing_key = key or self._key
+                if signing_key is None:
+                    raise VaultError("no session key: start a session first", code="no_session")
+                headers["DPoP"] = signing_key.proof(method, url, session_id=session_id)
+            request = AWSRequest(method=method, url=url, data=data, headers=headers)
+            self._sign(request)
+            prepared = request.prepare()
+            send_headers = {str(k): str(v) for k, v in prepared.headers.items()}
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    body=data if data else None,
+                    headers=send_headers,
+                    retries=False,
+                    redirect=False,
+                    timeout=urllib3.Timeout(total=self.timeout),
+                    preload_content=True,
+                )
+            except _RETRYABLE_CONNECTION_ERRORS as exc:
+                if attempt < self.max_attempts:
+                    delay = self._backoff(attempt, None)
+                    log.debug("vault connection failed (%s); retry %d in %.2fs",
+                              exc, attempt, delay)
+                    self._sleep(delay)
+                    continue
+                raise VaultConnectionError(f"cannot reach the vault at {url}: {exc}") from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise VaultConnectionError(f"vault request to {url} failed: {exc}") from exc
+            status = response.status
+            raw = response.data or b""
+            if 200 <= status < 300:
+                if not raw:
+                    return {}
+                try:
+                    return json.loads(raw)
+                except ValueError as exc:
+                    raise VaultError(
+                        f"the vault answered {status} with a body that is not JSON", status=status
+                    ) from exc
+            error = error_from_response(status, dict(response.headers.items()), raw)
+            if status >= 500 and error.retry_after is not None and attempt < self.max_attempts:
+                delay = self._backoff(attempt, error.retry_after)
+                log.debug("vault answered %s (%s); retry %d in %.2fs", status, error.code,
+                          attempt, delay)
+                self._sleep(delay)
+                continue
+            raise error
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def start_session(
+        self, *, user: UserIdentity | None = None, ttl_seconds: int | None = None
+    ) -> SessionInfo:
+        """Start a (new) session with a new key; a previous session of this client is forgotten."""
+        identity = user or self.user
+        if identity is None:
+            raise ValueError("start_session needs the user's identity (user=UserIdentity(...))")
+        with self._lock:
+            key = SessionKey()
+            body: dict[str, Any] = {"user": identity.to_json()}
+            ttl = ttl_seconds if ttl_seconds is not None else self.session_ttl_seconds
+            if ttl is not None:
+                body["ttl_seconds"] = ttl
+            answer = self.request("POST", "/v1/sessions", body, key=key)
+            info = SessionInfo.from_json(answer)
+            if info.jkt and info.jkt != key.thumbprint:
+                raise VaultError(
+                    "the vault bound the session to another key than ours", code="key_mismatch"
+                )
+            self.user = identity
+            self._key = key
+            self._session = info
+            self._tokens.clear()
+            log.debug("vault session %s started (agent %s)", info.session_id, info.agent)
+            return info
+
+    def ensure_session(self) -> SessionInfo:
+        """The current session: started if there is none, renewed when it is about to expire
+        (``auto_renew``; a long-running task keeps its session and grants without new consent)."""
+        session = self._session
+        if session is not None and not self._due_for_renewal(session):
+            return session
+        with self._lock:
+            session = self._session
+            if session is None:
+                return self.start_session()
+            if self._due_for_renewal(session):
+                try:
+                    return self.renew_session()
+                except SessionEnded:
+                    return self.start_session()
+            return session
+
+    def _due_for_renewal(self, session: SessionInfo) -> bool:
+        return (self.auto_renew and session.expires_at > 0
+                and session.expires_at - self.refresh_margin <= time.time())
+
+    def renew_session(self, *, user: UserIdentity | None = None,
+                      ttl_seconds: int | None = None) -> SessionInfo:
+        """Move a live session's expiry (``POST .../renew``), optionally presenting a fresh
+        identity token of the same user (a long-running agent outlives the one it started with).
+        """
+        with self._lock:
+            session = self._session
+            if session is None:
+                raise VaultError("no session to renew: start one first", code="no_session")
+            sid = session.session_id
+            body: dict[str, Any] = {}
+            if user is not None:
+                body["user"] = user.to_json()
+            ttl = ttl_seconds if ttl_seconds is not None else self.session_ttl_seconds
+            if ttl is not None:
+                body["ttl_seconds"] = ttl
+            answer = self.request("POST", f"/v1/sessions/{_seg(sid)}/renew", body,
+                                  session_id=sid)
+            info = SessionInfo.from_json(answer)
+            self._session = info
+            if user is not None:
+                self.user = user
+            return info
+
+    def get_session(self) -> SessionInfo:
+        """Fetch the session's current state from the vault."""
+        session = self.ensure_session()
+        sid = session.session_id
+        answer = self.request("GET", f"/v1/sessions/{_seg(sid)}", session_id=sid)
+        info = SessionInfo.from_json(answer)
+        with self._lock:
+            if self._session is not None and self._session.session_id == sid:
+                self._session = info
+        return info
+
+    def end_session(self) -> dict[str, Any] | None:
+        """End the session (its tokens are revoked upstream). None when there was none."""
+        with self._lock:
+            session = self._session
+            if session is None:
+                return None
+            sid = session.session_id
+            try:
+                answer: dict[str, Any] = self.request(
+                    "DELETE", f"/v1/sessions/{_seg(sid)}", session_id=sid
+                )
+            except (SessionEnded, SessionNotFound) as exc:
+                answer = {"session_id": sid, "status": "ended", "revoked_tokens": 0,
+                          "note": exc.code}
+            self._session = None
+            self._key = None
+            self._tokens.clear()
+            return answer
+
+    # -- consent ---------------------------------------------------------------------------------
+
+    def start_authorization(
+        self, provider: str, scopes: str | Iterable[str], return_url: str | None = None
+    ) -> Authorization:
+        """Start consent for ``scopes`` at ``provider``; send the user to the returned URL."""
+        session = self.ensure_session()
+        sid = session.session_id
+        body: dict[str, Any] = {"provider": provider, "scopes": list(normalize_scopes(scopes))}
+        if return_url is not None:
+            body["return_url"] = return_url
+        answer = self.request(
+            "POST", f"/v1/sessions/{_seg(sid)}/authorizations", body, session_id=sid
+        )
+        return Authorization(
+            flow_id=str(answer["flow_id"]),
+            authorization_url=str(answer["authorization_url"]),
+            expires_at=float(answer.get("expires_at", 0)),
+        )
+
+    def complete_flow(self, flow_id: str, user: UserIdentity) -> FlowCompletion:
+        """Bind a consented flow to the user who is logged in at the application.
+
+        Call it from the application's return page with the identity of the user whose browser
+        arrived there (not the identity the flow was started with): the grant becomes active only
+        if both are the same user.
+        """
+        answer = self.request(
+            "POST", f"/v1/flows/{_seg(flow_id)}/complete", {"user": user.to_json()}, proof=False
+        )
+        scopes = answer.get("scopes") or []
+        if isinstance(scopes, str):
+            scopes = scopes.split()
+        return FlowCompletion(
+            flow_id=str(answer.get("flow_id", flow_id)),
+            status=str(answer.get("status", "")),
+            grant_id=str(answer.get("grant_id", "")),
+            provider=str(answer.get("provider", "")),
+            scopes=tuple(str(s) for s in scopes),
+        )
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def cached_token(self, provider: str, scopes: str | Iterable[str]) -> AccessToken | None:
+        """The cached token if it is still good for ``refresh_margin`` seconds, else None."""
+        cache_key = (provider, normalize_scopes(scopes))
+        with self._lock:
+            token = self._tokens.get(cache_key)
+        if token is not None and token.expires_at - self.refresh_margin > self._clock():
+            return token
+        return None
+
+    def _lock_for(self, cache_key: tuple[str, tuple[str, ...]]) -> threading.Lock:
+        with self._lock:
+            lock = self._key_locks.get(cache_key)
+            if lock is None:
+                lock = self._key_locks[cache_key] = threading.Lock()
+            return lock
+
+    def get_token(
+        self,
+        provider: str,
+        scopes: str | Iterable[str],
+        *,
+        authorize: bool = False,
+        return_url: str | None = None,
+    ) -> AccessToken:
+        """An access token for ``scopes`` at ``provider``, minted for this session.
+
+        Raises :class:`ConsentRequired` when the user has not consented; with ``authorize=True``
+        the SDK starts the authorization first and the exception carries ``authorization_url`` and
+        ``flow_id``.
+        """
+        normalized = normalize_scopes(scopes)
+        if not normalized:
+            raise ValueError("scopes must name at least one scope")
+        cache_key = (provider, normalized)
+        token = self.cached_token(provider, normalized)
+        if token is not None:
+            return token
+        with self._lock_for(cache_key):
+            token = self.cached_token(provider, normalized)
+            if token is not None:
+                return token
+            session = self.ensure_session()
+            sid = session.session_id
+            sent_at = self._clock()
+            try:
+                answer = self.request(
+                    "POST",
+                    f"/v1/sessions/{_seg(sid)}/tokens",
+                    {"provider": provider, "scopes": list(normalized)},
+                    session_id=sid,
+                )
+            except ConsentRequired as exc:
+                if authorize:
+                    authorization = self.start_authorization(provider, normalized, return_url)
+                    exc.authorization_url = authorization.authorization_url
+                    exc.flow_id = authorization.flow_id
+                raise
+            except SessionEnded:
+                with self._lock:
+                    self._tokens.clear()
+                raise
+            expires_in = answer.get("expires_in")
+            token = AccessToken(
+                access_token=str(answer["access_token"]),
+                expires_at=sent_at + (float(expires_in) if expires_in is not None else 0.0),
+                scope=str(answer.get("scope", " ".join(normalized))),
+                provider=str(answer.get("provider", provider)),
+                token_type=str(answer.get("token_type", "Bearer")),
+            )
+            if expires_in is not None:
+                with self._lock:
+                    self._tokens[cache_key] = token
+            return token
+
+    def forget_token(self, provider: str, scopes: str | Iterable[str]) -> None:
+        """Drop a cached token (e.g. after the resource server answered 401 for it)."""
+        with self._lock:
+            self._tokens.pop((provider, normalize_scopes(scopes)), None)
+
+    # -- administration --------------------------------------------------------------------------
+
+    def revoke(
+        self,
+        *,
+        user: Mapping[str, str] | None = None,
+        agent: str | None = None,
+        provider: str | None = None,
+        grant_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/revocations`` (admin principals only): revoke grants by user (``{"iss",
+        "sub"}``), agent, provider or grant id, upstream first; their sessions' tokens die."""
+        body: dict[str, Any] = {}
+        if user is not None:
+            body["user"] = {"iss": user["iss"], "sub": user["sub"]}
+        for name, value in (("agent", agent), ("provider", provider), ("grant_id", grant_id)):
+            if value is not None:
+                body[name] = value
+        if not body:
+            raise ValueError("name at least one of user, agent, provider or grant_id")
+        answer: dict[str, Any] = self.request("POST", "/v1/revocations", body, proof=False)
+        return answer
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self, *, end_session: bool = True) -> None:
+        """End the session (best effort) and release connections."""
+        if end_session:
+            try:
+                self.end_session()
+            except VaultError as exc:
+                log.warning("could not end vault session: %s", exc)
+        self._http.clear()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"VaultClient({self.base_url!r}, session={self.session_id!r})"
+
+
+def _seg(value: str) -> str:
+    """One URL path segment."""
+    return quote(value, safe="")
+
+
+class AsyncVaultClient:
+    """The same client for asyncio code: each call runs the thread-safe sync client in a worker
+    thread (``asyncio.to_thread``), so the event loop never blocks on the network."""
+
+    def __init__(self, base_url: str | None = None, *, client: VaultClient | None = None,
+                 **kwargs: Any) -> None:
+        if client is None:
+            if base_url is None:
+                raise ValueError("give base_url or client")
+            client = VaultClient(base_url, **kwargs)
+        self.sync = client
+
+    @property
+    def session(self) -> SessionInfo | None:
+        return self.sync.session
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def start_session(self, **kwargs: Any) -> SessionInfo:
+        return await self._run(self.sync.start_session, **kwargs)
+
+    async def get_session(self) -> SessionInfo:
+        return await self._run(self.sync.get_session)
+
+    async def end_session(self) -> dict[str, Any] | None:
+        return await self._run(self.sync.end_session)
+
+    async def renew_session(self, **kwargs: Any) -> SessionInfo:
+        return await self._run(self.sync.renew_session, **kwargs)
+
+    async def get_token(self, provider: str, scopes: str | Iterable[str], **kwargs: Any
+                        ) -> AccessToken:
+        cached = self.sync.cached_token(provider, scopes)
+        if cached is not None:
+            return cached
+        return await self._run(self.sync.get_token, provider, scopes, **kwargs)
+
+    async def start_authorization(self, provider: str, scopes: str | Iterable[str],
+                                  return_url: str | None = None) -> Authorization:
+        return await self._run(self.sync.start_authorization, provider, scopes, return_url)
+
+    async def complete_flow(self, flow_id: str, user: UserIdentity) -> FlowCompletion:
+        return await self._run(self.sync.complete_flow, flow_id, user)
+
+    async def aclose(self) -> None:
+        await self._run(self.sync.close)
+
+    async def __aenter__(self) -> AsyncVaultClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,696 @@
+"""Start and stop the whole system on loopback: local mode.
+
+:class:`LocalMode` starts, in this process:
+
+1. moto in server mode (``ThreadedMotoServer`` on a free loopback port) standing in for DynamoDB,
+   KMS, Secrets Manager, EC2 and ECS, with the vault's two tables, a KMS key, the provider's client
+   secret and an ECS cluster whose tasks are the local agent tasks;
+2. the authorization server (``oidc-provider`` on Node, :class:`AuthorizationServer`), which is
+   the calendar provider, the users' identity provider and the calendar API;
+3. the vault's Lambda handlers, imported after the environment the deployed functions get
+   (``TABLE_NAME``, ``KEY_ID``, ``CALLBACK_URL``..., ``AWS_ENDPOINT_URL`` = moto), behind the
+   local API Gateway (:mod:`agent_vault.local.adapter`), which verifies SigV4 for each local
+   principal; and a local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in);
+4. optionally the sample agent (``agent/app.py``) with uvicorn, signing as its own task.
+
+Everything binds 127.0.0.1 on ports the OS picks. :meth:`LocalMode.stop` stops all of it and
+restores the environment. The vault's logs (Powertools JSON, audit events included) go to
+``<workdir>/vault.log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from agent_vault.client import UserIdentity
+from agent_vault.local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
+from agent_vault.local.credentials import (
+    DEFAULT_ACCOUNT,
+    LocalPrincipal,
+    PrincipalRegistry,
+    new_principal,
+)
+from agent_vault.routes import REAPER, ROUTES
+
+__all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
+
+log = logging.getLogger("agent_vault.local")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAMBDAS_DIR = REPO_ROOT / "lambdas"
+
+REGION = "us-east-1"
+TABLE_NAME = "agent-vault-local"
+REPLAY_TABLE_NAME = "agent-vault-local-replay"
+CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix
+CLUSTER = "agent-vault-local"
+PROVIDER = "calendar"
+PROVIDER_SCOPES = ("calendar.read", "calendar.write", "mail.read")
+CALENDAR_AGENT = "calendar-agent"
+CALENDAR_ROLE = "calendar-agent-role"
+MAIL_AGENT = "mail-agent"
+MAIL_ROLE = "mail-agent-role"
+ADMIN_ROLE = "vault-admin-role"
+EVENTS_ROLE = "agent-vault-local-events"
+REAPER_FUNCTION = "agent-vault-reaper"
+APP_AUDIENCE = "agent-app"
+
+AGENT_APP = "calendar-agent/app"
+TASK_1 = "calendar-agent/task-1"
+TASK_2 = "calendar-agent/task-2"
+MAIL_TASK = "mail-agent/task-1"
+ADMIN = "admin"
+EVENTS = "eventbridge"
+
+_MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+class LocalModeError(RuntimeError):
+    """Local mode could not start (a missing tool, a handler that fails to import...)."""
+
+
+def moto_child(fd: int) -> None:
+    """The moto server process: serve the inherited listening socket until stdin closes."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
+                         threaded=True, fd=fd)
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
+    try:
+        sys.stdin.read()  # EOF when the parent stops local mode or dies
+    finally:
+        server.shutdown()
+
+
+@dataclass
+class LocalInfo:
+    """Where everything is and who may call it (JSON-serializable; contains local secrets)."""
+
+    region: str
+    account_id: str
+    workdir: str
+    config_path: str
+    vault_log: str
+    credentials_file: str
+    vault_url: str
+    lambda_url: str
+    moto_url: str
+    agent_url: str | None
+    provider_name: str
+    provider: dict[str, str]
+    users: dict[str, str]
+    principals: dict[str, dict[str, Any]]
+    tasks: dict[str, str]
+    cluster: str
+    reaper_function: str
+    return_url: str
+    started_at: float = field(default_factory=time.time)
+
+    def principal(self, name: str) -> LocalPrincipal:
+        return LocalPrincipal.from_json(self.principals[name])
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.vault_url}/v1/oauth/callback"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> LocalInfo:
+        return cls(**json.loads(text))
+
+
+@contextlib.contextmanager
+def _patched_environ(values: dict[str, str | None]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class _AuditTap(logging.Handler):
+    """Hands each audit event (a log record with an ``audit`` member) to a callback."""
+
+    def __init__(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__(logging.INFO)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "audit", None)
+        if isinstance(event, dict):
+            with contextlib.suppress(Exception):
+                self.callback({"time": record.created, **event})
+
+
+class LocalMode:
+    """The whole system on loopback; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        with_agent: bool = True,
+        workdir: str | Path | None = None,
+        on_audit: Callable[[dict[str, Any]], None] | None = None,
+        keep_workdir: bool = False,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.with_agent = with_agent
+        self._workdir_arg = Path(workdir) if workdir else None
+        self.on_audit = on_audit
+        self.keep_workdir = keep_workdir
+        self.startup_timeout = startup_timeout
+        self.info: LocalInfo | None = None
+        self.provider: Any = None
+        self._stack = contextlib.ExitStack()
+        self._log_file: IO[str] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalMode:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalInfo:
+        if self.info is not None:
+            raise LocalModeError("local mode is already running")
+        try:
+            self.info = self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self.info
+
+    def stop(self) -> None:
+        """Stop everything started (in reverse order) and restore the environment."""
+        try:
+            self._stack.close()
+        finally:
+            self._stack = contextlib.ExitStack()
+            self.info = None
+
+    # -- the parts -------------------------------------------------------------------------------
+
+    def _workdir(self) -> Path:
+        if self._workdir_arg is not None:
+            self._workdir_arg.mkdir(parents=True, exist_ok=True)
+            return self._workdir_arg
+        path = Path(tempfile.mkdtemp(prefix="agent-vault-local-"))
+        if not self.keep_workdir:
+            self._stack.callback(shutil.rmtree, path, True)
+        return path
+
+    def _start_moto(self, sock: socket.socket) -> subprocess.Popen[bytes]:
+        """moto in server mode in a child process, serving the socket bound here (so its URL is
+        known at once and nothing can take the port). It exits when its stdin closes."""
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-c", "from agent_vault.local.runner import moto_child; "
+             f"moto_child({sock.fileno()})"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            pass_fds=[sock.fileno()], cwd=str(REPO_ROOT),
+        )
+
+        def stop_moto() -> None:
+            assert process.stdin is not None
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+            if process.stderr is not None:
+                process.stderr.close()
+
+        self._stack.callback(stop_moto)
+        return process
+
+    def _bind(self) -> socket.socket:
+        sock = socket.create_server(("127.0.0.1", 0))
+        self._stack.callback(sock.close)
+        return sock
+
+    def _aws(self, moto_url: str) -> dict[str, Any]:
+        import boto3
+
+        session = boto3.session.Session(
+            region_name=REGION,
+            aws_access_key_id=_MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=_MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        clients: dict[str, Any] = {}
+        for name in ("dynamodb", "kms", "secretsmanager", "ec2", "ecs"):
+            clients[name] = session.client(name, endpoint_url=moto_url)
+        return clients
+
+    @staticmethod
+    def _create_tables(dynamodb: Any) -> None:
+        def index(name: str) -> dict[str, Any]:
+            return {"IndexName": name,
+                    "KeySchema": [{"AttributeName": f"{name}pk", "KeyType": "HASH"},
+                                  {"AttributeName": f"{name}sk", "KeyType": "RANGE"}],
+                    "Projection": {"ProjectionType": "ALL"}}
+
+        dynamodb.create_table(
+            TableName=TABLE_NAME, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in
+                                  ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[index("gsi1"), index("gsi2")],
+        )
+        dynamodb.create_table(
+            TableName=REPLAY_TABLE_NAME, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        for table in (TABLE_NAME, REPLAY_TABLE_NAME):
+            dynamodb.update_time_to_live(
+                TableName=table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+
+    @staticmethod
+    def _create_tasks(ec2: Any, ecs: Any) -> tuple[str, dict[str, str]]:
+        """An ECS cluster and one running Fargate task per local agent task."""
+        vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="agents", Description="local agents",
+                                          VpcId=vpc)["GroupId"]
+        cluster = ecs.create_cluster(clusterName=CLUSTER)["cluster"]["clusterArn"]
+        tasks: dict[str, str] = {}
+        for family, role, names in ((CALENDAR_AGENT, CALENDAR_ROLE, (AGENT_APP, TASK_1, TASK_2)),
+                                    (MAIL_AGENT, MAIL_ROLE, (MAIL_TASK,))):
+            ecs.register_task_definition(
+                family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+                cpu="256", memory="512",
+                taskRoleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT}:role/{role}",
+                containerDefinitions=[{"name": "agent", "image": "agent-vault/agent:local",
+                                       "essential": True, "cpu": 256, "memory": 512}])
+            for name in names:
+                answer = ecs.run_task(
+                    cluster=CLUSTER, taskDefinition=family, launchType="FARGATE", count=1,
+                    startedBy="agent-vault-local",
+                    networkConfiguration={"awsvpcConfiguration": {
+                        "subnets": [subnet], "securityGroups": [group]}})
+                tasks[name] = answer["tasks"][0]["taskArn"]
+        return cluster, tasks
+
+    @staticmethod
+    def _principals(tasks: dict[str, str]) -> dict[str, LocalPrincipal]:
+        principals: dict[str, LocalPrincipal] = {}
+        role_ids: dict[str, str | None] = {CALENDAR_ROLE: None, MAIL_ROLE: None}
+        for name, arn in tasks.items():
+            role = CALENDAR_ROLE if name.startswith(CALENDAR_AGENT) else MAIL_ROLE
+            principal = new_principal(name, role, arn.rsplit("/", 1)[-1],
+                                      role_id=role_ids[role])
+            role_ids[role] = principal.role_id  # one role id per role, as in IAM
+            principals[name] = principal
+        principals[ADMIN] = new_principal(ADMIN, ADMIN_ROLE, "operator", kind="admin")
+        principals[EVENTS] = new_principal(EVENTS, EVENTS_ROLE, "eventbridge", kind="admin")
+        return principals
+
+    @staticmethod
+    def _config(issuer: str, jwks_uri: str, resource: str, return_url: str) -> dict[str, Any]:
+        return {
+            "environment": "local",
+            "account": DEFAULT_ACCOUNT,
+            "region": REGION,
+            "providers": {
+                PROVIDER: {
+                    "discovery_url": f"{issuer}/.well-known/openid-configuration",
+                    "client_id": "agent-vault",
+                    "scopes": list(PROVIDER_SCOPES),
+                    "resource": resource,
+                    "timeout_seconds": 5,
+                },
+            },
+            "agents": {
+                CALENDAR_AGENT: {"role_name": CALENDAR_ROLE,
+                                 "providers": {PROVIDER: ["calendar.read", "calendar.write"]}},
+                MAIL_AGENT: {"role_name": MAIL_ROLE, "providers": {PROVIDER: ["mail.read"]}},
+            },
+            "admin_role_names": [ADMIN_ROLE],
+            "return_urls": [return_url],
+            "user_identity_issuers": [
+                {"issuer": issuer, "jwks_uri": jwks_uri, "audiences": [APP_AUDIENCE]},
+            ],
+        }
+
+    def _import_handlers(self) -> None:
+        if str(LAMBDAS_DIR) not in sys.path:
+            sys.path.insert(0, str(LAMBDAS_DIR))
+        for dotted in {route.handler for route in ROUTES} | {REAPER}:
+            module = dotted.rpartition(".")[0]
+            try:
+                importlib.import_module(module)
+            except Exception as exc:
+                raise LocalModeError(f"the vault handler module {module} failed to import: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+
+    def _capture_vault_logs(self, path: Path) -> None:
+        """Send the vault's Powertools logs to a JSONL file (and audit events to on_audit)."""
+        handle = path.open("a", encoding="utf-8")
+        self._stack.callback(handle.close)
+        vault_logger = logging.getLogger(os.environ.get("POWERTOOLS_SERVICE_NAME", "agent-vault"))
+        restore: list[tuple[logging.StreamHandler[Any], Any]] = []
+        for handler in vault_logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                restore.append((handler, handler.setStream(handle)))
+        if not restore:
+            file_handler = logging.StreamHandler(handle)
+            vault_logger.addHandler(file_handler)
+            self._stack.callback(vault_logger.removeHandler, file_handler)
+
+        def put_back() -> None:
+            for handler, stream in restore:
+                handler.setStream(stream)
+
+        self._stack.callback(put_back)
+        if self.on_audit is not None:
+            tap = _AuditTap(self.on_audit)
+            vault_logger.addHandler(tap)
+            self._stack.callback(vault_logger.removeHandler, tap)
+
+    def _start_agent(self, info_partial: dict[str, Any], sock: socket.socket,
+                     principal: LocalPrincipal) -> None:
+        import uvicorn
+
+        from agent.app import AgentSettings, OidcSettings, create_app
+
+        provider = self.provider
+        cache: dict[str, tuple[str, float]] = {}
+        cache_lock = threading.Lock()
+
+        def local_user() -> UserIdentity:
+            """Local mode's configured user (alice), for requests without a logged-in user."""
+            with cache_lock:
+                cached = cache.get("alice")
+                if cached is None or cached[1] < time.time() + 120:
+                    token = provider.login_id_token("alice", "alice-password")
+                    cache["alice"] = (token, time.time() + 3000)
+                    cached = cache["alice"]
+            return UserIdentity(id_token=cached[0])
+
+        settings = AgentSettings(
+            vault_url=info_partial["vault_url"],
+            calendar_api_url=provider.calendar_url,
+            region=REGION,
+            public_url=info_partial["agent_url"],
+            credentials=principal.credentials(),
+            default_user=local_user,
+            oidc=OidcSettings(provider.issuer, provider.app_client_id,
+                              provider.app_client_secret),
+        )
+        config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False,
+                                lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                  name="sample-agent", daemon=True)
+        thread.start()
+
+        def stop_agent() -> None:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+        self._stack.callback(stop_agent)
+        deadline = time.monotonic() + self.startup_timeout
+        while not server.started:  # readiness, with a deadline
+            if not thread.is_alive():
+                raise LocalModeError("the sample agent exited during start-up")
+            if time.monotonic() > deadline:
+                raise LocalModeError("the sample agent did not start in time")
+            time.sleep(0.02)
+
+    def _start(self) -> LocalInfo:
+        from agent_vault.local.provider import USERS, AuthorizationServer
+
+        workdir = self._workdir()
+        moto_sock, vault_sock, lambda_sock = self._bind(), self._bind(), self._bind()
+        agent_sock = self._bind() if self.with_agent else None
+        moto_url, vault_url, lambda_url = (_url_of(s) for s in (moto_sock, vault_sock,
+                                                                   lambda_sock))
+        agent_url = _url_of(agent_sock) if agent_sock else None
+        # Without the sample agent the return URL is still the agent's: nothing listens there.
+        return_base = agent_url or "http://127.0.0.1:9"
+        return_url = f"{return_base}/consent/return"
+        callback_url = f"{vault_url}/v1/oauth/callback"
+        client_secret = secrets.token_urlsafe(32)
+
+        # Start-up runs in parallel: moto imports in its own process, Node starts the provider,
+        # a thread creates the AWS resources (waiting for moto), and this thread imports the
+        # vault's handlers meanwhile.
+        moto = self._start_moto(moto_sock)
+        provider = AuthorizationServer(
+            redirect_uris=[callback_url],
+            app_redirect_uris=[f"{return_base}/login/callback"],
+            client_secret=client_secret,
+            startup_timeout=self.startup_timeout,
+        )
+        self.provider = provider
+        self._stack.callback(provider.stop)
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-start")
+        self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        provider_started: Future[None] = pool.submit(provider.start)
+        resources: Future[tuple[str, str, dict[str, str]]] = pool.submit(
+            self._create_resources, moto_url, client_secret)
+
+        config_path = workdir / "vault_config.json"
+        environment: dict[str, str | None] = {
+            "AWS_ENDPOINT_URL": moto_url,
+            **_MOTO_CREDENTIALS,
+            "AWS_SESSION_TOKEN": None,
+            "AWS_PROFILE": None,
+            "AWS_DEFAULT_PROFILE": None,
+            "AWS_CONFIG_FILE": str(workdir / "aws-config-unused"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "aws-credentials-unused"),
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "TABLE_NAME": TABLE_NAME,
+            "REPLAY_TABLE_NAME": REPLAY_TABLE_NAME,
+            "KEY_ID": None,  # set below, once moto has made the key
+            "CALLBACK_URL": callback_url,
+            "CLIENT_SECRET_PREFIX": CLIENT_SECRET_PREFIX,
+            "VAULT_CONFIG_PATH": str(config_path),
+            "POWERTOOLS_SERVICE_NAME": "agent-vault",
+            "POWERTOOLS_METRICS_NAMESPACE": "AgentVault",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+            "POWERTOOLS_DEV": None,
+        }
+        self._stack.enter_context(_patched_environ(environment))
+        self._import_handlers()  # after the environment: some read it at import
+        vault_log = workdir / "vault.log.jsonl"
+        self._capture_vault_logs(vault_log)
+        if self.with_agent:
+            importlib.import_module("agent.app")
+
+        try:
+            provider_started.result(timeout=self.startup_timeout)
+            key_arn, cluster, tasks = resources.result(timeout=self.startup_timeout)
+        except Exception:
+            if moto.poll() is not None and moto.stderr is not None:
+                raise LocalModeError("moto exited: " + moto.stderr.read().decode(
+                    "utf-8", "replace")[-2000:]) from None
+            raise
+        os.environ["KEY_ID"] = key_arn
+        config_path.write_text(json.dumps(
+            self._config(provider.issuer, provider.jwks_uri, provider.resource, return_url),
+            indent=2), encoding="utf-8")
+        principals = self._principals(tasks)
+        api_registry = PrincipalRegistry(p for n, p in principals.items() if n != EVENTS)
+        events_registry = PrincipalRegistry([principals[EVENTS]])
+        credentials_file = api_registry.write_credentials_file(workdir / "credentials",
+                                                               region=REGION)
+
+        gateway = LocalApiGateway(api_registry, region=REGION,
+                                  domain_name=vault_url.removeprefix("http://"))
+        api_server = LocalApiServer(gateway, sock=vault_sock).start()
+        self._stack.callback(api_server.stop)
+        lambda_service = LocalLambdaService(events_registry, {REAPER_FUNCTION: REAPER},
+                                            region=REGION)
+        lambda_server = LocalApiServer(lambda_service, sock=lambda_sock).start()
+        self._stack.callback(lambda_server.stop)
+
+        info = LocalInfo(
+            region=REGION, account_id=DEFAULT_ACCOUNT, workdir=str(workdir),
+            config_path=str(config_path), vault_log=str(vault_log),
+            credentials_file=str(credentials_file), vault_url=vault_url, lambda_url=lambda_url,
+            moto_url=moto_url, agent_url=agent_url, provider_name=PROVIDER,
+            provider={
+                "issuer": provider.issuer,
+                "discovery_url": provider.discovery_url,
+                "authorization_endpoint": provider.authorization_endpoint,
+                "token_endpoint": provider.token_endpoint,
+                "introspection_endpoint": provider.introspection_endpoint,
+                "jwks_uri": provider.jwks_uri,
+                "calendar_url": provider.calendar_url,
+                "resource": provider.resource,
+                "app_client_id": provider.app_client_id,
+                "app_client_secret": provider.app_client_secret,
+                "app_redirect_uri": provider.app_redirect_uris[0],
+                "calendar_api_client_id": provider.calendar_client_id,
+                "calendar_api_secret": provider.calendar_api_secret,
+            },
+            users=dict(USERS),
+            principals={name: p.to_json() for name, p in principals.items()},
+            tasks=tasks, cluster=cluster, reaper_function=REAPER_FUNCTION,
+            return_url=return_url,
+        )
+        if agent_sock is not None:
+            self._start_agent(asdict(info), agent_sock, principals[AGENT_APP])
+        return info
+
+    def _create_resources(self, moto_url: str, client_secret: str
+                          ) -> tuple[str, str, dict[str, str]]:
+        """Tables, KMS key, the provider's client secret, the ECS cluster and tasks (in moto)."""
+        aws = self._aws(moto_url)
+        self._create_tables(aws["dynamodb"])
+        key_arn = str(aws["kms"].create_key(Description="Agent Vault (local)")
+                      ["KeyMetadata"]["Arn"])
+        aws["secretsmanager"].create_secret(Name=f"{CLIENT_SECRET_PREFIX}{PROVIDER}",
+                                            SecretString=client_secret)
+        cluster, tasks = self._create_tasks(aws["ec2"], aws["ecs"])
+        return key_arn, cluster, tasks
+
+
+class LocalModeProcess:
+    """Local mode in a child process (``agent-vault local up --ready-json``), for tools and test
+    suites that must not share this process's environment or imported modules with the vault.
+
+    >>> with LocalModeProcess() as info:   # doctest: +SKIP
+    ...     client = VaultClient(info.vault_url, ...)
+    """
+
+    def __init__(self, *, with_agent: bool = True, startup_timeout: float = 90.0,
+                 env: dict[str, str] | None = None) -> None:
+        self.with_agent = with_agent
+        self.startup_timeout = startup_timeout
+        self.env = env
+        self.info: LocalInfo | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._stderr: list[str] = []
+
+    def start(self) -> LocalInfo:
+        import queue
+
+        argv = [sys.executable, "-m", "agent_vault.cli", "local", "up", "--ready-json"]
+        if not self.with_agent:
+            argv.append("--no-agent")
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=str(REPO_ROOT), env={**os.environ, **(self.env or {})},
+        )
+        self._process = process
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump(stream: IO[str], sink: Callable[[str], None], end: bool) -> None:
+            try:
+                for line in stream:
+                    sink(line.rstrip("\n"))
+            except (OSError, ValueError):
+                pass
+            finally:
+                if end:
+                    lines.put(None)
+
+        assert process.stdout is not None and process.stderr is not None
+        threading.Thread(target=pump, args=(process.stdout, lines.put, True), daemon=True,
+                         name="local-mode-stdout").start()
+        threading.Thread(target=pump, args=(process.stderr, self._keep_stderr, False),
+                         daemon=True, name="local-mode-stderr").start()
+        deadline = time.monotonic() + self.startup_timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LocalModeError("local mode did not become ready in "
+                                         f"{self.startup_timeout:g} s\n{self.stderr_tail()}")
+                try:
+                    line = lines.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    code = process.wait(timeout=10)
+                    raise LocalModeError(f"local mode exited with {code} before it was ready\n"
+                                         f"{self.stderr_tail()}")
+                if line.startswith("READY "):
+                    self.info = LocalInfo.from_json(line[len("READY "):])
+                    return self.info
+        except BaseException:
+            self.stop()
+            raise
+
+    def _keep_stderr(self, line: str) -> None:
+        self._stderr.append(line)
+        del self._stderr[:-200]
+
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr[-60:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # local up stops everything when its stdin closes
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def __enter__(self) -> LocalInfo:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,79 @@
+"""The session key and its DPoP-shaped proofs (docs/api.md, "Proof of possession").
+
+Each :class:`SessionKey` is an ephemeral P-256 key pair that lives only in memory: the vault stores
+the RFC 7638 thumbprint of its public half when the session starts, and every later request proves
+possession with a fresh compact JWS over method, URL, time, a unique ``jti`` and the session id.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+__all__ = ["PROOF_TYPE", "SessionKey", "htu"]
+
+PROOF_TYPE = "dpop+jwt"
+ALGORITHM = "ES256"
+
+
+def htu(url: str) -> str:
+    """The ``htu`` of a request URL: scheme, host and path, without query or fragment."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", "", ""))
+
+
+class SessionKey:
+    """An ephemeral ES256 key pair for one vault session (never written anywhere)."""
+
+    __slots__ = ("_key", "_public_jwk")
+
+    def __init__(self, key: ECKey | None = None) -> None:
+        self._key = key if key is not None else ECKey.generate_key("P-256", private=True)
+        if self._key.curve_name != "P-256":  # pragma: no cover - defensive
+            raise ValueError("a session key must be a P-256 key")
+        public = self._key.as_dict(private=False)
+        self._public_jwk: dict[str, Any] = {
+            "kty": public["kty"],
+            "crv": public["crv"],
+            "x": public["x"],
+            "y": public["y"],
+        }
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        """The public JWK (no ``d``), as sent in every proof header."""
+        return dict(self._public_jwk)
+
+    @property
+    def thumbprint(self) -> str:
+        """The RFC 7638 SHA-256 thumbprint (``jkt``) the vault binds the session to."""
+        return str(self._key.thumbprint())
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        session_id: str | None = None,
+        now: float | None = None,
+        jti: str | None = None,
+    ) -> str:
+        """A fresh proof for one request (a new ``jti`` each call)."""
+        header = {"typ": PROOF_TYPE, "alg": ALGORITHM, "jwk": self.public_jwk}
+        claims: dict[str, Any] = {
+            "jti": jti or secrets.token_urlsafe(24),
+            "htm": method.upper(),
+            "htu": htu(url),
+            "iat": int(time.time() if now is None else now),
+        }
+        if session_id is not None:
+            claims["sid"] = session_id
+        return jwt.encode(header, claims, self._key, algorithms=[ALGORITHM])
+
+    def __repr__(self) -> str:  # never show key material
+        return f"SessionKey(jkt={self.thumbprint!r})"

@@ -1,0 +1,84 @@
+"""The consent journey in a real browser: log in to the sample agent, ask, consent at the
+provider, come back through the vault's callback (via the local API Gateway) to the agent's return
+page, and get the calendar answer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from agent_vault.local.runner import LocalInfo
+from tests.local.helpers import fresh_grants
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT_MS = 20_000
+
+
+def sign_in_at_provider(page: Any, info: LocalInfo, username: str) -> None:
+    page.wait_for_selector("input[name=login]")
+    assert page.url.startswith(info.provider["issuer"])
+    page.fill("input[name=login]", username)
+    page.fill("input[name=password]", info.users[username])
+    with page.expect_navigation():  # the whole redirect chain, to the next page that loads
+        page.click("button[type=submit]")
+
+
+def allow_if_asked(page: Any, info: LocalInfo) -> None:
+    allow = page.locator("button[name=decision][value=allow]")
+    if page.url.startswith(info.provider["issuer"]) and allow.count():
+        with page.expect_navigation():
+            allow.click()
+
+
+def test_consent_in_a_real_browser(local_for_browser: LocalInfo, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    info = local_for_browser
+    assert info.agent_url is not None
+    fresh_grants(info, "alice")
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        # 1. Log in to the agent (its OIDC login at the local identity provider).
+        page.goto(f"{info.agent_url}/")
+        page.click("#login")
+        sign_in_at_provider(page, info, "alice")
+        allow_if_asked(page, info)  # the app's own OIDC consent, if the provider asks
+        page.wait_for_url(re.compile(re.escape(info.agent_url) + r"/(\?.*)?$"))
+        expect(page.locator("#who")).to_contain_text("Logged in")
+
+        # 2. Ask: consent is needed, the agent shows the provider's authorization URL.
+        page.click("form#ask button")
+        consent_link = page.locator("#consent")
+        expect(consent_link).to_be_visible()
+        href = consent_link.get_attribute("href")
+        assert href is not None and href.startswith(info.provider["authorization_endpoint"])
+
+        # 3. Consent at the provider (already signed in there); the provider redirects to the
+        #    vault's callback, which redirects to the agent's return page, which binds the grant.
+        callbacks: list[str] = []
+        page.on("request", lambda r: callbacks.append(r.url)
+                if r.url.startswith(info.callback_url) else None)
+        with page.expect_navigation():
+            consent_link.click()
+        assert page.url.startswith(info.provider["issuer"])
+        if page.locator("input[name=login]").count():
+            sign_in_at_provider(page, info, "alice")
+        allow_if_asked(page, info)
+        page.wait_for_url(re.compile(re.escape(info.return_url) + r"\?"))
+        expect(page.locator("#status")).to_contain_text("Connected")
+        assert len(callbacks) == 1
+        assert "code=" in callbacks[0] and "state=" in callbacks[0]
+        assert "status=pending_binding" in page.url
+
+        # 4. Ask again: the agent gets its session-bound token and reads the calendar.
+        page.goto(f"{info.agent_url}/")
+        page.click("form#ask button")
+        expect(page.locator("#answer")).to_contain_text("Team stand-up", timeout=TIMEOUT_MS)
+        expect(page.locator("#answer")).to_contain_text("Quarterly planning")
+    finally:
+        context.close()
