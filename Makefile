@@ -7,7 +7,6 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help install lint test test-fast synth demo local bench fuzz deploy clean
 
@@ -17,7 +16,7 @@ help: ## list the targets
 $(VENV)/.installed: requirements/dev.txt pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	uv venv --quiet --allow-existing $(VENV)
-	uv pip install --quiet --python $(PY) -r requirements/dev.txt -e .
+	uv pip install --quiet --compile-bytecode --python $(PY) -r requirements/dev.txt -e .
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -36,8 +35,17 @@ test: install lint ## install, lint, and run the whole test suite
 test-fast: install ## the suite without lint
 	$(BIN)/pytest
 
-synth: install ## CloudFormation for every stack, offline, with cdk-nag, cfn-lint and checkov
-	$(BIN)/python -m stacks.synth
+# checkov pins an old boto3, so it lives in an environment of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+$(CHECKOV_VENV)/.installed:
+	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	uv venv --quiet --allow-existing $(CHECKOV_VENV)
+	uv pip install --quiet --python $(CHECKOV_VENV)/bin/python "checkov==$(CHECKOV_VERSION)"
+	@touch $@
+
+synth: install $(CHECKOV_VENV)/.installed ## CloudFormation for every stack, offline, with cdk-nag, cfn-lint and checkov
+	$(BIN)/python -m stacks.synth $(if $(CONFIG),--config $(CONFIG))
 
 demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
 	$(BIN)/agent-vault local demo

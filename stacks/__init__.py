@@ -1,0 +1,1 @@
+"""Agent Vault infrastructure: the CDK app (app.py), its stacks, constructs and gates."""

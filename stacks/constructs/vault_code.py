@@ -1,0 +1,124 @@
+"""The vault's Lambda code asset: `lambdas/vault` + its pinned wheels + the validated config.
+
+Bundled on this machine, without Docker (CI synthesizes with no Docker engine): pip downloads
+the Linux wheels of `requirements/lambda.txt` for the functions' architecture and Python, minus
+what the Lambda runtime already provides, next to a copy of the `vault` package and the config
+the handlers read at cold start (`vault_config.json`, beside the package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, cast
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_lambda as lambda_
+
+from stacks.config import LAMBDAS_DIR, REPO_ROOT, VaultConfig
+
+PYTHON_VERSION = "3.13"
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+ARCHITECTURE = lambda_.Architecture.ARM_64
+"""Graviton: cheaper per GB-second; every pinned wheel exists for manylinux aarch64."""
+WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+"""Amazon Linux 2023 (the python3.13 runtime) has glibc 2.34."""
+REQUIREMENTS = REPO_ROOT / "requirements" / "lambda.txt"
+CONFIG_FILE_NAME = "vault_config.json"
+"""Read by the handlers from beside the `vault` package (/var/task/vault_config.json)."""
+PROVIDED_BY_RUNTIME = frozenset(
+    {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
+)
+_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*==")
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def bundled_requirements(text: str) -> str:
+    """The pinned requirements minus the packages the Lambda runtime provides."""
+    kept = []
+    for line in text.splitlines():
+        match = _REQUIREMENT.match(line.strip())
+        if match and _normalized(match["name"]) not in PROVIDED_BY_RUNTIME:
+            kept.append(line.strip())
+    return "\n".join(kept) + "\n"
+
+
+def config_document(config: VaultConfig) -> str:
+    """The config as the handlers will read it (validated, presets applied, stable bytes)."""
+    return json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def _source_files() -> list[Path]:
+    return sorted(p for p in (LAMBDAS_DIR / "vault").rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def asset_hash(requirements: str, config_json: str) -> str:
+    """Changes whenever the code, the wheels to install, the platform or the config change."""
+    digest = hashlib.sha256()
+    for part in (PYTHON_VERSION, *WHEEL_PLATFORMS, requirements, config_json):
+        digest.update(part.encode() + b"\0")
+    for path in _source_files():
+        digest.update(str(path.relative_to(LAMBDAS_DIR)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@jsii.implements(cdk.ILocalBundling)
+class LocalPythonBundling:
+    """Builds the asset with pip on this machine; never falls back to Docker."""
+
+    def __init__(self, *, requirements: str, config_json: str) -> None:
+        self._requirements = requirements
+        self._config_json = config_json
+
+    def try_bundle(self, output_dir: str, options: Any = None) -> bool:
+        """Called by the CDK (through jsii, with the bundling options as one argument)."""
+        out = Path(output_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            requirements = Path(tmp) / "requirements.txt"
+            requirements.write_text(self._requirements, encoding="utf-8")
+            command = [
+                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                *(arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)),
+                "--only-binary=:all:", "--python-version", PYTHON_VERSION,
+                "--implementation", "cp", "--no-deps", "--no-compile",
+                "--target", str(out), "-r", str(requirements),
+            ]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        if result.returncode != 0:
+            # Raise rather than return False: False would make the CDK try Docker instead.
+            raise RuntimeError(f"bundling the vault's Lambda dependencies failed:\n{result.stderr}")
+        shutil.rmtree(out / "bin", ignore_errors=True)  # console scripts: not needed in Lambda
+        shutil.copytree(LAMBDAS_DIR / "vault", out / "vault",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (out / CONFIG_FILE_NAME).write_text(self._config_json, encoding="utf-8")
+        return True
+
+
+def vault_code(config: VaultConfig) -> lambda_.Code:
+    """The one code asset deployed to every vault function."""
+    requirements = bundled_requirements(REQUIREMENTS.read_text(encoding="utf-8"))
+    config_json = config_document(config)
+    return lambda_.Code.from_asset(
+        str(LAMBDAS_DIR),
+        asset_hash=asset_hash(requirements, config_json),
+        asset_hash_type=cdk.AssetHashType.CUSTOM,
+        bundling=cdk.BundlingOptions(
+            # Required by the API but never pulled: local bundling always succeeds or raises.
+            image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),
+            # jsii hands tryBundle its options as one argument, unlike the typed Protocol.
+            local=cast(cdk.ILocalBundling, LocalPythonBundling(requirements=requirements,
+                                                               config_json=config_json)),
+        ),
+    )

@@ -1,0 +1,119 @@
+"""The deployment config: one model, validated at synth, errors that name the key."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from stacks.config import (
+    CONTEXT_KEY,
+    REPO_ROOT,
+    ConfigError,
+    config_from_context,
+    parse_config,
+    read_config_file,
+)
+from stacks.constructs.vault_code import (
+    PROVIDED_BY_RUNTIME,
+    asset_hash,
+    bundled_requirements,
+    config_document,
+)
+from vault.config import AgentConfig, IdentityIssuerConfig, ProviderConfig, VaultConfig
+
+EXAMPLE = REPO_ROOT / "config" / "example.json"
+
+
+def example() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    return data
+
+
+def test_the_example_config_is_valid_and_is_cdk_json_default() -> None:
+    config = read_config_file(EXAMPLE)
+    assert set(config.providers) == {"google", "mail"}
+    assert set(config.agents) == {"calendar-agent", "mail-agent"}
+    cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
+    assert cdk_json["context"][CONTEXT_KEY] == example()
+
+
+def test_a_config_file_named_in_the_context_replaces_the_default(tmp_path: Any) -> None:
+    data = example()
+    data["environment"] = "staging"
+    path = tmp_path / "staging.json"
+    path.write_text(json.dumps(data))
+    context = {CONTEXT_KEY: example(), "config": str(path)}
+    assert config_from_context(context.get).environment == "staging"
+
+
+def _error(change: Any) -> str:
+    data = copy.deepcopy(example())
+    change(data)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, source="test.json")
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(("change", "key", "says"), [
+    (lambda d: d["agents"]["calendar-agent"]["providers"]["google"].append(
+        "https://mail.google.com/"),
+     "agents.calendar-agent.providers.google", "not in providers.google.scopes"),
+    (lambda d: d.update(retention=3), "retention", "unknown key"),
+    (lambda d: d["providers"]["mail"].update(tokn_endpoint="https://x.example"),
+     "providers.mail.tokn_endpoint", "unknown key"),
+    (lambda d: d.update(return_urls=["http://app.example.com/back"]),
+     "return_urls[0]", "must use https"),
+    (lambda d: d["providers"]["mail"].update(token_endpoint="ftp://mail.example.com/t"),
+     "providers.mail.token_endpoint", "not an absolute http(s) URL"),
+    (lambda d: d["agents"]["mail-agent"].update(providers={"github": ["repo"]}),
+     "agents.mail-agent.providers.github", "no provider named 'github'"),
+    (lambda d: d.update(log_retention_days=31), "log_retention_days", "CloudWatch"),
+    (lambda d: d.update(sample_agent="nobody"), "sample_agent", "no agent named"),
+    (lambda d: d.update(audit_data_events="some"), "audit_data_events", "writes"),
+    (lambda d: d.update(certificate_arn="not-an-arn"), "certificate_arn", "pattern"),
+])
+def test_config_errors_name_the_key(change: Any, key: str, says: str) -> None:
+    message = _error(change)
+    assert f"config error at {key}: " in message
+    assert says in message
+    assert "test.json" in message
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError, match="no config file"):
+        config_from_context({"config": str(tmp_path / "absent.json")}.get)
+
+
+def test_the_bundled_config_is_what_the_handlers_read_back() -> None:
+    config = read_config_file(EXAMPLE)
+    assert VaultConfig.model_validate_json(config_document(config)) == config
+
+
+def test_runtime_provided_packages_are_not_bundled() -> None:
+    pinned = (REPO_ROOT / "requirements" / "lambda.txt").read_text()
+    bundled = bundled_requirements(pinned)
+    names = {line.split("==")[0].lower() for line in bundled.splitlines()}
+    assert not names & PROVIDED_BY_RUNTIME
+    assert {"aws-lambda-powertools", "pydantic", "cryptography", "joserfc"} <= names
+
+
+def test_the_code_asset_hash_follows_the_config() -> None:
+    requirements = bundled_requirements((REPO_ROOT / "requirements" / "lambda.txt").read_text())
+    config = read_config_file(EXAMPLE)
+    other = config.model_copy(update={"flow_ttl_seconds": 300})
+    assert asset_hash(requirements, config_document(config)) == asset_hash(
+        requirements, config_document(config))
+    assert asset_hash(requirements, config_document(config)) != asset_hash(
+        requirements, config_document(other))
+    assert asset_hash(requirements, "{}") != asset_hash(requirements + "x==1\n", "{}")
+
+
+def test_the_config_readme_documents_every_key() -> None:
+    readme = (REPO_ROOT / "config" / "README.md").read_text()
+    models = [VaultConfig, ProviderConfig, AgentConfig, IdentityIssuerConfig]
+    undocumented = [f"{model.__name__}.{name}" for model in models
+                    for name in model.model_fields if f"`{name}`" not in readme]
+    assert undocumented == []
