@@ -79,8 +79,12 @@ def test_the_container_gets_the_vault_url_and_no_secret(synthesized: Synthesized
     (task,) = tasks.values()
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: render(e["Value"]) for e in container["Environment"]}
-    assert set(env) == {"VAULT_URL", "PORT"}
+    assert set(env) == {"VAULT_URL", "PORT", "CALENDAR_PROVIDER", "CALENDAR_SCOPES"}
     assert env["VAULT_URL"] == "<import agent-vault-dev-api-url>"
+    # what the sample agent asks for is its own policy in the config, nothing broader
+    config = synthesized.built.config
+    agent = config.agents[config.sample_agent or next(iter(config.agents))]
+    assert env["CALENDAR_SCOPES"].split() == list(agent.providers[env["CALENDAR_PROVIDER"]])
     assert "Secrets" not in container
     assert container["ReadonlyRootFilesystem"] is True
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
