@@ -26,8 +26,12 @@ def data_event_selectors(mode: DataEvents, *, table_arn: str,
     """CloudTrail advanced event selectors for a data-events mode.
 
     `none`: management events only (these include every KMS Decrypt, with its encryption
-    context). `writes`: plus writes to the vault table and every invocation of a vault function.
-    `all`: plus reads of the vault table. Never the replay table (a write per request, no secret).
+    context). `writes` (the default): plus writes to the vault table: sessions, flows and grants
+    made, changed and deleted. `all`: plus reads of the vault table and every invocation of a
+    vault function. Never the replay table (a write per request, no secret). Invocation records
+    name API Gateway's service principal, not the agent, and at $0.10 per 100,000 each (plus
+    their log ingestion) they would cost more per warm retrieval than the rest of the audit
+    trail: the vault's own decision events and the API access log already name the caller.
     """
     selectors = [Selector(name="Management events", field_selectors=[
         Field(field="eventCategory", equal_to=["Management"])])]
@@ -43,11 +47,12 @@ def data_event_selectors(mode: DataEvents, *, table_arn: str,
     selectors.append(Selector(
         name="Vault table writes" if mode == "writes" else "Vault table reads and writes",
         field_selectors=table_fields))
-    selectors.append(Selector(name="Vault function invocations", field_selectors=[
-        Field(field="eventCategory", equal_to=["Data"]),
-        Field(field="resources.type", equal_to=["AWS::Lambda::Function"]),
-        Field(field="resources.ARN", equal_to=list(function_arns)),
-    ]))
+    if mode == "all":
+        selectors.append(Selector(name="Vault function invocations", field_selectors=[
+            Field(field="eventCategory", equal_to=["Data"]),
+            Field(field="resources.type", equal_to=["AWS::Lambda::Function"]),
+            Field(field="resources.ARN", equal_to=list(function_arns)),
+        ]))
     return selectors
 
 
