@@ -1,0 +1,293 @@
+"""Cold start: import time of each handler module beside boto3 + Powertools (and of joserfc
+beside Authlib), in fresh interpreters.
+
+Import time: `python -X importtime -c "<marker>; import vault.handlers.X"` with the environment
+the handlers read at import (bench.BENCH_ENV, as tests/conftest.py); the figure is the sum of the
+cumulative times of the top-level imports after the marker (so the interpreter's own start-up is
+not counted), median of several interpreters, every probe interleaved with the others so that a
+change of load on a shared machine skews them alike. Each run also reports the import's CPU time
+(time.process_time), which a busy machine inflates much less than wall time.
+
+Where: a Lambda-like import path (`lambda_site`): the bundle's requirements installed for this
+machine's Python without bytecode (as the bundle ships them) and the runtime's boto3 & co. with
+it, under /tmp; the interpreter runs with `-S -s` so the venv and its dev-only packages are
+invisible (the X-Ray SDK and Powertools import httpx or requests when they are present).
+
+Bytecode: the headline figures use a private, primed PYTHONPYCACHEPREFIX (bytecode cached); the
+"no bytecode" variant compiles every bundled module from source, which is what a Lambda function
+does with a bundle that ships no .pyc (its /var/task is read-only, so nothing compiled at a cold
+start is kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import BENCH_ENV, LAMBDAS_DIR, REPO_ROOT
+
+HANDLERS = ("agent_api", "callback", "admin_api", "reaper")
+BASELINE = ("import boto3, aws_lambda_powertools; "
+            "from aws_lambda_powertools import Logger, Tracer, Metrics; "
+            "from aws_lambda_powertools.event_handler import APIGatewayHttpResolver")
+JOSERFC = "from joserfc import jws, jwt; from joserfc.jwk import ECKey"
+AUTHLIB = "from authlib.jose import JsonWebSignature, JsonWebKey, jwt"
+AUTHLIB_VENV = Path("/tmp/authlib-venv")
+AUTHLIB_VERSION = "1.9.6"
+MARK = "#bench-import-mark"
+CPU_MARK = "#bench-import-cpu-ms "
+CRYPTO_EC = "import cryptography.hazmat.primitives.asymmetric.ec"
+SERVICES_SETUP = ("import vault.handlers.agent_api; "
+                  "from vault.runtime import Settings, build_services")
+SERVICES = ("build_services(Settings(table_name='vault', replay_table_name='replay', "
+            "key_id='arn:aws:kms:us-east-1:123456789012:key/bench', "
+            "callback_url='https://vault.example/v1/oauth/callback', "
+            "client_secret_prefix='agent-vault/bench/provider/', "
+            "vault_config_path='config/example.json'))")
+"""What the first request of a container adds: config file validation, boto3 clients, pools."""
+
+
+def lambda_site(bundled: list[str], runtime: list[str]) -> Path:
+    """A Lambda-like import path for this machine's Python: the bundle's requirements installed
+    without bytecode (as the bundle ships), the runtime's own packages (boto3 & co.) with it, in
+    two directories under /tmp (kept between runs, keyed by the requirements). Imports from the
+    venv would see its dev-only packages (httpx, requests, moto...), which Powertools and the
+    X-Ray SDK probe for and import when present."""
+    key = hashlib.sha256("\n".join([sys.version, *bundled, "--", *runtime]).encode()).hexdigest()
+    site = Path(tempfile.gettempdir()) / f"bench-lambda-site-{key[:12]}"
+    if (site / ".complete").exists():
+        return site
+    shutil.rmtree(site, ignore_errors=True)
+    for part, requirements, compile_flag in (("bundle", bundled, "--no-compile"),
+                                             ("runtime", runtime, "--compile")):
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                   "--no-deps", compile_flag, "--target", str(site / part), *requirements]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not install the Lambda-like site:\n{done.stderr[-2000:]}")
+    (site / ".complete").write_text("ok\n")
+    return site
+
+
+def _env(pycache: str | None, *, site: Path | None, tracing: bool = False) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH",
+                        "VIRTUAL_ENV")}
+    env.update(BENCH_ENV)
+    paths = [str(site / "bundle"), str(site / "runtime")] if site else []
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(LAMBDAS_DIR)])
+    if pycache:
+        env["PYTHONPYCACHEPREFIX"] = pycache
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if tracing:  # as deployed: tracing active, so Powertools' Tracer patches botocore for X-Ray
+        env.pop("POWERTOOLS_TRACE_DISABLED", None)
+        env["LAMBDA_TASK_ROOT"] = str(LAMBDAS_DIR)
+        env["AWS_XRAY_CONTEXT_MISSING"] = "IGNORE_ERROR"
+    return env
+
+
+def _parse(stderr: str) -> tuple[int, float, dict[str, int]]:
+    """(sum of top-level cumulative µs after the marker, CPU ms, self µs per module after it)."""
+    total, cpu, selfs = 0, float("nan"), {}
+    seen = False
+    for line in stderr.splitlines():
+        if line.startswith(CPU_MARK):
+            cpu = float(line[len(CPU_MARK):])
+            continue
+        if MARK in line:
+            seen = True
+            continue
+        if not seen or not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue  # the header line
+        self_us, cumulative_us, name = int(parts[0]), int(parts[1]), parts[2]
+        module = name.strip()
+        selfs[module] = self_us
+        if not name[1:].startswith(" "):  # top level: one space after the bar, no indent
+            total += cumulative_us
+    return total, cpu, selfs
+
+
+@dataclass
+class Probe:
+    """One import statement, measured in fresh interpreters."""
+
+    statement: str
+    setup: str = ""
+    """Run before the marker: imported or built, but not measured."""
+    python: str = sys.executable
+    site: Path | None = None
+    tracing: bool = False
+    bytecode: bool = True
+    totals: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    selfs: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def run(self, pycache: str, *, record: bool = True) -> None:
+        setup = f"{self.setup}; " if self.setup else ""
+        code = (f"import sys, time; {setup}sys.stderr.write('{MARK}\\n'); "
+                f"c = time.process_time(); "
+                f"{self.statement}; "
+                f"sys.stderr.write('{CPU_MARK}%f\\n' % ((time.process_time() - c) * 1000))")
+        flags = ["-S", "-s"] if self.site else []
+        env = _env(pycache if self.bytecode else None, site=self.site, tracing=self.tracing)
+        done = subprocess.run([self.python, *flags, "-X", "importtime", "-c", code], env=env,
+                              cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.statement!r} failed:\n{done.stderr[-2000:]}")
+        if record:
+            total, cpu, per_module = _parse(done.stderr)
+            self.totals.append(total)
+            self.cpu.append(cpu)
+            for module, us in per_module.items():
+                self.selfs[module].append(us)
+
+    @property
+    def ms(self) -> float:
+        return round(statistics.median(self.totals) / 1000, 1)
+
+    @property
+    def cpu_ms(self) -> float:
+        return round(statistics.median(self.cpu), 1)
+
+    def self_us(self) -> dict[str, float]:
+        return {m: statistics.median(v) for m, v in self.selfs.items()}
+
+
+def _by_package(extra: dict[str, float]) -> dict[str, float]:
+    grouped: dict[str, float] = defaultdict(float)
+    for module, us in extra.items():
+        top = module.split(".")[0]
+        if top == "vault":
+            top = ".".join(module.split(".")[:2])
+        grouped[top] += us
+    return {k: round(v / 1000, 1) for k, v in sorted(grouped.items(), key=lambda kv: -kv[1])
+            if v >= 1000}
+
+
+def _extra_over(handler: Probe, baseline: Probe) -> dict[str, float]:
+    """What the handler imports that the baseline does not, by package (median self ms)."""
+    base = set(baseline.selfs)
+    return _by_package({m: us for m, us in handler.self_us().items() if m not in base})
+
+
+def authlib_python() -> str | None:
+    """A throwaway venv with Authlib (never a project requirement), made with uv if missing."""
+    python = AUTHLIB_VENV / "bin" / "python"
+    probe = [str(python), "-c",
+             f"import authlib; assert authlib.__version__ == '{AUTHLIB_VERSION}'"]
+    if python.exists() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+        return str(python)
+    uv = shutil.which("uv")
+    if uv is None:
+        return None
+    steps = [[uv, "venv", "--quiet", "--allow-existing", str(AUTHLIB_VENV), "--python",
+              sys.executable],
+             [uv, "pip", "install", "--quiet", "--python", str(python),
+              f"authlib=={AUTHLIB_VERSION}"]]
+    for step in steps:
+        if subprocess.run(step, capture_output=True, check=False, timeout=300).returncode != 0:
+            return None
+    ok = subprocess.run(probe, capture_output=True, check=False).returncode == 0
+    return str(python) if ok else None
+
+
+def runtime_requirements(provided: list[str]) -> list[str]:
+    """What the python3.13 runtime brings (boto3 & co.): the pins of requirements/lambda.txt,
+    plus boto3 and s3transfer at this venv's versions (lambda.txt does not pin them)."""
+    from importlib.metadata import version
+
+    names = {line.split("==")[0].lower() for line in provided}
+    extra = [f"{name}=={version(name)}" for name in ("boto3", "s3transfer") if name not in names]
+    return [*provided, *extra]
+
+
+def measure_imports(runs: int, *, bundled: list[str], runtime: list[str],
+                    variants: bool = True) -> dict[str, Any]:
+    site = lambda_site(bundled, runtime_requirements(runtime))
+    pycache = tempfile.mkdtemp(prefix="bench-pycache-")
+    try:
+        baseline = Probe(BASELINE, site=site)
+        handlers = {name: Probe(f"import vault.handlers.{name}", site=site) for name in HANDLERS}
+        services = Probe(SERVICES, setup=SERVICES_SETUP, site=site)
+        probes: list[Probe] = [baseline, *handlers.values(), services]
+        joserfc = Probe(JOSERFC)
+        crypto = Probe(CRYPTO_EC)
+        probes += [joserfc, crypto]
+        authlib_py = authlib_python()
+        authlib = Probe(AUTHLIB, python=authlib_py) if authlib_py else None
+        authlib_crypto = Probe(CRYPTO_EC, python=authlib_py) if authlib_py else None
+        probes += [p for p in (authlib, authlib_crypto) if p]
+        few: list[Probe] = []
+        if variants:
+            traced_base = Probe(BASELINE + "; Tracer(service='agent-vault')", site=site,
+                                tracing=True)
+            traced = Probe("import vault.handlers.agent_api", site=site, tracing=True)
+            raw_base = Probe(BASELINE, site=site, bytecode=False)
+            raw = Probe("import vault.handlers.agent_api", site=site, bytecode=False)
+            few = [traced_base, traced, raw_base, raw]
+        for probe in probes + few:  # prime the bytecode cache (not recorded)
+            if probe.bytecode:
+                probe.run(pycache, record=False)
+        for attempt in range(runs):  # interleaved, so a busy machine skews every probe alike
+            for probe in probes + (few if attempt < max(2, runs // 2) else []):
+                probe.run(pycache)
+        result: dict[str, Any] = {
+            "baseline_import_ms": baseline.ms,
+            "cold_import_ms": {name: h.ms for name, h in handlers.items()},
+            "cold_import_over_baseline_ms": {name: round(h.ms - baseline.ms, 1)
+                                             for name, h in handlers.items()},
+            "baseline_import_cpu_ms": baseline.cpu_ms,
+            "cold_import_cpu_ms": {name: h.cpu_ms for name, h in handlers.items()},
+            "cold_import_cpu_over_baseline_ms": {name: round(h.cpu_ms - baseline.cpu_ms, 1)
+                                                 for name, h in handlers.items()},
+            "services_build_ms": services.ms,
+            "services_build_cpu_ms": services.cpu_ms,
+            "runs": runs,
+            "agent_api_extra_by_package_ms": _extra_over(handlers["agent_api"], baseline),
+            "reaper_extra_by_package_ms": _extra_over(handlers["reaper"], baseline),
+            "baseline_statement": BASELINE,
+            "python": sys.version.split()[0],
+        }
+        jose: dict[str, Any] = {"joserfc_ms": joserfc.ms, "joserfc_cpu_ms": joserfc.cpu_ms,
+                                "joserfc_statement": JOSERFC,
+                                "cryptography_ec_ms": crypto.ms}
+        if authlib and authlib_crypto:
+            jose.update({"authlib_ms": authlib.ms, "authlib_cpu_ms": authlib.cpu_ms,
+                         "authlib_statement": AUTHLIB, "authlib_version": AUTHLIB_VERSION,
+                         "authlib_cryptography_ec_ms": authlib_crypto.ms})
+        else:
+            jose["authlib_ms"] = None
+            jose["authlib_note"] = f"could not make {AUTHLIB_VENV} with uv"
+        result["jose_import_ms"] = jose
+        if variants:
+            traced_base, traced, raw_base, raw = few
+            result["tracing_on_as_deployed"] = {
+                "baseline_with_tracer_ms": traced_base.ms, "agent_api_ms": traced.ms,
+                "agent_api_over_baseline_with_tracer_ms": round(traced.ms - traced_base.ms, 1),
+                "agent_api_over_baseline_with_tracer_cpu_ms":
+                    round(traced.cpu_ms - traced_base.cpu_ms, 1),
+            }
+            result["no_bytecode"] = {
+                "baseline_ms": raw_base.ms, "agent_api_ms": raw.ms,
+                "agent_api_over_baseline_ms": round(raw.ms - raw_base.ms, 1),
+                "baseline_cpu_ms": raw_base.cpu_ms, "agent_api_cpu_ms": raw.cpu_ms,
+                "agent_api_over_baseline_cpu_ms": round(raw.cpu_ms - raw_base.cpu_ms, 1),
+                "agent_api_compile_cost_ms": round(raw.ms - handlers["agent_api"].ms, 1),
+                "baseline_compile_cost_ms": round(raw_base.ms - baseline.ms, 1),
+            }
+        return result
+    finally:
+        shutil.rmtree(pycache, ignore_errors=True)

@@ -1,0 +1,119 @@
+"""Refresh under contention: N "containers" asking at once for a token that needs a refresh.
+
+Each thread stands for a separate Lambda container: it gets its own `Services` (build_services
+with the same settings, config, boto3 session and clock, so a fresh data-key cache, provider
+clients, secrets cache and HTTP pool) and calls the domain function
+`vault.tokens.get_token(svc, caller, session_id, call, body)` with its own fresh proof. (The
+Powertools resolver object is module-global and not thread-safe, so threads do not go through
+the HTTP handler.) All threads are released together by a barrier.
+
+Before each level the session's cached token is deleted, so the first caller must refresh
+upstream; the single-flight lease should make that exactly one refresh token grant at the
+provider (counted from the provider's own stats) whatever the number of callers. tests/support/
+aws.py serialises moto's request handling, so conditional writes are atomic as in DynamoDB.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from bench.rig import PROVIDER, SCOPES, Rig
+from bench.timing import percentile
+from vault.caller import caller_from
+from vault.models import scope_key
+from vault.runtime import Services, build_services
+from vault.schemas import TokenRequest
+from vault.sessions import HttpCall
+from vault.tokens import get_token
+
+
+def _refreshes(rig: Rig) -> int:
+    return int(rig.server.stats()["token_requests"].get("refresh_token", 0))
+
+
+def _drop_cached_token(rig: Rig, session_id: str) -> None:
+    client = rig.vault.session.client("dynamodb")
+    client.delete_item(TableName=rig.vault.services.settings.table_name,
+                       Key={"pk": {"S": f"SESSION#{session_id}"},
+                            "sk": {"S": f"TOKEN#{PROVIDER}#{scope_key(tuple(SCOPES))}"}})
+
+
+def _marking(refresh: Any, marks: list[bool], index: int) -> Any:
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        marks[index] = True
+        return refresh(*args, **kwargs)
+    return marked
+
+
+def _container(rig: Rig) -> Services:
+    base = rig.vault.services
+    return build_services(base.settings, config=base.config, session=rig.vault.session,
+                          clock=base.clock)
+
+
+def level(rig: Rig, agent: Any, callers: int) -> dict[str, Any]:
+    assert agent.session_id is not None
+    _drop_cached_token(rig, agent.session_id)
+    # one container per caller, built sequentially (creating boto3 clients is not thread-safe)
+    containers = [_container(rig) for _ in range(callers)]
+    event = rig.token_event(agent)
+    caller = caller_from(event)
+    body = TokenRequest.model_validate({"provider": PROVIDER, "scopes": SCOPES})
+    url = rig.token_url(agent)
+    calls = [HttpCall(method="POST", url=url, proof=agent.proof("POST", event["rawPath"]))
+             for _ in range(callers)]
+    refreshed = [False] * callers
+    for i, container in enumerate(containers):  # mark who refreshed (an instance attribute)
+        client = container.providers[PROVIDER]
+        client.refresh = _marking(client.refresh, refreshed, i)  # type: ignore[method-assign]
+    barrier = threading.Barrier(callers)
+    latencies: list[float] = [0.0] * callers
+    outcomes: list[str] = [""] * callers
+    tokens: list[str] = [""] * callers
+
+    def run(i: int) -> None:
+        barrier.wait()
+        started = time.perf_counter()
+        try:
+            answer = get_token(containers[i], caller, agent.session_id, calls[i], body)
+            outcomes[i] = "ok"
+            tokens[i] = answer["access_token"]
+        except Exception as exc:
+            outcomes[i] = getattr(exc, "code", type(exc).__name__)
+        latencies[i] = (time.perf_counter() - started) * 1000
+
+    before = _refreshes(rig)
+    rig.vault.counter.reset()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refreshes = _refreshes(rig) - before
+    aws = Counter(rig.vault.counter.counts)
+    refresher = [latencies[i] for i in range(callers) if refreshed[i]]
+    waiters = [latencies[i] for i in range(callers) if not refreshed[i]]
+    return {
+        "callers": callers,
+        "upstream_refreshes": refreshes,
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "max_ms": round(max(latencies), 1),
+        "refresher_ms": round(refresher[0], 1) if len(refresher) == 1 else None,
+        "waiters_p50_ms": round(statistics.median(waiters), 1) if waiters else None,
+        "outcomes": dict(Counter(outcomes)),
+        "distinct_tokens": len({t for t in tokens if t}),
+        "aws_requests": dict(sorted(aws.items())),
+    }
+
+
+def measure(rig: Rig, levels: tuple[int, ...] = (1, 8, 32, 64)) -> dict[str, Any]:
+    agent = rig.connected_agent()
+    first = agent.token(PROVIDER, SCOPES)
+    if first.status != 200:
+        raise RuntimeError(f"first token failed: {first.status} {first.body}")
+    return {str(n): level(rig, agent, n) for n in levels}

@@ -1,0 +1,245 @@
+"""Warm token retrieval: a valid cached session token, through the real agent API handler.
+
+Per request: the proof is signed (client side) and the API Gateway v2 event built *before* the
+timer starts; the timer covers exactly `vault.handlers.agent_api.handler(event, context)`; the
+time on the wire of its AWS requests (bench.timing.AwsIoClock) is subtracted. What is left is
+the function's compute: Powertools' resolver and decorators, body parsing, proof verification,
+botocore's client-side work, the repository, the data-key cache and AES-GCM, the audit line and
+the metric.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from bench.rig import Rig
+from bench.timing import summary_ms
+from tests.support.apigw import LambdaContext
+from vault.handlers import agent_api
+from vault.store.envelope import DataKeyCache, Envelope
+
+
+def _stats(rig: Rig) -> dict[str, int]:
+    return dict(rig.server.stats()["token_requests"])
+
+
+def _provider_delta(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(after.values()) - sum(before.values())
+
+
+class Run:
+    """N warm retrievals: compute times, AWS requests, provider calls, log bytes."""
+
+    def __init__(self, rig: Rig, agent: Any) -> None:
+        self.rig, self.agent = rig, agent
+
+    def __call__(self, n: int, *, collect: Callable[[], None] | None = None) -> dict[str, Any]:
+        rig = self.rig
+        rig.vault.counter.reset()
+        rig.logs.reset()
+        provider_before = _stats(rig)
+        compute: list[int] = []
+        compute_wall: list[int] = []
+        wall: list[int] = []
+        client: list[int] = []
+        body_bytes = 0
+        handler = agent_api.handler
+        for _ in range(n):
+            event = rig.token_event(self.agent)  # proof signed here, before the timer
+            context = LambdaContext()
+            rig.io_clock.reset()
+            started_cpu = time.thread_time_ns()
+            started = time.perf_counter_ns()
+            result = handler(event, context)
+            elapsed = time.perf_counter_ns() - started
+            elapsed_cpu = time.thread_time_ns() - started_cpu
+            if result["statusCode"] != 200:
+                raise RuntimeError(f"warm retrieval failed: {result['statusCode']} "
+                                   f"{result.get('body')}")
+            body_bytes = len(str(result.get("body") or "").encode())
+            wall.append(elapsed)
+            compute.append(elapsed_cpu - rig.io_clock.elapsed_cpu_ns())
+            compute_wall.append(elapsed - rig.io_clock.elapsed_ns())
+            client.append(rig.io_clock.client_ns())
+            if collect:
+                collect()
+        counts = Counter(rig.vault.counter.counts)
+        return {
+            "n": n, "compute_ns": compute, "compute_wall_ns": compute_wall, "wall_ns": wall,
+            "botocore_client_ns": client,
+            "aws_requests": {k: v / n for k, v in sorted(counts.items())},
+            "provider_requests": _provider_delta(provider_before, _stats(rig)) / n,
+            "log_bytes": rig.logs.bytes / n, "log_lines": rig.logs.lines / n,
+            "response_bytes": body_bytes,
+        }
+
+
+class Breakdown:
+    """Where the compute goes: wrappers around the warm path's steps, wire time taken out.
+
+    Each wrapper records its step's wall time minus the AWS wire time inside it; botocore's
+    client-side time is recorded per request from the AwsIoClock. A wrapper costs well under a
+    microsecond; this pass is separate from the headline timing anyway.
+    """
+
+    STEPS: tuple[tuple[str, str, str], ...] = (
+        ("vault.tokens", "get_token", "route: tokens.get_token (all of the flow)"),
+        ("vault.sessions", "verify_proof", "proof verification (joserfc, ES256)"),
+        ("vault.store.repository", "Repository.session_bundle", "DynamoDB Query + mapping"),
+        ("vault.store.repository", "Repository.remember_jti", "DynamoDB PutItem (jti)"),
+        ("vault.store.envelope", "Envelope.decrypt", "data-key cache + AES-GCM decrypt"),
+        ("vault.tokens", "audit", "audit log line + metric"),
+        ("vault.handlers.agent_api", "parse_body", "body parsing (pydantic)"),
+        ("vault.handlers.agent_api", "json_response", "response JSON"),
+    )
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.samples: dict[str, list[int]] = defaultdict(list)
+        self._current: dict[str, int] = defaultdict(int)
+        self._undo: list[Callable[[], None]] = []
+
+    def __enter__(self) -> Breakdown:
+        import importlib
+
+        for module_name, attr, label in self.STEPS:
+            module = importlib.import_module(module_name)
+            owner: Any = module
+            name = attr
+            if "." in attr:
+                cls_name, name = attr.split(".")
+                owner = getattr(module, cls_name)
+            original = getattr(owner, name)
+            setattr(owner, name, self._wrap(original, label))
+            self._undo.append(functools.partial(setattr, owner, name, original))
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+    def _wrap(self, original: Callable[..., Any], label: str) -> Callable[..., Any]:
+        io_clock = self.rig.io_clock
+        current = self._current
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            wire = io_clock.elapsed_ns()
+            started = time.perf_counter_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                current[label] += (time.perf_counter_ns() - started
+                                   - (io_clock.elapsed_ns() - wire))
+        return timed
+
+    def collect(self) -> None:
+        for label in {s[2] for s in self.STEPS}:
+            self.samples[label].append(self._current.get(label, 0))
+        self._current.clear()
+
+    def medians_ms(self, compute: list[int], client: list[int]) -> dict[str, float]:
+        med = {label: statistics.median(v) / 1e6 for label, v in self.samples.items()}
+        total = statistics.median(compute) / 1e6
+        route = med.pop("route: tokens.get_token (all of the flow)")
+        out = dict(sorted(med.items(), key=lambda kv: -kv[1]))
+        out["  of which botocore client-side (serialise, SigV4, parse)"] = \
+            statistics.median(client) / 1e6
+        inner = sum(v for k, v in med.items() if k not in ("body parsing (pydantic)",
+                                                           "response JSON"))
+        out["rest of tokens.get_token (policy, model lookups)"] = max(0.0, route - inner)
+        outside = total - route - med.get("body parsing (pydantic)", 0) \
+            - med.get("response JSON", 0)
+        out["Powertools resolver + decorators (routing, logger context, EMF flush)"] = \
+            max(0.0, outside)
+        out["total (median compute, wall clock)"] = total
+        return {k: round(v, 3) for k, v in out.items()}
+
+
+def measure(rig: Rig, *, requests: int, uncached_requests: int, breakdown_requests: int
+            ) -> dict[str, Any]:
+    agent = rig.connected_agent()
+    first = agent.token("calendar", ["calendar.read"])  # through TestAgent.token(): mints
+    if first.status != 200:
+        raise RuntimeError(f"first token failed: {first.status} {first.body}")
+    run = Run(rig, agent)
+    run(min(100, requests))  # warm-up: imports, lazy clients, the data-key cache
+
+    gc.collect()
+    cached = run(requests)
+
+    # item sizes and request units (hooks on, not timed)
+    rig.sizes.reset()
+    rig.sizes.enabled = True
+    sized = run(50)
+    rig.sizes.enabled = False
+    read_units = rig.sizes.read_units / sized["n"]
+    write_units = rig.sizes.write_units / sized["n"]
+    read_bytes = {k: v / sized["n"] for k, v in rig.sizes.read_bytes.items()}
+    write_bytes = {k: v / sized["n"] for k, v in rig.sizes.write_bytes.items()}
+    by_table = {op: {t: round(n / sized["n"], 3) for t, n in tables.items()}
+                for op, tables in rig.sizes.by_table.items()}
+
+    with Breakdown(rig) as breakdown:
+        parts = run(breakdown_requests, collect=breakdown.collect)
+        where = breakdown.medians_ms(parts["compute_wall_ns"], parts["botocore_client_ns"])
+
+    # without the data-key cache: an Envelope whose cache keeps nothing (max_entries=0)
+    services = rig.vault.services
+    kept = services.envelope
+    services.envelope = Envelope(rig.vault.session.client("kms"), services.settings.key_id,
+                                 DataKeyCache(max_entries=0))
+    try:
+        uncached = run(uncached_requests)
+    finally:
+        services.envelope = kept
+
+    def kms_per_1000(r: dict[str, Any]) -> float:
+        return round(float(sum(v for k, v in r["aws_requests"].items()
+                               if k.startswith("kms:"))) * 1000, 1)
+
+    def by_service(r: dict[str, Any], service: str) -> float:
+        return round(float(sum(v for k, v in r["aws_requests"].items()
+                               if k.startswith(service + ":"))), 3)
+
+    compute = summary_ms(cached["compute_ns"])
+    return {
+        "requests": cached["n"],
+        "aws_requests_by_operation": {k: round(v, 3) for k, v in cached["aws_requests"].items()},
+        "dynamodb_requests": by_service(cached, "dynamodb"),
+        "kms_requests": by_service(cached, "kms"),
+        "secretsmanager_requests": by_service(cached, "secretsmanager"),
+        "provider_requests": round(cached["provider_requests"], 3),
+        "compute_ms_median": compute["median"],
+        "compute_ms_p95": compute["p95"],
+        "compute_ms": compute,
+        "compute_clock": "CPU time of the handler's thread minus its CPU time inside the AWS "
+                         "wire spans (time.thread_time_ns): a busy shared machine does not "
+                         "inflate it; compute_wall_ms is the same with wall-clock time",
+        "compute_wall_ms": summary_ms(cached["compute_wall_ns"]),
+        "wall_ms_in_process": summary_ms(cached["wall_ns"]),
+        "botocore_client_ms_median": round(statistics.median(cached["botocore_client_ns"]) / 1e6,
+                                           3),
+        "where_time_goes_ms": where,
+        "kms_decrypt_per_1000": {"with_cache": kms_per_1000(cached),
+                                 "without_cache": kms_per_1000(uncached)},
+        "compute_ms_without_cache": summary_ms(uncached["compute_ns"]),
+        "requests_without_cache": uncached["n"],
+        "aws_requests_by_table": by_table,
+        "vault_table": rig.vault.services.settings.table_name,
+        "replay_table": rig.vault.services.settings.replay_table_name,
+        "dynamodb_read_units": round(read_units, 3),
+        "dynamodb_write_units": round(write_units, 3),
+        "dynamodb_read_bytes": {k: round(v) for k, v in read_bytes.items()},
+        "dynamodb_write_bytes": {k: round(v) for k, v in write_bytes.items()},
+        "log_bytes_per_request": round(cached["log_bytes"], 1),
+        "response_bytes": cached["response_bytes"],
+        "caller_arn": agent.arn,
+        "log_lines_per_request": round(cached["log_lines"], 2),
+    }
