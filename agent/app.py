@@ -64,7 +64,7 @@ from agent_vault import (
 
 log = logging.getLogger("agent")
 
-ID_TOKEN_COOKIE = "agent_id_token"  # noqa: S105 - a cookie name
+ID_TOKEN_COOKIE = "agent_id_token"  # noqa: S105 - a cookie name  # nosec B105
 LOGIN_STATE_COOKIE = "agent_login_state"
 RETURN_PATH = "/consent/return"
 

@@ -301,7 +301,7 @@ class VaultClient:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_backoff)
-        return random.uniform(0, min(self.max_backoff, 0.2 * 2**attempt))  # noqa: S311 - jitter
+        return random.uniform(0, min(self.max_backoff, 0.2 * 2**attempt))  # noqa: S311 - jitter # nosec B311
 
     def request(
         self,

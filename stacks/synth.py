@@ -42,7 +42,7 @@ class Gate:
 
 def _run(command: list[str], *,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,  # noqa: S603
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,  # noqa: S603 # nosec B603
                           text=True, check=False)
 
 

@@ -29,6 +29,9 @@ from tests.support.aws import aws  # noqa: E402
 from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URL, USERS, Vault, make_vault  # noqa: E402
 from vault.runtime import use_services  # noqa: E402
 
+# Every log line, answer and URL of the whole suite is scanned for the secrets it issued.
+pytest_plugins = ["tests.security.hygiene"]
+
 
 @pytest.fixture(scope="session")
 def authorization_server() -> Iterator[AuthorizationServer]:

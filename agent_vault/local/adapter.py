@@ -75,7 +75,7 @@ SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. Check your"
     " AWS Secret Access Key and signing method. Consult the service documentation for details."
 )
-INVALID_TOKEN = "The security token included in the request is invalid."  # noqa: S105
+INVALID_TOKEN = "The security token included in the request is invalid."  # noqa: S105  # nosec B105
 
 
 class GatewayRefusal(Exception):

@@ -121,7 +121,7 @@ def _aws_client(info: LocalInfo, service: str, **kwargs: Any) -> Any:
 def stop_task(info: LocalInfo, principal: str, reason: str) -> dict[str, Any]:
     """Stop the ECS task a local principal runs as (in moto) and describe it."""
     ecs = _aws_client(info, "ecs", endpoint_url=info.moto_url, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")  # noqa: S106 - moto's fake credentials
+                      aws_secret_access_key="testing")  # noqa: S106 - moto's fake credentials # nosec B106
     task_arn = info.tasks[principal]
     ecs.stop_task(cluster=info.cluster, task=task_arn, reason=reason)
     described = ecs.describe_tasks(cluster=info.cluster, tasks=[task_arn])["tasks"]

@@ -276,7 +276,7 @@ class AuthorizationServer:
             env.pop("NODE_MODULES_DIR", None)
         cwd = REPO_ROOT if (REPO_ROOT / "package.json").is_file() else SERVER_SCRIPT.parent
 
-        process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+        process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)  # nosec B603
             [node, str(SERVER_SCRIPT)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

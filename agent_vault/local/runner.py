@@ -59,7 +59,7 @@ LAMBDAS_DIR = REPO_ROOT / "lambdas"
 REGION = "us-east-1"
 TABLE_NAME = "agent-vault-local"
 REPLAY_TABLE_NAME = "agent-vault-local-replay"
-CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix
+CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix  # nosec B105
 CLUSTER = "agent-vault-local"
 PROVIDER = "calendar"
 PROVIDER_SCOPES = ("calendar.read", "calendar.write", "mail.read")
@@ -79,7 +79,8 @@ MAIL_TASK = "mail-agent/task-1"
 ADMIN = "admin"
 EVENTS = "eventbridge"
 
-_MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# moto's fake credentials (bandit B105 reviewed)
+_MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
 
 
 class LocalModeError(RuntimeError):
@@ -240,7 +241,7 @@ class LocalMode:
     def _start_moto(self, sock: socket.socket) -> subprocess.Popen[bytes]:
         """moto in server mode in a child process, serving the socket bound here (so its URL is
         known at once and nothing can take the port). It exits when its stdin closes."""
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module  # nosec B603
             [sys.executable, "-c", "from agent_vault.local.runner import moto_child; "
              f"moto_child({sock.fileno()})"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -496,7 +497,7 @@ class LocalMode:
         environment: dict[str, str | None] = {
             "AWS_ENDPOINT_URL": moto_url,
             **_MOTO_CREDENTIALS,
-            "AWS_SESSION_TOKEN": None,
+            "AWS_SESSION_TOKEN": None,  # an environment variable name  # nosec B105
             "AWS_PROFILE": None,
             "AWS_DEFAULT_PROFILE": None,
             "AWS_CONFIG_FILE": str(workdir / "aws-config-unused"),
@@ -617,7 +618,7 @@ class LocalModeProcess:
         argv = [sys.executable, "-m", "agent_vault.cli", "local", "up", "--ready-json"]
         if not self.with_agent:
             argv.append("--no-agent")
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module  # nosec B603
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=str(REPO_ROOT), env={**os.environ, **(self.env or {})},
         )

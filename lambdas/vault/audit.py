@@ -7,6 +7,7 @@ verifiers, secrets or proofs: only identifiers and decisions are accepted here.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -26,7 +27,19 @@ _ALLOWED_EXTRA = {
     "return_url",
     "count",
     "trigger",
+    "route",
 }
+_recorded: ContextVar[bool] = ContextVar("audit_recorded", default=False)
+
+
+def begin_request() -> None:
+    """A request starts: no decision of it is recorded yet (see `recorded`)."""
+    _recorded.set(False)
+
+
+def recorded() -> bool:
+    """Whether the current request already recorded a decision."""
+    return _recorded.get()
 
 
 def audit(
@@ -68,4 +81,5 @@ def audit(
         event["scopes"] = sorted(scopes)
     event.update({k: v for k, v in extra.items() if v is not None})
     logger.info(f"audit {action} {outcome}", extra={"audit": event})
+    _recorded.set(True)
     metrics.add_metric(name=f"{action}.{outcome}", unit=MetricUnit.Count, value=1)

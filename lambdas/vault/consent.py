@@ -18,6 +18,7 @@ from vault.audit import audit
 from vault.caller import Caller, agent_of
 from vault.errors import (
     CodeExchangeFailed,
+    DecryptionFailed,
     FlowNotFound,
     FlowNotPending,
     Forbidden,
@@ -27,7 +28,9 @@ from vault.errors import (
     ProviderError,
     ProviderTimeout,
     ReturnUrlNotAllowed,
+    StoredDataInvalid,
     UserMismatch,
+    VaultError,
 )
 from vault.models import Flow, Grant, PendingFlow, token_context, verifier_context
 from vault.oauth.client import new_code_verifier
@@ -175,14 +178,22 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         svc.repo.drop_pending_flow(pending.state_hash)
         audit("consent.callback", "denied", reason=exc.code, **where)
         raise
-    verifier = svc.envelope.decrypt(
-        pending.verifier_ct, verifier_context(pending.user, pending.provider, pending.flow_id)
-    )
+    except (ProviderError, ProviderTimeout) as exc:  # metadata unreadable: transient
+        svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+        audit("consent.callback", "failed", reason=exc.code, **where)
+        raise
     try:
+        verifier = svc.envelope.decrypt(
+            pending.verifier_ct, verifier_context(pending.user, pending.provider, pending.flow_id)
+        )
         answer = provider.exchange_code(
             code=code, verifier=verifier.decode(), redirect_uri=svc.settings.callback_url
         )
-    except (ProviderError, ProviderTimeout) as exc:
+    except DecryptionFailed as exc:
+        svc.repo.drop_pending_flow(pending.state_hash)  # its verifier is not its own: unusable
+        audit("consent.callback", "denied", reason=StoredDataInvalid.code, **where)
+        raise StoredDataInvalid("this flow's stored verifier does not decrypt as its own") from exc
+    except VaultError as exc:  # provider down or slow, keys or client secret unavailable
         svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
         audit("consent.callback", "failed", reason=exc.code, **where)
         raise
@@ -209,7 +220,20 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         refresh_ct=svc.envelope.encrypt(answer.refresh_token.encode(), context),
         access_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
     )
-    svc.repo.close_pending_flow(pending.state_hash, flow)
+    try:
+        svc.repo.close_pending_flow(pending.state_hash, flow)
+    except VaultError as exc:
+        # the code is spent but its tokens could not be kept: revoke them upstream rather than
+        # leave a live grant the vault has forgotten (the state stays claimed: start again)
+        upstream = _revoke_flow_tokens(svc, flow, context)
+        audit(
+            "consent.callback",
+            "failed",
+            reason=exc.code,
+            upstream="revoked" if upstream else "revoke_failed",
+            **where,
+        )
+        raise
     audit(
         "consent.callback",
         "exchanged",
@@ -263,7 +287,7 @@ def complete_flow(
         )
         raise Forbidden("this flow belongs to another agent")
     if flow.status != "pending_binding":
-        raise FlowNotPending(f"this flow is {flow.status}", status=flow.status)
+        raise FlowNotPending(f"this flow is {flow.status}", flow_status=flow.status)
     user = svc.identity.user_from(body.user.as_dict(), agent)
     where: dict[str, Any] = {
         "agent": agent,

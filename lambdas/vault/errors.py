@@ -33,8 +33,9 @@ class VaultError(Exception):
             "status": self.status,
             "detail": self.detail,
             "code": self.code,
-            **self.extra,
         }
+        # extra members never replace the standard ones (RFC 9457 `status` is the HTTP status)
+        body.update({k: v for k, v in self.extra.items() if k not in body})
         if self.retry_after is not None:
             body["retry_after"] = self.retry_after
         return body
@@ -146,6 +147,12 @@ class SecretsUnavailable(VaultError):
 
 class Busy(VaultError):
     status, code, title, retry_after = 503, "refresh_in_progress", "Refresh in progress", 1
+
+
+class StoredDataInvalid(VaultError):
+    """A stored ciphertext does not decrypt under its own item's context (moved or tampered)."""
+
+    status, code, title, retry_after = 500, "stored_data_invalid", "Stored data failed its check", 5
 
 
 class InternalError(VaultError):

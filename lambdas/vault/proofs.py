@@ -97,7 +97,11 @@ def verify_proof(
     if claims.get("htm") != method:
         raise InvalidProof("the DPoP proof is for another HTTP method (htm)")
     htu = claims.get("htu")
-    if not isinstance(htu, str) or normalize_url(htu) != normalize_url(url):
+    try:
+        same_target = isinstance(htu, str) and normalize_url(htu) == normalize_url(url)
+    except ValueError:  # not a URL at all (e.g. a bad port or IPv6 literal)
+        same_target = False
+    if not same_target:
         raise InvalidProof("the DPoP proof is for another URL (htu)")
     if claims.get("sid") != session_id:
         raise InvalidProof("the DPoP proof names another session (sid)")

@@ -11,6 +11,7 @@ from vault.caller import Caller, agent_of
 from vault.errors import Forbidden, ProofReplayed, SessionEnded, SessionNotFound, UserMismatch
 from vault.models import Session, SessionToken
 from vault.proofs import Proof, verify_proof
+from vault.revocation import revoke_tokens
 from vault.runtime import Services
 from vault.schemas import RenewSession, StartSession
 
@@ -122,6 +123,9 @@ def authorize_session_call(
         )
         raise
     if require_alive and not session.alive(svc.clock()):
+        # an expired session's tokens die with it (an ended one's were revoked when it ended;
+        # any left are those whose upstream revocation is still pending)
+        revoked = revoke_tokens(svc, tokens) if tokens else 0
         audit(
             "session.access",
             "denied",
@@ -130,6 +134,7 @@ def authorize_session_call(
             session_id=session_id,
             task_id=session.task_id,
             status=session.status,
+            revoked_tokens=revoked,
         )
         raise SessionEnded(f"the session is {session.ended_reason or 'expired'}; start a new one")
     return session, tokens

@@ -14,7 +14,15 @@ from typing import Any
 
 from vault.audit import audit
 from vault.caller import Caller, agent_of
-from vault.errors import Busy, ConsentRequired, OAuthError, ProviderError, VaultError
+from vault.errors import (
+    Busy,
+    ConsentRequired,
+    DecryptionFailed,
+    OAuthError,
+    ProviderError,
+    StoredDataInvalid,
+    VaultError,
+)
 from vault.models import Grant, Session, SessionToken, token_context
 from vault.policy import check_agent_policy, require_granted
 from vault.runtime import Services
@@ -76,7 +84,18 @@ def get_token(
             )
             raise
     assert cached is not None
-    access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
+    try:
+        access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
+    except DecryptionFailed as exc:  # moved from another item or tampered: never served
+        audit(
+            "token.issue",
+            "denied",
+            reason=StoredDataInvalid.code,
+            scopes=scopes,
+            grant_id=cached.grant_id,
+            **where,
+        )
+        raise StoredDataInvalid("this session's stored token does not decrypt as its own") from exc
     audit(
         "token.issue",
         "allowed",
@@ -87,7 +106,7 @@ def get_token(
     )
     return {
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": "Bearer",  # a token type  # nosec B105
         "expires_in": max(0, cached.expires_at - svc.now()),
         "scope": " ".join(scopes),
         "provider": body.provider,
@@ -173,6 +192,11 @@ def _refresh(
         audit("grant.refresh", "failed", reason=exc.error, **where)
         raise ProviderError(
             f"provider {grant.provider!r} refused the refresh ({exc.error})"
+        ) from exc
+    except DecryptionFailed as exc:  # moved from another grant or tampered: never used
+        svc.repo.release_lease(grant, owner)
+        raise StoredDataInvalid(
+            "the grant's stored refresh token does not decrypt as its own"
         ) from exc
     except BaseException:
         svc.repo.release_lease(grant, owner)

@@ -95,7 +95,7 @@ class LocalPythonBundling:
                 "--implementation", "cp", "--no-deps", "--no-compile",
                 "--target", str(out), "-r", str(requirements),
             ]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+            result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 # nosec B603
         if result.returncode != 0:
             # Raise rather than return False: False would make the CDK try Docker instead.
             raise RuntimeError(f"bundling the vault's Lambda dependencies failed:\n{result.stderr}")

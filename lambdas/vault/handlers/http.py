@@ -9,8 +9,10 @@ import json
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ValidationError
 
+from vault.audit import audit, begin_request, recorded
 from vault.errors import (
     InternalError,
     InvalidRequest,
@@ -44,20 +46,47 @@ def json_response(status: int, payload: dict[str, Any]) -> Response[str]:
 def make_resolver() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver()
 
+    def _begin(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+        begin_request()
+        return next_middleware(app)
+
+    app.use(middlewares=[_begin])
+
+    def _audit_refusal(error: VaultError, *, always: bool = False) -> None:
+        """Every refused request leaves an audit event: the flow's own, or this one."""
+        if recorded() and not always:
+            return
+        event = app.current_event.raw_event
+        iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
+        principal = iam.get("userArn")
+        audit(
+            "request",
+            "denied" if error.status < 500 else "failed",
+            reason=error.code,
+            principal=principal if isinstance(principal, str) else None,
+            route=str(event.get("routeKey", ""))[:128],
+            status=error.status,
+        )
+
     @app.exception_handler(VaultError)
     def _vault_error(error: VaultError) -> Response[str]:
         if error.status >= 500:
             logger.warning("request failed", extra={"code": error.code, "status": error.status})
+        _audit_refusal(error)
         return problem(error)
 
     @app.not_found
     def _not_found(_: Exception) -> Response[str]:
-        return problem(NotFound("no such route"))
+        error = NotFound("no such route")
+        _audit_refusal(error, always=True)
+        return problem(error)
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response[str]:
         logger.error("unexpected error", extra={"error_type": type(error).__name__})
-        return problem(InternalError("the vault failed unexpectedly; retry shortly"))
+        failure = InternalError("the vault failed unexpectedly; retry shortly")
+        _audit_refusal(failure, always=True)
+        return problem(failure)
 
     return app
 
@@ -77,7 +106,7 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
     if len(data) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
     try:
-        document = json.loads(data)
+        document = json.loads(data.decode("utf-8"))  # UTF-8 only (RFC 8259 §8.1), no BOM
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidRequest("the body is not valid JSON") from exc
     if not isinstance(document, dict):

@@ -179,7 +179,7 @@ class ProviderClient:
         if not isinstance(access, str) or not access:
             raise ProviderError(f"provider {self.name!r} sent no access_token")
         token_type = str(answer.get("token_type", "")).lower()
-        if token_type != "bearer":  # noqa: S105 (a token type, not a secret)
+        if token_type != "bearer":  # noqa: S105 (a token type, not a secret)  # nosec B105
             raise ProviderError(f"provider {self.name!r} sent token_type {token_type!r}")
         expires_in = answer.get("expires_in")
         if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
