@@ -25,9 +25,11 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed ## install Python and Node dependencies (pinned)
 
-lint: install ## ruff, mypy (strict on lambdas/ and the SDK)
+lint: install ## ruff, mypy (strict on lambdas/ and the SDK), bandit, pip-audit (offline-tolerant)
 	$(BIN)/ruff check .
-	$(BIN)/mypy lambdas/vault agent_vault
+	$(BIN)/mypy lambdas/vault agent_vault stacks
+	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
+	$(PY) scripts/pip_audit.py
 
 test: install lint ## install, lint, and run the whole test suite
 	$(BIN)/pytest
@@ -57,7 +59,7 @@ bench: install ## measure warm retrieval, cold start, consent, refresh contentio
 	$(BIN)/python -m bench
 
 fuzz: install ## long fuzzing run of every route
-	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/security -k fuzz
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -n 2 tests/security -k fuzz
 
 deploy: install ## deploy to the AWS account of your credentials (see README)
 	npx cdk deploy --all $(if $(CONFIG),-c config=$(CONFIG))

@@ -82,4 +82,8 @@ def audit(
     event.update({k: v for k, v in extra.items() if v is not None})
     logger.info(f"audit {action} {outcome}", extra={"audit": event})
     _recorded.set(True)
-    metrics.add_metric(name=f"{action}.{outcome}", unit=MetricUnit.Count, value=1)
+    if outcome != "allowed":
+        # Metrics count what is worth an alarm or a capacity plan: refusals, failures, refreshes,
+        # revocations. Allowed requests are API Gateway's request count; a metric line per warm
+        # retrieval would cost more log ingestion than its DynamoDB read.
+        metrics.add_metric(name=f"{action}.{outcome}", unit=MetricUnit.Count, value=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,14 @@ class Proof:
     jkt: str
     """RFC 7638 thumbprint of the signing key."""
     public_jwk: dict[str, Any]
+
+
+@lru_cache(maxsize=256)
+def _session_key(jwk_json: str) -> tuple[ECKey, str]:
+    """The imported public key and its RFC 7638 thumbprint; a warm container verifies the same
+    session's proofs over and over."""
+    key = ECKey.import_key(json.loads(jwk_json))
+    return key, key.thumbprint()
 
 
 def normalize_url(url: str) -> str:
@@ -76,8 +85,7 @@ def verify_proof(
     ):
         raise InvalidProof("the DPoP proof must carry a public P-256 jwk")
     try:
-        key = ECKey.import_key(jwk)
-        jkt = key.thumbprint()
+        key, jkt = _session_key(json.dumps(jwk, sort_keys=True))
         if expected_jkt is not None and jkt != expected_jkt:
             raise InvalidProof("the DPoP proof is not signed by this session's key")
         claims = json.loads(

@@ -17,6 +17,7 @@ import boto3
 import urllib3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.config import VaultConfig, load_config
@@ -28,6 +29,14 @@ from vault.store.repository import Repository
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "vault_config.json"
 SECRET_MAX_AGE_SECONDS = 300
+# Bounded time on every AWS call (an API Gateway request has 30 s); the store builds every
+# request itself, so botocore's client-side parameter validation is skipped (~0.1 ms a call).
+AWS_CLIENTS = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    parameter_validation=False,
+    retries={"mode": "standard", "max_attempts": 3},
+)
 
 
 class Settings(BaseModel):
@@ -98,7 +107,7 @@ def build_services(
     config = config or load_config(settings.vault_config_path)
     session = session or boto3.session.Session()
     http = urllib3.PoolManager(num_pools=8, maxsize=8)
-    secrets = SecretsProvider(boto3_client=session.client("secretsmanager"))
+    secrets = SecretsProvider(boto3_client=session.client("secretsmanager", config=AWS_CLIENTS))
 
     def secret_of(name: str) -> Callable[[], str | None]:
         def fetch() -> str | None:
@@ -122,9 +131,13 @@ def build_services(
         config=config,
         settings=settings,
         repo=Repository(
-            session.client("dynamodb"), settings.table_name, settings.replay_table_name
+            session.client("dynamodb", config=AWS_CLIENTS),
+            settings.table_name,
+            settings.replay_table_name,
         ),
-        envelope=Envelope(session.client("kms"), settings.key_id, DataKeyCache()),
+        envelope=Envelope(
+            session.client("kms", config=AWS_CLIENTS), settings.key_id, DataKeyCache()
+        ),
         identity=IdentityVerifier(config, http, clock),
         providers=providers,
         clock=clock,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -150,8 +151,12 @@ class Vault:
 
     # --- storage ------------------------------------------------------------------------
 
+    @cached_property
+    def _dynamodb(self) -> Any:
+        return self.session.client("dynamodb")
+
     def items(self) -> list[dict[str, Any]]:
-        client = self.session.client("dynamodb")
+        client = self._dynamodb
         items: list[dict[str, Any]] = []
         for table in (TABLE,):
             pages = client.get_paginator("scan").paginate(TableName=table)
