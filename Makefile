@@ -31,11 +31,11 @@ lint: install ## ruff, mypy (strict on lambdas/ and the SDK), bandit, pip-audit 
 	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
 	$(PY) scripts/pip_audit.py
 
-test: install lint ## install, lint, and run the whole test suite
-	$(BIN)/pytest
+test: install lint synth ## install, lint, the synth gates, and the whole test suite
+	$(BIN)/pytest -n 2
 
-test-fast: install ## the suite without lint
-	$(BIN)/pytest
+test-fast: install ## the suite without lint or synth
+	$(BIN)/pytest -n 2
 
 # checkov pins an old boto3, so it lives in an environment of its own.
 CHECKOV_VENV := .venv-checkov
