@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import uuid
 from typing import Any
 
 import pytest
 
-from tests.support.apigw import LambdaContext
-from tests.support.harness import Vault
-from vault import tokens
-from vault.caller import caller_from
-from vault.runtime import Services, build_services
-from vault.schemas import TokenRequest
-from vault.sessions import HttpCall
+from tests.support.harness import Vault, reap, task_stopped
 
 
 def connected(
@@ -28,32 +20,6 @@ def connected(
     bound = vault.connect(agent, scopes=scopes, username=username)
     assert bound.status == 200, bound.body
     return agent, bound.json
-
-
-def task_stopped(task_id: str, event_id: str | None = None) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": event_id or str(uuid.uuid4()),
-        "detail-type": "ECS Task State Change",
-        "source": "aws.ecs",
-        "account": "123456789012",
-        "region": "eu-west-1",
-        "time": "2026-11-28T12:00:00Z",
-        "resources": [],
-        "detail": {
-            "taskArn": f"arn:aws:ecs:eu-west-1:123456789012:task/agents/{task_id}",
-            "clusterArn": "arn:aws:ecs:eu-west-1:123456789012:cluster/agents",
-            "lastStatus": "STOPPED",
-            "desiredStatus": "STOPPED",
-            "stoppedReason": "Scaling activity",
-        },
-    }
-
-
-def reap(event: dict[str, Any]) -> dict[str, Any]:
-    from vault.handlers.reaper import handler
-
-    return handler(event, LambdaContext())  # type: ignore[no-any-return]
 
 
 def test_session_consent_binding_and_token(vault: Vault) -> None:
@@ -159,32 +125,7 @@ def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_kept(vault
 def test_twenty_concurrent_requests_make_one_refresh(vault: Vault) -> None:
     agent, _ = connected(vault)
     before = vault.server.stats()["token_requests"]["refresh_token"]
-    caller = caller_from({"requestContext": {"authorizer": {"iam": {"userArn": agent.arn}}}})
-    path = f"/v1/sessions/{agent.session_id}/tokens"
-    body = TokenRequest(provider="calendar", scopes=["calendar.read"])
-    results: list[Any] = []
-    gate = threading.Barrier(20)
-
-    def one_container() -> None:
-        # each thread is a separate Lambda container: its own caches and provider clients
-        svc: Services = build_services(
-            vault.services.settings,
-            config=vault.services.config,
-            session=vault.session,
-            clock=vault.clock,
-        )
-        call = HttpCall("POST", f"https://vault.test{path}", agent.proof("POST", path))
-        gate.wait()
-        try:
-            results.append(tokens.get_token(svc, caller, agent.session_id, call, body))
-        except Exception as exc:  # recorded, asserted below
-            results.append(exc)
-
-    threads = [threading.Thread(target=one_container) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = vault.concurrent_tokens(agent, 20)
     assert all(isinstance(r, dict) for r in results), results
     assert len(results) == 20
     assert len({r["access_token"] for r in results}) == 1

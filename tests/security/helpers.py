@@ -82,23 +82,9 @@ def diff(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> Diff:
     )
 
 
-def _ddb(vault: Vault) -> Any:
-    client = getattr(vault, "_security_ddb", None)
-    if client is None:  # creating a client costs more than a scan: keep one per vault
-        client = vault.session.client("dynamodb")
-        vault._security_ddb = client  # type: ignore[attr-defined]
-    return client
-
-
 def snapshot(vault: Vault) -> list[dict[str, Any]]:
-    """Every item of the vault table (what `Vault.snapshot` returns), read with one client."""
-    pages = (
-        _ddb(vault)
-        .get_paginator("scan")
-        .paginate(TableName=vault.services.settings.table_name, ConsistentRead=True)
-    )
-    items = [i for page in pages for i in page["Items"]]
-    return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
+    """Every item of the vault table, as `Vault.snapshot` reads it."""
+    return vault.snapshot()
 
 
 def fingerprint(vault: Vault) -> dict[Key, str]:
@@ -135,7 +121,7 @@ def unchanged(vault: Vault) -> Iterator[None]:
 def items_of_type(vault: Vault, kind: str) -> list[dict[str, Any]]:
     """The items of one type (filtered in the scan: cheap on a big table)."""
     pages = (
-        _ddb(vault)
+        vault._dynamodb
         .get_paginator("scan")
         .paginate(
             TableName=vault.services.settings.table_name,
@@ -151,7 +137,7 @@ def items_of_type(vault: Vault, kind: str) -> list[dict[str, Any]]:
 
 def delete_items(vault: Vault, keys: list[Key]) -> None:
     for pk, sk in keys:
-        _ddb(vault).delete_item(
+        vault._dynamodb.delete_item(
             TableName=vault.services.settings.table_name,
             Key={"pk": {"S": pk}, "sk": {"S": sk}},
         )
@@ -232,4 +218,4 @@ def grant_item(vault: Vault, user_sub: str | None = None) -> dict[str, Any]:
 
 def put_item(vault: Vault, item: dict[str, Any]) -> None:
     """Write a raw item (an attacker or a restore with write access to the table)."""
-    _ddb(vault).put_item(TableName=vault.services.settings.table_name, Item=item)
+    vault._dynamodb.put_item(TableName=vault.services.settings.table_name, Item=item)

@@ -26,7 +26,7 @@ from tests.security.helpers import (
 )
 from tests.support.agent import TestAgent, sign_proof
 from tests.support.apigw import DOMAIN, LambdaContext, build_event, invoke
-from tests.support.harness import Vault
+from tests.support.harness import Vault, task_stopped
 
 TOKENS = "/v1/sessions/{}/tokens"
 
@@ -336,21 +336,7 @@ def test_row_15_an_unknown_agent_is_refused_without_side_effects(
 
 
 def _reap_event(task_id: str) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "ECS Task State Change",
-        "source": "aws.ecs",
-        "account": "123456789012",
-        "region": "eu-west-1",
-        "time": "2026-11-28T12:00:00Z",
-        "resources": [],
-        "detail": {
-            "taskArn": f"arn:aws:ecs:eu-west-1:123456789012:task/agents/{task_id}",
-            "lastStatus": "STOPPED",
-            "desiredStatus": "STOPPED",
-        },
-    }
+    return task_stopped(task_id)
 
 
 def _reap(task_id: str) -> dict[str, Any]:

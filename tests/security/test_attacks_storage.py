@@ -8,7 +8,6 @@ is taken from the fault angle: a provider failure under contention causes no ret
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,12 +29,8 @@ from tests.security.helpers import (
 )
 from tests.support.aws import aws
 from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URL, USERS, Vault, make_vault
-from vault import tokens
-from vault.caller import caller_from
 from vault.models import UserRef, token_context, verifier_context
-from vault.runtime import Services, build_services, use_services
-from vault.schemas import TokenRequest
-from vault.sessions import HttpCall
+from vault.runtime import use_services
 
 
 def refreshes(vault: Vault) -> int:
@@ -69,33 +64,9 @@ def test_row_17_concurrent_requests_during_a_provider_failure_cause_no_retry_sto
     served its token. Two upstream calls in all, one rotated refresh token kept."""
     agent = connected_agent(vault)
     grant_before = grant_item(vault)
-    caller = caller_from({"requestContext": {"authorizer": {"iam": {"userArn": agent.arn}}}})
-    path = f"/v1/sessions/{agent.session_id}/tokens"
-    body = TokenRequest(provider="calendar", scopes=["calendar.read"])
     vault.server.set_faults(token_endpoint={"status": 503, "remaining": 1})
     before = refreshes(vault)
-    results: list[Any] = []
-    gate = threading.Barrier(8)
-
-    def container() -> None:
-        svc: Services = build_services(
-            vault.services.settings,
-            config=vault.services.config,
-            session=vault.session,
-            clock=vault.clock,
-        )
-        call = HttpCall("POST", f"https://vault.test{path}", agent.proof("POST", path))
-        gate.wait()
-        try:
-            results.append(tokens.get_token(svc, caller, agent.session_id, call, body))
-        except Exception as exc:  # recorded, asserted below
-            results.append(exc)
-
-    threads = [threading.Thread(target=container) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = vault.concurrent_tokens(agent, 8)
 
     failed = [r for r in results if isinstance(r, Exception)]
     served = [r for r in results if isinstance(r, dict)]

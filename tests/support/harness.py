@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -13,10 +15,14 @@ import boto3
 from agent_vault.local.consent_forms import complete_consent
 from agent_vault.local.provider import AuthorizationServer
 from tests.support.agent import TestAgent
-from tests.support.apigw import HttpAnswer, build_event, invoke
+from tests.support.apigw import DOMAIN, HttpAnswer, LambdaContext, build_event, invoke
 from tests.support.aws import ACCOUNT, RequestCounter
+from vault import tokens
+from vault.caller import caller_from
 from vault.config import VaultConfig
 from vault.runtime import Services, Settings, build_services, use_services
+from vault.schemas import TokenRequest
+from vault.sessions import HttpCall
 from vault.store.schema import create_tables
 
 TABLE, REPLAY_TABLE = "agent-vault-test", "agent-vault-test-replay"
@@ -156,16 +162,42 @@ class Vault:
         return self.session.client("dynamodb")
 
     def items(self) -> list[dict[str, Any]]:
-        client = self._dynamodb
-        items: list[dict[str, Any]] = []
-        for table in (TABLE,):
-            pages = client.get_paginator("scan").paginate(TableName=table)
-            items.extend(i for page in pages for i in page["Items"])
+        pages = self._dynamodb.get_paginator("scan").paginate(TableName=TABLE, ConsistentRead=True)
+        items = [i for page in pages for i in page["Items"]]
         return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Everything stored but the replay cache (which a proof check may legitimately add)."""
         return self.items()
+
+    # --- many containers at once --------------------------------------------------------
+
+    def concurrent_tokens(self, agent: TestAgent, containers: int, provider: str = "calendar",
+                          scopes: tuple[str, ...] = ("calendar.read",)) -> list[Any]:
+        """The same token request from N Lambda containers at once (threads with their own
+        services: caches and provider clients); each result is an answer dict or the error."""
+        caller = caller_from({"requestContext": {"authorizer": {"iam": {"userArn": agent.arn}}}})
+        path = f"/v1/sessions/{agent.session_id}/tokens"
+        body = TokenRequest(provider=provider, scopes=list(scopes))
+        results: list[Any] = []
+        gate = threading.Barrier(containers)
+
+        def container() -> None:
+            svc = build_services(self.services.settings, config=self.services.config,
+                                 session=self.session, clock=self.clock)
+            call = HttpCall("POST", f"https://{DOMAIN}{path}", agent.proof("POST", path))
+            gate.wait()
+            try:
+                results.append(tokens.get_token(svc, caller, agent.session_id or "", call, body))
+            except Exception as exc:  # the caller asserts on it
+                results.append(exc)
+
+        threads = [threading.Thread(target=container) for _ in range(containers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
 
 
 def make_vault(
@@ -197,3 +229,25 @@ def make_vault(
         counter=counter,
         id_tokens=id_tokens,
     )
+
+
+
+def task_stopped(task_id: str, event_id: str | None = None) -> dict[str, Any]:
+    """EventBridge's "ECS Task State Change" event for a stopped task."""
+    return {
+        "version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": "ECS Task State Change",
+        "source": "aws.ecs", "account": ACCOUNT, "region": "eu-west-1",
+        "time": "2026-11-28T12:00:00Z", "resources": [],
+        "detail": {"taskArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/agents/{task_id}",
+                   "clusterArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:cluster/agents",
+                   "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
+                   "stoppedReason": "Scaling activity"},
+    }
+
+
+def reap(event: dict[str, Any]) -> dict[str, Any]:
+    """Deliver an EventBridge event to the reaper handler, as Lambda would."""
+    from vault.handlers.reaper import handler
+
+    result: dict[str, Any] = handler(event, LambdaContext())
+    return result
