@@ -54,7 +54,14 @@ __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto
 log = logging.getLogger("agent_vault.local")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+"""Local mode runs from a checkout: the handlers (lambdas/) and the sample agent (agent/) are
+imported from it, whatever directory the `agent-vault` command is started in."""
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
+
+
+def _importable(directory: Path) -> None:
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
 
 REGION = "us-east-1"
 TABLE_NAME = "agent-vault-local"
@@ -376,8 +383,7 @@ class LocalMode:
         }
 
     def _import_handlers(self) -> None:
-        if str(LAMBDAS_DIR) not in sys.path:
-            sys.path.insert(0, str(LAMBDAS_DIR))
+        _importable(LAMBDAS_DIR)
         for dotted in {route.handler for route in ROUTES} | {REAPER}:
             module = dotted.rpartition(".")[0]
             try:
@@ -414,6 +420,7 @@ class LocalMode:
                      principal: LocalPrincipal) -> None:
         import uvicorn
 
+        _importable(REPO_ROOT)  # the sample agent lives in the checkout, not the package
         from agent.app import AgentSettings, OidcSettings, create_app
 
         provider = self.provider

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -148,7 +148,6 @@ class Grant:
     broken_reason: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def context(self) -> dict[str, str]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import boto3
 import urllib3
@@ -84,7 +83,6 @@ class Services:
     providers: dict[str, ProviderClient]
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderClient:
         client = self.providers.get(name)
