@@ -420,7 +420,6 @@ class LocalMode:
                      principal: LocalPrincipal) -> None:
         import uvicorn
 
-        _importable(REPO_ROOT)  # the sample agent lives in the checkout, not the package
         from agent.app import AgentSettings, OidcSettings, create_app
 
         provider = self.provider
@@ -531,6 +530,7 @@ class LocalMode:
         vault_log = workdir / "vault.log.jsonl"
         self._capture_vault_logs(vault_log)
         if self.with_agent:
+            _importable(REPO_ROOT)  # the sample agent lives in the checkout, not the package
             importlib.import_module("agent.app")
 
         try:
