@@ -68,7 +68,7 @@ def local_up(args: argparse.Namespace) -> int:
     try:
         info = mode.start()
     except Exception as exc:
-        print(f"local mode failed to start: {exc}", file=sys.stderr)
+        print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
         return 1
     try:
         if quiet:
@@ -136,7 +136,7 @@ def local_demo(args: argparse.Namespace) -> int:
         try:
             info = mode.start()
         except Exception as exc:
-            print(f"local mode failed to start: {exc}", file=sys.stderr)
+            print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
             return 1
         print(f"  up in {time.monotonic() - started:.1f} s: vault {info.vault_url}, "
               f"provider {info.provider['issuer']}, agent {info.agent_url}\n", flush=True)
@@ -148,6 +148,10 @@ def local_demo(args: argparse.Namespace) -> int:
     print(f"\n{'The story ran to the end' if ok else 'The story FAILED'} "
           f"({total:.1f} s in all, every process stopped).")
     return 0 if ok else 1
+
+
+START_HINT = ("hint: local mode needs Node 20+ with node_modules/oidc-provider (npm ci) and the "
+              "Python packages of requirements/dev.txt; `make demo` installs both first")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
