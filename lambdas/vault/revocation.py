@@ -102,17 +102,17 @@ def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
 
 
 def revoke_grant(
-    svc: Services, grant: Grant, reason: str, *, principal: str | None = None, delete: bool = True
+    svc: Services, grant: Grant, reason: str, *, principal: str | None = None
 ) -> int:
     """Kill a grant: its refresh token upstream, every session token minted from it."""
     upstream_ok = revoke_upstream(
         svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
     )
     revoked = revoke_tokens(svc, svc.repo.tokens_of_grant(grant.grant_id))
-    if delete and upstream_ok:
+    if upstream_ok:
         svc.repo.delete_grant(grant)
-    else:
-        svc.repo.mark_grant_broken(grant, reason if upstream_ok else "revoke_pending")
+    else:  # kept (never usable) so a later revocation can try upstream again
+        svc.repo.mark_grant_broken(grant, "revoke_pending")
     audit(
         "grant.revoke",
         "revoked" if upstream_ok else "revoke_pending",

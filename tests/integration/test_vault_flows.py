@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support.harness import Vault, reap, task_stopped
+from vault.models import UserRef
 
 
 def connected(
@@ -107,8 +108,6 @@ def test_each_session_and_scope_set_gets_its_own_token(vault: Vault) -> None:
 def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_kept(vault: Vault) -> None:
     agent, _bound = connected(vault)
     first = agent.token("calendar", ["calendar.read"]).json["access_token"]
-    from vault.models import UserRef
-
     user = UserRef(vault.server.issuer, "alice")
     before = vault.services.repo.get_grant(user, "calendar-agent", "calendar")
     vault.clock.advance(3600 - 30)  # inside the last minute of its life
@@ -253,9 +252,6 @@ def test_a_broken_grant_asks_for_consent_once_and_never_retries(vault: Vault) ->
     agent, _grant = connected(vault)
     agent.token("calendar", ["calendar.read"])
     # the user revokes the vault's access at the provider (here: its refresh token dies)
-    vault.services.repo  # noqa: B018 (kept for readability of the story)
-    from vault.models import UserRef
-
     stored = vault.services.repo.get_grant(
         UserRef(vault.server.issuer, "alice"), "calendar-agent", "calendar"
     )
