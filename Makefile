@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help install lint test test-fast synth demo local bench fuzz deploy clean
+.PHONY: help install browser lint test test-fast synth demo local bench fuzz deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,16 +25,19 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed ## install Python and Node dependencies (pinned)
 
+browser: ## Debian's Chromium for the browser test (apt when root; otherwise says what to run)
+	@scripts/ensure_chromium.sh
+
 lint: install ## ruff, mypy (strict on lambdas/ and the SDK), bandit, pip-audit (offline-tolerant)
 	$(BIN)/ruff check .
 	$(BIN)/mypy lambdas/vault agent_vault stacks
 	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
 	$(PY) scripts/pip_audit.py
 
-test: install lint synth ## install, lint, the synth gates, and the whole test suite
+test: install browser lint synth ## install everything (the browser too), lint, the synth gates, the whole suite
 	$(BIN)/pytest -n 2
 
-test-fast: install ## the suite without lint or synth
+test-fast: install browser ## the suite without lint or synth
 	$(BIN)/pytest -n 2
 
 # checkov pins an old boto3, so it lives in an environment of its own.
