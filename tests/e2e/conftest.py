@@ -26,7 +26,10 @@ def local_for_browser() -> Iterator[LocalInfo]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser` (apt, as root) or set AGENT_VAULT_CHROMIUM")
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run `make browser` (apt, as root) "
+            "or set AGENT_VAULT_CHROMIUM"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
