@@ -196,9 +196,12 @@ def test_sessions_are_renewed_without_new_consent(local: LocalInfo, tokens: dict
     client = vault_client(local, TASK_1, alice(tokens), session_ttl_seconds=60)
     session = client.start_session()
     assert session.expires_at - session.created_at == 60
-    # Within refresh_margin of its expiry: the next call renews the same session first.
+    # Within refresh_margin of its expiry: the next call renews the same session first, for the
+    # client's current session life (longer now, so a renewal is visible in the expiry).
+    client.session_ttl_seconds = 120
     renewed = client.ensure_session()
-    assert renewed.session_id == session.session_id and renewed.expires_at >= session.expires_at
+    assert renewed.session_id == session.session_id
+    assert renewed.expires_at >= session.expires_at + 50
     longer = client.renew_session(user=UserIdentity(id_token=tokens["alice"]), ttl_seconds=600)
     assert longer.session_id == session.session_id
     assert longer.expires_at >= session.expires_at + 500
