@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help install browser lint test test-fast synth demo local bench fuzz deploy clean
+.PHONY: help install browser lint test test-fast synth openapi demo local bench fuzz deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ $(CHECKOV_VENV)/.installed:
 
 synth: install $(CHECKOV_VENV)/.installed ## CloudFormation for every stack, offline, with cdk-nag, cfn-lint and checkov
 	$(BIN)/python -m stacks.synth $(if $(CONFIG),--config $(CONFIG))
+
+openapi: install ## write docs/openapi.json from the route table, the models and the error codes
+	PYTHONPATH=lambdas $(PY) -m vault.contract docs/openapi.json
 
 demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
 	$(BIN)/agent-vault local demo

@@ -16,7 +16,14 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _given(name: str, json_type: str = "string") -> dict[str, Any]:
+    """JSON Schema for "member `name` is present and not null" (for docs/openapi.json)."""
+    return {"required": [name], "properties": {name: {"type": json_type}}}
+
+
 class UserIdentity(_Body):
+    model_config = ConfigDict(json_schema_extra={"oneOf": [_given("id_token"), _given("user_id")]})
+
     id_token: Annotated[str, StringConstraints(min_length=10, max_length=8192)] | None = None
     user_id: Annotated[str, StringConstraints(pattern=r"^[\w.@+=:-]{1,128}$")] | None = None
 
@@ -61,6 +68,13 @@ class RevokedUser(_Body):
 
 
 class Revocation(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [_given("user", "object")]
+            + [_given(name) for name in ("agent", "provider", "grant_id")]
+        }
+    )
+
     user: RevokedUser | None = None
     agent: ProviderName | None = None
     provider: ProviderName | None = None

@@ -1,0 +1,119 @@
+"""docs/openapi.json is the API the code serves: regenerated here, it must equal the committed
+file; every route of the one route table is in it with its method, parameters and security; every
+error code is enumerated; and it is a valid OpenAPI 3.1 document."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from agent_vault.routes import ROUTES
+from vault import contract
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "docs" / "openapi.json"
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    """The document as generated now (the first test holds the committed file to it)."""
+    generated: dict[str, Any] = json.loads(contract.render())
+    return generated
+
+
+def test_the_committed_document_is_the_generated_one() -> None:
+    assert COMMITTED.exists(), "docs/openapi.json is missing: run `make openapi`"
+    assert COMMITTED.read_text(encoding="utf-8") == contract.render(), (
+        "docs/openapi.json drifted from the routes, models or error codes: run `make openapi` "
+        "and commit the result"
+    )
+
+
+def test_generation_is_deterministic() -> None:
+    assert contract.render() == contract.render()
+
+
+def test_it_is_a_valid_openapi_3_1_document(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1.")
+    validate(document)
+
+
+def test_every_route_is_there_with_its_method_and_path_parameters(
+    document: dict[str, Any],
+) -> None:
+    documented = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if not method.startswith("x-")
+    }
+    assert documented == {(r.method, r.path) for r in ROUTES}
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method.lower()]
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == set(re.findall(r"\{([a-z_]+)\}", route.path)), route.route_key
+        assert all(
+            p["required"] for p in operation.get("parameters", []) if p["in"] == "path"
+        ), route.route_key
+
+
+def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert (schemes["dpop"]["in"], schemes["dpop"]["name"]) == ("header", "DPoP")
+    for route in ROUTES:
+        security = document["paths"][route.path][route.method.lower()]["security"]
+        if route.auth == "none":
+            assert security == [], route.route_key  # the public callback
+        else:
+            assert len(security) == 1 and "sigv4" in security[0], route.route_key
+            # a session route proves possession of the session key (docs/api.md)
+            assert ("dpop" in security[0]) == route.path.startswith("/v1/sessions"), (
+                route.route_key
+            )
+
+
+def test_every_error_code_is_enumerated_in_the_problem_schema(document: dict[str, Any]) -> None:
+    problem = document["components"]["schemas"]["Problem"]
+    classes = contract.error_classes()
+    assert problem["properties"]["code"]["enum"] == sorted({c.code for c in classes})
+    assert {code: entry["status"] for code, entry in problem["x-problem-codes"].items()} == {
+        c.code: c.status for c in classes
+    }
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            for status in ("4XX", "5XX"):
+                content = operation["responses"][status]["content"]
+                assert content["application/problem+json"]["schema"] == {
+                    "$ref": "#/components/schemas/Problem"
+                }
+
+
+def test_request_bodies_are_the_models_the_handlers_parse(document: dict[str, Any]) -> None:
+    """The body schema of each route is the model its handler gives `parse_body`."""
+    handlers = {
+        "vault.handlers.agent_api.handler": ROOT / "lambdas/vault/handlers/agent_api.py",
+        "vault.handlers.admin_api.handler": ROOT / "lambdas/vault/handlers/admin_api.py",
+        "vault.handlers.callback.handler": ROOT / "lambdas/vault/handlers/callback.py",
+    }
+    for route in ROUTES:
+        source = handlers[route.handler].read_text(encoding="utf-8")
+        path = re.sub(r"\{([a-z_]+)\}", r"<\1>", route.path)
+        decorated = re.search(
+            rf'@app\.{route.method.lower()}\("{re.escape(path)}"\)\n(.*?)(?=\n@|\Z)',
+            source,
+            re.S,
+        )
+        assert decorated, f"no @app.{route.method.lower()}({path!r}) in {route.handler}"
+        parsed = re.search(r"parse_body\(app, (\w+)\)", decorated.group(1))
+        body = document["paths"][route.path][route.method.lower()].get("requestBody")
+        if parsed is None:
+            assert body is None, route.route_key
+        else:
+            schema = body["content"]["application/json"]["schema"]
+            assert schema == {"$ref": f"#/components/schemas/{parsed.group(1)}"}, route.route_key
