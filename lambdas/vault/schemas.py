@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")]
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
@@ -16,7 +17,7 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _given(name: str, json_type: str = "string") -> dict[str, Any]:
+def _given(name: str, json_type: str = "string") -> JsonDict:
     """JSON Schema for "member `name` is present and not null" (for docs/openapi.json)."""
     return {"required": [name], "properties": {name: {"type": json_type}}}
 
@@ -70,8 +71,10 @@ class RevokedUser(_Body):
 class Revocation(_Body):
     model_config = ConfigDict(
         json_schema_extra={
-            "anyOf": [_given("user", "object")]
-            + [_given(name) for name in ("agent", "provider", "grant_id")]
+            "anyOf": [
+                _given("user", "object"),
+                *(_given(name) for name in ("agent", "provider", "grant_id")),
+            ]
         }
     )
 

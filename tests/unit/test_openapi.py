@@ -57,9 +57,9 @@ def test_every_route_is_there_with_its_method_and_path_parameters(
         operation = document["paths"][route.path][route.method.lower()]
         declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
         assert declared == set(re.findall(r"\{([a-z_]+)\}", route.path)), route.route_key
-        assert all(
-            p["required"] for p in operation.get("parameters", []) if p["in"] == "path"
-        ), route.route_key
+        assert all(p["required"] for p in operation.get("parameters", []) if p["in"] == "path"), (
+            route.route_key
+        )
 
 
 def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> None:
@@ -73,9 +73,7 @@ def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> N
         else:
             assert len(security) == 1 and "sigv4" in security[0], route.route_key
             # a session route proves possession of the session key (docs/api.md)
-            assert ("dpop" in security[0]) == route.path.startswith("/v1/sessions"), (
-                route.route_key
-            )
+            assert ("dpop" in security[0]) == route.path.startswith("/v1/sessions"), route.route_key
 
 
 def test_every_error_code_is_enumerated_in_the_problem_schema(document: dict[str, Any]) -> None:
