@@ -20,7 +20,7 @@ from agent_vault.routes import ROUTES, match_route
 from tests.support import apigw
 from tests.support.apigw import HttpAnswer
 from tests.support.harness import Vault
-from vault import contract
+from vault import contract, openapi
 
 
 def _failures(schema: Draft202012Validator, instance: Any) -> list[str]:
@@ -32,7 +32,7 @@ class Contract:
     """Checks requests and answers against the generated document; remembers what it saw."""
 
     def __init__(self) -> None:
-        self.document = json.loads(contract.render())
+        self.document = json.loads(openapi.render())
         self.seen: set[tuple[str, str]] = set()
 
     def _schema(self, ref: dict[str, Any]) -> Draft202012Validator:

@@ -13,7 +13,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from agent_vault.routes import ROUTES
-from vault import contract
+from vault import openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "openapi.json"
@@ -22,20 +22,20 @@ COMMITTED = ROOT / "docs" / "openapi.json"
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     """The document as generated now (the first test holds the committed file to it)."""
-    generated: dict[str, Any] = json.loads(contract.render())
+    generated: dict[str, Any] = json.loads(openapi.render())
     return generated
 
 
 def test_the_committed_document_is_the_generated_one() -> None:
     assert COMMITTED.exists(), "docs/openapi.json is missing: run `make openapi`"
-    assert COMMITTED.read_text(encoding="utf-8") == contract.render(), (
+    assert COMMITTED.read_text(encoding="utf-8") == openapi.render(), (
         "docs/openapi.json drifted from the routes, models or error codes: run `make openapi` "
         "and commit the result"
     )
 
 
 def test_generation_is_deterministic() -> None:
-    assert contract.render() == contract.render()
+    assert openapi.render() == openapi.render()
 
 
 def test_it_is_a_valid_openapi_3_1_document(document: dict[str, Any]) -> None:
@@ -78,7 +78,7 @@ def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> N
 
 def test_every_error_code_is_enumerated_in_the_problem_schema(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
-    classes = contract.error_classes()
+    classes = openapi.error_classes()
     assert problem["properties"]["code"]["enum"] == sorted({c.code for c in classes})
     assert {code: entry["status"] for code, entry in problem["x-problem-codes"].items()} == {
         c.code: c.status for c in classes
