@@ -5,7 +5,10 @@ error code is enumerated; and it is a valid OpenAPI 3.1 document."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +118,23 @@ def test_request_bodies_are_the_models_the_handlers_parse(document: dict[str, An
         else:
             schema = body["content"]["application/json"]["schema"]
             assert schema == {"$ref": f"#/components/schemas/{parsed.group(1)}"}, route.route_key
+
+
+def test_no_handler_imports_the_contract_or_the_generator() -> None:
+    """The document costs a Lambda cold start nothing: a fresh interpreter that imports every
+    HTTP handler has loaded neither `vault.contract` nor `vault.openapi`."""
+    handlers = sorted({route.handler.rpartition(".")[0] for route in ROUTES})
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {handlers!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m in ('vault.contract', 'vault.openapi')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "lambdas"), str(ROOT)])},
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
