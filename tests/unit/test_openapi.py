@@ -4,6 +4,7 @@ error code is enumerated; and it is a valid OpenAPI 3.1 document."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -97,13 +98,10 @@ def test_every_error_code_is_enumerated_in_the_problem_schema(document: dict[str
 
 def test_request_bodies_are_the_models_the_handlers_parse(document: dict[str, Any]) -> None:
     """The body schema of each route is the model its handler gives `parse_body`."""
-    handlers = {
-        "vault.handlers.agent_api.handler": ROOT / "lambdas/vault/handlers/agent_api.py",
-        "vault.handlers.admin_api.handler": ROOT / "lambdas/vault/handlers/admin_api.py",
-        "vault.handlers.callback.handler": ROOT / "lambdas/vault/handlers/callback.py",
-    }
     for route in ROUTES:
-        source = handlers[route.handler].read_text(encoding="utf-8")
+        spec = importlib.util.find_spec(route.handler.rpartition(".")[0])
+        assert spec is not None and spec.origin is not None, route.handler
+        source = Path(spec.origin).read_text(encoding="utf-8")
         path = re.sub(r"\{([a-z_]+)\}", r"<\1>", route.path)
         decorated = re.search(
             rf'@app\.{route.method.lower()}\("{re.escape(path)}"\)\n(.*?)(?=\n@|\Z)',
