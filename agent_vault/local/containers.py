@@ -20,7 +20,8 @@ The containers' output (the vault's Powertools JSON log lines, audit events incl
 the parent over the same socket with each answer, and the pool writes it to the vault log with
 one ``platform.report`` record per invocation naming the container that served it.
 
-This module is also the init process's entry point: ``python -m agent_vault.local.containers FD``.
+This module is also the init process's entry point:
+``python -m agent_vault.local.containers FD [PYTHONPATH entries...]``.
 It imports nothing of the vault until the init message arrives.
 """
 
@@ -68,9 +69,11 @@ PRELOAD = (
     "aws_lambda_powertools.event_handler", "aws_lambda_powertools.logging",
     "aws_lambda_powertools.metrics", "aws_lambda_powertools.tracing",
     "aws_lambda_powertools.utilities.parameters", "aws_lambda_powertools.utilities.idempotency",
+    "aws_xray_sdk.core", "vault.models", "vault.schemas", "vault.config",
 )
-"""Libraries the init process imports while local mode starts (they read no configuration), so
-importing the handlers later, once the environment is complete, is quick."""
+"""What the init process imports while local mode starts: libraries and the vault's declarative
+modules, none of which reads the environment at import. The handler modules (which build their
+resolvers, loggers and clients at import) are imported later, with the complete environment."""
 
 _LENGTH = struct.Struct("!I")
 _START_TIMEOUT = 60.0
@@ -225,12 +228,15 @@ def _serve(channel: socket.socket, spec: dict[str, Any], output: _Output,
         _send(channel, reply)
 
 
-def _init_process(control_fd: int) -> None:
+def _init_process(control_fd: int, path: Sequence[str]) -> None:
     """The init process: preload, wait for the environment, import the handlers, then fork one
     container per request on the control socket (which carries the container's socket)."""
     control = socket.socket(fileno=control_fd)
     output = _Output()
     sys.stdout = output  # Powertools Logger writes to sys.stdout
+    for entry in reversed(path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -240,9 +246,6 @@ def _init_process(control_fd: int) -> None:
     init = json.loads(data)
     os.environ.clear()
     os.environ.update(init["environ"])
-    for entry in reversed(init["path"]):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
     errors: dict[str, str] = {}
     for dotted in init["handlers"]:
         try:
@@ -316,21 +319,22 @@ class VaultLog:
 class _InitProcess:
     """The parent's side of the init process."""
 
-    def __init__(self, cwd: str) -> None:
+    def __init__(self, cwd: str, path: Sequence[str]) -> None:
         self._control, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our interpreter and module  # nosec B603
-                [sys.executable, "-m", "agent_vault.local.containers", str(child.fileno())],
+                [sys.executable, "-m", "agent_vault.local.containers", str(child.fileno()),
+                 *path],
                 stdin=subprocess.DEVNULL, pass_fds=[child.fileno()], cwd=cwd,
             )
         finally:
             child.close()
         self._lock = threading.Lock()
 
-    def init(self, environ: Mapping[str, str], path: Sequence[str], handlers: Sequence[str],
-             service: str, timeout: float) -> dict[str, Any]:
-        message = json.dumps({"environ": dict(environ), "path": list(path),
-                              "handlers": list(handlers), "service": service}).encode("utf-8")
+    def init(self, environ: Mapping[str, str], handlers: Sequence[str], service: str,
+             timeout: float) -> dict[str, Any]:
+        message = json.dumps({"environ": dict(environ), "handlers": list(handlers),
+                              "service": service}).encode("utf-8")
         with self._lock:
             self._control.sendall(message)
             self._control.settimeout(timeout)
@@ -555,7 +559,7 @@ class LambdaFleet:
         self._pools: dict[str, FunctionPool] = {}
 
     def start(self) -> LambdaFleet:
-        self._init = _InitProcess(self.cwd)
+        self._init = _InitProcess(self.cwd, self.python_path)
         return self
 
     def init(self, environ: Mapping[str, str], timeout: float = 60.0) -> None:
@@ -563,8 +567,8 @@ class LambdaFleet:
         :class:`ContainerError` naming a handler that fails to import."""
         if self._init is None:
             raise ContainerError("start the fleet first")
-        answer = self._init.init(environ, self.python_path, sorted(set(self.functions.values())),
-                                 self.service, timeout)
+        answer = self._init.init(environ, sorted(set(self.functions.values())), self.service,
+                                 timeout)
         self.sink.write(str(answer.get("logs") or ""), answer.get("audit") or ())
         errors: dict[str, str] = answer.get("errors") or {}
         if errors:
@@ -599,4 +603,4 @@ class LambdaFleet:
 
 
 if __name__ == "__main__":
-    _init_process(int(sys.argv[1]))
+    _init_process(int(sys.argv[1]), sys.argv[2:])

@@ -7,6 +7,7 @@ Both tests go through the real local API Gateway (SigV4, HTTP) of a local mode i
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -52,6 +53,7 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
         labels = {token: f"{name}'s token" for name, token in own_token.items()}
         sessions = {sid: f"{name}'s session" for name, sid in own_session.items()}
 
+        log_offset = Path(info.vault_log).stat().st_size
         barrier = threading.Barrier(len(clients))
 
         def asker(name: str) -> Callable[[], list[str]]:
@@ -86,23 +88,48 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
             crossed = [a for a in answers if a not in expected]
             assert answers == expected, f"{name} received {len(crossed)} foreign answers: " \
                 f"{sorted(set(crossed))}"
+
+        # What each handler saw: every token decision is logged once, under its own request's
+        # id, with the principal the gateway verified for that request.
+        records = _records(info, log_offset)
+        decisions = [r for r in records if (r.get("audit") or {}).get("action") == "token.issue"]
+        assert len(decisions) == 2 * PAIRS
+        request_ids = [r.get("correlation_id") for r in decisions]
+        shared = len(request_ids) - len(set(request_ids))
+        assert shared == 0, f"{shared} token decisions were logged under another request's id"
+        verified = {r["eventRequestId"]: r["principal"] for r in records
+                    if r.get("type") == "platform.report"}
+        session_of_task = {info.principal(TASK_1).session_name: own_session["alice"],
+                           info.principal(MAIL_TASK).session_name: own_session["bob"]}
+        for decision in decisions:
+            task = verified[decision["correlation_id"]].rsplit("/", 1)[-1]  # the ARN's session
+            assert (decision["audit"]["task_id"], decision["audit"]["session_id"]) == \
+                (task, session_of_task[task])
     finally:
         for client in clients.values():
             client.close()
 
 
-def _reports(info: LocalInfo, function: str, since: float) -> list[dict[str, Any]]:
-    """The platform.report records the local Lambda service wrote for ``function``."""
-    found = []
-    for line in Path(info.vault_log).read_text(encoding="utf-8").splitlines():
+def _records(info: LocalInfo, offset: int = 0) -> list[dict[str, Any]]:
+    """The JSON records of the vault log from ``offset`` on."""
+    with Path(info.vault_log).open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode("utf-8").splitlines()
+    records = []
+    for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if (isinstance(record, dict) and record.get("type") == "platform.report"
-                and record.get("function") == function and record.get("startedAt", 0) >= since):
-            found.append(record)
-    return found
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _reports(info: LocalInfo, function: str, since: float) -> list[dict[str, Any]]:
+    """The platform.report records the local Lambda service wrote for ``function``."""
+    return [r for r in _records(info) if r.get("type") == "platform.report"
+            and r.get("function") == function and r.get("startedAt", 0) >= since]
 
 
 def test_a_container_serves_one_request_at_a_time(local_with_agent: LocalInfo) -> None:
@@ -137,7 +164,7 @@ def test_a_container_serves_one_request_at_a_time(local_with_agent: LocalInfo) -
             by_container.setdefault(report["container"], []).append(report)
         for served in by_container.values():
             served.sort(key=lambda r: r["startedAt"])
-            for before, after in zip(served, served[1:], strict=False):
+            for before, after in itertools.pairwise(served):
                 assert after["startedAt"] >= before["endedAt"], "a container served two at once"
         overlapping = [(a, b) for i, a in enumerate(reports) for b in reports[i + 1:]
                        if a["startedAt"] < b["endedAt"] and b["startedAt"] < a["endedAt"]]
