@@ -231,14 +231,15 @@ def _serve(channel: socket.socket, spec: dict[str, Any], output: _Output,
 def _init_process(control_fd: int, path: Sequence[str]) -> None:
     """The init process: preload, wait for the environment, import the handlers, then fork one
     container per request on the control socket (which carries the container's socket)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops local mode, which closes us
     control = socket.socket(fileno=control_fd)
     output = _Output()
     sys.stdout = output  # Powertools Logger writes to sys.stdout
     for entry in reversed(path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+    for name in PRELOAD:  # a failure here shows again, with its cause, when the handlers import
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
     data = control.recv(1 << 20)
     if not data:
@@ -415,11 +416,6 @@ class FunctionPool:
         self._stopped = False
         self._cond = threading.Condition()
 
-    @property
-    def size(self) -> int:
-        with self._cond:
-            return len(self._all) + self._starting
-
     def _start_container(self) -> _Container:
         started = time.monotonic()
         container = _Container(self.function_name)
@@ -583,9 +579,6 @@ class LambdaFleet:
         """One container per function, started now."""
         for pool in self._pools.values():
             pool.warm()
-
-    def pool(self, function_name: str) -> FunctionPool:
-        return self._pools[function_name]
 
     def handler(self, dotted: str) -> Callable[[dict[str, Any], Any], Any]:
         """The adapter's resolver: a handler that runs each event in a container."""
