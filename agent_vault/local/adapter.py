@@ -12,8 +12,10 @@ It plays API Gateway's part honestly:
   checked;
 * it builds the HTTP API payload v2.0 event API Gateway would send, with
   ``requestContext.authorizer.iam`` filled from the principal it verified (never from anything
-  the caller claims), calls the Lambda handler in-process with a Lambda-like context, and writes
-  the handler's answer (status, headers, cookies, body, base64) back.
+  the caller claims), invokes the function with a Lambda-like context, and writes the handler's
+  answer (status, headers, cookies, body, base64) back. In local mode the handler it is given
+  runs each event in a container of its own, one request at a time
+  (:mod:`agent_vault.local.containers`); unit tests may hand it plain callables.
 
 It signs nothing itself and holds no secret but the local principals' own.
 """
@@ -37,7 +39,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -45,6 +47,7 @@ from urllib.parse import parse_qsl, unquote
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from agent_vault.local.containers import LambdaContext
 from agent_vault.local.credentials import DEFAULT_ACCOUNT, LocalPrincipal, PrincipalRegistry
 from agent_vault.routes import Route, match_route
 
@@ -227,34 +230,9 @@ def _stamp(epoch: float) -> str:
     return time.strftime(SIGV4_TIMESTAMP, time.gmtime(epoch))
 
 
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime passes as ``context`` (the attributes Powertools reads)."""
-
-    function_name: str
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    timeout_ms: int = 10_000
-    region: str = "us-east-1"
-    account_id: str = DEFAULT_ACCOUNT
-    _started: float = field(default_factory=time.monotonic, repr=False)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "local/[$LATEST]local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        elapsed = int((time.monotonic() - self._started) * 1000)
-        return max(0, self.timeout_ms - elapsed)
+def _trace(exc: Exception) -> str:
+    """The traceback to log: the container's when the handler raised in one."""
+    return str(getattr(exc, "stack_trace", "") or traceback.format_exc())
 
 
 def _is_text(content_type: str) -> bool:
@@ -445,8 +423,8 @@ class LocalApiGateway:
                                 region=self.region, account_id=self.api_account_id)
         try:
             result = self.handler_for(route)(event, context)
-        except Exception:
-            log.error("the %s handler raised:\n%s", route.function, traceback.format_exc())
+        except Exception as exc:
+            log.error("the %s handler raised:\n%s", route.function, _trace(exc))
             if self.on_event is not None:
                 self.on_event(event, None)
             return _message(500, "Internal Server Error", request_id)
@@ -633,8 +611,9 @@ class LocalLambdaService:
         try:
             result = self._resolver(dotted)(event, context)
         except Exception as exc:
-            log.error("function %s raised:\n%s", name, traceback.format_exc())
-            payload = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+            log.error("function %s raised:\n%s", name, _trace(exc))
+            payload = {"errorMessage": str(exc),
+                       "errorType": getattr(exc, "error_type", type(exc).__name__)}
             return GatewayResponse(200, [*base, ("x-amz-function-error", "Unhandled")],
                                    json.dumps(payload).encode())
         invocation_type = _header_map(headers).get("x-amz-invocation-type", ["RequestResponse"])

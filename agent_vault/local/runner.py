@@ -7,10 +7,12 @@
    secret and an ECS cluster whose tasks are the local agent tasks;
 2. the authorization server (``oidc-provider`` on Node, :class:`AuthorizationServer`), which is
    the calendar provider, the users' identity provider and the calendar API;
-3. the vault's Lambda handlers, imported after the environment the deployed functions get
-   (``TABLE_NAME``, ``KEY_ID``, ``CALLBACK_URL``..., ``AWS_ENDPOINT_URL`` = moto), behind the
-   local API Gateway (:mod:`agent_vault.local.adapter`), which verifies SigV4 for each local
-   principal; and a local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in);
+3. the vault's Lambda functions, each a pool of containers (processes forked from one init
+   process that imported the handlers with the environment the deployed functions get:
+   ``TABLE_NAME``, ``KEY_ID``, ``CALLBACK_URL``..., ``AWS_ENDPOINT_URL`` = moto), one request at
+   a time per container (:mod:`agent_vault.local.containers`), behind the local API Gateway
+   (:mod:`agent_vault.local.adapter`), which verifies SigV4 for each local principal; and a
+   local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in);
 4. optionally the sample agent (``agent/app.py``) with uvicorn, signing as its own task.
 
 Everything binds 127.0.0.1 on ports the OS picks. :meth:`LocalMode.stop` stops all of it and
@@ -41,13 +43,14 @@ from typing import IO, Any
 
 from agent_vault.client import UserIdentity
 from agent_vault.local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
+from agent_vault.local.containers import ContainerError, LambdaFleet, VaultLog
 from agent_vault.local.credentials import (
     DEFAULT_ACCOUNT,
     LocalPrincipal,
     PrincipalRegistry,
     new_principal,
 )
-from agent_vault.routes import REAPER, ROUTES
+from agent_vault.routes import REAPER, ROUTES, Route
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
 
@@ -78,6 +81,7 @@ ADMIN_ROLE = "vault-admin-role"
 EVENTS_ROLE = "agent-vault-local-events"
 REAPER_FUNCTION = "agent-vault-reaper"
 APP_AUDIENCE = "agent-app"
+SERVICE_NAME = "agent-vault"
 
 AGENT_APP = "calendar-agent/app"
 TASK_1 = "calendar-agent/task-1"
@@ -88,6 +92,13 @@ EVENTS = "eventbridge"
 
 # moto's fake credentials (bandit B105 reviewed)
 _MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
+
+
+def _functions(routes: tuple[Route, ...] = ROUTES) -> dict[str, str]:
+    """Function name -> handler, for every function local mode runs."""
+    functions = {f"agent-vault-{route.function}": route.handler for route in routes}
+    functions[REAPER_FUNCTION] = REAPER
+    return functions
 
 
 class LocalModeError(RuntimeError):
@@ -169,20 +180,6 @@ def _patched_environ(values: dict[str, str | None]) -> Iterator[None]:
 
 def _url_of(sock: socket.socket) -> str:
     return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-class _AuditTap(logging.Handler):
-    """Hands each audit event (a log record with an ``audit`` member) to a callback."""
-
-    def __init__(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        super().__init__(logging.INFO)
-        self.callback = callback
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "audit", None)
-        if isinstance(event, dict):
-            with contextlib.suppress(Exception):
-                self.callback({"time": record.created, **event})
 
 
 class LocalMode:
@@ -382,39 +379,25 @@ class LocalMode:
             ],
         }
 
-    def _import_handlers(self) -> None:
-        _importable(LAMBDAS_DIR)
-        for dotted in {route.handler for route in ROUTES} | {REAPER}:
-            module = dotted.rpartition(".")[0]
-            try:
-                importlib.import_module(module)
-            except Exception as exc:
-                raise LocalModeError(f"the vault handler module {module} failed to import: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+    def _start_fleet(self, vault_log: Path) -> LambdaFleet:
+        """The functions' init process (it preloads libraries while the rest starts). The
+        containers' logs go to ``vault_log`` (Powertools JSON) and audit events to on_audit."""
+        sink = VaultLog(vault_log, self.on_audit)
+        self._stack.callback(sink.close)
+        fleet = LambdaFleet(_functions(), sink, python_path=[str(LAMBDAS_DIR)],
+                            cwd=str(REPO_ROOT), service=SERVICE_NAME)
+        fleet.start()
+        self._stack.callback(fleet.stop)
+        return fleet
 
-    def _capture_vault_logs(self, path: Path) -> None:
-        """Send the vault's Powertools logs to a JSONL file (and audit events to on_audit)."""
-        handle = path.open("a", encoding="utf-8")
-        self._stack.callback(handle.close)
-        vault_logger = logging.getLogger(os.environ.get("POWERTOOLS_SERVICE_NAME", "agent-vault"))
-        restore: list[tuple[logging.StreamHandler[Any], Any]] = []
-        for handler in vault_logger.handlers:
-            if isinstance(handler, logging.StreamHandler):
-                restore.append((handler, handler.setStream(handle)))
-        if not restore:
-            file_handler = logging.StreamHandler(handle)
-            vault_logger.addHandler(file_handler)
-            self._stack.callback(vault_logger.removeHandler, file_handler)
-
-        def put_back() -> None:
-            for handler, stream in restore:
-                handler.setStream(stream)
-
-        self._stack.callback(put_back)
-        if self.on_audit is not None:
-            tap = _AuditTap(self.on_audit)
-            vault_logger.addHandler(tap)
-            self._stack.callback(vault_logger.removeHandler, tap)
+    def _init_fleet(self, fleet: LambdaFleet) -> None:
+        """Import the handlers (the environment is complete now) and start one container per
+        function."""
+        try:
+            fleet.init(dict(os.environ), timeout=self.startup_timeout)
+            fleet.warm()
+        except ContainerError as exc:
+            raise LocalModeError(str(exc)) from exc
 
     def _start_agent(self, info_partial: dict[str, Any], sock: socket.socket,
                      principal: LocalPrincipal) -> None:
@@ -482,8 +465,8 @@ class LocalMode:
         client_secret = secrets.token_urlsafe(32)
 
         # Start-up runs in parallel: moto imports in its own process, Node starts the provider,
-        # a thread creates the AWS resources (waiting for moto), and this thread imports the
-        # vault's handlers meanwhile.
+        # a thread creates the AWS resources (waiting for moto), the functions' init process
+        # preloads its libraries, and this thread imports the sample agent meanwhile.
         moto = self._start_moto(moto_sock)
         provider = AuthorizationServer(
             redirect_uris=[callback_url],
@@ -517,7 +500,7 @@ class LocalMode:
             "CALLBACK_URL": callback_url,
             "CLIENT_SECRET_PREFIX": CLIENT_SECRET_PREFIX,
             "VAULT_CONFIG_PATH": str(config_path),
-            "POWERTOOLS_SERVICE_NAME": "agent-vault",
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": "AgentVault",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -526,9 +509,8 @@ class LocalMode:
             "POWERTOOLS_DEV": None,
         }
         self._stack.enter_context(_patched_environ(environment))
-        self._import_handlers()  # after the environment: some read it at import
         vault_log = workdir / "vault.log.jsonl"
-        self._capture_vault_logs(vault_log)
+        fleet = self._start_fleet(vault_log)
         if self.with_agent:
             _importable(REPO_ROOT)  # the sample agent lives in the checkout, not the package
             importlib.import_module("agent.app")
@@ -545,6 +527,7 @@ class LocalMode:
         config_path.write_text(json.dumps(
             self._config(provider.issuer, provider.jwks_uri, provider.resource, return_url),
             indent=2), encoding="utf-8")
+        self._init_fleet(fleet)  # the handlers import with the whole environment
         principals = self._principals(tasks)
         api_registry = PrincipalRegistry(p for n, p in principals.items() if n != EVENTS)
         events_registry = PrincipalRegistry([principals[EVENTS]])
@@ -552,11 +535,12 @@ class LocalMode:
                                                                region=REGION)
 
         gateway = LocalApiGateway(api_registry, region=REGION,
-                                  domain_name=vault_url.removeprefix("http://"))
+                                  domain_name=vault_url.removeprefix("http://"),
+                                  resolver=fleet.handler)
         api_server = LocalApiServer(gateway, sock=vault_sock).start()
         self._stack.callback(api_server.stop)
         lambda_service = LocalLambdaService(events_registry, {REAPER_FUNCTION: REAPER},
-                                            region=REGION)
+                                            region=REGION, resolver=fleet.handler)
         lambda_server = LocalApiServer(lambda_service, sock=lambda_sock).start()
         self._stack.callback(lambda_server.stop)
 
