@@ -86,6 +86,8 @@ class SessionToken:
     access_token_ct: bytes
     expires_at: int
     revoke_pending: bool = False
+    lifetime: int | None = None
+    """Seconds the provider gave the token when it was minted (None on items stored before)."""
 
     @property
     def context(self) -> dict[str, str]:

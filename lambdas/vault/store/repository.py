@@ -162,6 +162,8 @@ def token_item(t: SessionToken) -> dict[str, Any]:
     }
     if t.revoke_pending:
         item["revoke_pending"] = {"BOOL": True}
+    if t.lifetime is not None:
+        item["lifetime"] = _n(t.lifetime)
     return item
 
 
@@ -175,6 +177,7 @@ def token_from(item: dict[str, Any]) -> SessionToken:
         access_token_ct=_get_b(item, "access_token"),
         expires_at=_get_n(item, "expires_at"),
         revoke_pending=bool(item.get("revoke_pending", {}).get("BOOL", False)),
+        lifetime=int(lifetime) if (lifetime := _opt_f(item, "lifetime")) is not None else None,
     )
 
 
