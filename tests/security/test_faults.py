@@ -441,27 +441,21 @@ def test_row_22_a_pending_flow_kept_by_a_provider_failure_still_expires(vault: V
     assert_problem(late, 400, "invalid_state")
 
 
-@pytest.mark.parametrize(
-    "fault, status, code",
-    [({"status": 500}, 502, "provider_error"), ({"delay_ms": 2600}, 504, "provider_timeout")],
-    ids=["5xx", "timeout"],
-)
 def test_row_22_a_failing_provider_at_refresh_keeps_the_grant(
-    vault: Vault, audit_events: AuditLog, fault: dict[str, int], status: int, code: str
+    vault: Vault, audit_events: AuditLog
 ) -> None:
+    """A 5xx answer means the refresh was not done: the grant is kept and the next request
+    refreshes. (A timeout's outcome is unknown: test_attacks_refresh.py, row 40.)"""
     agent = connected_agent(vault)
-    vault.server.set_faults(token_endpoint=fault)
+    vault.server.set_faults(token_endpoint={"status": 500})
     requests = refreshes(vault)
     with unchanged(vault):
         answer = agent.token("calendar", ["calendar.read"])
-    assert_problem(answer, status, code)
-    audit_events.expect("token.issue", "denied", reason=code)
+    assert_problem(answer, 502, "provider_error")
+    audit_events.expect("token.issue", "denied", reason="provider_error")
     assert agent.token("calendar", ["calendar.read"]).status == 200
     # one failed attempt, one good one: nothing retried behind the caller's back
-    stats = vault.server.stats()
-    assert refreshes(vault) - requests == (2 if code == "provider_error" else 1)
-    if code == "provider_timeout":
-        assert stats["dropped_requests"] >= 1
+    assert refreshes(vault) - requests == 2
 
 
 # --- a lost refresh response with a rotating provider ---------------------------------------
@@ -470,11 +464,11 @@ def test_row_22_a_failing_provider_at_refresh_keeps_the_grant(
 def test_row_22_a_lost_refresh_response_breaks_the_grant_once_without_a_retry_storm(
     vault: Vault, audit_events: AuditLog
 ) -> None:
-    """Known gap (docs/threat-model.md). The provider processed a refresh and rotated the
-    refresh token, but its answer never reached the vault (played here by redeeming the stored
-    refresh token directly, as the lost request did). The vault still holds the spent token:
-    its next refresh is a reuse, the rotating provider revokes the grant (invalid_grant), and
-    the vault marks the grant broken once and asks for consent, never retrying upstream."""
+    """The refresh token was spent outside the vault's sight (played here by redeeming the stored
+    refresh token directly). The vault still holds the spent token: its next refresh is a
+    reuse, the rotating provider revokes the grant (invalid_grant), and the vault marks the
+    grant broken once and asks for consent, never retrying upstream. (A lost answer to the
+    vault's own refresh is never replayed at all: test_attacks_refresh.py, row 40.)"""
     agent = connected_agent(vault)
     spent = stored_refresh_token(vault, grant_item(vault))
     lost = vault.server.token_request({"grant_type": "refresh_token", "refresh_token": spent})
