@@ -22,6 +22,7 @@ from tests.security.helpers import (
     assert_problem,
     connected_agent,
     grant_item,
+    items_of_type,
     unchanged,
 )
 from tests.security.test_attacks_storage import refreshes
@@ -195,3 +196,43 @@ def test_row_40_a_provider_that_never_rotates_gets_the_refresh_retried(
     assert grant_item(vault)["status"]["S"] == "active"
     assert agent.token("calendar-steady", ["calendar.read"]).status == 200
     assert not audit_events.find("grant.refresh", "broken")
+
+
+# --- rows 13/14: never a token broader than asked ----------------------------------------------
+
+
+def test_row_13_a_refreshed_token_broader_than_asked_is_never_handed_out(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """The guard after a refresh: a provider that ignores the narrowing (played by not sending
+    `scope`, so oidc-provider mints a token for the whole grant) returns calendar.read and
+    calendar.write to a request for calendar.read: the token is neither served nor cached, the
+    rotated refresh token is still kept, and the grant stays usable."""
+    add_provider(vault, "calendar-wide", narrow_scopes_on_refresh=False)
+    agent = connected_agent(
+        vault, provider="calendar-wide", scopes=("calendar.read", "calendar.write")
+    )
+    before = grant_item(vault)
+    requests = refreshes(vault)
+
+    answer = agent.token("calendar-wide", ["calendar.read"])
+
+    assert_problem(answer, 502, "provider_error")
+    assert "access_token" not in answer.json
+    assert refreshes(vault) - requests == 1
+    assert not items_of_type(vault, "token"), "the broader token is not cached"
+    audit_events.expect(
+        "grant.refresh",
+        "failed",
+        reason="scope_not_narrowed",
+        granted_scopes=["calendar.read", "calendar.write"],
+    )
+    after = grant_item(vault)
+    assert after["status"]["S"] == "active" and "lease_owner" not in after
+    assert after["refresh_token"] != before["refresh_token"], "the rotated refresh token is kept"
+    # what the grant holds as a whole is still served: the token then is exactly as broad
+    whole = agent.token("calendar-wide", ["calendar.read", "calendar.write"])
+    assert whole.status == 200, whole.body
+    assert vault.server.introspect(whole.json["access_token"])["scope"] == (
+        "calendar.read calendar.write"
+    )
