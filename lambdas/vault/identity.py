@@ -7,7 +7,6 @@ different token of the same user at binding than the one the session started wit
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 from collections.abc import Callable

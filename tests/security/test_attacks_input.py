@@ -244,7 +244,8 @@ def test_row_32_deep_nesting_in_a_user_identity_token_is_a_401(
 def _deep_proofs(agent: TestAgent, method: str, path: str, sid: str | None) -> dict[str, str]:
     """Proofs with deep JSON in the header (unsigned garbage suffices) or in the claims (signed
     with the agent's own key, so only the nesting is wrong)."""
-    header = json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": agent.key.as_dict(private=False)})
+    jwk = agent.key.as_dict(private=False)
+    header = json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
     claims = json.dumps(
         {"jti": "j" * 24, "htm": method, "htu": f"https://{DOMAIN}{path}",
          "iat": int(agent.clock()), **({"sid": sid} if sid else {})}
