@@ -164,6 +164,10 @@ def _mint(
                 svc.repo.release_lease(leased, owner)
                 assert existing is not None
                 return existing, False
+            if leased.lease_abandoned and svc.provider(provider).config.rotates_refresh_tokens:
+                # the last holder never reported back (crashed, or its result was not stored):
+                # its refresh may have rotated the token we hold, so never replay it
+                raise _outcome_unknown(svc, session, leased, scopes)
             return _refresh(svc, session, leased, scopes, owner), True
         existing = svc.repo.get_session_token(session.session_id, provider, scopes)
         if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
@@ -188,6 +192,33 @@ def _require_usable(
         require_granted(provider, session_id, scopes, None, "grant_broken")
     else:
         require_granted(provider, session_id, scopes, grant.scopes, "scopes_not_granted")
+
+
+def _outcome_unknown(
+    svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...]
+) -> ConsentRequired:
+    """Mark the grant broken because a refresh's outcome is unknown; the error to raise."""
+    svc.repo.mark_grant_broken(grant, "refresh_outcome_unknown")
+    audit(
+        "grant.refresh",
+        "broken",
+        reason="refresh_outcome_unknown",
+        scopes=scopes,
+        agent=grant.agent,
+        user=grant.user,
+        provider=grant.provider,
+        grant_id=grant.grant_id,
+        session_id=session.session_id,
+    )
+    return ConsentRequired(
+        f"a refresh at {grant.provider!r} got no answer and may have rotated the user's grant; "
+        "it is not retried: ask for consent again",
+        provider=grant.provider,
+        missing_scopes=list(scopes),
+        reason="grant_broken",
+        broken_reason="refresh_outcome_unknown",
+        authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+    )
 
 
 def _refresh(
@@ -229,17 +260,7 @@ def _refresh(
         # The provider may have rotated the refresh token and its answer is lost: the token we
         # hold may be spent, and replaying it makes a rotating provider revoke the whole grant
         # (every session's live tokens). Never replay it: break the grant once, ask for consent.
-        svc.repo.mark_grant_broken(grant, "refresh_outcome_unknown")
-        audit("grant.refresh", "broken", reason="refresh_outcome_unknown", scopes=scopes, **where)
-        raise ConsentRequired(
-            f"a refresh at {grant.provider!r} got no answer and may have rotated the user's "
-            "grant; it is not retried: ask for consent again",
-            provider=grant.provider,
-            missing_scopes=list(scopes),
-            reason="grant_broken",
-            broken_reason="refresh_outcome_unknown",
-            authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
-        ) from exc
+        raise _outcome_unknown(svc, session, grant, scopes) from exc
     except DecryptionFailed as exc:  # moved from another grant or tampered: never used
         svc.repo.release_lease(grant, owner)
         raise StoredDataInvalid(

@@ -212,14 +212,18 @@ def test_row_21_dynamodb_failing_on_the_token_route_fails_closed(
     assert [e for e in audit_events.events if e.get("reason") == "storage_unavailable"]
 
 
-def test_row_21_a_storage_failure_after_the_upstream_refresh_spends_the_rotated_token(
+def test_row_21_a_storage_failure_after_the_upstream_refresh_is_never_replayed(
     vault: Vault, faults: AwsFaults, audit_events: AuditLog
 ) -> None:
-    """Known gap (docs/threat-model.md): the provider rotated the refresh token but the write
-    that keeps the new one failed, so the vault still holds the spent one. The lease stays
-    until it expires; then the next refresh reuses the spent token, the rotating provider
-    revokes the grant, and the vault asks for consent once, without a retry storm."""
+    """Row 40 as well: the provider rotated the refresh token but the write that keeps the new
+    one failed, so the vault still holds the spent one and the lease stays unreleased. When the
+    lease runs out, the next caller finds it abandoned (the outcome of that refresh is unknown)
+    and never replays the spent token: the grant breaks once (`refresh_outcome_unknown`), and
+    another session's live token of the same grant is not revoked by a reuse."""
     agent = connected_agent(vault)
+    other = agent_with_session(vault)
+    live = other.token("calendar", ["calendar.read"])
+    assert live.status == 200, live.body
     before = grant_item(vault)
     faults.fail("dynamodb.TransactWriteItems", "InternalServerError", status=500)
     new_container(vault)
@@ -233,11 +237,15 @@ def test_row_21_a_storage_failure_after_the_upstream_refresh_spends_the_rotated_
     assert refreshes(vault) - requests == 1
     vault.clock.advance(2 * 2.0 + 5 + 1)  # the lease runs out (2 x timeout + 5 s)
     broken = agent.token("calendar", ["calendar.read"])
-    assert broken.code == "consent_required" and broken.json["reason"] == "grant_broken"
+    body = assert_problem(broken, 403, "consent_required")
+    assert body["reason"] == "grant_broken"
+    assert body["broken_reason"] == "refresh_outcome_unknown"
     for _ in range(3):
         assert agent.token("calendar", ["calendar.read"]).code == "consent_required"
-    assert refreshes(vault) - requests == 2
+    assert refreshes(vault) - requests == 1, "the spent refresh token is never replayed"
     assert len(audit_events.find("grant.refresh", "broken")) == 1
+    audit_events.expect("grant.refresh", "broken", reason="refresh_outcome_unknown")
+    assert vault.server.introspect(live.json["access_token"])["active"] is True
 
 
 def test_row_21_dynamodb_failing_at_binding_keeps_the_flow_for_a_retry(

@@ -8,6 +8,7 @@ throttled or failing table fails closed and never loses what is stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -636,7 +637,8 @@ class Repository:
         return True
 
     def acquire_lease(self, grant: Grant, owner: str, now: float, until: float) -> Grant | None:
-        """Single-flight: take the grant's refresh lease; None while someone else holds it."""
+        """Single-flight: take the grant's refresh lease; None while someone else holds it.
+        `lease_abandoned` on the answer: the previous holder's lease ran out unreleased."""
         try:
             answer = self._call(
                 "update_item",
@@ -653,11 +655,17 @@ class Repository:
                     ":g": _s(grant.grant_id),
                     ":active": _s("active"),
                 },
-                ReturnValues="ALL_NEW",
+                ReturnValues="ALL_OLD",
             )
         except Conflict:
             return None
-        return grant_from(answer["Attributes"])
+        before = grant_from(answer["Attributes"])
+        return dataclasses.replace(
+            before,
+            lease_owner=owner,
+            lease_until=until,
+            lease_abandoned=before.lease_owner is not None,
+        )
 
     def release_lease(self, grant: Grant, owner: str) -> None:
         with contextlib.suppress(Conflict):
