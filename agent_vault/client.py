@@ -56,6 +56,9 @@ log = logging.getLogger("agent_vault")
 
 SERVICE = "execute-api"
 USER_AGENT = "agent-vault-sdk/0.1.0"
+REUSE_MARGIN_FRACTION = 0.5
+"""A cached token is reused while at least ``min(refresh_margin, half its lifetime)`` is left,
+as the vault does: short-lived provider tokens (seconds or minutes) are still cached."""
 _EXECUTE_API_HOST = re.compile(
     r"\.execute-api\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?$"
 )
@@ -104,6 +107,8 @@ class AccessToken:
     scope: str
     provider: str
     token_type: str = "Bearer"  # noqa: S105 - the token type, not a token
+    lifetime: float | None = None
+    """Seconds it had left when the vault handed it out (``expires_in``)."""
 
     @property
     def scopes(self) -> tuple[str, ...]:
@@ -184,7 +189,8 @@ class VaultClient:
     """A client for one agent session at Agent Vault.
 
     Thread-safe: one client may be shared by threads; the session starts once (lazily, on the first
-    call that needs it) and tokens are cached until ``refresh_margin`` seconds before expiry.
+    call that needs it) and tokens are cached until ``min(refresh_margin, half their lifetime)``
+    seconds before expiry.
     """
 
     def __init__(
@@ -519,13 +525,17 @@ class VaultClient:
     # -- tokens ----------------------------------------------------------------------------------
 
     def cached_token(self, provider: str, scopes: str | Iterable[str]) -> AccessToken | None:
-        """The cached token if it is still good for ``refresh_margin`` seconds, else None."""
+        """The cached token if it is still good for ``min(refresh_margin, half its lifetime)``
+        seconds, else None."""
         cache_key = (provider, normalize_scopes(scopes))
         with self._lock:
             token = self._tokens.get(cache_key)
-        if token is not None and token.expires_at - self.refresh_margin > self._clock():
-            return token
-        return None
+        if token is None:
+            return None
+        margin = self.refresh_margin
+        if token.lifetime is not None:
+            margin = min(margin, REUSE_MARGIN_FRACTION * token.lifetime)
+        return token if token.expires_at - margin > self._clock() else None
 
     def _lock_for(self, cache_key: tuple[str, tuple[str, ...]]) -> threading.Lock:
         with self._lock:
@@ -586,6 +596,7 @@ class VaultClient:
                 scope=str(answer.get("scope", " ".join(normalized))),
                 provider=str(answer.get("provider", provider)),
                 token_type=str(answer.get("token_type", "Bearer")),
+                lifetime=float(expires_in) if expires_in is not None else None,
             )
             if expires_in is not None:
                 with self._lock:

@@ -62,6 +62,8 @@ RESOURCE = "https://api.agent-vault.test/"
 """The resource indicator of the calendar API (scopes calendar.read calendar.write mail.read)."""
 VAULT_CLIENT_ID = "agent-vault"
 VAULT_POST_CLIENT_ID = "agent-vault-post"
+VAULT_SHORT_CLIENT_ID = "agent-vault-short"
+"""A vault client whose access tokens live ``short_access_token_ttl`` seconds (default 20)."""
 APP_CLIENT_ID = "agent-app"
 CALENDAR_CLIENT_ID = "calendar-api"
 USERS: Mapping[str, str] = {"alice": "alice-password", "bob": "bob-password"}
@@ -83,6 +85,8 @@ class FaultSpec(TypedDict, total=False):
     """Answer this HTTP status without processing the request (None: process after the delay)."""
     delay_ms: int
     """Stall this long first (a caller that gives up meanwhile is dropped unprocessed)."""
+    lose_answer: bool
+    """Process the request, then close the connection without an answer (no status, no delay)."""
     remaining: int
     """How many calls the fault applies to (default 1)."""
 
@@ -188,6 +192,7 @@ class AuthorizationServer:
         app_client_secret: str | None = None,
         calendar_api_secret: str | None = None,
         access_token_ttl: int | None = None,
+        short_access_token_ttl: int | None = None,
         id_token_ttl: int | None = None,
         refresh_token_ttl: int | None = None,
         rotate_refresh_token: bool = True,
@@ -210,6 +215,7 @@ class AuthorizationServer:
         self.calendar_api_secret = calendar_api_secret or secrets.token_urlsafe(32)
         self._ttls = {
             "ACCESS_TOKEN_TTL": access_token_ttl,
+            "SHORT_ACCESS_TOKEN_TTL": short_access_token_ttl,
             "ID_TOKEN_TTL": id_token_ttl,
             "REFRESH_TOKEN_TTL": refresh_token_ttl,
         }
@@ -457,6 +463,11 @@ class AuthorizationServer:
         return VAULT_POST_CLIENT_ID
 
     @property
+    def short_lived_client_id(self) -> str:
+        """A vault client (client_secret_basic) whose access tokens live less than a minute."""
+        return VAULT_SHORT_CLIENT_ID
+
+    @property
     def app_client_id(self) -> str:
         return APP_CLIENT_ID
 
@@ -468,6 +479,7 @@ class AuthorizationServer:
         secrets_by_client = {
             VAULT_CLIENT_ID: self.client_secret,
             VAULT_POST_CLIENT_ID: self.client_secret,
+            VAULT_SHORT_CLIENT_ID: self.client_secret,
             APP_CLIENT_ID: self.app_client_secret,
             CALENDAR_CLIENT_ID: self.calendar_api_secret,
         }
@@ -572,9 +584,9 @@ class AuthorizationServer:
         """Counters since start or the last reset: ``token_requests`` (every call reaching the token
         endpoint, by grant type, faulted ones included), ``token_successes``, ``grant_errors``
         (last 50), ``grants_revoked``, ``revocations`` (answered 200), ``introspections``
-        (answered 200, the calendar API's own included), ``faults_injected``, and
+        (answered 200, the calendar API's own included), ``faults_injected``,
         ``dropped_requests`` (stalled calls whose caller gave up: never processed, not counted in
-        ``token_requests``)."""
+        ``token_requests``), and ``lost_answers`` (processed calls whose answer was withheld)."""
         return self._get_json(f"{self.issuer}/__test/stats")
 
     def reset_stats(self) -> None:
@@ -590,7 +602,8 @@ class AuthorizationServer:
 
         ``set_faults(token_endpoint={"status": 503})`` answers the next token call with 503;
         ``{"delay_ms": 3000}`` stalls it (a caller that times out meanwhile is dropped without the
-        request being processed); ``"remaining": n`` applies it to n calls.
+        request being processed); ``{"lose_answer": True}`` processes it and closes the connection
+        without an answer; ``"remaining": n`` applies it to n calls.
         """
         body: dict[str, Any] = {}
         if token_endpoint is not None:

@@ -94,6 +94,7 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
         "extra_authorize_params": {"access_type": "offline"},
         "offline_scope": None,
         "prompt_consent": True,
+        "rotates_refresh_tokens": False,
     },
     "github": {"scope_separator": ",", "offline_scope": None, "prompt_consent": False},
     "microsoft": {"offline_scope": "offline_access"},
@@ -134,6 +135,12 @@ class ProviderConfig(_Frozen):
     """The provider kills the whole grant when one of its access tokens is revoked (Google and
     oidc-provider do; RFC 7009 allows it). Then ending a session also ends the user's grant for
     that agent, and the vault marks it so the next request asks for consent at once."""
+    rotates_refresh_tokens: bool = True
+    """The provider may rotate refresh tokens and revoke the whole grant when a spent one comes
+    back (RFC 9700 §4.14.2; oidc-provider, Okta, Auth0...). Then a refresh whose answer was lost
+    (read timeout, dropped connection) is never retried with the old token: the grant is marked
+    broken (`refresh_outcome_unknown`) and the user asked for consent again. Set false only for
+    a provider that never rotates them (e.g. Google): such a refresh is then just retried."""
     default_token_lifetime_seconds: int = Field(default=3600, ge=60)
     """Lifetime assumed for an access token when the provider omits `expires_in`."""
 

@@ -7,7 +7,6 @@ different token of the same user at binding than the one the session started wit
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from vault import jsondoc
 from vault.config import IdentityIssuerConfig, VaultConfig
 from vault.errors import InvalidUserToken, ProviderError
 from vault.models import UserRef
@@ -56,6 +56,10 @@ class IdentityVerifier:
     def verify(self, token: str) -> UserRef:
         if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
             raise InvalidUserToken("the identity token is not a compact JWT")
+        try:
+            jsondoc.check_compact_jws(token)  # before joserfc parses it: deep nesting is a 401
+        except ValueError as exc:
+            raise InvalidUserToken("the identity token is malformed") from exc
         issuer = self._unverified_issuer(token)
         config = self._issuers.get(issuer) if issuer else None
         if config is None:
@@ -91,7 +95,7 @@ class IdentityVerifier:
                     token, keys, algorithms=list(config.algorithms)
                 ).claims
                 return claims
-            except (JoseError, ValueError, TypeError, KeyError):
+            except (JoseError, ValueError, TypeError, KeyError, RecursionError):
                 continue
         raise InvalidUserToken("the identity token's signature does not verify")
 
@@ -107,7 +111,7 @@ class IdentityVerifier:
                 response = self._http.request(
                     "GET", config.jwks_uri, timeout=3.0, retries=False, redirect=False
                 )
-                keys = KeySet.import_key_set(json.loads(response.data))
+                keys = KeySet.import_key_set(jsondoc.loads(response.data))
             except (urllib3.exceptions.HTTPError, ValueError, JoseError, TypeError) as exc:
                 raise ProviderError("the identity provider's keys could not be fetched") from exc
             self._keys[config.issuer] = (keys, now)
@@ -117,7 +121,7 @@ class IdentityVerifier:
     def _unverified_issuer(token: str) -> str | None:
         try:
             payload = token.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            claims = jsondoc.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         except (ValueError, UnicodeError):
             return None
         issuer = claims.get("iss") if isinstance(claims, dict) else None

@@ -86,6 +86,8 @@ class SessionToken:
     access_token_ct: bytes
     expires_at: int
     revoke_pending: bool = False
+    lifetime: int | None = None
+    """Seconds the provider gave the token when it was minted (None on items stored before)."""
 
     @property
     def context(self) -> dict[str, str]:
@@ -148,6 +150,9 @@ class Grant:
     broken_reason: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    lease_abandoned: bool = False
+    """Not stored: set by `acquire_lease` when the previous lease ran out unreleased (its
+    holder's refresh may have rotated the refresh token; the outcome is unknown)."""
 
     @property
     def context(self) -> dict[str, str]:

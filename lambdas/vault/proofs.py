@@ -18,6 +18,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from vault import jsondoc
 from vault.errors import InvalidProof
 
 MAX_PROOF_CHARS = 4096
@@ -71,8 +72,9 @@ def verify_proof(
     if len(token) > MAX_PROOF_CHARS or token.count(".") != 2:
         raise InvalidProof("the DPoP proof is not a compact JWS")
     try:
+        jsondoc.check_compact_jws(token)  # before joserfc parses it: deep nesting is a 401
         header = jws.extract_compact(token.encode("ascii")).protected
-    except (JoseError, ValueError, UnicodeError) as exc:
+    except (JoseError, ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidProof("the DPoP proof is malformed") from exc
     if header.get("typ") != "dpop+jwt" or header.get("alg") not in ALLOWED_ALGORITHMS:
         raise InvalidProof("the DPoP proof must have typ dpop+jwt and alg ES256")
@@ -88,12 +90,12 @@ def verify_proof(
         key, jkt = _session_key(json.dumps(jwk, sort_keys=True))
         if expected_jkt is not None and jkt != expected_jkt:
             raise InvalidProof("the DPoP proof is not signed by this session's key")
-        claims = json.loads(
+        claims = jsondoc.loads(
             jws.deserialize_compact(token, key, algorithms=ALLOWED_ALGORITHMS).payload
         )
     except InvalidProof:
         raise
-    except (JoseError, ValueError, TypeError, UnicodeError) as exc:
+    except (JoseError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
         raise InvalidProof("the DPoP proof signature does not verify") from exc
     if not isinstance(claims, dict):
         raise InvalidProof("the DPoP proof claims are not an object")

@@ -24,22 +24,46 @@ from vault.errors import (
     VaultError,
 )
 from vault.models import Grant, Session, SessionToken, token_context
+from vault.oauth.client import AnswerLost
 from vault.policy import check_agent_policy, require_granted
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
 from vault.store.repository import Conflict
 
-MIN_REMAINING_SECONDS = 60
-"""A cached token is handed out only while it has at least this long to live."""
+MAX_REUSE_MARGIN_SECONDS = 60
+REUSE_MARGIN_FRACTION = 0.5
+"""A cached token is handed out only while at least `min(60 s, half its lifetime)` of it is left:
+an hour-long token keeps a minute for the agent to use it, and a provider's short-lived tokens
+(minutes or seconds) are still cached for half their life instead of refreshed on every request."""
 WAIT_FIRST_DELAY, WAIT_MAX_DELAY = 0.02, 0.25
+
+
+def reuse_margin(lifetime: float | None) -> float:
+    """Seconds a cached token must still have left to be handed out (see above)."""
+    if lifetime is None:  # stored before lifetimes were recorded
+        return MAX_REUSE_MARGIN_SECONDS
+    return min(MAX_REUSE_MARGIN_SECONDS, REUSE_MARGIN_FRACTION * lifetime)
 
 
 def _fresh(token: SessionToken | None, now: float) -> bool:
     return (
         token is not None
         and not token.revoke_pending
-        and token.expires_at - now > MIN_REMAINING_SECONDS
+        and token.expires_at - now > reuse_margin(token.lifetime)
+    )
+
+
+def _minted_meanwhile(
+    token: SessionToken | None, seen: SessionToken | None, now: float
+) -> bool:
+    """A token another caller minted while we waited for its refresh: taken as long as it is
+    still alive, whatever the margin, so N callers make one refresh at any token lifetime."""
+    return (
+        token is not None
+        and not token.revoke_pending
+        and token.expires_at > now
+        and (seen is None or token.access_token_ct != seen.access_token_ct)
     )
 
 
@@ -73,7 +97,7 @@ def get_token(
     minted = False
     if not _fresh(cached, svc.clock()):
         try:
-            cached, minted = _mint(svc, session, body.provider, scopes)
+            cached, minted = _mint(svc, session, body.provider, scopes, cached)
         except VaultError as exc:
             audit(
                 "token.issue",
@@ -114,9 +138,14 @@ def get_token(
 
 
 def _mint(
-    svc: Services, session: Session, provider: str, scopes: tuple[str, ...]
+    svc: Services,
+    session: Session,
+    provider: str,
+    scopes: tuple[str, ...],
+    seen: SessionToken | None,
 ) -> tuple[SessionToken, bool]:
-    """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease."""
+    """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease.
+    `seen` is the stale token (or None) this request found: anything else is newly minted."""
     grant = svc.repo.get_grant(session.user, session.agent, provider)
     _require_usable(grant, provider, session.session_id, scopes)
     assert grant is not None
@@ -131,13 +160,17 @@ def _mint(
         if leased is not None:
             # whoever held the lease before us may have minted exactly this token
             existing = svc.repo.get_session_token(session.session_id, provider, scopes)
-            if _fresh(existing, svc.clock()):
+            if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
                 svc.repo.release_lease(leased, owner)
                 assert existing is not None
                 return existing, False
+            if leased.lease_abandoned and svc.provider(provider).config.rotates_refresh_tokens:
+                # the last holder never reported back (crashed, or its result was not stored):
+                # its refresh may have rotated the token we hold, so never replay it
+                raise _outcome_unknown(svc, session, leased, scopes)
             return _refresh(svc, session, leased, scopes, owner), True
         existing = svc.repo.get_session_token(session.session_id, provider, scopes)
-        if _fresh(existing, svc.clock()):
+        if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
             assert existing is not None
             return existing, False
         current = svc.repo.get_grant(session.user, session.agent, provider)
@@ -159,6 +192,33 @@ def _require_usable(
         require_granted(provider, session_id, scopes, None, "grant_broken")
     else:
         require_granted(provider, session_id, scopes, grant.scopes, "scopes_not_granted")
+
+
+def _outcome_unknown(
+    svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...]
+) -> ConsentRequired:
+    """Mark the grant broken because a refresh's outcome is unknown; the error to raise."""
+    svc.repo.mark_grant_broken(grant, "refresh_outcome_unknown")
+    audit(
+        "grant.refresh",
+        "broken",
+        reason="refresh_outcome_unknown",
+        scopes=scopes,
+        agent=grant.agent,
+        user=grant.user,
+        provider=grant.provider,
+        grant_id=grant.grant_id,
+        session_id=session.session_id,
+    )
+    return ConsentRequired(
+        f"a refresh at {grant.provider!r} got no answer and may have rotated the user's grant; "
+        "it is not retried: ask for consent again",
+        provider=grant.provider,
+        missing_scopes=list(scopes),
+        reason="grant_broken",
+        broken_reason="refresh_outcome_unknown",
+        authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+    )
 
 
 def _refresh(
@@ -193,6 +253,14 @@ def _refresh(
         raise ProviderError(
             f"provider {grant.provider!r} refused the refresh ({exc.error})"
         ) from exc
+    except AnswerLost as exc:
+        if not client.config.rotates_refresh_tokens:
+            svc.repo.release_lease(grant, owner)
+            raise
+        # The provider may have rotated the refresh token and its answer is lost: the token we
+        # hold may be spent, and replaying it makes a rotating provider revoke the whole grant
+        # (every session's live tokens). Never replay it: break the grant once, ask for consent.
+        raise _outcome_unknown(svc, session, grant, scopes) from exc
     except DecryptionFailed as exc:  # moved from another grant or tampered: never used
         svc.repo.release_lease(grant, owner)
         raise StoredDataInvalid(
@@ -216,6 +284,7 @@ def _refresh(
             token_context(grant.user, grant.provider, session_id=session.session_id),
         ),
         expires_at=now + answer.expires_in,
+        lifetime=answer.expires_in,
     )
     broader = answer.scopes is not None and not set(answer.scopes) <= set(scopes)
     try:

@@ -279,3 +279,50 @@ def test_task_arn_from_the_metadata_endpoint_v4() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the token cache ---------------------------------------------------------------------------
+
+
+class _VaultAnswers:
+    """The vault's HTTP side, as a urllib3 pool: a session, then tokens of `lifetime` seconds."""
+
+    def __init__(self, lifetime: int) -> None:
+        self.lifetime = lifetime
+        self.token_requests = 0
+
+    def request(self, method: str, url: str, headers: dict[str, str], **_: object) -> object:
+        from types import SimpleNamespace
+
+        if url.endswith("/v1/sessions"):
+            proof = next(v for k, v in headers.items() if k.lower() == "dpop")
+            jwk = jws.extract_compact(proof.encode()).protected["jwk"]
+            body = {"session_id": "ses_x", "agent": "a", "user": {},
+                    "jkt": ECKey.import_key(jwk).thumbprint(),
+                    "status": "active", "created_at": 1000, "expires_at": 4_000_000_000}
+            status = 201
+        else:
+            self.token_requests += 1
+            body = {"access_token": f"tok-{self.token_requests}", "token_type": "Bearer",
+                    "expires_in": self.lifetime, "scope": "calendar.read", "provider": "calendar"}
+            status = 200
+        return SimpleNamespace(status=status, data=json.dumps(body).encode(), headers={})
+
+
+def test_short_lived_tokens_are_cached_for_half_their_life() -> None:
+    """Row 38 in the SDK: a 20 s token is reused while 10 s are left (the fixed 60 s margin
+    never cached it); an hour-long one keeps the 60 s margin."""
+    now = [1000.0]
+    for lifetime, reused_until, margin in ((20, 1009.5, 10), (3600, 4539.5, 60)):
+        vault = _VaultAnswers(lifetime)
+        client = VaultClient("https://vault.example.test", user=UserIdentity(user_id="u"),
+                             credentials=new_principal("t", "r", "s").credentials(),
+                             region="us-east-1", http=vault, clock=lambda: now[0])  # type: ignore[arg-type]
+        now[0] = 1000.0
+        first = client.get_token("calendar", "calendar.read")
+        now[0] = reused_until
+        assert client.get_token("calendar", "calendar.read") is first, lifetime
+        assert vault.token_requests == 1
+        now[0] = 1000.0 + lifetime - margin + 0.5
+        assert client.get_token("calendar", "calendar.read").access_token == "tok-2"
+        assert vault.token_requests == 2

@@ -9,10 +9,17 @@ import json
 from typing import Any
 
 import pytest
+from joserfc import jws
 
-from tests.security.helpers import AuditLog, assert_problem, connected_agent, unchanged
+from tests.security.helpers import (
+    AuditLog,
+    agent_with_session,
+    assert_problem,
+    connected_agent,
+    unchanged,
+)
 from tests.support.agent import TestAgent
-from tests.support.apigw import build_event, invoke
+from tests.support.apigw import DOMAIN, build_event, invoke
 from tests.support.harness import Vault
 
 ADMIN = "arn:aws:sts::123456789012:assumed-role/vault-admin/ops"
@@ -184,3 +191,120 @@ def test_row_23_oversized_headers_and_proofs_are_refused(
         )
         assert_problem(forged_host, 401, "invalid_proof")
     audit_events.expect("session.access", "denied", reason="invalid_proof")
+
+
+# --- row 32: deep nesting inside identity tokens, proofs and bodies ---------------------------
+
+DEPTH = 1300
+"""Deeper than Python's recursion limit (a RecursionError, not a ValueError, in json), yet
+small enough for a proof's 4096 and an identity token's 8192 characters."""
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def _deep(depth: int = DEPTH) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _deep_user_tokens(vault: Vault) -> dict[str, str]:
+    """Unsigned identity tokens with deep JSON in the header or the claims (the vault must refuse
+    them before any signature check would)."""
+    claims = json.dumps({"iss": vault.server.issuer, "sub": "alice", "aud": "agent-app"})
+    deep_claims = claims[:-1] + ', "x": ' + _deep() + "}"
+    header = '{"alg": "RS256", "kid": "k"}'
+    deep_header = header[:-1] + ', "x": ' + _deep() + "}"
+    signature = _b64("signature")
+    return {
+        "user JWT header": ".".join((_b64(deep_header), _b64(claims), signature)),
+        "user JWT claims": ".".join((_b64(header), _b64(deep_claims), signature)),
+    }
+
+
+@pytest.mark.parametrize("where", ["user JWT header", "user JWT claims"])
+def test_row_32_deep_nesting_in_a_user_identity_token_is_a_401(
+    vault: Vault, audit_events: AuditLog, where: str
+) -> None:
+    agent = agent_with_session(vault)
+    newcomer = vault.agent()
+    token = _deep_user_tokens(vault)[where]
+    assert len(token) <= 8192
+    with unchanged(vault):
+        started = newcomer.start_session({"id_token": token})
+        assert_problem(started, 401, "invalid_user_token")
+        audit_events.expect("session.start", "denied", reason="invalid_user_token")
+        renewed = agent.call(
+            "POST", f"/v1/sessions/{agent.session_id}/renew", {"user": {"id_token": token}}
+        )
+        assert_problem(renewed, 401, "invalid_user_token")
+    assert newcomer.session_id is None
+
+
+def _deep_proofs(agent: TestAgent, method: str, path: str, sid: str | None) -> dict[str, str]:
+    """Proofs with deep JSON in the header (unsigned garbage suffices) or in the claims (signed
+    with the agent's own key, so only the nesting is wrong)."""
+    jwk = agent.key.as_dict(private=False)
+    header = json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
+    claims = json.dumps(
+        {"jti": "j" * 24, "htm": method, "htu": f"https://{DOMAIN}{path}",
+         "iat": int(agent.clock()), **({"sid": sid} if sid else {})}
+    )
+    deep_header = '{"typ": "dpop+jwt", "alg": "ES256", "x": ' + _deep() + "}"
+    signed = jws.serialize_compact(
+        json.loads(header), claims[:-1] + ', "x": ' + _deep() + "}", agent.key, algorithms=["ES256"]
+    )
+    return {
+        "proof header": f"{_b64(deep_header)}.{_b64(claims)}.{_b64('signature')}",
+        "proof claims": signed,
+    }
+
+
+@pytest.mark.parametrize("where", ["proof header", "proof claims"])
+def test_row_32_deep_nesting_in_a_proof_header_or_its_claims_is_a_401(
+    vault: Vault, audit_events: AuditLog, where: str
+) -> None:
+    agent = connected_agent(vault, scopes=("calendar.read",))
+    newcomer = vault.agent()
+    token_path = f"/v1/sessions/{agent.session_id}/tokens"
+    proof = _deep_proofs(agent, "POST", token_path, agent.session_id)[where]
+    assert len(proof) <= 4096
+    with unchanged(vault):
+        answer = agent.call(
+            "POST", token_path, {"provider": "calendar", "scopes": ["calendar.read"]}, proof=proof
+        )
+        assert_problem(answer, 401, "invalid_proof")
+        audit_events.expect("session.access", "denied", reason="invalid_proof")
+        started = newcomer.call(
+            "POST",
+            "/v1/sessions",
+            {"user": vault.user("alice")},
+            proof=_deep_proofs(newcomer, "POST", "/v1/sessions", None)[where],
+        )
+        assert_problem(started, 401, "invalid_proof")
+    assert newcomer.session_id is None
+
+
+def test_row_32_deep_nesting_inside_a_body_member_is_a_400(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Nesting that json itself survives (below ~1000 levels) but deeper than any body of the
+    API, inside members the schema checks later: refused at parsing, on every route."""
+    agent = connected_agent(vault, scopes=("calendar.read",))
+    deep = _deep(600)
+    bodies = [
+        '{"user": {"id_token": "a.b.c", "extra": ' + deep + "}}",
+        '{"provider": "calendar", "scopes": ' + deep + "}",
+        '{"user": ' + deep + ', "ttl_seconds": 60}',
+    ]
+    with unchanged(vault):
+        for raw in bodies:
+            for method, path, principal in routes(agent):
+                audit_events.clear()
+                sid = None if path == "/v1/sessions" else agent.session_id
+                answer = agent.call(
+                    method, path, raw_body=raw, proof=False, principal_arn=principal,
+                    headers={"DPoP": agent.proof(method, path, session_id=sid)},
+                )
+                assert_problem(answer, 400, "invalid_request")
+                audit_events.expect("request", "denied", reason="invalid_request")

@@ -212,14 +212,18 @@ def test_row_21_dynamodb_failing_on_the_token_route_fails_closed(
     assert [e for e in audit_events.events if e.get("reason") == "storage_unavailable"]
 
 
-def test_row_21_a_storage_failure_after_the_upstream_refresh_spends_the_rotated_token(
+def test_row_21_a_storage_failure_after_the_upstream_refresh_is_never_replayed(
     vault: Vault, faults: AwsFaults, audit_events: AuditLog
 ) -> None:
-    """Known gap (docs/threat-model.md): the provider rotated the refresh token but the write
-    that keeps the new one failed, so the vault still holds the spent one. The lease stays
-    until it expires; then the next refresh reuses the spent token, the rotating provider
-    revokes the grant, and the vault asks for consent once, without a retry storm."""
+    """Row 40 as well: the provider rotated the refresh token but the write that keeps the new
+    one failed, so the vault still holds the spent one and the lease stays unreleased. When the
+    lease runs out, the next caller finds it abandoned (the outcome of that refresh is unknown)
+    and never replays the spent token: the grant breaks once (`refresh_outcome_unknown`), and
+    another session's live token of the same grant is not revoked by a reuse."""
     agent = connected_agent(vault)
+    other = agent_with_session(vault)
+    live = other.token("calendar", ["calendar.read"])
+    assert live.status == 200, live.body
     before = grant_item(vault)
     faults.fail("dynamodb.TransactWriteItems", "InternalServerError", status=500)
     new_container(vault)
@@ -233,11 +237,15 @@ def test_row_21_a_storage_failure_after_the_upstream_refresh_spends_the_rotated_
     assert refreshes(vault) - requests == 1
     vault.clock.advance(2 * 2.0 + 5 + 1)  # the lease runs out (2 x timeout + 5 s)
     broken = agent.token("calendar", ["calendar.read"])
-    assert broken.code == "consent_required" and broken.json["reason"] == "grant_broken"
+    body = assert_problem(broken, 403, "consent_required")
+    assert body["reason"] == "grant_broken"
+    assert body["broken_reason"] == "refresh_outcome_unknown"
     for _ in range(3):
         assert agent.token("calendar", ["calendar.read"]).code == "consent_required"
-    assert refreshes(vault) - requests == 2
+    assert refreshes(vault) - requests == 1, "the spent refresh token is never replayed"
     assert len(audit_events.find("grant.refresh", "broken")) == 1
+    audit_events.expect("grant.refresh", "broken", reason="refresh_outcome_unknown")
+    assert vault.server.introspect(live.json["access_token"])["active"] is True
 
 
 def test_row_21_dynamodb_failing_at_binding_keeps_the_flow_for_a_retry(
@@ -441,27 +449,21 @@ def test_row_22_a_pending_flow_kept_by_a_provider_failure_still_expires(vault: V
     assert_problem(late, 400, "invalid_state")
 
 
-@pytest.mark.parametrize(
-    "fault, status, code",
-    [({"status": 500}, 502, "provider_error"), ({"delay_ms": 2600}, 504, "provider_timeout")],
-    ids=["5xx", "timeout"],
-)
 def test_row_22_a_failing_provider_at_refresh_keeps_the_grant(
-    vault: Vault, audit_events: AuditLog, fault: dict[str, int], status: int, code: str
+    vault: Vault, audit_events: AuditLog
 ) -> None:
+    """A 5xx answer means the refresh was not done: the grant is kept and the next request
+    refreshes. (A timeout's outcome is unknown: test_attacks_refresh.py, row 40.)"""
     agent = connected_agent(vault)
-    vault.server.set_faults(token_endpoint=fault)
+    vault.server.set_faults(token_endpoint={"status": 500})
     requests = refreshes(vault)
     with unchanged(vault):
         answer = agent.token("calendar", ["calendar.read"])
-    assert_problem(answer, status, code)
-    audit_events.expect("token.issue", "denied", reason=code)
+    assert_problem(answer, 502, "provider_error")
+    audit_events.expect("token.issue", "denied", reason="provider_error")
     assert agent.token("calendar", ["calendar.read"]).status == 200
     # one failed attempt, one good one: nothing retried behind the caller's back
-    stats = vault.server.stats()
-    assert refreshes(vault) - requests == (2 if code == "provider_error" else 1)
-    if code == "provider_timeout":
-        assert stats["dropped_requests"] >= 1
+    assert refreshes(vault) - requests == 2
 
 
 # --- a lost refresh response with a rotating provider ---------------------------------------
@@ -470,11 +472,11 @@ def test_row_22_a_failing_provider_at_refresh_keeps_the_grant(
 def test_row_22_a_lost_refresh_response_breaks_the_grant_once_without_a_retry_storm(
     vault: Vault, audit_events: AuditLog
 ) -> None:
-    """Known gap (docs/threat-model.md). The provider processed a refresh and rotated the
-    refresh token, but its answer never reached the vault (played here by redeeming the stored
-    refresh token directly, as the lost request did). The vault still holds the spent token:
-    its next refresh is a reuse, the rotating provider revokes the grant (invalid_grant), and
-    the vault marks the grant broken once and asks for consent, never retrying upstream."""
+    """The refresh token was spent outside the vault's sight (played here by redeeming the stored
+    refresh token directly). The vault still holds the spent token: its next refresh is a
+    reuse, the rotating provider revokes the grant (invalid_grant), and the vault marks the
+    grant broken once and asks for consent, never retrying upstream. (A lost answer to the
+    vault's own refresh is never replayed at all: test_attacks_refresh.py, row 40.)"""
     agent = connected_agent(vault)
     spent = stored_refresh_token(vault, grant_item(vault))
     lost = vault.server.token_request({"grant_type": "refresh_token", "refresh_token": spent})

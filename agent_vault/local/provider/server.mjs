@@ -2,7 +2,8 @@
 // and demo: the npm package `oidc-provider` (OpenID Certified), configured here, not reimplemented.
 //
 // It plays three parts on one loopback origin:
-//   * the OAuth provider the vault is a client of (clients `agent-vault`, `agent-vault-post`),
+//   * the OAuth provider the vault is a client of (clients `agent-vault`, `agent-vault-post`, and
+//     `agent-vault-short`, whose access tokens live SHORT_ACCESS_TOKEN_TTL seconds),
 //   * the users' identity provider (client `agent-app`, whose ID tokens users present to the vault),
 //   * a small protected resource, GET /api/calendar/events, which checks bearer tokens by a real
 //     introspection call (client `calendar-api`).
@@ -22,6 +23,8 @@
 //   CALENDAR_API_SECRET  secret of calendar-api (default: random, never shown)
 //   RESOURCE             the resource server's indicator (https://api.agent-vault.test/)
 //   ACCESS_TOKEN_TTL     seconds (3600)        ID_TOKEN_TTL       seconds (3600)
+//   SHORT_ACCESS_TOKEN_TTL  seconds (20): access tokens of client agent-vault-short (a provider
+//                        whose tokens live less than a minute)
 //   REFRESH_TOKEN_TTL    seconds (14 days)     ROTATE_REFRESH_TOKEN  1 (default) or 0
 //   EXIT_WITH_STDIN      1 = exit when stdin reaches end of file (the parent went away)
 //   NODE_MODULES_DIR     where to find oidc-provider if not in a node_modules above this file
@@ -78,11 +81,13 @@ const CLIENT_SECRET = env.CLIENT_SECRET || randomSecret();
 const APP_CLIENT_SECRET = env.APP_CLIENT_SECRET || randomSecret();
 const CALENDAR_API_SECRET = env.CALENDAR_API_SECRET || randomSecret();
 const ACCESS_TOKEN_TTL = seconds('ACCESS_TOKEN_TTL', 3600);
+const SHORT_ACCESS_TOKEN_TTL = seconds('SHORT_ACCESS_TOKEN_TTL', 20);
 const ID_TOKEN_TTL = seconds('ID_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = seconds('REFRESH_TOKEN_TTL', 14 * 24 * 3600);
 const ROTATE_REFRESH_TOKEN = !['0', 'false', 'no'].includes((env.ROTATE_REFRESH_TOKEN || '1').toLowerCase());
 
-const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post']);
+const SHORT_LIVED_CLIENT = 'agent-vault-short';
+const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post', SHORT_LIVED_CLIENT]);
 const CALENDAR_CLIENT = 'calendar-api';
 
 // The users this provider knows. Test fixtures, not secrets.
@@ -104,6 +109,7 @@ function freshStats() {
     introspections: 0,
     faults_injected: 0,
     dropped_requests: 0,
+    lost_answers: 0,
   };
 }
 
@@ -124,6 +130,11 @@ function parseFaults(body) {
     const status = spec.status ?? null;
     const delayMs = spec.delay_ms ?? 0;
     const remaining = spec.remaining ?? 1;
+    const loseAnswer = spec.lose_answer ?? false;
+    if (typeof loseAnswer !== 'boolean') throw new Error('lose_answer must be a boolean');
+    if (loseAnswer && (status !== null || delayMs !== 0)) {
+      throw new Error('lose_answer takes no status and no delay');
+    }
     if (status !== null && !(Number.isInteger(status) && status >= 400 && status <= 599)) {
       throw new Error('status must be null or an HTTP error status');
     }
@@ -133,8 +144,10 @@ function parseFaults(body) {
     if (!Number.isInteger(remaining) || remaining < 1) {
       throw new Error('remaining must be a positive integer');
     }
-    if (status === null && delayMs === 0) throw new Error('a fault needs a status or a delay');
-    parsed[name] = { status, delay_ms: delayMs, remaining };
+    if (status === null && delayMs === 0 && !loseAnswer) {
+      throw new Error('a fault needs a status, a delay or lose_answer');
+    }
+    parsed[name] = { status, delay_ms: delayMs, remaining, lose_answer: loseAnswer };
   }
   return parsed;
 }
@@ -306,11 +319,11 @@ function signingKeys() {
   ];
 }
 
-function resourceServerInfo() {
+function resourceServerInfo(client) {
   return {
     scope: RESOURCE_SCOPES,
     audience: RESOURCE,
-    accessTokenTTL: ACCESS_TOKEN_TTL,
+    accessTokenTTL: client?.clientId === SHORT_LIVED_CLIENT ? SHORT_ACCESS_TOKEN_TTL : ACCESS_TOKEN_TTL,
     accessTokenFormat: 'opaque',
   };
 }
@@ -328,6 +341,7 @@ function buildProvider(issuer) {
     clients: [
       { ...vaultClient, client_id: 'agent-vault', token_endpoint_auth_method: 'client_secret_basic' },
       { ...vaultClient, client_id: 'agent-vault-post', token_endpoint_auth_method: 'client_secret_post' },
+      { ...vaultClient, client_id: SHORT_LIVED_CLIENT, token_endpoint_auth_method: 'client_secret_basic' },
       {
         client_id: 'agent-app',
         client_secret: APP_CLIENT_SECRET,
@@ -412,7 +426,7 @@ function buildProvider(issuer) {
           if (indicator !== RESOURCE || client.clientId === CALENDAR_CLIENT) {
             throw new errors.InvalidTarget();
           }
-          return resourceServerInfo();
+          return resourceServerInfo(client);
         },
         useGrantedResource: () => true,
       },
@@ -475,8 +489,19 @@ function buildProvider(issuer) {
 // A fault with a status answers that status (after the delay, if any) without reaching
 // oidc-provider, so no code or refresh token is consumed. A pure delay stalls the request and then
 // lets oidc-provider handle it, unless the caller gave up meanwhile: then it is dropped unprocessed.
+// lose_answer lets oidc-provider process the request (a refresh token is rotated, a code spent)
+// and then closes the connection without answering: the caller never learns the outcome.
 async function applyFault(ctx, fault, next) {
   stats.faults_injected += 1;
+  if (fault.lose_answer) {
+    await next();
+    if (ctx.path === '/token') bump(stats.token_requests, ctx.oidc?.params?.grant_type ?? 'unknown');
+    if (ctx.path === '/token/revocation' && ctx.status === 200) stats.revocations += 1;
+    stats.lost_answers += 1;
+    ctx.respond = false;
+    ctx.req.socket.destroy();
+    return;
+  }
   if (fault.status !== null && ctx.path === '/token') {
     const form = new URLSearchParams(await readBody(ctx.req).catch(() => ''));
     bump(stats.token_requests, form.get('grant_type') ?? 'unknown');

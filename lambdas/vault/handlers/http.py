@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ValidationError
 
+from vault import jsondoc
 from vault.audit import audit, begin_request, recorded
 from vault.errors import (
     InternalError,
@@ -106,7 +107,7 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
     if len(data) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
     try:
-        document = json.loads(data.decode("utf-8"))  # UTF-8 only (RFC 8259 §8.1), no BOM
+        document = jsondoc.loads(data)  # UTF-8 only (RFC 8259 §8.1), no BOM, bounded depth
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidRequest("the body is not valid JSON") from exc
     if not isinstance(document, dict):

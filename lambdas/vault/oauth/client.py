@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import threading
 import time
@@ -20,11 +19,25 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
+from vault import jsondoc
 from vault.config import ProviderConfig
 from vault.errors import OAuthError, ProviderError, ProviderTimeout
 
 METADATA_TTL_SECONDS = 3600
 MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class AnswerLost(Exception):
+    """Marks a provider failure after the request was sent: the provider may have processed it
+    (e.g. rotated a refresh token) though no answer arrived. Never replay such a request."""
+
+
+class ProviderAnswerTimeout(ProviderTimeout, AnswerLost):
+    """The request was sent and the answer did not arrive in time."""
+
+
+class ProviderAnswerDropped(ProviderError, AnswerLost):
+    """The request was sent and the connection dropped before the answer arrived."""
 
 
 def new_code_verifier() -> str:
@@ -170,7 +183,7 @@ class ProviderClient:
         if status != 200:
             raise self._oauth_error(status, body)
         try:
-            answer = json.loads(body)
+            answer = jsondoc.loads(body)
         except ValueError as exc:
             raise ProviderError(
                 f"provider {self.name!r} sent a token response that is not JSON"
@@ -199,7 +212,7 @@ class ProviderClient:
         if status >= 500:
             return ProviderError(f"provider {self.name!r} answered HTTP {status}")
         try:
-            answer = json.loads(body)
+            answer = jsondoc.loads(body)
             error = answer.get("error") if isinstance(answer, dict) else None
         except ValueError:
             error = None
@@ -242,7 +255,7 @@ class ProviderClient:
         if status != 200:
             raise ProviderError(f"provider {self.name!r} metadata answered HTTP {status}")
         try:
-            document = json.loads(body)
+            document = jsondoc.loads(body)
         except ValueError as exc:
             raise ProviderError(f"provider {self.name!r} metadata is not JSON") from exc
         if not isinstance(document, dict):
@@ -267,8 +280,16 @@ class ProviderClient:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
             finally:
                 response.release_conn()
-        except (urllib3.exceptions.TimeoutError, TimeoutError) as exc:
+        except urllib3.exceptions.ConnectTimeoutError as exc:  # incl. NewConnectionError: unsent
+            if isinstance(exc, urllib3.exceptions.NewConnectionError):
+                raise ProviderError(f"provider {self.name!r} is unreachable") from exc
             raise ProviderTimeout(f"provider {self.name!r} did not answer in time") from exc
+        except (urllib3.exceptions.TimeoutError, TimeoutError) as exc:  # a read timeout: sent
+            raise ProviderAnswerTimeout(f"provider {self.name!r} did not answer in time") from exc
+        except urllib3.exceptions.ProtocolError as exc:  # the connection dropped after sending
+            raise ProviderAnswerDropped(
+                f"provider {self.name!r} dropped the connection without an answer"
+            ) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise ProviderError(f"provider {self.name!r} is unreachable") from exc
         if len(body) > MAX_RESPONSE_BYTES:

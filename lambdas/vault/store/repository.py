@@ -8,6 +8,7 @@ throttled or failing table fails closed and never loses what is stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -162,6 +163,8 @@ def token_item(t: SessionToken) -> dict[str, Any]:
     }
     if t.revoke_pending:
         item["revoke_pending"] = {"BOOL": True}
+    if t.lifetime is not None:
+        item["lifetime"] = _n(t.lifetime)
     return item
 
 
@@ -175,6 +178,7 @@ def token_from(item: dict[str, Any]) -> SessionToken:
         access_token_ct=_get_b(item, "access_token"),
         expires_at=_get_n(item, "expires_at"),
         revoke_pending=bool(item.get("revoke_pending", {}).get("BOOL", False)),
+        lifetime=int(lifetime) if (lifetime := _opt_f(item, "lifetime")) is not None else None,
     )
 
 
@@ -633,7 +637,8 @@ class Repository:
         return True
 
     def acquire_lease(self, grant: Grant, owner: str, now: float, until: float) -> Grant | None:
-        """Single-flight: take the grant's refresh lease; None while someone else holds it."""
+        """Single-flight: take the grant's refresh lease; None while someone else holds it.
+        `lease_abandoned` on the answer: the previous holder's lease ran out unreleased."""
         try:
             answer = self._call(
                 "update_item",
@@ -650,11 +655,17 @@ class Repository:
                     ":g": _s(grant.grant_id),
                     ":active": _s("active"),
                 },
-                ReturnValues="ALL_NEW",
+                ReturnValues="ALL_OLD",
             )
         except Conflict:
             return None
-        return grant_from(answer["Attributes"])
+        before = grant_from(answer["Attributes"])
+        return dataclasses.replace(
+            before,
+            lease_owner=owner,
+            lease_until=until,
+            lease_abandoned=before.lease_owner is not None,
+        )
 
     def release_lease(self, grant: Grant, owner: str) -> None:
         with contextlib.suppress(Conflict):
