@@ -89,12 +89,6 @@ class IdentityRequired(VaultError):
     status, code, title = 401, "identity_required", "Fresh user identity required"
 
 
-class SessionMaxLife(VaultError):
-    """A session cannot be renewed past its absolute maximum life."""
-
-    status, code, title = 403, "session_max_life", "Session at its maximum life"
-
-
 class ScopeNotAllowed(VaultError):
     status, code, title = 403, "scope_not_allowed", "Scope not allowed"
 

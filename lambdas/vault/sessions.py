@@ -13,11 +13,9 @@ from vault.errors import (
     IdentityRequired,
     ProofReplayed,
     SessionEnded,
-    SessionMaxLife,
     SessionNotFound,
     TaskStopped,
     UserMismatch,
-    VaultError,
 )
 from vault.models import Session, SessionToken
 from vault.proofs import Proof, verify_proof
@@ -175,33 +173,26 @@ def renew_session(
 
     A long-running agent outlives the identity token it started with: it may present a fresh
     token of the same user, compared by issuer and subject. Renewal never goes past the
-    session's absolute maximum life (`session_max_life_seconds` from its start), and once a
-    first window (`session_ttl_seconds`) has passed since the user's identity was last verified,
-    it needs that fresh identity.
+    session's absolute maximum life (`session_max_life_seconds` from its start: there it simply
+    expires), and once a first window (`session_ttl_seconds`) has passed since the user's
+    identity was last verified, it needs that fresh identity.
     """
     session, _ = authorize_session_call(svc, caller, session_id, call)
     now = svc.now()
     max_end = session.created_at + svc.config.session_max_life_seconds
     identity_due = now - session.identity_verified_at >= svc.config.session_ttl_seconds
-    refusal: VaultError | None = None
-    if now >= max_end:
-        refusal = SessionMaxLife(
-            "the session reached its maximum life (session_max_life_seconds); start a new one"
-        )
-    elif identity_due and body.user is None:
-        refusal = IdentityRequired(
-            "renewing past the first window needs a fresh identity of the session's user (user)"
-        )
-    if refusal is not None:
+    if identity_due and body.user is None:
         audit(
             "session.renew",
             "denied",
-            reason=refusal.code,
+            reason=IdentityRequired.code,
             agent=session.agent,
             session_id=session_id,
             task_id=session.task_id,
         )
-        raise refusal
+        raise IdentityRequired(
+            "renewing past the first window needs a fresh identity of the session's user (user)"
+        )
     if body.user is not None:
         user = svc.identity.user_from(body.user.as_dict(), session.agent)
         if user != session.user:
