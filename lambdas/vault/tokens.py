@@ -260,11 +260,19 @@ def _lost_commit(
 ) -> None:
     """The refresh's commit failed its condition. If a revocation closed the door meanwhile
     (the grant is `revoking` or gone, or the session ended), what the provider just issued is
-    revoked upstream and nothing is served: revocation wins. Returns only for a lost lease."""
+    revoked upstream and nothing is served: revocation wins. Returns (the caller answers
+    `refresh_in_progress`) for a lost lease or a grant replaced by a new consent."""
     current = svc.repo.get_grant(grant.user, grant.agent, grant.provider)
-    if current is None or current.grant_id != grant.grant_id or current.status != "active":
-        # the grant is being revoked: its revoker knows only the tokens stored before it
-        # closed the door, so these two are ours to kill (a rotated refresh token included)
+    if current is not None and current.grant_id != grant.grant_id:
+        # a new consent replaced the grant: the provider may share one grant between both, so
+        # nothing is revoked upstream (as when binding replaces a grant); the retry uses the new
+        return
+    if current is None or current.status != "active":
+        # the grant is being revoked (or was broken): its revoker knows only the tokens stored
+        # before it closed the door, so these two are ours to kill (a rotated refresh included)
+        reason = "grant_broken" if current is not None and current.status == "broken" else (
+            "grant_revoked"
+        )
         access_ok = revoke_plain(svc, grant.provider, answer.access_token, "access_token")
         refresh_ok = new_refresh is None or revoke_plain(
             svc, grant.provider, answer.refresh_token, "refresh_token"
@@ -272,7 +280,7 @@ def _lost_commit(
         audit(
             "grant.refresh",
             "discarded",
-            reason="grant_revoked",
+            reason=reason,
             upstream="revoked" if access_ok and refresh_ok else "revoke_failed",
             **where,
         )
@@ -280,7 +288,7 @@ def _lost_commit(
             f"the user's grant at {grant.provider!r} was revoked; ask for consent again",
             provider=grant.provider,
             missing_scopes=list(token.scopes),
-            reason="grant_revoked",
+            reason=reason,
             authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
         )
     latest = svc.repo.get_session(session.session_id)
@@ -301,7 +309,5 @@ def _lost_commit(
         upstream="revoked" if revoked else "revoke_failed",
         **where,
     )
-    reason = latest.ended_reason if latest is not None else None
-    raise SessionEnded(
-        f"the session is {reason or 'expired'}; start a new one", reason=reason or "expired"
-    )
+    ended = (latest.ended_reason if latest is not None else None) or "expired"
+    raise SessionEnded(f"the session is {ended}; start a new one", reason=ended)
