@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 from agent_vault.errors import (
     ConsentRequired,
+    InvalidUserToken,
     SessionEnded,
     SessionNotFound,
     VaultConnectionError,
@@ -418,8 +419,10 @@ class VaultClient:
                 return self.start_session()
             if self._due_for_renewal(session):
                 try:
-                    return self.renew_session()
-                except SessionEnded:
+                    # the vault wants the user's identity again once its first window passed
+                    # (identity_required): present the one this client holds
+                    return self.renew_session(user=self.user)
+                except (SessionEnded, InvalidUserToken):
                     return self.start_session()
             return session
 

@@ -32,6 +32,7 @@ __all__ = [
     "ScopeNotAllowed",
     "SessionEnded",
     "SessionNotFound",
+    "TaskStopped",
     "UnknownAgent",
     "UnknownProvider",
     "UserMismatch",
@@ -254,6 +255,13 @@ class SessionEnded(VaultError):
     default_code = "session_ended"
 
 
+class TaskStopped(Forbidden):
+    """403 ``task_stopped``: this ECS task was recorded as stopped; its credentials can start
+    no new session (a replacement task starts its own)."""
+
+    default_code = "task_stopped"
+
+
 class FlowNotPending(VaultError):
     """409 ``flow_not_pending``: the flow is not awaiting binding (already completed or refused)."""
 
@@ -295,6 +303,8 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "proof_replayed": ProofReplayed,
     "invalid_user_token": InvalidUserToken,
     "unknown_agent": UnknownAgent,
+    "identity_required": InvalidUserToken,
+    "task_stopped": TaskStopped,
     "forbidden": Forbidden,
     "scope_not_allowed": ScopeNotAllowed,
     "consent_required": ConsentRequired,

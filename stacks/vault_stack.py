@@ -14,6 +14,7 @@ from constructs import Construct
 from stacks.config import VaultConfig, log_retention
 from stacks.constructs.provider_secrets import ProviderSecrets
 from stacks.constructs.task_stopped_trigger import TaskStoppedTrigger
+from stacks.constructs.unbound_flow_sweep import UnboundFlowSweep
 from stacks.constructs.vault_alarms import VaultAlarms
 from stacks.constructs.vault_api import VaultHttpApi
 from stacks.constructs.vault_code import vault_code
@@ -81,7 +82,7 @@ class VaultStack(Stack):
         self.admin_api = function("AdminApi", "vault.handlers.admin_api.handler",
                                   "admin routes: revocations")
         self.reaper = function("Reaper", "vault.handlers.reaper.handler",
-                               "ends the sessions of stopped ECS tasks",
+                               "ends the sessions of stopped ECS tasks; sweeps unbound flows",
                                timeout=Duration.minutes(2))
 
         # Agent routes: every item kind, the proof replay cache, tokens and PKCE verifiers.
@@ -110,6 +111,8 @@ class VaultStack(Stack):
                        f"{agent_cluster_name(env_name)}")
         self.reaper_trigger = TaskStoppedTrigger(self, "TaskStopped", cluster_arn=cluster_arn,
                                                  reaper=self.reaper.function)
+        self.flow_sweep = UnboundFlowSweep(self, "UnboundFlowSweep", reaper=self.reaper.function,
+                                           dead_letters=self.reaper_trigger.dead_letters)
         self.functions = {"AgentApi": self.agent_api, "Callback": self.callback,
                           "AdminApi": self.admin_api, "Reaper": self.reaper}
         self.alarms = VaultAlarms(

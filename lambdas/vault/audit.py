@@ -20,6 +20,7 @@ _ALLOWED_EXTRA = {
     "revoked_tokens",
     "ended_sessions",
     "revoked_grants",
+    "revoked_flows",
     "granted_scopes",
     "missing_scopes",
     "upstream",

@@ -209,6 +209,10 @@ class VaultConfig(_Frozen):
     """Where the callback may send the browser after consent (exact match; the first is default)."""
     user_identity_issuers: tuple[IdentityIssuerConfig, ...] = ()
     session_ttl_seconds: int = Field(default=3600, ge=60, le=43200)
+    session_max_life_seconds: int = Field(default=86400, ge=60, le=7 * 86400)
+    """A session's absolute maximum life: renewals never extend it past created_at + this."""
+    stopped_task_ttl_seconds: int = Field(default=13 * 3600, ge=12 * 3600, le=7 * 86400)
+    """How long a stopped task stays recorded as stopped (its credentials start no session)."""
     flow_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     proof_max_age_seconds: int = Field(default=60, ge=5, le=300)
     audit_data_events: Literal["writes", "all", "none"] = "writes"
@@ -255,6 +259,8 @@ class VaultConfig(_Frozen):
             raise ValueError("agents: two agents share one role_name")
         if set(roles) & set(self.admin_role_names):
             raise ValueError("admin_role_names: a role cannot be both an agent and an admin")
+        if self.session_max_life_seconds < self.session_ttl_seconds:
+            raise ValueError("session_max_life_seconds must be at least session_ttl_seconds")
         if self.sample_agent is not None and self.sample_agent not in self.agents:
             raise ValueError(f"sample_agent: no agent named {self.sample_agent!r}")
         return self

@@ -212,7 +212,9 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         )
     offline = provider.config.offline_scope
     granted = tuple(sorted(s for s in (answer.scopes or pending.scopes) if s != offline))
-    context = token_context(pending.user, pending.provider, grant_id=pending.grant_id)
+    context = token_context(
+        pending.user, pending.provider, grant_id=pending.grant_id, scopes=granted
+    )
     flow = _flow(
         pending,
         "pending_binding",
@@ -296,7 +298,9 @@ def complete_flow(
         "flow_id": flow.flow_id,
         "grant_id": flow.grant_id,
     }
-    context = token_context(flow.user, flow.provider, grant_id=flow.grant_id)
+    context = token_context(
+        flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
+    )
     if user != flow.user:
         svc.repo.reject_flow(flow.flow_id, "user_mismatch")
         upstream = _revoke_flow_tokens(svc, flow, context)

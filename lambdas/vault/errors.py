@@ -77,6 +77,18 @@ class Forbidden(VaultError):
     status, code, title = 403, "forbidden", "Forbidden"
 
 
+class TaskStopped(VaultError):
+    """The caller's ECS task was recorded as stopped: its credentials start no session."""
+
+    status, code, title = 403, "task_stopped", "Task stopped"
+
+
+class IdentityRequired(VaultError):
+    """A renewal past the first window must carry a fresh identity of the session's user."""
+
+    status, code, title = 401, "identity_required", "Fresh user identity required"
+
+
 class ScopeNotAllowed(VaultError):
     status, code, title = 403, "scope_not_allowed", "Scope not allowed"
 

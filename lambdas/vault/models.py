@@ -28,14 +28,23 @@ def scope_key(scopes: tuple[str, ...] | list[str] | set[str] | frozenset[str]) -
 
 
 def token_context(
-    user: UserRef, provider: str, *, grant_id: str | None = None, session_id: str | None = None
+    user: UserRef,
+    provider: str,
+    *,
+    grant_id: str | None = None,
+    session_id: str | None = None,
+    scopes: tuple[str, ...] | list[str] | None = None,
 ) -> dict[str, str]:
-    """KMS encryption context of token material: bound to its owner and its grant or session."""
+    """KMS encryption context of token material: bound to its owner, its grant or session, and
+    the scopes of the item holding it (a ciphertext moved to an item with other scopes, or an
+    item whose scopes were edited, does not decrypt)."""
     context = {"purpose": "token", "user": user.key, "provider": provider}
     if grant_id is not None:
         context["grant"] = grant_id
     if session_id is not None:
         context["session"] = session_id
+    if scopes is not None:
+        context["scopes"] = scope_key(scopes)
     return context
 
 
@@ -56,6 +65,12 @@ class Session:
     expires_at: int
     status: str = "active"
     ended_reason: str | None = None
+    identity_at: int | None = None
+    """When the user's identity was last verified (start, or a renewal carrying it)."""
+
+    @property
+    def identity_verified_at(self) -> int:
+        return self.identity_at if self.identity_at is not None else self.created_at
 
     def alive(self, now: float) -> bool:
         return self.status == "active" and now < self.expires_at
@@ -91,7 +106,9 @@ class SessionToken:
 
     @property
     def context(self) -> dict[str, str]:
-        return token_context(self.user, self.provider, session_id=self.session_id)
+        return token_context(
+            self.user, self.provider, session_id=self.session_id, scopes=self.scopes
+        )
 
 
 @dataclass
@@ -118,7 +135,7 @@ class Flow:
     """A consent answered by the provider: awaiting binding by the application, or closed."""
 
     flow_id: str
-    status: str  # pending_binding | active | refused | rejected
+    status: str  # pending_binding | active | refused | rejected | expired | revoked
     session_id: str
     agent: str
     provider: str
@@ -144,7 +161,7 @@ class Grant:
     scopes: tuple[str, ...]
     refresh_token_ct: bytes
     created_at: int
-    status: str = "active"  # active | broken
+    status: str = "active"  # active | broken | revoking
     version: int = 1
     refreshed_at: int | None = None
     broken_reason: str | None = None
@@ -156,4 +173,6 @@ class Grant:
 
     @property
     def context(self) -> dict[str, str]:
-        return token_context(self.user, self.provider, grant_id=self.grant_id)
+        return token_context(
+            self.user, self.provider, grant_id=self.grant_id, scopes=self.scopes
+        )

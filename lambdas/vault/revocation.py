@@ -2,6 +2,11 @@
 
 A token whose upstream revocation failed is kept, marked `revoke_pending`, never served again,
 and revoked again by the next revocation that reaches it: nothing is silently forgotten.
+
+Revocation wins every race: it first closes the door (the session is marked ended, the grant
+`revoking`, the task stopped, the unbound flow closed), and only then lists what to revoke. A
+refresh that commits before the door closed is in the list; one that commits after fails its
+condition, and its caller revokes what it just got (see tokens._refresh).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 from vault.audit import audit
 from vault.caller import Caller, require_admin
 from vault.errors import DecryptionFailed, InvalidRequest, OAuthError, UnknownProvider, VaultError
-from vault.models import Grant, Session, SessionToken, UserRef
+from vault.models import Flow, Grant, Session, SessionToken, UserRef, token_context
 from vault.runtime import Services
 from vault.schemas import Revocation
 
@@ -24,6 +29,15 @@ def revoke_upstream(
         return True  # unreadable material is useless to anyone: drop it
     try:
         svc.provider(provider).revoke(token.decode(), hint)
+    except (VaultError, OAuthError):
+        return False
+    return True
+
+
+def revoke_plain(svc: Services, provider: str, token: str, hint: str) -> bool:
+    """Revoke token material the vault holds only in memory (never stored); True if confirmed."""
+    try:
+        svc.provider(provider).revoke(token, hint)
     except (VaultError, OAuthError):
         return False
     return True
@@ -67,14 +81,12 @@ def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
 
 
 def end_session(
-    svc: Services,
-    session: Session,
-    tokens: list[SessionToken],
-    reason: str,
-    *,
-    principal: str | None = None,
+    svc: Services, session: Session, reason: str, *, principal: str | None = None
 ) -> int:
+    """End a session, then revoke its tokens, read only after it is marked ended: a refresh
+    that committed before is in the list, and none can commit after (tokens._refresh)."""
     changed = svc.repo.end_session(session.session_id, reason)
+    _, tokens = svc.repo.session_bundle(session.session_id)
     revoked = revoke_tokens(svc, tokens)
     audit(
         "session.end",
@@ -91,12 +103,14 @@ def end_session(
 
 
 def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
-    """The reaper's work: every session of a stopped task ends, its tokens revoked."""
+    """The reaper's work: the task is recorded as stopped (no session can start for it after
+    this write), then every session of it ends, its tokens revoked. Idempotent."""
+    now = svc.now()
+    svc.repo.mark_task_stopped(task_id, now, now + svc.config.stopped_task_ttl_seconds)
     ended = revoked = 0
     for session in svc.repo.sessions_of_task(task_id):
-        _, tokens = svc.repo.session_bundle(session.session_id)
-        if session.status == "active" or tokens:
-            revoked += end_session(svc, session, tokens, "task_stopped")
+        if session.status == "active" or svc.repo.session_bundle(session.session_id)[1]:
+            revoked += end_session(svc, session, "task_stopped")
             ended += 1
     return ended, revoked
 
@@ -104,7 +118,14 @@ def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
 def revoke_grant(
     svc: Services, grant: Grant, reason: str, *, principal: str | None = None
 ) -> int:
-    """Kill a grant: its refresh token upstream, every session token minted from it."""
+    """Kill a grant: its refresh token upstream, every session token minted from it.
+
+    The grant is marked `revoking` first: no refresh starts after that, and one in flight cannot
+    commit (its caller revokes what it got); its tokens are listed only then."""
+    current = svc.repo.mark_grant_revoking(grant)
+    if current is None:  # gone already, or replaced by a newer consent: not this grant
+        return 0
+    grant = current
     upstream_ok = revoke_upstream(
         svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
     )
@@ -154,6 +175,13 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
         and (body.provider is None or g.provider == body.provider)
     ]
     revoked = sum(revoke_grant(svc, g, "admin_revocation", principal=caller.arn) for g in selected)
+    flows = 0
+    if body.user is not None:  # the user's consents nobody bound yet die too
+        for flow in svc.repo.unbound_flows_of_user(UserRef(iss=body.user.iss, sub=body.user.sub)):
+            if (body.agent is None or flow.agent == body.agent) and (
+                body.provider is None or flow.provider == body.provider
+            ) and (body.grant_id is None or flow.grant_id == body.grant_id):
+                flows += retire_unbound_flow(svc, flow, "revoked", principal=caller.arn)
     audit(
         "revocation",
         "done",
@@ -164,5 +192,55 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
         user=UserRef(body.user.iss, body.user.sub) if body.user else None,
         revoked_grants=len(selected),
         revoked_tokens=revoked,
+        revoked_flows=flows,
     )
-    return {"revoked_grants": len(selected), "revoked_tokens": revoked}
+    return {"revoked_grants": len(selected), "revoked_tokens": revoked, "revoked_flows": flows}
+
+
+def retire_unbound_flow(
+    svc: Services, flow: Flow, status: str, *, now: int | None = None, principal: str | None = None
+) -> int:
+    """Close a flow nobody bound (`expired` by the sweep, `revoked` by a revocation of its
+    user), then revoke its tokens upstream; 1 if its tokens are gone, 0 otherwise. A flow whose
+    upstream revocation failed keeps its tokens and index entries: the next sweep retries."""
+    if flow.status == "pending_binding":
+        closed = svc.repo.close_unbound_flow(flow.flow_id, status, now)
+        if closed is None:  # bound, rejected or closed meanwhile
+            return 0
+        flow = closed
+    context = token_context(
+        flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
+    )
+    upstream_ok = True
+    for ciphertext, hint in (
+        (flow.refresh_token_ct, "refresh_token"),
+        (flow.access_token_ct, "access_token"),
+    ):
+        if ciphertext is not None:
+            upstream_ok &= revoke_upstream(svc, flow.provider, ciphertext, context, hint)
+    if upstream_ok:
+        svc.repo.forget_flow_tokens(flow.flow_id)
+    audit(
+        "grant.revoke",
+        "expired_unbound" if flow.status == "expired" else "revoked",
+        reason="unbound_flow_" + flow.status,
+        principal=principal,
+        agent=flow.agent,
+        user=flow.user,
+        provider=flow.provider,
+        flow_id=flow.flow_id,
+        grant_id=flow.grant_id,
+        upstream="revoked" if upstream_ok else "revoke_pending",
+    )
+    return 1 if upstream_ok else 0
+
+
+def sweep_unbound_flows(svc: Services) -> int:
+    """The scheduled sweep: every flow that expired unbound is closed and its tokens revoked
+    upstream (and those whose revocation failed before, again). Returns how many were done."""
+    now = svc.now()
+    done = 0
+    for flow in svc.repo.expired_unbound_flows(now):
+        if flow.status in ("pending_binding", "expired", "revoked"):
+            done += retire_unbound_flow(svc, flow, "expired", now=now)
+    return done

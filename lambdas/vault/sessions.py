@@ -8,12 +8,21 @@ from dataclasses import dataclass
 
 from vault.audit import audit
 from vault.caller import Caller, agent_of
-from vault.errors import Forbidden, ProofReplayed, SessionEnded, SessionNotFound, UserMismatch
+from vault.errors import (
+    Forbidden,
+    IdentityRequired,
+    ProofReplayed,
+    SessionEnded,
+    SessionNotFound,
+    TaskStopped,
+    UserMismatch,
+)
 from vault.models import Session, SessionToken
 from vault.proofs import Proof, verify_proof
 from vault.revocation import revoke_tokens
 from vault.runtime import Services
 from vault.schemas import RenewSession, StartSession
+from vault.store.repository import Conflict
 
 SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_-]{32}$")
 
@@ -77,7 +86,21 @@ def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSess
         created_at=now,
         expires_at=now + ttl,
     )
-    svc.repo.put_session(session)
+    try:
+        svc.repo.put_session(session)  # only while the task is not recorded as stopped
+    except Conflict as exc:
+        audit(
+            "session.start",
+            "denied",
+            reason="task_stopped",
+            agent=agent,
+            principal=caller.arn,
+            user=user,
+            task_id=caller.session_name,
+        )
+        raise TaskStopped(
+            "this task was stopped; its credentials can start no new session"
+        ) from exc
     audit(
         "session.start",
         "allowed",
@@ -136,7 +159,10 @@ def authorize_session_call(
             status=session.status,
             revoked_tokens=revoked,
         )
-        raise SessionEnded(f"the session is {session.ended_reason or 'expired'}; start a new one")
+        raise SessionEnded(
+            f"the session is {session.ended_reason or 'expired'}; start a new one",
+            reason=session.ended_reason or "expired",
+        )
     return session, tokens
 
 
@@ -146,9 +172,27 @@ def renew_session(
     """Extend a live session (its task still runs) without new consent.
 
     A long-running agent outlives the identity token it started with: it may present a fresh
-    token of the same user, compared by issuer and subject.
+    token of the same user, compared by issuer and subject. Renewal never goes past the
+    session's absolute maximum life (`session_max_life_seconds` from its start: there it simply
+    expires), and once a first window (`session_ttl_seconds`) has passed since the user's
+    identity was last verified, it needs that fresh identity.
     """
     session, _ = authorize_session_call(svc, caller, session_id, call)
+    now = svc.now()
+    max_end = session.created_at + svc.config.session_max_life_seconds
+    identity_due = now - session.identity_verified_at >= svc.config.session_ttl_seconds
+    if identity_due and body.user is None:
+        audit(
+            "session.renew",
+            "denied",
+            reason=IdentityRequired.code,
+            agent=session.agent,
+            session_id=session_id,
+            task_id=session.task_id,
+        )
+        raise IdentityRequired(
+            "renewing past the first window needs a fresh identity of the session's user (user)"
+        )
     if body.user is not None:
         user = svc.identity.user_from(body.user.as_dict(), session.agent)
         if user != session.user:
@@ -161,11 +205,14 @@ def renew_session(
                 task_id=session.task_id,
             )
             raise UserMismatch("a session can only be renewed for the user it was started for")
-    now = svc.now()
     ttl = min(body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds)
-    if not svc.repo.extend_session(session_id, now + ttl, now):
+    expires_at = min(now + ttl, max_end)
+    verified = body.user is not None
+    if not svc.repo.extend_session(session_id, expires_at, now, identity_verified=verified):
         raise SessionEnded("the session ended before it could be renewed; start a new one")
-    session.expires_at = now + ttl
+    session.expires_at = expires_at
+    if verified:
+        session.identity_at = now
     audit(
         "session.renew",
         "allowed",

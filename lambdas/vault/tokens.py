@@ -20,12 +20,14 @@ from vault.errors import (
     DecryptionFailed,
     OAuthError,
     ProviderError,
+    SessionEnded,
     StoredDataInvalid,
     VaultError,
 )
 from vault.models import Grant, Session, SessionToken, token_context
 from vault.oauth.client import AnswerLost
 from vault.policy import check_agent_policy, require_granted
+from vault.revocation import revoke_plain, revoke_tokens
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
@@ -188,6 +190,8 @@ def _require_usable(
 ) -> None:
     if grant is None:
         require_granted(provider, session_id, scopes, None, "no_grant")
+    elif grant.status == "revoking":
+        require_granted(provider, session_id, scopes, None, "grant_revoked")
     elif grant.status != "active":
         require_granted(provider, session_id, scopes, None, "grant_broken")
     else:
@@ -273,16 +277,16 @@ def _refresh(
     new_refresh = None
     if answer.refresh_token is not None and answer.refresh_token != refresh_token:
         new_refresh = svc.envelope.encrypt(answer.refresh_token.encode(), grant.context)
+    context = token_context(
+        grant.user, grant.provider, session_id=session.session_id, scopes=scopes
+    )
     token = SessionToken(
         session_id=session.session_id,
         provider=grant.provider,
         scopes=scopes,
         grant_id=grant.grant_id,
         user=grant.user,
-        access_token_ct=svc.envelope.encrypt(
-            answer.access_token.encode(),
-            token_context(grant.user, grant.provider, session_id=session.session_id),
-        ),
+        access_token_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
         expires_at=now + answer.expires_in,
         lifetime=answer.expires_in,
     )
@@ -290,6 +294,7 @@ def _refresh(
     try:
         svc.repo.store_refresh(grant, owner, new_refresh, None if broader else token, now)
     except Conflict as exc:
+        _lost_commit(svc, session, grant, owner, token, new_refresh, answer, now, where)
         audit("grant.refresh", "failed", reason="lease_lost", **where)
         raise Busy("the refresh lease expired before the result was stored; retry") from exc
     if broader:
@@ -309,3 +314,69 @@ def _refresh(
         )
     audit("grant.refresh", "refreshed", scopes=scopes, **where)
     return token
+
+
+def _lost_commit(
+    svc: Services,
+    session: Session,
+    grant: Grant,
+    owner: str,
+    token: SessionToken,
+    new_refresh: bytes | None,
+    answer: Any,
+    now: int,
+    where: dict[str, Any],
+) -> None:
+    """The refresh's commit failed its condition. If a revocation closed the door meanwhile
+    (the grant is `revoking` or gone, or the session ended), what the provider just issued is
+    revoked upstream and nothing is served: revocation wins. Returns (the caller answers
+    `refresh_in_progress`) for a lost lease or a grant replaced by a new consent."""
+    current = svc.repo.get_grant(grant.user, grant.agent, grant.provider)
+    if current is not None and current.grant_id != grant.grant_id:
+        # a new consent replaced the grant: the provider may share one grant between both, so
+        # nothing is revoked upstream (as when binding replaces a grant); the retry uses the new
+        return
+    if current is None or current.status != "active":
+        # the grant is being revoked (or was broken): its revoker knows only the tokens stored
+        # before it closed the door, so these two are ours to kill (a rotated refresh included)
+        reason = "grant_broken" if current is not None and current.status == "broken" else (
+            "grant_revoked"
+        )
+        access_ok = revoke_plain(svc, grant.provider, answer.access_token, "access_token")
+        refresh_ok = new_refresh is None or revoke_plain(
+            svc, grant.provider, answer.refresh_token, "refresh_token"
+        )
+        audit(
+            "grant.refresh",
+            "discarded",
+            reason=reason,
+            upstream="revoked" if access_ok and refresh_ok else "revoke_failed",
+            **where,
+        )
+        raise ConsentRequired(
+            f"the user's grant at {grant.provider!r} was revoked; ask for consent again",
+            provider=grant.provider,
+            missing_scopes=list(token.scopes),
+            reason=reason,
+            authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+        )
+    latest = svc.repo.get_session(session.session_id)
+    if latest is not None and latest.alive(svc.clock()):
+        return
+    # the session ended (or expired) while the provider answered: the grant lives on, so keep
+    # a rotated refresh token, then revoke the access token as the session's end would have
+    if current.lease_owner == owner:
+        try:
+            svc.repo.store_refresh(grant, owner, new_refresh, None, now)
+        except Conflict:
+            svc.repo.release_lease(grant, owner)
+    revoked = revoke_tokens(svc, [token])
+    audit(
+        "grant.refresh",
+        "discarded",
+        reason="session_ended",
+        upstream="revoked" if revoked else "revoke_failed",
+        **where,
+    )
+    ended = (latest.ended_reason if latest is not None else None) or "expired"
+    raise SessionEnded(f"the session is {ended}; start a new one", reason=ended)

@@ -172,9 +172,10 @@ def test_the_stage_throttles_and_logs_access(synthesized: Synthesized) -> None:
 
 def test_the_reaper_listens_to_stopped_tasks_of_the_agent_cluster(
         synthesized: Synthesized) -> None:
-    rules = by_type(_vault(synthesized), "AWS::Events::Rule")
+    rules = [r["Properties"] for r in by_type(_vault(synthesized), "AWS::Events::Rule").values()
+             if "EventPattern" in r["Properties"]]
     assert len(rules) == 1
-    rule = next(iter(rules.values()))["Properties"]
+    rule = rules[0]
     pattern = render(rule["EventPattern"])
     assert pattern == {
         "source": ["aws.ecs"],
@@ -183,6 +184,18 @@ def test_the_reaper_listens_to_stopped_tasks_of_the_agent_cluster(
                    "clusterArn": ["arn:aws:ecs:eu-west-1:123456789012:cluster/agent-vault-dev"]},
     }
     target = rule["Targets"][0]
+    assert target["Arn"]["Fn::GetAtt"][0].startswith("ReaperFunction")
+    assert "Arn" in target["DeadLetterConfig"]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+
+
+def test_a_schedule_runs_the_reapers_sweep_of_unbound_flows(synthesized: Synthesized) -> None:
+    rules = [r["Properties"] for r in by_type(_vault(synthesized), "AWS::Events::Rule").values()
+             if "ScheduleExpression" in r["Properties"]]
+    assert len(rules) == 1
+    (rule,) = rules
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = rule["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0].startswith("ReaperFunction")
     assert "Arn" in target["DeadLetterConfig"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0

@@ -323,7 +323,8 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
     assert vault.callback(urlencode(query)).status == 302
     (flow,) = items_of_type(vault, "flow")
     user = UserRef(flow["user_iss"]["S"], flow["user_sub"]["S"])
-    context = token_context(user, "calendar", grant_id=flow["grant_id"]["S"])
+    granted = [s["S"] for s in flow["granted_scopes"]["L"]]
+    context = token_context(user, "calendar", grant_id=flow["grant_id"]["S"], scopes=granted)
     envelope = vault.services.envelope
     refresh = envelope.decrypt(flow["refresh_token"]["B"], context).decode()
     access = envelope.decrypt(flow["access_token"]["B"], context).decode()

@@ -40,7 +40,10 @@ def refreshes(vault: Vault) -> int:
 def stored_refresh_token(vault: Vault, item: dict[str, Any]) -> str:
     """Read a grant's refresh token as the vault would (the test plays the provider's side)."""
     user = UserRef(item["user_iss"]["S"], item["user_sub"]["S"])
-    context = token_context(user, item["provider"]["S"], grant_id=item["grant_id"]["S"])
+    scopes = [s["S"] for s in item["scopes"]["L"]]
+    context = token_context(
+        user, item["provider"]["S"], grant_id=item["grant_id"]["S"], scopes=scopes
+    )
     return vault.services.envelope.decrypt(item["refresh_token"]["B"], context).decode()
 
 

@@ -51,12 +51,10 @@ def get_session(session_id: str) -> Response[str]:
 def end_session(session_id: str) -> Response[str]:
     svc = services()
     caller = caller_from(app.current_event.raw_event)
-    session, session_tokens = sessions.authorize_session_call(
+    session, _ = sessions.authorize_session_call(
         svc, caller, session_id, http_call(app), require_alive=False
     )
-    revoked = revocation.end_session(
-        svc, session, session_tokens, "ended_by_agent", principal=caller.arn
-    )
+    revoked = revocation.end_session(svc, session, "ended_by_agent", principal=caller.arn)
     return json_response(
         200, {"session_id": session_id, "status": "ended", "revoked_tokens": revoked}
     )

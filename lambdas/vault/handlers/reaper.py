@@ -3,6 +3,10 @@
 Triggered by EventBridge (`aws.ecs` / `ECS Task State Change` / `lastStatus: STOPPED`). A replayed
 event does no second round of work (Powertools idempotency on the event id); a malformed event
 is logged and dropped, never retried into the dead-letter queue.
+
+The same function runs the sweep of unbound flows on an EventBridge schedule (`aws.events` /
+`Scheduled Event`): consents nobody bound before they expired are closed and their tokens
+revoked upstream.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.audit import audit
 from vault.observability import logger, metrics, tracer
-from vault.revocation import end_task_sessions
+from vault.revocation import end_task_sessions, sweep_unbound_flows
 from vault.runtime import services
 
 TASK_ARN = re.compile(
@@ -76,6 +80,10 @@ def reap(event_id: str, task_id: str) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        swept = sweep_unbound_flows(services())
+        audit("flows.sweep", "done", count=swept)
+        return {"status": "swept", "revoked_flows": swept}
     try:
         change = TaskStateChange.model_validate(event)
     except ValidationError:

@@ -1,9 +1,10 @@
 """Envelope encryption: KMS data keys, AES-256-GCM, and a bounded data-key cache.
 
 A blob is `0x01 | len(edk) (2 bytes) | edk | nonce (12) | ciphertext+tag`. The KMS encryption
-context names what the blob belongs to (purpose, user, provider, grant/session/flow) and is also
-the GCM associated data, so a blob copied to another item fails to decrypt: KMS refuses the data
-key under the other context, and a cached key still fails the GCM tag.
+context names what the blob belongs to (purpose, user, provider, grant/session/flow, and the
+scopes of a token) and is also the GCM associated data, so a blob copied to another item fails
+to decrypt: KMS refuses the data key under the other context, and a cached key still fails the
+GCM tag.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ class Conflict(Exception):
     """A conditional write lost: the item was not in the state the write required."""
 
 
+UNBOUND = "UNBOUND"
+"""gsi1 partition of the flows awaiting binding (sorted by expiry): what the sweep reads."""
+UNBOUND_INDEXES = "gsi1pk, gsi1sk, gsi2pk, gsi2sk"
+
+
 # --- attribute helpers -------------------------------------------------------------------------
 
 
@@ -104,6 +109,15 @@ def grant_key(user: UserRef, agent: str, provider: str) -> dict[str, Any]:
     return {"pk": _s(f"USER#{user.key}"), "sk": _s(f"GRANT#{agent}#{provider}")}
 
 
+def task_stopped_key(task_id: str) -> dict[str, Any]:
+    return {"pk": _s(f"TASK#{task_id}"), "sk": _s("STOPPED")}
+
+
+def task_session_key(task_id: str, session_id: str) -> dict[str, Any]:
+    """A session's entry in its task's partition: the reaper reads it strongly consistently."""
+    return {"pk": _s(f"TASK#{task_id}"), "sk": _s(f"SESSION#{session_id}")}
+
+
 # --- item mapping -------------------------------------------------------------------------------
 
 
@@ -127,6 +141,8 @@ def session_item(s: Session) -> dict[str, Any]:
     }
     if s.ended_reason:
         item["ended_reason"] = _s(s.ended_reason)
+    if s.identity_at is not None:
+        item["identity_at"] = _n(s.identity_at)
     return item
 
 
@@ -143,6 +159,7 @@ def session_from(item: dict[str, Any]) -> Session:
         expires_at=_get_n(item, "expires_at"),
         status=_get_s(item, "status"),
         ended_reason=_opt_s(item, "ended_reason"),
+        identity_at=int(v) if (v := _opt_f(item, "identity_at")) is not None else None,
     )
 
 
@@ -244,6 +261,13 @@ def flow_item(f: Flow) -> dict[str, Any]:
         item["access_token"] = _b(f.access_token_ct)
     if f.error:
         item["error"] = _s(f.error)
+    if f.status == "pending_binding":
+        # sparse indexes, removed when the flow closes: the sweep finds expired unbound flows
+        # (gsi1, by expiry), a revocation by user finds that user's (gsi2)
+        item["gsi1pk"] = _s(UNBOUND)
+        item["gsi1sk"] = _s(f"{f.expires_at:012d}#{f.flow_id}")
+        item["gsi2pk"] = _s(f"UNBOUND#{f.user.key}")
+        item["gsi2sk"] = _s(f"FLOW#{f.flow_id}")
     return item
 
 
@@ -369,12 +393,58 @@ class Repository:
     # --- sessions ---------------------------------------------------------------------------
 
     def put_session(self, session: Session) -> None:
+        """Store a new session and its entry in its task's partition, only while the task is
+        not recorded as stopped (one transaction: a reaper that records the stop first makes
+        this fail; one that records it after finds the entry). Conflict if it is stopped."""
+        entry = {
+            **task_session_key(session.task_id, session.session_id),
+            "type": _s("task_session"),
+            "session_id": _s(session.session_id),
+            "ttl": _n(session.expires_at + DAY),
+        }
         self._call(
-            "put_item",
-            TableName=self.table,
-            Item=session_item(session),
-            ConditionExpression="attribute_not_exists(pk)",
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": task_stopped_key(session.task_id),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": session_item(session),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {"Put": {"TableName": self.table, "Item": entry}},
+            ],
         )
+
+    def task_stopped(self, task_id: str) -> bool:
+        return self._get(task_stopped_key(task_id)) is not None
+
+    def mark_task_stopped(self, task_id: str, now: int, keep_until: int) -> None:
+        """Record that a task stopped (idempotent: a repeat keeps the first record)."""
+        with contextlib.suppress(Conflict):
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item={
+                    **task_stopped_key(task_id),
+                    "type": _s("task_stopped"),
+                    "task_id": _s(task_id),
+                    "stopped_at": _n(now),
+                    "ttl": _n(keep_until),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+
+    def get_session(self, session_id: str) -> Session | None:
+        item = self._get(session_key(session_id))
+        return session_from(item) if item else None
 
     def session_bundle(self, session_id: str) -> tuple[Session | None, list[SessionToken]]:
         """The session and its tokens in one strongly consistent query (the warm path)."""
@@ -410,36 +480,54 @@ class Repository:
             return False
         return True
 
-    def extend_session(self, session_id: str, expires_at: int, now: int) -> bool:
-        """Move a live session's expiry; False if it ended or expired meanwhile."""
+    def extend_session(
+        self, session_id: str, expires_at: int, now: int, *, identity_verified: bool = False
+    ) -> bool:
+        """Move a live session's expiry (recording a fresh identity check when there was one);
+        False if it ended or expired meanwhile."""
+        update = "SET expires_at = :e, #t = :ttl"
+        values = {
+            ":e": _n(expires_at),
+            ":ttl": _n(expires_at + DAY),
+            ":active": _s("active"),
+            ":now": _n(now),
+        }
+        if identity_verified:
+            update += ", identity_at = :now"
         try:
             self._call(
                 "update_item",
                 TableName=self.table,
                 Key=session_key(session_id),
-                UpdateExpression="SET expires_at = :e, #t = :ttl",
+                UpdateExpression=update,
                 ConditionExpression="#s = :active AND expires_at > :now",
                 ExpressionAttributeNames={"#s": "status", "#t": "ttl"},
-                ExpressionAttributeValues={
-                    ":e": _n(expires_at),
-                    ":ttl": _n(expires_at + DAY),
-                    ":active": _s("active"),
-                    ":now": _n(now),
-                },
+                ExpressionAttributeValues=values,
             )
         except Conflict:
             return False
         return True
 
     def sessions_of_task(self, task_id: str) -> list[Session]:
-        return [
-            session_from(i)
+        """Every session of a task: its entries in the task's partition (a strongly consistent
+        read: nothing committed before is missed), and those found by gsi1 (sessions stored
+        before the entries existed)."""
+        ids = [
+            _get_s(i, "session_id")
             for i in self._query(
-                IndexName="gsi1",
-                KeyConditionExpression="gsi1pk = :pk",
-                ExpressionAttributeValues={":pk": _s(f"TASK#{task_id}")},
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :s)",
+                ConsistentRead=True,
+                ExpressionAttributeValues={":pk": _s(f"TASK#{task_id}"), ":s": _s("SESSION#")},
             )
         ]
+        for item in self._query(
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :pk",
+            ExpressionAttributeValues={":pk": _s(f"TASK#{task_id}")},
+        ):
+            if _get_s(item, "session_id") not in ids:
+                ids.append(_get_s(item, "session_id"))
+        return [s for s in (self.get_session(i) for i in ids) if s is not None]
 
     def get_session_token(
         self, session_id: str, provider: str, scopes: tuple[str, ...]
@@ -558,7 +646,8 @@ class Repository:
                     "Update": {
                         "TableName": self.table,
                         "Key": flow_key(flow.flow_id),
-                        "UpdateExpression": "SET #s = :active REMOVE refresh_token, access_token",
+                        "UpdateExpression": "SET #s = :active REMOVE refresh_token, access_token, "
+                        + UNBOUND_INDEXES,
                         "ConditionExpression": "#s = :pending",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": {
@@ -576,7 +665,8 @@ class Repository:
             "update_item",
             TableName=self.table,
             Key=flow_key(flow_id),
-            UpdateExpression="SET #s = :rejected, #e = :reason REMOVE refresh_token, access_token",
+            UpdateExpression="SET #s = :rejected, #e = :reason "
+            "REMOVE refresh_token, access_token, " + UNBOUND_INDEXES,
             ConditionExpression="#s = :pending",
             ExpressionAttributeNames={"#s": "status", "#e": "error"},
             ExpressionAttributeValues={
@@ -585,6 +675,69 @@ class Repository:
                 ":pending": _s("pending_binding"),
             },
         )
+
+    def expired_unbound_flows(self, now: int) -> list[Flow]:
+        """Flows nobody bound before they expired (and those whose upstream revocation is still
+        to be retried), oldest first."""
+        return [
+            flow_from(i)
+            for i in self._query(
+                IndexName="gsi1",
+                KeyConditionExpression="gsi1pk = :pk AND gsi1sk < :upto",
+                ExpressionAttributeValues={
+                    ":pk": _s(UNBOUND),
+                    ":upto": _s(f"{now:012d}$"),  # "$" sorts after "#": expires_at <= now
+                },
+            )
+        ]
+
+    def unbound_flows_of_user(self, user: UserRef) -> list[Flow]:
+        return [
+            flow_from(i)
+            for i in self._query(
+                IndexName="gsi2",
+                KeyConditionExpression="gsi2pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"UNBOUND#{user.key}")},
+            )
+        ]
+
+    def close_unbound_flow(self, flow_id: str, status: str, now: int | None = None) -> Flow | None:
+        """Take an unbound flow out of binding's reach (`expired` or `revoked`) before its tokens
+        are revoked upstream: a binding after this fails its condition. With `now`, only if it
+        expired by then. The tokens and index entries stay until `forget_flow_tokens`, so a
+        failed upstream revocation is retried. None if it is no longer unbound."""
+        condition = "#s = :pending"
+        values = {":st": _s(status), ":pending": _s("pending_binding")}
+        if now is not None:
+            condition += " AND expires_at <= :now"
+            values[":now"] = _n(now)
+        try:
+            answer = self._call(
+                "update_item",
+                TableName=self.table,
+                Key=flow_key(flow_id),
+                UpdateExpression="SET #s = :st",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except Conflict:
+            return None
+        return flow_from(answer["Attributes"])
+
+    def forget_flow_tokens(self, flow_id: str) -> None:
+        """After their upstream revocation: drop a closed flow's tokens and index entries."""
+        with contextlib.suppress(Conflict):
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=flow_key(flow_id),
+                UpdateExpression="REMOVE refresh_token, access_token, " + UNBOUND_INDEXES,
+                ConditionExpression="attribute_exists(pk) AND #s <> :pending",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":pending": _s("pending_binding")},
+            )
 
     # --- grants -----------------------------------------------------------------------------
 
@@ -686,7 +839,11 @@ class Repository:
         token: SessionToken | None,
         now: int,
     ) -> None:
-        """Atomically keep a rotated refresh token, release the lease and cache the new token."""
+        """Atomically keep a rotated refresh token, release the lease and cache the new token.
+
+        Conflict unless this caller still holds the lease of this grant and it is still active
+        (a revocation marks it `revoking` and drops the lease first), and, with a token, unless
+        the token's session is still active and unexpired: revocation wins every race."""
         names = {"#v": "version"}
         values: dict[str, Any] = {":o": _s(owner), ":now": _n(now), ":one": _n(1)}
         update = "SET refreshed_at = :now, #v = #v + :one"
@@ -699,15 +856,49 @@ class Repository:
                     "TableName": self.table,
                     "Key": grant_key(grant.user, grant.agent, grant.provider),
                     "UpdateExpression": update + " REMOVE lease_owner, lease_until",
-                    "ConditionExpression": "lease_owner = :o",
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
+                    "ConditionExpression": "lease_owner = :o AND grant_id = :g AND #s = :active",
+                    "ExpressionAttributeNames": {**names, "#s": "status"},
+                    "ExpressionAttributeValues": {
+                        **values,
+                        ":g": _s(grant.grant_id),
+                        ":active": _s("active"),
+                    },
                 }
             }
         ]
         if token is not None:
             items.append({"Put": {"TableName": self.table, "Item": token_item(token)}})
+            items.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": session_key(token.session_id),
+                        "ConditionExpression": "#s = :active AND expires_at > :now",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {":active": _s("active"), ":now": _n(now)},
+                    }
+                }
+            )
         self._call("transact_write_items", TransactItems=items)
+
+    def mark_grant_revoking(self, grant: Grant) -> Grant | None:
+        """Revocation's first step: the grant turns `revoking` and loses any refresh lease, so
+        no refresh starts and an in-flight one cannot commit. Returns the grant as it is now
+        (its newest refresh token), None if it is gone or was replaced."""
+        try:
+            answer = self._call(
+                "update_item",
+                TableName=self.table,
+                Key=grant_key(grant.user, grant.agent, grant.provider),
+                UpdateExpression="SET #s = :revoking REMOVE lease_owner, lease_until",
+                ConditionExpression="grant_id = :g",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":revoking": _s("revoking"), ":g": _s(grant.grant_id)},
+                ReturnValues="ALL_NEW",
+            )
+        except Conflict:
+            return None
+        return grant_from(answer["Attributes"])
 
     def mark_grant_broken(self, grant: Grant, reason: str) -> None:
         with contextlib.suppress(Conflict):
