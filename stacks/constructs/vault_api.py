@@ -109,6 +109,8 @@ class VaultHttpApi(Construct):
             access_log_settings=_AccessLogs(self.access_logs),
         )
         self._public_route_settings: dict[str, dict[str, int]] = {}
+        self.public_routes: dict[str, apigwv2.HttpRoute] = {}
+        """Route key -> route, of every route without IAM (each has its own throttle)."""
 
     @property
     def url(self) -> str:
@@ -145,6 +147,7 @@ class VaultHttpApi(Construct):
         stage.add_property_override("RouteSettings", dict(self._public_route_settings))
         for route in routes:
             self.stage.node.add_dependency(route)
+            self.public_routes[route_key] = route
 
     def route_agent_api(self, function: lambda_.IFunction) -> None:
         self._route(AGENT_ROUTES, function, "AgentApi")
