@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help install browser lint test test-fast synth openapi demo local bench fuzz deploy clean
+.PHONY: help install browser lint test test-fast synth openapi demo local bench fuzz deploy pin-agent-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ fuzz: install ## long fuzzing run of every route
 
 deploy: install ## deploy to the AWS account of your credentials (see README)
 	npx cdk deploy --all $(if $(CONFIG),-c config=$(CONFIG))
+
+pin-agent-image: ## pin agent/Dockerfile's base image to its tag's current digest (docker, crane or skopeo)
+	$(PY) scripts/pin_agent_image.py $(if $(DIGEST),--digest $(DIGEST))
 
 clean: ## remove build outputs
 	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache .hypothesis

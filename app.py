@@ -9,7 +9,7 @@ from stacks.config import ConfigError
 
 def main() -> int:
     try:
-        from stacks import nag
+        from stacks import checkov_skips, nag
         from stacks.app import build_app
 
         built = build_app()
@@ -18,6 +18,7 @@ def main() -> int:
         print(error, file=sys.stderr)
         return 1
     nag.write_acknowledgements(Path(assembly.directory), built.acknowledgements)
+    checkov_skips.write_skips(Path(assembly.directory), built.checkov_skips_written)
     return 0
 
 

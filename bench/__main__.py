@@ -150,7 +150,7 @@ def render(result: dict[str, Any]) -> str:
                          f"{nb['agent_api_compile_cost_ms']} ms)"))
         if "tracing_on_as_deployed" in result:
             tr = result["tracing_on_as_deployed"]
-            rows.append(("tracing on (as deployed): agent_api over baseline+Tracer()",
+            rows.append(("tracing on (as deployed): agent_api over baseline",
                          f"+{tr['agent_api_over_baseline_with_tracer_ms']} ms (CPU +"
                          f"{tr['agent_api_over_baseline_with_tracer_cpu_ms']})"))
         lines += _rows(f"Cold start (median of {result['import_runs']} fresh interpreters, "

@@ -7,7 +7,7 @@ from typing import Any
 
 import aws_cdk as cdk
 
-from stacks import nag
+from stacks import checkov_skips, nag
 from stacks.agent_service_stack import AgentServiceStack
 from stacks.audit_stack import AuditStack
 from stacks.config import VaultConfig, config_from_context
@@ -22,6 +22,8 @@ class AgentVaultApp:
     audit: AuditStack
     agent_service: AgentServiceStack
     acknowledgements: tuple[nag.Acknowledgement, ...]
+    checkov_skips_written: tuple[checkov_skips.Skip, ...] = ()
+    """Every checkov skip, each on its one resource (stacks/checkov_skips.py)."""
 
     @property
     def stacks(self) -> tuple[cdk.Stack, ...]:
@@ -54,6 +56,9 @@ def build_app(*, context: dict[str, Any] | None = None, outdir: str | None = Non
         cdk.Tags.of(stack).add("environment", config.environment)
     acknowledgements = nag.acknowledge_findings(config=config, vault=vault,
                                                 agents=agent_service)
+    skips = checkov_skips.skip_checks(config=config, vault=vault, audit=audit,
+                                      agents=agent_service)
     nag.enable(app)
     return AgentVaultApp(app=app, config=config, vault=vault, audit=audit,
-                         agent_service=agent_service, acknowledgements=tuple(acknowledgements))
+                         agent_service=agent_service, acknowledgements=tuple(acknowledgements),
+                         checkov_skips_written=tuple(skips))

@@ -18,7 +18,12 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
-from stacks.constructs.vault_api import AGENT_ROUTES, iam_path
+from stacks.constructs.vault_api import (
+    AGENT_ROUTES,
+    PUBLIC_THROTTLE_BURST_LIMIT,
+    PUBLIC_THROTTLE_RATE_LIMIT,
+    iam_path,
+)
 from stacks.synth import ACKNOWLEDGEMENTS_FILE
 from stacks.vault_stack import api_id_export
 
@@ -71,12 +76,14 @@ def acknowledge_findings(*, config: VaultConfig, vault: VaultStack,
             " can rotate it. The operator rotates it at the provider and stores the new value with"
             " put-secret-value (docs/deploy.md); the vault rereads secrets within 5 minutes.")
 
-    callback_route = vault.api.api.node.find_child("GET--v1--oauth--callback")
-    acknowledge(
-        callback_route, "AwsSolutions-APIG4",
-        "The OAuth redirect URI is called by the user's browser, which has no AWS credentials."
-        " It is the only public route: it accepts only a single-use, hashed-at-rest `state` it"
-        " issued, redirects only to allow-listed return URLs, and is throttled with the stage.")
+    for route_key, route in vault.api.public_routes.items():
+        acknowledge(
+            route, "AwsSolutions-APIG4",
+            f"{route_key} is the OAuth redirect URI, called by the user's browser, which has no"
+            " AWS credentials; it is public in the route table (agent_vault/routes.py). It"
+            " accepts only a single-use, hashed-at-rest `state` it issued, redirects only to"
+            " allow-listed return URLs, and has a throttle of its own on the stage"
+            f" ({PUBLIC_THROTTLE_RATE_LIMIT} requests/s, burst {PUBLIC_THROTTLE_BURST_LIMIT}).")
 
     acknowledge(
         vault.reaper_trigger.dead_letters, "AwsSolutions-SQS3",
@@ -108,10 +115,14 @@ def acknowledge_findings(*, config: VaultConfig, vault: VaultStack,
         acknowledge(
             agents.agent.task_role,
             f"AwsSolutions-IAM5[Resource::{_ARN_PREFIX}{export}/*/{method}{iam_path(path)}]",
-            f"execute-api:Invoke on {method} {path} only, in any stage of the vault API (it has"
-            " one, $default) and for any session/flow id: ids are minted at run time, and the vault"
-            " checks that the session or flow belongs to the calling task's agent and a fresh"
-            " proof of the session key. No admin route is granted.")
+            f"execute-api:Invoke for {method} {path}. Each `*` (the stage, each id) is IAM's"
+            " wildcard, which also matches `/`: the grant covers every"
+            f" {method} path of the vault API that fits {iam_path(path)} at any depth, in any"
+            " stage. In the route table that is this route alone (tests/infra/test_gates.py"
+            " checks every route against every grant); a route added later that fits the"
+            " pattern is reachable by agents without a new grant. Ids are minted at run time;"
+            " the vault checks that the session or flow belongs to the calling task's agent and"
+            " a fresh proof of the session key.")
     return acknowledged
 
 

@@ -4,8 +4,9 @@
    for the Lambda wheels). cdk-nag runs inside it as a validation plugin: an unacknowledged
    finding fails the synth (stacks/nag.py holds the acknowledgements).
 2. cfn-lint on the templates (.cfnlintrc.yaml): any error fails.
-3. checkov on the templates, from its own environment .venv-checkov (.checkov.yaml lists each
-   skipped check with its reason): any failed check fails.
+3. checkov on the templates, from its own environment .venv-checkov: any failed check fails.
+   Nothing is skipped by check id; each accepted finding is skipped on its one resource, in the
+   template metadata, with its reason (stacks/checkov_skips.py).
 
 Usage: python -m stacks.synth [--config PATH]
 """
@@ -30,6 +31,8 @@ CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
 OUTDIR = REPO_ROOT / "cdk.out"
 ACKNOWLEDGEMENTS_FILE = "agent-vault-nag-acknowledgements.json"
 """Written into the cloud assembly by app.py (stacks/nag.py): every acknowledged finding."""
+CHECKOV_SKIPS_FILE = "agent-vault-checkov-skips.json"
+"""Written into the cloud assembly by app.py (stacks/checkov_skips.py): every per-resource skip."""
 
 
 @dataclass
@@ -54,7 +57,7 @@ def synthesize(config: str | None) -> tuple[Gate, float]:
         command += ["--context", f"config={config}"]
     # Stale results must never pass for fresh ones (asset directories stay: a bundling cache).
     for stale in (*_templates(), OUTDIR / "validation-report.json",
-                  OUTDIR / ACKNOWLEDGEMENTS_FILE):
+                  OUTDIR / ACKNOWLEDGEMENTS_FILE, OUTDIR / CHECKOV_SKIPS_FILE):
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     result = _run(command, env=env)
@@ -125,16 +128,14 @@ def checkov() -> Gate:
     reports = reports if isinstance(reports, list) else [reports]
     passed = sum(r["summary"]["passed"] for r in reports)
     failed_checks = [c for r in reports for c in r["results"]["failed_checks"]]
-    skipped = _skipped_checks()
+    skipped = [c for r in reports for c in r["results"].get("skipped_checks", [])]
     details = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed_checks]
-    return Gate("checkov", not failed_checks,
-                f"checkov: {passed} passed, {len(failed_checks)} failed, {len(skipped)} checks"
-                f" skipped by id with reasons in .checkov.yaml ({', '.join(skipped)})", details)
-
-
-def _skipped_checks() -> list[str]:
-    lines = (REPO_ROOT / ".checkov.yaml").read_text().splitlines()
-    return [line.strip()[2:].strip() for line in lines if line.strip().startswith("- CKV")]
+    unexplained = [f"{c['check_id']} {c['resource']}: skipped without a reason" for c in skipped
+                   if len(str((c.get("check_result") or {}).get("suppress_comment", ""))) < 40]
+    return Gate("checkov", not failed_checks and not unexplained,
+                f"checkov: {passed} passed, {len(failed_checks)} failed, {len(skipped)} skipped,"
+                f" each on its one resource with its reason (stacks/checkov_skips.py)",
+                details + unexplained)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,10 +70,12 @@ class VaultStack(Stack):
         }
 
         def function(construct_id: str, handler: str, description: str,
-                     timeout: Duration = API_TIMEOUT) -> VaultFunction:
+                     timeout: Duration = API_TIMEOUT,
+                     reserved_concurrency: int | None = None) -> VaultFunction:
             return VaultFunction(self, construct_id, handler=handler, description=description,
                                  code=code, environment=environment, log_retention=retention,
-                                 removal_policy=removal, timeout=timeout)
+                                 removal_policy=removal, timeout=timeout,
+                                 reserved_concurrency=reserved_concurrency)
 
         self.agent_api = function("AgentApi", "vault.handlers.agent_api.handler",
                                   "agent routes: sessions, consent, tokens, binding")
@@ -83,7 +85,9 @@ class VaultStack(Stack):
                                   "admin routes: revocations")
         self.reaper = function("Reaper", "vault.handlers.reaper.handler",
                                "ends the sessions of stopped ECS tasks; sweeps unbound flows",
-                               timeout=Duration.minutes(2))
+                               timeout=Duration.minutes(2),
+                               # other workloads cannot starve revocation (SECURITY.md row 52)
+                               reserved_concurrency=config.reaper_reserved_concurrency)
 
         # Agent routes: every item kind, the proof replay cache, tokens and PKCE verifiers.
         self.tables.grant_vault_data(self.agent_api.function, write=True, indexes=INDEXES)

@@ -225,6 +225,9 @@ class VaultConfig(_Frozen):
     """How long CloudTrail log files stay in the audit bucket before they expire."""
     sample_agent: str | None = None
     """The agent the sample ECS service runs as (its role_name); default: the first agent."""
+    reaper_reserved_concurrency: int | None = Field(default=2, ge=1, le=1000)
+    """Concurrency reserved for the session reaper, so other workloads in the account cannot
+    starve revocation; None reserves nothing (accounts below 100 + this cannot reserve)."""
 
     @field_validator("log_retention_days")
     @classmethod

@@ -17,6 +17,9 @@ from stacks.config import REPO_ROOT
 
 CONTAINER_PORT = 8080
 DOCKERFILE = "agent/Dockerfile"
+CONTAINER_USER = "10001:10001"
+"""The non-root uid:gid agent/Dockerfile creates and switches to (`USER`); the task definition
+says it again, so the task runs unprivileged whatever the image's last USER line."""
 IMAGE_EXCLUDES = [
     ".git", ".venv", ".venv-*", "node_modules", "cdk.out", "tests", "docs", "bench", "build",
     ".local", ".hypothesis", ".mypy_cache", ".pytest_cache", ".ruff_cache", "**/__pycache__",
@@ -61,6 +64,11 @@ class AgentService(Construct):
         )
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
                                        removal_policy=removal_policy)
+        # No Linux capability at all, and an init process (PID 1) that reaps zombies and
+        # forwards signals, so a stop ends the agent cleanly (it ends its vault sessions).
+        linux_parameters = ecs.LinuxParameters(self, "LinuxParameters",
+                                               init_process_enabled=True)
+        linux_parameters.drop_capabilities(ecs.Capability.ALL)
         task_definition.add_container(
             "agent",
             image=ecs.ContainerImage.from_asset(
@@ -71,6 +79,8 @@ class AgentService(Construct):
                          **agent_environment},
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             readonly_root_filesystem=True,
+            user=CONTAINER_USER,
+            linux_parameters=linux_parameters,
             health_check=ecs.HealthCheck(command=["CMD", "python", "-c", HEALTH_CHECK],
                                          interval=Duration.seconds(30),
                                          timeout=Duration.seconds(5),

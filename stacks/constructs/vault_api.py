@@ -33,6 +33,13 @@ CALLBACK_PATH = CALLBACK_ROUTE[1]
 THROTTLE_RATE_LIMIT = 100
 """Requests per second across the stage (every route), before API Gateway answers 429."""
 THROTTLE_BURST_LIMIT = 200
+PUBLIC_ROUTES: tuple[Route, ...] = tuple((r.method, r.path) for r in ROUTES if r.auth == "none")
+"""Every route without IAM (the OAuth callback): each gets PUBLIC_THROTTLE_* of its own."""
+PUBLIC_THROTTLE_RATE_LIMIT = 10
+"""Requests per second on each public route: anyone on the internet can call it, so it gets a
+throttle of its own, well under the stage's, and cannot use up the agents' share. A user's
+browser calls it once per consent."""
+PUBLIC_THROTTLE_BURST_LIMIT = 20
 
 # What an access log line holds: who called which route with what outcome. Never the query string
 # (the callback's carries `code` and `state`), never a header or a body.
@@ -101,6 +108,9 @@ class VaultHttpApi(Construct):
                                               burst_limit=THROTTLE_BURST_LIMIT),
             access_log_settings=_AccessLogs(self.access_logs),
         )
+        self._public_route_settings: dict[str, dict[str, int]] = {}
+        self.public_routes: dict[str, apigwv2.HttpRoute] = {}
+        """Route key -> route, of every route without IAM (each has its own throttle)."""
 
     @property
     def url(self) -> str:
@@ -116,12 +126,28 @@ class VaultHttpApi(Construct):
                public: bool = False) -> None:
         integration = integrations.HttpLambdaIntegration(f"{name}Integration", function)
         for method, path in routes:
-            self.api.add_routes(
+            added = self.api.add_routes(
                 path=path,
                 methods=[apigwv2.HttpMethod(method)],
                 integration=integration,
                 authorizer=apigwv2.HttpNoneAuthorizer() if public else None,
             )
+            if public:
+                self._throttle_public(f"{method} {path}", added)
+
+    def _throttle_public(self, route_key: str, routes: list[apigwv2.HttpRoute]) -> None:
+        """A route-level throttle on the stage (RouteSettings): only for routes that exist, so
+        the stage is created after them."""
+        self._public_route_settings[route_key] = {
+            "ThrottlingRateLimit": PUBLIC_THROTTLE_RATE_LIMIT,
+            "ThrottlingBurstLimit": PUBLIC_THROTTLE_BURST_LIMIT,
+        }
+        stage = self.stage.node.default_child
+        assert isinstance(stage, apigwv2.CfnStage)
+        stage.add_property_override("RouteSettings", dict(self._public_route_settings))
+        for route in routes:
+            self.stage.node.add_dependency(route)
+            self.public_routes[route_key] = route
 
     def route_agent_api(self, function: lambda_.IFunction) -> None:
         self._route(AGENT_ROUTES, function, "AgentApi")

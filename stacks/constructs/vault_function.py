@@ -21,6 +21,9 @@ POWERTOOLS_ENVIRONMENT = {
 class VaultFunction(Construct):
     """Python 3.13 on arm64, JSON logs into its own log group with retention, X-Ray active.
 
+    Active tracing records Lambda's own segments for each invocation; the handlers carry no
+    tracer (lambdas/vault/observability.py), so nothing they hold reaches a trace.
+
     It runs as a role of its own that starts with nothing but writing its logs and traces: every
     other permission is granted in the stack, where a reviewer reads them side by side.
     """
@@ -28,7 +31,8 @@ class VaultFunction(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, handler: str, description: str,
                  code: lambda_.Code, environment: Mapping[str, str],
                  log_retention: logs.RetentionDays, removal_policy: RemovalPolicy,
-                 timeout: Duration, memory_size: int = 512) -> None:
+                 timeout: Duration, memory_size: int = 512,
+                 reserved_concurrency: int | None = None) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
                                        removal_policy=removal_policy)
@@ -50,5 +54,6 @@ class VaultFunction(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         self.log_group.grant_write(self.role)

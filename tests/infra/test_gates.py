@@ -49,3 +49,30 @@ def test_resource_star_only_where_acknowledged(synthesized: Synthesized) -> None
                                if s == stack and logical_id.startswith(p)), logical_id)
                 found.add((stack, prefix, tuple(sorted(as_list(statement["Action"])))))
     assert found == ACCEPTED_RESOURCE_STAR
+
+
+def test_each_agent_grant_reaches_its_own_route_of_the_table_and_says_so(
+        synthesized: Synthesized) -> None:
+    """IAM's `*` also matches `/`: an execute-api grant for one route fits deeper paths too.
+    Against the route table (ids with a `/` inside as well), each grant reaches its own route
+    only, and its acknowledgement says what the wildcard covers."""
+    from agent_vault.routes import ROUTES
+    from tests.infra.cfn import API_ID, iam_matches, render
+
+    grants = [str(arn) for _, statement in policy_statements(synthesized.templates["AgentService"])
+              if as_list(statement["Action"]) == ["execute-api:Invoke"]
+              for arn in render(as_list(statement["Resource"]))]
+    assert grants
+    base = f"arn:aws:execute-api:eu-west-1:123456789012:{API_ID}/$default"
+    for route in ROUTES:
+        for ident in ("ses_abc", "ses_a/b"):
+            path = route.path.replace("{session_id}", ident).replace("{flow_id}", ident)
+            matching = [g for g in grants if iam_matches(g, f"{base}/{route.method}{path}")]
+            if route.function == "agent-api":
+                assert len(matching) == 1, (route.route_key, matching)
+            else:
+                assert matching == [], (route.route_key, matching)
+    reasons = [a.reason for a in synthesized.built.acknowledgements
+               if "execute-api" in a.rule or "execute-api:Invoke" in a.reason]
+    assert reasons
+    assert all("also matches `/`" in reason for reason in reasons)

@@ -13,7 +13,11 @@ While the suite runs it collects, without changing any behaviour:
   the provider's client secrets, and the KMS data keys the vault receives (a botocore hook);
 - every log record of every logger (message, arguments, extras, exception text, and the JSON
   line Powertools prints for the vault's logger);
-- every answer the handlers return (`tests.support.apigw.invoke`), with its `Location`.
+- every answer the handlers return (`tests.support.apigw.invoke`), with its `Location`;
+- every trace segment a test hands it (`observe_trace`): the suite runs with tracing disabled, so
+  tests/security/test_tracing.py runs a whole story in a Lambda-like process with tracing
+  enabled, its X-Ray daemon address at a `TraceCollector` (a UDP socket on loopback), and feeds
+  every datagram received here (SECURITY.md row 47).
 
 After each test it fails the test if a secret known so far appears in a log line, in an answer
 body (a successful token answer may carry its access token: that is what it is for) or in a URL
@@ -29,7 +33,9 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -199,6 +205,17 @@ class Hygiene:
         if isinstance(token, str) and "iss" in _jwt_payload(token):
             self.add_secret(token, "ID token")
 
+    def observe_trace(self, datagram: bytes) -> None:
+        """One datagram sent to the X-Ray daemon's address: a header line and a segment document
+        (or anything else: all of it is scanned)."""
+        text = datagram.decode("utf-8", "replace")
+        try:
+            segment = json.loads(text.partition("\n")[2])
+            name = segment.get("name", "?") if isinstance(segment, dict) else "?"
+        except (ValueError, RecursionError):
+            name = "not JSON"
+        self.add_text(f"trace segment {str(name)[:64]}", text)
+
     def observe_vault(self, vault: Any) -> None:
         """The secrets a test's vault fixture holds: client secrets, users' ID tokens, and the
         KMS data keys its envelope receives."""
@@ -257,6 +274,45 @@ class _LogCollector(logging.Handler):
                 except Exception:  # noqa: S112 (a formatter failing is not ours to judge here)
                     continue
         self.hygiene.add_text(f"log line of {record.name} ({record.levelname})", "\n".join(parts))
+
+
+class TraceCollector:
+    """A stand-in for the X-Ray daemon: a UDP socket on loopback keeping every datagram sent to it
+    (AWS_XRAY_DAEMON_ADDRESS=`address`), read by a thread until `close()`."""
+
+    def __init__(self) -> None:
+        self.datagrams: list[bytes] = []
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._stop = b"stop-" + os.urandom(16).hex().encode()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def address(self) -> str:
+        host, port = self._socket.getsockname()
+        return f"{host}:{port}"
+
+    def _read(self) -> None:
+        while True:
+            datagram = self._socket.recv(65_535)
+            if datagram == self._stop:
+                return
+            self.datagrams.append(datagram)
+
+    def close(self) -> None:
+        """Stop reading once everything sent so far is read (the stop datagram comes last)."""
+        if self._reader.is_alive():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(self._stop, self._socket.getsockname())
+            self._reader.join(timeout=30)
+        self._socket.close()
+
+    def __enter__(self) -> TraceCollector:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _observe_urllib3(hygiene: Hygiene) -> None:

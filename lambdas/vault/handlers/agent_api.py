@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vault import consent, revocation, sessions, tokens
 from vault.caller import caller_from
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
-from vault.observability import logger, metrics, tracer
+from vault.observability import logger, metrics
 from vault.runtime import services
 from vault.schemas import (
     CompleteFlow,
@@ -98,7 +98,6 @@ def complete_flow(flow_id: str) -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import consent
 from vault.handlers.http import make_resolver
-from vault.observability import logger, metrics, tracer
+from vault.observability import logger, metrics
 from vault.runtime import services
 
 app = make_resolver()
@@ -36,7 +36,6 @@ def oauth_callback() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

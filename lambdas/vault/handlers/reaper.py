@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.audit import audit
-from vault.observability import logger, metrics, tracer
+from vault.observability import logger, metrics
 from vault.revocation import end_task_sessions, sweep_unbound_flows
 from vault.runtime import services
 
@@ -77,7 +77,6 @@ def reap(event_id: str, task_id: str) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
