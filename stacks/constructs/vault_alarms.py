@@ -9,7 +9,6 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -118,8 +117,16 @@ class VaultAlarms(Construct):
                     ],
                 },
             ),
-            targets=[targets.SnsTopic(self.topic)],
         )
         cfn_rule = self.foreign_key_use.node.default_child
         assert isinstance(cfn_rule, events.CfnRule)
         cfn_rule.state = "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+        # The target by hand: the L2 SNS target would also add an unconditioned statement for
+        # EventBridge to the topic key's policy (EventBridgePublish above is the conditioned one).
+        cfn_rule.targets = [events.CfnRule.TargetProperty(id="AlarmTopic",
+                                                          arn=self.topic.topic_arn)]
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="ForeignKeyUseRulePublishes",
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["sns:Publish"], resources=[self.topic.topic_arn],
+            conditions={"ArnEquals": {"aws:SourceArn": self.foreign_key_use.rule_arn}}))

@@ -56,8 +56,8 @@ def _context_kind(context: dict[str, str]) -> str:
 
 
 class Recorder:
-    """Records AWS calls (a botocore `before-parameter-build` hook) and hands them to the function whose
-    request was being served."""
+    """Records AWS calls (a botocore `before-parameter-build` hook) and hands them to the
+    function whose request was being served."""
 
     def __init__(self) -> None:
         self.pending: list[Access] = []
