@@ -38,7 +38,8 @@ class AgentServiceStack(Stack):
             self, "SampleAgent",
             cluster=self.cluster.cluster,
             vpc=self.network.vpc,
-            role_name=config.agents[agent_name].role_name,
+            role_name=config.agents[agent_name].name_of_role,
+            cluster_name=agent_cluster_name(config.environment),
             vault_url=vault_url,
             agent_environment=sample_agent_environment(config, agent_name),
             certificate_arn=config.certificate_arn,
@@ -51,6 +52,8 @@ class AgentServiceStack(Stack):
                   description="ECS cluster of the agents (watched by the vault's reaper)")
         CfnOutput(self, "SampleAgentRoleArn", value=self.agent.task_role.role_arn,
                   description=f"Task role of the sample agent ({agent_name})")
+        CfnOutput(self, "SampleAgentRoleId", value=self.agent.task_role.role_id,
+                  description=f"Unique id of that role: pin it as agents.{agent_name}.role_id")
         if self.agent.load_balancer is not None:
             CfnOutput(self, "SampleAgentUrl",
                       value=Fn.join("", ["https://",

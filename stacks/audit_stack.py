@@ -10,6 +10,7 @@ from constructs import Construct
 
 from stacks.config import VaultConfig, log_retention
 from stacks.constructs.audit_trail import AuditTrail
+from stacks.constructs.vault_key import deploy_role_arn
 
 
 class AuditStack(Stack):
@@ -27,6 +28,7 @@ class AuditStack(Stack):
             function_arns=vault_function_arns,
             retention_days=config.audit_retention_days,
             log_retention=log_retention(config),
+            deploy_role_arn=deploy_role_arn(self, config.deploy_role_arn),
         )
         CfnOutput(self, "TrailArn", value=self.trail.trail.trail_arn,
                   description="CloudTrail trail recording the vault")

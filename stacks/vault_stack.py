@@ -19,11 +19,57 @@ from stacks.constructs.vault_alarms import VaultAlarms
 from stacks.constructs.vault_api import VaultHttpApi
 from stacks.constructs.vault_code import vault_code
 from stacks.constructs.vault_function import VaultFunction
-from stacks.constructs.vault_key import VaultKey
-from stacks.constructs.vault_tables import INDEXES, VaultTables
+from stacks.constructs.vault_key import VaultKey, deploy_role_arn
+from stacks.constructs.vault_tables import VaultTables
 
 API_TIMEOUT = Duration.seconds(29)
 """Just under the HTTP API's 30 s integration limit; provider calls time out well before."""
+
+
+ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
+    "AgentApi": {
+        "SESSION#": ("DeleteItem", "GetItem", "PutItem", "Query", "UpdateItem"),
+        "STATE#": ("PutItem",),
+        "FLOW#": ("GetItem", "UpdateItem"),
+        "USER#": ("GetItem", "PutItem", "UpdateItem"),
+    },
+    # The public callback touches pending flows only: claims a state, retires it, records the
+    # answered flow. No session, token or grant item.
+    "Callback": {
+        "STATE#": ("DeleteItem", "UpdateItem"),
+        "FLOW#": ("PutItem",),
+    },
+    "AdminApi": {
+        "SESSION#": ("DeleteItem", "UpdateItem"),
+        "USER#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
+    },
+    "Reaper": {
+        "SESSION#": ("DeleteItem", "Query", "UpdateItem"),
+        "USER#": ("GetItem", "UpdateItem"),
+        # Powertools idempotency records (pk `idempotency#<function name>`): a replayed event
+        # finds the record in the failed conditional put's answer, not with a GetItem.
+        "idempotency#": ("DeleteItem", "PutItem", "UpdateItem"),
+    },
+}
+"""Per function: partition-key prefix -> the item actions its code calls on those items."""
+
+INDEX_QUERIES: dict[str, tuple[str, ...]] = {
+    "AgentApi": ("gsi2",), "Callback": (), "AdminApi": ("gsi1", "gsi2"), "Reaper": ("gsi1", "gsi2"),
+}
+"""gsi1: sessions of a task, grants of an agent; gsi2: a grant by id, the tokens of a grant."""
+
+ENVELOPE_ACCESS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
+    "AgentApi": ((("kms:GenerateDataKey",), "verifier", None),
+                 (("kms:Decrypt", "kms:GenerateDataKey"), "token", None)),
+    "Callback": ((("kms:Decrypt",), "verifier", None),
+                 (("kms:GenerateDataKey",), "token", "grant")),
+    "AdminApi": ((("kms:Decrypt",), "token", None),),
+    "Reaper": ((("kms:Decrypt",), "token", "session"),),
+}
+"""Per function: (KMS actions, encryption purpose, token context kind) of its data keys. The
+agent API never opens a verifier; the callback only seals a consent's new tokens (bound to their
+grant) and opens its flow's verifier; the reaper only opens sessions' access tokens to revoke
+them, never a grant's refresh token."""
 
 
 def agent_cluster_name(environment: str) -> str:
@@ -88,24 +134,29 @@ class VaultStack(Stack):
                                timeout=Duration.minutes(2),
                                # other workloads cannot starve revocation (SECURITY.md row 52)
                                reserved_concurrency=config.reaper_reserved_concurrency)
+        self.functions = {"AgentApi": self.agent_api, "Callback": self.callback,
+                          "AdminApi": self.admin_api, "Reaper": self.reaper}
 
-        # Agent routes: every item kind, the proof replay cache, tokens and PKCE verifiers.
-        self.tables.grant_vault_data(self.agent_api.function, write=True, indexes=INDEXES)
-        self.tables.grant_replay_writes(self.agent_api.function)
-        self.key.grant_envelope_encryption(self.agent_api.function,
-                                           purposes=("token", "verifier"))
-        self.secrets.grant_read(self.agent_api.function)
-        # Callback: consumes the pending flow, opens its verifier, seals the new tokens.
-        self.tables.grant_vault_data(self.callback.function, write=True, indexes=INDEXES)
-        self.key.grant_envelope_encryption(self.callback.function,
-                                           purposes=("token", "verifier"))
-        self.secrets.grant_read(self.callback.function)
-        # Admin and reaper: find what to revoke, open tokens to revoke them upstream, delete.
-        for revoker in (self.admin_api, self.reaper):
-            self.tables.grant_vault_data(revoker.function, write=True, indexes=INDEXES)
-            self.key.grant_envelope_encryption(revoker.function, purposes=("token",),
-                                               decrypt_only=True)
-            self.secrets.grant_read(revoker.function)
+        # Each function gets what its code calls and nothing else (tests/infra/test_access.py
+        # runs every handler's code paths and compares): item actions by partition-key prefix,
+        # index queries, data keys by encryption purpose, the provider secrets.
+        for name, fn in self.functions.items():
+            for prefix, actions in ITEM_ACCESS[name].items():
+                self.tables.grant_items(fn.function, prefix=prefix, actions=actions)
+            if INDEX_QUERIES[name]:
+                self.tables.grant_index_queries(fn.function, indexes=INDEX_QUERIES[name])
+            self.tables.grant_table_encryption(fn.function)
+            for actions, purpose, context in ENVELOPE_ACCESS[name]:
+                self.key.grant_envelope_encryption(fn.function, actions=actions, purpose=purpose,
+                                                   context=context)
+            self.secrets.grant_read(fn.function)
+        self.tables.grant_replay_writes(self.agent_api.function)  # proof jtis
+        # Nobody else: the key's only users, the table's and the secrets' only readers.
+        roles = [fn.role for fn in self.functions.values()]
+        self.key.restrict_to(roles, admin_role_arn=config.key_admin_role_arn,
+                             deploy_role_arn=deploy_role_arn(self, config.deploy_role_arn))
+        self.tables.deny_all_but(roles)
+        self.secrets.deny_reads_but(roles)
 
         self.api.route_agent_api(self.agent_api.function)
         self.api.route_admin_api(self.admin_api.function)
@@ -117,12 +168,11 @@ class VaultStack(Stack):
                                                  reaper=self.reaper.function)
         self.flow_sweep = UnboundFlowSweep(self, "UnboundFlowSweep", reaper=self.reaper.function,
                                            dead_letters=self.reaper_trigger.dead_letters)
-        self.functions = {"AgentApi": self.agent_api, "Callback": self.callback,
-                          "AdminApi": self.admin_api, "Reaper": self.reaper}
         self.alarms = VaultAlarms(
             self, "Alarms", environment=env_name, api=self.api.api,
             functions={name: f.function for name, f in self.functions.items()},
             dead_letters=self.reaper_trigger.dead_letters, removal_policy=removal)
+        self.alarms.alarm_on_foreign_key_use(key_arn=self.key.key.key_arn, vault_roles=roles)
 
         outputs = {
             "CallbackUrl": (self.api.callback_url,

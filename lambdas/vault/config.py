@@ -26,6 +26,10 @@ from pydantic import (
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
 ROLE_NAME_PATTERN = r"^[\w+=,.@-]{1,64}$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$"
+ROLE_ID_PATTERN = r"^AROA[A-Z0-9]{4,124}$"
+"""IAM's unique id of a role (`aws iam get-role --query Role.RoleId`): a re-created role of the
+same name gets another one."""
 CERTIFICATE_ARN_PATTERN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[\w-]+$"
 LOG_RETENTION_DAYS = frozenset(
     {
@@ -179,12 +183,40 @@ class ProviderConfig(_Frozen):
 class AgentConfig(_Frozen):
     """An agent: which IAM role is it, and what it may ask for at which provider."""
 
-    role_name: str = Field(pattern=ROLE_NAME_PATTERN)
-    """The IAM role the agent's tasks run as; its assumed-role session name is the task id."""
+    role_name: str | None = Field(default=None, pattern=ROLE_NAME_PATTERN)
+    """The IAM role the agent's tasks run as, in the vault's own account; its assumed-role
+    session name is the task id. Give this or `role_arn`."""
+    role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
+    """The role by ARN: pins the account (the vault's own or another)."""
+    role_id: str | None = Field(default=None, pattern=ROLE_ID_PATTERN)
+    """The role's unique id (AROA...): a role deleted and re-created under the same name is not
+    the agent."""
     providers: dict[str, tuple[Scope, ...]] = Field(default_factory=dict)
     """Allowed scopes per provider: the agent's policy."""
     may_assert_user_id: bool = False
     """Trust this agent to name the user by id instead of presenting an identity token."""
+
+    @model_validator(mode="after")
+    def _one_role(self) -> AgentConfig:
+        if self.role_name is None and self.role_arn is None:
+            raise ValueError("give role_name or role_arn")
+        if self.role_arn is not None:
+            name = role_arn_name(self.role_arn)
+            if self.role_name is not None and self.role_name != name:
+                raise ValueError(f"role_name {self.role_name!r} is not role_arn's name {name!r}")
+            object.__setattr__(self, "role_name", name)
+        return self
+
+    @property
+    def name_of_role(self) -> str:
+        """The role's name (from `role_arn` when given)."""
+        assert self.role_name is not None  # the validator fills it
+        return self.role_name
+
+    @property
+    def role_account(self) -> str | None:
+        """The account pinned by `role_arn`; None: the vault's own."""
+        return role_arn_account(self.role_arn) if self.role_arn else None
 
 
 class IdentityIssuerConfig(_Frozen):
@@ -205,6 +237,9 @@ class VaultConfig(_Frozen):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     agents: dict[str, AgentConfig] = Field(min_length=1)
     admin_role_names: tuple[Annotated[str, Field(pattern=ROLE_NAME_PATTERN)], ...] = ()
+    """Admin roles by name, in the vault's own account."""
+    admin_role_arns: tuple[Annotated[str, Field(pattern=ROLE_ARN_PATTERN)], ...] = ()
+    """Admin roles by ARN (the account pinned)."""
     return_urls: tuple[Url, ...] = Field(min_length=1)
     """Where the callback may send the browser after consent (exact match; the first is default)."""
     user_identity_issuers: tuple[IdentityIssuerConfig, ...] = ()
@@ -228,6 +263,12 @@ class VaultConfig(_Frozen):
     reaper_reserved_concurrency: int | None = Field(default=2, ge=1, le=1000)
     """Concurrency reserved for the session reaper, so other workloads in the account cannot
     starve revocation; None reserves nothing (accounts below 100 + this cannot reserve)."""
+    key_admin_role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
+    """Administers the vault key (never uses it, grants it or changes its policy); default: the
+    account, i.e. whoever IAM allows those administration actions."""
+    deploy_role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
+    """The role CloudFormation deploys as: the only one that may change the vault key's policy;
+    default: the CDK bootstrap's CloudFormation execution role."""
 
     @field_validator("log_retention_days")
     @classmethod
@@ -257,10 +298,10 @@ class VaultConfig(_Frozen):
                         f"agents.{agent_name}.providers.{provider}: scopes {sorted(extra)} are not"
                         f" in providers.{provider}.scopes"
                     )
-        roles = [a.role_name for a in self.agents.values()]
+        roles = [a.name_of_role for a in self.agents.values()]
         if len(set(roles)) != len(roles):
             raise ValueError("agents: two agents share one role_name")
-        if set(roles) & set(self.admin_role_names):
+        if set(roles) & set(self.admins_by_role):
             raise ValueError("admin_role_names: a role cannot be both an agent and an admin")
         if self.session_max_life_seconds < self.session_ttl_seconds:
             raise ValueError("session_max_life_seconds must be at least session_ttl_seconds")
@@ -270,7 +311,24 @@ class VaultConfig(_Frozen):
 
     @cached_property
     def agents_by_role(self) -> dict[str, str]:
-        return {agent.role_name: name for name, agent in self.agents.items()}
+        return {agent.name_of_role: name for name, agent in self.agents.items()}
+
+    @cached_property
+    def admins_by_role(self) -> dict[str, str | None]:
+        """Admin role name -> the account its ARN pins (None: the vault's own account)."""
+        admins: dict[str, str | None] = dict.fromkeys(self.admin_role_names)
+        for arn in self.admin_role_arns:
+            admins[role_arn_name(arn)] = role_arn_account(arn)
+        return admins
+
+
+def role_arn_name(arn: str) -> str:
+    """`arn:aws:iam::123456789012:role/path/name` -> `name` (what assumed-role ARNs carry)."""
+    return arn.rsplit("/", 1)[-1]
+
+
+def role_arn_account(arn: str) -> str:
+    return arn.split(":")[4]
 
 
 def load_config(path: str | Path) -> VaultConfig:

@@ -33,7 +33,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.models import Flow, Grant, PendingFlow, token_context, verifier_context
-from vault.oauth.client import new_code_verifier
+from vault.oauth.client import TokenResponse, new_code_verifier
 from vault.policy import check_agent_policy
 from vault.revocation import revoke_upstream
 from vault.runtime import Services
@@ -226,8 +226,9 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         svc.repo.close_pending_flow(pending.state_hash, flow)
     except VaultError as exc:
         # the code is spent but its tokens could not be kept: revoke them upstream rather than
-        # leave a live grant the vault has forgotten (the state stays claimed: start again)
-        upstream = _revoke_flow_tokens(svc, flow, context)
+        # leave a live grant the vault has forgotten (the state stays claimed: start again).
+        # From the plaintext in hand: the callback may seal tokens, never open one.
+        upstream = _revoke_answer(svc, pending.provider, answer)
         audit(
             "consent.callback",
             "failed",
@@ -347,6 +348,20 @@ def complete_flow(
         "provider": flow.provider,
         "scopes": list(flow.granted_scopes),
     }
+
+
+def _revoke_answer(svc: Services, provider: str, answer: TokenResponse) -> bool:
+    """Best-effort upstream revocation of a code exchange's tokens; True if every call
+    succeeded."""
+    ok = True
+    for token, hint in ((answer.refresh_token, "refresh_token"),
+                        (answer.access_token, "access_token")):
+        if token:
+            try:
+                svc.provider(provider).revoke(token, hint)
+            except (VaultError, OAuthError):
+                ok = False
+    return ok
 
 
 def _revoke_flow_tokens(

@@ -39,7 +39,7 @@ class AgentService(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, cluster: ecs.ICluster,
-                 vpc: ec2.IVpc, role_name: str, vault_url: str,
+                 vpc: ec2.IVpc, role_name: str, cluster_name: str, vault_url: str,
                  agent_environment: dict[str, str], certificate_arn: str | None,
                  log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, construct_id)
@@ -49,8 +49,10 @@ class AgentService(Construct):
             description="Agent Vault sample agent: may call the vault's agent routes only",
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com", conditions={
                 "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                # Tasks of the vault's cluster only: every task that can be the agent is one
+                # whose stop the reaper sees.
                 "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:"
-                                             f"{Aws.ACCOUNT_ID}:*"},
+                                             f"{Aws.ACCOUNT_ID}:task/{cluster_name}/*"},
             }),
         )
         task_definition = ecs.FargateTaskDefinition(

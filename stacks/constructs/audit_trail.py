@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -67,7 +67,8 @@ class AuditTrail(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, environment: str,
                  data_events: DataEvents, table_arn: str, function_arns: Sequence[str],
-                 retention_days: int, log_retention: logs.RetentionDays) -> None:
+                 retention_days: int, log_retention: logs.RetentionDays,
+                 deploy_role_arn: str) -> None:
         super().__init__(scope, construct_id)
         trail_name = f"agent-vault-{environment}"
         trail_arn = (f"arn:{Aws.PARTITION}:cloudtrail:{Aws.REGION}:{Aws.ACCOUNT_ID}:trail/"
@@ -121,8 +122,16 @@ class AuditTrail(Construct):
             lifecycle_rules=lifecycle,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # Object Lock: no log file version can be deleted or overwritten before it is
+        # `retention_days` old; governance in dev (a principal allowed to bypass it can clean
+        # up a test account), compliance in prod (nobody, the root user included).
+        retention = Duration.days(retention_days)
         self.bucket = s3.Bucket(
             self, "Logs",
+            object_lock_enabled=True,
+            object_lock_default_retention=(
+                s3.ObjectLockRetention.compliance(retention) if environment == "prod"
+                else s3.ObjectLockRetention.governance(retention)),
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             enforce_ssl=True,
@@ -153,3 +162,40 @@ class AuditTrail(Construct):
         cfn_trail.advanced_event_selectors = cast(list[Any], data_event_selectors(
             data_events, table_arn=table_arn, function_arns=function_arns))
         cfn_trail.add_property_deletion_override("EventSelectors")
+        self._protect_log_files(trail_arn, deploy_role_arn)
+
+    def _protect_log_files(self, trail_arn: str, deploy_role_arn: str) -> None:
+        """Explicit denies on the trail bucket, and CloudTrail's own statements pinned to this
+        trail (`aws:SourceArn`): no other trail may write here (the L2 trail adds them without).
+
+        Nobody deletes a log file or a version, or touches retention or versioning; only the
+        deploying role (CloudFormation) may change the lifecycle, the bucket policy or Object
+        Lock settings, so a deployment stays possible and every change is a reviewed one.
+        """
+        everyone = iam.AnyPrincipal()
+        objects = self.bucket.arn_for_objects("*")
+        self.bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="DenyLogFileDeletion", effect=iam.Effect.DENY, principals=[everyone],
+            actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                     "s3:PutObjectRetention", "s3:PutObjectLegalHold"],
+            resources=[objects]))
+        self.bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="DenyBucketChangesButByDeployment", effect=iam.Effect.DENY,
+            principals=[everyone],
+            actions=["s3:PutLifecycleConfiguration", "s3:PutBucketPolicy",
+                     "s3:DeleteBucketPolicy", "s3:PutBucketObjectLockConfiguration",
+                     "s3:PutBucketVersioning", "s3:DeleteBucket"],
+            resources=[self.bucket.bucket_arn],
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": deploy_role_arn}}))
+        policy = self.bucket.policy
+        assert policy is not None
+        stack = Stack.of(self)
+        document = stack.resolve(policy.document)
+        source = stack.resolve(trail_arn)
+        for statement in document["Statement"]:
+            if statement.get("Principal") == {"Service": "cloudtrail.amazonaws.com"}:
+                statement.setdefault("Condition", {}).setdefault(
+                    "StringEquals", {})["aws:SourceArn"] = source
+        cfn_policy = policy.node.default_child
+        assert isinstance(cfn_policy, s3.CfnBucketPolicy)
+        cfn_policy.add_property_override("PolicyDocument", document)

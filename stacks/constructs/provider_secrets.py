@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_iam as iam
@@ -43,6 +43,18 @@ class ProviderSecrets(Construct):
             )
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
-        """Read the provider client secrets (and decrypt them through Secrets Manager only)."""
+        """Read the provider client secrets (GetSecretValue, the one call the vault makes; the
+        key policy lets the vault's roles decrypt them through Secrets Manager only)."""
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["secretsmanager:GetSecretValue"],
+            resource_arns=[secret.secret_arn for secret in self.secrets.values()])
+
+    def deny_reads_but(self, roles: Sequence[iam.IRole]) -> None:
+        """Each secret's resource policy: nobody but `roles` reads its value, whatever their
+        IAM policies allow (the operator still puts it: PutSecretValue is not denied)."""
         for secret in self.secrets.values():
-            secret.grant_read(grantee)
+            secret.add_to_resource_policy(iam.PolicyStatement(
+                sid="OnlyTheVaultReadsTheValue", effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()], actions=["secretsmanager:GetSecretValue"],
+                resources=["*"],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": [r.role_arn for r in roles]}}))

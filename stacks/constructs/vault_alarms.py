@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -48,6 +49,12 @@ class VaultAlarms(Construct):
                     conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
                 ),
                 iam.PolicyStatement(
+                    sid="EventBridgePublish",
+                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+                ),
+                iam.PolicyStatement(
                     sid="UseThroughSNS", principals=[account],
                     actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"],
                     conditions={"StringEquals": {
@@ -81,3 +88,45 @@ class VaultAlarms(Construct):
         alarm("DeadLetters", dead_letters.metric_approximate_number_of_messages_visible(
                   period=PERIOD, statistic="Maximum"),
               "A stopped task's sessions could not be reaped (see the dead-letter queue)")
+
+    def alarm_on_foreign_key_use(self, *, key_arn: str, vault_roles: Sequence[iam.IRole]) -> None:
+        """Notify the topic of any envelope Decrypt or GenerateDataKey with the vault key (an
+        encryption context with a `purpose`: a token or a verifier) by a principal that is not
+        one of the vault's roles, allowed or refused (CloudTrail records both).
+
+        KMS calls are read-only management events: EventBridge delivers them only to a rule in
+        state ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS, and only while a trail records
+        management events in the region (the audit stack's multi-region trail does).
+        """
+        roles = [role.role_arn for role in vault_roles]
+        self.foreign_key_use = events.Rule(
+            self, "ForeignKeyUse",
+            description="Envelope use of the vault key by a principal other than the vault",
+            event_pattern=events.EventPattern(
+                source=["aws.kms"],
+                detail_type=["AWS API Call via CloudTrail"],
+                detail={
+                    "eventSource": ["kms.amazonaws.com"],
+                    "eventName": ["Decrypt", "GenerateDataKey"],
+                    "resources": {"ARN": [key_arn]},
+                    "requestParameters": {"encryptionContext": {"purpose": [{"exists": True}]}},
+                    "$or": [
+                        {"userIdentity": {"sessionContext": {"sessionIssuer": {
+                            "arn": [{"anything-but": roles}]}}}},
+                        {"userIdentity": {"type": [{"anything-but": ["AssumedRole"]}]}},
+                    ],
+                },
+            ),
+        )
+        cfn_rule = self.foreign_key_use.node.default_child
+        assert isinstance(cfn_rule, events.CfnRule)
+        cfn_rule.state = "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+        # The target by hand: the L2 SNS target would also add an unconditioned statement for
+        # EventBridge to the topic key's policy (EventBridgePublish above is the conditioned one).
+        cfn_rule.targets = [events.CfnRule.TargetProperty(id="AlarmTopic",
+                                                          arn=self.topic.topic_arn)]
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="ForeignKeyUseRulePublishes",
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["sns:Publish"], resources=[self.topic.topic_arn],
+            conditions={"ArnEquals": {"aws:SourceArn": self.foreign_key_use.rule_arn}}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -12,11 +14,18 @@ from stacks.constructs.vault_key import VaultKey
 TTL_ATTRIBUTE = "ttl"
 INDEXES = ("gsi1", "gsi2")
 
-READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query",
-                "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")
-WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-                 "dynamodb:BatchWriteItem")
-"""Transactions are authorized by these item actions (there is no TransactWriteItems action)."""
+DATA_ACTIONS = (
+    "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan",
+    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem", "dynamodb:PartiQLSelect", "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete", "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator", "dynamodb:ExportTableToPointInTime",
+    "dynamodb:RestoreTableToPointInTime", "dynamodb:RestoreTableFromBackup",
+    "dynamodb:CreateBackup",
+)
+"""Every action that reads, writes or copies the vault table's items: the table's resource
+policy denies them to any principal but the vault's functions. Control-plane actions
+(DescribeTable, UpdateTable, tags, the resource policy itself) stay with CloudFormation."""
 
 
 def _string(name: str) -> dynamodb.Attribute:
@@ -60,20 +69,39 @@ class VaultTables(Construct):
             removal_policy=RemovalPolicy.RETAIN if self._protect else RemovalPolicy.DESTROY,
         )
 
-    def grant_vault_data(self, grantee: iam.IGrantable, *, write: bool,
-                         indexes: tuple[str, ...] = ()) -> None:
-        """Item reads (and writes) on the vault table, queries on the named indexes only."""
-        actions = [*READ_ACTIONS, *(WRITE_ACTIONS if write else ())]
-        iam.Grant.add_to_principal(grantee=grantee, actions=actions,
-                                   resource_arns=[self.vault.table_arn])
-        if indexes:
-            iam.Grant.add_to_principal(
-                grantee=grantee, actions=["dynamodb:Query"],
-                resource_arns=[f"{self.vault.table_arn}/index/{name}" for name in indexes])
-        self._key.grant_table_encryption(grantee, write=write)
+    def grant_items(self, grantee: iam.IGrantable, *, prefix: str,
+                    actions: Sequence[str]) -> None:
+        """Item actions on the vault table, only on items whose partition key starts with
+        `prefix` (`dynamodb:LeadingKeys`; a transaction's items are authorized one by one)."""
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=[f"dynamodb:{a}" for a in sorted(actions)],
+            resource_arns=[self.vault.table_arn],
+            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{prefix}*"]},
+                        "Null": {"dynamodb:LeadingKeys": "false"}})
+
+    def grant_index_queries(self, grantee: iam.IGrantable, *, indexes: Sequence[str]) -> None:
+        """Queries on the named indexes of the vault table."""
+        unknown = set(indexes) - set(INDEXES)
+        if unknown or not indexes:
+            raise ValueError(f"indexes must be a non-empty subset of {INDEXES}")
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["dynamodb:Query"],
+            resource_arns=[f"{self.vault.table_arn}/index/{name}" for name in sorted(indexes)])
+
+    def grant_table_encryption(self, grantee: iam.IGrantable) -> None:
+        """The vault key, as DynamoDB uses it for a caller of the tables (`kms:ViaService`)."""
+        self._key.grant_table_encryption(grantee, write=True)
+
+    def deny_all_but(self, roles: Sequence[iam.IRole]) -> None:
+        """The vault table's resource policy: nobody but `roles` reads, writes or copies items,
+        whatever their IAM policies allow."""
+        self.vault.add_to_resource_policy(iam.PolicyStatement(
+            sid="OnlyTheVaultReadsOrWritesItems", effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()], actions=list(DATA_ACTIONS),
+            resources=["*"],  # the table's own ARN would be a circular reference
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": [r.role_arn for r in roles]}}))
 
     def grant_replay_writes(self, grantee: iam.IGrantable) -> None:
         """Record a proof's jti (a conditional PutItem) and nothing else."""
         iam.Grant.add_to_principal(grantee=grantee, actions=["dynamodb:PutItem"],
                                    resource_arns=[self.replay.table_arn])
-        self._key.grant_table_encryption(grantee, write=True)

@@ -19,6 +19,8 @@ from aws_cdk.assertions import Template
 from stacks.app import AgentVaultApp, build_app
 from stacks.config import CONTEXT_KEY, REPO_ROOT, VaultConfig, parse_config
 
+KEY_ADMIN_ROLE_ARN = "arn:aws:iam::123456789012:role/vault-key-admin"
+"""The prod config's key administrator (the dev config leaves it to the account)."""
 SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
 """No pip download of Lambda wheels in tests: the asset is the source directory."""
 
@@ -69,7 +71,8 @@ def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """A prod deployment with an explicit account/region and a certificate, synthesized once."""
     config = config_with(
         environment="prod", account="123456789012", region="eu-west-1",
-        certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example")
+        certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example",
+        key_admin_role_arn=KEY_ADMIN_ROLE_ARN)
     return synthesize(tmp_path_factory.mktemp("cdk-prod"), config=config)
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Match
 
 from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTE
 from tests.infra.cfn import API_ID, as_list, iam_matches, render
@@ -42,12 +43,29 @@ def test_the_task_role_is_the_configured_agent_role(synthesized: Synthesized) ->
             "Action": "sts:AssumeRole", "Effect": "Allow",
             "Principal": {"Service": "ecs-tasks.amazonaws.com"},
             "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
-                          "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", [
-                              "arn:", {"Ref": "AWS::Partition"}, ":ecs:",
-                              {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"},
-                              ":*"]]}}},
+                          "ArnLike": {"aws:SourceArn": Match.any_value()}},
         }]},
     })
+
+
+@pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
+def test_row_51_only_tasks_of_the_vaults_cluster_can_be_the_agent(
+        fixture: str, request: pytest.FixtureRequest) -> None:
+    synthesized: Synthesized = request.getfixturevalue(fixture)
+    environment = synthesized.built.config.environment
+    template = synthesized.templates["AgentService"]
+    role_name = synthesized.built.config.agents["calendar-agent"].role_name
+    (role,) = [v for v in by_type(template, "AWS::IAM::Role").values()
+               if v["Properties"].get("RoleName") == role_name]
+    (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    source = render(statement["Condition"]["ArnLike"]["aws:SourceArn"])
+    task = "arn:aws:ecs:eu-west-1:123456789012:task/{}/0123456789abcdef"
+    assert iam_matches(source, task.format(f"agent-vault-{environment}"))
+    for other in ("default", "other-team", f"agent-vault-{environment}-shadow"):
+        assert not iam_matches(source, task.format(other)), (source, other)
+    outputs = synthesized.templates["AgentService"]["Outputs"]
+    assert outputs["SampleAgentRoleId"]["Value"] == {"Fn::GetAtt": [
+        next(k for k, v in by_type(template, "AWS::IAM::Role").items() if v is role), "RoleId"]}
 
 
 @pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)

@@ -56,17 +56,14 @@ def test_envelope_encryption_is_conditioned_on_the_purpose(synthesized: Synthesi
         condition = statement.get("Condition", {}).get("StringEquals", {})
         if "kms:EncryptionContext:purpose" in condition:
             purposes[logical_id] = (sorted(as_list(statement["Action"])),
-                                    sorted(condition["kms:EncryptionContext:purpose"]))
+                                    sorted(as_list(condition["kms:EncryptionContext:purpose"])))
         elif set(as_list(statement["Action"])) & {"kms:Decrypt", "kms:GenerateDataKey"}:
             # Any other KMS use is through DynamoDB (table SSE) only.
             assert "kms:ViaService" in condition, (logical_id, statement)
-    assert len(purposes) == 4
-    for logical_id, (actions, allowed) in purposes.items():
-        if logical_id.startswith(("AgentApi", "Callback")):
-            assert (actions, allowed) == (["kms:Decrypt", "kms:GenerateDataKey"],
-                                          ["token", "verifier"])
-        else:  # admin API and reaper only open tokens to revoke them
-            assert (actions, allowed) == (["kms:Decrypt"], ["token"])
+    assert {logical_id[:6] for logical_id in purposes} == {"AgentA", "Callba", "AdminA", "Reaper"}
+    # Each statement is one purpose; which function may do what is tests/infra/test_access.py.
+    for logical_id, (_, allowed) in purposes.items():
+        assert allowed in (["token"], ["verifier"]), logical_id
 
 
 def test_both_tables_are_encrypted_with_the_vault_key_and_recoverable(
@@ -172,10 +169,10 @@ def test_the_stage_throttles_and_logs_access(synthesized: Synthesized) -> None:
 
 def test_the_reaper_listens_to_stopped_tasks_of_the_agent_cluster(
         synthesized: Synthesized) -> None:
-    rules = [r["Properties"] for r in by_type(_vault(synthesized), "AWS::Events::Rule").values()
-             if "EventPattern" in r["Properties"]]
+    rules = [v for v in by_type(_vault(synthesized), "AWS::Events::Rule").values()
+             if "aws.ecs" in v["Properties"]["EventPattern"]["source"]]
     assert len(rules) == 1
-    rule = rules[0]
+    rule = rules[0]["Properties"]
     pattern = render(rule["EventPattern"])
     assert pattern == {
         "source": ["aws.ecs"],

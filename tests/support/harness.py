@@ -176,7 +176,8 @@ class Vault:
                           scopes: tuple[str, ...] = ("calendar.read",)) -> list[Any]:
         """The same token request from N Lambda containers at once (threads with their own
         services: caches and provider clients); each result is an answer dict or the error."""
-        caller = caller_from({"requestContext": {"authorizer": {"iam": {"userArn": agent.arn}}}})
+        caller = caller_from({"requestContext": {"accountId": ACCOUNT,
+                                              "authorizer": {"iam": {"userArn": agent.arn}}}})
         path = f"/v1/sessions/{agent.session_id}/tokens"
         body = TokenRequest(provider=provider, scopes=list(scopes))
         results: list[Any] = []

@@ -1,0 +1,304 @@
+"""SECURITY.md row 49 and issue #10 item 3: each function's role allows what its code calls.
+
+The handlers' real code paths run over moto and the real provider, each request through the
+handler API Gateway would route it to (the reaper as EventBridge would call it); a botocore hook
+records every DynamoDB, KMS and Secrets Manager call with what IAM conditions on it (the item's
+partition-key prefix, the index, the encryption context's purpose and keys). The synthesized
+role policies (dev and prod) must allow exactly that: every call, and nothing no call needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from stacks.constructs.vault_key import TABLE_ENCRYPTION_ACTIONS, TOKEN_CONTEXT_KEYS
+from tests.infra.cfn import as_list
+from tests.infra.conftest import Synthesized, by_type
+from tests.support import apigw
+from tests.support.harness import REPLAY_TABLE, TABLE, Vault, reap, task_stopped
+from vault.handlers import admin_api, agent_api, callback, reaper
+from vault.handlers.reaper import persistence
+from vault.runtime import build_services
+
+MODULES = (agent_api, callback, admin_api, reaper)
+"""The handler modules; each takes its container's services from `services()`."""
+
+Access = tuple[str, str, str]
+"""(action, resource, condition): e.g. ("dynamodb:PutItem", "vault", "FLOW#"),
+("dynamodb:Query", "vault/index/gsi1", ""), ("kms:Decrypt", "token", "session"),
+("secretsmanager:GetSecretValue", "secrets", "")."""
+
+FUNCTIONS = {
+    "vault.handlers.agent_api.handler": "AgentApi",
+    "vault.handlers.callback.handler": "Callback",
+    "vault.handlers.admin_api.handler": "AdminApi",
+}
+_TRANSACT = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+             "ConditionCheck": "ConditionCheckItem"}
+
+
+def _prefix(pk: str) -> str:
+    return pk.split("#", 1)[0] + "#"
+
+
+def _context_kind(context: dict[str, str]) -> str:
+    keys = set(context)
+    for kind, expected in TOKEN_CONTEXT_KEYS.items():
+        if keys == set(expected):
+            return kind
+    return ",".join(sorted(keys))
+
+
+class Recorder:
+    """Records AWS calls (a botocore `before-parameter-build` hook) and hands them to the
+    function whose request was being served."""
+
+    def __init__(self) -> None:
+        self.pending: list[Access] = []
+        self.used: dict[str, set[Access]] = defaultdict(set)
+
+    def __call__(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        service, op = model.service_model.service_name, model.name
+        if service == "dynamodb":
+            self._dynamodb(op, params)
+        elif service == "kms":
+            context = params.get("EncryptionContext", {})
+            kind = _context_kind(context) if context.get("purpose") == "token" else ""
+            self.pending.append((f"kms:{op}", context.get("purpose", "?"), kind))
+        elif service == "secretsmanager":
+            self.pending.append((f"secretsmanager:{op}", "secrets", ""))
+        else:
+            self.pending.append((f"{service}:{op}", "?", ""))
+
+    def _dynamodb(self, op: str, params: dict[str, Any]) -> None:
+        if op == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                ((kind, spec),) = item.items()
+                key = spec.get("Key") or spec["Item"]
+                self._item(_TRANSACT[kind], spec["TableName"], key["pk"]["S"])
+        elif op == "Query":
+            if "IndexName" in params:
+                self.pending.append(("dynamodb:Query", f"vault/index/{params['IndexName']}", ""))
+            else:
+                self._item("Query", params["TableName"],
+                           params["ExpressionAttributeValues"][":pk"]["S"])
+        elif op in {"GetItem", "PutItem", "UpdateItem", "DeleteItem"}:
+            key = params.get("Key") or params.get("Item")
+            assert key, (op, sorted(params))
+            self._item(op, params["TableName"], key["pk"]["S"])
+        else:
+            self.pending.append((f"dynamodb:{op}", "?", ""))
+
+    def _item(self, op: str, table: str, pk: str) -> None:
+        if table == REPLAY_TABLE:
+            self.pending.append((f"dynamodb:{op}", "replay", ""))
+        else:
+            assert table == TABLE, table
+            self.pending.append((f"dynamodb:{op}", "vault", _prefix(pk)))
+
+    def served(self, function: str) -> None:
+        self.used[function].update(self.pending)
+        self.pending.clear()
+
+    def observe(self, event: dict[str, Any], _: Any) -> None:
+        found = apigw.match_route(event["requestContext"]["http"]["method"], event["rawPath"])
+        self.served(FUNCTIONS[found[0].handler if found else "vault.handlers.agent_api.handler"])
+
+    @contextmanager
+    def setup(self) -> Iterator[None]:
+        """Test-side calls (seeding data) belong to no function."""
+        yield
+        self.pending.clear()
+
+
+def _connect(vault: Vault, role: str = "calendar-agent-role", user: str = "alice") -> Any:
+    agent = vault.agent(role)
+    assert agent.start_session(vault.user(user)).status == 201
+    assert vault.connect(agent, username=user).status == 200
+    assert agent.token("calendar", ["calendar.read"]).status == 200
+    return agent
+
+
+def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
+    """Every route and branch that reaches AWS, once."""
+    # Agent API and callback: a session, consent, binding, a minted then a cached token.
+    agent = _connect(vault)
+    assert agent.token("calendar", ["calendar.read"]).status == 200  # cached: opens it
+    assert agent.call("POST", f"/v1/sessions/{agent.session_id}/renew",
+                      {"user": vault.user("alice")}).status == 200
+    # Callback branches: refused at the provider, no code (the state dropped).
+    refused = agent.authorize("calendar", ["calendar.write"])
+    query = vault.consent_at_provider(refused.json["authorization_url"], "alice", "deny")
+    assert vault.callback(query).status == 302
+    dropped = agent.authorize("calendar", ["calendar.write"])
+    state = dict(p.split("=", 1) for p in dropped.json["authorization_url"].split("?", 1)[1]
+                 .split("&"))["state"]
+    assert vault.callback(f"state={state}").status >= 400
+    # Binding by the wrong user: the flow is rejected and its tokens revoked.
+    other = vault.agent("calendar-agent-role")
+    assert other.start_session(vault.user("alice")).status == 201
+    assert vault.connect(other, completing_user="bob").status == 403
+    # The agent ends its session: tokens revoked, the grant marked broken (Google-like).
+    assert agent.end().status in (200, 204)
+
+    # Admin: by grant id, by user, by agent; one upstream revocation failing.
+    for body in ({"grant_id": "grt_" + "0" * 26},
+                 {"user": {"iss": vault.server.issuer, "sub": "alice"}}):
+        assert vault.admin(body).status == 200
+    _connect(vault)
+    vault.server.set_faults(revocation_endpoint={"status": 500, "remaining": 2})
+    assert vault.admin({"agent": "calendar-agent"}).status == 200  # both kept, marked pending
+    vault.server.clear_faults()
+    assert vault.admin({"agent": "calendar-agent"}).status == 200  # now revoked and deleted
+
+    # Reaper: a stopped task's session with a token; the same event again (idempotency);
+    # an unreadable session (the reaper fails and releases its idempotency record).
+    reaped = _connect(vault)
+    stopped = task_stopped(reaped.task_id)
+    for _ in range(2):
+        assert reap(stopped)["status"] == "reaped"
+        recorder.served("Reaper")
+    with recorder.setup():
+        vault.session.client("dynamodb").put_item(TableName=TABLE, Item={
+            "pk": {"S": "SESSION#ses_broken"}, "sk": {"S": "SESSION"},
+            "gsi1pk": {"S": "TASK#broken-task"}, "gsi1sk": {"S": "SESSION#ses_broken"}})
+    with pytest.raises(Exception):  # noqa: B017 (any: the record, not the error, matters)
+        reap(task_stopped("broken-task"))
+    recorder.served("Reaper")
+
+
+@pytest.fixture(scope="module")
+def used() -> dict[str, set[Access]]:
+    return {}
+
+
+@pytest.fixture
+def recorded(vault: Vault, used: dict[str, set[Access]],
+             monkeypatch: pytest.MonkeyPatch) -> dict[str, set[Access]]:
+    if not used:
+        recorder = Recorder()
+        hook = "before-parameter-build.*.*"
+        # Clients copy their session's hooks when made: register, then build the services (and
+        # hook the reaper's idempotency client, made at import).
+        vault.session.events.register(hook, recorder)
+        persistence.client.meta.events.register(hook, recorder)
+        apigw.OBSERVERS.append(recorder.observe)
+        try:
+            # One container per function, as in Lambda: its own data-key and secret caches (a
+            # key one function made is not opened from another's cache).
+            for module in MODULES:
+                svc = build_services(vault.services.settings, config=vault.services.config,
+                                     session=vault.session, clock=vault.clock)
+                monkeypatch.setattr(module, "services", lambda svc=svc: svc)
+            _run_every_code_path(vault, recorder)
+        finally:
+            apigw.OBSERVERS.remove(recorder.observe)
+            persistence.client.meta.events.unregister(hook, recorder)
+            vault.session.events.unregister(hook, recorder)
+        used.update(recorder.used)
+    return used
+
+
+def _role_of(template: dict[str, Any], function: str) -> str:
+    (role,) = [k for k in by_type(template, "AWS::IAM::Role")
+               if k.startswith(f"{function}Role")]
+    return role
+
+
+def allowed(template: dict[str, Any], function: str) -> tuple[set[Access], set[str]]:
+    """What the function's role allows, in the recorder's terms; and its table-encryption
+    (`kms:ViaService` dynamodb) actions."""
+    role = _role_of(template, function)
+    resources = template["Resources"]
+    table = {k for k, v in by_type(template, "AWS::DynamoDB::Table").items() if "Vault" in k}
+    (vault_table,) = table
+    access: set[Access] = set()
+    via_dynamodb: set[str] = set()
+    for policy in by_type(template, "AWS::IAM::Policy").values():
+        if {"Ref": role} not in policy["Properties"]["Roles"]:
+            continue
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert st["Effect"] == "Allow"
+            actions = as_list(st["Action"])
+            condition = st.get("Condition", {})
+            text = json.dumps(st["Resource"])
+            for action in actions:
+                if not action.startswith(("dynamodb:", "kms:", "secretsmanager:")):
+                    continue  # logs, traces, the reaper's dead letters: not the code's calls
+                if action.startswith("dynamodb:"):
+                    if "/index/" in text:
+                        for resource in as_list(st["Resource"]):
+                            index = json.dumps(resource).rsplit("/index/", 1)[1].split('"')[0]
+                            access.add((action, f"vault/index/{index}", ""))
+                    elif vault_table in text:
+                        # no LeadingKeys condition: every item ("" covers any prefix)
+                        prefixes = condition.get("ForAllValues:StringLike", {}).get(
+                            "dynamodb:LeadingKeys", ["*"])
+                        if prefixes != ["*"]:
+                            assert condition["Null"] == {"dynamodb:LeadingKeys": "false"}
+                        for prefix in prefixes:
+                            assert prefix.endswith("*")
+                            access.add((action, "vault", prefix[:-1]))
+                    else:
+                        assert "Replay" in text, st
+                        access.add((action, "replay", ""))
+                elif action.startswith("kms:"):
+                    equals = condition.get("StringEquals", {})
+                    if "kms:ViaService" in equals:
+                        assert "dynamodb." in json.dumps(equals["kms:ViaService"])
+                        via_dynamodb.add(action)
+                        continue
+                    kind = condition.get("ForAnyValue:StringEquals", {}).get(
+                        "kms:EncryptionContextKeys", "")
+                    if kind:
+                        assert set(condition["ForAllValues:StringEquals"][
+                            "kms:EncryptionContextKeys"]) == set(TOKEN_CONTEXT_KEYS[kind])
+                    for purpose in as_list(equals["kms:EncryptionContext:purpose"]):
+                        access.add((action, purpose, kind))
+                else:
+                    assert all("ProviderSecrets" in json.dumps(r) for r in as_list(st["Resource"]))
+                    access.add((action, "secrets", ""))
+    assert resources[role]["Type"] == "AWS::IAM::Role"
+    return access, via_dynamodb
+
+
+def covers(rule: Access, call: Access) -> bool:
+    """An allowed (action, resource, condition) covers a call; no condition (an item grant
+    without a key prefix, a token grant without a context kind) covers every call."""
+    return rule[:2] == call[:2] and rule[2] in ("", call[2])
+
+
+@pytest.mark.parametrize("function", ["AgentApi", "Callback", "AdminApi", "Reaper"])
+@pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
+def test_each_function_is_allowed_exactly_what_its_code_calls(
+        recorded: dict[str, set[Access]], function: str, fixture: str,
+        request: pytest.FixtureRequest) -> None:
+    synthesized: Synthesized = request.getfixturevalue(fixture)
+    rules, via_dynamodb = allowed(synthesized.templates["Vault"], function)
+    calls = recorded[function]
+    assert calls, function
+    missing = {c for c in calls if not any(covers(r, c) for r in rules)}
+    assert missing == set(), f"{function} calls what its role does not allow: {sorted(missing)}"
+    extra = {r for r in rules if not any(covers(r, c) for c in calls)}
+    assert extra == set(), f"{function}'s role allows what no call needs: {sorted(extra)}"
+    assert via_dynamodb == set(TABLE_ENCRYPTION_ACTIONS)
+
+
+@pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
+def test_row_49_the_callback_cannot_read_grants_or_tokens_nor_open_tokens(
+        fixture: str, request: pytest.FixtureRequest) -> None:
+    synthesized: Synthesized = request.getfixturevalue(fixture)
+    rules, _ = allowed(synthesized.templates["Vault"], "Callback")
+    items = {(action, prefix) for action, resource, prefix in rules if resource == "vault"}
+    assert items == {("dynamodb:UpdateItem", "STATE#"), ("dynamodb:DeleteItem", "STATE#"),
+                     ("dynamodb:PutItem", "FLOW#")}
+    assert not {r for r in rules if r[1].startswith("vault/index/")}
+    assert not {r for r in rules if r[0] == "kms:Decrypt" and r[1] == "token"}
+    assert {r for r in rules if r[0].startswith("kms:")} == {
+        ("kms:Decrypt", "verifier", ""), ("kms:GenerateDataKey", "token", "grant")}
