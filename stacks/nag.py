@@ -71,12 +71,14 @@ def acknowledge_findings(*, config: VaultConfig, vault: VaultStack,
             " can rotate it. The operator rotates it at the provider and stores the new value with"
             " put-secret-value (docs/deploy.md); the vault rereads secrets within 5 minutes.")
 
-    callback_route = vault.api.api.node.find_child("GET--v1--oauth--callback")
-    acknowledge(
-        callback_route, "AwsSolutions-APIG4",
-        "The OAuth redirect URI is called by the user's browser, which has no AWS credentials."
-        " It is the only public route: it accepts only a single-use, hashed-at-rest `state` it"
-        " issued, redirects only to allow-listed return URLs, and is throttled with the stage.")
+    for callback_id in ("GET--v1--oauth--callback", "GET--v1--oauth--callback--{provider}"):
+        acknowledge(
+            vault.api.api.node.find_child(callback_id), "AwsSolutions-APIG4",
+            "The OAuth redirect URI is called by the user's browser, which has no AWS"
+            " credentials. The callbacks are the only public routes: they accept only a"
+            " single-use, hashed-at-rest `state` the vault issued (for a flow of the provider the"
+            " path names), redirect only to allow-listed return URLs, and are throttled with the"
+            " stage.")
 
     acknowledge(
         vault.reaper_trigger.dead_letters, "AwsSolutions-SQS3",

@@ -21,6 +21,8 @@ _ALLOWED_EXTRA = {
     "ended_sessions",
     "revoked_grants",
     "granted_scopes",
+    "over_granted_scopes",
+    "callback_provider",
     "missing_scopes",
     "upstream",
     "status",

@@ -116,7 +116,7 @@ class Flow:
     """A consent answered by the provider: awaiting binding by the application, or closed."""
 
     flow_id: str
-    status: str  # pending_binding | active | refused | rejected
+    status: str  # pending_binding | active | refused | rejected (docs/api.md: flow_status)
     session_id: str
     agent: str
     provider: str
@@ -129,6 +129,8 @@ class Flow:
     refresh_token_ct: bytes | None = None
     access_token_ct: bytes | None = None
     error: str | None = None
+    binding_hash: str | None = None
+    """SHA-256 of the one-time binding code (the code itself is only in the browser's redirect)."""
 
 
 @dataclass

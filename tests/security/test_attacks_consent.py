@@ -25,7 +25,7 @@ from tests.security.helpers import (
     unchanged,
 )
 from tests.security.hygiene import HYGIENE
-from tests.support.harness import RETURN_URL, Vault
+from tests.support.harness import RETURN_URL, Vault, binding_code_of
 from vault.models import UserRef, token_context
 
 
@@ -308,7 +308,12 @@ def test_row_07_the_callback_redirects_only_to_the_flows_registered_return_url(
     assert answer.status == 302, answer.body
     location = answer.headers["location"]
     assert location.startswith("http://localhost:3000/return?")
-    assert query_of(location) == {"flow_id": flow_id, "status": "pending_binding"}
+    back = query_of(location)
+    assert back == {
+        "flow_id": flow_id,
+        "status": "pending_binding",
+        "binding_code": binding_code_of(answer),
+    }
     assert answer.headers["referrer-policy"] == "no-referrer"
 
 
@@ -320,7 +325,8 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
 ) -> None:
     agent = agent_with_session(vault, "alice")
     flow_id, query = consent(vault, agent, username="alice")
-    assert vault.callback(urlencode(query)).status == 302
+    back = vault.callback(urlencode(query))
+    assert back.status == 302
     (flow,) = items_of_type(vault, "flow")
     user = UserRef(flow["user_iss"]["S"], flow["user_sub"]["S"])
     context = token_context(user, "calendar", grant_id=flow["grant_id"]["S"])
@@ -331,7 +337,7 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
     revocations = vault.server.stats()["revocations"]
     before = snapshot(vault)
 
-    answer = agent.complete(flow_id, vault.user("bob"))
+    answer = agent.complete(flow_id, vault.user("bob"), binding_code_of(back))
 
     assert_problem(answer, 403, "user_mismatch")
     change = diff(before, snapshot(vault))
@@ -347,7 +353,9 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
     assert event["upstream"] == "revoked" and event["user"]["sub"] == "bob"
 
     # the right user arriving afterwards cannot revive it
-    assert_problem(agent.complete(flow_id, vault.user("alice")), 409, "flow_not_pending")
+    assert_problem(
+        agent.complete(flow_id, vault.user("alice"), binding_code_of(back)), 409, "flow_not_pending"
+    )
     assert_problem(agent.token("calendar", ["calendar.read"]), 403, "consent_required")
 
 
@@ -405,27 +413,38 @@ def test_row_13_scopes_beyond_the_grant_need_consent_for_the_difference_only(
 # --- row 14: the provider grants more than asked -----------------------------------------------
 
 
-def test_row_14_a_broader_grant_is_recorded_but_the_agent_gets_only_what_it_asked_and_may_have(
-    vault: Vault, audit_events: AuditLog
-) -> None:
-    """The user's browser edits the authorization URL to ask for more; the provider grants it."""
-    agent = agent_with_session(vault)
-    started = agent.authorize("calendar", ["calendar.read"])
+def over_granted_consent(vault: Vault, agent, asked=("calendar.read",)):  # type: ignore[no-untyped-def]
+    """The user's browser edits the authorization URL to ask for more; the provider grants it:
+    (flow id, the callback's answer)."""
+    started = agent.authorize("calendar", list(asked))
     url = started.json["authorization_url"].replace(
-        "scope=calendar.read", "scope=calendar.read%20calendar.write%20mail.read"
+        "scope=" + "%20".join(asked), "scope=calendar.read%20calendar.write%20mail.read"
     )
     assert url != started.json["authorization_url"]
     query = vault.consent_at_provider(url, "alice")
-    assert vault.callback(query).status == 302
+    assert set(query_of("?" + query)) >= {"code", "state"}
+    back = vault.callback(query)
+    assert back.status == 302, back.body
+    return started.json["flow_id"], back
+
+
+def test_row_14_a_broader_grant_is_recorded_but_the_agent_gets_only_what_it_asked_and_may_have(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    agent = agent_with_session(vault)
+    flow_id, back = over_granted_consent(vault, agent)
     audit_events.expect(
         "consent.callback",
         "exchanged",
         scopes=["calendar.read"],
-        granted_scopes=["calendar.read", "calendar.write", "mail.read"],
+        granted_scopes=["calendar.read"],
+        over_granted_scopes=["calendar.write", "mail.read"],  # recorded, not granted
     )
-    bound = agent.complete(started.json["flow_id"], vault.user("alice"))
+    bound = agent.complete(flow_id, vault.user("alice"), binding_code_of(back))
     assert bound.status == 200
-    assert bound.json["scopes"] == ["calendar.read", "calendar.write", "mail.read"]  # recorded
+    assert bound.json["scopes"] == ["calendar.read"]
+    (grant,) = items_of_type(vault, "grant")
+    assert [s["S"] for s in grant["scopes"]["L"]] == ["calendar.read"]
 
     issued = agent.token("calendar", ["calendar.read"])
     assert issued.status == 200 and issued.json["scope"] == "calendar.read"
@@ -433,3 +452,27 @@ def test_row_14_a_broader_grant_is_recorded_but_the_agent_gets_only_what_it_aske
     with unchanged(vault):
         beyond = agent.token("calendar", ["mail.read"])
     assert_problem(beyond, 403, "scope_not_allowed")
+
+
+# --- row 37: the provider grants more than the flow asked for ---------------------------------
+
+
+def test_row_37_an_over_granted_scope_is_not_in_the_grant_and_asking_for_it_needs_consent(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """calendar.write is within the agent's policy but was not asked for: the provider's extra
+    grant must not let a later request pass the consent check (and fail upstream as a 502)."""
+    agent = agent_with_session(vault)
+    flow_id, back = over_granted_consent(vault, agent)
+    assert agent.complete(flow_id, vault.user("alice"), binding_code_of(back)).status == 200
+    refreshes = vault.server.stats()["token_requests"].get("refresh_token", 0)
+    audit_events.clear()
+
+    with unchanged(vault):
+        answer = agent.token("calendar", ["calendar.write"])
+
+    body = assert_problem(answer, 403, "consent_required")
+    assert body["reason"] == "scopes_not_granted"
+    assert body["missing_scopes"] == ["calendar.write"]
+    assert vault.server.stats()["token_requests"].get("refresh_token", 0) == refreshes
+    audit_events.expect("token.issue", "denied", reason="scopes_not_granted")

@@ -240,6 +240,8 @@ def flow_item(f: Flow) -> dict[str, Any]:
         item["access_token"] = _b(f.access_token_ct)
     if f.error:
         item["error"] = _s(f.error)
+    if f.binding_hash is not None:
+        item["binding_hash"] = _s(f.binding_hash)
     return item
 
 
@@ -259,6 +261,7 @@ def flow_from(item: dict[str, Any]) -> Flow:
         refresh_token_ct=_opt_b(item, "refresh_token"),
         access_token_ct=_opt_b(item, "access_token"),
         error=_opt_s(item, "error"),
+        binding_hash=_opt_s(item, "binding_hash"),
     )
 
 
@@ -554,7 +557,9 @@ class Repository:
                     "Update": {
                         "TableName": self.table,
                         "Key": flow_key(flow.flow_id),
-                        "UpdateExpression": "SET #s = :active REMOVE refresh_token, access_token",
+                        "UpdateExpression": (
+                            "SET #s = :active REMOVE refresh_token, access_token, binding_hash"
+                        ),
                         "ConditionExpression": "#s = :pending",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": {
@@ -572,7 +577,8 @@ class Repository:
             "update_item",
             TableName=self.table,
             Key=flow_key(flow_id),
-            UpdateExpression="SET #s = :rejected, #e = :reason REMOVE refresh_token, access_token",
+            UpdateExpression="SET #s = :rejected, #e = :reason"
+            " REMOVE refresh_token, access_token, binding_hash",
             ConditionExpression="#s = :pending",
             ExpressionAttributeNames={"#s": "status", "#e": "error"},
             ExpressionAttributeValues={
