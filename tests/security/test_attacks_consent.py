@@ -25,8 +25,10 @@ from tests.security.helpers import (
     unchanged,
 )
 from tests.security.hygiene import HYGIENE
-from tests.support.harness import RETURN_URL, Vault, binding_code_of
+from tests.support.harness import CALLBACK_URL, RETURN_URL, Vault, binding_code_of
+from vault.config import VaultConfig
 from vault.models import UserRef, token_context
+from vault.runtime import build_services, use_services
 
 
 def consent(
@@ -476,3 +478,232 @@ def test_row_37_an_over_granted_scope_is_not_in_the_grant_and_asking_for_it_need
     assert body["missing_scopes"] == ["calendar.write"]
     assert vault.server.stats()["token_requests"].get("refresh_token", 0) == refreshes
     audit_events.expect("token.issue", "denied", reason="scopes_not_granted")
+
+
+# --- row 28: a forwarded consent link, completed by the attacker ----------------------------------
+
+
+def _flow_tokens(vault: Vault) -> tuple[str, str]:
+    """(access, refresh) of the one stored flow, decrypted as the vault would."""
+    (flow,) = items_of_type(vault, "flow")
+    user = UserRef(flow["user_iss"]["S"], flow["user_sub"]["S"])
+    context = token_context(user, flow["provider"]["S"], grant_id=flow["grant_id"]["S"])
+    envelope = vault.services.envelope
+    return (
+        envelope.decrypt(flow["access_token"]["B"], context).decode(),
+        envelope.decrypt(flow["refresh_token"]["B"], context).decode(),
+    )
+
+
+def test_row_28_a_forwarded_consent_link_polled_by_the_attacker_never_binds_the_victim(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Bob (the attacker) starts consent in his own session and forwards the provider link to
+    Alice, who consents as herself. Bob knows the flow id and polls /complete with his own
+    identity before and after her browser reaches the callback: nothing ever activates, and
+    once he guesses a binding code the flow is rejected and Alice's tokens revoked upstream."""
+    attacker = agent_with_session(vault, "bob")
+    started = attacker.authorize("calendar", ["calendar.read"])
+    assert set(started.json) == {"flow_id", "authorization_url", "expires_at"}  # no code here
+    flow_id = started.json["flow_id"]
+    query = vault.consent_at_provider(started.json["authorization_url"], "alice")
+
+    with unchanged(vault):  # her browser has not reached the callback yet
+        early = attacker.complete(flow_id, vault.user("bob"))
+    assert_problem(early, 404, "flow_not_found")
+
+    back = vault.callback(query)  # her browser: the code goes to the app's return URL only
+    assert back.status == 302
+    code = binding_code_of(back)
+    access, refresh = _flow_tokens(vault)
+    assert vault.server.introspect(access)["sub"] == "alice"  # the victim's account
+    (stored,) = items_of_type(vault, "flow")
+    assert code not in repr(vault.snapshot()) and stored["binding_hash"]["S"] != code
+
+    for _ in range(3):  # polling after she returned, without the code
+        with unchanged(vault):
+            polled = attacker.complete(flow_id, vault.user("bob"))
+        assert_problem(polled, 400, "binding_code_required")
+    audit_events.expect("consent.complete", "denied", reason="binding_code_required")
+
+    guessed = attacker.complete(flow_id, vault.user("bob"), "A" * 43)
+
+    assert_problem(guessed, 403, "binding_code_invalid")
+    (rejected,) = items_of_type(vault, "flow")
+    assert rejected["status"]["S"] == "rejected"
+    assert rejected["error"]["S"] == "binding_code_invalid"
+    assert not {"refresh_token", "access_token", "binding_hash"} & set(rejected)
+    assert not items_of_type(vault, "grant")
+    assert vault.server.introspect(access)["active"] is False
+    assert vault.server.introspect(refresh, client_id="agent-vault")["active"] is False
+    event = audit_events.expect("consent.complete", "denied", reason="binding_code_invalid")
+    assert event["upstream"] == "revoked"
+    # even the real code, arriving afterwards, revives nothing
+    assert_problem(attacker.complete(flow_id, vault.user("bob"), code), 409, "flow_not_pending")
+    assert_problem(attacker.token("calendar", ["calendar.read"]), 403, "consent_required")
+
+
+def test_row_28_the_victims_app_completing_the_forwarded_flow_is_a_user_mismatch(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Alice's browser lands on the application with the flow id and the binding code; if the
+    application completes it with her identity, the flow (Bob's) is rejected and revoked."""
+    attacker = agent_with_session(vault, "bob")
+    flow_id, query = consent(vault, attacker, username="alice")
+    back = vault.callback(urlencode(query))
+    access, _ = _flow_tokens(vault)
+
+    answer = attacker.complete(flow_id, vault.user("alice"), binding_code_of(back))
+
+    assert_problem(answer, 403, "user_mismatch")
+    assert not items_of_type(vault, "grant")
+    assert vault.server.introspect(access)["active"] is False
+    audit_events.expect("consent.complete", "denied", reason="user_mismatch")
+
+
+def test_binding_needs_this_flows_own_code(vault: Vault, audit_events: AuditLog) -> None:
+    """Another flow's binding code (both the agent's own, both the right user) binds nothing."""
+    agent = agent_with_session(vault)
+    first, first_query = consent(vault, agent)
+    second, second_query = consent(vault, agent)
+    first_back = vault.callback(urlencode(first_query))
+    second_back = vault.callback(urlencode(second_query))
+
+    answer = agent.complete(second, vault.user("alice"), binding_code_of(first_back))
+
+    assert_problem(answer, 403, "binding_code_invalid")
+    assert not items_of_type(vault, "grant")
+    assert_problem(
+        agent.complete(second, vault.user("alice"), binding_code_of(second_back)),
+        409,
+        "flow_not_pending",
+    )
+    bound = agent.complete(first, vault.user("alice"), binding_code_of(first_back))
+    assert bound.status == 200 and bound.json["status"] == "active"
+    audit_events.expect("consent.complete", "allowed", flow_id=first)
+
+
+# --- row 39: mix-up with providers that send no `iss` -----------------------------------------
+
+
+def no_iss_providers(vault: Vault) -> None:
+    """Two providers that send no `iss` and authenticate no client (`none`, PKCE only):
+    `calendar-public`, the honest one, and `calendar-other`, standing for an attacker's
+    authorization server (its token endpoint is counted at the same server)."""
+    server = vault.server
+    provider = {
+        "authorization_endpoint": server.authorization_endpoint,
+        "token_endpoint": server.token_endpoint,
+        "client_id": "agent-vault-public",
+        "client_auth_method": "none",
+        "assume_pkce_s256": True,
+        "scopes": ["calendar.read"],
+        "resource": server.resource,
+        "timeout_seconds": 2.0,
+    }
+    data = vault.services.config.model_dump(mode="json", exclude_none=True)
+    data["providers"].update({"calendar-public": provider, "calendar-other": provider})
+    data["agents"]["calendar-agent"]["providers"].update(
+        {"calendar-public": ["calendar.read"], "calendar-other": ["calendar.read"]}
+    )
+    svc = build_services(
+        vault.services.settings,
+        config=VaultConfig.model_validate(data),
+        session=vault.session,
+        clock=vault.clock,
+    )
+    use_services(svc)
+    vault.services = svc
+
+
+def relayed_to_honest_provider(vault: Vault, agent) -> tuple[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The mix-up: a flow started at `calendar-other` (the attacker's server), which sends the
+    user on to the honest provider with the vault's client there, its own state and PKCE
+    challenge. The honest provider answers at its own callback, without `iss`."""
+    started = agent.authorize("calendar-other", ["calendar.read"])
+    assert started.status == 201, started.body
+    asked = query_of(started.json["authorization_url"])
+    relayed = {**asked, "redirect_uri": f"{CALLBACK_URL}/calendar-public"}
+    url = vault.server.authorization_endpoint + "?" + urlencode(relayed)
+    query = query_of("?" + vault.consent_at_provider(url, "alice"))
+    query.pop("iss", None)  # a provider that sends no iss
+    return started.json["flow_id"], query
+
+
+def test_row_39_a_code_at_another_providers_callback_is_never_redeemed(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    _, query = relayed_to_honest_provider(vault, agent)
+    exchanges = code_exchanges(vault)
+    before = snapshot(vault)
+
+    answer = vault.callback(urlencode(query), "calendar-public")
+
+    assert_problem(answer, 400, "callback_mismatch")
+    assert code_exchanges(vault) == exchanges, "the code went to a token endpoint"
+    change = diff(before, snapshot(vault))
+    assert change.kinds() == {"added": [], "removed": ["pending_flow"], "changed": []}
+    assert not items_of_type(vault, "flow") and not items_of_type(vault, "grant")
+    event = audit_events.expect("consent.callback", "denied", reason="callback_mismatch")
+    assert event["provider"] == "calendar-other"
+    assert event["callback_provider"] == "calendar-public"
+
+
+def test_row_39_the_shared_callback_refuses_a_provider_that_sends_no_iss(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """The legacy shared callback cannot tell providers apart without `iss`: it never redeems
+    a code for such a provider, whichever flow's state comes with it."""
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    _, query = relayed_to_honest_provider(vault, agent)
+    exchanges = code_exchanges(vault)
+
+    answer = vault.callback(urlencode(query), None)
+
+    body = assert_problem(answer, 400, "callback_mismatch")
+    assert f"{CALLBACK_URL}/calendar-other" in body["detail"]  # names the callback to register
+    assert code_exchanges(vault) == exchanges
+    assert not items_of_type(vault, "pending_flow") and not items_of_type(vault, "flow")
+    audit_events.expect("consent.callback", "denied", reason="callback_mismatch")
+
+
+def test_row_39_each_provider_is_asked_to_answer_at_its_own_callback(vault: Vault) -> None:
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    for provider in ("calendar", "calendar-post", "calendar-public", "calendar-other"):
+        started = agent.authorize(provider, ["calendar.read"])
+        assert started.status == 201, started.body
+        redirect_uri = query_of(started.json["authorization_url"])["redirect_uri"]
+        assert redirect_uri == f"{CALLBACK_URL}/{provider}"
+
+
+def test_row_39_a_provider_without_iss_binds_at_its_own_callback(vault: Vault) -> None:
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    started = agent.authorize("calendar-public", ["calendar.read"])
+    query = query_of("?" + vault.consent_at_provider(started.json["authorization_url"], "alice"))
+    query.pop("iss", None)
+    back = vault.callback(urlencode(query), "calendar-public")
+    assert back.status == 302, back.body
+    bound = agent.complete(started.json["flow_id"], vault.user("alice"), binding_code_of(back))
+    assert bound.status == 200 and bound.json["provider"] == "calendar-public"
+
+
+def test_the_shared_callback_still_serves_a_provider_that_sends_iss(vault: Vault) -> None:
+    """A flow whose provider advertises RFC 9207 `iss` (checked) may still answer at the legacy
+    callback if its authorization request named it (flows started before the upgrade)."""
+    agent = agent_with_session(vault)
+    started = agent.authorize("calendar", ["calendar.read"])
+    asked = query_of(started.json["authorization_url"])
+    url = vault.server.authorization_endpoint + "?" + urlencode(
+        {**asked, "redirect_uri": CALLBACK_URL}
+    )
+    query = vault.consent_at_provider(url, "alice")
+    assert "iss" in query_of("?" + query)
+    back = vault.callback(query, None)
+    assert back.status == 302, back.body
+    bound = agent.complete(started.json["flow_id"], vault.user("alice"), binding_code_of(back))
+    assert bound.status == 200
