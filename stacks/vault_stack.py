@@ -119,7 +119,7 @@ class VaultStack(Stack):
 
         outputs = {
             "CallbackUrl": (self.api.callback_url,
-                            "The callbacks' base: each provider's redirect URI is CallbackUrl/<name>"),
+                            "Callbacks' base: provider X's redirect URI is CallbackUrl/X"),
             "VaultTableName": (self.tables.vault.table_name, "Vault table"),
             "ReplayTableName": (self.tables.replay.table_name, "Proof replay-cache table"),
             "KeyArn": (self.key.key.key_arn, "Vault KMS key"),
