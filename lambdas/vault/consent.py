@@ -31,6 +31,7 @@ from vault.errors import (
     FlowNotPending,
     Forbidden,
     InvalidState,
+    InvalidUserToken,
     IssuerMismatch,
     OAuthError,
     ProviderError,
@@ -42,7 +43,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.models import Flow, Grant, PendingFlow, UserRef, token_context, verifier_context
-from vault.oauth.client import new_code_verifier
+from vault.oauth.client import TokenResponse, new_code_verifier
 from vault.policy import check_agent_policy
 from vault.revocation import revoke_upstream
 from vault.runtime import Services
@@ -266,6 +267,10 @@ def handle_callback(
     granted = tuple(sorted(answered & set(pending.scopes)))
     over_granted = sorted(answered - set(pending.scopes))
     context = token_context(pending.user, pending.provider, grant_id=pending.grant_id)
+    if answer.id_token is not None and svc.identity.issues(meta.issuer):
+        denied = _consenting_user_refusal(svc, provider.config.client_id, answer.id_token, pending)
+        if denied is not None:
+            return _reject_at_callback(svc, pending, answer, context, denied, where)
     binding_code = secrets.token_urlsafe(32)
     flow = _flow(
         pending,
@@ -302,6 +307,47 @@ def handle_callback(
     return _with_query(
         pending.return_url,
         {"flow_id": pending.flow_id, "status": "pending_binding", "binding_code": binding_code},
+    )
+
+
+def _consenting_user_refusal(
+    svc: Services, client_id: str, id_token: str, pending: PendingFlow
+) -> str | None:
+    """None if the provider's ID token names the flow's user (iss, sub); else why not."""
+    try:
+        consenting = svc.identity.verify(id_token, (client_id,))
+    except (InvalidUserToken, ProviderError):  # unverifiable: fail closed
+        return InvalidUserToken.code
+    return None if consenting == pending.user else UserMismatch.code
+
+
+def _reject_at_callback(
+    svc: Services,
+    pending: PendingFlow,
+    answer: TokenResponse,
+    context: dict[str, str],
+    reason: str,
+    where: dict[str, Any],
+) -> str:
+    """The provider's ID token names someone else: nothing is kept, the tokens are revoked
+    upstream, the flow is recorded rejected, and no binding code exists."""
+    spent = _flow(
+        pending,
+        "rejected",
+        refresh_ct=svc.envelope.encrypt((answer.refresh_token or "").encode(), context),
+        access_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
+    )
+    upstream = _revoke_flow_tokens(svc, spent, context, refresh=answer.refresh_token is not None)
+    svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "rejected", error=reason))
+    audit(
+        "consent.callback",
+        "denied",
+        reason=reason,
+        upstream="revoked" if upstream else "revoke_failed",
+        **where,
+    )
+    return _with_query(
+        pending.return_url, {"flow_id": pending.flow_id, "status": "rejected", "error": reason}
     )
 
 

@@ -707,3 +707,61 @@ def test_the_shared_callback_still_serves_a_provider_that_sends_iss(vault: Vault
     assert back.status == 302, back.body
     bound = agent.complete(started.json["flow_id"], vault.user("alice"), binding_code_of(back))
     assert bound.status == 200
+
+
+# --- row 28: the provider is the users' identity issuer: its ID token names who consented ------
+
+
+def openid_at_calendar(vault: Vault) -> None:
+    """The calendar provider is also the users' identity issuer: let flows ask for `openid`."""
+    data = vault.services.config.model_dump(mode="json", exclude_none=True)
+    data["providers"]["calendar"]["scopes"].append("openid")
+    data["agents"]["calendar-agent"]["providers"]["calendar"].append("openid")
+    svc = build_services(
+        vault.services.settings,
+        config=VaultConfig.model_validate(data),
+        session=vault.session,
+        clock=vault.clock,
+    )
+    use_services(svc)
+    vault.services = svc
+
+
+def test_row_28_an_id_token_naming_another_user_rejects_the_flow_at_the_callback(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Bob's flow, consented by Alice: the provider's ID token says `alice`, so the callback
+    keeps nothing, revokes the tokens and mints no binding code."""
+    openid_at_calendar(vault)
+    attacker = agent_with_session(vault, "bob")
+    flow_id, query = consent(vault, attacker, scopes=("calendar.read", "openid"), username="alice")
+    revocations = vault.server.stats()["revocations"]
+
+    back = vault.callback(urlencode(query))
+
+    assert back.status == 302, back.body
+    assert query_of(back.headers["location"]) == {
+        "flow_id": flow_id,
+        "status": "rejected",
+        "error": "user_mismatch",
+    }
+    (flow,) = items_of_type(vault, "flow")
+    assert flow["status"]["S"] == "rejected" and flow["error"]["S"] == "user_mismatch"
+    assert not {"refresh_token", "access_token", "binding_hash"} & set(flow)
+    assert not items_of_type(vault, "pending_flow") and not items_of_type(vault, "grant")
+    assert vault.server.stats()["revocations"] == revocations + 2
+    event = audit_events.expect("consent.callback", "denied", reason="user_mismatch")
+    assert event["upstream"] == "revoked"
+    assert_problem(
+        attacker.complete(flow_id, vault.user("bob"), "A" * 43), 409, "flow_not_pending"
+    )
+
+
+def test_row_28_an_id_token_naming_the_flows_user_binds_as_usual(vault: Vault) -> None:
+    openid_at_calendar(vault)
+    agent = agent_with_session(vault, "alice")
+    flow_id, query = consent(vault, agent, scopes=("calendar.read", "openid"), username="alice")
+    back = vault.callback(urlencode(query))
+    assert query_of(back.headers["location"])["status"] == "pending_binding"
+    bound = agent.complete(flow_id, vault.user("alice"), binding_code_of(back))
+    assert bound.status == 200 and bound.json["status"] == "active"
