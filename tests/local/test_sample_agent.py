@@ -131,6 +131,9 @@ def test_without_a_user_the_agent_asks_for_one(local_with_agent: LocalInfo) -> N
         assert refused.status_code == 401
         assert client.post("/ask", content=json.dumps({"q": 1}),
                            headers={"content-type": "application/json"}).status_code == 422
-        page = client.get("/consent/return?" + urllib.parse.urlencode(
-            {"flow_id": "flw_x", "status": "pending_binding"}))
+        returned = "/consent/return?" + urllib.parse.urlencode(
+            {"flow_id": "flw_x", "status": "pending_binding", "binding_code": "c" * 43})
+        assert client.get(returned).status_code == 403  # not started in this browser
+        client.cookies.set("agent_consent_flow", "flw_x")
+        page = client.get(returned)
         assert page.status_code == 401
