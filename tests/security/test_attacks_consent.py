@@ -765,3 +765,18 @@ def test_row_28_an_id_token_naming_the_flows_user_binds_as_usual(vault: Vault) -
     assert query_of(back.headers["location"])["status"] == "pending_binding"
     bound = agent.complete(flow_id, vault.user("alice"), binding_code_of(back))
     assert bound.status == 200 and bound.json["status"] == "active"
+
+
+def test_row_39_an_unknown_providers_callback_changes_nothing(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    agent = agent_with_session(vault)
+    flow_id, query = consent(vault, agent)
+    exchanges = code_exchanges(vault)
+    with unchanged(vault):
+        answer = vault.callback(urlencode(query), "dropbox")
+    assert_problem(answer, 400, "unknown_provider")
+    assert code_exchanges(vault) == exchanges
+    audit_events.expect("consent.callback", "denied", reason="unknown_provider")
+    back = vault.callback(urlencode(query))  # the state is intact for its own callback
+    assert back.status == 302 and query_of(back.headers["location"])["flow_id"] == flow_id
