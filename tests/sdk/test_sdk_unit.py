@@ -279,3 +279,17 @@ def test_task_arn_from_the_metadata_endpoint_v4() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_every_error_code_the_vault_answers_is_known_to_the_sdk() -> None:
+    """The two lists of stable codes (lambdas/vault/errors.py, agent_vault/errors.py) agree."""
+    import vault.errors as server
+    from agent_vault.errors import _BY_CODE
+
+    codes = {
+        cls.code
+        for cls in vars(server).values()
+        if isinstance(cls, type) and issubclass(cls, server.VaultError)
+    }
+    assert {"binding_code_required", "binding_code_invalid", "callback_mismatch"} <= codes
+    assert codes <= set(_BY_CODE), sorted(codes - set(_BY_CODE))
