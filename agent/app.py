@@ -4,8 +4,11 @@ It needs no LLM: a tiny rule-based intent parser understands calendar questions.
 keeps one Agent Vault session (an ephemeral key in memory, the user's identity token), asks the
 vault for a ``calendar.read`` token through the SDK, and calls the calendar API with it. When the
 user has not consented yet it answers with the consent URL; the vault's callback later sends the
-user's browser to ``GET /consent/return``, where the agent binds the consent to whoever is logged
-in *in that browser* (``POST /v1/flows/{id}/complete``).
+user's browser to ``GET /consent/return`` with the flow id and a one-time binding code, where the
+agent binds the consent (``POST /v1/flows/{id}/complete`` with that code) to whoever is logged in
+*in that browser*, and only if that browser is the one that asked: ``/ask`` ties the flow to its
+browser with a cookie and never hands the flow id out, so a consent link forwarded to someone else
+ends at a return page that refuses to bind it.
 
 Who the user is, in order: an ``Authorization: Bearer <id_token>`` header (an API caller), the
 ``agent_id_token`` cookie set by the optional OIDC login (``/login``), or a configured default user
@@ -51,6 +54,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from agent_vault import (
+    BindingCodeInvalid,
     ConsentRequired,
     FlowNotFound,
     FlowNotPending,
@@ -67,6 +71,9 @@ log = logging.getLogger("agent")
 ID_TOKEN_COOKIE = "agent_id_token"  # noqa: S105 - a cookie name  # nosec B105
 LOGIN_STATE_COOKIE = "agent_login_state"
 RETURN_PATH = "/consent/return"
+FLOW_COOKIE = "agent_consent_flow"
+"""The flow this browser started (set by ``/ask``): the return page binds no other."""
+FLOW_COOKIE_SECONDS = 3600
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -273,8 +280,8 @@ class CalendarAgent:
         return {"answer": describe_events(todays, intent.day), "intent": intent.name,
                 "day": day, "events": todays}
 
-    def complete(self, flow_id: str, user: UserIdentity) -> dict[str, Any]:
-        result = self._binder.complete_flow(flow_id, user)
+    def complete(self, flow_id: str, user: UserIdentity, binding_code: str) -> dict[str, Any]:
+        result = self._binder.complete_flow(flow_id, user, binding_code)
         return {"flow_id": result.flow_id, "status": result.status, "provider": result.provider,
                 "scopes": list(result.scopes)}
 
@@ -486,11 +493,18 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         try:
             answer = agent.ask(user, question.question, agent.return_url(request))
         except ConsentNeeded as needed:
-            return JSONResponse(
-                {"consent_url": needed.url, "flow_id": needed.flow_id,
-                 "message": "I need your permission to read your calendar: open consent_url, "
-                            "then ask again."},
+            # The flow id stays between the vault, this agent and this browser (the cookie):
+            # the return page binds only the flow the browser that opens it started here.
+            response = JSONResponse(
+                {"consent_url": needed.url,
+                 "message": "I need your permission to read your calendar: open consent_url "
+                            "in this browser, then ask again."},
                 status_code=202)
+            if needed.flow_id:
+                response.set_cookie(FLOW_COOKIE, needed.flow_id, max_age=FLOW_COOKIE_SECONDS,
+                                    httponly=True, samesite="lax",
+                                    secure=request.url.scheme == "https")
+            return response
         except InvalidUserToken as exc:
             return JSONResponse({"detail": f"your identity was refused: {exc.detail}"},
                                 status_code=401)
@@ -506,7 +520,7 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
 
     @app.get(RETURN_PATH, response_class=HTMLResponse)
     def consent_return(request: Request, flow_id: str = "", status: str = "",
-                       error: str = "") -> Response:
+                       error: str = "", binding_code: str = "") -> Response:
         agent = agent_of(request)
         if not flow_id:
             return _page("Nothing to connect", "<p>This page needs a flow_id.</p>", 400)
@@ -514,31 +528,44 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
             return _page("Not connected",
                          f"<p id=status>You declined ({html.escape(error or 'refused')}). "
                          "Nothing was connected.</p>")
-        if status != "pending_binding":
+        if status != "pending_binding" or not binding_code:
             return _page("Not connected", "<p id=status>Unknown consent status.</p>", 400)
+        started_here = request.cookies.get(FLOW_COOKIE, "")
+        if not secrets.compare_digest(started_here.encode(), flow_id.encode()):
+            # A consent link forwarded from someone else's session: never bind it here.
+            return _page("Not connected",
+                         "<p id=status>This consent was not started in this browser, so "
+                         "nothing was connected. Ask the agent again from here.</p>", 403)
         user = user_of(request, agent)
         login = request.app.state.login
         if user is None and login is not None:
-            here = f"{RETURN_PATH}?{urlencode({'flow_id': flow_id, 'status': status})}"
+            here = f"{RETURN_PATH}?" + urlencode(
+                {"flow_id": flow_id, "status": status, "binding_code": binding_code})
             return RedirectResponse(f"login?{urlencode({'next': here})}", status_code=303)
         if user is None:
             return _page("Log in first", "<p id=status>Log in to finish connecting.</p>", 401)
         try:
-            result = agent.complete(flow_id, user)
+            result = agent.complete(flow_id, user, binding_code)
         except UserMismatch:
             return _page("Not connected",
                          "<p id=status>This consent was started for another user, so it was "
                          "cancelled and its tokens revoked.</p>", 403)
+        except BindingCodeInvalid:
+            return _page("Not connected",
+                         "<p id=status>This link is not the one the vault sent, so the consent "
+                         "was cancelled and its tokens revoked.</p>", 403)
         except (FlowNotFound, FlowNotPending) as exc:
             return _page("Not connected", f"<p id=status>{html.escape(exc.detail)}</p>", 409)
         except VaultError as exc:
             return _page("Not connected",
                          f"<p id=status>The vault refused: {html.escape(exc.code)}</p>", 502)
         scopes = " ".join(result["scopes"])
-        return _page("Connected",
+        page = _page("Connected",
                      f"<p id=status>Connected: <b>{html.escape(result['provider'])}</b> "
                      f"(<code>{html.escape(scopes)}</code>). You can ask again now.</p>"
                      "<p><a href='../'>Back to the agent</a></p>")
+        page.delete_cookie(FLOW_COOKIE)
+        return page
 
     @app.get("/login")
     def login(request: Request, next: str = "/") -> Response:

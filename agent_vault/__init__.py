@@ -21,6 +21,7 @@ from agent_vault.decorator import (
 )
 from agent_vault.errors import (
     AccessDenied,
+    BindingCodeInvalid,
     ConsentRequired,
     ConsentTimeout,
     FlowNotFound,
@@ -55,6 +56,7 @@ __all__ = [
     "AccessToken",
     "AsyncVaultClient",
     "Authorization",
+    "BindingCodeInvalid",
     "ConsentRequired",
     "ConsentTimeout",
     "FlowCompletion",

@@ -504,15 +504,23 @@ class VaultClient:
             expires_at=float(answer.get("expires_at", 0)),
         )
 
-    def complete_flow(self, flow_id: str, user: UserIdentity) -> FlowCompletion:
+    def complete_flow(
+        self, flow_id: str, user: UserIdentity, binding_code: str
+    ) -> FlowCompletion:
         """Bind a consented flow to the user who is logged in at the application.
 
-        Call it from the application's return page with the identity of the user whose browser
-        arrived there (not the identity the flow was started with): the grant becomes active only
-        if both are the same user.
+        Call it from the application's return page, which the vault's callback redirected the
+        browser to with ``flow_id`` and a one-time ``binding_code`` (it exists nowhere else: the
+        agent that started the flow never sees it). Pass the identity of the user whose browser
+        arrived there, and only for a flow that browser session started: the grant becomes
+        active only if the code is the flow's and the user is the flow's user. A wrong code
+        rejects the flow and revokes its tokens (``BindingCodeInvalid``).
         """
         answer = self.request(
-            "POST", f"/v1/flows/{_seg(flow_id)}/complete", {"user": user.to_json()}, proof=False
+            "POST",
+            f"/v1/flows/{_seg(flow_id)}/complete",
+            {"user": user.to_json(), "binding_code": binding_code},
+            proof=False,
         )
         scopes = answer.get("scopes") or []
         if isinstance(scopes, str):
@@ -702,8 +710,10 @@ class AsyncVaultClient:
                                   return_url: str | None = None) -> Authorization:
         return await self._run(self.sync.start_authorization, provider, scopes, return_url)
 
-    async def complete_flow(self, flow_id: str, user: UserIdentity) -> FlowCompletion:
-        return await self._run(self.sync.complete_flow, flow_id, user)
+    async def complete_flow(
+        self, flow_id: str, user: UserIdentity, binding_code: str
+    ) -> FlowCompletion:
+        return await self._run(self.sync.complete_flow, flow_id, user, binding_code)
 
     async def aclose(self) -> None:
         await self._run(self.sync.close)

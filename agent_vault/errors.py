@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "AccessDenied",
+    "BindingCodeInvalid",
     "ConsentRequired",
     "ConsentTimeout",
     "FlowNotFound",
@@ -168,6 +169,13 @@ class UserMismatch(Forbidden):
     default_code = "user_mismatch"
 
 
+class BindingCodeInvalid(Forbidden):
+    """403 ``binding_code_invalid``: the binding code is not this flow's; the flow was rejected
+    and its tokens revoked. Only the code from the callback's redirect to the return URL binds."""
+
+    default_code = "binding_code_invalid"
+
+
 class ConsentRequired(VaultError):
     """403 ``consent_required``: no active grant covers the scopes; the user must consent.
 
@@ -309,6 +317,8 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "scope_not_allowed": ScopeNotAllowed,
     "consent_required": ConsentRequired,
     "user_mismatch": UserMismatch,
+    "binding_code_required": InvalidRequest,
+    "binding_code_invalid": BindingCodeInvalid,
     "not_found": NotFound,
     "session_not_found": SessionNotFound,
     "flow_not_found": FlowNotFound,
@@ -326,6 +336,7 @@ _BY_CODE: dict[str, type[VaultError]] = {
     # Callback-only codes (the browser sees them, not the SDK), mapped for completeness.
     "invalid_state": InvalidRequest,
     "issuer_mismatch": InvalidRequest,
+    "callback_mismatch": InvalidRequest,
     "code_exchange_failed": InvalidRequest,
 }
 

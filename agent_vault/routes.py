@@ -62,6 +62,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions/{session_id}/authorizations", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/tokens", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/flows/{flow_id}/complete", AGENT_API, "iam", "agent-api"),
+    Route("GET", "/v1/oauth/callback/{provider}", CALLBACK, "none", "callback"),
     Route("GET", "/v1/oauth/callback", CALLBACK, "none", "callback"),
     Route("POST", "/v1/revocations", ADMIN_API, "iam", "admin-api"),
 )

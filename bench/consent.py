@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.rig import GRANTED, PROVIDER, SCOPES, Rig
 from bench.timing import percentile
+from tests.support.harness import binding_code_of
 
 
 def measure(rig: Rig, iterations: int) -> dict[str, Any]:
@@ -35,7 +36,8 @@ def measure(rig: Rig, iterations: int) -> dict[str, Any]:
         back = vault.callback(query)
         assert back.status == 302, back.body
         t3 = time.perf_counter()
-        bound = agent.complete(started.json["flow_id"], vault.user("alice"))
+        bound = agent.complete(started.json["flow_id"], vault.user("alice"),
+                               binding_code_of(back))
         assert bound.status == 200, bound.body
         t4 = time.perf_counter()
         token = agent.token(PROVIDER, SCOPES)

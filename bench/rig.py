@@ -18,7 +18,7 @@ from bench.timing import AwsIoClock, ItemSizes
 from tests.support.agent import TestAgent
 from tests.support.apigw import DOMAIN, build_event
 from tests.support.aws import aws
-from tests.support.harness import CALLBACK_URL, USERS, Vault, make_vault
+from tests.support.harness import CALLBACK_URLS, USERS, Vault, make_vault
 from vault.runtime import use_services
 
 PROVIDER = "calendar"
@@ -94,7 +94,7 @@ def rig(server: AuthorizationServer | None = None) -> Iterator[Rig]:
     """moto + the vault's services + a real provider (started here unless one is given)."""
     with contextlib.ExitStack() as stack:
         if server is None:
-            server = stack.enter_context(AuthorizationServer(redirect_uris=[CALLBACK_URL]))
+            server = stack.enter_context(AuthorizationServer(redirect_uris=CALLBACK_URLS))
         id_tokens = {name: server.login_id_token(name, password)
                      for name, password in USERS.items()}
         session = stack.enter_context(aws())

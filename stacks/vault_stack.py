@@ -176,7 +176,7 @@ class VaultStack(Stack):
 
         outputs = {
             "CallbackUrl": (self.api.callback_url,
-                            "Register this exact redirect URI at every OAuth provider"),
+                            "Callbacks' base: provider X's redirect URI is CallbackUrl/X"),
             "VaultTableName": (self.tables.vault.table_name, "Vault table"),
             "ReplayTableName": (self.tables.replay.table_name, "Proof replay-cache table"),
             "KeyArn": (self.key.key.key_arn, "Vault KMS key"),
@@ -184,6 +184,9 @@ class VaultStack(Stack):
             "ClientSecretPrefix": (self.secrets.prefix, "Provider secret names start with this"),
         }
         for name in self.secrets.secrets:
+            outputs[f"CallbackUrl{name.title().replace('-', '')}"] = (
+                f"{self.api.callback_url}/{name}",
+                f"Register this exact redirect URI at provider {name!r} (and at no other)")
             outputs[f"ProviderSecret{name.title().replace('-', '')}"] = (
                 f"{self.secrets.prefix}{name}", f"Put provider {name!r}'s client secret here")
         for output_id, (value, description) in outputs.items():

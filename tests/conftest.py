@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 
 from agent_vault.local.provider import AuthorizationServer  # noqa: E402
 from tests.support.aws import aws  # noqa: E402
-from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URL, USERS, Vault, make_vault  # noqa: E402
+from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URLS, USERS, Vault, make_vault  # noqa: E402
 from vault.runtime import use_services  # noqa: E402
 
 # Every log line, answer and URL of the whole suite is scanned for the secrets it issued.
@@ -37,7 +37,7 @@ pytest_plugins = ["tests.security.hygiene"]
 def authorization_server() -> Iterator[AuthorizationServer]:
     """The real external authorization server (oidc-provider), one per test session/worker."""
     with AuthorizationServer(
-        redirect_uris=[CALLBACK_URL], app_redirect_uris=[APP_REDIRECT_URI]
+        redirect_uris=CALLBACK_URLS, app_redirect_uris=[APP_REDIRECT_URI]
     ) as server:
         yield server
 

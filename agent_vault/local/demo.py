@@ -381,8 +381,9 @@ class Story:
                                  f"{answer.body[:200]!r}", "read the vault log")
             self.state.return_location = location
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
-            return (f"302 to the app's return URL with flow_id and status={query.get('status')}"
-                    " (the code was exchanged; the grant is not usable yet)"), location
+            return (f"302 to the app's return URL with flow_id, status={query.get('status')} and"
+                    " a one-time binding code (the code was exchanged; the grant is not usable"
+                    " yet, and the agent never sees the binding code)"), location
         return str(self._step("the browser reaches the vault callback (public route, no SigV4)",
                               "the callback must exchange the code and redirect", act))
 
@@ -395,19 +396,25 @@ class Story:
             # The app knows who is logged in: here a *fresh* ID token of alice (another token of
             # the same user; the vault compares issuer and subject, not token bytes).
             logged_in = id_token_for(self.info, "alice")
+            binding_code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query)
+                                ).get("binding_code", "")
             if self.info.agent_url:
-                page = _get(location, cookies={"agent_id_token": logged_in})
+                # alice's browser: logged in at the agent, and the one this flow was started for
+                # (the agent binds only the flow its cookie names)
+                page = _get(location, cookies={"agent_id_token": logged_in,
+                                               "agent_consent_flow": authorization.flow_id})
                 if page.status != 200 or b"Connected" not in page.body:
                     raise StepFailed(f"the agent's return page answered {page.status}",
                                      "see the sample agent's output")
                 return ("the sample agent's return page completed the flow for the user "
                         "logged in there (alice): grant active"), {"status": "active"}
             result = self._client().complete_flow(authorization.flow_id,
-                                                  UserIdentity(id_token=logged_in))
+                                                  UserIdentity(id_token=logged_in), binding_code)
             return f"flow {result.status}, grant {_short(result.grant_id)}", result
         value: dict[str, Any] = self._step(
             "the app binds the consent to its logged-in user",
-            "POST /v1/flows/{id}/complete must name the same (iss, sub) as the session", act)
+            "POST /v1/flows/{id}/complete needs the binding code and the same (iss, sub) as the"
+            " session", act)
         return value
 
     def get_token(self) -> AccessToken:

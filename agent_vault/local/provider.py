@@ -9,6 +9,7 @@ Clients registered at the server:
 
 * ``agent-vault`` (``client_secret_basic``) and ``agent-vault-post`` (``client_secret_post``, same
   secret): the vault; authorization_code + refresh_token, redirect URIs ``redirect_uris``;
+* ``agent-vault-public`` (``none``: a public client, PKCE only): the same, unauthenticated;
 * ``agent-app``: the application users log in to; its ID tokens name users to the vault;
 * ``calendar-api``: the resource server, which only calls introspection.
 

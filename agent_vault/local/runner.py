@@ -150,7 +150,8 @@ class LocalInfo:
 
     @property
     def callback_url(self) -> str:
-        return f"{self.vault_url}/v1/oauth/callback"
+        """The bundled provider's own OAuth callback (each provider has its own)."""
+        return f"{self.vault_url}/v1/oauth/callback/{PROVIDER}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -461,7 +462,7 @@ class LocalMode:
         # Without the sample agent the return URL is still the agent's: nothing listens there.
         return_base = agent_url or "http://127.0.0.1:9"
         return_url = f"{return_base}/consent/return"
-        callback_url = f"{vault_url}/v1/oauth/callback"
+        callback_url = f"{vault_url}/v1/oauth/callback"  # the base; each provider has its own
         client_secret = secrets.token_urlsafe(32)
 
         # Start-up runs in parallel: moto imports in its own process, Node starts the provider,
@@ -469,7 +470,7 @@ class LocalMode:
         # preloads its libraries, and this thread imports the sample agent meanwhile.
         moto = self._start_moto(moto_sock)
         provider = AuthorizationServer(
-            redirect_uris=[callback_url],
+            redirect_uris=[f"{callback_url}/{PROVIDER}"],
             app_redirect_uris=[f"{return_base}/login/callback"],
             client_secret=client_secret,
             startup_timeout=self.startup_timeout,

@@ -22,6 +22,8 @@ _ALLOWED_EXTRA = {
     "revoked_grants",
     "revoked_flows",
     "granted_scopes",
+    "over_granted_scopes",
+    "callback_provider",
     "missing_scopes",
     "upstream",
     "status",

@@ -1,14 +1,19 @@
 """Flows 3 and 4: consent (authorization code + PKCE S256) and consent binding.
 
-The authorization request is checked against the agent's policy before anything is stored. The
-callback consumes `state` once, checks `iss` (RFC 9207), redeems the code with the verifier and
-stores the tokens encrypted but not usable. Only `complete` by the flow's own user turns them into
-an active grant; anyone else's completion revokes them upstream and deletes them.
+The authorization request is checked against the agent's policy before anything is stored. Each
+provider has its own callback URL (`/v1/oauth/callback/{provider}`): a code is only redeemed at
+the provider named by the callback it arrived at, and only for a flow of that provider (RFC 9700
+§4.4.2, mix-up). The callback consumes `state` once, checks `iss` (RFC 9207), redeems the code
+with the verifier and stores the tokens encrypted but not usable, with the hash of a one-time
+binding code it puts only in the browser's redirect to the application's return URL. Only
+`complete` with that code by the flow's own user turns the tokens into an active grant; a wrong
+code or another user's completion rejects the flow and revokes the tokens upstream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from typing import Any
@@ -17,22 +22,27 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from vault.audit import audit
 from vault.caller import Caller, agent_of
 from vault.errors import (
+    BindingCodeInvalid,
+    BindingCodeRequired,
+    CallbackMismatch,
     CodeExchangeFailed,
     DecryptionFailed,
     FlowNotFound,
     FlowNotPending,
     Forbidden,
     InvalidState,
+    InvalidUserToken,
     IssuerMismatch,
     OAuthError,
     ProviderError,
     ProviderTimeout,
     ReturnUrlNotAllowed,
     StoredDataInvalid,
+    UnknownProvider,
     UserMismatch,
     VaultError,
 )
-from vault.models import Flow, Grant, PendingFlow, token_context, verifier_context
+from vault.models import Flow, Grant, PendingFlow, UserRef, token_context, verifier_context
 from vault.oauth.client import TokenResponse, new_code_verifier
 from vault.policy import check_agent_policy
 from vault.revocation import revoke_upstream
@@ -60,6 +70,16 @@ MAX_PARAM = 2048
 
 def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _binding_hash(code: str) -> str:
+    return hashlib.sha256(b"binding\x00" + code.encode()).hexdigest()
+
+
+def callback_url(svc: Services, provider: str | None) -> str:
+    """The redirect URI registered at `provider` (its own), or the legacy shared one (None)."""
+    base = svc.settings.callback_url.rstrip("/")
+    return base if provider is None else f"{base}/{provider}"
 
 
 def _return_url(svc: Services, requested: str | None) -> str:
@@ -104,7 +124,10 @@ def start_authorization(
     state, verifier = secrets.token_urlsafe(32), new_code_verifier()
     flow_id, grant_id = new_id("flw"), new_id("grt")
     url = provider.authorization_url(
-        redirect_uri=svc.settings.callback_url, state=state, verifier=verifier, scopes=scopes
+        redirect_uri=callback_url(svc, body.provider),
+        state=state,
+        verifier=verifier,
+        scopes=scopes,
     )
     now = svc.now()
     pending = PendingFlow(
@@ -138,8 +161,19 @@ def start_authorization(
     return {"flow_id": flow_id, "authorization_url": url, "expires_at": pending.expires_at}
 
 
-def handle_callback(svc: Services, query: dict[str, str]) -> str:
-    """The provider's redirect: returns where to send the browser, or raises a problem."""
+def handle_callback(
+    svc: Services, query: dict[str, str], callback_provider: str | None = None
+) -> str:
+    """The provider's redirect: returns where to send the browser, or raises a problem.
+
+    `callback_provider` is the provider named by the callback's path; None for the legacy shared
+    callback, which is accepted only for providers that send `iss` (RFC 9207) and so is checked.
+    Failures that say nothing about the code (metadata, keys, storage, the provider unreachable)
+    release `state` for a retry; anything else burns it (docs/api.md, the callback's retry rules).
+    """
+    if callback_provider is not None and callback_provider not in svc.config.providers:
+        audit("consent.callback", "denied", reason=UnknownProvider.code)
+        raise UnknownProvider("no provider has this callback; nothing was redeemed")
     state = query.get("state")
     if not state or len(state) > MAX_PARAM:
         audit("consent.callback", "denied", reason="invalid_state")
@@ -156,6 +190,16 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         "session_id": pending.session_id,
         "flow_id": pending.flow_id,
     }
+    if callback_provider is not None and callback_provider != pending.provider:
+        # mix-up: an answer meant for this flow's provider arrived at another provider's callback
+        # (or the reverse); redeeming it anywhere could hand the code to the wrong token endpoint
+        svc.repo.drop_pending_flow(pending.state_hash)
+        audit("consent.callback", "denied", reason=CallbackMismatch.code,
+              callback_provider=callback_provider, **where)
+        raise CallbackMismatch(
+            f"this authorization response belongs to provider {pending.provider!r}, not "
+            f"{callback_provider!r}; it was not redeemed (start consent again)"
+        )
     error = query.get("error")
     if error is not None:
         refusal = error if error in OAUTH_ERRORS else "invalid_request"
@@ -166,6 +210,11 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         )
     try:
         meta = provider.metadata()
+        if callback_provider is None and not meta.iss_parameter_supported:
+            raise CallbackMismatch(
+                f"provider {pending.provider!r} sends no iss: its authorization responses must "
+                f"arrive at its own callback, {callback_url(svc, pending.provider)}"
+            )
         issuer = query.get("iss")
         if (issuer is not None or meta.iss_parameter_supported) and issuer != meta.issuer:
             raise IssuerMismatch(
@@ -174,7 +223,7 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         code = query.get("code")
         if not code or len(code) > MAX_PARAM:
             raise CodeExchangeFailed("the callback carries no authorization code")
-    except (IssuerMismatch, CodeExchangeFailed) as exc:
+    except (IssuerMismatch, CallbackMismatch, CodeExchangeFailed) as exc:
         svc.repo.drop_pending_flow(pending.state_hash)
         audit("consent.callback", "denied", reason=exc.code, **where)
         raise
@@ -187,7 +236,9 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
             pending.verifier_ct, verifier_context(pending.user, pending.provider, pending.flow_id)
         )
         answer = provider.exchange_code(
-            code=code, verifier=verifier.decode(), redirect_uri=svc.settings.callback_url
+            code=code,
+            verifier=verifier.decode(),
+            redirect_uri=callback_url(svc, callback_provider),
         )
     except DecryptionFailed as exc:
         svc.repo.drop_pending_flow(pending.state_hash)  # its verifier is not its own: unusable
@@ -211,16 +262,25 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
             f"providers.{pending.provider}.offline_scope and prompt_consent"
         )
     offline = provider.config.offline_scope
-    granted = tuple(sorted(s for s in (answer.scopes or pending.scopes) if s != offline))
+    answered = {s for s in (answer.scopes or pending.scopes) if s != offline}
+    # a grant is never wider than its flow asked for, whatever the provider granted (row 37)
+    granted = tuple(sorted(answered & set(pending.scopes)))
+    over_granted = sorted(answered - set(pending.scopes))
     context = token_context(
         pending.user, pending.provider, grant_id=pending.grant_id, scopes=granted
     )
+    if answer.id_token is not None and svc.identity.issues(meta.issuer):
+        denied = _consenting_user_refusal(svc, provider.config.client_id, answer.id_token, pending)
+        if denied is not None:
+            return _reject_at_callback(svc, pending, answer, denied, where)
+    binding_code = secrets.token_urlsafe(32)
     flow = _flow(
         pending,
         "pending_binding",
         granted=granted,
         refresh_ct=svc.envelope.encrypt(answer.refresh_token.encode(), context),
         access_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
+        binding_hash=_binding_hash(binding_code),
     )
     try:
         svc.repo.close_pending_flow(pending.state_hash, flow)
@@ -237,6 +297,8 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
             **where,
         )
         raise
+    if over_granted:  # recorded, never granted (row 14)
+        where["over_granted_scopes"] = over_granted
     audit(
         "consent.callback",
         "exchanged",
@@ -244,8 +306,45 @@ def handle_callback(svc: Services, query: dict[str, str]) -> str:
         granted_scopes=list(granted),
         **where,
     )
+    # the binding code exists only here, in the browser's redirect to the application
     return _with_query(
-        pending.return_url, {"flow_id": pending.flow_id, "status": "pending_binding"}
+        pending.return_url,
+        {"flow_id": pending.flow_id, "status": "pending_binding", "binding_code": binding_code},
+    )
+
+
+def _consenting_user_refusal(
+    svc: Services, client_id: str, id_token: str, pending: PendingFlow
+) -> str | None:
+    """None if the provider's ID token names the flow's user (iss, sub); else why not."""
+    try:
+        consenting = svc.identity.verify(id_token, (client_id,))
+    except (InvalidUserToken, ProviderError):  # unverifiable: fail closed
+        return InvalidUserToken.code
+    return None if consenting == pending.user else UserMismatch.code
+
+
+def _reject_at_callback(
+    svc: Services,
+    pending: PendingFlow,
+    answer: TokenResponse,
+    reason: str,
+    where: dict[str, Any],
+) -> str:
+    """The provider's ID token names someone else: nothing is kept, the tokens are revoked
+    upstream from the plaintext in hand (the callback may seal tokens, never open one), the flow
+    is recorded rejected, and no binding code exists."""
+    upstream = _revoke_answer(svc, pending.provider, answer)
+    svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "rejected", error=reason))
+    audit(
+        "consent.callback",
+        "denied",
+        reason=reason,
+        upstream="revoked" if upstream else "revoke_failed",
+        **where,
+    )
+    return _with_query(
+        pending.return_url, {"flow_id": pending.flow_id, "status": "rejected", "error": reason}
     )
 
 
@@ -257,6 +356,7 @@ def _flow(
     refresh_ct: bytes | None = None,
     access_ct: bytes | None = None,
     error: str | None = None,
+    binding_hash: str | None = None,
 ) -> Flow:
     return Flow(
         flow_id=pending.flow_id,
@@ -273,13 +373,20 @@ def _flow(
         refresh_token_ct=refresh_ct,
         access_token_ct=access_ct,
         error=error,
+        binding_hash=binding_hash,
     )
 
 
 def complete_flow(
     svc: Services, caller: Caller, flow_id: str, body: CompleteFlow
 ) -> dict[str, Any]:
-    """Binding: the application says who is logged in; only the flow's user activates it."""
+    """Binding: the application presents the binding code its return URL received and says who
+    is logged in; only that code with the flow's own user activates the grant.
+
+    The flow id alone (which the agent knows) activates nothing. A wrong code is not retried: it
+    rejects the flow and revokes its tokens upstream, as another user's completion does, so the
+    code cannot be guessed by polling. Losing a race to another completion is a 409.
+    """
     agent = agent_of(svc.config, caller)
     flow = svc.repo.get_flow(flow_id) if FLOW_ID.match(flow_id) else None
     if flow is None or (flow.status == "pending_binding" and flow.expires_at <= svc.clock()):
@@ -291,7 +398,6 @@ def complete_flow(
         raise Forbidden("this flow belongs to another agent")
     if flow.status != "pending_binding":
         raise FlowNotPending(f"this flow is {flow.status}", flow_status=flow.status)
-    user = svc.identity.user_from(body.user.as_dict(), agent)
     where: dict[str, Any] = {
         "agent": agent,
         "provider": flow.provider,
@@ -299,20 +405,27 @@ def complete_flow(
         "flow_id": flow.flow_id,
         "grant_id": flow.grant_id,
     }
+    if body.binding_code is None:
+        audit("consent.complete", "denied", reason=BindingCodeRequired.code, **where)
+        raise BindingCodeRequired(
+            "binding_code is required: the vault put it in the redirect to the application's "
+            "return URL, next to flow_id"
+        )
+    user = svc.identity.user_from(body.user.as_dict(), agent)
     context = token_context(
         flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
     )
-    if user != flow.user:
-        svc.repo.reject_flow(flow.flow_id, "user_mismatch")
-        upstream = _revoke_flow_tokens(svc, flow, context)
-        audit(
-            "consent.complete",
-            "denied",
-            reason="user_mismatch",
-            user=user,
-            upstream="revoked" if upstream else "revoke_failed",
-            **where,
+    code_matches = flow.binding_hash is not None and hmac.compare_digest(
+        _binding_hash(body.binding_code), flow.binding_hash
+    )
+    if not code_matches:
+        _reject(svc, flow, context, BindingCodeInvalid.code, user, where)
+        raise BindingCodeInvalid(
+            "this is not the flow's binding code; the flow was rejected and its tokens revoked "
+            "(start consent again)"
         )
+    if user != flow.user:
+        _reject(svc, flow, context, UserMismatch.code, user, where)
         raise UserMismatch(
             "the logged-in user is not the user this consent was started for; "
             "the tokens were revoked"
@@ -331,6 +444,7 @@ def complete_flow(
     try:
         svc.repo.activate_flow(flow, grant)
     except Conflict as exc:
+        audit("consent.complete", "denied", reason=FlowNotPending.code, user=user, **where)
         raise FlowNotPending("this flow was completed concurrently") from exc
     if previous is not None and previous.grant_id != grant.grant_id:
         # Tokens minted from the replaced grant must not outlive it. They are dropped, not
@@ -362,6 +476,32 @@ def _revoke_answer(svc: Services, provider: str, answer: TokenResponse) -> bool:
             except (VaultError, OAuthError):
                 ok = False
     return ok
+
+
+def _reject(
+    svc: Services,
+    flow: Flow,
+    context: dict[str, str],
+    reason: str,
+    user: UserRef,
+    where: dict[str, Any],
+) -> None:
+    """Close a pending flow as rejected and revoke its tokens upstream; a flow another request
+    closed first (a race) is left alone and answered 409, its tokens untouched."""
+    try:
+        svc.repo.reject_flow(flow.flow_id, reason)
+    except Conflict as exc:
+        audit("consent.complete", "denied", reason=FlowNotPending.code, user=user, **where)
+        raise FlowNotPending("this flow was completed concurrently") from exc
+    upstream = _revoke_flow_tokens(svc, flow, context)
+    audit(
+        "consent.complete",
+        "denied",
+        reason=reason,
+        user=user,
+        upstream="revoked" if upstream else "revoke_failed",
+        **where,
+    )
 
 
 def _revoke_flow_tokens(

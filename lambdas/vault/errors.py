@@ -101,6 +101,16 @@ class UserMismatch(VaultError):
     status, code, title = 403, "user_mismatch", "Consent completed by another user"
 
 
+class BindingCodeRequired(VaultError):
+    code, title = "binding_code_required", "Binding code required"
+
+
+class BindingCodeInvalid(VaultError):
+    """A wrong binding code: the flow is rejected and its tokens revoked (no second guess)."""
+
+    status, code, title = 403, "binding_code_invalid", "Wrong binding code"
+
+
 class NotFound(VaultError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -131,6 +141,10 @@ class InvalidState(VaultError):
 
 class IssuerMismatch(VaultError):
     code, title = "issuer_mismatch", "Authorization response from the wrong issuer"
+
+
+class CallbackMismatch(VaultError):
+    code, title = "callback_mismatch", "Authorization response at another provider's callback"
 
 
 class CodeExchangeFailed(VaultError):

@@ -53,7 +53,13 @@ class IdentityVerifier:
             )
         return UserRef(iss=ASSERTED_ISSUER_PREFIX + agent, sub=str(user["user_id"]))
 
-    def verify(self, token: str) -> UserRef:
+    def issues(self, issuer: str | None) -> bool:
+        """Whether `issuer` is a configured identity issuer of users (user_identity_issuers)."""
+        return issuer is not None and issuer in self._issuers
+
+    def verify(self, token: str, audiences: tuple[str, ...] | None = None) -> UserRef:
+        """The user an identity token names; `audiences` replaces the issuer's configured ones
+        (an ID token the vault itself received as a provider's client names that client)."""
         if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
             raise InvalidUserToken("the identity token is not a compact JWT")
         try:
@@ -71,7 +77,7 @@ class IdentityVerifier:
             now=int(self._clock()),
             leeway=LEEWAY_SECONDS,
             iss={"essential": True, "value": config.issuer},
-            aud={"essential": True, "values": list(config.audiences)},
+            aud={"essential": True, "values": list(audiences or config.audiences)},
             exp={"essential": True},
             sub={"essential": True},
         )

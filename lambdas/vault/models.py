@@ -135,7 +135,7 @@ class Flow:
     """A consent answered by the provider: awaiting binding by the application, or closed."""
 
     flow_id: str
-    status: str  # pending_binding | active | refused | rejected | expired | revoked
+    status: str  # pending_binding | active | refused | rejected | expired | revoked (docs/api.md)
     session_id: str
     agent: str
     provider: str
@@ -148,6 +148,8 @@ class Flow:
     refresh_token_ct: bytes | None = None
     access_token_ct: bytes | None = None
     error: str | None = None
+    binding_hash: str | None = None
+    """SHA-256 of the one-time binding code (the code itself is only in the browser's redirect)."""
 
 
 @dataclass

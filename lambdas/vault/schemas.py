@@ -61,6 +61,8 @@ class TokenRequest(_Body):
 
 class CompleteFlow(_Body):
     user: UserIdentity
+    binding_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+    """The one-time code the callback put in the redirect to the return URL (flow 4)."""
 
 
 class RevokedUser(_Body):

@@ -27,8 +27,11 @@ def _routes(function: str) -> tuple[Route, ...]:
 
 AGENT_ROUTES: tuple[Route, ...] = _routes("agent-api")
 ADMIN_ROUTES: tuple[Route, ...] = _routes("admin-api")
-(CALLBACK_ROUTE,) = _routes("callback")
-CALLBACK_PATH = CALLBACK_ROUTE[1]
+CALLBACK_ROUTES: tuple[Route, ...] = _routes("callback")
+CALLBACK_PATH = "/v1/oauth/callback"
+"""The callbacks' base: each provider's own redirect URI is CALLBACK_PATH/{provider}; the bare
+path is the legacy shared one, accepted only for providers that send `iss` (docs/api.md)."""
+assert ("GET", CALLBACK_PATH) in CALLBACK_ROUTES
 
 THROTTLE_RATE_LIMIT = 100
 """Requests per second across the stage (every route), before API Gateway answers 429."""
@@ -85,7 +88,7 @@ class VaultHttpApi(Construct):
 
     The functions need the API's endpoint (for CALLBACK_URL) and the routes need the functions,
     so the API is made first and routed afterwards. IAM is the default authorizer: a route is
-    public only if it says so (the callback alone).
+    public only if it says so (the callbacks alone).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, environment: str,
@@ -119,7 +122,7 @@ class VaultHttpApi(Construct):
 
     @property
     def callback_url(self) -> str:
-        """The public OAuth redirect URI registered at every provider."""
+        """The callbacks' base URL: register ``{callback_url}/{provider}`` at each provider."""
         return f"{self.api.api_endpoint}{CALLBACK_PATH}"
 
     def _route(self, routes: tuple[Route, ...], function: lambda_.IFunction, name: str, *,
@@ -156,7 +159,7 @@ class VaultHttpApi(Construct):
         self._route(ADMIN_ROUTES, function, "AdminApi")
 
     def route_callback(self, function: lambda_.IFunction) -> None:
-        self._route((CALLBACK_ROUTE,), function, "Callback", public=True)
+        self._route(CALLBACK_ROUTES, function, "Callback", public=True)
 
 
 

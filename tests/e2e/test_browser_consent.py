@@ -57,6 +57,10 @@ def test_consent_in_a_real_browser(local_for_browser: LocalInfo, browser: Any) -
         expect(consent_link).to_be_visible()
         href = consent_link.get_attribute("href")
         assert href is not None and href.startswith(info.provider["authorization_endpoint"])
+        # the flow is tied to this browser (a cookie), never shown to it
+        flow_cookies = [c for c in context.cookies() if c["name"] == "agent_consent_flow"]
+        assert len(flow_cookies) == 1 and flow_cookies[0]["httpOnly"]
+        assert flow_cookies[0]["value"] not in page.content()
 
         # 3. Consent at the provider (already signed in there); the provider redirects to the
         #    vault's callback, which redirects to the agent's return page, which binds the grant.
@@ -73,7 +77,8 @@ def test_consent_in_a_real_browser(local_for_browser: LocalInfo, browser: Any) -
         expect(page.locator("#status")).to_contain_text("Connected")
         assert len(callbacks) == 1
         assert "code=" in callbacks[0] and "state=" in callbacks[0]
-        assert "status=pending_binding" in page.url
+        assert "status=pending_binding" in page.url and "binding_code=" in page.url
+        assert not [c for c in context.cookies() if c["name"] == "agent_consent_flow"]
 
         # 4. Ask again: the agent gets its session-bound token and reads the calendar.
         page.goto(f"{info.agent_url}/")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTE
+from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTES
 from tests.infra.cfn import API_ID, as_list, iam_matches, render
 from tests.infra.conftest import Synthesized, by_type
 
@@ -75,7 +75,7 @@ def test_the_task_role_may_call_every_agent_route(synthesized: Synthesized, meth
     assert any(iam_matches(p, arn) for p in _task_role_resources(synthesized)), arn
 
 
-@pytest.mark.parametrize(("method", "path"), [*ADMIN_ROUTES, CALLBACK_ROUTE,
+@pytest.mark.parametrize(("method", "path"), [*ADMIN_ROUTES, *CALLBACK_ROUTES,
                                               ("POST", "/v1/unknown"), ("GET", "/v1/revocations")])
 def test_the_task_role_cannot_call_revocations_or_anything_else(
         synthesized: Synthesized, method: str, path: str) -> None:

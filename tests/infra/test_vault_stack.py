@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
-from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTE
+from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTES
 from tests.infra.cfn import as_list, policy_statements, render
 from tests.infra.conftest import Synthesized, by_type
 
@@ -145,11 +145,11 @@ def test_only_the_agent_api_writes_the_replay_table(synthesized: Synthesized) ->
 def test_the_callback_is_the_only_unauthenticated_route(synthesized: Synthesized) -> None:
     routes = {r["Properties"]["RouteKey"]: r["Properties"].get("AuthorizationType")
               for r in by_type(_vault(synthesized), "AWS::ApiGatewayV2::Route").values()}
-    documented = {f"{m} {p}" for m, p in (*AGENT_ROUTES, *ADMIN_ROUTES, CALLBACK_ROUTE)}
+    documented = {f"{m} {p}" for m, p in (*AGENT_ROUTES, *ADMIN_ROUTES, *CALLBACK_ROUTES)}
     assert set(routes) == documented
     public = {key for key, auth in routes.items() if auth != "AWS_IAM"}
-    assert public == {"GET /v1/oauth/callback"}
-    assert routes["GET /v1/oauth/callback"] == "NONE"
+    assert public == {"GET /v1/oauth/callback", "GET /v1/oauth/callback/{provider}"}
+    assert {routes[key] for key in public} == {"NONE"}
 
 
 def test_the_stage_throttles_and_logs_access(synthesized: Synthesized) -> None:
@@ -234,4 +234,5 @@ def test_alarms_cover_api_5xx_and_every_function(synthesized: Synthesized) -> No
 def test_outputs_name_what_an_operator_needs(synthesized: Synthesized) -> None:
     outputs = set(_vault(synthesized)["Outputs"])
     assert {"ApiUrl", "CallbackUrl", "VaultTableName", "ReplayTableName", "KeyArn",
-            "ProviderSecretGoogle", "ProviderSecretMail"} <= outputs
+            "ProviderSecretGoogle", "ProviderSecretMail", "CallbackUrlGoogle",
+            "CallbackUrlMail"} <= outputs

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.harness import Vault, reap, task_stopped
+from tests.support.harness import Vault, binding_code_of, reap, task_stopped
 from vault.models import UserRef
 
 
@@ -66,6 +66,7 @@ def test_the_callback_redirects_to_the_return_url_with_the_flow(vault: Vault) ->
     assert back.status == 302
     assert back.headers["location"] == (
         f"http://localhost:3000/return?flow_id={started.json['flow_id']}&status=pending_binding"
+        f"&binding_code={binding_code_of(back)}"
     )
     # not usable before binding
     assert agent.token("calendar", ["calendar.read"]).code == "consent_required"

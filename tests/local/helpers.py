@@ -45,7 +45,8 @@ def approve(info: LocalInfo, authorization_url: str, username: str,
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
     if query.get("status") == "pending_binding":
         binder.complete_flow(query["flow_id"],
-                             UserIdentity(id_token=id_token_for(info, username)))
+                             UserIdentity(id_token=id_token_for(info, username)),
+                             query["binding_code"])
     return query
 
 

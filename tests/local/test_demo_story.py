@@ -40,6 +40,7 @@ def test_the_story_step_by_step(local_with_agent: LocalInfo) -> None:
         assert location.startswith(info.return_url)
         assert returned["status"] == ["pending_binding"]
         assert returned["flow_id"] == [authorization.flow_id]
+        assert len(returned["binding_code"]) == 1  # only here, never in the agent's answers
 
         assert story.bind() == {"status": "active"}
         token = story.get_token()

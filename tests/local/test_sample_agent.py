@@ -37,18 +37,31 @@ def ask(info: LocalInfo, question: str, id_token: str | None = None) -> HttpResp
                         headers=headers)
 
 
+def consent_needed(answer: HttpResponse) -> tuple[str, str]:
+    """/ask's 202: (the consent URL, the flow cookie it set in the asking browser). The flow id
+    itself is never in the answer."""
+    assert answer.status == 202, answer.body
+    body = answer.json()
+    assert set(body) == {"consent_url", "message"}
+    cookies = [c for c in answer.headers.get_all("Set-Cookie") or []
+               if c.startswith("agent_consent_flow=")]
+    assert len(cookies) == 1 and "HttpOnly" in cookies[0], cookies
+    return body["consent_url"], cookies[0].split(";", 1)[0]
+
+
 def browser_returns(info: LocalInfo, consent_url: str, username: str, logged_in_token: str,
-                    decision: str = "allow") -> HttpResponse:
+                    decision: str = "allow", flow_cookie: str | None = None) -> HttpResponse:
     """The browser's trip: provider login and consent, the vault callback, the agent's return
-    page, with ``logged_in_token`` as the agent's login cookie."""
+    page, with ``logged_in_token`` as the agent's login cookie and ``flow_cookie`` if this
+    browser is the one that asked."""
     callback = complete_consent(consent_url, username, info.users[username],
                                 decision)  # type: ignore[arg-type]
     redirect = http_request("GET", callback)
     assert redirect.status == 302
     location = redirect.headers["Location"]
     assert location.startswith(info.return_url)
-    return http_request("GET", location, headers={"Cookie": f"agent_id_token={logged_in_token}",
-                                                  "Accept": "text/html"})
+    cookie = "; ".join(c for c in (f"agent_id_token={logged_in_token}", flow_cookie) if c)
+    return http_request("GET", location, headers={"Cookie": cookie, "Accept": "text/html"})
 
 
 def test_healthz(local_with_agent: LocalInfo) -> None:
@@ -62,18 +75,21 @@ def test_consent_round_trip_through_the_agent(local_with_agent: LocalInfo) -> No
     alice = id_token_for(info, "alice")
     bob = id_token_for(info, "bob")
 
-    first = ask(info, "what is on my calendar today?", alice)
-    assert first.status == 202
-    consent_url = first.json()["consent_url"]
+    consent_url, _ = consent_needed(ask(info, "what is on my calendar today?", alice))
     assert consent_url.startswith(info.provider["authorization_endpoint"])
 
-    # The link is forwarded to bob, who consents; bob is the one logged in at the agent there.
+    # The link is forwarded to bob, who consents; his browser did not start the flow.
     page = browser_returns(info, consent_url, "bob", bob)
-    assert page.status == 403 and b"another user" in page.body
+    assert page.status == 403 and b"not started in this browser" in page.body
     assert ask(info, "what is on my calendar today?", alice).status == 202  # still no grant
 
-    again = ask(info, "what is on my calendar today?", alice).json()["consent_url"]
-    page = browser_returns(info, again, "alice", alice)
+    again, flow_cookie = consent_needed(ask(info, "what is on my calendar today?", alice))
+    # ... and if bob's browser somehow carried alice's flow cookie, bob is not the flow's user
+    page = browser_returns(info, again, "bob", bob, flow_cookie=flow_cookie)
+    assert page.status == 403 and b"another user" in page.body
+
+    again, flow_cookie = consent_needed(ask(info, "what is on my calendar today?", alice))
+    page = browser_returns(info, again, "alice", alice, flow_cookie=flow_cookie)
     assert page.status == 200 and b"Connected" in page.body
 
     answer = ask(info, "what is on my calendar today?", alice)
@@ -91,8 +107,9 @@ def test_a_refused_consent_shows_on_the_return_page(local_with_agent: LocalInfo)
     info = local_with_agent
     fresh_grants(info, "bob")
     bob = id_token_for(info, "bob")
-    consent_url = ask(info, "my agenda today?", bob).json()["consent_url"]
-    page = browser_returns(info, consent_url, "bob", bob, decision="deny")
+    consent_url, flow_cookie = consent_needed(ask(info, "my agenda today?", bob))
+    page = browser_returns(info, consent_url, "bob", bob, decision="deny",
+                           flow_cookie=flow_cookie)
     assert page.status == 200 and b"declined" in page.body
     assert ask(info, "my agenda today?", bob).status == 202
 
@@ -114,6 +131,9 @@ def test_without_a_user_the_agent_asks_for_one(local_with_agent: LocalInfo) -> N
         assert refused.status_code == 401
         assert client.post("/ask", content=json.dumps({"q": 1}),
                            headers={"content-type": "application/json"}).status_code == 422
-        page = client.get("/consent/return?" + urllib.parse.urlencode(
-            {"flow_id": "flw_x", "status": "pending_binding"}))
+        returned = "/consent/return?" + urllib.parse.urlencode(
+            {"flow_id": "flw_x", "status": "pending_binding", "binding_code": "c" * 43})
+        assert client.get(returned).status_code == 403  # not started in this browser
+        client.cookies.set("agent_consent_flow", "flw_x")
+        page = client.get(returned)
         assert page.status_code == 401

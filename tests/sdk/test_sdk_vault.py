@@ -111,7 +111,8 @@ def test_binding_by_another_user_is_refused(local: LocalInfo, tokens: dict[str, 
     with pytest.raises(UserMismatch):
         approve(local, authorization.authorization_url, "bob", client)
     with pytest.raises(FlowNotPending):
-        client.complete_flow(authorization.flow_id, UserIdentity(id_token=tokens["alice"]))
+        client.complete_flow(authorization.flow_id, UserIdentity(id_token=tokens["alice"]),
+                             "a-binding-code-nobody-issued")
     with pytest.raises(ConsentRequired):
         client.get_token("calendar", CALENDAR)
     client.close()

@@ -21,7 +21,8 @@ While the suite runs it collects, without changing any behaviour:
 
 After each test it fails the test if a secret known so far appears in a log line, in an answer
 body (a successful token answer may carry its access token: that is what it is for) or in a URL
-the vault built (an authorization URL may carry `state` and `code_challenge`, nothing else).
+the vault built (an authorization URL may carry `state` and `code_challenge`, nothing else; the
+callback's redirect to the return URL alone may carry the binding code).
 At the end of the session everything is scanned again against every secret seen, so a secret
 logged before it was recognised is caught too; a finding fails the last test's teardown.
 Findings never print a secret: only its kind, a 4-character prefix and where it appeared.
@@ -172,7 +173,7 @@ class Hygiene:
         if isinstance(proof, str) and _jws_header(proof).get("typ") == "dpop+jwt":
             self.add_secret(proof, "DPoP proof")
         self._register_body(event.get("body"), bool(event.get("isBase64Encoded")))
-        if path == "/v1/oauth/callback":
+        if path == "/v1/oauth/callback" or path.startswith("/v1/oauth/callback/"):
             query = dict(parse_qsl(str(event.get("rawQueryString", "")), keep_blank_values=True))
             self.add_secret(query.get("code"), "authorization code")
             self.add_secret(query.get("state"), "state")
@@ -191,7 +192,9 @@ class Hygiene:
         self.add_text(f"answer body of {route} ({answer.status})", body)
         location = answer.headers.get("location")
         if location:
-            self.add_text(f"redirect built by {route}", location)
+            # the binding code belongs in the callback's redirect and nowhere else
+            self.add_secret(_query(location).get("binding_code"), "binding code")
+            self.add_text(f"redirect built by {route}", _without(location, ("binding_code",)))
 
     def _register_body(self, raw: Any, is_base64: bool) -> None:
         if not isinstance(raw, str):
@@ -200,6 +203,8 @@ class Hygiene:
             document = json.loads(base64.b64decode(raw) if is_base64 else raw)
         except (ValueError, binascii.Error, RecursionError):
             return
+        if isinstance(document, dict):
+            self.add_secret(document.get("binding_code"), "binding code")
         user = document.get("user") if isinstance(document, dict) else None
         token = user.get("id_token") if isinstance(user, dict) else None
         if isinstance(token, str) and "iss" in _jwt_payload(token):

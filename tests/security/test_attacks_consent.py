@@ -25,8 +25,10 @@ from tests.security.helpers import (
     unchanged,
 )
 from tests.security.hygiene import HYGIENE
-from tests.support.harness import RETURN_URL, Vault
+from tests.support.harness import CALLBACK_URL, RETURN_URL, Vault, binding_code_of
+from vault.config import VaultConfig
 from vault.models import UserRef, token_context
+from vault.runtime import build_services, use_services
 
 
 def consent(
@@ -308,7 +310,12 @@ def test_row_07_the_callback_redirects_only_to_the_flows_registered_return_url(
     assert answer.status == 302, answer.body
     location = answer.headers["location"]
     assert location.startswith("http://localhost:3000/return?")
-    assert query_of(location) == {"flow_id": flow_id, "status": "pending_binding"}
+    back = query_of(location)
+    assert back == {
+        "flow_id": flow_id,
+        "status": "pending_binding",
+        "binding_code": binding_code_of(answer),
+    }
     assert answer.headers["referrer-policy"] == "no-referrer"
 
 
@@ -320,7 +327,8 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
 ) -> None:
     agent = agent_with_session(vault, "alice")
     flow_id, query = consent(vault, agent, username="alice")
-    assert vault.callback(urlencode(query)).status == 302
+    back = vault.callback(urlencode(query))
+    assert back.status == 302
     (flow,) = items_of_type(vault, "flow")
     user = UserRef(flow["user_iss"]["S"], flow["user_sub"]["S"])
     granted = [s["S"] for s in flow["granted_scopes"]["L"]]
@@ -332,7 +340,7 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
     revocations = vault.server.stats()["revocations"]
     before = snapshot(vault)
 
-    answer = agent.complete(flow_id, vault.user("bob"))
+    answer = agent.complete(flow_id, vault.user("bob"), binding_code_of(back))
 
     assert_problem(answer, 403, "user_mismatch")
     change = diff(before, snapshot(vault))
@@ -348,7 +356,9 @@ def test_row_08_binding_by_another_user_never_activates_and_revokes_the_tokens(
     assert event["upstream"] == "revoked" and event["user"]["sub"] == "bob"
 
     # the right user arriving afterwards cannot revive it
-    assert_problem(agent.complete(flow_id, vault.user("alice")), 409, "flow_not_pending")
+    assert_problem(
+        agent.complete(flow_id, vault.user("alice"), binding_code_of(back)), 409, "flow_not_pending"
+    )
     assert_problem(agent.token("calendar", ["calendar.read"]), 403, "consent_required")
 
 
@@ -406,27 +416,38 @@ def test_row_13_scopes_beyond_the_grant_need_consent_for_the_difference_only(
 # --- row 14: the provider grants more than asked -----------------------------------------------
 
 
-def test_row_14_a_broader_grant_is_recorded_but_the_agent_gets_only_what_it_asked_and_may_have(
-    vault: Vault, audit_events: AuditLog
-) -> None:
-    """The user's browser edits the authorization URL to ask for more; the provider grants it."""
-    agent = agent_with_session(vault)
-    started = agent.authorize("calendar", ["calendar.read"])
+def over_granted_consent(vault: Vault, agent, asked=("calendar.read",)):  # type: ignore[no-untyped-def]
+    """The user's browser edits the authorization URL to ask for more; the provider grants it:
+    (flow id, the callback's answer)."""
+    started = agent.authorize("calendar", list(asked))
     url = started.json["authorization_url"].replace(
-        "scope=calendar.read", "scope=calendar.read%20calendar.write%20mail.read"
+        "scope=" + "%20".join(asked), "scope=calendar.read%20calendar.write%20mail.read"
     )
     assert url != started.json["authorization_url"]
     query = vault.consent_at_provider(url, "alice")
-    assert vault.callback(query).status == 302
+    assert set(query_of("?" + query)) >= {"code", "state"}
+    back = vault.callback(query)
+    assert back.status == 302, back.body
+    return started.json["flow_id"], back
+
+
+def test_row_14_a_broader_grant_is_recorded_but_the_agent_gets_only_what_it_asked_and_may_have(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    agent = agent_with_session(vault)
+    flow_id, back = over_granted_consent(vault, agent)
     audit_events.expect(
         "consent.callback",
         "exchanged",
         scopes=["calendar.read"],
-        granted_scopes=["calendar.read", "calendar.write", "mail.read"],
+        granted_scopes=["calendar.read"],
+        over_granted_scopes=["calendar.write", "mail.read"],  # recorded, not granted
     )
-    bound = agent.complete(started.json["flow_id"], vault.user("alice"))
+    bound = agent.complete(flow_id, vault.user("alice"), binding_code_of(back))
     assert bound.status == 200
-    assert bound.json["scopes"] == ["calendar.read", "calendar.write", "mail.read"]  # recorded
+    assert bound.json["scopes"] == ["calendar.read"]
+    (grant,) = items_of_type(vault, "grant")
+    assert [s["S"] for s in grant["scopes"]["L"]] == ["calendar.read"]
 
     issued = agent.token("calendar", ["calendar.read"])
     assert issued.status == 200 and issued.json["scope"] == "calendar.read"
@@ -434,3 +455,329 @@ def test_row_14_a_broader_grant_is_recorded_but_the_agent_gets_only_what_it_aske
     with unchanged(vault):
         beyond = agent.token("calendar", ["mail.read"])
     assert_problem(beyond, 403, "scope_not_allowed")
+
+
+# --- row 37: the provider grants more than the flow asked for ---------------------------------
+
+
+def test_row_37_an_over_granted_scope_is_not_in_the_grant_and_asking_for_it_needs_consent(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """calendar.write is within the agent's policy but was not asked for: the provider's extra
+    grant must not let a later request pass the consent check (and fail upstream as a 502)."""
+    agent = agent_with_session(vault)
+    flow_id, back = over_granted_consent(vault, agent)
+    assert agent.complete(flow_id, vault.user("alice"), binding_code_of(back)).status == 200
+    refreshes = vault.server.stats()["token_requests"].get("refresh_token", 0)
+    audit_events.clear()
+
+    with unchanged(vault):
+        answer = agent.token("calendar", ["calendar.write"])
+
+    body = assert_problem(answer, 403, "consent_required")
+    assert body["reason"] == "scopes_not_granted"
+    assert body["missing_scopes"] == ["calendar.write"]
+    assert vault.server.stats()["token_requests"].get("refresh_token", 0) == refreshes
+    audit_events.expect("token.issue", "denied", reason="scopes_not_granted")
+
+
+# --- row 28: a forwarded consent link, completed by the attacker ----------------------------------
+
+
+def _flow_tokens(vault: Vault) -> tuple[str, str]:
+    """(access, refresh) of the one stored flow, decrypted as the vault would."""
+    (flow,) = items_of_type(vault, "flow")
+    user = UserRef(flow["user_iss"]["S"], flow["user_sub"]["S"])
+    context = token_context(user, flow["provider"]["S"], grant_id=flow["grant_id"]["S"])
+    envelope = vault.services.envelope
+    return (
+        envelope.decrypt(flow["access_token"]["B"], context).decode(),
+        envelope.decrypt(flow["refresh_token"]["B"], context).decode(),
+    )
+
+
+def test_row_28_a_forwarded_consent_link_polled_by_the_attacker_never_binds_the_victim(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Bob (the attacker) starts consent in his own session and forwards the provider link to
+    Alice, who consents as herself. Bob knows the flow id and polls /complete with his own
+    identity before and after her browser reaches the callback: nothing ever activates, and
+    once he guesses a binding code the flow is rejected and Alice's tokens revoked upstream."""
+    attacker = agent_with_session(vault, "bob")
+    started = attacker.authorize("calendar", ["calendar.read"])
+    assert set(started.json) == {"flow_id", "authorization_url", "expires_at"}  # no code here
+    flow_id = started.json["flow_id"]
+    query = vault.consent_at_provider(started.json["authorization_url"], "alice")
+
+    with unchanged(vault):  # her browser has not reached the callback yet
+        early = attacker.complete(flow_id, vault.user("bob"))
+    assert_problem(early, 404, "flow_not_found")
+
+    back = vault.callback(query)  # her browser: the code goes to the app's return URL only
+    assert back.status == 302
+    code = binding_code_of(back)
+    access, refresh = _flow_tokens(vault)
+    assert vault.server.introspect(access)["sub"] == "alice"  # the victim's account
+    (stored,) = items_of_type(vault, "flow")
+    assert code not in repr(vault.snapshot()) and stored["binding_hash"]["S"] != code
+
+    for _ in range(3):  # polling after she returned, without the code
+        with unchanged(vault):
+            polled = attacker.complete(flow_id, vault.user("bob"))
+        assert_problem(polled, 400, "binding_code_required")
+    audit_events.expect("consent.complete", "denied", reason="binding_code_required")
+
+    guessed = attacker.complete(flow_id, vault.user("bob"), "A" * 43)
+
+    assert_problem(guessed, 403, "binding_code_invalid")
+    (rejected,) = items_of_type(vault, "flow")
+    assert rejected["status"]["S"] == "rejected"
+    assert rejected["error"]["S"] == "binding_code_invalid"
+    assert not {"refresh_token", "access_token", "binding_hash"} & set(rejected)
+    assert not items_of_type(vault, "grant")
+    assert vault.server.introspect(access)["active"] is False
+    assert vault.server.introspect(refresh, client_id="agent-vault")["active"] is False
+    event = audit_events.expect("consent.complete", "denied", reason="binding_code_invalid")
+    assert event["upstream"] == "revoked"
+    # even the real code, arriving afterwards, revives nothing
+    assert_problem(attacker.complete(flow_id, vault.user("bob"), code), 409, "flow_not_pending")
+    assert_problem(attacker.token("calendar", ["calendar.read"]), 403, "consent_required")
+
+
+def test_row_28_the_victims_app_completing_the_forwarded_flow_is_a_user_mismatch(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Alice's browser lands on the application with the flow id and the binding code; if the
+    application completes it with her identity, the flow (Bob's) is rejected and revoked."""
+    attacker = agent_with_session(vault, "bob")
+    flow_id, query = consent(vault, attacker, username="alice")
+    back = vault.callback(urlencode(query))
+    access, _ = _flow_tokens(vault)
+
+    answer = attacker.complete(flow_id, vault.user("alice"), binding_code_of(back))
+
+    assert_problem(answer, 403, "user_mismatch")
+    assert not items_of_type(vault, "grant")
+    assert vault.server.introspect(access)["active"] is False
+    audit_events.expect("consent.complete", "denied", reason="user_mismatch")
+
+
+def test_binding_needs_this_flows_own_code(vault: Vault, audit_events: AuditLog) -> None:
+    """Another flow's binding code (both the agent's own, both the right user) binds nothing."""
+    agent = agent_with_session(vault)
+    first, first_query = consent(vault, agent)
+    second, second_query = consent(vault, agent)
+    first_back = vault.callback(urlencode(first_query))
+    second_back = vault.callback(urlencode(second_query))
+
+    answer = agent.complete(second, vault.user("alice"), binding_code_of(first_back))
+
+    assert_problem(answer, 403, "binding_code_invalid")
+    assert not items_of_type(vault, "grant")
+    assert_problem(
+        agent.complete(second, vault.user("alice"), binding_code_of(second_back)),
+        409,
+        "flow_not_pending",
+    )
+    bound = agent.complete(first, vault.user("alice"), binding_code_of(first_back))
+    assert bound.status == 200 and bound.json["status"] == "active"
+    audit_events.expect("consent.complete", "allowed", flow_id=first)
+
+
+# --- row 39: mix-up with providers that send no `iss` -----------------------------------------
+
+
+def no_iss_providers(vault: Vault) -> None:
+    """Two providers that send no `iss` and authenticate no client (`none`, PKCE only):
+    `calendar-public`, the honest one, and `calendar-other`, standing for an attacker's
+    authorization server (its token endpoint is counted at the same server)."""
+    server = vault.server
+    provider = {
+        "authorization_endpoint": server.authorization_endpoint,
+        "token_endpoint": server.token_endpoint,
+        "client_id": "agent-vault-public",
+        "client_auth_method": "none",
+        "assume_pkce_s256": True,
+        "scopes": ["calendar.read"],
+        "resource": server.resource,
+        "timeout_seconds": 2.0,
+    }
+    data = vault.services.config.model_dump(mode="json", exclude_none=True)
+    data["providers"].update({"calendar-public": provider, "calendar-other": provider})
+    data["agents"]["calendar-agent"]["providers"].update(
+        {"calendar-public": ["calendar.read"], "calendar-other": ["calendar.read"]}
+    )
+    svc = build_services(
+        vault.services.settings,
+        config=VaultConfig.model_validate(data),
+        session=vault.session,
+        clock=vault.clock,
+    )
+    use_services(svc)
+    vault.services = svc
+
+
+def relayed_to_honest_provider(vault: Vault, agent) -> tuple[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The mix-up: a flow started at `calendar-other` (the attacker's server), which sends the
+    user on to the honest provider with the vault's client there, its own state and PKCE
+    challenge. The honest provider answers at its own callback, without `iss`."""
+    started = agent.authorize("calendar-other", ["calendar.read"])
+    assert started.status == 201, started.body
+    asked = query_of(started.json["authorization_url"])
+    relayed = {**asked, "redirect_uri": f"{CALLBACK_URL}/calendar-public"}
+    url = vault.server.authorization_endpoint + "?" + urlencode(relayed)
+    query = query_of("?" + vault.consent_at_provider(url, "alice"))
+    query.pop("iss", None)  # a provider that sends no iss
+    return started.json["flow_id"], query
+
+
+def test_row_39_a_code_at_another_providers_callback_is_never_redeemed(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    _, query = relayed_to_honest_provider(vault, agent)
+    exchanges = code_exchanges(vault)
+    before = snapshot(vault)
+
+    answer = vault.callback(urlencode(query), "calendar-public")
+
+    assert_problem(answer, 400, "callback_mismatch")
+    assert code_exchanges(vault) == exchanges, "the code went to a token endpoint"
+    change = diff(before, snapshot(vault))
+    assert change.kinds() == {"added": [], "removed": ["pending_flow"], "changed": []}
+    assert not items_of_type(vault, "flow") and not items_of_type(vault, "grant")
+    event = audit_events.expect("consent.callback", "denied", reason="callback_mismatch")
+    assert event["provider"] == "calendar-other"
+    assert event["callback_provider"] == "calendar-public"
+
+
+def test_row_39_the_shared_callback_refuses_a_provider_that_sends_no_iss(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """The legacy shared callback cannot tell providers apart without `iss`: it never redeems
+    a code for such a provider, whichever flow's state comes with it."""
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    _, query = relayed_to_honest_provider(vault, agent)
+    exchanges = code_exchanges(vault)
+
+    answer = vault.callback(urlencode(query), None)
+
+    body = assert_problem(answer, 400, "callback_mismatch")
+    assert f"{CALLBACK_URL}/calendar-other" in body["detail"]  # names the callback to register
+    assert code_exchanges(vault) == exchanges
+    assert not items_of_type(vault, "pending_flow") and not items_of_type(vault, "flow")
+    audit_events.expect("consent.callback", "denied", reason="callback_mismatch")
+
+
+def test_row_39_each_provider_is_asked_to_answer_at_its_own_callback(vault: Vault) -> None:
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    for provider in ("calendar", "calendar-post", "calendar-public", "calendar-other"):
+        started = agent.authorize(provider, ["calendar.read"])
+        assert started.status == 201, started.body
+        redirect_uri = query_of(started.json["authorization_url"])["redirect_uri"]
+        assert redirect_uri == f"{CALLBACK_URL}/{provider}"
+
+
+def test_row_39_a_provider_without_iss_binds_at_its_own_callback(vault: Vault) -> None:
+    no_iss_providers(vault)
+    agent = agent_with_session(vault)
+    started = agent.authorize("calendar-public", ["calendar.read"])
+    query = query_of("?" + vault.consent_at_provider(started.json["authorization_url"], "alice"))
+    query.pop("iss", None)
+    back = vault.callback(urlencode(query), "calendar-public")
+    assert back.status == 302, back.body
+    bound = agent.complete(started.json["flow_id"], vault.user("alice"), binding_code_of(back))
+    assert bound.status == 200 and bound.json["provider"] == "calendar-public"
+
+
+def test_the_shared_callback_still_serves_a_provider_that_sends_iss(vault: Vault) -> None:
+    """A flow whose provider advertises RFC 9207 `iss` (checked) may still answer at the legacy
+    callback if its authorization request named it (flows started before the upgrade)."""
+    agent = agent_with_session(vault)
+    started = agent.authorize("calendar", ["calendar.read"])
+    asked = query_of(started.json["authorization_url"])
+    url = vault.server.authorization_endpoint + "?" + urlencode(
+        {**asked, "redirect_uri": CALLBACK_URL}
+    )
+    query = vault.consent_at_provider(url, "alice")
+    assert "iss" in query_of("?" + query)
+    back = vault.callback(query, None)
+    assert back.status == 302, back.body
+    bound = agent.complete(started.json["flow_id"], vault.user("alice"), binding_code_of(back))
+    assert bound.status == 200
+
+
+# --- row 28: the provider is the users' identity issuer: its ID token names who consented ------
+
+
+def openid_at_calendar(vault: Vault) -> None:
+    """The calendar provider is also the users' identity issuer: let flows ask for `openid`."""
+    data = vault.services.config.model_dump(mode="json", exclude_none=True)
+    data["providers"]["calendar"]["scopes"].append("openid")
+    data["agents"]["calendar-agent"]["providers"]["calendar"].append("openid")
+    svc = build_services(
+        vault.services.settings,
+        config=VaultConfig.model_validate(data),
+        session=vault.session,
+        clock=vault.clock,
+    )
+    use_services(svc)
+    vault.services = svc
+
+
+def test_row_28_an_id_token_naming_another_user_rejects_the_flow_at_the_callback(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    """Bob's flow, consented by Alice: the provider's ID token says `alice`, so the callback
+    keeps nothing, revokes the tokens and mints no binding code."""
+    openid_at_calendar(vault)
+    attacker = agent_with_session(vault, "bob")
+    flow_id, query = consent(vault, attacker, scopes=("calendar.read", "openid"), username="alice")
+    revocations = vault.server.stats()["revocations"]
+
+    back = vault.callback(urlencode(query))
+
+    assert back.status == 302, back.body
+    assert query_of(back.headers["location"]) == {
+        "flow_id": flow_id,
+        "status": "rejected",
+        "error": "user_mismatch",
+    }
+    (flow,) = items_of_type(vault, "flow")
+    assert flow["status"]["S"] == "rejected" and flow["error"]["S"] == "user_mismatch"
+    assert not {"refresh_token", "access_token", "binding_hash"} & set(flow)
+    assert not items_of_type(vault, "pending_flow") and not items_of_type(vault, "grant")
+    assert vault.server.stats()["revocations"] == revocations + 2
+    event = audit_events.expect("consent.callback", "denied", reason="user_mismatch")
+    assert event["upstream"] == "revoked"
+    assert_problem(
+        attacker.complete(flow_id, vault.user("bob"), "A" * 43), 409, "flow_not_pending"
+    )
+
+
+def test_row_28_an_id_token_naming_the_flows_user_binds_as_usual(vault: Vault) -> None:
+    openid_at_calendar(vault)
+    agent = agent_with_session(vault, "alice")
+    flow_id, query = consent(vault, agent, scopes=("calendar.read", "openid"), username="alice")
+    back = vault.callback(urlencode(query))
+    assert query_of(back.headers["location"])["status"] == "pending_binding"
+    bound = agent.complete(flow_id, vault.user("alice"), binding_code_of(back))
+    assert bound.status == 200 and bound.json["status"] == "active"
+
+
+def test_row_39_an_unknown_providers_callback_changes_nothing(
+    vault: Vault, audit_events: AuditLog
+) -> None:
+    agent = agent_with_session(vault)
+    flow_id, query = consent(vault, agent)
+    exchanges = code_exchanges(vault)
+    with unchanged(vault):
+        answer = vault.callback(urlencode(query), "dropbox")
+    assert_problem(answer, 400, "unknown_provider")
+    assert code_exchanges(vault) == exchanges
+    audit_events.expect("consent.callback", "denied", reason="unknown_provider")
+    back = vault.callback(urlencode(query))  # the state is intact for its own callback
+    assert back.status == 302 and query_of(back.headers["location"])["flow_id"] == flow_id

@@ -28,7 +28,7 @@ from tests.security.helpers import (
     unchanged,
 )
 from tests.support.aws import aws
-from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URL, USERS, Vault, make_vault
+from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URLS, USERS, Vault, make_vault
 from vault.models import UserRef, token_context, verifier_context
 from vault.runtime import use_services
 
@@ -130,7 +130,7 @@ def test_row_18_a_reused_rotated_refresh_token_breaks_the_grant_once_and_stops(
 def steady_server() -> Iterator[tuple[AuthorizationServer, dict[str, str]]]:
     """oidc-provider with rotation off: a refresh answers the same refresh token."""
     with AuthorizationServer(
-        redirect_uris=[CALLBACK_URL],
+        redirect_uris=CALLBACK_URLS,
         app_redirect_uris=[APP_REDIRECT_URI],
         rotate_refresh_token=False,
     ) as server:

@@ -37,7 +37,7 @@ from tests.security.helpers import (
 )
 from tests.security.test_attacks_storage import refreshes, stored_refresh_token
 from tests.support.apigw import LambdaContext
-from tests.support.harness import Vault
+from tests.support.harness import Vault, binding_code_of
 from vault.runtime import Services, build_services, use_services
 
 
@@ -253,16 +253,15 @@ def test_row_21_dynamodb_failing_at_binding_keeps_the_flow_for_a_retry(
 ) -> None:
     agent = agent_with_session(vault)
     started = agent.authorize("calendar", ["calendar.read"])
-    assert (
-        vault.callback(vault.consent_at_provider(started.json["authorization_url"], "alice")).status
-        == 302
-    )
+    back = vault.callback(vault.consent_at_provider(started.json["authorization_url"], "alice"))
+    assert back.status == 302
+    code = binding_code_of(back)
     faults.fail("dynamodb.TransactWriteItems", "ThrottlingException")
     new_container(vault)
     with unchanged(vault):
-        answer = agent.complete(started.json["flow_id"], vault.user("alice"))
+        answer = agent.complete(started.json["flow_id"], vault.user("alice"), code)
     assert_problem(answer, 503, "storage_unavailable")
-    retried = agent.complete(started.json["flow_id"], vault.user("alice"))
+    retried = agent.complete(started.json["flow_id"], vault.user("alice"), code)
     assert retried.status == 200, retried.body
     assert len(items_of_type(vault, "grant")) == 1
 
@@ -333,23 +332,60 @@ def test_row_21_two_bindings_of_one_flow_race_and_exactly_one_wins(
     agent = agent_with_session(vault)
     started = agent.authorize("calendar", ["calendar.read"])
     flow_id = started.json["flow_id"]
-    assert (
-        vault.callback(vault.consent_at_provider(started.json["authorization_url"], "alice")).status
-        == 302
-    )
+    back = vault.callback(vault.consent_at_provider(started.json["authorization_url"], "alice"))
+    assert back.status == 302
+    code = binding_code_of(back)
     new_container(vault)
     winner: list[Any] = []
     faults.race(
         "dynamodb.TransactWriteItems",
-        lambda: winner.append(agent.complete(flow_id, vault.user("alice"))),
+        lambda: winner.append(agent.complete(flow_id, vault.user("alice"), code)),
     )
 
-    loser = agent.complete(flow_id, vault.user("alice"))
+    loser = agent.complete(flow_id, vault.user("alice"), code)
 
     assert [w.status for w in winner] == [200]
     assert_problem(loser, 409, "flow_not_pending")
     assert len(items_of_type(vault, "grant")) == 1
     assert agent.token("calendar", ["calendar.read"]).status == 200
+
+
+@pytest.mark.parametrize("wrong", ["user", "binding_code"])
+def test_row_34_a_wrong_completion_losing_the_race_to_a_valid_one_is_a_409(
+    vault: Vault, faults: AwsFaults, audit_events: AuditLog, wrong: str
+) -> None:
+    """The wrong completion (another user, or a wrong code) is about to reject the flow when
+    the valid one activates it: the loser gets 409, never a 500, and the winner's grant and its
+    tokens stay alive (nothing is revoked for the loser)."""
+    agent = agent_with_session(vault)
+    started = agent.authorize("calendar", ["calendar.read"])
+    flow_id = started.json["flow_id"]
+    back = vault.callback(vault.consent_at_provider(started.json["authorization_url"], "alice"))
+    code = binding_code_of(back)
+    new_container(vault)
+    revocations = vault.server.stats()["revocations"]
+    winner: list[Any] = []
+    faults.race(  # the wrong completion's reject_flow is its first write
+        "dynamodb.UpdateItem",
+        lambda: winner.append(agent.complete(flow_id, vault.user("alice"), code)),
+    )
+
+    if wrong == "user":
+        loser = agent.complete(flow_id, vault.user("bob"), code)
+    else:
+        loser = agent.complete(flow_id, vault.user("alice"), "W" * 43)
+
+    assert [w.status for w in winner] == [200]
+    assert_problem(loser, 409, "flow_not_pending")
+    assert faults.hits["dynamodb.UpdateItem"] == 1
+    (flow,) = items_of_type(vault, "flow")
+    assert flow["status"]["S"] == "active"
+    assert len(items_of_type(vault, "grant")) == 1
+    assert vault.server.stats()["revocations"] == revocations
+    issued = agent.token("calendar", ["calendar.read"])
+    assert issued.status == 200
+    assert vault.server.introspect(issued.json["access_token"])["active"] is True
+    audit_events.expect("consent.complete", "denied", reason="flow_not_pending")
 
 
 def test_row_21_two_callbacks_with_one_state_race_and_the_code_is_redeemed_once(

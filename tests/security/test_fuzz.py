@@ -335,7 +335,8 @@ def test_fuzz_authorization_bodies(vault: Vault, audit_events: AuditLog) -> None
         if answer.status == 201:
             params = query_of(answer.json["authorization_url"])
             assert params["code_challenge_method"] == "S256"
-            assert params["redirect_uri"] == vault.services.settings.callback_url
+            provider = body.get("provider")
+            assert params["redirect_uri"] == f"{vault.services.settings.callback_url}/{provider}"
             assert body.get("return_url") in (None, *vault.services.config.return_urls)
 
     run(example)

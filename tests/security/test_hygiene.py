@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from tests.security.helpers import AuditLog, agent_with_session, connected_agent, query_of
 from tests.security.hygiene import HYGIENE, Hygiene, _LogCollector
-from tests.support.harness import Vault
+from tests.support.harness import Vault, binding_code_of
 
 KINDS = {
     "access token",
@@ -46,9 +46,11 @@ def test_row_27_a_whole_story_leaks_no_secret_anywhere(
     bob = agent_with_session(vault, "bob")
     started = bob.authorize("calendar", ["calendar.read"])
     query = vault.consent_at_provider(started.json["authorization_url"], "bob")
-    assert vault.callback(query).status == 302
+    back = vault.callback(query)
+    assert back.status == 302
     assert vault.callback(query).status == 400  # replayed
-    assert bob.complete(started.json["flow_id"], vault.user("alice")).status == 403
+    code = binding_code_of(back)
+    assert bob.complete(started.json["flow_id"], vault.user("alice"), code).status == 403
     # provider failures on the way
     vault.server.set_faults(token_endpoint={"status": 502})
     assert alice.token("calendar", ["calendar.write"]).status == 502

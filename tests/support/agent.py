@@ -114,8 +114,13 @@ class TestAgent:
             {"provider": provider, "scopes": scopes, **extra},
         )
 
-    def complete(self, flow_id: str, user: dict[str, str]) -> HttpAnswer:
-        return self.call("POST", f"/v1/flows/{flow_id}/complete", {"user": user}, proof=False)
+    def complete(
+        self, flow_id: str, user: dict[str, str], binding_code: str | None = None
+    ) -> HttpAnswer:
+        body: dict[str, Any] = {"user": user}
+        if binding_code is not None:
+            body["binding_code"] = binding_code
+        return self.call("POST", f"/v1/flows/{flow_id}/complete", body, proof=False)
 
     def end(self) -> HttpAnswer:
         return self.call("DELETE", f"/v1/sessions/{self.session_id}")

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
@@ -27,8 +27,11 @@ from vault.store.schema import create_tables
 
 TABLE, REPLAY_TABLE = "agent-vault-test", "agent-vault-test-replay"
 CALLBACK_URL = "http://127.0.0.1:8765/v1/oauth/callback"
-"""The vault's OAuth callback as registered at the provider (handlers run in-process: never
-requested over HTTP)."""
+"""The vault's OAuth callbacks' base (handlers run in-process: never requested over HTTP); each
+provider's own redirect URI is CALLBACK_URL/{provider}."""
+TEST_PROVIDERS = ("calendar", "calendar-post", "calendar-public", "calendar-other")
+CALLBACK_URLS = (*(f"{CALLBACK_URL}/{name}" for name in TEST_PROVIDERS), CALLBACK_URL)
+"""Registered at the provider: each provider's own callback, and the legacy shared one."""
 APP_REDIRECT_URI = "http://127.0.0.1:8765/app/callback"
 RETURN_URL = "https://app.example.test/consent/return"
 SECRET_PREFIX = "agent-vault/test/provider/"
@@ -127,8 +130,10 @@ class Vault:
 
     # --- consent ------------------------------------------------------------------------
 
-    def callback(self, query: str) -> HttpAnswer:
-        return invoke(build_event("GET", "/v1/oauth/callback", query=query))
+    def callback(self, query: str, provider: str | None = "calendar") -> HttpAnswer:
+        """The provider's redirect to `provider`'s own callback (None: the legacy shared one)."""
+        path = "/v1/oauth/callback" + (f"/{provider}" if provider is not None else "")
+        return invoke(build_event("GET", path, query=query))
 
     def consent_at_provider(
         self, authorization_url: str, username: str, decision: str = "allow"
@@ -150,10 +155,12 @@ class Vault:
         started = agent.authorize(provider, list(scopes))
         assert started.status == 201, started.body
         query = self.consent_at_provider(started.json["authorization_url"], username)
-        back = self.callback(query)
+        back = self.callback(query, provider)
         assert back.status == 302, back.body
         flow_id = started.json["flow_id"]
-        return agent.complete(flow_id, self.user(completing_user or username))
+        return agent.complete(
+            flow_id, self.user(completing_user or username), binding_code_of(back)
+        )
 
     # --- storage ------------------------------------------------------------------------
 
@@ -199,6 +206,14 @@ class Vault:
         for thread in threads:
             thread.join()
         return results
+
+
+def binding_code_of(callback: HttpAnswer) -> str:
+    """The one-time binding code the callback put in its redirect to the return URL (only there)."""
+    location = callback.headers["location"]
+    codes = parse_qs(urlsplit(location).query).get("binding_code", [])
+    assert len(codes) == 1, location
+    return codes[0]
 
 
 def make_vault(

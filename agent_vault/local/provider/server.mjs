@@ -16,7 +16,8 @@
 //   PORT                 0 (default) = any free port; the issuer is fixed once the socket listens
 //   HOST                 127.0.0.1
 //   ISSUER               override the issuer (default http://<HOST>:<port>, 127.0.0.1 for 0.0.0.0)
-//   REDIRECT_URIS        comma-separated redirect URIs of agent-vault and agent-vault-post
+//   REDIRECT_URIS        comma-separated redirect URIs of agent-vault, agent-vault-post and
+//                        agent-vault-public (a public client: no client authentication)
 //   APP_REDIRECT_URIS    comma-separated redirect URIs of agent-app (http://127.0.0.1/app/callback)
 //   CLIENT_SECRET        secret of agent-vault and agent-vault-post (default: random, never shown)
 //   APP_CLIENT_SECRET    secret of agent-app (default: random, never shown)
@@ -87,7 +88,7 @@ const REFRESH_TOKEN_TTL = seconds('REFRESH_TOKEN_TTL', 14 * 24 * 3600);
 const ROTATE_REFRESH_TOKEN = !['0', 'false', 'no'].includes((env.ROTATE_REFRESH_TOKEN || '1').toLowerCase());
 
 const SHORT_LIVED_CLIENT = 'agent-vault-short';
-const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post', SHORT_LIVED_CLIENT]);
+const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post', 'agent-vault-public', SHORT_LIVED_CLIENT]);
 const CALENDAR_CLIENT = 'calendar-api';
 
 // The users this provider knows. Test fixtures, not secrets.
@@ -342,6 +343,15 @@ function buildProvider(issuer) {
       { ...vaultClient, client_id: 'agent-vault', token_endpoint_auth_method: 'client_secret_basic' },
       { ...vaultClient, client_id: 'agent-vault-post', token_endpoint_auth_method: 'client_secret_post' },
       { ...vaultClient, client_id: SHORT_LIVED_CLIENT, token_endpoint_auth_method: 'client_secret_basic' },
+      // A public client (PKCE only, no client authentication): what a vault configured with
+      // client_auth_method "none" is at this provider (the mix-up tests use it).
+      {
+        client_id: 'agent-vault-public',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: VAULT_REDIRECT_URIS,
+        token_endpoint_auth_method: 'none',
+      },
       {
         client_id: 'agent-app',
         client_secret: APP_CLIENT_SECRET,

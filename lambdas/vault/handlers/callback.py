@@ -1,4 +1,8 @@
-"""The public OAuth callback: the provider sends the user's browser here after consent."""
+"""The public OAuth callbacks: the provider sends the user's browser here after consent.
+
+Each provider has its own (`/v1/oauth/callback/{provider}`, RFC 9700 §4.4.2); the shared legacy
+one is accepted only for providers that send `iss` (RFC 9207).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +20,25 @@ from vault.runtime import services
 app = make_resolver()
 
 
+@app.get("/v1/oauth/callback/<provider>")
+def provider_callback(provider: str) -> Response[str]:
+    return _redirect(consent.handle_callback(services(), _query(), callback_provider=provider))
+
+
 @app.get("/v1/oauth/callback")
 def oauth_callback() -> Response[str]:
-    query = {
+    return _redirect(consent.handle_callback(services(), _query()))
+
+
+def _query() -> dict[str, str]:
+    return {
         k: v
         for k, v in (app.current_event.query_string_parameters or {}).items()
         if isinstance(v, str)
     }
-    location = consent.handle_callback(services(), query)
+
+
+def _redirect(location: str) -> Response[str]:
     return Response(
         status_code=302,
         body="",

@@ -57,6 +57,8 @@ class TokenResponse:
     refresh_token: str | None
     scopes: tuple[str, ...] | None
     """The granted scopes when the provider said; None when it omitted `scope`."""
+    id_token: str | None = None
+    """An OpenID Connect ID token, when the provider sent one (the flow asked for `openid`)."""
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,13 @@ class ProviderClient:
             scopes = tuple(s for s in scope.replace(",", " ").split() if s)
         if not isinstance(refresh, str) or not refresh:
             refresh = None
+        id_token = answer.get("id_token")
         return TokenResponse(
-            access_token=access, expires_in=expires_in, refresh_token=refresh, scopes=scopes
+            access_token=access,
+            expires_in=expires_in,
+            refresh_token=refresh,
+            scopes=scopes,
+            id_token=id_token if isinstance(id_token, str) and id_token else None,
         )
 
     def _oauth_error(self, status: int, body: bytes) -> Exception:

@@ -28,7 +28,8 @@ class Conflict(Exception):
 
 UNBOUND = "UNBOUND"
 """gsi1 partition of the flows awaiting binding (sorted by expiry): what the sweep reads."""
-UNBOUND_INDEXES = "gsi1pk, gsi1sk, gsi2pk, gsi2sk"
+CLOSED_FLOW_REMOVES = "refresh_token, access_token, binding_hash, gsi1pk, gsi1sk, gsi2pk, gsi2sk"
+"""What a flow loses when it closes: its tokens, its binding code's hash, its unbound indexes."""
 
 
 # --- attribute helpers -------------------------------------------------------------------------
@@ -268,6 +269,8 @@ def flow_item(f: Flow) -> dict[str, Any]:
         item["gsi1sk"] = _s(f"{f.expires_at:012d}#{f.flow_id}")
         item["gsi2pk"] = _s(f"UNBOUND#{f.user.key}")
         item["gsi2sk"] = _s(f"FLOW#{f.flow_id}")
+    if f.binding_hash is not None:
+        item["binding_hash"] = _s(f.binding_hash)
     return item
 
 
@@ -287,6 +290,7 @@ def flow_from(item: dict[str, Any]) -> Flow:
         refresh_token_ct=_opt_b(item, "refresh_token"),
         access_token_ct=_opt_b(item, "access_token"),
         error=_opt_s(item, "error"),
+        binding_hash=_opt_s(item, "binding_hash"),
     )
 
 
@@ -646,8 +650,7 @@ class Repository:
                     "Update": {
                         "TableName": self.table,
                         "Key": flow_key(flow.flow_id),
-                        "UpdateExpression": "SET #s = :active REMOVE refresh_token, access_token, "
-                        + UNBOUND_INDEXES,
+                        "UpdateExpression": "SET #s = :active REMOVE " + CLOSED_FLOW_REMOVES,
                         "ConditionExpression": "#s = :pending",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": {
@@ -666,7 +669,7 @@ class Repository:
             TableName=self.table,
             Key=flow_key(flow_id),
             UpdateExpression="SET #s = :rejected, #e = :reason "
-            "REMOVE refresh_token, access_token, " + UNBOUND_INDEXES,
+            "REMOVE " + CLOSED_FLOW_REMOVES,
             ConditionExpression="#s = :pending",
             ExpressionAttributeNames={"#s": "status", "#e": "error"},
             ExpressionAttributeValues={
@@ -733,7 +736,7 @@ class Repository:
                 "update_item",
                 TableName=self.table,
                 Key=flow_key(flow_id),
-                UpdateExpression="REMOVE refresh_token, access_token, " + UNBOUND_INDEXES,
+                UpdateExpression="REMOVE " + CLOSED_FLOW_REMOVES,
                 ConditionExpression="attribute_exists(pk) AND #s <> :pending",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":pending": _s("pending_binding")},
