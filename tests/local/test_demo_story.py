@@ -6,16 +6,27 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from agent_vault.local.demo import Story
-from agent_vault.local.runner import REPO_ROOT, TASK_1, LocalInfo
+from agent_vault.local.runner import REPO_ROOT, TASK_1, LocalInfo, LocalModeProcess
 from tests.local.helpers import fresh_grants
 
 
-def test_the_story_step_by_step(local_with_agent: LocalInfo) -> None:
-    info = local_with_agent
+@pytest.fixture(scope="module")
+def local_of_the_story() -> Iterator[LocalInfo]:
+    """A local mode of its own: the story stops TASK_1, and a stopped task stays stopped (it
+    could start no session in the other tests of the shared local mode)."""
+    with LocalModeProcess(with_agent=True) as info:
+        yield info
+
+
+def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
+    info = local_of_the_story
     fresh_grants(info, "alice")
     story = Story(info, out=None)
     try:
