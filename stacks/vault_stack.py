@@ -28,7 +28,11 @@ API_TIMEOUT = Duration.seconds(29)
 
 ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "AgentApi": {
-        "SESSION#": ("DeleteItem", "GetItem", "PutItem", "Query", "UpdateItem"),
+        # a session starts in one transaction: the session, its task entry, and a check that the
+        # task was not recorded as stopped (TASK#<id>/STOPPED)
+        "SESSION#": ("ConditionCheckItem", "DeleteItem", "GetItem", "PutItem", "Query",
+                     "UpdateItem"),
+        "TASK#": ("ConditionCheckItem", "PutItem"),
         "STATE#": ("PutItem",),
         "FLOW#": ("GetItem", "UpdateItem"),
         "USER#": ("GetItem", "PutItem", "UpdateItem"),
@@ -41,10 +45,14 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "AdminApi": {
         "SESSION#": ("DeleteItem", "UpdateItem"),
+        # a revocation by user and the sweep close unbound flows
+        "FLOW#": ("UpdateItem",),
         "USER#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
     },
     "Reaper": {
-        "SESSION#": ("DeleteItem", "Query", "UpdateItem"),
+        "SESSION#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
+        # the task's stop record first, then its sessions from the task's own partition
+        "TASK#": ("PutItem", "Query"),
         "USER#": ("GetItem", "UpdateItem"),
         # Powertools idempotency records (pk `idempotency#<function name>`): a replayed event
         # finds the record in the failed conditional put's answer, not with a GetItem.
@@ -128,9 +136,9 @@ class VaultStack(Stack):
         self.callback = function("Callback", "vault.handlers.callback.handler",
                                  "public OAuth redirect URI: state, code exchange")
         self.admin_api = function("AdminApi", "vault.handlers.admin_api.handler",
-                                  "admin routes: revocations")
+                                  "admin routes: revocations; sweeps unbound flows")
         self.reaper = function("Reaper", "vault.handlers.reaper.handler",
-                               "ends the sessions of stopped ECS tasks; sweeps unbound flows",
+                               "ends the sessions of stopped ECS tasks",
                                timeout=Duration.minutes(2),
                                # other workloads cannot starve revocation (SECURITY.md row 52)
                                reserved_concurrency=config.reaper_reserved_concurrency)
@@ -166,7 +174,7 @@ class VaultStack(Stack):
                        f"{agent_cluster_name(env_name)}")
         self.reaper_trigger = TaskStoppedTrigger(self, "TaskStopped", cluster_arn=cluster_arn,
                                                  reaper=self.reaper.function)
-        self.flow_sweep = UnboundFlowSweep(self, "UnboundFlowSweep", reaper=self.reaper.function,
+        self.flow_sweep = UnboundFlowSweep(self, "UnboundFlowSweep", sweeper=self.admin_api.function,
                                            dead_letters=self.reaper_trigger.dead_letters)
         self.alarms = VaultAlarms(
             self, "Alarms", environment=env_name, api=self.api.api,

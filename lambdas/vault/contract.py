@@ -106,6 +106,11 @@ class RevocationResult(_Answer):
 
     revoked_grants: int = Field(ge=0)
     revoked_tokens: int = Field(ge=0)
+    revoked_flows: int = Field(
+        ge=0,
+        description="With `user`: that user's consents still awaiting binding, closed and "
+        "revoked upstream.",
+    )
 
 
 class GatewayMessage(BaseModel):

@@ -1,4 +1,4 @@
-"""A schedule → the reaper's sweep of consents nobody bound (their tokens revoked upstream)."""
+"""A schedule → the admin function's sweep of consents nobody bound (their tokens revoked upstream)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ SWEEP_MINUTES = 5
 
 
 class UnboundFlowSweep(Construct):
-    """Every few minutes EventBridge invokes the reaper with a `Scheduled Event`: flows that
-    expired awaiting binding are closed and their tokens revoked upstream (and failed
-    revocations retried). Undeliverable invocations land in the reaper's dead-letter queue."""
+    """Every few minutes EventBridge invokes the admin function with a `Scheduled Event`: flows
+    that expired awaiting binding are closed and their tokens revoked upstream (and failed
+    revocations retried). The admin function, not the reaper: it already may open every token
+    to revoke it, while the reaper opens session tokens only. Undeliverable invocations land in
+    the reaper's dead-letter queue."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, reaper: lambda_.IFunction,
+    def __init__(self, scope: Construct, construct_id: str, *, sweeper: lambda_.IFunction,
                  dead_letters: sqs.IQueue) -> None:
         super().__init__(scope, construct_id)
         self.rule = events.Rule(
@@ -28,7 +30,7 @@ class UnboundFlowSweep(Construct):
             schedule=events.Schedule.rate(Duration.minutes(SWEEP_MINUTES)),
         )
         self.rule.add_target(targets.LambdaFunction(
-            reaper,
+            sweeper,
             dead_letter_queue=dead_letters,
             retry_attempts=2,
             max_event_age=Duration.minutes(SWEEP_MINUTES),

@@ -46,8 +46,8 @@ TABLE_ENCRYPTION_ACTIONS = (
 `GenerateDataKey*` / `ReEncrypt*`)."""
 
 TOKEN_CONTEXT_KEYS = {
-    "grant": ("purpose", "user", "provider", "grant"),
-    "session": ("purpose", "user", "provider", "session"),
+    "grant": ("purpose", "user", "provider", "grant", "scopes"),
+    "session": ("purpose", "user", "provider", "session", "scopes"),
 }
 """Encryption context keys of token material (vault.models.token_context): a grant's refresh
 token (and a consent's tokens) carry `grant`, a session's access token carries `session`."""

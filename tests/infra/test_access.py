@@ -21,7 +21,14 @@ from stacks.constructs.vault_key import TABLE_ENCRYPTION_ACTIONS, TOKEN_CONTEXT_
 from tests.infra.cfn import as_list
 from tests.infra.conftest import Synthesized, by_type
 from tests.support import apigw
-from tests.support.harness import REPLAY_TABLE, TABLE, Vault, reap, task_stopped
+from tests.support.harness import (
+    REPLAY_TABLE,
+    TABLE,
+    Vault,
+    reap,
+    scheduled_sweep,
+    task_stopped,
+)
 from vault.handlers import admin_api, agent_api, callback, reaper
 from vault.handlers.reaper import persistence
 from vault.runtime import build_services
@@ -157,13 +164,32 @@ def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
     vault.server.clear_faults()
     assert vault.admin({"agent": "calendar-agent"}).status == 200  # now revoked and deleted
 
+    # Consents nobody binds: one closed by a revocation of its user, one by the sweep once it
+    # expired (the reaper's scheduled event).
+    for closer in ("admin", "sweep"):
+        unbound = vault.agent("calendar-agent-role")
+        assert unbound.start_session(vault.user("alice")).status == 201
+        started = unbound.authorize("calendar", ["calendar.read"])
+        query = vault.consent_at_provider(started.json["authorization_url"], "alice")
+        assert vault.callback(query).status == 302
+        if closer == "admin":
+            answer = vault.admin({"user": {"iss": vault.server.issuer, "sub": "alice"}})
+            assert answer.json["revoked_flows"] == 1
+        else:
+            vault.clock.advance(vault.services.config.flow_ttl_seconds + 1)
+            assert scheduled_sweep()["revoked_flows"] == 1
+            recorder.served("AdminApi")
+
     # Reaper: a stopped task's session with a token; the same event again (idempotency);
-    # an unreadable session (the reaper fails and releases its idempotency record).
+    # an unreadable session (the reaper fails and releases its idempotency record). The
+    # stopped task's credentials then start no session.
     reaped = _connect(vault)
     stopped = task_stopped(reaped.task_id)
     for _ in range(2):
         assert reap(stopped)["status"] == "reaped"
         recorder.served("Reaper")
+    assert vault.agent("calendar-agent-role", task_id=reaped.task_id).start_session(
+        vault.user("alice")).status == 403
     with recorder.setup():
         vault.session.client("dynamodb").put_item(TableName=TABLE, Item={
             "pk": {"S": "SESSION#ses_broken"}, "sk": {"S": "SESSION"},

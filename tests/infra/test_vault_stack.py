@@ -170,7 +170,7 @@ def test_the_stage_throttles_and_logs_access(synthesized: Synthesized) -> None:
 def test_the_reaper_listens_to_stopped_tasks_of_the_agent_cluster(
         synthesized: Synthesized) -> None:
     rules = [v for v in by_type(_vault(synthesized), "AWS::Events::Rule").values()
-             if "aws.ecs" in v["Properties"]["EventPattern"]["source"]]
+             if "aws.ecs" in v["Properties"].get("EventPattern", {}).get("source", [])]
     assert len(rules) == 1
     rule = rules[0]["Properties"]
     pattern = render(rule["EventPattern"])
@@ -186,14 +186,15 @@ def test_the_reaper_listens_to_stopped_tasks_of_the_agent_cluster(
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
 
 
-def test_a_schedule_runs_the_reapers_sweep_of_unbound_flows(synthesized: Synthesized) -> None:
+def test_a_schedule_runs_the_admin_functions_sweep_of_unbound_flows(synthesized: Synthesized) -> None:
     rules = [r["Properties"] for r in by_type(_vault(synthesized), "AWS::Events::Rule").values()
              if "ScheduleExpression" in r["Properties"]]
     assert len(rules) == 1
     (rule,) = rules
     assert rule["ScheduleExpression"] == "rate(5 minutes)"
     (target,) = rule["Targets"]
-    assert target["Arn"]["Fn::GetAtt"][0].startswith("ReaperFunction")
+    # the admin function (it may open every token already), never the reaper (session tokens only)
+    assert target["Arn"]["Fn::GetAtt"][0].startswith("AdminApiFunction")
     assert "Arn" in target["DeadLetterConfig"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
 

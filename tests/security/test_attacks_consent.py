@@ -488,7 +488,10 @@ def _flow_tokens(vault: Vault) -> tuple[str, str]:
     """(access, refresh) of the one stored flow, decrypted as the vault would."""
     (flow,) = items_of_type(vault, "flow")
     user = UserRef(flow["user_iss"]["S"], flow["user_sub"]["S"])
-    context = token_context(user, flow["provider"]["S"], grant_id=flow["grant_id"]["S"])
+    granted = [s["S"] for s in flow["granted_scopes"]["L"]]
+    context = token_context(
+        user, flow["provider"]["S"], grant_id=flow["grant_id"]["S"], scopes=granted
+    )
     envelope = vault.services.envelope
     return (
         envelope.decrypt(flow["access_token"]["B"], context).decode(),

@@ -27,8 +27,7 @@ from tests.security.helpers import (
 )
 from tests.security.test_attacks_storage import refreshes, stored_refresh_token
 from tests.security.test_faults import AwsFaults, faults, new_container  # noqa: F401
-from tests.support.apigw import LambdaContext
-from tests.support.harness import Vault, reap, task_stopped
+from tests.support.harness import Vault, reap, scheduled_sweep, task_stopped
 from vault.models import UserRef, token_context
 from vault.oauth.client import TokenResponse
 
@@ -241,18 +240,6 @@ def unbound_flow(vault: Vault) -> tuple[Any, str, dict[str, Any], TokenResponse]
     )
     assert vault.server.introspect(tokens.access_token)["active"] is True
     return agent, started.json["flow_id"], flow, tokens
-
-
-def scheduled_sweep() -> dict[str, Any]:
-    from vault.handlers.reaper import handler
-
-    event = {
-        "version": "0", "id": "sweep-1", "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "123456789012", "region": "eu-west-1", "time": "2026-11-28T12:00:00Z",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/sweep"], "detail": {},
-    }
-    result: dict[str, Any] = handler(event, LambdaContext())
-    return result
 
 
 def test_row_33_an_unbound_consent_is_revoked_upstream_when_it_expires(

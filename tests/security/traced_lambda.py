@@ -25,7 +25,7 @@ from tests.security.hygiene import HYGIENE
 from tests.support.aws import aws
 from tests.support.harness import (
     APP_REDIRECT_URI,
-    CALLBACK_URL,
+    CALLBACK_URLS,
     USERS,
     make_vault,
     reap,
@@ -36,7 +36,7 @@ from tests.support.harness import (
 def run_story(secrets_file: Path) -> None:
     HYGIENE.install()
     with AuthorizationServer(
-        redirect_uris=[CALLBACK_URL], app_redirect_uris=[APP_REDIRECT_URI]
+        redirect_uris=CALLBACK_URLS, app_redirect_uris=[APP_REDIRECT_URI]
     ) as server:
         id_tokens = {name: server.login_id_token(name, pw) for name, pw in USERS.items()}
         with aws() as session:

@@ -29,7 +29,9 @@ TABLE, REPLAY_TABLE = "agent-vault-test", "agent-vault-test-replay"
 CALLBACK_URL = "http://127.0.0.1:8765/v1/oauth/callback"
 """The vault's OAuth callbacks' base (handlers run in-process: never requested over HTTP); each
 provider's own redirect URI is CALLBACK_URL/{provider}."""
-TEST_PROVIDERS = ("calendar", "calendar-post", "calendar-public", "calendar-other")
+TEST_PROVIDERS = ("calendar", "calendar-post", "calendar-public", "calendar-other",
+                  # added by single tests (tests/security/test_attacks_refresh.py)
+                  "calendar-short", "calendar-steady", "calendar-wide")
 CALLBACK_URLS = (*(f"{CALLBACK_URL}/{name}" for name in TEST_PROVIDERS), CALLBACK_URL)
 """Registered at the provider: each provider's own callback, and the legacy shared one."""
 APP_REDIRECT_URI = "http://127.0.0.1:8765/app/callback"
@@ -259,6 +261,18 @@ def task_stopped(task_id: str, event_id: str | None = None) -> dict[str, Any]:
                    "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
                    "stoppedReason": "Scaling activity"},
     }
+
+
+def scheduled_sweep() -> dict[str, Any]:
+    """Deliver the unbound-flow sweep's scheduled EventBridge event to the admin handler."""
+    from vault.handlers.admin_api import handler
+
+    result: dict[str, Any] = handler({
+        "version": "0", "id": "sweep-1", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": ACCOUNT, "region": "eu-west-1", "time": "2026-11-28T12:00:00Z",
+        "resources": [f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/sweep"], "detail": {},
+    }, LambdaContext())
+    return result
 
 
 def reap(event: dict[str, Any]) -> dict[str, Any]:

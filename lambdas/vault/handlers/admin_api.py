@@ -1,4 +1,6 @@
-"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only)."""
+"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only); and
+the scheduled sweep of consents nobody bound. The sweep runs here because this function may
+already open every token to revoke it: the reaper stays unable to open a refresh token."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import revocation
+from vault.audit import audit
 from vault.caller import caller_from
 from vault.handlers.http import json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
@@ -28,4 +31,8 @@ def revoke() -> Response[str]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        swept = revocation.sweep_unbound_flows(services())
+        audit("flows.sweep", "done", count=swept)
+        return {"status": "swept", "revoked_flows": swept}
     return app.resolve(event, context)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.audit import audit
 from vault.observability import logger, metrics
-from vault.revocation import end_task_sessions, sweep_unbound_flows
+from vault.revocation import end_task_sessions
 from vault.runtime import services
 
 TASK_ARN = re.compile(
@@ -79,10 +79,6 @@ def reap(event_id: str, task_id: str) -> dict[str, Any]:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
-        swept = sweep_unbound_flows(services())
-        audit("flows.sweep", "done", count=swept)
-        return {"status": "swept", "revoked_flows": swept}
     try:
         change = TaskStateChange.model_validate(event)
     except ValidationError:
