@@ -174,8 +174,9 @@ class VaultStack(Stack):
                        f"{agent_cluster_name(env_name)}")
         self.reaper_trigger = TaskStoppedTrigger(self, "TaskStopped", cluster_arn=cluster_arn,
                                                  reaper=self.reaper.function)
-        self.flow_sweep = UnboundFlowSweep(self, "UnboundFlowSweep", sweeper=self.admin_api.function,
-                                           dead_letters=self.reaper_trigger.dead_letters)
+        self.flow_sweep = UnboundFlowSweep(
+            self, "UnboundFlowSweep", sweeper=self.admin_api.function,
+            dead_letters=self.reaper_trigger.dead_letters)
         self.alarms = VaultAlarms(
             self, "Alarms", environment=env_name, api=self.api.api,
             functions={name: f.function for name, f in self.functions.items()},

@@ -1,4 +1,4 @@
-"""A schedule → the admin function's sweep of consents nobody bound (their tokens revoked upstream)."""
+"""A schedule → the admin function's sweep of consents nobody bound (tokens revoked upstream)."""
 
 from __future__ import annotations
 

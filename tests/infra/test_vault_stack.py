@@ -186,7 +186,8 @@ def test_the_reaper_listens_to_stopped_tasks_of_the_agent_cluster(
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
 
 
-def test_a_schedule_runs_the_admin_functions_sweep_of_unbound_flows(synthesized: Synthesized) -> None:
+def test_a_schedule_runs_the_admin_functions_sweep_of_unbound_flows(
+        synthesized: Synthesized) -> None:
     rules = [r["Properties"] for r in by_type(_vault(synthesized), "AWS::Events::Rule").values()
              if "ScheduleExpression" in r["Properties"]]
     assert len(rules) == 1
