@@ -111,8 +111,9 @@ class AgentSettings:
             raise RuntimeError("the agent needs AGENT_VAULT_URL (or VAULT_URL) in its environment")
         oidc = None
         if env.get("OIDC_ISSUER") and env.get("OIDC_CLIENT_ID"):
-            oidc = OidcSettings(env["OIDC_ISSUER"], env["OIDC_CLIENT_ID"],
-                                env.get("OIDC_CLIENT_SECRET", ""))
+            oidc = OidcSettings(
+                env["OIDC_ISSUER"], env["OIDC_CLIENT_ID"], env.get("OIDC_CLIENT_SECRET", "")
+            )
         default_user: Callable[[], UserIdentity] | None = None
         if env.get("DEFAULT_USER_ID"):
             identity = UserIdentity(user_id=env["DEFAULT_USER_ID"])
@@ -204,8 +205,12 @@ class CalendarAgent:
         self._binder = self._new_client(None)
 
     def _new_client(self, user: UserIdentity | None) -> VaultClient:
-        return VaultClient(self.settings.vault_url, user=user,
-                           credentials=self.settings.credentials, region=self.settings.region)
+        return VaultClient(
+            self.settings.vault_url,
+            user=user,
+            credentials=self.settings.credentials,
+            region=self.settings.region,
+        )
 
     def client_for(self, user: UserIdentity) -> VaultClient:
         key = _identity_key(user)
@@ -237,8 +242,12 @@ class CalendarAgent:
         for attempt in (1, 2):
             client = self.client_for(user)
             try:
-                token = client.get_token(self.settings.provider, self.settings.scopes,
-                                         authorize=True, return_url=return_url)
+                token = client.get_token(
+                    self.settings.provider,
+                    self.settings.scopes,
+                    authorize=True,
+                    return_url=return_url,
+                )
                 return token.access_token
             except ConsentRequired as exc:
                 assert exc.authorization_url is not None
@@ -255,9 +264,10 @@ class CalendarAgent:
             raise NotConfigured("no calendar API is configured (CALENDAR_API_URL)")
         for attempt in (1, 2):
             token = self.calendar_token(user, return_url)
-            response = self._http.get(self.settings.calendar_api_url,
-                                      headers={"Authorization": f"Bearer {token}",
-                                               "Accept": "application/json"})
+            response = self._http.get(
+                self.settings.calendar_api_url,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
             if response.status_code == 401 and attempt == 1:
                 # The token was revoked or expired early: drop it and ask the vault again.
                 self.client_for(user).forget_token(self.settings.provider, self.settings.scopes)
@@ -272,18 +282,29 @@ class CalendarAgent:
     def ask(self, user: UserIdentity, question: str, return_url: str) -> dict[str, Any]:
         intent = parse_intent(question)
         if intent is None:
-            return {"answer": "I can tell you what is on your calendar. Try: "
-                              "\"what is on my calendar today?\"", "intent": None}
+            return {
+                "answer": "I can tell you what is on your calendar. Try: "
+                '"what is on my calendar today?"',
+                "intent": None,
+            }
         events = self.events(user, return_url)
         day = intent.day.isoformat()
         todays = [e for e in events if str(e.get("start", "")).startswith(day)]
-        return {"answer": describe_events(todays, intent.day), "intent": intent.name,
-                "day": day, "events": todays}
+        return {
+            "answer": describe_events(todays, intent.day),
+            "intent": intent.name,
+            "day": day,
+            "events": todays,
+        }
 
     def complete(self, flow_id: str, user: UserIdentity, binding_code: str) -> dict[str, Any]:
         result = self._binder.complete_flow(flow_id, user, binding_code)
-        return {"flow_id": result.flow_id, "status": result.status, "provider": result.provider,
-                "scopes": list(result.scopes)}
+        return {
+            "flow_id": result.flow_id,
+            "status": result.status,
+            "provider": result.provider,
+            "scopes": list(result.scopes),
+        }
 
     def close(self) -> None:
         with self._lock:
@@ -347,11 +368,18 @@ class OidcLogin:
             now = time.monotonic()
             self._pending = {k: v for k, v in self._pending.items() if now - v.created < 600}
             self._pending[state] = _PendingLogin(verifier, nonce, next_url, now)
-        query = urlencode({
-            "response_type": "code", "client_id": self.settings.client_id,
-            "redirect_uri": redirect_uri, "scope": "openid", "state": state, "nonce": nonce,
-            "code_challenge": challenge, "code_challenge_method": "S256",
-        })
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.settings.client_id,
+                "redirect_uri": redirect_uri,
+                "scope": "openid",
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
         return f"{self.metadata()['authorization_endpoint']}?{query}", state
 
     def finish(self, state: str, code: str, redirect_uri: str) -> tuple[str, str]:
@@ -362,8 +390,12 @@ class OidcLogin:
             raise ValueError("unknown or expired login state")
         response = self._http.post(
             self.metadata()["token_endpoint"],
-            data={"grant_type": "authorization_code", "code": code,
-                  "redirect_uri": redirect_uri, "code_verifier": pending.verifier},
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": pending.verifier,
+            },
             auth=(self.settings.client_id, self.settings.client_secret),
         )
         if response.status_code != 200:
@@ -392,14 +424,18 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         "padding:0 1rem}code{background:#eee;padding:0 .2em}</style>"
         f"<h1>{html.escape(title)}</h1>{body}</html>"
     )
-    return HTMLResponse(document, status_code=status, headers={
-        "Cache-Control": "no-store",
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                   "script-src 'unsafe-inline'; connect-src 'self'; "
-                                   "form-action 'self'",
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-    })
+    return HTMLResponse(
+        document,
+        status_code=status,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "script-src 'unsafe-inline'; connect-src 'self'; "
+            "form-action 'self'",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def _base_url(request: Request) -> str:
@@ -453,8 +489,13 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         finally:
             agent.close()  # ends every vault session this agent started
 
-    app = FastAPI(title="Agent Vault sample agent", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Agent Vault sample agent",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     def agent_of(request: Request) -> CalendarAgent:
         agent: CalendarAgent = request.app.state.agent
@@ -471,16 +512,24 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         if request.cookies.get(ID_TOKEN_COOKIE):
             who = "<p id=who>Logged in. <a href='logout'>Log out</a></p>"
         elif login is not None:
-            who = "<p id=who>You are not logged in. <a id=login href='login'>Log in</a>" + (
-                " (meanwhile this agent acts for its configured user)"
-                if agent.settings.default_user else "") + "</p>"
+            who = (
+                "<p id=who>You are not logged in. <a id=login href='login'>Log in</a>"
+                + (
+                    " (meanwhile this agent acts for its configured user)"
+                    if agent.settings.default_user
+                    else ""
+                )
+                + "</p>"
+            )
         elif agent.settings.default_user is not None:
             who = "<p id=who>Acting for the configured user.</p>"
         else:
             who = "<p id=who>No user: send <code>Authorization: Bearer &lt;id_token&gt;</code>.</p>"
-        body = (who + "<form id=ask><input id=q name=question size=40 "
-                "value='what is on my calendar today?'> <button>Ask</button></form>"
-                f"<p id=answer aria-live=polite></p><script>{_HOME_SCRIPT}</script>")
+        body = (
+            who + "<form id=ask><input id=q name=question size=40 "
+            "value='what is on my calendar today?'> <button>Ask</button></form>"
+            f"<p id=answer aria-live=polite></p><script>{_HOME_SCRIPT}</script>"
+        )
         return _page("Calendar agent", body)
 
     @app.post("/ask")
@@ -488,30 +537,43 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         agent = agent_of(request)
         user = user_of(request, agent)
         if user is None:
-            return JSONResponse({"detail": "log in first (or send a bearer identity token)"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "log in first (or send a bearer identity token)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         try:
             answer = agent.ask(user, question.question, agent.return_url(request))
         except ConsentNeeded as needed:
             # The flow id stays between the vault, this agent and this browser (the cookie):
             # the return page binds only the flow the browser that opens it started here.
             response = JSONResponse(
-                {"consent_url": needed.url,
-                 "message": "I need your permission to read your calendar: open consent_url "
-                            "in this browser, then ask again."},
-                status_code=202)
+                {
+                    "consent_url": needed.url,
+                    "message": "I need your permission to read your calendar: open consent_url "
+                    "in this browser, then ask again.",
+                },
+                status_code=202,
+            )
             if needed.flow_id:
-                response.set_cookie(FLOW_COOKIE, needed.flow_id, max_age=FLOW_COOKIE_SECONDS,
-                                    httponly=True, samesite="lax",
-                                    secure=request.url.scheme == "https")
+                response.set_cookie(
+                    FLOW_COOKIE,
+                    needed.flow_id,
+                    max_age=FLOW_COOKIE_SECONDS,
+                    httponly=True,
+                    samesite="lax",
+                    secure=request.url.scheme == "https",
+                )
             return response
         except InvalidUserToken as exc:
-            return JSONResponse({"detail": f"your identity was refused: {exc.detail}"},
-                                status_code=401)
+            return JSONResponse(
+                {"detail": f"your identity was refused: {exc.detail}"}, status_code=401
+            )
         except VaultError as exc:
             log.warning("vault error: %s", exc)
-            return JSONResponse({"detail": "the token vault refused or failed",
-                                 "code": exc.code}, status_code=502)
+            return JSONResponse(
+                {"detail": "the token vault refused or failed", "code": exc.code}, status_code=502
+            )
         except (CalendarApiError, httpx.HTTPError) as exc:
             return JSONResponse({"detail": str(exc)}, status_code=502)
         except NotConfigured as exc:
@@ -519,51 +581,71 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         return JSONResponse(answer)
 
     @app.get(RETURN_PATH, response_class=HTMLResponse)
-    def consent_return(request: Request, flow_id: str = "", status: str = "",
-                       error: str = "", binding_code: str = "") -> Response:
+    def consent_return(
+        request: Request,
+        flow_id: str = "",
+        status: str = "",
+        error: str = "",
+        binding_code: str = "",
+    ) -> Response:
         agent = agent_of(request)
         if not flow_id:
             return _page("Nothing to connect", "<p>This page needs a flow_id.</p>", 400)
         if status == "refused":
-            return _page("Not connected",
-                         f"<p id=status>You declined ({html.escape(error or 'refused')}). "
-                         "Nothing was connected.</p>")
+            return _page(
+                "Not connected",
+                f"<p id=status>You declined ({html.escape(error or 'refused')}). "
+                "Nothing was connected.</p>",
+            )
         if status != "pending_binding" or not binding_code:
             return _page("Not connected", "<p id=status>Unknown consent status.</p>", 400)
         started_here = request.cookies.get(FLOW_COOKIE, "")
         if not secrets.compare_digest(started_here.encode(), flow_id.encode()):
             # A consent link forwarded from someone else's session: never bind it here.
-            return _page("Not connected",
-                         "<p id=status>This consent was not started in this browser, so "
-                         "nothing was connected. Ask the agent again from here.</p>", 403)
+            return _page(
+                "Not connected",
+                "<p id=status>This consent was not started in this browser, so "
+                "nothing was connected. Ask the agent again from here.</p>",
+                403,
+            )
         user = user_of(request, agent)
         login = request.app.state.login
         if user is None and login is not None:
             here = f"{RETURN_PATH}?" + urlencode(
-                {"flow_id": flow_id, "status": status, "binding_code": binding_code})
+                {"flow_id": flow_id, "status": status, "binding_code": binding_code}
+            )
             return RedirectResponse(f"login?{urlencode({'next': here})}", status_code=303)
         if user is None:
             return _page("Log in first", "<p id=status>Log in to finish connecting.</p>", 401)
         try:
             result = agent.complete(flow_id, user, binding_code)
         except UserMismatch:
-            return _page("Not connected",
-                         "<p id=status>This consent was started for another user, so it was "
-                         "cancelled and its tokens revoked.</p>", 403)
+            return _page(
+                "Not connected",
+                "<p id=status>This consent was started for another user, so it was "
+                "cancelled and its tokens revoked.</p>",
+                403,
+            )
         except BindingCodeInvalid:
-            return _page("Not connected",
-                         "<p id=status>This link is not the one the vault sent, so the consent "
-                         "was cancelled and its tokens revoked.</p>", 403)
+            return _page(
+                "Not connected",
+                "<p id=status>This link is not the one the vault sent, so the consent "
+                "was cancelled and its tokens revoked.</p>",
+                403,
+            )
         except (FlowNotFound, FlowNotPending) as exc:
             return _page("Not connected", f"<p id=status>{html.escape(exc.detail)}</p>", 409)
         except VaultError as exc:
-            return _page("Not connected",
-                         f"<p id=status>The vault refused: {html.escape(exc.code)}</p>", 502)
+            return _page(
+                "Not connected", f"<p id=status>The vault refused: {html.escape(exc.code)}</p>", 502
+            )
         scopes = " ".join(result["scopes"])
-        page = _page("Connected",
-                     f"<p id=status>Connected: <b>{html.escape(result['provider'])}</b> "
-                     f"(<code>{html.escape(scopes)}</code>). You can ask again now.</p>"
-                     "<p><a href='../'>Back to the agent</a></p>")
+        page = _page(
+            "Connected",
+            f"<p id=status>Connected: <b>{html.escape(result['provider'])}</b> "
+            f"(<code>{html.escape(scopes)}</code>). You can ask again now.</p>"
+            "<p><a href='../'>Back to the agent</a></p>",
+        )
         page.delete_cookie(FLOW_COOKIE)
         return page
 
@@ -573,16 +655,22 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         if oidc is None:
             return _page("No login", "<p>This agent has no OIDC login configured.</p>", 404)
         target = next if next.startswith("/") and not next.startswith("//") else "/"
-        url, state = oidc.begin(agent_of(request).public_base(request) + "/login/callback",
-                                target)
+        url, state = oidc.begin(agent_of(request).public_base(request) + "/login/callback", target)
         response = RedirectResponse(url, status_code=303)
-        response.set_cookie(LOGIN_STATE_COOKIE, state, max_age=600, httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https")
+        response.set_cookie(
+            LOGIN_STATE_COOKIE,
+            state,
+            max_age=600,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
         return response
 
     @app.get("/login/callback")
-    def login_callback(request: Request, state: str = "", code: str = "",
-                       error: str = "") -> Response:
+    def login_callback(
+        request: Request, state: str = "", code: str = "", error: str = ""
+    ) -> Response:
         oidc: OidcLogin | None = request.app.state.login
         if oidc is None:
             return _page("No login", "<p>This agent has no OIDC login configured.</p>", 404)
@@ -590,14 +678,21 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
             return _page("Login failed", f"<p>{html.escape(error or 'bad state')}</p>", 400)
         try:
             id_token, target = oidc.finish(
-                state, code, agent_of(request).public_base(request) + "/login/callback")
+                state, code, agent_of(request).public_base(request) + "/login/callback"
+            )
         except (ValueError, httpx.HTTPError) as exc:
             return _page("Login failed", f"<p>{html.escape(str(exc))}</p>", 400)
         expires = int(_unverified_claims(id_token).get("exp", time.time() + 3600))
         base_path = urlsplit(agent_of(request).public_base(request)).path
         response = RedirectResponse(base_path + target, status_code=303)
-        response.set_cookie(ID_TOKEN_COOKIE, id_token, max_age=max(60, expires - int(time.time())),
-                            httponly=True, samesite="lax", secure=request.url.scheme == "https")
+        response.set_cookie(
+            ID_TOKEN_COOKIE,
+            id_token,
+            max_age=max(60, expires - int(time.time())),
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
         response.delete_cookie(LOGIN_STATE_COOKIE)
         return response
 

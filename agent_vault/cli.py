@@ -44,6 +44,7 @@ def _wait_for_stop(watch_stdin: bool) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if watch_stdin:
+
         def read_stdin() -> None:
             try:
                 while sys.stdin.readline():
@@ -62,8 +63,12 @@ def local_up(args: argparse.Namespace) -> int:
     quiet = bool(args.ready_json)
     on_audit = None if quiet else (lambda event: print(_format_audit(event), flush=True))
     started = time.monotonic()
-    mode = LocalMode(with_agent=not args.no_agent, workdir=args.workdir, on_audit=on_audit,
-                     keep_workdir=bool(args.workdir))
+    mode = LocalMode(
+        with_agent=not args.no_agent,
+        workdir=args.workdir,
+        on_audit=on_audit,
+        keep_workdir=bool(args.workdir),
+    )
     atexit.register(mode.stop)
     try:
         info = mode.start()
@@ -86,8 +91,11 @@ def local_up(args: argparse.Namespace) -> int:
 def _print_banner(info: Any, seconds: float) -> None:
     app = info.principals["calendar-agent/app"]
     rows = [
-        ("sample agent", info.agent_url or "(not started)",
-         "open it in a browser; log in as alice / alice-password"),
+        (
+            "sample agent",
+            info.agent_url or "(not started)",
+            "open it in a browser; log in as alice / alice-password",
+        ),
         ("vault API", info.vault_url, f"SigV4 for execute-api in {info.region}"),
         ("OAuth callback", info.callback_url, "public (no SigV4), as deployed"),
         ("provider", info.provider["issuer"], "oidc-provider; users alice, bob (<name>-password)"),
@@ -104,8 +112,10 @@ def _print_banner(info: Any, seconds: float) -> None:
     for name, principal in info.principals.items():
         if name == "eventbridge":
             continue
-        arn = (f"arn:aws:sts::{principal['account_id']}:assumed-role/"
-               f"{principal['role_name']}/{principal['session_name']}")
+        arn = (
+            f"arn:aws:sts::{principal['account_id']}:assumed-role/"
+            f"{principal['role_name']}/{principal['session_name']}"
+        )
         print(f"  {name.replace('/', '-'):<24} {arn}")
     if info.agent_url:
         print(f"""
@@ -118,7 +128,7 @@ Try it in a browser:
 Or with the SDK, signing as a local agent task:
   AWS_SHARED_CREDENTIALS_FILE={info.credentials_file} AWS_PROFILE=calendar-agent-task-1 \\
   python -c "from agent_vault import VaultClient; ..."   (base_url {info.vault_url})
-The sample agent signs as {app['role_name']}/{app['session_name']}.
+The sample agent signs as {app["role_name"]}/{app["session_name"]}.
 """)
     print("Audit events:", flush=True)
 
@@ -128,8 +138,7 @@ def local_demo(args: argparse.Namespace) -> int:
     from agent_vault.local.runner import LocalMode
 
     started = time.monotonic()
-    print("Starting local mode (moto, oidc-provider, vault handlers, sample agent)...",
-          flush=True)
+    print("Starting local mode (moto, oidc-provider, vault handlers, sample agent)...", flush=True)
     mode = LocalMode(with_agent=True)
     atexit.register(mode.stop)
     try:
@@ -138,33 +147,46 @@ def local_demo(args: argparse.Namespace) -> int:
         except Exception as exc:
             print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
             return 1
-        print(f"  up in {time.monotonic() - started:.1f} s: vault {info.vault_url}, "
-              f"provider {info.provider['issuer']}, agent {info.agent_url}\n", flush=True)
+        print(
+            f"  up in {time.monotonic() - started:.1f} s: vault {info.vault_url}, "
+            f"provider {info.provider['issuer']}, agent {info.agent_url}\n",
+            flush=True,
+        )
         story = Story(info)
         ok = story.run()
     finally:
         mode.stop()
     total = time.monotonic() - started
-    print(f"\n{'The story ran to the end' if ok else 'The story FAILED'} "
-          f"({total:.1f} s in all, every process stopped).")
+    print(
+        f"\n{'The story ran to the end' if ok else 'The story FAILED'} "
+        f"({total:.1f} s in all, every process stopped)."
+    )
     return 0 if ok else 1
 
 
-START_HINT = ("hint: local mode needs Node 20+ with node_modules/oidc-provider (npm ci) and the "
-              "Python packages of requirements/dev.txt; `make demo` installs both first")
+START_HINT = (
+    "hint: local mode needs Node 20+ with node_modules/oidc-provider (npm ci) and the "
+    "Python packages of requirements/dev.txt; `make demo` installs both first"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agent-vault", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="agent-vault",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     local = commands.add_parser("local", help="run Agent Vault on this machine")
     local_commands = local.add_subparsers(dest="local_command", required=True)
     up = local_commands.add_parser("up", help="start local mode until Ctrl-C")
     up.add_argument("--no-agent", action="store_true", help="do not start the sample agent")
     up.add_argument("--workdir", help="keep config, logs and credentials in this directory")
-    up.add_argument("--ready-json", action="store_true",
-                    help="print one 'READY <json>' line and run until stdin closes (for tools)")
+    up.add_argument(
+        "--ready-json",
+        action="store_true",
+        help="print one 'READY <json>' line and run until stdin closes (for tools)",
+    )
     up.set_defaults(run=local_up)
     demo = local_commands.add_parser("demo", help="run the scripted story")
     demo.set_defaults(run=local_demo)

@@ -352,8 +352,9 @@ class VaultClient:
             except _RETRYABLE_CONNECTION_ERRORS as exc:
                 if attempt < self.max_attempts:
                     delay = self._backoff(attempt, None)
-                    log.debug("vault connection failed (%s); retry %d in %.2fs",
-                              exc, attempt, delay)
+                    log.debug(
+                        "vault connection failed (%s); retry %d in %.2fs", exc, attempt, delay
+                    )
                     self._sleep(delay)
                     continue
                 raise VaultConnectionError(f"cannot reach the vault at {url}: {exc}") from exc
@@ -373,8 +374,9 @@ class VaultClient:
             error = error_from_response(status, dict(response.headers.items()), raw)
             if status >= 500 and error.retry_after is not None and attempt < self.max_attempts:
                 delay = self._backoff(attempt, error.retry_after)
-                log.debug("vault answered %s (%s); retry %d in %.2fs", status, error.code,
-                          attempt, delay)
+                log.debug(
+                    "vault answered %s (%s); retry %d in %.2fs", status, error.code, attempt, delay
+                )
                 self._sleep(delay)
                 continue
             raise error
@@ -427,11 +429,15 @@ class VaultClient:
             return session
 
     def _due_for_renewal(self, session: SessionInfo) -> bool:
-        return (self.auto_renew and session.expires_at > 0
-                and session.expires_at - self.refresh_margin <= time.time())
+        return (
+            self.auto_renew
+            and session.expires_at > 0
+            and session.expires_at - self.refresh_margin <= time.time()
+        )
 
-    def renew_session(self, *, user: UserIdentity | None = None,
-                      ttl_seconds: int | None = None) -> SessionInfo:
+    def renew_session(
+        self, *, user: UserIdentity | None = None, ttl_seconds: int | None = None
+    ) -> SessionInfo:
         """Move a live session's expiry (``POST .../renew``), optionally presenting a fresh
         identity token of the same user (a long-running agent outlives the one it started with).
         """
@@ -446,8 +452,7 @@ class VaultClient:
             ttl = ttl_seconds if ttl_seconds is not None else self.session_ttl_seconds
             if ttl is not None:
                 body["ttl_seconds"] = ttl
-            answer = self.request("POST", f"/v1/sessions/{_seg(sid)}/renew", body,
-                                  session_id=sid)
+            answer = self.request("POST", f"/v1/sessions/{_seg(sid)}/renew", body, session_id=sid)
             info = SessionInfo.from_json(answer)
             self._session = info
             if user is not None:
@@ -477,8 +482,12 @@ class VaultClient:
                     "DELETE", f"/v1/sessions/{_seg(sid)}", session_id=sid
                 )
             except (SessionEnded, SessionNotFound) as exc:
-                answer = {"session_id": sid, "status": "ended", "revoked_tokens": 0,
-                          "note": exc.code}
+                answer = {
+                    "session_id": sid,
+                    "status": "ended",
+                    "revoked_tokens": 0,
+                    "note": exc.code,
+                }
             self._session = None
             self._key = None
             self._tokens.clear()
@@ -504,9 +513,7 @@ class VaultClient:
             expires_at=float(answer.get("expires_at", 0)),
         )
 
-    def complete_flow(
-        self, flow_id: str, user: UserIdentity, binding_code: str
-    ) -> FlowCompletion:
+    def complete_flow(self, flow_id: str, user: UserIdentity, binding_code: str) -> FlowCompletion:
         """Bind a consented flow to the user who is logged in at the application.
 
         Call it from the application's return page, which the vault's callback redirected the
@@ -672,8 +679,9 @@ class AsyncVaultClient:
     """The same client for asyncio code: each call runs the thread-safe sync client in a worker
     thread (``asyncio.to_thread``), so the event loop never blocks on the network."""
 
-    def __init__(self, base_url: str | None = None, *, client: VaultClient | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, base_url: str | None = None, *, client: VaultClient | None = None, **kwargs: Any
+    ) -> None:
         if client is None:
             if base_url is None:
                 raise ValueError("give base_url or client")
@@ -699,15 +707,17 @@ class AsyncVaultClient:
     async def renew_session(self, **kwargs: Any) -> SessionInfo:
         return await self._run(self.sync.renew_session, **kwargs)
 
-    async def get_token(self, provider: str, scopes: str | Iterable[str], **kwargs: Any
-                        ) -> AccessToken:
+    async def get_token(
+        self, provider: str, scopes: str | Iterable[str], **kwargs: Any
+    ) -> AccessToken:
         cached = self.sync.cached_token(provider, scopes)
         if cached is not None:
             return cached
         return await self._run(self.sync.get_token, provider, scopes, **kwargs)
 
-    async def start_authorization(self, provider: str, scopes: str | Iterable[str],
-                                  return_url: str | None = None) -> Authorization:
+    async def start_authorization(
+        self, provider: str, scopes: str | Iterable[str], return_url: str | None = None
+    ) -> Authorization:
         return await self._run(self.sync.start_authorization, provider, scopes, return_url)
 
     async def complete_flow(

@@ -20,7 +20,9 @@ METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
 
 
 def task_metadata(
-    *, environ: Mapping[str, str] | None = None, timeout: float = 1.0,
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 1.0,
     http: urllib3.PoolManager | None = None,
 ) -> dict[str, Any] | None:
     """``GET ${ECS_CONTAINER_METADATA_URI_V4}/task``, or None outside ECS or on any failure."""
@@ -31,7 +33,10 @@ def task_metadata(
     pool = http or urllib3.PoolManager()
     try:
         response = pool.request(
-            "GET", base.rstrip("/") + "/task", retries=False, redirect=False,
+            "GET",
+            base.rstrip("/") + "/task",
+            retries=False,
+            redirect=False,
             timeout=urllib3.Timeout(total=timeout),
         )
     except urllib3.exceptions.HTTPError:

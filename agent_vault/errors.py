@@ -77,8 +77,10 @@ class VaultError(Exception):
         return f"{prefix}: {self.detail}" if self.detail else prefix
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(status={self.status}, code={self.code!r},"
-                f" detail={self.detail!r})")
+        return (
+            f"{type(self).__name__}(status={self.status}, code={self.code!r},"
+            f" detail={self.detail!r})"
+        )
 
 
 class VaultConnectionError(VaultError):

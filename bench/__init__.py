@@ -21,10 +21,14 @@ LAMBDAS_DIR = REPO_ROOT / "lambdas"
 LATEST_JSON = Path(__file__).resolve().parent / "latest.json"
 
 BENCH_ENV = {
-    "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-    "TABLE_NAME": "agent-vault-test", "POWERTOOLS_SERVICE_NAME": "agent-vault",
-    "POWERTOOLS_METRICS_NAMESPACE": "AgentVault", "POWERTOOLS_TRACE_DISABLED": "1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "TABLE_NAME": "agent-vault-test",
+    "POWERTOOLS_SERVICE_NAME": "agent-vault",
+    "POWERTOOLS_METRICS_NAMESPACE": "AgentVault",
+    "POWERTOOLS_TRACE_DISABLED": "1",
     "AWS_LAMBDA_FUNCTION_NAME": "agent-vault-bench",
 }
 """As tests/conftest.py: fake credentials for moto, Powertools' service and namespace, tracing off

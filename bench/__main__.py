@@ -34,10 +34,24 @@ class Plan:
     import_variants: bool
 
 
-FULL = Plan(requests=1000, uncached_requests=1000, breakdown_requests=500, consent_iterations=10,
-            contention_levels=(1, 8, 32, 64), import_runs=5, import_variants=True)
-QUICK = Plan(requests=200, uncached_requests=100, breakdown_requests=100, consent_iterations=2,
-             contention_levels=(1, 8), import_runs=2, import_variants=False)
+FULL = Plan(
+    requests=1000,
+    uncached_requests=1000,
+    breakdown_requests=500,
+    consent_iterations=10,
+    contention_levels=(1, 8, 32, 64),
+    import_runs=5,
+    import_variants=True,
+)
+QUICK = Plan(
+    requests=200,
+    uncached_requests=100,
+    breakdown_requests=100,
+    consent_iterations=2,
+    contention_levels=(1, 8),
+    import_runs=2,
+    import_variants=False,
+)
 
 
 def _say(message: str) -> None:
@@ -45,18 +59,27 @@ def _say(message: str) -> None:
 
 
 def _git_commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip() or None
 
 
 def _machine() -> dict[str, Any]:
     calibration = min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
-    return {"python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "calibration_sum_range_1000_us": round(calibration, 2),
-            "calibration_note": "time of sum(range(1000)) on this machine; compare runs and "
-                                "machines by it (a recent desktop core does it in ~10 us)"}
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "calibration_sum_range_1000_us": round(calibration, 2),
+        "calibration_note": "time of sum(range(1000)) on this machine; compare runs and "
+        "machines by it (a recent desktop core does it in ~10 us)",
+    }
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -65,142 +88,247 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     cold_cpu = result.get("cold_import_cpu_over_baseline_ms") or {}
     contention = result.get("refresh_contention") or {}
     rows = [
-        ("warm: DynamoDB requests per retrieval <= 2", warm["dynamodb_requests"],
-         warm["dynamodb_requests"] <= 2),
+        (
+            "warm: DynamoDB requests per retrieval <= 2",
+            warm["dynamodb_requests"],
+            warm["dynamodb_requests"] <= 2,
+        ),
         ("warm: KMS requests per retrieval = 0", warm["kms_requests"], warm["kms_requests"] == 0),
-        ("warm: provider calls per retrieval = 0", warm["provider_requests"],
-         warm["provider_requests"] == 0),
-        ("warm: compute median < 2 ms", warm["compute_ms_median"],
-         warm["compute_ms_median"] < 2),
+        (
+            "warm: provider calls per retrieval = 0",
+            warm["provider_requests"],
+            warm["provider_requests"] == 0,
+        ),
+        ("warm: compute median < 2 ms", warm["compute_ms_median"], warm["compute_ms_median"] < 2),
     ]
     for name, over in cold.items():
         cpu = cold_cpu.get(name)
-        rows.append((f"cold: import vault.handlers.{name} <= 50 ms over boto3 + Powertools",
-                     f"{over} ms (CPU {cpu} ms)", over <= 50 and (cpu is None or cpu <= 50)))
+        rows.append(
+            (
+                f"cold: import vault.handlers.{name} <= 50 ms over boto3 + Powertools",
+                f"{over} ms (CPU {cpu} ms)",
+                over <= 50 and (cpu is None or cpu <= 50),
+            )
+        )
     for level, row in contention.items():
-        rows.append((f"contention: exactly 1 upstream refresh with {level} callers",
-                     row["upstream_refreshes"], row["upstream_refreshes"] == 1))
+        rows.append(
+            (
+                f"contention: exactly 1 upstream refresh with {level} callers",
+                row["upstream_refreshes"],
+                row["upstream_refreshes"] == 1,
+            )
+        )
     cost = result.get("cost_per_million_usd")
     if cost is not None:
         limit = result["agentcore_cost_per_million_usd"] / 4
-        rows.append((f"cost per million warm retrievals <= 1/4 of AgentCore (${limit:.2f})",
-                     f"${cost:.2f}", cost <= limit))
+        rows.append(
+            (
+                f"cost per million warm retrievals <= 1/4 of AgentCore (${limit:.2f})",
+                f"${cost:.2f}",
+                cost <= limit,
+            )
+        )
     return [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in rows]
 
 
 # --- the table ---------------------------------------------------------------------------------
 
+
 def _rows(title: str, rows: list[tuple[str, Any]]) -> list[str]:
     width = max([len(k) for k, _ in rows] + [10])
-    return [f"\n{title}", "-" * len(title),
-            *(f"  {k:<{width}}  {v}" for k, v in rows)]
+    return [f"\n{title}", "-" * len(title), *(f"  {k:<{width}}  {v}" for k, v in rows)]
 
 
 def render(result: dict[str, Any]) -> str:
     warm = result["warm_retrieval"]
-    lines: list[str] = [f"Agent Vault bench ({result['mode']}, {result['measured_at']}, "
-                        f"commit {result['meta'].get('commit')}, load "
-                        f"{result['meta']['load_average']}, calibration "
-                        f"{result['meta']['calibration_sum_range_1000_us']} us)"]
+    lines: list[str] = [
+        f"Agent Vault bench ({result['mode']}, {result['measured_at']}, "
+        f"commit {result['meta'].get('commit')}, load "
+        f"{result['meta']['load_average']}, calibration "
+        f"{result['meta']['calibration_sum_range_1000_us']} us)"
+    ]
     ops = ", ".join(f"{k} {v:g}" for k, v in warm["aws_requests_by_operation"].items())
-    lines += _rows(f"Warm token retrieval ({warm['requests']} requests, real handler)", [
-        ("AWS requests per retrieval", ops),
-        ("DynamoDB / KMS / provider requests",
-         f"{warm['dynamodb_requests']:g} / {warm['kms_requests']:g} / "
-         f"{warm['provider_requests']:g}"),
-        ("DynamoDB request units", f"{warm['dynamodb_read_units']:g} RRU + "
-                                   f"{warm['dynamodb_write_units']:g} WRU"),
-        ("compute median / p95 (CPU, AWS wire excluded)",
-         f"{warm['compute_ms_median']} / {warm['compute_ms_p95']} ms"),
-        ("compute median / p95 (wall clock)",
-         f"{warm['compute_wall_ms']['median']} / {warm['compute_wall_ms']['p95']} ms"),
-        ("  of which botocore client-side (median)", f"{warm['botocore_client_ms_median']} ms"),
-        ("KMS Decrypt per 1,000: with / without data-key cache",
-         f"{warm['kms_decrypt_per_1000']['with_cache']:g} / "
-         f"{warm['kms_decrypt_per_1000']['without_cache']:g}"),
-        ("compute without the cache (median)",
-         f"{warm['compute_ms_without_cache']['median']} ms"),
-        ("log bytes per retrieval (audit line + EMF)",
-         f"{warm['log_bytes_per_request']:g} B in {warm['log_lines_per_request']:g} lines"),
-    ])
-    lines += _rows("Where the warm compute goes (median ms, wall clock, wire excluded)",
-                   list(warm["where_time_goes_ms"].items()))
+    lines += _rows(
+        f"Warm token retrieval ({warm['requests']} requests, real handler)",
+        [
+            ("AWS requests per retrieval", ops),
+            (
+                "DynamoDB / KMS / provider requests",
+                f"{warm['dynamodb_requests']:g} / {warm['kms_requests']:g} / "
+                f"{warm['provider_requests']:g}",
+            ),
+            (
+                "DynamoDB request units",
+                f"{warm['dynamodb_read_units']:g} RRU + {warm['dynamodb_write_units']:g} WRU",
+            ),
+            (
+                "compute median / p95 (CPU, AWS wire excluded)",
+                f"{warm['compute_ms_median']} / {warm['compute_ms_p95']} ms",
+            ),
+            (
+                "compute median / p95 (wall clock)",
+                f"{warm['compute_wall_ms']['median']} / {warm['compute_wall_ms']['p95']} ms",
+            ),
+            ("  of which botocore client-side (median)", f"{warm['botocore_client_ms_median']} ms"),
+            (
+                "KMS Decrypt per 1,000: with / without data-key cache",
+                f"{warm['kms_decrypt_per_1000']['with_cache']:g} / "
+                f"{warm['kms_decrypt_per_1000']['without_cache']:g}",
+            ),
+            (
+                "compute without the cache (median)",
+                f"{warm['compute_ms_without_cache']['median']} ms",
+            ),
+            (
+                "log bytes per retrieval (audit line + EMF)",
+                f"{warm['log_bytes_per_request']:g} B in {warm['log_lines_per_request']:g} lines",
+            ),
+        ],
+    )
+    lines += _rows(
+        "Where the warm compute goes (median ms, wall clock, wire excluded)",
+        list(warm["where_time_goes_ms"].items()),
+    )
     if "cold_import_ms" in result:
         cold = result["cold_import_ms"]
-        rows = [("baseline: boto3 + Powertools (importtime / CPU)",
-                 f"{result['baseline_import_ms']} / {result['baseline_import_cpu_ms']} ms")]
+        rows = [
+            (
+                "baseline: boto3 + Powertools (importtime / CPU)",
+                f"{result['baseline_import_ms']} / {result['baseline_import_cpu_ms']} ms",
+            )
+        ]
         for name, ms in cold.items():
-            rows.append((f"vault.handlers.{name}",
-                         f"{ms} / {result['cold_import_cpu_ms'][name]} ms  (+"
-                         f"{result['cold_import_over_baseline_ms'][name]} / +"
-                         f"{result['cold_import_cpu_over_baseline_ms'][name]})"))
-        rows.append(("first request: build_services (CPU)",
-                     f"{result['services_build_cpu_ms']} ms"))
+            rows.append(
+                (
+                    f"vault.handlers.{name}",
+                    f"{ms} / {result['cold_import_cpu_ms'][name]} ms  (+"
+                    f"{result['cold_import_over_baseline_ms'][name]} / +"
+                    f"{result['cold_import_cpu_over_baseline_ms'][name]})",
+                )
+            )
+        rows.append(
+            ("first request: build_services (CPU)", f"{result['services_build_cpu_ms']} ms")
+        )
         extra = result.get("agent_api_extra_by_package_ms", {})
-        rows.append(("agent_api extra imports, by package",
-                     ", ".join(f"{k} {v}" for k, v in list(extra.items())[:8])))
+        rows.append(
+            (
+                "agent_api extra imports, by package",
+                ", ".join(f"{k} {v}" for k, v in list(extra.items())[:8]),
+            )
+        )
         jose = result.get("jose_import_ms", {})
-        rows.append(("JOSE: joserfc / Authlib (importtime, CPU)",
-                     f"{jose.get('joserfc_ms')} ({jose.get('joserfc_cpu_ms')}) / "
-                     f"{jose.get('authlib_ms')} ({jose.get('authlib_cpu_ms')}) ms"))
+        rows.append(
+            (
+                "JOSE: joserfc / Authlib (importtime, CPU)",
+                f"{jose.get('joserfc_ms')} ({jose.get('joserfc_cpu_ms')}) / "
+                f"{jose.get('authlib_ms')} ({jose.get('authlib_cpu_ms')}) ms",
+            )
+        )
         if "no_bytecode" in result:
             nb = result["no_bytecode"]
-            rows.append(("no bytecode (as the bundle ships): agent_api / baseline",
-                         f"{nb['agent_api_ms']} / {nb['baseline_ms']} ms (compile +"
-                         f"{nb['agent_api_compile_cost_ms']} ms)"))
+            rows.append(
+                (
+                    "no bytecode (as the bundle ships): agent_api / baseline",
+                    f"{nb['agent_api_ms']} / {nb['baseline_ms']} ms (compile +"
+                    f"{nb['agent_api_compile_cost_ms']} ms)",
+                )
+            )
         if "tracing_on_as_deployed" in result:
             tr = result["tracing_on_as_deployed"]
-            rows.append(("tracing on (as deployed): agent_api over baseline",
-                         f"+{tr['agent_api_over_baseline_with_tracer_ms']} ms (CPU +"
-                         f"{tr['agent_api_over_baseline_with_tracer_cpu_ms']})"))
-        lines += _rows(f"Cold start (median of {result['import_runs']} fresh interpreters, "
-                       f"Python {result['import_python']})", rows)
+            rows.append(
+                (
+                    "tracing on (as deployed): agent_api over baseline",
+                    f"+{tr['agent_api_over_baseline_with_tracer_ms']} ms (CPU +"
+                    f"{tr['agent_api_over_baseline_with_tracer_cpu_ms']})",
+                )
+            )
+        lines += _rows(
+            f"Cold start (median of {result['import_runs']} fresh interpreters, "
+            f"Python {result['import_python']})",
+            rows,
+        )
     bundle = result.get("bundle") or {}
     if "unzipped_mb" in bundle:
-        lines += _rows("Lambda bundle (the construct's bundler; one asset, every function)", [
-            ("unzipped / zipped", f"{bundle['unzipped_mb']} MB / {bundle['zipped_mb']} MB, "
-                                  f"{bundle['files']} files"),
-            ("largest", ", ".join(f"{k} {v}" for k, v in bundle["largest_mb"].items())),
-            ("vault package", f"{bundle['vault_package_kb']} kB"),
-        ])
+        lines += _rows(
+            "Lambda bundle (the construct's bundler; one asset, every function)",
+            [
+                (
+                    "unzipped / zipped",
+                    f"{bundle['unzipped_mb']} MB / {bundle['zipped_mb']} MB, "
+                    f"{bundle['files']} files",
+                ),
+                ("largest", ", ".join(f"{k} {v}" for k, v in bundle["largest_mb"].items())),
+                ("vault package", f"{bundle['vault_package_kb']} kB"),
+            ],
+        )
     if "consent_flow" in result:
         flow = result["consent_flow"]
-        lines += _rows(f"Consent flow end to end ({flow['iterations']} runs)", [
-            ("median / p95", f"{flow['median_ms']} / {flow['p95_ms']} ms"),
-            ("steps (median)", ", ".join(f"{k} {v}" for k, v in
-                                         flow["steps_median_ms"].items())),
-        ])
+        lines += _rows(
+            f"Consent flow end to end ({flow['iterations']} runs)",
+            [
+                ("median / p95", f"{flow['median_ms']} / {flow['p95_ms']} ms"),
+                (
+                    "steps (median)",
+                    ", ".join(f"{k} {v}" for k, v in flow["steps_median_ms"].items()),
+                ),
+            ],
+        )
     if "refresh_contention" in result:
-        lines += _rows("Refresh under contention (separate Services per caller)", [
-            (f"{n} callers", f"{r['upstream_refreshes']} upstream refresh(es), p50 "
-                             f"{r['p50_ms']} ms, max {r['max_ms']} ms, refresher "
-                             f"{r['refresher_ms']} ms, outcomes {r['outcomes']}")
-            for n, r in result["refresh_contention"].items()])
+        lines += _rows(
+            "Refresh under contention (separate Services per caller)",
+            [
+                (
+                    f"{n} callers",
+                    f"{r['upstream_refreshes']} upstream refresh(es), p50 "
+                    f"{r['p50_ms']} ms, max {r['max_ms']} ms, refresher "
+                    f"{r['refresher_ms']} ms, outcomes {r['outcomes']}",
+                )
+                for n, r in result["refresh_contention"].items()
+            ],
+        )
     if "cost" in result:
         cost = result["cost"]
-        lines += _rows("Cost per million warm retrievals (USD, us-east-1 list prices)",
-                       [(k, f"{v:.4f}") for k, v in cost["lines_per_million_usd"].items()]
-                       + [("TOTAL", f"{result['cost_per_million_usd']:.2f}"),
-                          ("AgentCore Identity", f"{result['agentcore_cost_per_million_usd']:.2f}"
-                                                 f"  (ratio {cost['ratio_to_agentcore']})")])
+        lines += _rows(
+            "Cost per million warm retrievals (USD, us-east-1 list prices)",
+            [(k, f"{v:.4f}") for k, v in cost["lines_per_million_usd"].items()]
+            + [
+                ("TOTAL", f"{result['cost_per_million_usd']:.2f}"),
+                (
+                    "AgentCore Identity",
+                    f"{result['agentcore_cost_per_million_usd']:.2f}"
+                    f"  (ratio {cost['ratio_to_agentcore']})",
+                ),
+            ],
+        )
         idle = result["idle"]
-        lines += _rows("Idle monthly cost of the default deployment (USD)",
-                       [(k, f"{v:.2f}") for k, v in idle["lines_usd"].items()]
-                       + [("TOTAL", f"{result['idle_monthly_usd']:.2f}")])
-    lines += _rows("Targets", [(("MET   " if t["met"] else "MISSED") + " " + t["target"],
-                                t["measured"]) for t in result["targets"]])
+        lines += _rows(
+            "Idle monthly cost of the default deployment (USD)",
+            [(k, f"{v:.2f}") for k, v in idle["lines_usd"].items()]
+            + [("TOTAL", f"{result['idle_monthly_usd']:.2f}")],
+        )
+    lines += _rows(
+        "Targets",
+        [
+            (("MET   " if t["met"] else "MISSED") + " " + t["target"], t["measured"])
+            for t in result["targets"]
+        ],
+    )
     lines.append(f"\nwritten: {result['written_to']}  ({result['elapsed_s']} s)")
     return "\n".join(lines)
 
 
 # --- the run -----------------------------------------------------------------------------------
 
+
 def run(plan: Plan, mode: str, *, skip_cold: bool = False) -> dict[str, Any]:
     prepare_environment()
     started = time.time()
-    result: dict[str, Any] = {"mode": mode,
-                              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "meta": {**_machine(), "commit": _git_commit()}, "timings_s": {}}
+    result: dict[str, Any] = {
+        "mode": mode,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "meta": {**_machine(), "commit": _git_commit()},
+        "timings_s": {},
+    }
 
     def phase(name: str, began: float) -> None:
         result["timings_s"][name] = round(time.time() - began, 1)
@@ -220,10 +348,12 @@ def run(plan: Plan, mode: str, *, skip_cold: bool = False) -> dict[str, Any]:
     if not skip_cold:
         began = time.time()
         _say("cold-start imports (fresh interpreters)...")
-        imports = cold.measure_imports(plan.import_runs,
-                                       bundled=deployed["bundle"]["requirements"],
-                                       runtime=deployed["bundle"]["runtime_provided"],
-                                       variants=plan.import_variants)
+        imports = cold.measure_imports(
+            plan.import_runs,
+            bundled=deployed["bundle"]["requirements"],
+            runtime=deployed["bundle"]["runtime_provided"],
+            variants=plan.import_variants,
+        )
         result.update({k: v for k, v in imports.items() if k not in ("runs", "python")})
         result["import_runs"], result["import_python"] = imports["runs"], imports["python"]
         phase("cold_imports", began)
@@ -235,8 +365,11 @@ def run(plan: Plan, mode: str, *, skip_cold: bool = False) -> dict[str, Any]:
         began = time.time()
         _say(f"warm retrieval ({plan.requests} + {plan.uncached_requests} uncached)...")
         result["warm_retrieval"] = warm.measure(
-            measured, requests=plan.requests, uncached_requests=plan.uncached_requests,
-            breakdown_requests=plan.breakdown_requests)
+            measured,
+            requests=plan.requests,
+            uncached_requests=plan.uncached_requests,
+            breakdown_requests=plan.breakdown_requests,
+        )
         phase("warm", began)
         began = time.time()
         _say(f"consent flow ({plan.consent_iterations} runs)...")
@@ -249,21 +382,28 @@ def run(plan: Plan, mode: str, *, skip_cold: bool = False) -> dict[str, Any]:
         phase("contention", began)
 
     w = result["warm_retrieval"]
-    priced = cost.per_million(w, deployed["facts"], result, caller_arn=w["caller_arn"],
-                              response_bytes=w["response_bytes"])
+    priced = cost.per_million(
+        w, deployed["facts"], result, caller_arn=w["caller_arn"], response_bytes=w["response_bytes"]
+    )
     idle = cost.idle_monthly(deployed["facts"])
-    result.update({
-        "cost": priced, "idle": idle,
-        "cost_per_million_usd": priced["cost_per_million_usd"],
-        "agentcore_cost_per_million_usd": priced["agentcore_cost_per_million_usd"],
-        "idle_monthly_usd": idle["idle_monthly_usd"],
-        "assumptions": cost.ASSUMPTIONS,
-        "prices": {"as_of": cost_prices_as_of(), "region": "us-east-1",
-                   "table": cost_prices_table()},
-        "kms_decrypt_per_1000": w["kms_decrypt_per_1000"],
-        "log_bytes_per_request": w["log_bytes_per_request"],
-        "bundle_unzipped_mb": result["bundle"].get("unzipped_mb"),
-    })
+    result.update(
+        {
+            "cost": priced,
+            "idle": idle,
+            "cost_per_million_usd": priced["cost_per_million_usd"],
+            "agentcore_cost_per_million_usd": priced["agentcore_cost_per_million_usd"],
+            "idle_monthly_usd": idle["idle_monthly_usd"],
+            "assumptions": cost.ASSUMPTIONS,
+            "prices": {
+                "as_of": cost_prices_as_of(),
+                "region": "us-east-1",
+                "table": cost_prices_table(),
+            },
+            "kms_decrypt_per_1000": w["kms_decrypt_per_1000"],
+            "log_bytes_per_request": w["log_bytes_per_request"],
+            "bundle_unzipped_mb": result["bundle"].get("unzipped_mb"),
+        }
+    )
     result["targets"] = targets(result)
     result["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["elapsed_s"] = round(time.time() - started, 1)
@@ -284,12 +424,18 @@ def cost_prices_table() -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer iterations, no import variants (a smoke run)")
-    parser.add_argument("--out", type=Path, default=LATEST_JSON,
-                        help=f"where to write the JSON (default {LATEST_JSON})")
-    parser.add_argument("--skip-cold", action="store_true",
-                        help="skip the cold-start import measurements")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer iterations, no import variants (a smoke run)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=LATEST_JSON,
+        help=f"where to write the JSON (default {LATEST_JSON})",
+    )
+    parser.add_argument(
+        "--skip-cold", action="store_true", help="skip the cold-start import measurements"
+    )
     args = parser.parse_args(argv)
     plan, mode = (QUICK, "quick") if args.quick else (FULL, "full")
     result = run(plan, mode, skip_cold=args.skip_cold)

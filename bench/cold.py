@@ -36,9 +36,11 @@ from typing import Any
 from bench import BENCH_ENV, LAMBDAS_DIR, REPO_ROOT
 
 HANDLERS = ("agent_api", "callback", "admin_api", "reaper")
-BASELINE = ("import boto3, aws_lambda_powertools; "
-            "from aws_lambda_powertools import Logger, Metrics; "
-            "from aws_lambda_powertools.event_handler import APIGatewayHttpResolver")
+BASELINE = (
+    "import boto3, aws_lambda_powertools; "
+    "from aws_lambda_powertools import Logger, Metrics; "
+    "from aws_lambda_powertools.event_handler import APIGatewayHttpResolver"
+)
 JOSERFC = "from joserfc import jws, jwt; from joserfc.jwk import ECKey"
 AUTHLIB = "from authlib.jose import JsonWebSignature, JsonWebKey, jwt"
 AUTHLIB_VENV = Path("/tmp/authlib-venv")
@@ -46,13 +48,16 @@ AUTHLIB_VERSION = "1.9.6"
 MARK = "#bench-import-mark"
 CPU_MARK = "#bench-import-cpu-ms "
 CRYPTO_EC = "import cryptography.hazmat.primitives.asymmetric.ec"
-SERVICES_SETUP = ("import vault.handlers.agent_api; "
-                  "from vault.runtime import Settings, build_services")
-SERVICES = ("build_services(Settings(table_name='vault', replay_table_name='replay', "
-            "key_id='arn:aws:kms:us-east-1:123456789012:key/bench', "
-            "callback_url='https://vault.example/v1/oauth/callback', "
-            "client_secret_prefix='agent-vault/bench/provider/', "
-            "vault_config_path='config/example.json'))")
+SERVICES_SETUP = (
+    "import vault.handlers.agent_api; from vault.runtime import Settings, build_services"
+)
+SERVICES = (
+    "build_services(Settings(table_name='vault', replay_table_name='replay', "
+    "key_id='arn:aws:kms:us-east-1:123456789012:key/bench', "
+    "callback_url='https://vault.example/v1/oauth/callback', "
+    "client_secret_prefix='agent-vault/bench/provider/', "
+    "vault_config_path='config/example.json'))"
+)
 """What the first request of a container adds: config file validation, boto3 clients, pools."""
 
 
@@ -67,10 +72,23 @@ def lambda_site(bundled: list[str], runtime: list[str]) -> Path:
     if (site / ".complete").exists():
         return site
     shutil.rmtree(site, ignore_errors=True)
-    for part, requirements, compile_flag in (("bundle", bundled, "--no-compile"),
-                                             ("runtime", runtime, "--compile")):
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                   "--no-deps", compile_flag, "--target", str(site / part), *requirements]
+    for part, requirements, compile_flag in (
+        ("bundle", bundled, "--no-compile"),
+        ("runtime", runtime, "--compile"),
+    ):
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            compile_flag,
+            "--target",
+            str(site / part),
+            *requirements,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"could not install the Lambda-like site:\n{done.stderr[-2000:]}")
@@ -79,9 +97,11 @@ def lambda_site(bundled: list[str], runtime: list[str]) -> Path:
 
 
 def _env(pycache: str | None, *, site: Path | None, tracing: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH",
-                        "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "VIRTUAL_ENV")
+    }
     env.update(BENCH_ENV)
     paths = [str(site / "bundle"), str(site / "runtime")] if site else []
     env["PYTHONPATH"] = os.pathsep.join([*paths, str(LAMBDAS_DIR)])
@@ -102,14 +122,14 @@ def _parse(stderr: str) -> tuple[int, float, dict[str, int]]:
     seen = False
     for line in stderr.splitlines():
         if line.startswith(CPU_MARK):
-            cpu = float(line[len(CPU_MARK):])
+            cpu = float(line[len(CPU_MARK) :])
             continue
         if MARK in line:
             seen = True
             continue
         if not seen or not line.startswith("import time:") or "|" not in line:
             continue
-        parts = line[len("import time:"):].split("|")
+        parts = line[len("import time:") :].split("|")
         if len(parts) != 3 or not parts[0].strip().isdigit():
             continue  # the header line
         self_us, cumulative_us, name = int(parts[0]), int(parts[1]), parts[2]
@@ -137,14 +157,22 @@ class Probe:
 
     def run(self, pycache: str, *, record: bool = True) -> None:
         setup = f"{self.setup}; " if self.setup else ""
-        code = (f"import sys, time; {setup}sys.stderr.write('{MARK}\\n'); "
-                f"c = time.process_time(); "
-                f"{self.statement}; "
-                f"sys.stderr.write('{CPU_MARK}%f\\n' % ((time.process_time() - c) * 1000))")
+        code = (
+            f"import sys, time; {setup}sys.stderr.write('{MARK}\\n'); "
+            f"c = time.process_time(); "
+            f"{self.statement}; "
+            f"sys.stderr.write('{CPU_MARK}%f\\n' % ((time.process_time() - c) * 1000))"
+        )
         flags = ["-S", "-s"] if self.site else []
         env = _env(pycache if self.bytecode else None, site=self.site, tracing=self.tracing)
-        done = subprocess.run([self.python, *flags, "-X", "importtime", "-c", code], env=env,
-                              cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [self.python, *flags, "-X", "importtime", "-c", code],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{self.statement!r} failed:\n{done.stderr[-2000:]}")
         if record:
@@ -173,8 +201,11 @@ def _by_package(extra: dict[str, float]) -> dict[str, float]:
         if top == "vault":
             top = ".".join(module.split(".")[:2])
         grouped[top] += us
-    return {k: round(v / 1000, 1) for k, v in sorted(grouped.items(), key=lambda kv: -kv[1])
-            if v >= 1000}
+    return {
+        k: round(v / 1000, 1)
+        for k, v in sorted(grouped.items(), key=lambda kv: -kv[1])
+        if v >= 1000
+    }
 
 
 def _extra_over(handler: Probe, baseline: Probe) -> dict[str, float]:
@@ -186,17 +217,20 @@ def _extra_over(handler: Probe, baseline: Probe) -> dict[str, float]:
 def authlib_python() -> str | None:
     """A throwaway venv with Authlib (never a project requirement), made with uv if missing."""
     python = AUTHLIB_VENV / "bin" / "python"
-    probe = [str(python), "-c",
-             f"import authlib; assert authlib.__version__ == '{AUTHLIB_VERSION}'"]
+    probe = [
+        str(python),
+        "-c",
+        f"import authlib; assert authlib.__version__ == '{AUTHLIB_VERSION}'",
+    ]
     if python.exists() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
         return str(python)
     uv = shutil.which("uv")
     if uv is None:
         return None
-    steps = [[uv, "venv", "--quiet", "--allow-existing", str(AUTHLIB_VENV), "--python",
-              sys.executable],
-             [uv, "pip", "install", "--quiet", "--python", str(python),
-              f"authlib=={AUTHLIB_VERSION}"]]
+    steps = [
+        [uv, "venv", "--quiet", "--allow-existing", str(AUTHLIB_VENV), "--python", sys.executable],
+        [uv, "pip", "install", "--quiet", "--python", str(python), f"authlib=={AUTHLIB_VERSION}"],
+    ]
     for step in steps:
         if subprocess.run(step, capture_output=True, check=False, timeout=300).returncode != 0:
             return None
@@ -214,8 +248,9 @@ def runtime_requirements(provided: list[str]) -> list[str]:
     return [*provided, *extra]
 
 
-def measure_imports(runs: int, *, bundled: list[str], runtime: list[str],
-                    variants: bool = True) -> dict[str, Any]:
+def measure_imports(
+    runs: int, *, bundled: list[str], runtime: list[str], variants: bool = True
+) -> dict[str, Any]:
     site = lambda_site(bundled, runtime_requirements(runtime))
     pycache = tempfile.mkdtemp(prefix="bench-pycache-")
     try:
@@ -247,12 +282,14 @@ def measure_imports(runs: int, *, bundled: list[str], runtime: list[str],
         result: dict[str, Any] = {
             "baseline_import_ms": baseline.ms,
             "cold_import_ms": {name: h.ms for name, h in handlers.items()},
-            "cold_import_over_baseline_ms": {name: round(h.ms - baseline.ms, 1)
-                                             for name, h in handlers.items()},
+            "cold_import_over_baseline_ms": {
+                name: round(h.ms - baseline.ms, 1) for name, h in handlers.items()
+            },
             "baseline_import_cpu_ms": baseline.cpu_ms,
             "cold_import_cpu_ms": {name: h.cpu_ms for name, h in handlers.items()},
-            "cold_import_cpu_over_baseline_ms": {name: round(h.cpu_ms - baseline.cpu_ms, 1)
-                                                 for name, h in handlers.items()},
+            "cold_import_cpu_over_baseline_ms": {
+                name: round(h.cpu_ms - baseline.cpu_ms, 1) for name, h in handlers.items()
+            },
             "services_build_ms": services.ms,
             "services_build_cpu_ms": services.cpu_ms,
             "runs": runs,
@@ -261,13 +298,22 @@ def measure_imports(runs: int, *, bundled: list[str], runtime: list[str],
             "baseline_statement": BASELINE,
             "python": sys.version.split()[0],
         }
-        jose: dict[str, Any] = {"joserfc_ms": joserfc.ms, "joserfc_cpu_ms": joserfc.cpu_ms,
-                                "joserfc_statement": JOSERFC,
-                                "cryptography_ec_ms": crypto.ms}
+        jose: dict[str, Any] = {
+            "joserfc_ms": joserfc.ms,
+            "joserfc_cpu_ms": joserfc.cpu_ms,
+            "joserfc_statement": JOSERFC,
+            "cryptography_ec_ms": crypto.ms,
+        }
         if authlib and authlib_crypto:
-            jose.update({"authlib_ms": authlib.ms, "authlib_cpu_ms": authlib.cpu_ms,
-                         "authlib_statement": AUTHLIB, "authlib_version": AUTHLIB_VERSION,
-                         "authlib_cryptography_ec_ms": authlib_crypto.ms})
+            jose.update(
+                {
+                    "authlib_ms": authlib.ms,
+                    "authlib_cpu_ms": authlib.cpu_ms,
+                    "authlib_statement": AUTHLIB,
+                    "authlib_version": AUTHLIB_VERSION,
+                    "authlib_cryptography_ec_ms": authlib_crypto.ms,
+                }
+            )
         else:
             jose["authlib_ms"] = None
             jose["authlib_note"] = f"could not make {AUTHLIB_VENV} with uv"
@@ -275,15 +321,19 @@ def measure_imports(runs: int, *, bundled: list[str], runtime: list[str],
         if variants:
             traced_base, traced, raw_base, raw = few
             result["tracing_on_as_deployed"] = {
-                "baseline_with_tracer_ms": traced_base.ms, "agent_api_ms": traced.ms,
+                "baseline_with_tracer_ms": traced_base.ms,
+                "agent_api_ms": traced.ms,
                 "agent_api_over_baseline_with_tracer_ms": round(traced.ms - traced_base.ms, 1),
-                "agent_api_over_baseline_with_tracer_cpu_ms":
-                    round(traced.cpu_ms - traced_base.cpu_ms, 1),
+                "agent_api_over_baseline_with_tracer_cpu_ms": round(
+                    traced.cpu_ms - traced_base.cpu_ms, 1
+                ),
             }
             result["no_bytecode"] = {
-                "baseline_ms": raw_base.ms, "agent_api_ms": raw.ms,
+                "baseline_ms": raw_base.ms,
+                "agent_api_ms": raw.ms,
                 "agent_api_over_baseline_ms": round(raw.ms - raw_base.ms, 1),
-                "baseline_cpu_ms": raw_base.cpu_ms, "agent_api_cpu_ms": raw.cpu_ms,
+                "baseline_cpu_ms": raw_base.cpu_ms,
+                "agent_api_cpu_ms": raw.cpu_ms,
                 "agent_api_over_baseline_cpu_ms": round(raw.cpu_ms - raw_base.cpu_ms, 1),
                 "agent_api_compile_cost_ms": round(raw.ms - handlers["agent_api"].ms, 1),
                 "baseline_compile_cost_ms": round(raw_base.ms - baseline.ms, 1),

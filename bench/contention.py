@@ -37,22 +37,28 @@ def _refreshes(rig: Rig) -> int:
 
 def _drop_cached_token(rig: Rig, session_id: str) -> None:
     client = rig.vault.session.client("dynamodb")
-    client.delete_item(TableName=rig.vault.services.settings.table_name,
-                       Key={"pk": {"S": f"SESSION#{session_id}"},
-                            "sk": {"S": f"TOKEN#{PROVIDER}#{scope_key(tuple(SCOPES))}"}})
+    client.delete_item(
+        TableName=rig.vault.services.settings.table_name,
+        Key={
+            "pk": {"S": f"SESSION#{session_id}"},
+            "sk": {"S": f"TOKEN#{PROVIDER}#{scope_key(tuple(SCOPES))}"},
+        },
+    )
 
 
 def _marking(refresh: Any, marks: list[bool], index: int) -> Any:
     def marked(*args: Any, **kwargs: Any) -> Any:
         marks[index] = True
         return refresh(*args, **kwargs)
+
     return marked
 
 
 def _container(rig: Rig) -> Services:
     base = rig.vault.services
-    return build_services(base.settings, config=base.config, session=rig.vault.session,
-                          clock=base.clock)
+    return build_services(
+        base.settings, config=base.config, session=rig.vault.session, clock=base.clock
+    )
 
 
 def level(rig: Rig, agent: Any, callers: int) -> dict[str, Any]:
@@ -64,8 +70,10 @@ def level(rig: Rig, agent: Any, callers: int) -> dict[str, Any]:
     caller = caller_from(event)
     body = TokenRequest.model_validate({"provider": PROVIDER, "scopes": SCOPES})
     url = rig.token_url(agent)
-    calls = [HttpCall(method="POST", url=url, proof=agent.proof("POST", event["rawPath"]))
-             for _ in range(callers)]
+    calls = [
+        HttpCall(method="POST", url=url, proof=agent.proof("POST", event["rawPath"]))
+        for _ in range(callers)
+    ]
     refreshed = [False] * callers
     for i, container in enumerate(containers):  # mark who refreshed (an instance attribute)
         client = container.providers[PROVIDER]

@@ -19,32 +19,32 @@ from bench.prices import HOURS_PER_MONTH, PRICES, price
 ASSUMPTIONS: dict[str, Any] = {
     "aws_round_trip_ms": {"dynamodb": 5.0, "kms": 8.0, "secretsmanager": 10.0},
     "aws_round_trip_note": "in-Region round trip per AWS request on a kept-alive HTTPS "
-                           "connection (DynamoDB single-digit ms); moto's emulation time is "
-                           "not a round trip, so the measured wire time is replaced by these",
+    "connection (DynamoDB single-digit ms); moto's emulation time is "
+    "not a round trip, so the measured wire time is replaced by these",
     "vcpu_full_at_mb": 1769,
     "cpu_note": "a Lambda function gets memory/1769 MB of a vCPU, so CPU-bound work measured "
-                "on one full core here is scaled by 1769/memory (an upper bound: short bursts "
-                "can run faster), and nothing is credited for Graviton vs this machine",
+    "on one full core here is scaled by 1769/memory (an upper bound: short bursts "
+    "can run faster), and nothing is credited for Graviton vs this machine",
     "cloudtrail_record_bytes": 1500,
     "cloudtrail_note": "size of one data-event record (a Lambda Invoke) as delivered to "
-                       "CloudWatch Logs by the trail (send_to_cloud_watch_logs); not measurable "
-                       "here, an estimate",
+    "CloudWatch Logs by the trail (send_to_cloud_watch_logs); not measurable "
+    "here, an estimate",
     "xray_sampled_fraction": 0.05,
     "xray_note": "Lambda active tracing with the default sampling rule (1 request/s, then 5%); "
-                 "the first 100,000 traces a month are free (not counted)",
+    "the first 100,000 traces a month are free (not counted)",
     "cold_start_per_retrievals": 1000,
     "cold_start_note": "one cold start (INIT, billed since 2025-08-01) per 1,000 warm "
-                       "retrievals; its duration is the measured handler import without "
-                       "bytecode (as the bundle ships) plus building the services, scaled "
-                       "like the compute",
+    "retrievals; its duration is the measured handler import without "
+    "bytecode (as the bundle ships) plus building the services, scaled "
+    "like the compute",
     "idle_nat_gb_per_month": 1.0,
     "idle_flow_log_gb_per_month": 0.05,
     "idle_trail_log_gb_per_month": 0.1,
     "container_insights_metrics": 20,
     "idle_note": "idle traffic through the NAT (image pulls, log shipping), the flow-log and "
-                 "trail records it makes, and Container Insights' custom metrics for one "
-                 "cluster and one service are estimates; everything else is list price x "
-                 "count from the CDK code",
+    "trail records it makes, and Container Insights' custom metrics for one "
+    "cluster and one service are estimates; everything else is list price x "
+    "count from the CDK code",
     "month_hours": HOURS_PER_MONTH,
 }
 
@@ -52,12 +52,18 @@ ASSUMPTIONS: dict[str, Any] = {
 def access_log_bytes(log_format: str, *, caller_arn: str, response_bytes: int) -> int:
     """One API Gateway access-log line in the stage's format, with typical values."""
     values = {
-        "$context.requestId": "JkBq4gKhIAMEV3w=", "$context.requestTimeEpoch": "1764331200000",
-        "$context.routeKey": "POST /v1/sessions/{session_id}/tokens", "$context.status": "200",
-        "$context.protocol": "HTTP/1.1", "$context.responseLength": str(response_bytes),
-        "$context.responseLatency": "31", "$context.integrationLatency": "29",
-        "$context.integrationErrorMessage": "-", "$context.authorizer.error": "-",
-        "$context.identity.sourceIp": "10.0.12.34", "$context.identity.userArn": caller_arn,
+        "$context.requestId": "JkBq4gKhIAMEV3w=",
+        "$context.requestTimeEpoch": "1764331200000",
+        "$context.routeKey": "POST /v1/sessions/{session_id}/tokens",
+        "$context.status": "200",
+        "$context.protocol": "HTTP/1.1",
+        "$context.responseLength": str(response_bytes),
+        "$context.responseLatency": "31",
+        "$context.integrationLatency": "29",
+        "$context.integrationErrorMessage": "-",
+        "$context.authorizer.error": "-",
+        "$context.identity.sourceIp": "10.0.12.34",
+        "$context.identity.userArn": caller_arn,
     }
     line = log_format
     for key in sorted(values, key=len, reverse=True):
@@ -66,8 +72,14 @@ def access_log_bytes(log_format: str, *, caller_arn: str, response_bytes: int) -
     return len(line.encode()) + 1
 
 
-def per_million(warm: dict[str, Any], facts: dict[str, Any], cold: dict[str, Any],
-                *, caller_arn: str, response_bytes: int) -> dict[str, Any]:
+def per_million(
+    warm: dict[str, Any],
+    facts: dict[str, Any],
+    cold: dict[str, Any],
+    *,
+    caller_arn: str,
+    response_bytes: int,
+) -> dict[str, Any]:
     a = ASSUMPTIONS
     memory_gb = facts["lambda_memory_mb"] / 1024
     arch = facts["lambda_architecture"]
@@ -99,43 +111,55 @@ def per_million(warm: dict[str, Any], facts: dict[str, Any], cold: dict[str, Any
                     continue
                 table = warm["aws_requests_by_table"].get(key, {})
                 on_vault = table.get(vault_table, 0) if table else count
-                is_write = operation in ("PutItem", "UpdateItem", "DeleteItem",
-                                         "TransactWriteItems", "BatchWriteItem")
+                is_write = operation in (
+                    "PutItem",
+                    "UpdateItem",
+                    "DeleteItem",
+                    "TransactWriteItems",
+                    "BatchWriteItem",
+                )
                 if on_vault and (is_write or not writes_only):
                     data_events += on_vault
 
-    trail_log_bytes = data_events * a["cloudtrail_record_bytes"] \
-        if facts["trail_to_cloudwatch_logs"] else 0.0
-    access_bytes = access_log_bytes(facts["access_log_format"], caller_arn=caller_arn,
-                                    response_bytes=response_bytes)
+    trail_log_bytes = (
+        data_events * a["cloudtrail_record_bytes"] if facts["trail_to_cloudwatch_logs"] else 0.0
+    )
+    access_bytes = access_log_bytes(
+        facts["access_log_format"], caller_arn=caller_arn, response_bytes=response_bytes
+    )
     lambda_log_bytes = warm["log_bytes_per_request"]
     log_gb = (lambda_log_bytes + access_bytes + trail_log_bytes) / 1e9
 
-    cold_ms = (cold.get("no_bytecode", {}).get("agent_api_cpu_ms")
-               or cold.get("cold_import_cpu_ms", {}).get("agent_api", 0.0)) \
-        + cold.get("services_build_cpu_ms", 0.0)
+    cold_ms = (
+        cold.get("no_bytecode", {}).get("agent_api_cpu_ms")
+        or cold.get("cold_import_cpu_ms", {}).get("agent_api", 0.0)
+    ) + cold.get("services_build_cpu_ms", 0.0)
     init_gb_s = cold_ms * scale / 1000 * memory_gb
 
     kms_requests = by_service.get("kms", 0.0)
     lines = {
         "API Gateway HTTP API request": 1 * price("apigw_http_request"),
         "Lambda request": 1 * price("lambda_request"),
-        f"Lambda duration ({billed_ms} ms billed at {facts['lambda_memory_mb']} MB {arch})":
-            billed_ms / 1000 * memory_gb * gb_s,
+        f"Lambda duration ({billed_ms} ms billed at {facts['lambda_memory_mb']} MB {arch})": (
+            billed_ms / 1000 * memory_gb * gb_s
+        ),
         f"Lambda INIT (1 per {a['cold_start_per_retrievals']} retrievals, "
         f"{cold_ms * scale / 1000:.1f} s)": init_gb_s * gb_s / a["cold_start_per_retrievals"],
         f"DynamoDB on-demand ({warm['dynamodb_read_units']:g} RRU + "
-        f"{warm['dynamodb_write_units']:g} WRU)":
-            warm["dynamodb_read_units"] * price("dynamodb_rru")
-            + warm["dynamodb_write_units"] * price("dynamodb_wru"),
+        f"{warm['dynamodb_write_units']:g} WRU)": warm["dynamodb_read_units"]
+        * price("dynamodb_rru")
+        + warm["dynamodb_write_units"] * price("dynamodb_wru"),
         f"KMS ({kms_requests:g} requests)": kms_requests * price("kms_request"),
-        f"CloudTrail data events ({data_events:g}: '{facts['audit_data_events']}' selectors)":
-            data_events * price("cloudtrail_data_event"),
+        f"CloudTrail data events ({data_events:g}: '{facts['audit_data_events']}' selectors)": (
+            data_events * price("cloudtrail_data_event")
+        ),
         f"CloudWatch Logs ingestion ({lambda_log_bytes:.0f} B function + {access_bytes} B "
         f"access log + {trail_log_bytes:.0f} B trail)": log_gb * price("logs_ingest_gb"),
-        f"X-Ray traces ({a['xray_sampled_fraction']:.0%} sampled)":
-            (a["xray_sampled_fraction"] * price("xray_trace")
-             if facts.get("lambda_tracing_active") else 0.0),
+        f"X-Ray traces ({a['xray_sampled_fraction']:.0%} sampled)": (
+            a["xray_sampled_fraction"] * price("xray_trace")
+            if facts.get("lambda_tracing_active")
+            else 0.0
+        ),
     }
     million = {k: round(v * 1e6, 4) for k, v in lines.items()}
     total = round(sum(lines.values()) * 1e6, 3)
@@ -151,8 +175,11 @@ def per_million(warm: dict[str, Any], facts: dict[str, Any], cold: dict[str, Any
         "aws_round_trip_allowance_ms": round(round_trips, 1),
         "cpu_scale": round(scale, 2),
         "data_events_per_retrieval": data_events,
-        "log_bytes_per_retrieval": {"function": round(lambda_log_bytes), "access_log":
-                                    access_bytes, "trail": round(trail_log_bytes)},
+        "log_bytes_per_retrieval": {
+            "function": round(lambda_log_bytes),
+            "access_log": access_bytes,
+            "trail": round(trail_log_bytes),
+        },
     }
 
 
@@ -167,29 +194,43 @@ def idle_monthly(facts: dict[str, Any]) -> dict[str, Any]:
     lines = {
         f"NAT gateway x{nats}": nats * price("nat_hour") * hours,
         f"public IPv4 of the NAT gateway x{nats}": nats * price("public_ipv4_hour") * hours,
-        f"NAT data processed ({a['idle_nat_gb_per_month']} GB, estimate)":
-            (a["idle_nat_gb_per_month"] * price("nat_gb") if nats else 0.0),
+        f"NAT data processed ({a['idle_nat_gb_per_month']} GB, estimate)": (
+            a["idle_nat_gb_per_month"] * price("nat_gb") if nats else 0.0
+        ),
         f"Fargate: {facts['fargate_tasks']} sample-agent task ({facts['fargate_cpu_units']} CPU "
-        f"units, {facts['fargate_memory_mib']} MiB, {facts['fargate_architecture']})":
-            facts["fargate_tasks"] * task_hour * hours,
-        f"Container Insights (~{a['container_insights_metrics']} metrics, estimate)":
-            (a["container_insights_metrics"] * price("custom_metric_month")
-             if facts["container_insights"] else 0.0),
+        f"units, {facts['fargate_memory_mib']} MiB, {facts['fargate_architecture']})": facts[
+            "fargate_tasks"
+        ]
+        * task_hour
+        * hours,
+        f"Container Insights (~{a['container_insights_metrics']} metrics, estimate)": (
+            a["container_insights_metrics"] * price("custom_metric_month")
+            if facts["container_insights"]
+            else 0.0
+        ),
         f"KMS keys x{facts['kms_keys']}": facts["kms_keys"] * price("kms_key_month"),
         f"Secrets Manager secrets x{facts['secrets']}": facts["secrets"] * price("secret_month"),
         f"CloudWatch alarms x{facts['alarms']}": (facts["alarms"] or 0) * price("alarm_month"),
-        "VPC flow logs + trail management events to CloudWatch Logs (estimate)":
-            ((a["idle_flow_log_gb_per_month"] if facts["flow_logs"] else 0.0)
-             + a["idle_trail_log_gb_per_month"]) * price("logs_ingest_gb"),
+        "VPC flow logs + trail management events to CloudWatch Logs (estimate)": (
+            (a["idle_flow_log_gb_per_month"] if facts["flow_logs"] else 0.0)
+            + a["idle_trail_log_gb_per_month"]
+        )
+        * price("logs_ingest_gb"),
         "CloudTrail management events (first copy)": 0.0,
         "Lambda, API Gateway, DynamoDB on-demand, X-Ray, SNS, SQS, EventBridge at rest": 0.0,
     }
     total = round(sum(lines.values()), 2)
-    return {"idle_monthly_usd": total,
-            "lines_usd": {k: round(v, 2) for k, v in lines.items()},
-            "nat_share": round((lines[f"NAT gateway x{nats}"]
-                                + lines[f"public IPv4 of the NAT gateway x{nats}"]) / total, 3)
-            if total else 0.0}
+    return {
+        "idle_monthly_usd": total,
+        "lines_usd": {k: round(v, 2) for k, v in lines.items()},
+        "nat_share": round(
+            (lines[f"NAT gateway x{nats}"] + lines[f"public IPv4 of the NAT gateway x{nats}"])
+            / total,
+            3,
+        )
+        if total
+        else 0.0,
+    }
 
 
 def prices_used() -> dict[str, float]:

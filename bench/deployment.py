@@ -42,34 +42,48 @@ def _facts() -> dict[str, Any]:
     from stacks.constructs.vault_function import VaultFunction
 
     config = read_config_file(DEFAULT_CONFIG)
-    functions = re.findall(r'function\("(\w+)", "vault\.handlers\.',
-                           (STACKS / "vault_stack.py").read_text(encoding="utf-8"))
+    functions = re.findall(
+        r'function\("(\w+)", "vault\.handlers\.',
+        (STACKS / "vault_stack.py").read_text(encoding="utf-8"),
+    )
     selectors = []
     for selector in audit_trail.data_event_selectors(
-            config.audit_data_events, table_arn="VAULT_TABLE", function_arns=["VAULT_FUNCTION"]):
+        config.audit_data_events, table_arn="VAULT_TABLE", function_arns=["VAULT_FUNCTION"]
+    ):
         field_selectors: Any = selector.field_selectors
         fields = {f.field: list(f.equal_to or []) for f in field_selectors}
         selectors.append({"name": selector.name, "fields": fields})
     constructs = STACKS / "constructs"
-    alarm_sites = len(re.findall(r"\balarm\(", (constructs / "vault_alarms.py")
-                                 .read_text(encoding="utf-8"))) - 1  # minus the def
-    kms_keys = sum(len(re.findall(r"\bkms\.Key\(", p.read_text(encoding="utf-8")))
-                   for p in STACKS.rglob("*.py"))
-    endpoints = sum(len(re.findall(r"VpcEndpoint\(|add_(interface|gateway)_endpoint\(",
-                                   p.read_text(encoding="utf-8"))) for p in STACKS.rglob("*.py"))
+    alarm_sites = (
+        len(re.findall(r"\balarm\(", (constructs / "vault_alarms.py").read_text(encoding="utf-8")))
+        - 1
+    )  # minus the def
+    kms_keys = sum(
+        len(re.findall(r"\bkms\.Key\(", p.read_text(encoding="utf-8")))
+        for p in STACKS.rglob("*.py")
+    )
+    endpoints = sum(
+        len(
+            re.findall(
+                r"VpcEndpoint\(|add_(interface|gateway)_endpoint\(", p.read_text(encoding="utf-8")
+            )
+        )
+        for p in STACKS.rglob("*.py")
+    )
     service = constructs / "agent_service.py"
     return {
         "config": str(DEFAULT_CONFIG.relative_to(REPO_ROOT)),
         "lambda_memory_mb": inspect.signature(VaultFunction.__init__)
-        .parameters["memory_size"].default,
+        .parameters["memory_size"]
+        .default,
         "lambda_architecture": str(vault_code.ARCHITECTURE.name),
         "lambda_functions": functions,
-        "lambda_tracing_active": "Tracing.ACTIVE" in (constructs / "vault_function.py")
-        .read_text(encoding="utf-8"),
+        "lambda_tracing_active": "Tracing.ACTIVE"
+        in (constructs / "vault_function.py").read_text(encoding="utf-8"),
         "audit_data_events": config.audit_data_events,
         "data_event_selectors": selectors,
-        "trail_to_cloudwatch_logs": "send_to_cloud_watch_logs=True" in
-        (constructs / "audit_trail.py").read_text(encoding="utf-8"),
+        "trail_to_cloudwatch_logs": "send_to_cloud_watch_logs=True"
+        in (constructs / "audit_trail.py").read_text(encoding="utf-8"),
         "access_log_format": vault_api.ACCESS_LOG_FORMAT,
         "providers": sorted(config.providers),
         "secrets": len(config.providers),
@@ -79,18 +93,18 @@ def _facts() -> dict[str, Any]:
         "kms_keys": kms_keys,
         "nat_gateways": int(_literal(constructs / "agent_network.py", r"nat_gateways=(\d+)", 0)),
         "vpc_endpoints": endpoints,
-        "flow_logs": "add_flow_log(" in (constructs / "agent_network.py")
-        .read_text(encoding="utf-8"),
+        "flow_logs": "add_flow_log("
+        in (constructs / "agent_network.py").read_text(encoding="utf-8"),
         "fargate_cpu_units": int(_literal(service, r"\bcpu=(\d+)", 256)),
         "fargate_memory_mib": int(_literal(service, r"memory_limit_mib=(\d+)", 512)),
         "fargate_architecture": _literal(service, r"CpuArchitecture\.(\w+)", "X86_64"),
         "fargate_tasks": int(_literal(service, r"desired_count=(\d+)", 1)),
-        "container_insights": "ContainerInsights.ENABLED" in
-        (constructs / "agent_cluster.py").read_text(encoding="utf-8"),
+        "container_insights": "ContainerInsights.ENABLED"
+        in (constructs / "agent_cluster.py").read_text(encoding="utf-8"),
         "load_balancer": bool(config.certificate_arn),
         "sources": {
             "lambda_memory_mb": "VaultFunction(memory_size=...) default, not overridden in "
-                                "stacks/vault_stack.py",
+            "stacks/vault_stack.py",
             "data_event_selectors": "stacks/constructs/audit_trail.data_event_selectors",
             "fargate": "stacks/constructs/agent_service.py (FargateTaskDefinition literals)",
             "nat_gateways": "stacks/constructs/agent_network.py",
@@ -108,16 +122,20 @@ def _bundle(out: str) -> dict[str, Any]:
     text = vault_code.REQUIREMENTS.read_text(encoding="utf-8")
     requirements = vault_code.bundled_requirements(text)
     config_json = vault_code.config_document(read_config_file(DEFAULT_CONFIG))
-    vault_code.LocalPythonBundling(requirements=requirements,
-                                   config_json=config_json).try_bundle(out)
+    vault_code.LocalPythonBundling(requirements=requirements, config_json=config_json).try_bundle(
+        out
+    )
     provided = []
     for line in text.splitlines():
         match = vault_code._REQUIREMENT.match(line.strip())
         if match and vault_code._normalized(match["name"]) in vault_code.PROVIDED_BY_RUNTIME:
             provided.append(line.strip())
-    return {"platforms": list(vault_code.WHEEL_PLATFORMS),
-            "python_version": vault_code.PYTHON_VERSION,
-            "requirements": requirements.split(), "runtime_provided": provided}
+    return {
+        "platforms": list(vault_code.WHEEL_PLATFORMS),
+        "python_version": vault_code.PYTHON_VERSION,
+        "requirements": requirements.split(),
+        "runtime_provided": provided,
+    }
 
 
 def _size(out: Path) -> dict[str, Any]:
@@ -140,28 +158,44 @@ def _size(out: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
-    return {"unzipped_mb": round(total / 1e6, 2), "zipped_mb": round(zipped / 1e6, 2),
-            "files": files, "largest_mb": {k: round(v / 1e6, 2) for k, v in largest},
-            "vault_package_kb": round(sizes.get("vault", 0) / 1e3, 1)}
+    return {
+        "unzipped_mb": round(total / 1e6, 2),
+        "zipped_mb": round(zipped / 1e6, 2),
+        "files": files,
+        "largest_mb": {k: round(v / 1e6, 2) for k, v in largest},
+        "vault_package_kb": round(sizes.get("vault", 0) / 1e3, 1),
+    }
 
 
 def measure() -> dict[str, Any]:
     """The bundle (built and measured) and the deployment facts, or an `error`."""
     out = Path(tempfile.mkdtemp(prefix="bench-bundle-"))
     try:
-        env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-               "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1"}
-        done = subprocess.run([sys.executable, "-m", "bench.deployment", str(out)], env=env,
-                              cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        env = {
+            **os.environ,
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.deployment", str(out)],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
             return {"error": (done.stderr or done.stdout)[-3000:]}
         answer: dict[str, Any] = json.loads(lines[-1])
         bundle = {**answer["bundle"], **_size(out)}
-        bundle["functions_mb"] = {name: bundle["unzipped_mb"]
-                                  for name in answer["facts"]["lambda_functions"]}
-        bundle["note"] = ("one code asset shared by every function "
-                          "(stacks/constructs/vault_code.py); Lambda's limit is 250 MB unzipped")
+        bundle["functions_mb"] = {
+            name: bundle["unzipped_mb"] for name in answer["facts"]["lambda_functions"]
+        }
+        bundle["note"] = (
+            "one code asset shared by every function "
+            "(stacks/constructs/vault_code.py); Lambda's limit is 250 MB unzipped"
+        )
         return {"bundle": bundle, "facts": answer["facts"]}
     finally:
         shutil.rmtree(out, ignore_errors=True)

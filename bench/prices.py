@@ -27,50 +27,82 @@ class Price:
 PRICES: dict[str, Price] = {
     # --- per request ------------------------------------------------------------------------
     "apigw_http_request": Price(
-        1.00 / 1e6, "HTTP API request (first 300 million a month; 512 KB metering)",
-        "Amazon API Gateway pricing"),
+        1.00 / 1e6,
+        "HTTP API request (first 300 million a month; 512 KB metering)",
+        "Amazon API Gateway pricing",
+    ),
     "lambda_request": Price(0.20 / 1e6, "Lambda invocation", "AWS Lambda pricing"),
-    "lambda_gb_s_arm64": Price(0.0000133334, "GB-second, arm64 (first 6 billion GB-s a month)",
-                               "AWS Lambda pricing"),
+    "lambda_gb_s_arm64": Price(
+        0.0000133334, "GB-second, arm64 (first 6 billion GB-s a month)", "AWS Lambda pricing"
+    ),
     "lambda_gb_s_x86_64": Price(0.0000166667, "GB-second, x86_64", "AWS Lambda pricing"),
-    "dynamodb_wru": Price(0.625 / 1e6, "on-demand write request unit (1 KB)",
-                          "Amazon DynamoDB pricing for on-demand capacity",
-                          "after the 2024-11-01 on-demand price cut"),
-    "dynamodb_rru": Price(0.125 / 1e6, "on-demand read request unit (4 KB strongly consistent)",
-                          "Amazon DynamoDB pricing for on-demand capacity",
-                          "after the 2024-11-01 on-demand price cut"),
-    "kms_request": Price(0.03 / 10_000, "symmetric KMS API request", "AWS Key Management "
-                         "Service pricing", "20,000 requests a month free"),
-    "cloudtrail_data_event": Price(0.10 / 100_000, "data event delivered", "AWS CloudTrail "
-                                   "pricing", "management events: first copy free"),
-    "logs_ingest_gb": Price(0.50, "GB ingested, CloudWatch Logs Standard (also vended logs, "
-                            "first 10 TB)", "Amazon CloudWatch pricing"),
-    "xray_trace": Price(5.00 / 1e6, "trace recorded (first 100,000 a month free)",
-                        "AWS X-Ray pricing"),
+    "dynamodb_wru": Price(
+        0.625 / 1e6,
+        "on-demand write request unit (1 KB)",
+        "Amazon DynamoDB pricing for on-demand capacity",
+        "after the 2024-11-01 on-demand price cut",
+    ),
+    "dynamodb_rru": Price(
+        0.125 / 1e6,
+        "on-demand read request unit (4 KB strongly consistent)",
+        "Amazon DynamoDB pricing for on-demand capacity",
+        "after the 2024-11-01 on-demand price cut",
+    ),
+    "kms_request": Price(
+        0.03 / 10_000,
+        "symmetric KMS API request",
+        "AWS Key Management Service pricing",
+        "20,000 requests a month free",
+    ),
+    "cloudtrail_data_event": Price(
+        0.10 / 100_000,
+        "data event delivered",
+        "AWS CloudTrail pricing",
+        "management events: first copy free",
+    ),
+    "logs_ingest_gb": Price(
+        0.50,
+        "GB ingested, CloudWatch Logs Standard (also vended logs, first 10 TB)",
+        "Amazon CloudWatch pricing",
+    ),
+    "xray_trace": Price(
+        5.00 / 1e6, "trace recorded (first 100,000 a month free)", "AWS X-Ray pricing"
+    ),
     "secrets_api": Price(0.05 / 10_000, "Secrets Manager API call", "AWS Secrets Manager pricing"),
     "nat_gb": Price(0.045, "GB processed by a NAT gateway", "Amazon VPC pricing"),
     # --- per month / hour -------------------------------------------------------------------
     "nat_hour": Price(0.045, "NAT gateway-hour", "Amazon VPC pricing"),
-    "public_ipv4_hour": Price(0.005, "public IPv4 address-hour (the NAT gateway's EIP)",
-                              "Amazon VPC pricing", "since 2024-02-01"),
+    "public_ipv4_hour": Price(
+        0.005,
+        "public IPv4 address-hour (the NAT gateway's EIP)",
+        "Amazon VPC pricing",
+        "since 2024-02-01",
+    ),
     "fargate_vcpu_hour_x86": Price(0.04048, "vCPU-hour, Linux/x86", "AWS Fargate pricing"),
     "fargate_gb_hour_x86": Price(0.004445, "GB-hour, Linux/x86", "AWS Fargate pricing"),
     "fargate_vcpu_hour_arm": Price(0.03238, "vCPU-hour, Linux/ARM", "AWS Fargate pricing"),
     "fargate_gb_hour_arm": Price(0.00356, "GB-hour, Linux/ARM", "AWS Fargate pricing"),
-    "kms_key_month": Price(1.00, "customer managed key-month (rotations add $1 for the first "
-                           "two)", "AWS Key Management Service pricing"),
+    "kms_key_month": Price(
+        1.00,
+        "customer managed key-month (rotations add $1 for the first two)",
+        "AWS Key Management Service pricing",
+    ),
     "secret_month": Price(0.40, "secret-month", "AWS Secrets Manager pricing"),
-    "alarm_month": Price(0.10, "standard-resolution metric alarm-month",
-                         "Amazon CloudWatch pricing"),
-    "custom_metric_month": Price(0.30, "custom metric-month (first 10,000)",
-                                 "Amazon CloudWatch pricing"),
+    "alarm_month": Price(
+        0.10, "standard-resolution metric alarm-month", "Amazon CloudWatch pricing"
+    ),
+    "custom_metric_month": Price(
+        0.30, "custom metric-month (first 10,000)", "Amazon CloudWatch pricing"
+    ),
     # --- the comparison ----------------------------------------------------------------------
     "agentcore_identity_request": Price(
-        10.00 / 1e6, "AgentCore Identity token or API-key request",
+        10.00 / 1e6,
+        "AgentCore Identity token or API-key request",
         "Amazon Bedrock AgentCore pricing (Identity)",
         "$10 per million as the task statement gives it ($0.010 per 1,000 requests); "
         "AgentCore lists Identity as free when called through AgentCore Runtime or Gateway, so "
-        "the paid rate is the one for agents hosted elsewhere, as Agent Vault's are"),
+        "the paid rate is the one for agents hosted elsewhere, as Agent Vault's are",
+    ),
 }
 
 
@@ -80,5 +112,7 @@ def price(name: str) -> float:
 
 def table() -> list[dict[str, str | float]]:
     """The table as JSON-able rows (written into bench/latest.json)."""
-    return [{"name": name, "usd": p.usd, "unit": p.unit, "source": p.source, "note": p.note}
-            for name, p in PRICES.items()]
+    return [
+        {"name": name, "usd": p.usd, "unit": p.unit, "source": p.source, "note": p.note}
+        for name, p in PRICES.items()
+    ]

@@ -67,9 +67,13 @@ class Rig:
         """The API Gateway v2 event of `POST /v1/sessions/{id}/tokens`, its proof signed now."""
         path = f"/v1/sessions/{agent.session_id}/tokens"
         signed = proof or agent.proof("POST", path)
-        return build_event("POST", path, body=json.dumps({"provider": PROVIDER, "scopes": SCOPES}),
-                           headers={"DPoP": signed, "content-type": "application/json"},
-                           principal_arn=agent.arn)
+        return build_event(
+            "POST",
+            path,
+            body=json.dumps({"provider": PROVIDER, "scopes": SCOPES}),
+            headers={"DPoP": signed, "content-type": "application/json"},
+            principal_arn=agent.arn,
+        )
 
     def token_url(self, agent: TestAgent) -> str:
         return f"https://{DOMAIN}/v1/sessions/{agent.session_id}/tokens"
@@ -95,8 +99,9 @@ def rig(server: AuthorizationServer | None = None) -> Iterator[Rig]:
     with contextlib.ExitStack() as stack:
         if server is None:
             server = stack.enter_context(AuthorizationServer(redirect_uris=CALLBACK_URLS))
-        id_tokens = {name: server.login_id_token(name, password)
-                     for name, password in USERS.items()}
+        id_tokens = {
+            name: server.login_id_token(name, password) for name, password in USERS.items()
+        }
         session = stack.enter_context(aws())
         io_clock, sizes = AwsIoClock(), ItemSizes()
         # Attached before make_vault builds the clients: a client copies the session's hooks.

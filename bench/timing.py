@@ -127,9 +127,16 @@ class ItemSizes:
             return
         request: dict[str, Any] = getattr(self._local, "params", None) or {}
         name, table = model.name, request.get("TableName")
-        tables = [table] if table else [
-            item.get(kind, {}).get("TableName") for item in request.get("TransactItems", [])
-            for kind in ("Put", "Update", "Delete", "ConditionCheck") if kind in item]
+        tables = (
+            [table]
+            if table
+            else [
+                item.get(kind, {}).get("TableName")
+                for item in request.get("TransactItems", [])
+                for kind in ("Put", "Update", "Delete", "ConditionCheck")
+                if kind in item
+            ]
+        )
         for each in tables:
             self.by_table.setdefault(f"dynamodb:{name}", Counter())[str(each)] += 1
         if name in ("Query", "GetItem", "Scan"):
@@ -145,7 +152,7 @@ class ItemSizes:
 
 
 def _value_size(value: dict[str, Any]) -> int:
-    (kind, inner), = value.items()
+    ((kind, inner),) = value.items()
     if kind == "S":
         return len(inner.encode())
     if kind == "B":
@@ -182,5 +189,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summary_ms(values_ns: Sequence[int]) -> dict[str, float]:
     ms = [v / 1e6 for v in values_ns]
-    return {"median": round(statistics.median(ms), 3), "p95": round(percentile(ms, 95), 3),
-            "p99": round(percentile(ms, 99), 3), "max": round(max(ms), 3), "n": len(ms)}
+    return {
+        "median": round(statistics.median(ms), 3),
+        "p95": round(percentile(ms, 95), 3),
+        "p99": round(percentile(ms, 99), 3),
+        "max": round(max(ms), 3),
+        "n": len(ms),
+    }

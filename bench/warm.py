@@ -60,8 +60,9 @@ class Run:
             elapsed = time.perf_counter_ns() - started
             elapsed_cpu = time.thread_time_ns() - started_cpu
             if result["statusCode"] != 200:
-                raise RuntimeError(f"warm retrieval failed: {result['statusCode']} "
-                                   f"{result.get('body')}")
+                raise RuntimeError(
+                    f"warm retrieval failed: {result['statusCode']} {result.get('body')}"
+                )
             body_bytes = len(str(result.get("body") or "").encode())
             wall.append(elapsed)
             compute.append(elapsed_cpu - rig.io_clock.elapsed_cpu_ns())
@@ -71,11 +72,15 @@ class Run:
                 collect()
         counts = Counter(rig.vault.counter.counts)
         return {
-            "n": n, "compute_ns": compute, "compute_wall_ns": compute_wall, "wall_ns": wall,
+            "n": n,
+            "compute_ns": compute,
+            "compute_wall_ns": compute_wall,
+            "wall_ns": wall,
             "botocore_client_ns": client,
             "aws_requests": {k: v / n for k, v in sorted(counts.items())},
             "provider_requests": _provider_delta(provider_before, _stats(rig)) / n,
-            "log_bytes": rig.logs.bytes / n, "log_lines": rig.logs.lines / n,
+            "log_bytes": rig.logs.bytes / n,
+            "log_lines": rig.logs.lines / n,
             "response_bytes": body_bytes,
         }
 
@@ -135,8 +140,8 @@ class Breakdown:
             try:
                 return original(*args, **kwargs)
             finally:
-                current[label] += (time.perf_counter_ns() - started
-                                   - (io_clock.elapsed_ns() - wire))
+                current[label] += time.perf_counter_ns() - started - (io_clock.elapsed_ns() - wire)
+
         return timed
 
     def collect(self) -> None:
@@ -149,21 +154,26 @@ class Breakdown:
         total = statistics.median(compute) / 1e6
         route = med.pop("route: tokens.get_token (all of the flow)")
         out = dict(sorted(med.items(), key=lambda kv: -kv[1]))
-        out["  of which botocore client-side (serialise, SigV4, parse)"] = \
+        out["  of which botocore client-side (serialise, SigV4, parse)"] = (
             statistics.median(client) / 1e6
-        inner = sum(v for k, v in med.items() if k not in ("body parsing (pydantic)",
-                                                           "response JSON"))
+        )
+        inner = sum(
+            v for k, v in med.items() if k not in ("body parsing (pydantic)", "response JSON")
+        )
         out["rest of tokens.get_token (policy, model lookups)"] = max(0.0, route - inner)
-        outside = total - route - med.get("body parsing (pydantic)", 0) \
-            - med.get("response JSON", 0)
-        out["Powertools resolver + decorators (routing, logger context, EMF flush)"] = \
-            max(0.0, outside)
+        outside = (
+            total - route - med.get("body parsing (pydantic)", 0) - med.get("response JSON", 0)
+        )
+        out["Powertools resolver + decorators (routing, logger context, EMF flush)"] = max(
+            0.0, outside
+        )
         out["total (median compute, wall clock)"] = total
         return {k: round(v, 3) for k, v in out.items()}
 
 
-def measure(rig: Rig, *, requests: int, uncached_requests: int, breakdown_requests: int
-            ) -> dict[str, Any]:
+def measure(
+    rig: Rig, *, requests: int, uncached_requests: int, breakdown_requests: int
+) -> dict[str, Any]:
     agent = rig.connected_agent()
     first = agent.token("calendar", ["calendar.read"])  # through TestAgent.token(): mints
     if first.status != 200:
@@ -183,8 +193,10 @@ def measure(rig: Rig, *, requests: int, uncached_requests: int, breakdown_reques
     write_units = rig.sizes.write_units / sized["n"]
     read_bytes = {k: v / sized["n"] for k, v in rig.sizes.read_bytes.items()}
     write_bytes = {k: v / sized["n"] for k, v in rig.sizes.write_bytes.items()}
-    by_table = {op: {t: round(n / sized["n"], 3) for t, n in tables.items()}
-                for op, tables in rig.sizes.by_table.items()}
+    by_table = {
+        op: {t: round(n / sized["n"], 3) for t, n in tables.items()}
+        for op, tables in rig.sizes.by_table.items()
+    }
 
     with Breakdown(rig) as breakdown:
         parts = run(breakdown_requests, collect=breakdown.collect)
@@ -193,20 +205,23 @@ def measure(rig: Rig, *, requests: int, uncached_requests: int, breakdown_reques
     # without the data-key cache: an Envelope whose cache keeps nothing (max_entries=0)
     services = rig.vault.services
     kept = services.envelope
-    services.envelope = Envelope(rig.vault.session.client("kms"), services.settings.key_id,
-                                 DataKeyCache(max_entries=0))
+    services.envelope = Envelope(
+        rig.vault.session.client("kms"), services.settings.key_id, DataKeyCache(max_entries=0)
+    )
     try:
         uncached = run(uncached_requests)
     finally:
         services.envelope = kept
 
     def kms_per_1000(r: dict[str, Any]) -> float:
-        return round(float(sum(v for k, v in r["aws_requests"].items()
-                               if k.startswith("kms:"))) * 1000, 1)
+        return round(
+            float(sum(v for k, v in r["aws_requests"].items() if k.startswith("kms:"))) * 1000, 1
+        )
 
     def by_service(r: dict[str, Any], service: str) -> float:
-        return round(float(sum(v for k, v in r["aws_requests"].items()
-                               if k.startswith(service + ":"))), 3)
+        return round(
+            float(sum(v for k, v in r["aws_requests"].items() if k.startswith(service + ":"))), 3
+        )
 
     compute = summary_ms(cached["compute_ns"])
     return {
@@ -220,15 +235,18 @@ def measure(rig: Rig, *, requests: int, uncached_requests: int, breakdown_reques
         "compute_ms_p95": compute["p95"],
         "compute_ms": compute,
         "compute_clock": "CPU time of the handler's thread minus its CPU time inside the AWS "
-                         "wire spans (time.thread_time_ns): a busy shared machine does not "
-                         "inflate it; compute_wall_ms is the same with wall-clock time",
+        "wire spans (time.thread_time_ns): a busy shared machine does not "
+        "inflate it; compute_wall_ms is the same with wall-clock time",
         "compute_wall_ms": summary_ms(cached["compute_wall_ns"]),
         "wall_ms_in_process": summary_ms(cached["wall_ns"]),
-        "botocore_client_ms_median": round(statistics.median(cached["botocore_client_ns"]) / 1e6,
-                                           3),
+        "botocore_client_ms_median": round(
+            statistics.median(cached["botocore_client_ns"]) / 1e6, 3
+        ),
         "where_time_goes_ms": where,
-        "kms_decrypt_per_1000": {"with_cache": kms_per_1000(cached),
-                                 "without_cache": kms_per_1000(uncached)},
+        "kms_decrypt_per_1000": {
+            "with_cache": kms_per_1000(cached),
+            "without_cache": kms_per_1000(uncached),
+        },
         "compute_ms_without_cache": summary_ms(uncached["compute_ns"]),
         "requests_without_cache": uncached["n"],
         "aws_requests_by_table": by_table,

@@ -24,8 +24,8 @@ from pathlib import Path
 DOCKERFILE = Path(__file__).resolve().parent.parent / "agent" / "Dockerfile"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 FROM_LINE = re.compile(
-    r"^FROM[ \t]+(?P<image>[^\s@]+)(?:@(?P<digest>sha256:[0-9a-f]{64}))?(?P<rest>.*)$",
-    re.MULTILINE)
+    r"^FROM[ \t]+(?P<image>[^\s@]+)(?:@(?P<digest>sha256:[0-9a-f]{64}))?(?P<rest>.*)$", re.MULTILINE
+)
 
 
 def base_image(dockerfile: str) -> tuple[str, str | None]:
@@ -48,19 +48,25 @@ def pin(dockerfile: str, digest: str) -> str:
 def _run(command: list[str]) -> str | None:
     if shutil.which(command[0]) is None:
         return None
-    done = subprocess.run(command, capture_output=True, text=True, check=False,  # noqa: S603 # nosec B603
-                          timeout=120)
+    done = subprocess.run(  # noqa: S603 # nosec B603
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     return done.stdout.strip() if done.returncode == 0 else None
 
 
 def resolve_digest(image: str) -> str:
     """The digest the tag points at now, from the registry, through the first tool at hand."""
     attempts = (
-        (["docker", "buildx", "imagetools", "inspect", image, "--format", "{{json .Manifest}}"],
-         lambda out: json.loads(out)["digest"]),
+        (
+            ["docker", "buildx", "imagetools", "inspect", image, "--format", "{{json .Manifest}}"],
+            lambda out: json.loads(out)["digest"],
+        ),
         (["crane", "digest", image], lambda out: out),
-        (["skopeo", "inspect", "--format", "{{.Digest}}", f"docker://{image}"],
-         lambda out: out),
+        (["skopeo", "inspect", "--format", "{{.Digest}}", f"docker://{image}"], lambda out: out),
     )
     for command, parse in attempts:
         output = _run(command)
@@ -68,8 +74,10 @@ def resolve_digest(image: str) -> str:
             digest = str(parse(output)).strip()
             if DIGEST.match(digest):
                 return digest
-    raise SystemExit(f"could not resolve {image}: install docker (buildx), crane or skopeo, or"
-                     " pass --digest sha256:<digest> looked up elsewhere")
+    raise SystemExit(
+        f"could not resolve {image}: install docker (buildx), crane or skopeo, or"
+        " pass --digest sha256:<digest> looked up elsewhere"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,9 @@ from stacks.vault_stack import agent_cluster_name, api_id_export, api_url_export
 class AgentServiceStack(Stack):
     """Runs the config's sample agent as a Fargate service that may call only agent routes."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: VaultConfig,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: VaultConfig, **kwargs: Any
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         removal = RemovalPolicy.RETAIN if config.environment == "prod" else RemovalPolicy.DESTROY
         retention = log_retention(config)
@@ -29,13 +30,18 @@ class AgentServiceStack(Stack):
         agent_name = config.sample_agent or next(iter(config.agents))
         self.agent_name = agent_name
 
-        self.network = AgentNetwork(self, "Network", log_retention=retention,
-                                    removal_policy=removal)
-        self.cluster = AgentCluster(self, "Cluster",
-                                    cluster_name=agent_cluster_name(config.environment),
-                                    vpc=self.network.vpc)
+        self.network = AgentNetwork(
+            self, "Network", log_retention=retention, removal_policy=removal
+        )
+        self.cluster = AgentCluster(
+            self,
+            "Cluster",
+            cluster_name=agent_cluster_name(config.environment),
+            vpc=self.network.vpc,
+        )
         self.agent = AgentService(
-            self, "SampleAgent",
+            self,
+            "SampleAgent",
             cluster=self.cluster.cluster,
             vpc=self.network.vpc,
             role_name=config.agents[agent_name].name_of_role,
@@ -48,17 +54,31 @@ class AgentServiceStack(Stack):
         )
         grant_invoke_agent_routes(self.agent.task_role, api_id=vault_api_id)
 
-        CfnOutput(self, "ClusterName", value=self.cluster.cluster.cluster_name,
-                  description="ECS cluster of the agents (watched by the vault's reaper)")
-        CfnOutput(self, "SampleAgentRoleArn", value=self.agent.task_role.role_arn,
-                  description=f"Task role of the sample agent ({agent_name})")
-        CfnOutput(self, "SampleAgentRoleId", value=self.agent.task_role.role_id,
-                  description=f"Unique id of that role: pin it as agents.{agent_name}.role_id")
+        CfnOutput(
+            self,
+            "ClusterName",
+            value=self.cluster.cluster.cluster_name,
+            description="ECS cluster of the agents (watched by the vault's reaper)",
+        )
+        CfnOutput(
+            self,
+            "SampleAgentRoleArn",
+            value=self.agent.task_role.role_arn,
+            description=f"Task role of the sample agent ({agent_name})",
+        )
+        CfnOutput(
+            self,
+            "SampleAgentRoleId",
+            value=self.agent.task_role.role_id,
+            description=f"Unique id of that role: pin it as agents.{agent_name}.role_id",
+        )
         if self.agent.load_balancer is not None:
-            CfnOutput(self, "SampleAgentUrl",
-                      value=Fn.join("", ["https://",
-                                         self.agent.load_balancer.load_balancer_dns_name]),
-                      description="HTTPS endpoint of the sample agent")
+            CfnOutput(
+                self,
+                "SampleAgentUrl",
+                value=Fn.join("", ["https://", self.agent.load_balancer.load_balancer_dns_name]),
+                description="HTTPS endpoint of the sample agent",
+            )
 
     @property
     def availability_zones(self) -> list[str]:

@@ -48,8 +48,9 @@ def _cfn(scope: IConstruct) -> cdk.CfnResource:
     return resource
 
 
-def skip_checks(*, config: VaultConfig, vault: VaultStack, audit: AuditStack,
-                agents: AgentServiceStack) -> list[Skip]:
+def skip_checks(
+    *, config: VaultConfig, vault: VaultStack, audit: AuditStack, agents: AgentServiceStack
+) -> list[Skip]:
     """Write each accepted checkov finding on its resource; returns what it wrote."""
     skipped: list[Skip] = []
 
@@ -67,84 +68,128 @@ def skip_checks(*, config: VaultConfig, vault: VaultStack, audit: AuditStack,
         f" ({THROTTLE_RATE_LIMIT} requests/s, burst {THROTTLE_BURST_LIMIT}) and the public"
         f" routes' own ({PUBLIC_THROTTLE_RATE_LIMIT}/s, burst {PUBLIC_THROTTLE_BURST_LIMIT}) bound"
         " the request rate, not the concurrency: that is rate x duration, capped only by the"
-        " account's pool, which this function shares.")
+        " account's pool, which this function shares."
+    )
     no_vpc = (
         "Reaches only public AWS endpoints (KMS, DynamoDB, Secrets Manager) and external OAuth"
         " providers on the internet; in a VPC it would need a NAT gateway for the same traffic"
-        " and gain no control over it. It reaches no private resource.")
+        " and gain no control over it. It reaches no private resource."
+    )
     plain_environment = (
         "The environment holds table names, the key ARN, the callback URL, the secret-name"
         " prefix and Powertools settings: no secret (client secrets are read from Secrets"
-        " Manager at run time). Lambda encrypts it at rest with an AWS-managed key.")
+        " Manager at run time). Lambda encrypts it at rest with an AWS-managed key."
+    )
     function_logs = (
         "Not under a customer key: accepted risk. The group holds the vault's JSON log lines,"
         " which carry no token, code, verifier or secret on every path the test suite drives"
         " (tests/security/hygiene.py), not proven for all paths; Lambda's platform lines; and the"
         " message and stack of any exception that escapes the handler. CloudWatch encrypts it at"
         " rest with its own keys; reading it is gated by IAM alone (logs:GetLogEvents,"
-        " logs:StartQuery on this group): grant those to operators only.")
+        " logs:StartQuery on this group): grant those to operators only."
+    )
     for name, function in vault.functions.items():
         if name == "Reaper":
-            skip(function.function, "CKV_AWS_116",
-                 "Invoked asynchronously by EventBridge: the rule's target has a dead-letter queue"
-                 " and the function's failed asynchronous invocations go to the same queue through"
-                 " an on-failure destination (EventInvokeConfig), which this check does not read.")
+            skip(
+                function.function,
+                "CKV_AWS_116",
+                "Invoked asynchronously by EventBridge: the rule's target has a dead-letter queue"
+                " and the function's failed asynchronous invocations go to the same queue through"
+                " an on-failure destination (EventInvokeConfig), which this check does not read.",
+            )
             if config.reaper_reserved_concurrency is None:
-                skip(function.function, "CKV_AWS_115",
-                     "The config sets reaper_reserved_concurrency to null (an account too small"
-                     " to reserve): the reaper shares the account's pool; a throttled event is"
-                     " retried for up to 2 hours, then dead-lettered and alarmed.")
+                skip(
+                    function.function,
+                    "CKV_AWS_115",
+                    "The config sets reaper_reserved_concurrency to null (an account too small"
+                    " to reserve): the reaper shares the account's pool; a throttled event is"
+                    " retried for up to 2 hours, then dead-lettered and alarmed.",
+                )
         else:
-            skip(function.function, "CKV_AWS_116",
-                 "Invoked synchronously by API Gateway: the caller receives the error. A"
-                 " dead-letter queue applies to asynchronous invocations only.")
+            skip(
+                function.function,
+                "CKV_AWS_116",
+                "Invoked synchronously by API Gateway: the caller receives the error. A"
+                " dead-letter queue applies to asynchronous invocations only.",
+            )
             skip(function.function, "CKV_AWS_115", api_caps)
         skip(function.function, "CKV_AWS_117", no_vpc)
         skip(function.function, "CKV_AWS_173", plain_environment)
         skip(function.log_group, "CKV_AWS_158", function_logs)
 
-    skip(vault.api.access_logs, "CKV_AWS_158",
-         "Not under a customer key: the lines hold only ACCESS_LOG_FORMAT's fields"
-         " (stacks/constructs/vault_api.py: request id, route key, status, latency, source IP,"
-         " caller ARN), never a query string, header or body, so no code, state or token.")
-    skip(vault.reaper_trigger.dead_letters, "CKV_AWS_27",
-         "Encrypted with SQS-managed SSE (SqsManagedSseEnabled), which this check does not"
-         " recognize. EventBridge cannot deliver to a queue under the AWS-managed SQS KMS key."
-         " It holds ECS task-state events (task and cluster ARNs), no secret.")
+    skip(
+        vault.api.access_logs,
+        "CKV_AWS_158",
+        "Not under a customer key: the lines hold only ACCESS_LOG_FORMAT's fields"
+        " (stacks/constructs/vault_api.py: request id, route key, status, latency, source IP,"
+        " caller ARN), never a query string, header or body, so no code, state or token.",
+    )
+    skip(
+        vault.reaper_trigger.dead_letters,
+        "CKV_AWS_27",
+        "Encrypted with SQS-managed SSE (SqsManagedSseEnabled), which this check does not"
+        " recognize. EventBridge cannot deliver to a queue under the AWS-managed SQS KMS key."
+        " It holds ECS task-state events (task and cluster ARNs), no secret.",
+    )
 
-    skip(audit.trail.access_log_bucket, "CKV_AWS_18",
-         "This bucket receives the trail bucket's server access logs: logging access to it would"
-         " need another unlogged bucket. Private, TLS-only, and it holds no trail content.")
-    skip(audit.trail.log_group, "CKV_AWS_158",
-         "Not under a customer key: accepted. A searchable copy of the trail's events (who called"
-         " which API; DynamoDB data events name item keys, not attribute values, so no sealed"
-         " token); the files of record are in the trail bucket under the trail's own KMS key.")
+    skip(
+        audit.trail.access_log_bucket,
+        "CKV_AWS_18",
+        "This bucket receives the trail bucket's server access logs: logging access to it would"
+        " need another unlogged bucket. Private, TLS-only, and it holds no trail content.",
+    )
+    skip(
+        audit.trail.log_group,
+        "CKV_AWS_158",
+        "Not under a customer key: accepted. A searchable copy of the trail's events (who called"
+        " which API; DynamoDB data events name item keys, not attribute values, so no sealed"
+        " token); the files of record are in the trail bucket under the trail's own KMS key.",
+    )
 
     agent = agents.agent
-    skip(agent.log_group, "CKV_AWS_158",
-         "Not under a customer key: accepted for the sample. It holds the sample agent's output"
-         " (uvicorn without access logs; the app logs vault error codes, never a token). A"
-         " production agent's own stack decides for its logs.")
-    skip(agents.network.node.find_child("FlowLogs"), "CKV_AWS_158",
-         "Not under a customer key: VPC flow log records hold addresses, ports, byte and packet"
-         " counts, never payload.")
+    skip(
+        agent.log_group,
+        "CKV_AWS_158",
+        "Not under a customer key: accepted for the sample. It holds the sample agent's output"
+        " (uvicorn without access logs; the app logs vault error codes, never a token). A"
+        " production agent's own stack decides for its logs.",
+    )
+    skip(
+        agents.network.node.find_child("FlowLogs"),
+        "CKV_AWS_158",
+        "Not under a customer key: VPC flow log records hold addresses, ports, byte and packet"
+        " counts, never payload.",
+    )
     if agent.load_balancer_logs is not None:  # only with certificate_arn
-        skip(agent.load_balancer_logs, "CKV_AWS_18",
-             "This bucket receives the sample agent's load balancer access logs: logging access"
-             " to it would need another unlogged bucket. Private, TLS-only, versioned, expiring.")
+        skip(
+            agent.load_balancer_logs,
+            "CKV_AWS_18",
+            "This bucket receives the sample agent's load balancer access logs: logging access"
+            " to it would need another unlogged bucket. Private, TLS-only, versioned, expiring.",
+        )
     restrict_default_sg = agents.node.try_find_child(
-        "Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        "Custom::VpcRestrictDefaultSGCustomResourceProvider"
+    )
     if restrict_default_sg is not None:  # the CDK's own handler (restrictDefaultSecurityGroup)
         handler = restrict_default_sg.node.find_child("Handler")
-        skip(handler, "CKV_AWS_115",
-             "The CDK's handler that removes the default security group's rules: invoked by"
-             " CloudFormation once per deployment, never by a request.")
-        skip(handler, "CKV_AWS_116",
-             "The CDK's handler, invoked synchronously by CloudFormation, which reports its"
-             " failure as the deployment's: nothing to dead-letter.")
-        skip(handler, "CKV_AWS_117",
-             "The CDK's handler calls only the EC2 API (RevokeSecurityGroupIngress/Egress on the"
-             " VPC's default security group), once per deployment.")
+        skip(
+            handler,
+            "CKV_AWS_115",
+            "The CDK's handler that removes the default security group's rules: invoked by"
+            " CloudFormation once per deployment, never by a request.",
+        )
+        skip(
+            handler,
+            "CKV_AWS_116",
+            "The CDK's handler, invoked synchronously by CloudFormation, which reports its"
+            " failure as the deployment's: nothing to dead-letter.",
+        )
+        skip(
+            handler,
+            "CKV_AWS_117",
+            "The CDK's handler calls only the EC2 API (RevokeSecurityGroupIngress/Egress on the"
+            " VPC's default security group), once per deployment.",
+        )
     return skipped
 
 

@@ -32,8 +32,16 @@ CONTEXT_KEY = "agent-vault"
 CONFIG_PATH_KEY = "config"
 """CDK context key naming a JSON config file (`cdk synth -c config=config/prod.json`)."""
 
-__all__ = ["CONFIG_PATH_KEY", "CONTEXT_KEY", "ConfigError", "VaultConfig", "config_from_context",
-           "log_retention", "parse_config", "read_config_file"]
+__all__ = [
+    "CONFIG_PATH_KEY",
+    "CONTEXT_KEY",
+    "ConfigError",
+    "VaultConfig",
+    "config_from_context",
+    "log_retention",
+    "parse_config",
+    "read_config_file",
+]
 
 _KEY_PREFIX = re.compile(r"^(?P<path>[A-Za-z_][\w.-]*): (?P<message>.+)$", re.DOTALL)
 
@@ -66,18 +74,23 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
 def parse_config(data: Any, *, source: str) -> VaultConfig:
     """Validate a config object; raise ConfigError naming every key at fault and the source."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config error in {source}: expected a JSON object, got"
-                          f" {type(data).__name__}")
+        raise ConfigError(
+            f"config error in {source}: expected a JSON object, got {type(data).__name__}"
+        )
     try:
         return VaultConfig.model_validate(data)
     except ValidationError as exc:
         errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
         # A list whose item failed is also reported "too short" by pydantic: keep the item's error.
         failed = {tuple(e["loc"][:-1]) for e in errors if e["loc"]}
-        lines = [f"config error at {path}: {message}"
-                 for path, message in (_describe(e) for e in errors
-                                       if not (e["type"] == "too_short"
-                                               and tuple(e["loc"]) in failed))]
+        lines = [
+            f"config error at {path}: {message}"
+            for path, message in (
+                _describe(e)
+                for e in errors
+                if not (e["type"] == "too_short" and tuple(e["loc"]) in failed)
+            )
+        ]
         raise ConfigError(f"invalid config ({source}):\n  " + "\n  ".join(lines)) from None
 
 
@@ -103,23 +116,42 @@ def config_from_context(get_context: Any) -> VaultConfig:
         return read_config_file(path)
     data = get_context(CONTEXT_KEY)
     if data is None:
-        raise ConfigError(f"config error: no config; put an {CONTEXT_KEY!r} object in cdk.json's"
-                          f" context or pass -c {CONFIG_PATH_KEY}=PATH")
+        raise ConfigError(
+            f"config error: no config; put an {CONTEXT_KEY!r} object in cdk.json's"
+            f" context or pass -c {CONFIG_PATH_KEY}=PATH"
+        )
     if isinstance(data, str):  # `-c agent-vault='{...}'` arrives as a string
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"config error: context {CONTEXT_KEY!r} is not JSON ({exc})"
-                              ) from None
+            raise ConfigError(
+                f"config error: context {CONTEXT_KEY!r} is not JSON ({exc})"
+            ) from None
     return parse_config(data, source=f"context {CONTEXT_KEY!r}")
 
 
 _RETENTION_NAMES = {
-    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
-    30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS",
-    150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR", 400: "THIRTEEN_MONTHS",
-    545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS", 1827: "FIVE_YEARS",
-    2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1096: "THREE_YEARS",
+    1827: "FIVE_YEARS",
+    2192: "SIX_YEARS",
+    2557: "SEVEN_YEARS",
+    2922: "EIGHT_YEARS",
+    3288: "NINE_YEARS",
     3653: "TEN_YEARS",
 }
 

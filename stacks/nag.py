@@ -48,8 +48,9 @@ def enable(app: cdk.App) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 
 
-def acknowledge_findings(*, config: VaultConfig, vault: VaultStack,
-                         agents: AgentServiceStack) -> list[Acknowledgement]:
+def acknowledge_findings(
+    *, config: VaultConfig, vault: VaultStack, agents: AgentServiceStack
+) -> list[Acknowledgement]:
     """The findings this design accepts, resource by resource; returns what it acknowledged."""
     acknowledged: list[Acknowledgement] = []
 
@@ -59,57 +60,75 @@ def acknowledge_findings(*, config: VaultConfig, vault: VaultStack,
 
     for function in vault.functions.values():
         acknowledge(
-            function.role, "AwsSolutions-IAM5[Resource::*]",
+            function.role,
+            "AwsSolutions-IAM5[Resource::*]",
             "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions;"
             " this is the only statement with Resource '*' in the function's policy (added by"
-            " tracing=ACTIVE). Every data permission names its table, index, key or secret.")
+            " tracing=ACTIVE). Every data permission names its table, index, key or secret.",
+        )
         acknowledge(
-            function.function, "AwsSolutions-L1",
+            function.function,
+            "AwsSolutions-L1",
             "Pinned on purpose: the bundled wheels (pydantic-core, cryptography, cffi) are"
             " downloaded for CPython 3.13 and the runtime must match them. Upgrading is one"
-            " deliberate change of RUNTIME and PYTHON_VERSION in stacks/constructs/vault_code.py.")
+            " deliberate change of RUNTIME and PYTHON_VERSION in stacks/constructs/vault_code.py.",
+        )
 
     for name, secret in vault.secrets.secrets.items():
         acknowledge(
-            secret, "AwsSolutions-SMG4",
+            secret,
+            "AwsSolutions-SMG4",
             f"Provider {name!r}'s OAuth client secret is issued by the provider: no Lambda here"
             " can rotate it. The operator rotates it at the provider and stores the new value with"
-            " put-secret-value (docs/deploy.md); the vault rereads secrets within 5 minutes.")
+            " put-secret-value (docs/deploy.md); the vault rereads secrets within 5 minutes.",
+        )
 
     for route_key, route in vault.api.public_routes.items():
         acknowledge(
-            route, "AwsSolutions-APIG4",
+            route,
+            "AwsSolutions-APIG4",
             f"{route_key} is the OAuth redirect URI, called by the user's browser, which has no"
             " AWS credentials; it is public in the route table (agent_vault/routes.py). It"
             " accepts only a single-use, hashed-at-rest `state` it issued, redirects only to"
             " allow-listed return URLs, and has a throttle of its own on the stage"
-            f" ({PUBLIC_THROTTLE_RATE_LIMIT} requests/s, burst {PUBLIC_THROTTLE_BURST_LIMIT}).")
+            f" ({PUBLIC_THROTTLE_RATE_LIMIT} requests/s, burst {PUBLIC_THROTTLE_BURST_LIMIT}).",
+        )
 
     acknowledge(
-        vault.reaper_trigger.dead_letters, "AwsSolutions-SQS3",
+        vault.reaper_trigger.dead_letters,
+        "AwsSolutions-SQS3",
         "This queue is the dead-letter queue (of the task-stopped rule's target and of the"
-        " reaper's failed asynchronous invocations); a dead-letter queue needs none of its own.")
+        " reaper's failed asynchronous invocations); a dead-letter queue needs none of its own.",
+    )
 
     execution_role = agents.agent.service.task_definition.execution_role
     assert execution_role is not None  # the image asset needs one to pull
     acknowledge(
-        execution_role, "AwsSolutions-IAM5[Resource::*]",
+        execution_role,
+        "AwsSolutions-IAM5[Resource::*]",
         "ecr:GetAuthorizationToken has no resource-level permissions (ECS task execution role,"
-        " added by the CDK for pulling the agent image); image pulls name the repository.")
+        " added by the CDK for pulling the agent image); image pulls name the repository.",
+    )
     acknowledge(
-        agents.agent.service.task_definition, "AwsSolutions-ECS2",
+        agents.agent.service.task_definition,
+        "AwsSolutions-ECS2",
         "The environment holds VAULT_URL (the vault's public API endpoint) and PORT: no secret."
-        " The agent has no long-lived secret at all: it calls the vault with its task role.")
+        " The agent has no long-lived secret at all: it calls the vault with its task role.",
+    )
     if agents.agent.load_balancer and agents.agent.load_balancer_logs:
         acknowledge(
-            agents.agent.load_balancer, "AwsSolutions-EC23",
+            agents.agent.load_balancer,
+            "AwsSolutions-EC23",
             "The sample agent's HTTPS endpoint is public by design (users' browsers return to it"
             " after consent): port 443 only, TLS 1.2+ policy, invalid headers dropped; the tasks"
-            " accept traffic from the load balancer only.")
+            " accept traffic from the load balancer only.",
+        )
         acknowledge(
-            agents.agent.load_balancer_logs, "AwsSolutions-S1",
+            agents.agent.load_balancer_logs,
+            "AwsSolutions-S1",
             "This bucket receives the load balancer's access logs; logging access to the access"
-            " logs would recurse. It is TLS-only, versioned, private and expires objects.")
+            " logs would recurse. It is TLS-only, versioned, private and expires objects.",
+        )
     export = api_id_export(config.environment)
     for method, path in AGENT_ROUTES:  # `*` for the stage; ids in the path
         acknowledge(
@@ -122,13 +141,15 @@ def acknowledge_findings(*, config: VaultConfig, vault: VaultStack,
             " checks every route against every grant); a route added later that fits the"
             " pattern is reachable by agents without a new grant. Ids are minted at run time;"
             " the vault checks that the session or flow belongs to the calling task's agent and"
-            " a fresh proof of the session key.")
+            " a fresh proof of the session key.",
+        )
     return acknowledged
 
 
 def write_acknowledgements(outdir: Path, acknowledged: Iterable[Acknowledgement]) -> Path:
     """Record every acknowledgement in the cloud assembly, for the synth report and auditors."""
     path = outdir / ACKNOWLEDGEMENTS_FILE
-    path.write_text(json.dumps([asdict(a) for a in acknowledged], indent=2) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps([asdict(a) for a in acknowledged], indent=2) + "\n", encoding="utf-8"
+    )
     return path

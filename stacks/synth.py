@@ -43,21 +43,35 @@ class Gate:
     details: list[str] = field(default_factory=list)
 
 
-def _run(command: list[str], *,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,  # noqa: S603 # nosec B603
-                          text=True, check=False)
+def _run(
+    command: list[str], *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 # nosec B603
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def synthesize(config: str | None) -> tuple[Gate, float]:
-    env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-           "CDK_DISABLE_VERSION_CHECK": "1"}
+    env = {
+        **os.environ,
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "CDK_DISABLE_VERSION_CHECK": "1",
+    }
     command = [str(CDK), "synth", "--quiet", "--output", str(OUTDIR)]
     if config:
         command += ["--context", f"config={config}"]
     # Stale results must never pass for fresh ones (asset directories stay: a bundling cache).
-    for stale in (*_templates(), OUTDIR / "validation-report.json",
-                  OUTDIR / ACKNOWLEDGEMENTS_FILE, OUTDIR / CHECKOV_SKIPS_FILE):
+    for stale in (
+        *_templates(),
+        OUTDIR / "validation-report.json",
+        OUTDIR / ACKNOWLEDGEMENTS_FILE,
+        OUTDIR / CHECKOV_SKIPS_FILE,
+    ):
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
     result = _run(command, env=env)
@@ -66,13 +80,19 @@ def synthesize(config: str | None) -> tuple[Gate, float]:
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-40:]
         found = f"; {nag['failed']} unacknowledged cdk-nag finding(s)" if nag["failed"] else ""
-        return Gate("cdk synth + cdk-nag", False,
-                    f"synth failed (exit {result.returncode}){found}", nag["details"] + tail
-                    ), elapsed
-    return Gate("cdk synth + cdk-nag", nag["failed"] == 0,
-                f"cdk-nag AwsSolutions: {nag['resources']} resources checked, {nag['failed']}"
-                f" unacknowledged, {nag['acknowledged']} acknowledged (stacks/nag.py)",
-                nag["details"]), elapsed
+        return Gate(
+            "cdk synth + cdk-nag",
+            False,
+            f"synth failed (exit {result.returncode}){found}",
+            nag["details"] + tail,
+        ), elapsed
+    return Gate(
+        "cdk synth + cdk-nag",
+        nag["failed"] == 0,
+        f"cdk-nag AwsSolutions: {nag['resources']} resources checked, {nag['failed']}"
+        f" unacknowledged, {nag['acknowledged']} acknowledged (stacks/nag.py)",
+        nag["details"],
+    ), elapsed
 
 
 def _templates() -> list[Path]:
@@ -92,13 +112,21 @@ def _nag_report() -> dict[str, Any]:
     acknowledged = OUTDIR / ACKNOWLEDGEMENTS_FILE
     acks = json.loads(acknowledged.read_text()) if acknowledged.exists() else []
     resources = sum(len(json.loads(t.read_text()).get("Resources", {})) for t in _templates())
-    return {"failed": failed, "acknowledged": len(acks), "resources": resources,
-            "details": details}
+    return {"failed": failed, "acknowledged": len(acks), "resources": resources, "details": details}
 
 
 def cfn_lint() -> Gate:
-    result = _run([str(CFN_LINT), "--config-file", ".cfnlintrc.yaml", "--format", "json", "--",
-                   *map(str, _templates())])
+    result = _run(
+        [
+            str(CFN_LINT),
+            "--config-file",
+            ".cfnlintrc.yaml",
+            "--format",
+            "json",
+            "--",
+            *map(str, _templates()),
+        ]
+    )
     try:
         matches = json.loads(result.stdout or "[]")
     except json.JSONDecodeError:
@@ -106,17 +134,28 @@ def cfn_lint() -> Gate:
     levels = {"Error": 0, "Warning": 0, "Informational": 0}
     for match in matches:
         levels[match.get("Level", "Error")] = levels.get(match.get("Level", "Error"), 0) + 1
-    details = [f"{m['Level']} {m['Rule']['Id']} {Path(m['Filename']).name}:"
-               f"{m['Location']['Start']['LineNumber']} {m['Message']}" for m in matches]
-    return Gate("cfn-lint", levels["Error"] == 0,
-                f"cfn-lint: {levels['Error']} errors, {levels['Warning']} warnings,"
-                f" {levels['Informational']} informational", details)
+    details = [
+        f"{m['Level']} {m['Rule']['Id']} {Path(m['Filename']).name}:"
+        f"{m['Location']['Start']['LineNumber']} {m['Message']}"
+        for m in matches
+    ]
+    return Gate(
+        "cfn-lint",
+        levels["Error"] == 0,
+        f"cfn-lint: {levels['Error']} errors, {levels['Warning']} warnings,"
+        f" {levels['Informational']} informational",
+        details,
+    )
 
 
 def checkov() -> Gate:
     if not CHECKOV.exists():
-        return Gate("checkov", False, f"checkov is not installed at {CHECKOV} (make synth makes"
-                    " it: uv venv .venv-checkov && uv pip install checkov==3.3.30)")
+        return Gate(
+            "checkov",
+            False,
+            f"checkov is not installed at {CHECKOV} (make synth makes"
+            " it: uv venv .venv-checkov && uv pip install checkov==3.3.30)",
+        )
     command = [str(CHECKOV), "--config-file", ".checkov.yaml", "--output", "json"]
     for template in _templates():
         command += ["--file", str(template)]
@@ -130,12 +169,18 @@ def checkov() -> Gate:
     failed_checks = [c for r in reports for c in r["results"]["failed_checks"]]
     skipped = [c for r in reports for c in r["results"].get("skipped_checks", [])]
     details = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed_checks]
-    unexplained = [f"{c['check_id']} {c['resource']}: skipped without a reason" for c in skipped
-                   if len(str((c.get("check_result") or {}).get("suppress_comment", ""))) < 40]
-    return Gate("checkov", not failed_checks and not unexplained,
-                f"checkov: {passed} passed, {len(failed_checks)} failed, {len(skipped)} skipped,"
-                f" each on its one resource with its reason (stacks/checkov_skips.py)",
-                details + unexplained)
+    unexplained = [
+        f"{c['check_id']} {c['resource']}: skipped without a reason"
+        for c in skipped
+        if len(str((c.get("check_result") or {}).get("suppress_comment", ""))) < 40
+    ]
+    return Gate(
+        "checkov",
+        not failed_checks and not unexplained,
+        f"checkov: {passed} passed, {len(failed_checks)} failed, {len(skipped)} skipped,"
+        f" each on its one resource with its reason (stacks/checkov_skips.py)",
+        details + unexplained,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

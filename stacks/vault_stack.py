@@ -30,8 +30,14 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "AgentApi": {
         # a session starts in one transaction: the session, its task entry, and a check that the
         # task was not recorded as stopped (TASK#<id>/STOPPED)
-        "SESSION#": ("ConditionCheckItem", "DeleteItem", "GetItem", "PutItem", "Query",
-                     "UpdateItem"),
+        "SESSION#": (
+            "ConditionCheckItem",
+            "DeleteItem",
+            "GetItem",
+            "PutItem",
+            "Query",
+            "UpdateItem",
+        ),
         "TASK#": ("ConditionCheckItem", "PutItem"),
         "STATE#": ("PutItem",),
         "FLOW#": ("GetItem", "UpdateItem"),
@@ -62,15 +68,22 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
 """Per function: partition-key prefix -> the item actions its code calls on those items."""
 
 INDEX_QUERIES: dict[str, tuple[str, ...]] = {
-    "AgentApi": ("gsi2",), "Callback": (), "AdminApi": ("gsi1", "gsi2"), "Reaper": ("gsi1", "gsi2"),
+    "AgentApi": ("gsi2",),
+    "Callback": (),
+    "AdminApi": ("gsi1", "gsi2"),
+    "Reaper": ("gsi1", "gsi2"),
 }
 """gsi1: sessions of a task, grants of an agent; gsi2: a grant by id, the tokens of a grant."""
 
 ENVELOPE_ACCESS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
-    "AgentApi": ((("kms:GenerateDataKey",), "verifier", None),
-                 (("kms:Decrypt", "kms:GenerateDataKey"), "token", None)),
-    "Callback": ((("kms:Decrypt",), "verifier", None),
-                 (("kms:GenerateDataKey",), "token", "grant")),
+    "AgentApi": (
+        (("kms:GenerateDataKey",), "verifier", None),
+        (("kms:Decrypt", "kms:GenerateDataKey"), "token", None),
+    ),
+    "Callback": (
+        (("kms:Decrypt",), "verifier", None),
+        (("kms:GenerateDataKey",), "token", "grant"),
+    ),
     "AdminApi": ((("kms:Decrypt",), "token", None),),
     "Reaper": ((("kms:Decrypt",), "token", "session"),),
 }
@@ -98,8 +111,9 @@ def api_url_export(environment: str) -> str:
 class VaultStack(Stack):
     """Agent Vault's serving side (everything but the audit trail and the agents)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: VaultConfig,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: VaultConfig, **kwargs: Any
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         env_name = config.environment
         protect = env_name == "prod"
@@ -108,11 +122,17 @@ class VaultStack(Stack):
 
         self.key = VaultKey(self, "Key", environment=env_name, removal_policy=removal)
         self.tables = VaultTables(self, "Tables", key=self.key, protect=protect)
-        self.secrets = ProviderSecrets(self, "ProviderSecrets", environment=env_name,
-                                       providers=config.providers, key=self.key.key,
-                                       removal_policy=removal)
-        self.api = VaultHttpApi(self, "Api", environment=env_name, log_retention=retention,
-                                removal_policy=removal)
+        self.secrets = ProviderSecrets(
+            self,
+            "ProviderSecrets",
+            environment=env_name,
+            providers=config.providers,
+            key=self.key.key,
+            removal_policy=removal,
+        )
+        self.api = VaultHttpApi(
+            self, "Api", environment=env_name, log_retention=retention, removal_policy=removal
+        )
 
         code = vault_code(config)
         environment = {
@@ -123,27 +143,55 @@ class VaultStack(Stack):
             "CLIENT_SECRET_PREFIX": self.secrets.prefix,
         }
 
-        def function(construct_id: str, handler: str, description: str,
-                     timeout: Duration = API_TIMEOUT,
-                     reserved_concurrency: int | None = None) -> VaultFunction:
-            return VaultFunction(self, construct_id, handler=handler, description=description,
-                                 code=code, environment=environment, log_retention=retention,
-                                 removal_policy=removal, timeout=timeout,
-                                 reserved_concurrency=reserved_concurrency)
+        def function(
+            construct_id: str,
+            handler: str,
+            description: str,
+            timeout: Duration = API_TIMEOUT,
+            reserved_concurrency: int | None = None,
+        ) -> VaultFunction:
+            return VaultFunction(
+                self,
+                construct_id,
+                handler=handler,
+                description=description,
+                code=code,
+                environment=environment,
+                log_retention=retention,
+                removal_policy=removal,
+                timeout=timeout,
+                reserved_concurrency=reserved_concurrency,
+            )
 
-        self.agent_api = function("AgentApi", "vault.handlers.agent_api.handler",
-                                  "agent routes: sessions, consent, tokens, binding")
-        self.callback = function("Callback", "vault.handlers.callback.handler",
-                                 "public OAuth redirect URI: state, code exchange")
-        self.admin_api = function("AdminApi", "vault.handlers.admin_api.handler",
-                                  "admin routes: revocations; sweeps unbound flows")
-        self.reaper = function("Reaper", "vault.handlers.reaper.handler",
-                               "ends the sessions of stopped ECS tasks",
-                               timeout=Duration.minutes(2),
-                               # other workloads cannot starve revocation (SECURITY.md row 52)
-                               reserved_concurrency=config.reaper_reserved_concurrency)
-        self.functions = {"AgentApi": self.agent_api, "Callback": self.callback,
-                          "AdminApi": self.admin_api, "Reaper": self.reaper}
+        self.agent_api = function(
+            "AgentApi",
+            "vault.handlers.agent_api.handler",
+            "agent routes: sessions, consent, tokens, binding",
+        )
+        self.callback = function(
+            "Callback",
+            "vault.handlers.callback.handler",
+            "public OAuth redirect URI: state, code exchange",
+        )
+        self.admin_api = function(
+            "AdminApi",
+            "vault.handlers.admin_api.handler",
+            "admin routes: revocations; sweeps unbound flows",
+        )
+        self.reaper = function(
+            "Reaper",
+            "vault.handlers.reaper.handler",
+            "ends the sessions of stopped ECS tasks",
+            timeout=Duration.minutes(2),
+            # other workloads cannot starve revocation (SECURITY.md row 52)
+            reserved_concurrency=config.reaper_reserved_concurrency,
+        )
+        self.functions = {
+            "AgentApi": self.agent_api,
+            "Callback": self.callback,
+            "AdminApi": self.admin_api,
+            "Reaper": self.reaper,
+        }
 
         # Each function gets what its code calls and nothing else (tests/infra/test_access.py
         # runs every handler's code paths and compares): item actions by partition-key prefix,
@@ -155,14 +203,18 @@ class VaultStack(Stack):
                 self.tables.grant_index_queries(fn.function, indexes=INDEX_QUERIES[name])
             self.tables.grant_table_encryption(fn.function)
             for actions, purpose, context in ENVELOPE_ACCESS[name]:
-                self.key.grant_envelope_encryption(fn.function, actions=actions, purpose=purpose,
-                                                   context=context)
+                self.key.grant_envelope_encryption(
+                    fn.function, actions=actions, purpose=purpose, context=context
+                )
             self.secrets.grant_read(fn.function)
         self.tables.grant_replay_writes(self.agent_api.function)  # proof jtis
         # Nobody else: the key's only users, the table's and the secrets' only readers.
         roles = [fn.role for fn in self.functions.values()]
-        self.key.restrict_to(roles, admin_role_arn=config.key_admin_role_arn,
-                             deploy_role_arn=deploy_role_arn(self, config.deploy_role_arn))
+        self.key.restrict_to(
+            roles,
+            admin_role_arn=config.key_admin_role_arn,
+            deploy_role_arn=deploy_role_arn(self, config.deploy_role_arn),
+        )
         self.tables.deny_all_but(roles)
         self.secrets.deny_reads_but(roles)
 
@@ -170,22 +222,35 @@ class VaultStack(Stack):
         self.api.route_admin_api(self.admin_api.function)
         self.api.route_callback(self.callback.function)
 
-        cluster_arn = (f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:{Aws.ACCOUNT_ID}:cluster/"
-                       f"{agent_cluster_name(env_name)}")
-        self.reaper_trigger = TaskStoppedTrigger(self, "TaskStopped", cluster_arn=cluster_arn,
-                                                 reaper=self.reaper.function)
+        cluster_arn = (
+            f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:{Aws.ACCOUNT_ID}:cluster/"
+            f"{agent_cluster_name(env_name)}"
+        )
+        self.reaper_trigger = TaskStoppedTrigger(
+            self, "TaskStopped", cluster_arn=cluster_arn, reaper=self.reaper.function
+        )
         self.flow_sweep = UnboundFlowSweep(
-            self, "UnboundFlowSweep", sweeper=self.admin_api.function,
-            dead_letters=self.reaper_trigger.dead_letters)
+            self,
+            "UnboundFlowSweep",
+            sweeper=self.admin_api.function,
+            dead_letters=self.reaper_trigger.dead_letters,
+        )
         self.alarms = VaultAlarms(
-            self, "Alarms", environment=env_name, api=self.api.api,
+            self,
+            "Alarms",
+            environment=env_name,
+            api=self.api.api,
             functions={name: f.function for name, f in self.functions.items()},
-            dead_letters=self.reaper_trigger.dead_letters, removal_policy=removal)
+            dead_letters=self.reaper_trigger.dead_letters,
+            removal_policy=removal,
+        )
         self.alarms.alarm_on_foreign_key_use(key_arn=self.key.key.key_arn, vault_roles=roles)
 
         outputs = {
-            "CallbackUrl": (self.api.callback_url,
-                            "Callbacks' base: provider X's redirect URI is CallbackUrl/X"),
+            "CallbackUrl": (
+                self.api.callback_url,
+                "Callbacks' base: provider X's redirect URI is CallbackUrl/X",
+            ),
             "VaultTableName": (self.tables.vault.table_name, "Vault table"),
             "ReplayTableName": (self.tables.replay.table_name, "Proof replay-cache table"),
             "KeyArn": (self.key.key.key_arn, "Vault KMS key"),
@@ -195,13 +260,25 @@ class VaultStack(Stack):
         for name in self.secrets.secrets:
             outputs[f"CallbackUrl{name.title().replace('-', '')}"] = (
                 f"{self.api.callback_url}/{name}",
-                f"Register this exact redirect URI at provider {name!r} (and at no other)")
+                f"Register this exact redirect URI at provider {name!r} (and at no other)",
+            )
             outputs[f"ProviderSecret{name.title().replace('-', '')}"] = (
-                f"{self.secrets.prefix}{name}", f"Put provider {name!r}'s client secret here")
+                f"{self.secrets.prefix}{name}",
+                f"Put provider {name!r}'s client secret here",
+            )
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
-        CfnOutput(self, "ApiId", value=self.api.api.api_id, description="Vault HTTP API id",
-                  export_name=api_id_export(env_name))
-        CfnOutput(self, "ApiUrl", value=self.api.url,
-                  description="Base URL of the vault API (VAULT_URL for agents)",
-                  export_name=api_url_export(env_name))
+        CfnOutput(
+            self,
+            "ApiId",
+            value=self.api.api.api_id,
+            description="Vault HTTP API id",
+            export_name=api_id_export(env_name),
+        )
+        CfnOutput(
+            self,
+            "ApiUrl",
+            value=self.api.url,
+            description="Base URL of the vault API (VAULT_URL for agents)",
+            export_name=api_url_export(env_name),
+        )

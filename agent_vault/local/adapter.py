@@ -69,8 +69,14 @@ MAX_SKEW_SECONDS = 300
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's limit
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 _AUTH_HEADER = re.compile(r"^AWS4-HMAC-SHA256\s+(?P<params>.+)$")
-_TEXT_TYPES = ("text/", "application/json", "application/problem+json",
-               "application/x-www-form-urlencoded", "application/xml", "application/javascript")
+_TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/problem+json",
+    "application/x-www-form-urlencoded",
+    "application/xml",
+    "application/javascript",
+)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -123,15 +129,17 @@ def _parse_authorization(value: str) -> _Authorization:
     missing = [p for p in ("Credential", "SignedHeaders", "Signature") if p not in params]
     if missing:
         raise GatewayRefusal(
-            403, " ".join(f"Authorization header requires '{p}' parameter." for p in missing)
+            403,
+            " ".join(f"Authorization header requires '{p}' parameter." for p in missing)
             + f" Authorization={value.split(' ', 1)[0]}",
         )
     scope = params["Credential"].split("/")
     if len(scope) != 5:
         raise GatewayRefusal(403, "Credential should be scoped to a valid region.")
     signed = tuple(params["SignedHeaders"].split(";"))
-    return _Authorization(scope[0], scope[1], scope[2], scope[3], scope[4], signed,
-                          params["Signature"].lower())
+    return _Authorization(
+        scope[0], scope[1], scope[2], scope[3], scope[4], signed, params["Signature"].lower()
+    )
 
 
 class SigV4Verifier:
@@ -174,28 +182,39 @@ class SigV4Verifier:
             signed_at = calendar.timegm(time.strptime(amz_date, SIGV4_TIMESTAMP))
         except ValueError:
             raise GatewayRefusal(
-                403, "Authorization header requires existence of either a 'X-Amz-Date' or a"
-                " 'Date' header.") from None
+                403,
+                "Authorization header requires existence of either a 'X-Amz-Date' or a"
+                " 'Date' header.",
+            ) from None
         now = self.clock()
         if signed_at < now - self.max_skew:
             raise GatewayRefusal(
-                403, f"Signature expired: {amz_date} is now earlier than "
-                f"{_stamp(now - self.max_skew)} ({_stamp(now)} - 5 min.)")
+                403,
+                f"Signature expired: {amz_date} is now earlier than "
+                f"{_stamp(now - self.max_skew)} ({_stamp(now)} - 5 min.)",
+            )
         if signed_at > now + self.max_skew:
             raise GatewayRefusal(
-                403, f"Signature not yet current: {amz_date} is still later than "
-                f"{_stamp(now + self.max_skew)} ({_stamp(now)} + 5 min.)")
+                403,
+                f"Signature not yet current: {amz_date} is still later than "
+                f"{_stamp(now + self.max_skew)} ({_stamp(now)} + 5 min.)",
+            )
         if auth.date != amz_date[:8]:
-            raise GatewayRefusal(403, "Date in Credential scope does not match YYYYMMDD from"
-                                 " ISO-8601 version of date from HTTP.")
+            raise GatewayRefusal(
+                403,
+                "Date in Credential scope does not match YYYYMMDD from"
+                " ISO-8601 version of date from HTTP.",
+            )
         if auth.region != self.region:
             raise GatewayRefusal(403, "Credential should be scoped to a valid region.")
         if auth.service != self.service:
             raise GatewayRefusal(
-                403, f"Credential should be scoped to correct service: '{self.service}'.")
+                403, f"Credential should be scoped to correct service: '{self.service}'."
+            )
         if auth.terminal != "aws4_request":
-            raise GatewayRefusal(403, "Credential should be scoped with a valid terminator:"
-                                 " 'aws4_request'.")
+            raise GatewayRefusal(
+                403, "Credential should be scoped with a valid terminator: 'aws4_request'."
+            )
         signed = set(auth.signed_headers)
         if "host" not in signed or "x-amz-date" not in signed:
             raise GatewayRefusal(403, SIGNATURE_MISMATCH)
@@ -206,8 +225,9 @@ class SigV4Verifier:
             raise GatewayRefusal(403, SIGNATURE_MISMATCH)
         content_sha = by_name.get("x-amz-content-sha256")
         if content_sha and content_sha[0] != hashlib.sha256(body).hexdigest():
-            raise GatewayRefusal(400, "The provided 'x-amz-content-sha256' header does not match"
-                                 " what was computed.")
+            raise GatewayRefusal(
+                400, "The provided 'x-amz-content-sha256' header does not match what was computed."
+            )
 
         if not all(name in by_name for name in auth.signed_headers):
             raise GatewayRefusal(403, SIGNATURE_MISMATCH)
@@ -344,8 +364,9 @@ class GatewayResponse:
 
 def _message(status: int, message: str, request_id: str) -> GatewayResponse:
     body = json.dumps({"message": message}).encode()
-    return GatewayResponse(status, [("content-type", "application/json"),
-                                    ("apigw-requestid", request_id)], body)
+    return GatewayResponse(
+        status, [("content-type", "application/json"), ("apigw-requestid", request_id)], body
+    )
 
 
 def resolve_handler(dotted: str) -> Handler:
@@ -414,13 +435,25 @@ class LocalApiGateway:
                 log.info("refused %s %s: %s", method, raw_path, refusal.message)
                 return _message(refusal.status, refusal.message, request_id)
         event = build_event(
-            route=route, path_parameters=params, method=method, raw_path=raw_path,
-            raw_query=raw_query, headers=headers, body=body, principal=principal,
-            domain_name=self.domain_name, source_ip=source_ip,
-            api_account_id=self.api_account_id, request_id=request_id, now=self.clock(),
+            route=route,
+            path_parameters=params,
+            method=method,
+            raw_path=raw_path,
+            raw_query=raw_query,
+            headers=headers,
+            body=body,
+            principal=principal,
+            domain_name=self.domain_name,
+            source_ip=source_ip,
+            api_account_id=self.api_account_id,
+            request_id=request_id,
+            now=self.clock(),
         )
-        context = LambdaContext(function_name=f"agent-vault-{route.function}",
-                                region=self.region, account_id=self.api_account_id)
+        context = LambdaContext(
+            function_name=f"agent-vault-{route.function}",
+            region=self.region,
+            account_id=self.api_account_id,
+        )
         try:
             result = self.handler_for(route)(event, context)
         except Exception as exc:
@@ -437,8 +470,11 @@ class LocalApiGateway:
         if not isinstance(result, dict) or "statusCode" not in result:
             # API Gateway's inference for payload 2.0: anything else is a JSON 200 body.
             text = result if isinstance(result, str) else json.dumps(result)
-            return GatewayResponse(200, [("content-type", "application/json"),
-                                         ("apigw-requestid", request_id)], text.encode())
+            return GatewayResponse(
+                200,
+                [("content-type", "application/json"), ("apigw-requestid", request_id)],
+                text.encode(),
+            )
         status = int(result["statusCode"])
         headers: list[tuple[str, str]] = []
         for name, value in (result.get("headers") or {}).items():
@@ -473,21 +509,32 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         length_header = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self._send(GatewayResponse(411, [("content-type", "application/json")],
-                                       b'{"message":"Length Required"}'))
+            self._send(
+                GatewayResponse(
+                    411, [("content-type", "application/json")], b'{"message":"Length Required"}'
+                )
+            )
             return
         try:
             length = int(length_header) if length_header else 0
         except ValueError:
             length = -1
         if length < 0 or length > MAX_PAYLOAD_BYTES:
-            self._send(GatewayResponse(413, [("content-type", "application/json")],
-                                       b'{"message":"Request Entity Too Large"}'))
+            self._send(
+                GatewayResponse(
+                    413,
+                    [("content-type", "application/json")],
+                    b'{"message":"Request Entity Too Large"}',
+                )
+            )
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
         response = self.gateway.handle(
-            self.command, self.path, list(self.headers.items()), body,
+            self.command,
+            self.path,
+            list(self.headers.items()),
+            body,
             source_ip=self.client_address[0],
         )
         self._send(response)
@@ -516,9 +563,15 @@ class LocalApiServer:
 
     def __init__(
         self,
-        gateway_factory: (Callable[[str], LocalApiGateway | LocalLambdaService]
-                          | LocalApiGateway | LocalLambdaService),
-        *, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None,
+        gateway_factory: (
+            Callable[[str], LocalApiGateway | LocalLambdaService]
+            | LocalApiGateway
+            | LocalLambdaService
+        ),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
     ) -> None:
         if sock is None:
             sock = socket.create_server((host, port))
@@ -527,12 +580,15 @@ class LocalApiServer:
         self.host = str(bound_host)
         self.port = int(bound_port)
         self.url = f"http://{self.host}:{self.port}"
-        self.gateway = (gateway_factory
-                        if isinstance(gateway_factory, LocalApiGateway | LocalLambdaService)
-                        else gateway_factory(f"{self.host}:{self.port}"))
+        self.gateway = (
+            gateway_factory
+            if isinstance(gateway_factory, LocalApiGateway | LocalLambdaService)
+            else gateway_factory(f"{self.host}:{self.port}")
+        )
         handler_cls = type("BoundRequestHandler", (_RequestHandler,), {"gateway": self.gateway})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler_cls,
-                                           bind_and_activate=False)
+        self._server = ThreadingHTTPServer(
+            (self.host, self.port), handler_cls, bind_and_activate=False
+        )
         self._server.socket.close()
         self._server.socket = sock
         self._server.daemon_threads = True
@@ -540,8 +596,9 @@ class LocalApiServer:
 
     def start(self) -> LocalApiServer:
         self._sock.listen(64)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="local-apigw", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-apigw", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -570,18 +627,31 @@ class LocalLambdaService:
     Payload=json.dumps(event))`` works against it with the credentials of an allowed principal.
     """
 
-    def __init__(self, registry: PrincipalRegistry, functions: Mapping[str, str], *, region: str,
-                 account_id: str = DEFAULT_ACCOUNT,
-                 resolver: Callable[[str], Handler] = resolve_handler,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        registry: PrincipalRegistry,
+        functions: Mapping[str, str],
+        *,
+        region: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        resolver: Callable[[str], Handler] = resolve_handler,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.verifier = SigV4Verifier(registry, region=region, service="lambda", clock=clock)
         self.functions = dict(functions)
         self.region = region
         self.account_id = account_id
         self._resolver = resolver
 
-    def handle(self, method: str, target: str, headers: Headers, body: bytes,
-               *, source_ip: str = "127.0.0.1") -> GatewayResponse:
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        source_ip: str = "127.0.0.1",
+    ) -> GatewayResponse:
         request_id = str(uuid.uuid4())
         raw_path, _, raw_query = target.partition("?")
         match = _INVOKE_PATH.match(raw_path)
@@ -594,35 +664,59 @@ class LocalLambdaService:
         name = unquote(match["name"]).rsplit(":", 1)[-1]
         dotted = self.functions.get(name)
         if dotted is None:
-            return GatewayResponse(404, [("content-type", "application/json"),
-                                         ("x-amzn-errortype", "ResourceNotFoundException")],
-                                   json.dumps({"Type": "User", "message": f"Function not found:"
-                                               f" {name}"}).encode())
+            return GatewayResponse(
+                404,
+                [
+                    ("content-type", "application/json"),
+                    ("x-amzn-errortype", "ResourceNotFoundException"),
+                ],
+                json.dumps({"Type": "User", "message": f"Function not found: {name}"}).encode(),
+            )
         try:
             event = json.loads(body or b"{}")
         except ValueError:
-            return GatewayResponse(400, [("content-type", "application/json"),
-                                         ("x-amzn-errortype", "InvalidRequestContentException")],
-                                   b'{"Type":"User","message":"Could not parse request body"}')
-        context = LambdaContext(function_name=name, aws_request_id=request_id,
-                                region=self.region, account_id=self.account_id)
-        base = [("content-type", "application/json"), ("x-amz-executed-version", "$LATEST"),
-                ("x-amzn-requestid", request_id)]
+            return GatewayResponse(
+                400,
+                [
+                    ("content-type", "application/json"),
+                    ("x-amzn-errortype", "InvalidRequestContentException"),
+                ],
+                b'{"Type":"User","message":"Could not parse request body"}',
+            )
+        context = LambdaContext(
+            function_name=name,
+            aws_request_id=request_id,
+            region=self.region,
+            account_id=self.account_id,
+        )
+        base = [
+            ("content-type", "application/json"),
+            ("x-amz-executed-version", "$LATEST"),
+            ("x-amzn-requestid", request_id),
+        ]
         try:
             result = self._resolver(dotted)(event, context)
         except Exception as exc:
             log.error("function %s raised:\n%s", name, _trace(exc))
-            payload = {"errorMessage": str(exc),
-                       "errorType": getattr(exc, "error_type", type(exc).__name__)}
-            return GatewayResponse(200, [*base, ("x-amz-function-error", "Unhandled")],
-                                   json.dumps(payload).encode())
+            payload = {
+                "errorMessage": str(exc),
+                "errorType": getattr(exc, "error_type", type(exc).__name__),
+            }
+            return GatewayResponse(
+                200, [*base, ("x-amz-function-error", "Unhandled")], json.dumps(payload).encode()
+            )
         invocation_type = _header_map(headers).get("x-amz-invocation-type", ["RequestResponse"])
         if invocation_type[0] == "Event":
             return GatewayResponse(202, base, b"")
         return GatewayResponse(200, base, json.dumps(result).encode())
 
 
-def serve(service: LocalApiGateway | LocalLambdaService, *, host: str = "127.0.0.1",
-          port: int = 0, sock: socket.socket | None = None) -> LocalApiServer:
+def serve(
+    service: LocalApiGateway | LocalLambdaService,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sock: socket.socket | None = None,
+) -> LocalApiServer:
     """A started loopback HTTP server for a gateway or the Lambda service."""
     return LocalApiServer(service, host=host, port=port, sock=sock).start()

@@ -65,11 +65,21 @@ DEFAULT_MAX_CONTAINERS = 4
 """Containers per function at most; a request beyond waits for an idle one."""
 DEFAULT_ACCOUNT = "123456789012"
 PRELOAD = (
-    "boto3", "botocore.session", "urllib3", "pydantic", "cryptography.hazmat.primitives.hashes",
-    "aws_lambda_powertools.event_handler", "aws_lambda_powertools.logging",
-    "aws_lambda_powertools.metrics", "aws_lambda_powertools.tracing",
-    "aws_lambda_powertools.utilities.parameters", "aws_lambda_powertools.utilities.idempotency",
-    "aws_xray_sdk.core", "vault.models", "vault.schemas", "vault.config",
+    "boto3",
+    "botocore.session",
+    "urllib3",
+    "pydantic",
+    "cryptography.hazmat.primitives.hashes",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.logging",
+    "aws_lambda_powertools.metrics",
+    "aws_lambda_powertools.tracing",
+    "aws_lambda_powertools.utilities.parameters",
+    "aws_lambda_powertools.utilities.idempotency",
+    "aws_xray_sdk.core",
+    "vault.models",
+    "vault.schemas",
+    "vault.config",
 )
 """What the init process imports while local mode starts: libraries and the vault's declarative
 modules, none of which reads the environment at import. The handler modules (which build their
@@ -110,10 +120,15 @@ class LambdaContext:
         return max(0, self.timeout_ms - elapsed)
 
     def fields(self) -> dict[str, Any]:
-        return {"function_name": self.function_name, "aws_request_id": self.aws_request_id,
-                "function_version": self.function_version,
-                "memory_limit_in_mb": self.memory_limit_in_mb, "timeout_ms": self.timeout_ms,
-                "region": self.region, "account_id": self.account_id}
+        return {
+            "function_name": self.function_name,
+            "aws_request_id": self.aws_request_id,
+            "function_version": self.function_version,
+            "memory_limit_in_mb": self.memory_limit_in_mb,
+            "timeout_ms": self.timeout_ms,
+            "region": self.region,
+            "account_id": self.account_id,
+        }
 
 
 # -- the wire: length-prefixed JSON ------------------------------------------------------------
@@ -191,17 +206,20 @@ class _AuditCollector(logging.Handler):
 def _resolve(dotted: str) -> Callable[[dict[str, Any], Any], Any]:
     module_name, _, attr = dotted.rpartition(".")
     handler: Callable[[dict[str, Any], Any], Any] = getattr(
-        importlib.import_module(module_name), attr)
+        importlib.import_module(module_name), attr
+    )
     return handler
 
 
 def _error(kind: str, exc: BaseException) -> dict[str, Any]:
-    return {"error": {"errorType": kind, "errorMessage": str(exc),
-                      "stackTrace": traceback.format_exc()}}
+    return {
+        "error": {"errorType": kind, "errorMessage": str(exc), "stackTrace": traceback.format_exc()}
+    }
 
 
-def _serve(channel: socket.socket, spec: dict[str, Any], output: _Output,
-           audit: _AuditCollector) -> None:
+def _serve(
+    channel: socket.socket, spec: dict[str, Any], output: _Output, audit: _AuditCollector
+) -> None:
     """One container: answer one event at a time until the channel closes."""
     output.drain()
     audit.drain()  # the init process's output went to the parent with its own answer
@@ -255,8 +273,11 @@ def _init_process(control_fd: int, path: Sequence[str]) -> None:
             errors[dotted] = f"{type(exc).__name__}: {exc}"
     audit = _AuditCollector()
     logging.getLogger(init["service"]).addHandler(audit)
-    control.sendall(json.dumps({"errors": errors, "logs": output.drain(),
-                                "audit": audit.drain()}).encode("utf-8"))
+    control.sendall(
+        json.dumps({"errors": errors, "logs": output.drain(), "audit": audit.drain()}).encode(
+            "utf-8"
+        )
+    )
     if errors:
         return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps stopped containers
@@ -288,15 +309,20 @@ def _init_process(control_fd: int, path: Sequence[str]) -> None:
 class VaultLog:
     """Where the containers' output goes: the vault log (JSON lines) and an audit callback."""
 
-    def __init__(self, path: str | Path,
-                 on_audit: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, on_audit: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.path = Path(path)
         self.on_audit = on_audit
         self._lock = threading.Lock()
         self._file: TextIO | None = self.path.open("a", encoding="utf-8")
 
-    def write(self, text: str, audit: Sequence[dict[str, Any]] = (),
-              report: Mapping[str, Any] | None = None) -> None:
+    def write(
+        self,
+        text: str,
+        audit: Sequence[dict[str, Any]] = (),
+        report: Mapping[str, Any] | None = None,
+    ) -> None:
         with self._lock:
             if self._file is None:
                 return
@@ -324,18 +350,21 @@ class _InitProcess:
         self._control, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our interpreter and module  # nosec B603
-                [sys.executable, "-m", "agent_vault.local.containers", str(child.fileno()),
-                 *path],
-                stdin=subprocess.DEVNULL, pass_fds=[child.fileno()], cwd=cwd,
+                [sys.executable, "-m", "agent_vault.local.containers", str(child.fileno()), *path],
+                stdin=subprocess.DEVNULL,
+                pass_fds=[child.fileno()],
+                cwd=cwd,
             )
         finally:
             child.close()
         self._lock = threading.Lock()
 
-    def init(self, environ: Mapping[str, str], handlers: Sequence[str], service: str,
-             timeout: float) -> dict[str, Any]:
-        message = json.dumps({"environ": dict(environ), "handlers": list(handlers),
-                              "service": service}).encode("utf-8")
+    def init(
+        self, environ: Mapping[str, str], handlers: Sequence[str], service: str, timeout: float
+    ) -> dict[str, Any]:
+        message = json.dumps(
+            {"environ": dict(environ), "handlers": list(handlers), "service": service}
+        ).encode("utf-8")
         with self._lock:
             self._control.sendall(message)
             self._control.settimeout(timeout)
@@ -354,8 +383,9 @@ class _InitProcess:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with self._lock:
-                socket.send_fds(self._control, [json.dumps(dict(spec)).encode("utf-8")],
-                                [theirs.fileno()])
+                socket.send_fds(
+                    self._control, [json.dumps(dict(spec)).encode("utf-8")], [theirs.fileno()]
+                )
         except OSError as exc:
             mine.close()
             raise ContainerError(f"the init process is gone: {exc}") from None
@@ -401,8 +431,15 @@ class _Container:
 class FunctionPool:
     """The containers of one function: one request at a time each, at most ``max_containers``."""
 
-    def __init__(self, function_name: str, handler: str, init: _InitProcess, sink: VaultLog,
-                 *, max_containers: int = DEFAULT_MAX_CONTAINERS) -> None:
+    def __init__(
+        self,
+        function_name: str,
+        handler: str,
+        init: _InitProcess,
+        sink: VaultLog,
+        *,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+    ) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")
         self.function_name = function_name
@@ -419,8 +456,9 @@ class FunctionPool:
     def _start_container(self) -> _Container:
         started = time.monotonic()
         container = _Container(self.function_name)
-        container.channel = self._init.fork({"handler": self.handler,
-                                             "log_stream": container.log_stream})
+        container.channel = self._init.fork(
+            {"handler": self.handler, "log_stream": container.log_stream}
+        )
         container.channel.settimeout(_START_TIMEOUT)
         try:
             ready = container.receive()
@@ -479,12 +517,14 @@ class FunctionPool:
             reply = container.receive()
             ended_at = time.time()
             if reply is None:
-                raise ContainerError(f"the container {container.id} of {self.function_name}"
-                                     " exited while serving")
+                raise ContainerError(
+                    f"the container {container.id} of {self.function_name} exited while serving"
+                )
             healthy = True
         except OSError as exc:
-            raise ContainerError(f"the container {container.id} of {self.function_name}"
-                                 f" failed: {exc}") from None
+            raise ContainerError(
+                f"the container {container.id} of {self.function_name} failed: {exc}"
+            ) from None
         finally:
             self._release(container, healthy)
         error = reply.get("error")
@@ -496,7 +536,8 @@ class FunctionPool:
         iam = ((request_context or {}).get("authorizer") or {}).get("iam") or {}
         report = {
             "time": datetime.datetime.fromtimestamp(ended_at, datetime.UTC)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "type": "platform.report",
             "function": self.function_name,
             "container": container.id,
@@ -505,8 +546,11 @@ class FunctionPool:
             "endedAt": ended_at,
             "eventRequestId": (request_context or {}).get("requestId"),
             "principal": iam.get("userArn"),
-            "record": {"requestId": context.aws_request_id,
-                       "status": "error" if error else "success", "metrics": metrics},
+            "record": {
+                "requestId": context.aws_request_id,
+                "status": "error" if error else "success",
+                "metrics": metrics,
+            },
         }
         self._sink.write(str(reply.get("logs") or ""), reply.get("audit") or (), report)
         if error:
@@ -541,10 +585,16 @@ class LambdaFleet:
     the environment is complete, then use :meth:`handler` as the adapter's resolver.
     """
 
-    def __init__(self, functions: Mapping[str, str], sink: VaultLog, *,
-                 python_path: Sequence[str] = (), cwd: str | None = None,
-                 max_containers: int = DEFAULT_MAX_CONTAINERS, service: str = "agent-vault"
-                 ) -> None:
+    def __init__(
+        self,
+        functions: Mapping[str, str],
+        sink: VaultLog,
+        *,
+        python_path: Sequence[str] = (),
+        cwd: str | None = None,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+        service: str = "agent-vault",
+    ) -> None:
         self.functions = dict(functions)
         self.sink = sink
         self.python_path = list(python_path)
@@ -563,17 +613,22 @@ class LambdaFleet:
         :class:`ContainerError` naming a handler that fails to import."""
         if self._init is None:
             raise ContainerError("start the fleet first")
-        answer = self._init.init(environ, sorted(set(self.functions.values())), self.service,
-                                 timeout)
+        answer = self._init.init(
+            environ, sorted(set(self.functions.values())), self.service, timeout
+        )
         self.sink.write(str(answer.get("logs") or ""), answer.get("audit") or ())
         errors: dict[str, str] = answer.get("errors") or {}
         if errors:
             dotted, message = next(iter(sorted(errors.items())))
-            raise ContainerError(f"the vault handler module {dotted.rpartition('.')[0]} failed"
-                                 f" to import: {message}")
-        self._pools = {name: FunctionPool(name, dotted, self._init, self.sink,
-                                          max_containers=self.max_containers)
-                       for name, dotted in self.functions.items()}
+            raise ContainerError(
+                f"the vault handler module {dotted.rpartition('.')[0]} failed to import: {message}"
+            )
+        self._pools = {
+            name: FunctionPool(
+                name, dotted, self._init, self.sink, max_containers=self.max_containers
+            )
+            for name, dotted in self.functions.items()
+        }
 
     def warm(self) -> None:
         """One container per function, started now."""

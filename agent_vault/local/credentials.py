@@ -86,9 +86,22 @@ class LocalPrincipal:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LocalPrincipal:
-        return cls(**{k: data[k] for k in (
-            "name", "kind", "role_name", "session_name", "account_id", "role_id",
-            "access_key_id", "secret_access_key", "session_token")})
+        return cls(
+            **{
+                k: data[k]
+                for k in (
+                    "name",
+                    "kind",
+                    "role_name",
+                    "session_name",
+                    "account_id",
+                    "role_id",
+                    "access_key_id",
+                    "secret_access_key",
+                    "session_token",
+                )
+            }
+        )
 
 
 def new_principal(

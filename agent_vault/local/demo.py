@@ -58,11 +58,17 @@ SCOPES = ("calendar.read",)
 # -- helpers (usable on their own) ---------------------------------------------------------------
 
 
-def vault_client(info: LocalInfo, principal: str, user: UserIdentity | None = None,
-                 **kwargs: Any) -> VaultClient:
+def vault_client(
+    info: LocalInfo, principal: str, user: UserIdentity | None = None, **kwargs: Any
+) -> VaultClient:
     """An SDK client signing as the local principal ``principal`` (e.g. a calendar-agent task)."""
-    return VaultClient(info.vault_url, user=user, credentials=info.principal(principal)
-                       .credentials(), region=info.region, **kwargs)
+    return VaultClient(
+        info.vault_url,
+        user=user,
+        credentials=info.principal(principal).credentials(),
+        region=info.region,
+        **kwargs,
+    )
 
 
 def id_token_for(info: LocalInfo, username: str) -> str:
@@ -71,20 +77,33 @@ def id_token_for(info: LocalInfo, username: str) -> str:
     provider = info.provider
     verifier, challenge = pkce_pair()
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    query = urllib.parse.urlencode({
-        "response_type": "code", "client_id": provider["app_client_id"],
-        "redirect_uri": provider["app_redirect_uri"], "scope": "openid", "state": state,
-        "nonce": nonce, "code_challenge": challenge, "code_challenge_method": "S256",
-    })
-    redirect = complete_consent(f"{provider['authorization_endpoint']}?{query}", username,
-                                info.users[username])
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": provider["app_client_id"],
+            "redirect_uri": provider["app_redirect_uri"],
+            "scope": "openid",
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    redirect = complete_consent(
+        f"{provider['authorization_endpoint']}?{query}", username, info.users[username]
+    )
     params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(redirect).query))
     if params.get("state") != state or "code" not in params:
         raise StepFailed(f"the login of {username} did not come back with a code", None)
     answer = http_request(
-        "POST", provider["token_endpoint"],
-        form={"grant_type": "authorization_code", "code": params["code"],
-              "redirect_uri": provider["app_redirect_uri"], "code_verifier": verifier},
+        "POST",
+        provider["token_endpoint"],
+        form={
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": provider["app_redirect_uri"],
+            "code_verifier": verifier,
+        },
         basic_auth=(provider["app_client_id"], provider["app_client_secret"]),
     )
     body = answer.json()
@@ -96,9 +115,12 @@ def id_token_for(info: LocalInfo, username: str) -> str:
 def introspect(info: LocalInfo, token: str) -> dict[str, Any]:
     """RFC 7662 introspection at the provider, as the calendar API (the resource server)."""
     provider = info.provider
-    answer = http_request("POST", provider["introspection_endpoint"], form={"token": token},
-                          basic_auth=(provider["calendar_api_client_id"],
-                                      provider["calendar_api_secret"]))
+    answer = http_request(
+        "POST",
+        provider["introspection_endpoint"],
+        form={"token": token},
+        basic_auth=(provider["calendar_api_client_id"], provider["calendar_api_secret"]),
+    )
     body = answer.json()
     if answer.status != 200 or not isinstance(body, dict):
         raise StepFailed(f"introspection answered {answer.status}", None)
@@ -106,8 +128,9 @@ def introspect(info: LocalInfo, token: str) -> dict[str, Any]:
 
 
 def calendar_events(info: LocalInfo, token: str) -> HttpResponse:
-    return http_request("GET", info.provider["calendar_url"],
-                        headers={"Authorization": f"Bearer {token}"})
+    return http_request(
+        "GET", info.provider["calendar_url"], headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 def _aws_client(info: LocalInfo, service: str, **kwargs: Any) -> Any:
@@ -115,13 +138,19 @@ def _aws_client(info: LocalInfo, service: str, **kwargs: Any) -> Any:
     from botocore.config import Config
 
     return boto3.session.Session().client(  # type: ignore[call-overload]
-        service, region_name=info.region, config=Config(retries={"max_attempts": 1}), **kwargs)
+        service, region_name=info.region, config=Config(retries={"max_attempts": 1}), **kwargs
+    )
 
 
 def stop_task(info: LocalInfo, principal: str, reason: str) -> dict[str, Any]:
     """Stop the ECS task a local principal runs as (in moto) and describe it."""
-    ecs = _aws_client(info, "ecs", endpoint_url=info.moto_url, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")  # noqa: S106 - moto's fake credentials # nosec B106
+    ecs = _aws_client(
+        info,
+        "ecs",
+        endpoint_url=info.moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials # nosec B106
+    )
     task_arn = info.tasks[principal]
     ecs.stop_task(cluster=info.cluster, task=task_arn, reason=reason)
     described = ecs.describe_tasks(cluster=info.cluster, tasks=[task_arn])["tasks"]
@@ -133,8 +162,9 @@ def stop_task(info: LocalInfo, principal: str, reason: str) -> dict[str, Any]:
 
 def _iso(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
-        return value.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z")
+        return (
+            value.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
     if isinstance(value, dict):
         return {k: _iso(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -166,10 +196,14 @@ def task_state_change_event(task: dict[str, Any], info: LocalInfo) -> dict[str, 
 def invoke_reaper(info: LocalInfo, event: dict[str, Any]) -> dict[str, Any]:
     """Deliver ``event`` to the reaper as EventBridge does: a signed Lambda ``Invoke``."""
     events = info.principal("eventbridge")
-    client = _aws_client(info, "lambda", endpoint_url=info.lambda_url,
-                         aws_access_key_id=events.access_key_id,
-                         aws_secret_access_key=events.secret_access_key,
-                         aws_session_token=events.session_token)
+    client = _aws_client(
+        info,
+        "lambda",
+        endpoint_url=info.lambda_url,
+        aws_access_key_id=events.access_key_id,
+        aws_secret_access_key=events.secret_access_key,
+        aws_session_token=events.session_token,
+    )
     answer = client.invoke(FunctionName=info.reaper_function, Payload=json.dumps(event).encode())
     payload = json.loads(answer["Payload"].read() or b"null")
     if answer.get("FunctionError"):
@@ -287,8 +321,9 @@ class Story:
         except StepFailed as exc:
             return self._failed(number, title, str(exc), exc.hint or hint, began)
         except VaultError as exc:
-            return self._failed(number, title, f"{exc.status} {exc.code}: {exc.detail}", hint,
-                                began)
+            return self._failed(
+                number, title, f"{exc.status} {exc.code}: {exc.detail}", hint, began
+            )
         except Exception as exc:
             return self._failed(number, title, f"{type(exc).__name__}: {exc}", hint, began)
         seconds = time.perf_counter() - began
@@ -326,12 +361,20 @@ class Story:
             client = self._track(vault_client(self.info, TASK_1, self.state.alice))
             session = client.start_session()
             self.state.client = client
-            return (f"session {_short(session.session_id)} of agent {session.agent} for user "
-                    f"{session.user.get('sub')}, task {_short(session.task_id or '?')}, key "
-                    f"jkt={_short(session.jkt)}"), session.session_id
-        return str(self._step("alice's agent task starts a session (ES256 key, SigV4, DPoP)",
-                              "is the vault config's agents.calendar-agent.role_name the task's"
-                              " role, and user_identity_issuers the local provider?", act))
+            return (
+                f"session {_short(session.session_id)} of agent {session.agent} for user "
+                f"{session.user.get('sub')}, task {_short(session.task_id or '?')}, key "
+                f"jkt={_short(session.jkt)}"
+            ), session.session_id
+
+        return str(
+            self._step(
+                "alice's agent task starts a session (ES256 key, SigV4, DPoP)",
+                "is the vault config's agents.calendar-agent.role_name the task's"
+                " role, and user_identity_issuers the local provider?",
+                act,
+            )
+        )
 
     def token_needs_consent(self) -> Authorization:
         def act() -> tuple[str, Any]:
@@ -343,13 +386,18 @@ class Story:
                 authorization = Authorization(exc.flow_id, exc.authorization_url, 0)
                 self.state.authorization = authorization
                 host = urllib.parse.urlsplit(exc.authorization_url).netloc
-                return (f"403 consent_required (missing {' '.join(exc.missing_scopes)}); the SDK"
-                        f" started flow {_short(exc.flow_id)} → authorize at {host}"
-                        ), authorization
-            raise StepFailed("a token came back before anyone consented",
-                             "the vault must answer consent_required without a grant")
+                return (
+                    f"403 consent_required (missing {' '.join(exc.missing_scopes)}); the SDK"
+                    f" started flow {_short(exc.flow_id)} → authorize at {host}"
+                ), authorization
+            raise StepFailed(
+                "a token came back before anyone consented",
+                "the vault must answer consent_required without a grant",
+            )
+
         result: Authorization = self._step(
-            "it asks for calendar.read: consent required", "check the token route", act)
+            "it asks for calendar.read: consent required", "check the token route", act
+        )
         return result
 
     def consent_at_provider(self) -> str:
@@ -357,18 +405,28 @@ class Story:
             authorization = self.state.authorization
             if authorization is None:
                 raise StepFailed("no authorization URL", "run the steps in order")
-            callback = complete_consent(authorization.authorization_url, "alice",
-                                        self.info.users["alice"], "allow")
+            callback = complete_consent(
+                authorization.authorization_url, "alice", self.info.users["alice"], "allow"
+            )
             if not callback.startswith(self.info.callback_url):
-                raise StepFailed(f"the provider redirected to {callback.split('?')[0]}",
-                                 "the provider's redirect URI must be the vault's CALLBACK_URL")
+                raise StepFailed(
+                    f"the provider redirected to {callback.split('?')[0]}",
+                    "the provider's redirect URI must be the vault's CALLBACK_URL",
+                )
             self.state.callback_url = callback
             params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))
-            return (f"alice logged in and allowed; the provider redirects to the vault callback "
-                    f"with code, state and iss={params.get('iss')}"), callback
-        return str(self._step("alice logs in and consents at the provider",
-                              "see the provider's stderr; users are alice/bob with "
-                              "<name>-password", act))
+            return (
+                f"alice logged in and allowed; the provider redirects to the vault callback "
+                f"with code, state and iss={params.get('iss')}"
+            ), callback
+
+        return str(
+            self._step(
+                "alice logs in and consents at the provider",
+                "see the provider's stderr; users are alice/bob with <name>-password",
+                act,
+            )
+        )
 
     def callback(self) -> str:
         def act() -> tuple[str, Any]:
@@ -377,15 +435,25 @@ class Story:
             answer = _get(self.state.callback_url)
             location = answer.headers.get("Location", "")
             if answer.status != 302 or not location.startswith(self.info.return_url):
-                raise StepFailed(f"the callback answered {answer.status}: "
-                                 f"{answer.body[:200]!r}", "read the vault log")
+                raise StepFailed(
+                    f"the callback answered {answer.status}: {answer.body[:200]!r}",
+                    "read the vault log",
+                )
             self.state.return_location = location
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
-            return (f"302 to the app's return URL with flow_id, status={query.get('status')} and"
-                    " a one-time binding code (the code was exchanged; the grant is not usable"
-                    " yet, and the agent never sees the binding code)"), location
-        return str(self._step("the browser reaches the vault callback (public route, no SigV4)",
-                              "the callback must exchange the code and redirect", act))
+            return (
+                f"302 to the app's return URL with flow_id, status={query.get('status')} and"
+                " a one-time binding code (the code was exchanged; the grant is not usable"
+                " yet, and the agent never sees the binding code)"
+            ), location
+
+        return str(
+            self._step(
+                "the browser reaches the vault callback (public route, no SigV4)",
+                "the callback must exchange the code and redirect",
+                act,
+            )
+        )
 
     def bind(self) -> dict[str, Any]:
         def act() -> tuple[str, Any]:
@@ -396,35 +464,53 @@ class Story:
             # The app knows who is logged in: here a *fresh* ID token of alice (another token of
             # the same user; the vault compares issuer and subject, not token bytes).
             logged_in = id_token_for(self.info, "alice")
-            binding_code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query)
-                                ).get("binding_code", "")
+            binding_code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query)).get(
+                "binding_code", ""
+            )
             if self.info.agent_url:
                 # alice's browser: logged in at the agent, and the one this flow was started for
                 # (the agent binds only the flow its cookie names)
-                page = _get(location, cookies={"agent_id_token": logged_in,
-                                               "agent_consent_flow": authorization.flow_id})
+                page = _get(
+                    location,
+                    cookies={
+                        "agent_id_token": logged_in,
+                        "agent_consent_flow": authorization.flow_id,
+                    },
+                )
                 if page.status != 200 or b"Connected" not in page.body:
-                    raise StepFailed(f"the agent's return page answered {page.status}",
-                                     "see the sample agent's output")
-                return ("the sample agent's return page completed the flow for the user "
-                        "logged in there (alice): grant active"), {"status": "active"}
-            result = self._client().complete_flow(authorization.flow_id,
-                                                  UserIdentity(id_token=logged_in), binding_code)
+                    raise StepFailed(
+                        f"the agent's return page answered {page.status}",
+                        "see the sample agent's output",
+                    )
+                return (
+                    "the sample agent's return page completed the flow for the user "
+                    "logged in there (alice): grant active"
+                ), {"status": "active"}
+            result = self._client().complete_flow(
+                authorization.flow_id, UserIdentity(id_token=logged_in), binding_code
+            )
             return f"flow {result.status}, grant {_short(result.grant_id)}", result
+
         value: dict[str, Any] = self._step(
             "the app binds the consent to its logged-in user",
             "POST /v1/flows/{id}/complete needs the binding code and the same (iss, sub) as the"
-            " session", act)
+            " session",
+            act,
+        )
         return value
 
     def get_token(self) -> AccessToken:
         def act() -> tuple[str, Any]:
             token = self._client().get_token(self.info.provider_name, SCOPES)
             self.state.token = token
-            return (f"session-bound token for '{token.scope}', expires in "
-                    f"{token.expires_in():.0f} s (the refresh token stays in the vault)"), token
-        result: AccessToken = self._step("the same session now gets its token",
-                                         "the grant must be active after binding", act)
+            return (
+                f"session-bound token for '{token.scope}', expires in "
+                f"{token.expires_in():.0f} s (the refresh token stays in the vault)"
+            ), token
+
+        result: AccessToken = self._step(
+            "the same session now gets its token", "the grant must be active after binding", act
+        )
         return result
 
     def call_calendar(self) -> list[dict[str, Any]]:
@@ -434,13 +520,17 @@ class Story:
                 raise StepFailed("no token", "run the steps in order")
             answer = calendar_events(self.info, token.access_token)
             if answer.status != 200:
-                raise StepFailed(f"the calendar API answered {answer.status}",
-                                 "the token must be active with calendar.read for the resource")
+                raise StepFailed(
+                    f"the calendar API answered {answer.status}",
+                    "the token must be active with calendar.read for the resource",
+                )
             events = answer.json().get("events", [])
             titles = ", ".join(str(e.get("title")) for e in events)
             return f"200: {len(events)} events today ({titles})", events
-        result: list[dict[str, Any]] = self._step("the agent calls the calendar API with it",
-                                                  "check the provider's stderr", act)
+
+        result: list[dict[str, Any]] = self._step(
+            "the agent calls the calendar API with it", "check the provider's stderr", act
+        )
         return result
 
     def stolen_session_refused(self) -> str:
@@ -451,15 +541,27 @@ class Story:
             from agent_vault.proofs import SessionKey
 
             try:
-                thief.request("POST", f"/v1/sessions/{session_id}/tokens",
-                              {"provider": self.info.provider_name, "scopes": list(SCOPES)},
-                              key=SessionKey(), session_id=session_id)
+                thief.request(
+                    "POST",
+                    f"/v1/sessions/{session_id}/tokens",
+                    {"provider": self.info.provider_name, "scopes": list(SCOPES)},
+                    key=SessionKey(),
+                    session_id=session_id,
+                )
             except Forbidden as exc:
                 return f"{exc.status} {exc.code}: {exc.detail}", exc.code
-            raise StepFailed("another task got a token for this session",
-                             "the vault must compare the caller's principal with the session's")
-        return str(self._step("another task of the same agent replays the session id: refused",
-                              "sessions are bound to the caller's IAM principal", act))
+            raise StepFailed(
+                "another task got a token for this session",
+                "the vault must compare the caller's principal with the session's",
+            )
+
+        return str(
+            self._step(
+                "another task of the same agent replays the session id: refused",
+                "sessions are bound to the caller's IAM principal",
+                act,
+            )
+        )
 
     def other_agent_refused(self) -> str:
         def act() -> tuple[str, Any]:
@@ -468,22 +570,34 @@ class Story:
             try:
                 other.get_token(self.info.provider_name, SCOPES)
             except ScopeNotAllowed as exc:
-                return (f"{exc.status} {exc.code}: mail-agent may have "
-                        f"{', '.join(exc.allowed_scopes) or 'nothing'} here"), exc.code
-            raise StepFailed("mail-agent got a calendar token",
-                             "agents.mail-agent.providers must not allow calendar.read")
-        return str(self._step("another agent asks for alice's calendar: refused by policy",
-                              "policy is checked before any grant", act))
+                return (
+                    f"{exc.status} {exc.code}: mail-agent may have "
+                    f"{', '.join(exc.allowed_scopes) or 'nothing'} here"
+                ), exc.code
+            raise StepFailed(
+                "mail-agent got a calendar token",
+                "agents.mail-agent.providers must not allow calendar.read",
+            )
+
+        return str(
+            self._step(
+                "another agent asks for alice's calendar: refused by policy",
+                "policy is checked before any grant",
+                act,
+            )
+        )
 
     def stop_task(self) -> dict[str, Any]:
         def act() -> tuple[str, Any]:
             task = stop_task(self.info, TASK_1, "the demo stopped the agent task")
             event = task_state_change_event(task, self.info)
             self.state.event = event
-            return (f"moto ECS: task {_short(task['taskArn'].rsplit('/', 1)[-1])} is "
-                    f"{task['lastStatus']} ({task.get('stoppedReason')})"), event
-        value: dict[str, Any] = self._step("the agent's ECS task stops",
-                                           "is moto running?", act)
+            return (
+                f"moto ECS: task {_short(task['taskArn'].rsplit('/', 1)[-1])} is "
+                f"{task['lastStatus']} ({task.get('stoppedReason')})"
+            ), event
+
+        value: dict[str, Any] = self._step("the agent's ECS task stops", "is moto running?", act)
         return value
 
     def reap(self) -> dict[str, Any]:
@@ -492,13 +606,18 @@ class Story:
                 raise StepFailed("no event", "run the steps in order")
             result = invoke_reaper(self.info, self.state.event)
             if result.get("status") != "reaped" or not result.get("ended_sessions"):
-                raise StepFailed(f"the reaper answered {result}",
-                                 "the reaper must end every session of the task")
+                raise StepFailed(
+                    f"the reaper answered {result}", "the reaper must end every session of the task"
+                )
             self.state.reaped = result
-            return (f"EventBridge → reaper: {result.get('ended_sessions')} session(s) ended, "
-                    f"{result.get('revoked_tokens')} token(s) revoked upstream"), result
-        value: dict[str, Any] = self._step("EventBridge delivers 'ECS Task State Change' to the"
-                                           " reaper", "read the vault log", act)
+            return (
+                f"EventBridge → reaper: {result.get('ended_sessions')} session(s) ended, "
+                f"{result.get('revoked_tokens')} token(s) revoked upstream"
+            ), result
+
+        value: dict[str, Any] = self._step(
+            "EventBridge delivers 'ECS Task State Change' to the reaper", "read the vault log", act
+        )
         return value
 
     def session_dead(self) -> str:
@@ -509,8 +628,11 @@ class Story:
                 client.get_token(self.info.provider_name, SCOPES)
             except SessionEnded as exc:
                 return f"{exc.status} {exc.code}: {exc.detail}", exc.code
-            raise StepFailed("the stopped task's session still gets tokens",
-                             "the reaper must mark the task's sessions ended")
+            raise StepFailed(
+                "the stopped task's session still gets tokens",
+                "the reaper must mark the task's sessions ended",
+            )
+
         return str(self._step("the session is dead", "the token route must answer 410", act))
 
     def token_dead(self) -> dict[str, Any]:
@@ -520,32 +642,54 @@ class Story:
                 raise StepFailed("no token", "run the steps in order")
             info = introspect(self.info, token.access_token)
             if info.get("active") is not False:
-                raise StepFailed("the provider still says the token is active",
-                                 "ending a session must revoke its tokens upstream (RFC 7009)")
+                raise StepFailed(
+                    "the provider still says the token is active",
+                    "ending a session must revoke its tokens upstream (RFC 7009)",
+                )
             answer = calendar_events(self.info, token.access_token)
             if answer.status != 401:
                 raise StepFailed(f"the calendar API answered {answer.status}", None)
             return "introspection: active=false; the calendar API answers 401", info
-        value: dict[str, Any] = self._step("its token is dead at the provider too",
-                                           "revocation happens upstream", act)
+
+        value: dict[str, Any] = self._step(
+            "its token is dead at the provider too", "revocation happens upstream", act
+        )
         return value
 
     def audit_trail(self) -> list[dict[str, Any]]:
         def act() -> tuple[str, Any]:
             events = audit_events(self.info, self.started)
             if not events:
-                raise StepFailed("no audit events were logged",
-                                 "audit events are Powertools log records with an 'audit' member")
+                raise StepFailed(
+                    "no audit events were logged",
+                    "audit events are Powertools log records with an 'audit' member",
+                )
             lines = [_format_event(e) for e in events]
             return f"{len(events)} audit events:\n" + "\n".join(
-                f"        {line}" for line in lines), events
-        result: list[dict[str, Any]] = self._step("the audit trail of this run",
-                                                  f"see {self.info.vault_log}", act)
+                f"        {line}" for line in lines
+            ), events
+
+        result: list[dict[str, Any]] = self._step(
+            "the audit trail of this run", f"see {self.info.vault_log}", act
+        )
         return result
 
-    STEPS = ("start_session", "token_needs_consent", "consent_at_provider", "callback", "bind",
-             "get_token", "call_calendar", "stolen_session_refused", "other_agent_refused",
-             "stop_task", "reap", "session_dead", "token_dead", "audit_trail")
+    STEPS = (
+        "start_session",
+        "token_needs_consent",
+        "consent_at_provider",
+        "callback",
+        "bind",
+        "get_token",
+        "call_calendar",
+        "stolen_session_refused",
+        "other_agent_refused",
+        "stop_task",
+        "reap",
+        "session_dead",
+        "token_dead",
+        "audit_trail",
+    )
 
     def run(self) -> bool:
         """Every step in order; True when all passed."""
@@ -566,8 +710,18 @@ class Story:
 
 def _format_event(event: dict[str, Any]) -> str:
     stamp = str(event.get("timestamp") or "")[11:23]
-    keys = ("reason", "agent", "provider", "scopes", "session_id", "task_id", "flow_id",
-            "grant_id", "count", "revoked_tokens")
+    keys = (
+        "reason",
+        "agent",
+        "provider",
+        "scopes",
+        "session_id",
+        "task_id",
+        "flow_id",
+        "grant_id",
+        "count",
+        "revoked_tokens",
+    )
     details = []
     for key in keys:
         if key in event:
@@ -578,4 +732,5 @@ def _format_event(event: dict[str, Any]) -> str:
     if isinstance(user, dict) and user.get("sub"):
         details.append(f"user={user['sub']}")
     return f"{stamp} {event.get('action', '?'):<18} {event.get('outcome', '?'):<9} " + " ".join(
-        details)
+        details
+    )

@@ -66,6 +66,7 @@ def _importable(directory: Path) -> None:
     if str(directory) not in sys.path:
         sys.path.insert(0, str(directory))
 
+
 REGION = "us-east-1"
 TABLE_NAME = "agent-vault-local"
 REPLAY_TABLE_NAME = "agent-vault-local-replay"
@@ -111,8 +112,9 @@ def moto_child(fd: int) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
-                         threaded=True, fd=fd)
+    server = make_server(
+        "127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True, fd=fd
+    )
     thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
     thread.start()
     try:
@@ -247,10 +249,16 @@ class LocalMode:
         """moto in server mode in a child process, serving the socket bound here (so its URL is
         known at once and nothing can take the port). It exits when its stdin closes."""
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module  # nosec B603
-            [sys.executable, "-c", "from agent_vault.local.runner import moto_child; "
-             f"moto_child({sock.fileno()})"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            pass_fds=[sock.fileno()], cwd=str(REPO_ROOT),
+            [
+                sys.executable,
+                "-c",
+                f"from agent_vault.local.runner import moto_child; moto_child({sock.fileno()})",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=[sock.fileno()],
+            cwd=str(REPO_ROOT),
         )
 
         def stop_moto() -> None:
@@ -289,28 +297,38 @@ class LocalMode:
     @staticmethod
     def _create_tables(dynamodb: Any) -> None:
         def index(name: str) -> dict[str, Any]:
-            return {"IndexName": name,
-                    "KeySchema": [{"AttributeName": f"{name}pk", "KeyType": "HASH"},
-                                  {"AttributeName": f"{name}sk", "KeyType": "RANGE"}],
-                    "Projection": {"ProjectionType": "ALL"}}
+            return {
+                "IndexName": name,
+                "KeySchema": [
+                    {"AttributeName": f"{name}pk", "KeyType": "HASH"},
+                    {"AttributeName": f"{name}sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
 
         dynamodb.create_table(
-            TableName=TABLE_NAME, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in
-                                  ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            TableName=TABLE_NAME,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": n, "AttributeType": "S"}
+                for n in ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
+            ],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
             GlobalSecondaryIndexes=[index("gsi1"), index("gsi2")],
         )
         dynamodb.create_table(
-            TableName=REPLAY_TABLE_NAME, BillingMode="PAY_PER_REQUEST",
+            TableName=REPLAY_TABLE_NAME,
+            BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         )
         for table in (TABLE_NAME, REPLAY_TABLE_NAME):
             dynamodb.update_time_to_live(
-                TableName=table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+                TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+            )
 
     @staticmethod
     def _create_tasks(ec2: Any, ecs: Any) -> tuple[str, dict[str, str]]:
@@ -318,24 +336,43 @@ class LocalMode:
         vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
-        group = ec2.create_security_group(GroupName="agents", Description="local agents",
-                                          VpcId=vpc)["GroupId"]
+        group = ec2.create_security_group(
+            GroupName="agents", Description="local agents", VpcId=vpc
+        )["GroupId"]
         cluster = ecs.create_cluster(clusterName=CLUSTER)["cluster"]["clusterArn"]
         tasks: dict[str, str] = {}
-        for family, role, names in ((CALENDAR_AGENT, CALENDAR_ROLE, (AGENT_APP, TASK_1, TASK_2)),
-                                    (MAIL_AGENT, MAIL_ROLE, (MAIL_TASK,))):
+        for family, role, names in (
+            (CALENDAR_AGENT, CALENDAR_ROLE, (AGENT_APP, TASK_1, TASK_2)),
+            (MAIL_AGENT, MAIL_ROLE, (MAIL_TASK,)),
+        ):
             ecs.register_task_definition(
-                family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
-                cpu="256", memory="512",
+                family=family,
+                networkMode="awsvpc",
+                requiresCompatibilities=["FARGATE"],
+                cpu="256",
+                memory="512",
                 taskRoleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT}:role/{role}",
-                containerDefinitions=[{"name": "agent", "image": "agent-vault/agent:local",
-                                       "essential": True, "cpu": 256, "memory": 512}])
+                containerDefinitions=[
+                    {
+                        "name": "agent",
+                        "image": "agent-vault/agent:local",
+                        "essential": True,
+                        "cpu": 256,
+                        "memory": 512,
+                    }
+                ],
+            )
             for name in names:
                 answer = ecs.run_task(
-                    cluster=CLUSTER, taskDefinition=family, launchType="FARGATE", count=1,
+                    cluster=CLUSTER,
+                    taskDefinition=family,
+                    launchType="FARGATE",
+                    count=1,
                     startedBy="agent-vault-local",
-                    networkConfiguration={"awsvpcConfiguration": {
-                        "subnets": [subnet], "securityGroups": [group]}})
+                    networkConfiguration={
+                        "awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}
+                    },
+                )
                 tasks[name] = answer["tasks"][0]["taskArn"]
         return cluster, tasks
 
@@ -345,8 +382,7 @@ class LocalMode:
         role_ids: dict[str, str | None] = {CALENDAR_ROLE: None, MAIL_ROLE: None}
         for name, arn in tasks.items():
             role = CALENDAR_ROLE if name.startswith(CALENDAR_AGENT) else MAIL_ROLE
-            principal = new_principal(name, role, arn.rsplit("/", 1)[-1],
-                                      role_id=role_ids[role])
+            principal = new_principal(name, role, arn.rsplit("/", 1)[-1], role_id=role_ids[role])
             role_ids[role] = principal.role_id  # one role id per role, as in IAM
             principals[name] = principal
         principals[ADMIN] = new_principal(ADMIN, ADMIN_ROLE, "operator", kind="admin")
@@ -369,8 +405,10 @@ class LocalMode:
                 },
             },
             "agents": {
-                CALENDAR_AGENT: {"role_name": CALENDAR_ROLE,
-                                 "providers": {PROVIDER: ["calendar.read", "calendar.write"]}},
+                CALENDAR_AGENT: {
+                    "role_name": CALENDAR_ROLE,
+                    "providers": {PROVIDER: ["calendar.read", "calendar.write"]},
+                },
                 MAIL_AGENT: {"role_name": MAIL_ROLE, "providers": {PROVIDER: ["mail.read"]}},
             },
             "admin_role_names": [ADMIN_ROLE],
@@ -385,8 +423,13 @@ class LocalMode:
         containers' logs go to ``vault_log`` (Powertools JSON) and audit events to on_audit."""
         sink = VaultLog(vault_log, self.on_audit)
         self._stack.callback(sink.close)
-        fleet = LambdaFleet(_functions(), sink, python_path=[str(LAMBDAS_DIR)],
-                            cwd=str(REPO_ROOT), service=SERVICE_NAME)
+        fleet = LambdaFleet(
+            _functions(),
+            sink,
+            python_path=[str(LAMBDAS_DIR)],
+            cwd=str(REPO_ROOT),
+            service=SERVICE_NAME,
+        )
         fleet.start()
         self._stack.callback(fleet.stop)
         return fleet
@@ -400,8 +443,9 @@ class LocalMode:
         except ContainerError as exc:
             raise LocalModeError(str(exc)) from exc
 
-    def _start_agent(self, info_partial: dict[str, Any], sock: socket.socket,
-                     principal: LocalPrincipal) -> None:
+    def _start_agent(
+        self, info_partial: dict[str, Any], sock: socket.socket, principal: LocalPrincipal
+    ) -> None:
         import uvicorn
 
         from agent.app import AgentSettings, OidcSettings, create_app
@@ -427,14 +471,15 @@ class LocalMode:
             public_url=info_partial["agent_url"],
             credentials=principal.credentials(),
             default_user=local_user,
-            oidc=OidcSettings(provider.issuer, provider.app_client_id,
-                              provider.app_client_secret),
+            oidc=OidcSettings(provider.issuer, provider.app_client_id, provider.app_client_secret),
         )
-        config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False,
-                                lifespan="on")
+        config = uvicorn.Config(
+            create_app(settings), log_level="warning", access_log=False, lifespan="on"
+        )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                  name="sample-agent", daemon=True)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="sample-agent", daemon=True
+        )
         thread.start()
 
         def stop_agent() -> None:
@@ -456,8 +501,7 @@ class LocalMode:
         workdir = self._workdir()
         moto_sock, vault_sock, lambda_sock = self._bind(), self._bind(), self._bind()
         agent_sock = self._bind() if self.with_agent else None
-        moto_url, vault_url, lambda_url = (_url_of(s) for s in (moto_sock, vault_sock,
-                                                                   lambda_sock))
+        moto_url, vault_url, lambda_url = (_url_of(s) for s in (moto_sock, vault_sock, lambda_sock))
         agent_url = _url_of(agent_sock) if agent_sock else None
         # Without the sample agent the return URL is still the agent's: nothing listens there.
         return_base = agent_url or "http://127.0.0.1:9"
@@ -481,7 +525,8 @@ class LocalMode:
         self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         provider_started: Future[None] = pool.submit(provider.start)
         resources: Future[tuple[str, str, dict[str, str]]] = pool.submit(
-            self._create_resources, moto_url, client_secret)
+            self._create_resources, moto_url, client_secret
+        )
 
         config_path = workdir / "vault_config.json"
         environment: dict[str, str | None] = {
@@ -521,35 +566,52 @@ class LocalMode:
             key_arn, cluster, tasks = resources.result(timeout=self.startup_timeout)
         except Exception:
             if moto.poll() is not None and moto.stderr is not None:
-                raise LocalModeError("moto exited: " + moto.stderr.read().decode(
-                    "utf-8", "replace")[-2000:]) from None
+                raise LocalModeError(
+                    "moto exited: " + moto.stderr.read().decode("utf-8", "replace")[-2000:]
+                ) from None
             raise
         os.environ["KEY_ID"] = key_arn
-        config_path.write_text(json.dumps(
-            self._config(provider.issuer, provider.jwks_uri, provider.resource, return_url),
-            indent=2), encoding="utf-8")
+        config_path.write_text(
+            json.dumps(
+                self._config(provider.issuer, provider.jwks_uri, provider.resource, return_url),
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
         self._init_fleet(fleet)  # the handlers import with the whole environment
         principals = self._principals(tasks)
         api_registry = PrincipalRegistry(p for n, p in principals.items() if n != EVENTS)
         events_registry = PrincipalRegistry([principals[EVENTS]])
-        credentials_file = api_registry.write_credentials_file(workdir / "credentials",
-                                                               region=REGION)
+        credentials_file = api_registry.write_credentials_file(
+            workdir / "credentials", region=REGION
+        )
 
-        gateway = LocalApiGateway(api_registry, region=REGION,
-                                  domain_name=vault_url.removeprefix("http://"),
-                                  resolver=fleet.handler)
+        gateway = LocalApiGateway(
+            api_registry,
+            region=REGION,
+            domain_name=vault_url.removeprefix("http://"),
+            resolver=fleet.handler,
+        )
         api_server = LocalApiServer(gateway, sock=vault_sock).start()
         self._stack.callback(api_server.stop)
-        lambda_service = LocalLambdaService(events_registry, {REAPER_FUNCTION: REAPER},
-                                            region=REGION, resolver=fleet.handler)
+        lambda_service = LocalLambdaService(
+            events_registry, {REAPER_FUNCTION: REAPER}, region=REGION, resolver=fleet.handler
+        )
         lambda_server = LocalApiServer(lambda_service, sock=lambda_sock).start()
         self._stack.callback(lambda_server.stop)
 
         info = LocalInfo(
-            region=REGION, account_id=DEFAULT_ACCOUNT, workdir=str(workdir),
-            config_path=str(config_path), vault_log=str(vault_log),
-            credentials_file=str(credentials_file), vault_url=vault_url, lambda_url=lambda_url,
-            moto_url=moto_url, agent_url=agent_url, provider_name=PROVIDER,
+            region=REGION,
+            account_id=DEFAULT_ACCOUNT,
+            workdir=str(workdir),
+            config_path=str(config_path),
+            vault_log=str(vault_log),
+            credentials_file=str(credentials_file),
+            vault_url=vault_url,
+            lambda_url=lambda_url,
+            moto_url=moto_url,
+            agent_url=agent_url,
+            provider_name=PROVIDER,
             provider={
                 "issuer": provider.issuer,
                 "discovery_url": provider.discovery_url,
@@ -567,22 +629,27 @@ class LocalMode:
             },
             users=dict(USERS),
             principals={name: p.to_json() for name, p in principals.items()},
-            tasks=tasks, cluster=cluster, reaper_function=REAPER_FUNCTION,
+            tasks=tasks,
+            cluster=cluster,
+            reaper_function=REAPER_FUNCTION,
             return_url=return_url,
         )
         if agent_sock is not None:
             self._start_agent(asdict(info), agent_sock, principals[AGENT_APP])
         return info
 
-    def _create_resources(self, moto_url: str, client_secret: str
-                          ) -> tuple[str, str, dict[str, str]]:
+    def _create_resources(
+        self, moto_url: str, client_secret: str
+    ) -> tuple[str, str, dict[str, str]]:
         """Tables, KMS key, the provider's client secret, the ECS cluster and tasks (in moto)."""
         aws = self._aws(moto_url)
         self._create_tables(aws["dynamodb"])
-        key_arn = str(aws["kms"].create_key(Description="Agent Vault (local)")
-                      ["KeyMetadata"]["Arn"])
-        aws["secretsmanager"].create_secret(Name=f"{CLIENT_SECRET_PREFIX}{PROVIDER}",
-                                            SecretString=client_secret)
+        key_arn = str(
+            aws["kms"].create_key(Description="Agent Vault (local)")["KeyMetadata"]["Arn"]
+        )
+        aws["secretsmanager"].create_secret(
+            Name=f"{CLIENT_SECRET_PREFIX}{PROVIDER}", SecretString=client_secret
+        )
         cluster, tasks = self._create_tasks(aws["ec2"], aws["ecs"])
         return key_arn, cluster, tasks
 
@@ -595,8 +662,13 @@ class LocalModeProcess:
     ...     client = VaultClient(info.vault_url, ...)
     """
 
-    def __init__(self, *, with_agent: bool = True, startup_timeout: float = 90.0,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        with_agent: bool = True,
+        startup_timeout: float = 90.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.with_agent = with_agent
         self.startup_timeout = startup_timeout
         self.env = env
@@ -611,8 +683,13 @@ class LocalModeProcess:
         if not self.with_agent:
             argv.append("--no-agent")
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module  # nosec B603
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, cwd=str(REPO_ROOT), env={**os.environ, **(self.env or {})},
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO_ROOT),
+            env={**os.environ, **(self.env or {})},
         )
         self._process = process
         lines: queue.Queue[str | None] = queue.Queue()
@@ -628,27 +705,38 @@ class LocalModeProcess:
                     lines.put(None)
 
         assert process.stdout is not None and process.stderr is not None
-        threading.Thread(target=pump, args=(process.stdout, lines.put, True), daemon=True,
-                         name="local-mode-stdout").start()
-        threading.Thread(target=pump, args=(process.stderr, self._keep_stderr, False),
-                         daemon=True, name="local-mode-stderr").start()
+        threading.Thread(
+            target=pump,
+            args=(process.stdout, lines.put, True),
+            daemon=True,
+            name="local-mode-stdout",
+        ).start()
+        threading.Thread(
+            target=pump,
+            args=(process.stderr, self._keep_stderr, False),
+            daemon=True,
+            name="local-mode-stderr",
+        ).start()
         deadline = time.monotonic() + self.startup_timeout
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LocalModeError("local mode did not become ready in "
-                                         f"{self.startup_timeout:g} s\n{self.stderr_tail()}")
+                    raise LocalModeError(
+                        "local mode did not become ready in "
+                        f"{self.startup_timeout:g} s\n{self.stderr_tail()}"
+                    )
                 try:
                     line = lines.get(timeout=remaining)
                 except queue.Empty:
                     continue
                 if line is None:
                     code = process.wait(timeout=10)
-                    raise LocalModeError(f"local mode exited with {code} before it was ready\n"
-                                         f"{self.stderr_tail()}")
+                    raise LocalModeError(
+                        f"local mode exited with {code} before it was ready\n{self.stderr_tail()}"
+                    )
                 if line.startswith("READY "):
-                    self.info = LocalInfo.from_json(line[len("READY "):])
+                    self.info = LocalInfo.from_json(line[len("READY ") :])
                     return self.info
         except BaseException:
             self.stop()

@@ -87,5 +87,7 @@ def agent_of(config: VaultConfig, caller: Caller) -> str:
 def require_admin(config: VaultConfig, caller: Caller) -> None:
     admins = config.admins_by_role
     if caller.role_name not in admins or not _pinned(caller, admins[caller.role_name], None):
-        raise Forbidden(f"role {caller.role_name!r} of account {caller.account} is not an admin"
-                        " (admin_role_names, admin_role_arns)")
+        raise Forbidden(
+            f"role {caller.role_name!r} of account {caller.account} is not an admin"
+            " (admin_role_names, admin_role_arns)"
+        )

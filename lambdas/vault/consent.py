@@ -194,8 +194,13 @@ def handle_callback(
         # mix-up: an answer meant for this flow's provider arrived at another provider's callback
         # (or the reverse); redeeming it anywhere could hand the code to the wrong token endpoint
         svc.repo.drop_pending_flow(pending.state_hash)
-        audit("consent.callback", "denied", reason=CallbackMismatch.code,
-              callback_provider=callback_provider, **where)
+        audit(
+            "consent.callback",
+            "denied",
+            reason=CallbackMismatch.code,
+            callback_provider=callback_provider,
+            **where,
+        )
         raise CallbackMismatch(
             f"this authorization response belongs to provider {pending.provider!r}, not "
             f"{callback_provider!r}; it was not redeemed (start consent again)"
@@ -468,8 +473,10 @@ def _revoke_answer(svc: Services, provider: str, answer: TokenResponse) -> bool:
     """Best-effort upstream revocation of a code exchange's tokens; True if every call
     succeeded."""
     ok = True
-    for token, hint in ((answer.refresh_token, "refresh_token"),
-                        (answer.access_token, "access_token")):
+    for token, hint in (
+        (answer.refresh_token, "refresh_token"),
+        (answer.access_token, "access_token"),
+    ):
         if token:
             try:
                 svc.provider(provider).revoke(token, hint)

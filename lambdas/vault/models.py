@@ -175,6 +175,4 @@ class Grant:
 
     @property
     def context(self) -> dict[str, str]:
-        return token_context(
-            self.user, self.provider, grant_id=self.grant_id, scopes=self.scopes
-        )
+        return token_context(self.user, self.provider, grant_id=self.grant_id, scopes=self.scopes)

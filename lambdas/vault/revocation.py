@@ -115,9 +115,7 @@ def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
     return ended, revoked
 
 
-def revoke_grant(
-    svc: Services, grant: Grant, reason: str, *, principal: str | None = None
-) -> int:
+def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | None = None) -> int:
     """Kill a grant: its refresh token upstream, every session token minted from it.
 
     The grant is marked `revoking` first: no refresh starts after that, and one in flight cannot
@@ -178,9 +176,11 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
     flows = 0
     if body.user is not None:  # the user's consents nobody bound yet die too
         for flow in svc.repo.unbound_flows_of_user(UserRef(iss=body.user.iss, sub=body.user.sub)):
-            if (body.agent is None or flow.agent == body.agent) and (
-                body.provider is None or flow.provider == body.provider
-            ) and (body.grant_id is None or flow.grant_id == body.grant_id):
+            if (
+                (body.agent is None or flow.agent == body.agent)
+                and (body.provider is None or flow.provider == body.provider)
+                and (body.grant_id is None or flow.grant_id == body.grant_id)
+            ):
                 flows += retire_unbound_flow(svc, flow, "revoked", principal=caller.arn)
     audit(
         "revocation",

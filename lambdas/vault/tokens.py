@@ -56,9 +56,7 @@ def _fresh(token: SessionToken | None, now: float) -> bool:
     )
 
 
-def _minted_meanwhile(
-    token: SessionToken | None, seen: SessionToken | None, now: float
-) -> bool:
+def _minted_meanwhile(token: SessionToken | None, seen: SessionToken | None, now: float) -> bool:
     """A token another caller minted while we waited for its refresh: taken as long as it is
     still alive, whatever the margin, so N callers make one refresh at any token lifetime."""
     return (
@@ -339,8 +337,10 @@ def _lost_commit(
     if current is None or current.status != "active":
         # the grant is being revoked (or was broken): its revoker knows only the tokens stored
         # before it closed the door, so these two are ours to kill (a rotated refresh included)
-        reason = "grant_broken" if current is not None and current.status == "broken" else (
-            "grant_revoked"
+        reason = (
+            "grant_broken"
+            if current is not None and current.status == "broken"
+            else ("grant_revoked")
         )
         access_ok = revoke_plain(svc, grant.provider, answer.access_token, "access_token")
         refresh_ok = new_refresh is None or revoke_plain(

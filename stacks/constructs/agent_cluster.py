@@ -10,11 +10,13 @@ from constructs import Construct
 class AgentCluster(Construct):
     """A Fargate cluster with Container Insights."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str,
-                 vpc: ec2.IVpc) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster_name: str, vpc: ec2.IVpc
+    ) -> None:
         super().__init__(scope, construct_id)
         self.cluster = ecs.Cluster(
-            self, "Cluster",
+            self,
+            "Cluster",
             cluster_name=cluster_name,
             vpc=vpc,
             container_insights_v2=ecs.ContainerInsights.ENABLED,

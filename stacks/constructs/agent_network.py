@@ -17,23 +17,34 @@ class AgentNetwork(Construct):
     production fleet that must survive an AZ outage raises `nat_gateways` to 2.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *,
-                 log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
-            self, "Vpc",
+            self,
+            "Vpc",
             max_azs=2,
             nat_gateways=1,
             subnet_configuration=[
-                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC,
-                                        cidr_mask=24),
-                ec2.SubnetConfiguration(name="agents",
-                                        subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
-                                        cidr_mask=22),
+                ec2.SubnetConfiguration(
+                    name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24
+                ),
+                ec2.SubnetConfiguration(
+                    name="agents", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22
+                ),
             ],
         )
-        flow_logs = logs.LogGroup(self, "FlowLogs", retention=log_retention,
-                                  removal_policy=removal_policy)
-        self.vpc.add_flow_log("FlowLog",
-                              destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
-                              traffic_type=ec2.FlowLogTrafficType.ALL)
+        flow_logs = logs.LogGroup(
+            self, "FlowLogs", retention=log_retention, removal_policy=removal_policy
+        )
+        self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
+        )

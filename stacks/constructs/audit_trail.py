@@ -21,8 +21,9 @@ Selector = cloudtrail.CfnTrail.AdvancedEventSelectorProperty
 Field = cloudtrail.CfnTrail.AdvancedFieldSelectorProperty
 
 
-def data_event_selectors(mode: DataEvents, *, table_arn: str,
-                         function_arns: Sequence[str]) -> list[Selector]:
+def data_event_selectors(
+    mode: DataEvents, *, table_arn: str, function_arns: Sequence[str]
+) -> list[Selector]:
     """CloudTrail advanced event selectors for a data-events mode.
 
     `none`: management events only (these include every KMS Decrypt, with its encryption
@@ -33,8 +34,12 @@ def data_event_selectors(mode: DataEvents, *, table_arn: str,
     their log ingestion) they would cost more per warm retrieval than the rest of the audit
     trail: the vault's own decision events and the API access log already name the caller.
     """
-    selectors = [Selector(name="Management events", field_selectors=[
-        Field(field="eventCategory", equal_to=["Management"])])]
+    selectors = [
+        Selector(
+            name="Management events",
+            field_selectors=[Field(field="eventCategory", equal_to=["Management"])],
+        )
+    ]
     if mode == "none":
         return selectors
     table_fields = [
@@ -44,15 +49,23 @@ def data_event_selectors(mode: DataEvents, *, table_arn: str,
     ]
     if mode == "writes":
         table_fields.append(Field(field="readOnly", equal_to=["false"]))
-    selectors.append(Selector(
-        name="Vault table writes" if mode == "writes" else "Vault table reads and writes",
-        field_selectors=table_fields))
+    selectors.append(
+        Selector(
+            name="Vault table writes" if mode == "writes" else "Vault table reads and writes",
+            field_selectors=table_fields,
+        )
+    )
     if mode == "all":
-        selectors.append(Selector(name="Vault function invocations", field_selectors=[
-            Field(field="eventCategory", equal_to=["Data"]),
-            Field(field="resources.type", equal_to=["AWS::Lambda::Function"]),
-            Field(field="resources.ARN", equal_to=list(function_arns)),
-        ]))
+        selectors.append(
+            Selector(
+                name="Vault function invocations",
+                field_selectors=[
+                    Field(field="eventCategory", equal_to=["Data"]),
+                    Field(field="resources.type", equal_to=["AWS::Lambda::Function"]),
+                    Field(field="resources.ARN", equal_to=list(function_arns)),
+                ],
+            )
+        )
     return selectors
 
 
@@ -65,55 +78,88 @@ class AuditTrail(Construct):
     vault key. Everything here is retained when the stack goes: an audit trail is evidence.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, environment: str,
-                 data_events: DataEvents, table_arn: str, function_arns: Sequence[str],
-                 retention_days: int, log_retention: logs.RetentionDays,
-                 deploy_role_arn: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        data_events: DataEvents,
+        table_arn: str,
+        function_arns: Sequence[str],
+        retention_days: int,
+        log_retention: logs.RetentionDays,
+        deploy_role_arn: str,
+    ) -> None:
         super().__init__(scope, construct_id)
         trail_name = f"agent-vault-{environment}"
-        trail_arn = (f"arn:{Aws.PARTITION}:cloudtrail:{Aws.REGION}:{Aws.ACCOUNT_ID}:trail/"
-                     f"{trail_name}")
+        trail_arn = (
+            f"arn:{Aws.PARTITION}:cloudtrail:{Aws.REGION}:{Aws.ACCOUNT_ID}:trail/{trail_name}"
+        )
         account = iam.AccountRootPrincipal()
         cloudtrail_service = iam.ServicePrincipal("cloudtrail.amazonaws.com")
         trail_context = f"arn:{Aws.PARTITION}:cloudtrail:*:{Aws.ACCOUNT_ID}:trail/*"
         self.key = kms.Key(
-            self, "Key",
+            self,
+            "Key",
             description=f"Agent Vault ({environment}): CloudTrail log files",
             alias=f"alias/agent-vault-{environment}-audit",
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
-            policy=iam.PolicyDocument(statements=[
-                iam.PolicyStatement(sid="KeyAdministration", principals=[account],
-                                    actions=list(KEY_ADMIN_ACTIONS), resources=["*"]),
-                iam.PolicyStatement(
-                    sid="CloudTrailEncryptLogs", principals=[cloudtrail_service],
-                    actions=["kms:GenerateDataKey*"], resources=["*"],
-                    conditions={
-                        "StringEquals": {"aws:SourceArn": trail_arn},
-                        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": trail_context},
-                    }),
-                iam.PolicyStatement(
-                    sid="CloudTrailDescribeKey", principals=[cloudtrail_service],
-                    actions=["kms:DescribeKey"], resources=["*"],
-                    conditions={"StringEquals": {"aws:SourceArn": trail_arn}}),
-                iam.PolicyStatement(
-                    sid="AuditorsDecryptLogs", principals=[account],
-                    actions=["kms:Decrypt", "kms:ReEncryptFrom"], resources=["*"],
-                    conditions={
-                        "StringEquals": {"kms:CallerAccount": Aws.ACCOUNT_ID},
-                        "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": trail_context},
-                    }),
-            ]),
+            policy=iam.PolicyDocument(
+                statements=[
+                    iam.PolicyStatement(
+                        sid="KeyAdministration",
+                        principals=[account],
+                        actions=list(KEY_ADMIN_ACTIONS),
+                        resources=["*"],
+                    ),
+                    iam.PolicyStatement(
+                        sid="CloudTrailEncryptLogs",
+                        principals=[cloudtrail_service],
+                        actions=["kms:GenerateDataKey*"],
+                        resources=["*"],
+                        conditions={
+                            "StringEquals": {"aws:SourceArn": trail_arn},
+                            "StringLike": {
+                                "kms:EncryptionContext:aws:cloudtrail:arn": trail_context
+                            },
+                        },
+                    ),
+                    iam.PolicyStatement(
+                        sid="CloudTrailDescribeKey",
+                        principals=[cloudtrail_service],
+                        actions=["kms:DescribeKey"],
+                        resources=["*"],
+                        conditions={"StringEquals": {"aws:SourceArn": trail_arn}},
+                    ),
+                    iam.PolicyStatement(
+                        sid="AuditorsDecryptLogs",
+                        principals=[account],
+                        actions=["kms:Decrypt", "kms:ReEncryptFrom"],
+                        resources=["*"],
+                        conditions={
+                            "StringEquals": {"kms:CallerAccount": Aws.ACCOUNT_ID},
+                            "StringLike": {
+                                "kms:EncryptionContext:aws:cloudtrail:arn": trail_context
+                            },
+                        },
+                    ),
+                ]
+            ),
         )
-        lifecycle = [s3.LifecycleRule(
-            id="retention",
-            expiration=Duration.days(retention_days),
-            noncurrent_version_expiration=Duration.days(30),
-            abort_incomplete_multipart_upload_after=Duration.days(7),
-        )]
+        lifecycle = [
+            s3.LifecycleRule(
+                id="retention",
+                expiration=Duration.days(retention_days),
+                noncurrent_version_expiration=Duration.days(30),
+                abort_incomplete_multipart_upload_after=Duration.days(7),
+            )
+        ]
         # S3 server access logs can only be delivered to an SSE-S3 bucket.
         self.access_log_bucket = s3.Bucket(
-            self, "AccessLogs",
+            self,
+            "AccessLogs",
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             versioned=True,
@@ -127,11 +173,14 @@ class AuditTrail(Construct):
         # up a test account), compliance in prod (nobody, the root user included).
         retention = Duration.days(retention_days)
         self.bucket = s3.Bucket(
-            self, "Logs",
+            self,
+            "Logs",
             object_lock_enabled=True,
             object_lock_default_retention=(
-                s3.ObjectLockRetention.compliance(retention) if environment == "prod"
-                else s3.ObjectLockRetention.governance(retention)),
+                s3.ObjectLockRetention.compliance(retention)
+                if environment == "prod"
+                else s3.ObjectLockRetention.governance(retention)
+            ),
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             enforce_ssl=True,
@@ -143,10 +192,12 @@ class AuditTrail(Construct):
             lifecycle_rules=lifecycle,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.log_group = logs.LogGroup(self, "TrailLogs", retention=log_retention,
-                                       removal_policy=RemovalPolicy.RETAIN)
+        self.log_group = logs.LogGroup(
+            self, "TrailLogs", retention=log_retention, removal_policy=RemovalPolicy.RETAIN
+        )
         self.trail = cloudtrail.Trail(
-            self, "Trail",
+            self,
+            "Trail",
             trail_name=trail_name,
             bucket=self.bucket,
             encryption_key=self.key,
@@ -159,8 +210,10 @@ class AuditTrail(Construct):
         # The L2 trail has no advanced event selectors: set them on the L1 resource.
         cfn_trail = self.trail.node.default_child
         assert isinstance(cfn_trail, cloudtrail.CfnTrail)
-        cfn_trail.advanced_event_selectors = cast(list[Any], data_event_selectors(
-            data_events, table_arn=table_arn, function_arns=function_arns))
+        cfn_trail.advanced_event_selectors = cast(
+            list[Any],
+            data_event_selectors(data_events, table_arn=table_arn, function_arns=function_arns),
+        )
         cfn_trail.add_property_deletion_override("EventSelectors")
         self._protect_log_files(trail_arn, deploy_role_arn)
 
@@ -174,19 +227,38 @@ class AuditTrail(Construct):
         """
         everyone = iam.AnyPrincipal()
         objects = self.bucket.arn_for_objects("*")
-        self.bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid="DenyLogFileDeletion", effect=iam.Effect.DENY, principals=[everyone],
-            actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
-                     "s3:PutObjectRetention", "s3:PutObjectLegalHold"],
-            resources=[objects]))
-        self.bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid="DenyBucketChangesButByDeployment", effect=iam.Effect.DENY,
-            principals=[everyone],
-            actions=["s3:PutLifecycleConfiguration", "s3:PutBucketPolicy",
-                     "s3:DeleteBucketPolicy", "s3:PutBucketObjectLockConfiguration",
-                     "s3:PutBucketVersioning", "s3:DeleteBucket"],
-            resources=[self.bucket.bucket_arn],
-            conditions={"ArnNotEquals": {"aws:PrincipalArn": deploy_role_arn}}))
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyLogFileDeletion",
+                effect=iam.Effect.DENY,
+                principals=[everyone],
+                actions=[
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                    "s3:BypassGovernanceRetention",
+                    "s3:PutObjectRetention",
+                    "s3:PutObjectLegalHold",
+                ],
+                resources=[objects],
+            )
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyBucketChangesButByDeployment",
+                effect=iam.Effect.DENY,
+                principals=[everyone],
+                actions=[
+                    "s3:PutLifecycleConfiguration",
+                    "s3:PutBucketPolicy",
+                    "s3:DeleteBucketPolicy",
+                    "s3:PutBucketObjectLockConfiguration",
+                    "s3:PutBucketVersioning",
+                    "s3:DeleteBucket",
+                ],
+                resources=[self.bucket.bucket_arn],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": deploy_role_arn}},
+            )
+        )
         policy = self.bucket.policy
         assert policy is not None
         stack = Stack.of(self)
@@ -194,8 +266,9 @@ class AuditTrail(Construct):
         source = stack.resolve(trail_arn)
         for statement in document["Statement"]:
             if statement.get("Principal") == {"Service": "cloudtrail.amazonaws.com"}:
-                statement.setdefault("Condition", {}).setdefault(
-                    "StringEquals", {})["aws:SourceArn"] = source
+                statement.setdefault("Condition", {}).setdefault("StringEquals", {})[
+                    "aws:SourceArn"
+                ] = source
         cfn_policy = policy.node.default_child
         assert isinstance(cfn_policy, s3.CfnBucketPolicy)
         cfn_policy.add_property_override("PolicyDocument", document)

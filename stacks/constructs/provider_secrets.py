@@ -25,20 +25,30 @@ class ProviderSecrets(Construct):
     (docs/deploy.md). Later deployments leave the value alone.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, environment: str,
-                 providers: Iterable[str], key: kms.IKey, removal_policy: RemovalPolicy) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        providers: Iterable[str],
+        key: kms.IKey,
+        removal_policy: RemovalPolicy,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.prefix = secret_prefix(environment)
         self.secrets: dict[str, secretsmanager.Secret] = {}
         for name in providers:
             self.secrets[name] = secretsmanager.Secret(
-                self, name,
+                self,
+                name,
                 secret_name=f"{self.prefix}{name}",
                 description=f"Agent Vault ({environment}): OAuth client secret for provider"
-                            f" {name!r}; a placeholder until the operator puts the real one",
+                f" {name!r}; a placeholder until the operator puts the real one",
                 encryption_key=key,
                 generate_secret_string=secretsmanager.SecretStringGenerator(
-                    password_length=32, exclude_punctuation=True),
+                    password_length=32, exclude_punctuation=True
+                ),
                 removal_policy=removal_policy,
             )
 
@@ -46,15 +56,22 @@ class ProviderSecrets(Construct):
         """Read the provider client secrets (GetSecretValue, the one call the vault makes; the
         key policy lets the vault's roles decrypt them through Secrets Manager only)."""
         iam.Grant.add_to_principal(
-            grantee=grantee, actions=["secretsmanager:GetSecretValue"],
-            resource_arns=[secret.secret_arn for secret in self.secrets.values()])
+            grantee=grantee,
+            actions=["secretsmanager:GetSecretValue"],
+            resource_arns=[secret.secret_arn for secret in self.secrets.values()],
+        )
 
     def deny_reads_but(self, roles: Sequence[iam.IRole]) -> None:
         """Each secret's resource policy: nobody but `roles` reads its value, whatever their
         IAM policies allow (the operator still puts it: PutSecretValue is not denied)."""
         for secret in self.secrets.values():
-            secret.add_to_resource_policy(iam.PolicyStatement(
-                sid="OnlyTheVaultReadsTheValue", effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()], actions=["secretsmanager:GetSecretValue"],
-                resources=["*"],
-                conditions={"ArnNotEquals": {"aws:PrincipalArn": [r.role_arn for r in roles]}}))
+            secret.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="OnlyTheVaultReadsTheValue",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=["*"],
+                    conditions={"ArnNotEquals": {"aws:PrincipalArn": [r.role_arn for r in roles]}},
+                )
+            )

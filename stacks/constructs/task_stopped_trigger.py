@@ -19,17 +19,20 @@ class TaskStoppedTrigger(Construct):
     Lambda's retries, land in one encrypted, TLS-only queue (alarmed).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster_arn: str,
-                 reaper: lambda_.IFunction) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster_arn: str, reaper: lambda_.IFunction
+    ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letters = sqs.Queue(
-            self, "DeadLetters",
+            self,
+            "DeadLetters",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
         )
         self.rule = events.Rule(
-            self, "Rule",
+            self,
+            "Rule",
             description="Agent Vault: end the sessions of a stopped agent task",
             event_pattern=events.EventPattern(
                 source=["aws.ecs"],
@@ -37,12 +40,14 @@ class TaskStoppedTrigger(Construct):
                 detail={"lastStatus": ["STOPPED"], "clusterArn": [cluster_arn]},
             ),
         )
-        self.rule.add_target(targets.LambdaFunction(
-            reaper,
-            dead_letter_queue=self.dead_letters,
-            retry_attempts=8,
-            max_event_age=Duration.hours(2),
-        ))
+        self.rule.add_target(
+            targets.LambdaFunction(
+                reaper,
+                dead_letter_queue=self.dead_letters,
+                retry_attempts=8,
+                max_event_age=Duration.hours(2),
+            )
+        )
         reaper.configure_async_invoke(
             on_failure=destinations.SqsDestination(self.dead_letters),
             retry_attempts=2,

@@ -21,17 +21,26 @@ class UnboundFlowSweep(Construct):
     to revoke it, while the reaper opens session tokens only. Undeliverable invocations land in
     the reaper's dead-letter queue."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, sweeper: lambda_.IFunction,
-                 dead_letters: sqs.IQueue) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        sweeper: lambda_.IFunction,
+        dead_letters: sqs.IQueue,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.rule = events.Rule(
-            self, "Rule",
+            self,
+            "Rule",
             description="Agent Vault: revoke the tokens of consents nobody bound in time",
             schedule=events.Schedule.rate(Duration.minutes(SWEEP_MINUTES)),
         )
-        self.rule.add_target(targets.LambdaFunction(
-            sweeper,
-            dead_letter_queue=dead_letters,
-            retry_attempts=2,
-            max_event_age=Duration.minutes(SWEEP_MINUTES),
-        ))
+        self.rule.add_target(
+            targets.LambdaFunction(
+                sweeper,
+                dead_letter_queue=dead_letters,
+                retry_attempts=2,
+                max_event_age=Duration.minutes(SWEEP_MINUTES),
+            )
+        )

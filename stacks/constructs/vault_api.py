@@ -46,20 +46,22 @@ PUBLIC_THROTTLE_BURST_LIMIT = 20
 
 # What an access log line holds: who called which route with what outcome. Never the query string
 # (the callback's carries `code` and `state`), never a header or a body.
-ACCESS_LOG_FORMAT = json.dumps({
-    "requestId": "$context.requestId",
-    "requestTime": "$context.requestTimeEpoch",
-    "routeKey": "$context.routeKey",
-    "status": "$context.status",
-    "protocol": "$context.protocol",
-    "responseLength": "$context.responseLength",
-    "latencyMs": "$context.responseLatency",
-    "integrationLatencyMs": "$context.integrationLatency",
-    "integrationError": "$context.integrationErrorMessage",
-    "authorizerError": "$context.authorizer.error",
-    "sourceIp": "$context.identity.sourceIp",
-    "caller": "$context.identity.userArn",
-})
+ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "requestTime": "$context.requestTimeEpoch",
+        "routeKey": "$context.routeKey",
+        "status": "$context.status",
+        "protocol": "$context.protocol",
+        "responseLength": "$context.responseLength",
+        "latencyMs": "$context.responseLatency",
+        "integrationLatencyMs": "$context.integrationLatency",
+        "integrationError": "$context.integrationErrorMessage",
+        "authorizerError": "$context.authorizer.error",
+        "sourceIp": "$context.identity.sourceIp",
+        "caller": "$context.identity.userArn",
+    }
+)
 
 
 @jsii.implements(apigwv2.IAccessLogSettings)
@@ -91,24 +93,35 @@ class VaultHttpApi(Construct):
     public only if it says so (the callbacks alone).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, environment: str,
-                 log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.api = apigwv2.HttpApi(
-            self, "Api",
+            self,
+            "Api",
             api_name=f"agent-vault-{environment}",
             description="Agent Vault: sessions, consent, tokens, revocation",
             default_authorizer=authorizers.HttpIamAuthorizer(),
             create_default_stage=False,
         )
-        self.access_logs = logs.LogGroup(self, "AccessLogs", retention=log_retention,
-                                         removal_policy=removal_policy)
+        self.access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=log_retention, removal_policy=removal_policy
+        )
         self.stage = apigwv2.HttpStage(
-            self, "DefaultStage",
+            self,
+            "DefaultStage",
             http_api=self.api,
             auto_deploy=True,
-            throttle=apigwv2.ThrottleSettings(rate_limit=THROTTLE_RATE_LIMIT,
-                                              burst_limit=THROTTLE_BURST_LIMIT),
+            throttle=apigwv2.ThrottleSettings(
+                rate_limit=THROTTLE_RATE_LIMIT, burst_limit=THROTTLE_BURST_LIMIT
+            ),
             access_log_settings=_AccessLogs(self.access_logs),
         )
         self._public_route_settings: dict[str, dict[str, int]] = {}
@@ -125,8 +138,14 @@ class VaultHttpApi(Construct):
         """The callbacks' base URL: register ``{callback_url}/{provider}`` at each provider."""
         return f"{self.api.api_endpoint}{CALLBACK_PATH}"
 
-    def _route(self, routes: tuple[Route, ...], function: lambda_.IFunction, name: str, *,
-               public: bool = False) -> None:
+    def _route(
+        self,
+        routes: tuple[Route, ...],
+        function: lambda_.IFunction,
+        name: str,
+        *,
+        public: bool = False,
+    ) -> None:
         integration = integrations.HttpLambdaIntegration(f"{name}Integration", function)
         for method, path in routes:
             added = self.api.add_routes(
@@ -162,14 +181,17 @@ class VaultHttpApi(Construct):
         self._route(CALLBACK_ROUTES, function, "Callback", public=True)
 
 
-
 def agent_route_arns(api_id: str) -> list[str]:
     """execute-api ARNs of the agent routes of API `api_id` (any stage), and of nothing else."""
-    return [f"arn:{Aws.PARTITION}:execute-api:{Aws.REGION}:{Aws.ACCOUNT_ID}:{api_id}/*/{method}"
-            f"{iam_path(path)}" for method, path in AGENT_ROUTES]
+    return [
+        f"arn:{Aws.PARTITION}:execute-api:{Aws.REGION}:{Aws.ACCOUNT_ID}:{api_id}/*/{method}"
+        f"{iam_path(path)}"
+        for method, path in AGENT_ROUTES
+    ]
 
 
 def grant_invoke_agent_routes(grantee: iam.IGrantable, *, api_id: str) -> iam.Grant:
     """Let an agent's role call the agent routes; never the admin or any other route."""
-    return iam.Grant.add_to_principal(grantee=grantee, actions=["execute-api:Invoke"],
-                                      resource_arns=agent_route_arns(api_id))
+    return iam.Grant.add_to_principal(
+        grantee=grantee, actions=["execute-api:Invoke"], resource_arns=agent_route_arns(api_id)
+    )

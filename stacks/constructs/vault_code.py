@@ -59,8 +59,11 @@ def config_document(config: VaultConfig) -> str:
 
 
 def _source_files() -> list[Path]:
-    return sorted(p for p in (LAMBDAS_DIR / "vault").rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return sorted(
+        p
+        for p in (LAMBDAS_DIR / "vault").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
 
 
 def asset_hash(requirements: str, config_json: str) -> str:
@@ -88,7 +91,10 @@ def runtime_interpreter() -> str | None:
     for candidate in filter(None, candidates):
         probe = subprocess.run(  # noqa: S603 # nosec B603 - a local interpreter asked its version
             [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, check=False)
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if probe.returncode == 0 and probe.stdout.strip() == PYTHON_VERSION:
             return candidate
     return None
@@ -98,11 +104,23 @@ def compile_bytecode(out: Path) -> bool:
     """Compile the bundle for the runtime's Python, if one is here; False when none is."""
     interpreter = runtime_interpreter()
     if interpreter is None:
-        print(f"note: no python{PYTHON_VERSION} here; the Lambda bundle ships without bytecode "
-              "and compiles it at each cold start", file=sys.stderr)
+        print(
+            f"note: no python{PYTHON_VERSION} here; the Lambda bundle ships without bytecode "
+            "and compiles it at each cold start",
+            file=sys.stderr,
+        )
         return False
-    command = [interpreter, "-m", "compileall", "-q", "-j", "0",
-               "--invalidation-mode", "unchecked-hash", str(out)]
+    command = [
+        interpreter,
+        "-m",
+        "compileall",
+        "-q",
+        "-j",
+        "0",
+        "--invalidation-mode",
+        "unchecked-hash",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 # nosec B603
     if result.returncode != 0:
         raise RuntimeError(f"compiling the Lambda bundle failed:\n{result.stderr}")
@@ -124,19 +142,35 @@ class LocalPythonBundling:
             requirements = Path(tmp) / "requirements.txt"
             requirements.write_text(self._requirements, encoding="utf-8")
             command = [
-                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
                 *(arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)),
-                "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-                "--implementation", "cp", "--no-deps", "--no-compile",
-                "--target", str(out), "-r", str(requirements),
+                "--only-binary=:all:",
+                "--python-version",
+                PYTHON_VERSION,
+                "--implementation",
+                "cp",
+                "--no-deps",
+                "--no-compile",
+                "--target",
+                str(out),
+                "-r",
+                str(requirements),
             ]
             result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 # nosec B603
         if result.returncode != 0:
             # Raise rather than return False: False would make the CDK try Docker instead.
             raise RuntimeError(f"bundling the vault's Lambda dependencies failed:\n{result.stderr}")
         shutil.rmtree(out / "bin", ignore_errors=True)  # console scripts: not needed in Lambda
-        shutil.copytree(LAMBDAS_DIR / "vault", out / "vault",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            LAMBDAS_DIR / "vault",
+            out / "vault",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
         (out / CONFIG_FILE_NAME).write_text(self._config_json, encoding="utf-8")
         compile_bytecode(out)
         return True
@@ -154,7 +188,9 @@ def vault_code(config: VaultConfig) -> lambda_.Code:
             # Required by the API but never pulled: local bundling always succeeds or raises.
             image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),
             # jsii hands tryBundle its options as one argument, unlike the typed Protocol.
-            local=cast(cdk.ILocalBundling, LocalPythonBundling(requirements=requirements,
-                                                               config_json=config_json)),
+            local=cast(
+                cdk.ILocalBundling,
+                LocalPythonBundling(requirements=requirements, config_json=config_json),
+            ),
         ),
     )

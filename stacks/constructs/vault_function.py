@@ -28,18 +28,34 @@ class VaultFunction(Construct):
     other permission is granted in the stack, where a reviewer reads them side by side.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, handler: str, description: str,
-                 code: lambda_.Code, environment: Mapping[str, str],
-                 log_retention: logs.RetentionDays, removal_policy: RemovalPolicy,
-                 timeout: Duration, memory_size: int = 512,
-                 reserved_concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: str,
+        description: str,
+        code: lambda_.Code,
+        environment: Mapping[str, str],
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+        timeout: Duration,
+        memory_size: int = 512,
+        reserved_concurrency: int | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention,
-                                       removal_policy=removal_policy)
-        self.role = iam.Role(self, "Role", description=f"Agent Vault: {description}",
-                             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=log_retention, removal_policy=removal_policy
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            description=f"Agent Vault: {description}",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
         self.function = lambda_.Function(
-            self, "Function",
+            self,
+            "Function",
             description=description,
             runtime=RUNTIME,
             architecture=ARCHITECTURE,

@@ -13,21 +13,47 @@ ENCRYPTION_PURPOSES = ("token", "verifier")
 """The `purpose` the vault's envelope encryption always puts in the encryption context."""
 
 KEY_ADMIN_ACTIONS = (
-    "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
-    "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
-    "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
+    "kms:Create*",
+    "kms:Describe*",
+    "kms:Enable*",
+    "kms:List*",
+    "kms:Put*",
+    "kms:Update*",
+    "kms:Revoke*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Delete*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
     "kms:RotateKeyOnDemand",
 )
 """Managing the audit and alarm keys, not using them: no Encrypt, Decrypt, GenerateDataKey or
 ReEncrypt (their policies also let the account use or read them where their services need)."""
 
 VAULT_KEY_ADMIN_ACTIONS = (
-    "kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListGrants",
-    "kms:ListKeyPolicies", "kms:ListKeyRotations", "kms:ListResourceTags",
-    "kms:EnableKey", "kms:DisableKey", "kms:EnableKeyRotation", "kms:DisableKeyRotation",
-    "kms:RotateKeyOnDemand", "kms:UpdateKeyDescription", "kms:TagResource", "kms:UntagResource",
-    "kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias", "kms:RevokeGrant",
-    "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:RotateKeyOnDemand",
+    "kms:UpdateKeyDescription",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:RevokeGrant",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
 )
 """Administering the vault key, spelled out: no use (Encrypt, Decrypt, GenerateDataKey*,
 ReEncrypt*), no CreateGrant (a grant is use by another name) and no PutKeyPolicy (a policy that
@@ -39,8 +65,13 @@ that would leave the caller unable to change it again (the lockout safety check)
 the policy is then a reviewed deployment, recorded by CloudTrail and alarmed on."""
 
 TABLE_ENCRYPTION_ACTIONS = (
-    "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey",
-    "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
 )
 """What DynamoDB asks of a caller of a table encrypted with this key (spelled out rather than
 `GenerateDataKey*` / `ReEncrypt*`)."""
@@ -61,8 +92,10 @@ def deploy_role_arn(scope: Construct, configured: str | None) -> str:
     synthesizer = Stack.of(scope).synthesizer
     if isinstance(synthesizer, DefaultStackSynthesizer):
         return Fn.sub(synthesizer.cloud_formation_execution_role_arn)
-    return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/cdk-hnb659fds-cfn-exec-role-" \
-           f"{Aws.ACCOUNT_ID}-{Aws.REGION}"
+    return (
+        f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/cdk-hnb659fds-cfn-exec-role-"
+        f"{Aws.ACCOUNT_ID}-{Aws.REGION}"
+    )
 
 
 class VaultKey(Construct):
@@ -76,11 +109,18 @@ class VaultKey(Construct):
     whatever their IAM policies say, can decrypt a vault ciphertext.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, environment: str,
-                 removal_policy: RemovalPolicy) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        removal_policy: RemovalPolicy,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.key = kms.Key(
-            self, "Key",
+            self,
+            "Key",
             description=f"Agent Vault ({environment}): tokens, PKCE verifiers, tables, secrets",
             alias=f"alias/agent-vault-{environment}",
             enable_key_rotation=True,
@@ -89,8 +129,9 @@ class VaultKey(Construct):
             pending_window=Duration.days(30),
         )
 
-    def restrict_to(self, users: Sequence[iam.IRole], *, admin_role_arn: str | None,
-                    deploy_role_arn: str) -> iam.PolicyDocument:
+    def restrict_to(
+        self, users: Sequence[iam.IRole], *, admin_role_arn: str | None, deploy_role_arn: str
+    ) -> iam.PolicyDocument:
         """Write the key policy: `users` (the vault's function roles) are its only users.
 
         It replaces whatever constructs added on their own (e.g. Secrets Manager's
@@ -103,46 +144,95 @@ class VaultKey(Construct):
         secretsmanager = f"secretsmanager.{Aws.REGION}.amazonaws.com"
         admin = iam.ArnPrincipal(admin_role_arn) if admin_role_arn else account
         deployer = iam.ArnPrincipal(deploy_role_arn)
-        document = iam.PolicyDocument(statements=[
-            iam.PolicyStatement(
-                sid="KeyAdministration", principals=[admin, deployer],
-                actions=list(VAULT_KEY_ADMIN_ACTIONS), resources=["*"]),
-            iam.PolicyStatement(
-                sid="KeyPolicyByDeployment", principals=[deployer],
-                actions=list(KEY_POLICY_ACTIONS), resources=["*"]),
-            iam.PolicyStatement(
-                sid="TableAndSecretGrantsByDeployment", principals=[deployer],
-                actions=["kms:CreateGrant", "kms:DescribeKey"], resources=["*"],
-                conditions={"StringEquals": {"kms:ViaService": [dynamodb, secretsmanager]},
-                            "Bool": {"kms:GrantIsForAWSResource": "true"}}),
-            iam.PolicyStatement(
-                sid="PutProviderSecrets", principals=[admin, deployer],
-                actions=["kms:GenerateDataKey", "kms:Encrypt"], resources=["*"],
-                conditions={"StringEquals": {"kms:ViaService": secretsmanager,
-                                             "kms:CallerAccount": Aws.ACCOUNT_ID}}),
-            iam.PolicyStatement(
-                sid="VaultTableEncryption", principals=[account],
-                actions=list(TABLE_ENCRYPTION_ACTIONS), resources=["*"],
-                conditions={**vault_only, "StringEquals": {"kms:ViaService": dynamodb,
-                                                           "kms:CallerAccount": Aws.ACCOUNT_ID}}),
-            iam.PolicyStatement(
-                sid="VaultReadsProviderSecrets", principals=[account],
-                actions=["kms:Decrypt"], resources=["*"],
-                conditions={**vault_only, "StringEquals": {"kms:ViaService": secretsmanager,
-                                                           "kms:CallerAccount": Aws.ACCOUNT_ID}}),
-            iam.PolicyStatement(
-                sid="VaultEnvelopeEncryption", principals=[account],
-                actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=["*"],
-                conditions={**vault_only, "StringEquals": {
-                    "kms:EncryptionContext:purpose": list(ENCRYPTION_PURPOSES)}}),
-        ])
+        document = iam.PolicyDocument(
+            statements=[
+                iam.PolicyStatement(
+                    sid="KeyAdministration",
+                    principals=[admin, deployer],
+                    actions=list(VAULT_KEY_ADMIN_ACTIONS),
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="KeyPolicyByDeployment",
+                    principals=[deployer],
+                    actions=list(KEY_POLICY_ACTIONS),
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="TableAndSecretGrantsByDeployment",
+                    principals=[deployer],
+                    actions=["kms:CreateGrant", "kms:DescribeKey"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": [dynamodb, secretsmanager]},
+                        "Bool": {"kms:GrantIsForAWSResource": "true"},
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="PutProviderSecrets",
+                    principals=[admin, deployer],
+                    actions=["kms:GenerateDataKey", "kms:Encrypt"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": secretsmanager,
+                            "kms:CallerAccount": Aws.ACCOUNT_ID,
+                        }
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="VaultTableEncryption",
+                    principals=[account],
+                    actions=list(TABLE_ENCRYPTION_ACTIONS),
+                    resources=["*"],
+                    conditions={
+                        **vault_only,
+                        "StringEquals": {
+                            "kms:ViaService": dynamodb,
+                            "kms:CallerAccount": Aws.ACCOUNT_ID,
+                        },
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="VaultReadsProviderSecrets",
+                    principals=[account],
+                    actions=["kms:Decrypt"],
+                    resources=["*"],
+                    conditions={
+                        **vault_only,
+                        "StringEquals": {
+                            "kms:ViaService": secretsmanager,
+                            "kms:CallerAccount": Aws.ACCOUNT_ID,
+                        },
+                    },
+                ),
+                iam.PolicyStatement(
+                    sid="VaultEnvelopeEncryption",
+                    principals=[account],
+                    actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                    resources=["*"],
+                    conditions={
+                        **vault_only,
+                        "StringEquals": {
+                            "kms:EncryptionContext:purpose": list(ENCRYPTION_PURPOSES)
+                        },
+                    },
+                ),
+            ]
+        )
         cfn_key = self.key.node.default_child
         assert isinstance(cfn_key, kms.CfnKey)
         cfn_key.key_policy = document
         return document
 
-    def grant_envelope_encryption(self, grantee: iam.IGrantable, *, actions: Sequence[str],
-                                  purpose: str, context: str | None = None) -> iam.Grant:
+    def grant_envelope_encryption(
+        self,
+        grantee: iam.IGrantable,
+        *,
+        actions: Sequence[str],
+        purpose: str,
+        context: str | None = None,
+    ) -> iam.Grant:
         """Let `grantee` make (`kms:GenerateDataKey`) and/or open (`kms:Decrypt`) data keys of
         one encryption purpose only; for tokens, optionally only those bound to a `grant` or to
         a `session` (TOKEN_CONTEXT_KEYS)."""
@@ -151,14 +241,18 @@ class VaultKey(Construct):
         if not set(actions) <= {"kms:GenerateDataKey", "kms:Decrypt"} or not actions:
             raise ValueError("actions are kms:GenerateDataKey and/or kms:Decrypt")
         conditions: dict[str, dict[str, object]] = {
-            "StringEquals": {"kms:EncryptionContext:purpose": purpose}}
+            "StringEquals": {"kms:EncryptionContext:purpose": purpose}
+        }
         if context is not None:
             keys = TOKEN_CONTEXT_KEYS[context]
             conditions["ForAllValues:StringEquals"] = {"kms:EncryptionContextKeys": list(keys)}
             conditions["ForAnyValue:StringEquals"] = {"kms:EncryptionContextKeys": context}
         return iam.Grant.add_to_principal(
-            grantee=grantee, actions=sorted(actions), resource_arns=[self.key.key_arn],
-            conditions=conditions)
+            grantee=grantee,
+            actions=sorted(actions),
+            resource_arns=[self.key.key_arn],
+            conditions=conditions,
+        )
 
     def grant_table_encryption(self, grantee: iam.IGrantable, *, write: bool) -> iam.Grant:
         """What DynamoDB needs of a caller of a table encrypted with this key."""

@@ -15,12 +15,24 @@ TTL_ATTRIBUTE = "ttl"
 INDEXES = ("gsi1", "gsi2")
 
 DATA_ACTIONS = (
-    "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan",
-    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem", "dynamodb:PartiQLSelect", "dynamodb:PartiQLInsert",
-    "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete", "dynamodb:GetRecords",
-    "dynamodb:GetShardIterator", "dynamodb:ExportTableToPointInTime",
-    "dynamodb:RestoreTableToPointInTime", "dynamodb:RestoreTableFromBackup",
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:PartiQLSelect",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ExportTableToPointInTime",
+    "dynamodb:RestoreTableToPointInTime",
+    "dynamodb:RestoreTableFromBackup",
     "dynamodb:CreateBackup",
 )
 """Every action that reads, writes or copies the vault table's items: the table's resource
@@ -38,8 +50,9 @@ class VaultTables(Construct):
     In prod they have deletion protection and are retained when the stack goes.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, key: VaultKey,
-                 protect: bool) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, key: VaultKey, protect: bool
+    ) -> None:
         super().__init__(scope, construct_id)
         self._key = key
         self._protect = protect
@@ -56,28 +69,33 @@ class VaultTables(Construct):
 
     def _table(self, construct_id: str, *, sort_key: str | None) -> dynamodb.Table:
         return dynamodb.Table(
-            self, construct_id,
+            self,
+            construct_id,
             partition_key=_string("pk"),
             sort_key=_string(sort_key) if sort_key else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
             encryption_key=self._key.key,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
+                point_in_time_recovery_enabled=True
+            ),
             time_to_live_attribute=TTL_ATTRIBUTE,
             deletion_protection=self._protect,
             removal_policy=RemovalPolicy.RETAIN if self._protect else RemovalPolicy.DESTROY,
         )
 
-    def grant_items(self, grantee: iam.IGrantable, *, prefix: str,
-                    actions: Sequence[str]) -> None:
+    def grant_items(self, grantee: iam.IGrantable, *, prefix: str, actions: Sequence[str]) -> None:
         """Item actions on the vault table, only on items whose partition key starts with
         `prefix` (`dynamodb:LeadingKeys`; a transaction's items are authorized one by one)."""
         iam.Grant.add_to_principal(
-            grantee=grantee, actions=[f"dynamodb:{a}" for a in sorted(actions)],
+            grantee=grantee,
+            actions=[f"dynamodb:{a}" for a in sorted(actions)],
             resource_arns=[self.vault.table_arn],
-            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{prefix}*"]},
-                        "Null": {"dynamodb:LeadingKeys": "false"}})
+            conditions={
+                "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{prefix}*"]},
+                "Null": {"dynamodb:LeadingKeys": "false"},
+            },
+        )
 
     def grant_index_queries(self, grantee: iam.IGrantable, *, indexes: Sequence[str]) -> None:
         """Queries on the named indexes of the vault table."""
@@ -85,8 +103,10 @@ class VaultTables(Construct):
         if unknown or not indexes:
             raise ValueError(f"indexes must be a non-empty subset of {INDEXES}")
         iam.Grant.add_to_principal(
-            grantee=grantee, actions=["dynamodb:Query"],
-            resource_arns=[f"{self.vault.table_arn}/index/{name}" for name in sorted(indexes)])
+            grantee=grantee,
+            actions=["dynamodb:Query"],
+            resource_arns=[f"{self.vault.table_arn}/index/{name}" for name in sorted(indexes)],
+        )
 
     def grant_table_encryption(self, grantee: iam.IGrantable) -> None:
         """The vault key, as DynamoDB uses it for a caller of the tables (`kms:ViaService`)."""
@@ -95,13 +115,19 @@ class VaultTables(Construct):
     def deny_all_but(self, roles: Sequence[iam.IRole]) -> None:
         """The vault table's resource policy: nobody but `roles` reads, writes or copies items,
         whatever their IAM policies allow."""
-        self.vault.add_to_resource_policy(iam.PolicyStatement(
-            sid="OnlyTheVaultReadsOrWritesItems", effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()], actions=list(DATA_ACTIONS),
-            resources=["*"],  # the table's own ARN would be a circular reference
-            conditions={"ArnNotEquals": {"aws:PrincipalArn": [r.role_arn for r in roles]}}))
+        self.vault.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyTheVaultReadsOrWritesItems",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(DATA_ACTIONS),
+                resources=["*"],  # the table's own ARN would be a circular reference
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": [r.role_arn for r in roles]}},
+            )
+        )
 
     def grant_replay_writes(self, grantee: iam.IGrantable) -> None:
         """Record a proof's jti (a conditional PutItem) and nothing else."""
-        iam.Grant.add_to_principal(grantee=grantee, actions=["dynamodb:PutItem"],
-                                   resource_arns=[self.replay.table_arn])
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["dynamodb:PutItem"], resource_arns=[self.replay.table_arn]
+        )

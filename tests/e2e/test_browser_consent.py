@@ -65,8 +65,10 @@ def test_consent_in_a_real_browser(local_for_browser: LocalInfo, browser: Any) -
         # 3. Consent at the provider (already signed in there); the provider redirects to the
         #    vault's callback, which redirects to the agent's return page, which binds the grant.
         callbacks: list[str] = []
-        page.on("request", lambda r: callbacks.append(r.url)
-                if r.url.startswith(info.callback_url) else None)
+        page.on(
+            "request",
+            lambda r: callbacks.append(r.url) if r.url.startswith(info.callback_url) else None,
+        )
         with page.expect_navigation():
             consent_link.click()
         assert page.url.startswith(info.provider["issuer"])

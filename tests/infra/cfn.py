@@ -6,8 +6,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
-          "AWS::URLSuffix": "amazonaws.com"}
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::URLSuffix": "amazonaws.com",
+}
 API_ID = "a1b2c3d4e5"
 """What an imported vault API id renders as."""
 
@@ -19,7 +23,7 @@ def render(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
-        (fn, arg), = value.items()
+        ((fn, arg),) = value.items()
         if fn == "Ref":
             return PSEUDO.get(arg, f"<{arg}>")
         if fn == "Fn::Join":

@@ -47,16 +47,17 @@ class Synthesized:
         return Template.from_json(self.templates[stack])
 
     def resources(self, stack: str, type_: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.templates[stack]["Resources"].items()
-                if v["Type"] == type_}
+        return {k: v for k, v in self.templates[stack]["Resources"].items() if v["Type"] == type_}
 
 
 def synthesize(tmp: Path, *, config: VaultConfig | None = None) -> Synthesized:
     """Build and synthesize the whole app (cdk-nag and the CDK's validation included)."""
     built = build_app(context=cdk_context(), outdir=str(tmp), config=config)
     assembly = built.app.synth()
-    templates = {stack.node.id: assembly.get_stack_by_name(stack.stack_name).template
-                 for stack in built.stacks}
+    templates = {
+        stack.node.id: assembly.get_stack_by_name(stack.stack_name).template
+        for stack in built.stacks
+    }
     return Synthesized(built=built, templates=templates)
 
 
@@ -70,13 +71,14 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """A prod deployment with an explicit account/region and a certificate, synthesized once."""
     config = config_with(
-        environment="prod", account="123456789012", region="eu-west-1",
+        environment="prod",
+        account="123456789012",
+        region="eu-west-1",
         certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example",
-        key_admin_role_arn=KEY_ADMIN_ROLE_ARN)
+        key_admin_role_arn=KEY_ADMIN_ROLE_ARN,
+    )
     return synthesize(tmp_path_factory.mktemp("cdk-prod"), config=config)
 
 
 def by_type(template: Mapping[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
-
-

@@ -46,8 +46,12 @@ FUNCTIONS = {
     "vault.handlers.callback.handler": "Callback",
     "vault.handlers.admin_api.handler": "AdminApi",
 }
-_TRANSACT = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
-             "ConditionCheck": "ConditionCheckItem"}
+_TRANSACT = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 def _prefix(pk: str) -> str:
@@ -93,8 +97,9 @@ class Recorder:
             if "IndexName" in params:
                 self.pending.append(("dynamodb:Query", f"vault/index/{params['IndexName']}", ""))
             else:
-                self._item("Query", params["TableName"],
-                           params["ExpressionAttributeValues"][":pk"]["S"])
+                self._item(
+                    "Query", params["TableName"], params["ExpressionAttributeValues"][":pk"]["S"]
+                )
         elif op in {"GetItem", "PutItem", "UpdateItem", "DeleteItem"}:
             key = params.get("Key") or params.get("Item")
             assert key, (op, sorted(params))
@@ -137,15 +142,20 @@ def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
     # Agent API and callback: a session, consent, binding, a minted then a cached token.
     agent = _connect(vault)
     assert agent.token("calendar", ["calendar.read"]).status == 200  # cached: opens it
-    assert agent.call("POST", f"/v1/sessions/{agent.session_id}/renew",
-                      {"user": vault.user("alice")}).status == 200
+    assert (
+        agent.call(
+            "POST", f"/v1/sessions/{agent.session_id}/renew", {"user": vault.user("alice")}
+        ).status
+        == 200
+    )
     # Callback branches: refused at the provider, no code (the state dropped).
     refused = agent.authorize("calendar", ["calendar.write"])
     query = vault.consent_at_provider(refused.json["authorization_url"], "alice", "deny")
     assert vault.callback(query).status == 302
     dropped = agent.authorize("calendar", ["calendar.write"])
-    state = dict(p.split("=", 1) for p in dropped.json["authorization_url"].split("?", 1)[1]
-                 .split("&"))["state"]
+    state = dict(
+        p.split("=", 1) for p in dropped.json["authorization_url"].split("?", 1)[1].split("&")
+    )["state"]
     assert vault.callback(f"state={state}").status >= 400
     # Binding by the wrong user: the flow is rejected and its tokens revoked.
     other = vault.agent("calendar-agent-role")
@@ -155,8 +165,10 @@ def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
     assert agent.end().status in (200, 204)
 
     # Admin: by grant id, by user, by agent; one upstream revocation failing.
-    for body in ({"grant_id": "grt_" + "0" * 26},
-                 {"user": {"iss": vault.server.issuer, "sub": "alice"}}):
+    for body in (
+        {"grant_id": "grt_" + "0" * 26},
+        {"user": {"iss": vault.server.issuer, "sub": "alice"}},
+    ):
         assert vault.admin(body).status == 200
     _connect(vault)
     vault.server.set_faults(revocation_endpoint={"status": 500, "remaining": 2})
@@ -188,12 +200,22 @@ def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
     for _ in range(2):
         assert reap(stopped)["status"] == "reaped"
         recorder.served("Reaper")
-    assert vault.agent("calendar-agent-role", task_id=reaped.task_id).start_session(
-        vault.user("alice")).status == 403
+    assert (
+        vault.agent("calendar-agent-role", task_id=reaped.task_id)
+        .start_session(vault.user("alice"))
+        .status
+        == 403
+    )
     with recorder.setup():
-        vault.session.client("dynamodb").put_item(TableName=TABLE, Item={
-            "pk": {"S": "SESSION#ses_broken"}, "sk": {"S": "SESSION"},
-            "gsi1pk": {"S": "TASK#broken-task"}, "gsi1sk": {"S": "SESSION#ses_broken"}})
+        vault.session.client("dynamodb").put_item(
+            TableName=TABLE,
+            Item={
+                "pk": {"S": "SESSION#ses_broken"},
+                "sk": {"S": "SESSION"},
+                "gsi1pk": {"S": "TASK#broken-task"},
+                "gsi1sk": {"S": "SESSION#ses_broken"},
+            },
+        )
     with pytest.raises(Exception):  # noqa: B017 (any: the record, not the error, matters)
         reap(task_stopped("broken-task"))
     recorder.served("Reaper")
@@ -205,8 +227,9 @@ def used() -> dict[str, set[Access]]:
 
 
 @pytest.fixture
-def recorded(vault: Vault, used: dict[str, set[Access]],
-             monkeypatch: pytest.MonkeyPatch) -> dict[str, set[Access]]:
+def recorded(
+    vault: Vault, used: dict[str, set[Access]], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, set[Access]]:
     if not used:
         recorder = Recorder()
         hook = "before-parameter-build.*.*"
@@ -219,8 +242,12 @@ def recorded(vault: Vault, used: dict[str, set[Access]],
             # One container per function, as in Lambda: its own data-key and secret caches (a
             # key one function made is not opened from another's cache).
             for module in MODULES:
-                svc = build_services(vault.services.settings, config=vault.services.config,
-                                     session=vault.session, clock=vault.clock)
+                svc = build_services(
+                    vault.services.settings,
+                    config=vault.services.config,
+                    session=vault.session,
+                    clock=vault.clock,
+                )
                 monkeypatch.setattr(module, "services", lambda svc=svc: svc)
             _run_every_code_path(vault, recorder)
         finally:
@@ -232,8 +259,7 @@ def recorded(vault: Vault, used: dict[str, set[Access]],
 
 
 def _role_of(template: dict[str, Any], function: str) -> str:
-    (role,) = [k for k in by_type(template, "AWS::IAM::Role")
-               if k.startswith(f"{function}Role")]
+    (role,) = [k for k in by_type(template, "AWS::IAM::Role") if k.startswith(f"{function}Role")]
     return role
 
 
@@ -265,7 +291,8 @@ def allowed(template: dict[str, Any], function: str) -> tuple[set[Access], set[s
                     elif vault_table in text:
                         # no LeadingKeys condition: every item ("" covers any prefix)
                         prefixes = condition.get("ForAllValues:StringLike", {}).get(
-                            "dynamodb:LeadingKeys", ["*"])
+                            "dynamodb:LeadingKeys", ["*"]
+                        )
                         if prefixes != ["*"]:
                             assert condition["Null"] == {"dynamodb:LeadingKeys": "false"}
                         for prefix in prefixes:
@@ -281,10 +308,12 @@ def allowed(template: dict[str, Any], function: str) -> tuple[set[Access], set[s
                         via_dynamodb.add(action)
                         continue
                     kind = condition.get("ForAnyValue:StringEquals", {}).get(
-                        "kms:EncryptionContextKeys", "")
+                        "kms:EncryptionContextKeys", ""
+                    )
                     if kind:
-                        assert set(condition["ForAllValues:StringEquals"][
-                            "kms:EncryptionContextKeys"]) == set(TOKEN_CONTEXT_KEYS[kind])
+                        assert set(
+                            condition["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+                        ) == set(TOKEN_CONTEXT_KEYS[kind])
                     for purpose in as_list(equals["kms:EncryptionContext:purpose"]):
                         access.add((action, purpose, kind))
                 else:
@@ -303,8 +332,8 @@ def covers(rule: Access, call: Access) -> bool:
 @pytest.mark.parametrize("function", ["AgentApi", "Callback", "AdminApi", "Reaper"])
 @pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
 def test_each_function_is_allowed_exactly_what_its_code_calls(
-        recorded: dict[str, set[Access]], function: str, fixture: str,
-        request: pytest.FixtureRequest) -> None:
+    recorded: dict[str, set[Access]], function: str, fixture: str, request: pytest.FixtureRequest
+) -> None:
     synthesized: Synthesized = request.getfixturevalue(fixture)
     rules, via_dynamodb = allowed(synthesized.templates["Vault"], function)
     calls = recorded[function]
@@ -318,13 +347,19 @@ def test_each_function_is_allowed_exactly_what_its_code_calls(
 
 @pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
 def test_row_49_the_callback_cannot_read_grants_or_tokens_nor_open_tokens(
-        fixture: str, request: pytest.FixtureRequest) -> None:
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     synthesized: Synthesized = request.getfixturevalue(fixture)
     rules, _ = allowed(synthesized.templates["Vault"], "Callback")
     items = {(action, prefix) for action, resource, prefix in rules if resource == "vault"}
-    assert items == {("dynamodb:UpdateItem", "STATE#"), ("dynamodb:DeleteItem", "STATE#"),
-                     ("dynamodb:PutItem", "FLOW#")}
+    assert items == {
+        ("dynamodb:UpdateItem", "STATE#"),
+        ("dynamodb:DeleteItem", "STATE#"),
+        ("dynamodb:PutItem", "FLOW#"),
+    }
     assert not {r for r in rules if r[1].startswith("vault/index/")}
     assert not {r for r in rules if r[0] == "kms:Decrypt" and r[1] == "token"}
     assert {r for r in rules if r[0].startswith("kms:")} == {
-        ("kms:Decrypt", "verifier", ""), ("kms:GenerateDataKey", "token", "grant")}
+        ("kms:Decrypt", "verifier", ""),
+        ("kms:GenerateDataKey", "token", "grant"),
+    }

@@ -21,8 +21,11 @@ def _concrete(path: str) -> str:
 
 def _task_role_resources(synthesized: Synthesized) -> list[str]:
     template = synthesized.templates["AgentService"]
-    roles = {k: v for k, v in by_type(template, "AWS::IAM::Role").items()
-             if v["Properties"].get("RoleName") == "agent-vault-dev-calendar-agent"}
+    roles = {
+        k: v
+        for k, v in by_type(template, "AWS::IAM::Role").items()
+        if v["Properties"].get("RoleName") == "agent-vault-dev-calendar-agent"
+    }
     assert len(roles) == 1
     (role_id,) = roles
     resources: list[str] = []
@@ -37,26 +40,40 @@ def _task_role_resources(synthesized: Synthesized) -> list[str]:
 
 def test_the_task_role_is_the_configured_agent_role(synthesized: Synthesized) -> None:
     template = synthesized.template("AgentService")
-    template.has_resource_properties("AWS::IAM::Role", {
-        "RoleName": "agent-vault-dev-calendar-agent",
-        "AssumeRolePolicyDocument": {"Statement": [{
-            "Action": "sts:AssumeRole", "Effect": "Allow",
-            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
-                          "ArnLike": {"aws:SourceArn": Match.any_value()}},
-        }]},
-    })
+    template.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "RoleName": "agent-vault-dev-calendar-agent",
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "sts:AssumeRole",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                        "Condition": {
+                            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                            "ArnLike": {"aws:SourceArn": Match.any_value()},
+                        },
+                    }
+                ]
+            },
+        },
+    )
 
 
 @pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
 def test_row_51_only_tasks_of_the_vaults_cluster_can_be_the_agent(
-        fixture: str, request: pytest.FixtureRequest) -> None:
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     synthesized: Synthesized = request.getfixturevalue(fixture)
     environment = synthesized.built.config.environment
     template = synthesized.templates["AgentService"]
     role_name = synthesized.built.config.agents["calendar-agent"].role_name
-    (role,) = [v for v in by_type(template, "AWS::IAM::Role").values()
-               if v["Properties"].get("RoleName") == role_name]
+    (role,) = [
+        v
+        for v in by_type(template, "AWS::IAM::Role").values()
+        if v["Properties"].get("RoleName") == role_name
+    ]
     (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     source = render(statement["Condition"]["ArnLike"]["aws:SourceArn"])
     task = "arn:aws:ecs:eu-west-1:123456789012:task/{}/0123456789abcdef"
@@ -64,21 +81,29 @@ def test_row_51_only_tasks_of_the_vaults_cluster_can_be_the_agent(
     for other in ("default", "other-team", f"agent-vault-{environment}-shadow"):
         assert not iam_matches(source, task.format(other)), (source, other)
     outputs = synthesized.templates["AgentService"]["Outputs"]
-    assert outputs["SampleAgentRoleId"]["Value"] == {"Fn::GetAtt": [
-        next(k for k, v in by_type(template, "AWS::IAM::Role").items() if v is role), "RoleId"]}
+    assert outputs["SampleAgentRoleId"]["Value"] == {
+        "Fn::GetAtt": [
+            next(k for k, v in by_type(template, "AWS::IAM::Role").items() if v is role),
+            "RoleId",
+        ]
+    }
 
 
 @pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)
-def test_the_task_role_may_call_every_agent_route(synthesized: Synthesized, method: str,
-                                                  path: str) -> None:
+def test_the_task_role_may_call_every_agent_route(
+    synthesized: Synthesized, method: str, path: str
+) -> None:
     arn = f"{ARN}/{method}{_concrete(path)}"
     assert any(iam_matches(p, arn) for p in _task_role_resources(synthesized)), arn
 
 
-@pytest.mark.parametrize(("method", "path"), [*ADMIN_ROUTES, *CALLBACK_ROUTES,
-                                              ("POST", "/v1/unknown"), ("GET", "/v1/revocations")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [*ADMIN_ROUTES, *CALLBACK_ROUTES, ("POST", "/v1/unknown"), ("GET", "/v1/revocations")],
+)
 def test_the_task_role_cannot_call_revocations_or_anything_else(
-        synthesized: Synthesized, method: str, path: str) -> None:
+    synthesized: Synthesized, method: str, path: str
+) -> None:
     arn = f"{ARN}/{method}{path}"
     matching = [p for p in _task_role_resources(synthesized) if iam_matches(p, arn)]
     assert matching == [], f"{arn} is allowed by {matching}"
@@ -109,12 +134,16 @@ def test_the_container_gets_the_vault_url_and_no_secret(synthesized: Synthesized
 
 
 def test_the_cluster_is_named_for_the_reaper_with_container_insights(
-        synthesized: Synthesized) -> None:
+    synthesized: Synthesized,
+) -> None:
     template = synthesized.template("AgentService")
-    template.has_resource_properties("AWS::ECS::Cluster", {
-        "ClusterName": "agent-vault-dev",
-        "ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}],
-    })
+    template.has_resource_properties(
+        "AWS::ECS::Cluster",
+        {
+            "ClusterName": "agent-vault-dev",
+            "ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}],
+        },
+    )
 
 
 def test_tasks_run_privately_with_https_egress_only(synthesized: Synthesized) -> None:
@@ -133,20 +162,28 @@ def test_tasks_run_privately_with_https_egress_only(synthesized: Synthesized) ->
 
 def test_a_certificate_adds_an_https_load_balancer(synthesized_prod: Synthesized) -> None:
     template = synthesized_prod.template("AgentService")
-    template.has_resource_properties("AWS::ElasticLoadBalancingV2::Listener", {
-        "Port": 443, "Protocol": "HTTPS",
-        "Certificates": [{"CertificateArn":
-                          "arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example"}],
-    })
-    template.has_resource_properties("AWS::ElasticLoadBalancingV2::LoadBalancer", {
-        "LoadBalancerAttributes": [
-            {"Key": "deletion_protection.enabled", "Value": "false"},
-            {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"},
-            {"Key": "access_logs.s3.enabled", "Value": "true"},
-            {"Key": "access_logs.s3.bucket", "Value": {"Ref": _any_bucket(synthesized_prod)}},
-            {"Key": "access_logs.s3.prefix", "Value": "agent"},
-        ],
-    })
+    template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {
+            "Port": 443,
+            "Protocol": "HTTPS",
+            "Certificates": [
+                {"CertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example"}
+            ],
+        },
+    )
+    template.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        {
+            "LoadBalancerAttributes": [
+                {"Key": "deletion_protection.enabled", "Value": "false"},
+                {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"},
+                {"Key": "access_logs.s3.enabled", "Value": "true"},
+                {"Key": "access_logs.s3.bucket", "Value": {"Ref": _any_bucket(synthesized_prod)}},
+                {"Key": "access_logs.s3.prefix", "Value": "agent"},
+            ],
+        },
+    )
 
 
 def _any_bucket(synthesized: Synthesized) -> Any:
@@ -156,7 +193,8 @@ def _any_bucket(synthesized: Synthesized) -> Any:
 
 
 def test_an_explicit_account_and_region_synthesize_without_lookups(
-        synthesized_prod: Synthesized) -> None:
+    synthesized_prod: Synthesized,
+) -> None:
     stack = synthesized_prod.built.agent_service
     assert stack.region == "eu-west-1" and stack.account == "123456789012"
     subnets = by_type(synthesized_prod.templates["AgentService"], "AWS::EC2::Subnet")

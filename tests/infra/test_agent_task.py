@@ -23,7 +23,8 @@ def _container(synthesized: Synthesized) -> dict[str, Any]:
 
 @pytest.mark.parametrize("which", ["dev", "prod"])
 def test_the_agent_runs_unprivileged_with_an_init_process(
-        which: str, synthesized: Synthesized, synthesized_prod: Synthesized) -> None:
+    which: str, synthesized: Synthesized, synthesized_prod: Synthesized
+) -> None:
     container = _container(synthesized if which == "dev" else synthesized_prod)
     assert container["User"] == CONTAINER_USER
     uid, gid = container["User"].split(":")

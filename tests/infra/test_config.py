@@ -57,24 +57,43 @@ def _error(change: Any) -> str:
     return str(raised.value)
 
 
-@pytest.mark.parametrize(("change", "key", "says"), [
-    (lambda d: d["agents"]["calendar-agent"]["providers"]["google"].append(
-        "https://mail.google.com/"),
-     "agents.calendar-agent.providers.google", "not in providers.google.scopes"),
-    (lambda d: d.update(retention=3), "retention", "unknown key"),
-    (lambda d: d["providers"]["mail"].update(tokn_endpoint="https://x.example"),
-     "providers.mail.tokn_endpoint", "unknown key"),
-    (lambda d: d.update(return_urls=["http://app.example.com/back"]),
-     "return_urls[0]", "must use https"),
-    (lambda d: d["providers"]["mail"].update(token_endpoint="ftp://mail.example.com/t"),
-     "providers.mail.token_endpoint", "not an absolute http(s) URL"),
-    (lambda d: d["agents"]["mail-agent"].update(providers={"github": ["repo"]}),
-     "agents.mail-agent.providers.github", "no provider named 'github'"),
-    (lambda d: d.update(log_retention_days=31), "log_retention_days", "CloudWatch"),
-    (lambda d: d.update(sample_agent="nobody"), "sample_agent", "no agent named"),
-    (lambda d: d.update(audit_data_events="some"), "audit_data_events", "writes"),
-    (lambda d: d.update(certificate_arn="not-an-arn"), "certificate_arn", "pattern"),
-])
+@pytest.mark.parametrize(
+    ("change", "key", "says"),
+    [
+        (
+            lambda d: d["agents"]["calendar-agent"]["providers"]["google"].append(
+                "https://mail.google.com/"
+            ),
+            "agents.calendar-agent.providers.google",
+            "not in providers.google.scopes",
+        ),
+        (lambda d: d.update(retention=3), "retention", "unknown key"),
+        (
+            lambda d: d["providers"]["mail"].update(tokn_endpoint="https://x.example"),
+            "providers.mail.tokn_endpoint",
+            "unknown key",
+        ),
+        (
+            lambda d: d.update(return_urls=["http://app.example.com/back"]),
+            "return_urls[0]",
+            "must use https",
+        ),
+        (
+            lambda d: d["providers"]["mail"].update(token_endpoint="ftp://mail.example.com/t"),
+            "providers.mail.token_endpoint",
+            "not an absolute http(s) URL",
+        ),
+        (
+            lambda d: d["agents"]["mail-agent"].update(providers={"github": ["repo"]}),
+            "agents.mail-agent.providers.github",
+            "no provider named 'github'",
+        ),
+        (lambda d: d.update(log_retention_days=31), "log_retention_days", "CloudWatch"),
+        (lambda d: d.update(sample_agent="nobody"), "sample_agent", "no agent named"),
+        (lambda d: d.update(audit_data_events="some"), "audit_data_events", "writes"),
+        (lambda d: d.update(certificate_arn="not-an-arn"), "certificate_arn", "pattern"),
+    ],
+)
 def test_config_errors_name_the_key(change: Any, key: str, says: str) -> None:
     message = _error(change)
     assert f"config error at {key}: " in message
@@ -105,15 +124,21 @@ def test_the_code_asset_hash_follows_the_config() -> None:
     config = read_config_file(EXAMPLE)
     other = config.model_copy(update={"flow_ttl_seconds": 300})
     assert asset_hash(requirements, config_document(config)) == asset_hash(
-        requirements, config_document(config))
+        requirements, config_document(config)
+    )
     assert asset_hash(requirements, config_document(config)) != asset_hash(
-        requirements, config_document(other))
+        requirements, config_document(other)
+    )
     assert asset_hash(requirements, "{}") != asset_hash(requirements + "x==1\n", "{}")
 
 
 def test_the_config_readme_documents_every_key() -> None:
     readme = (REPO_ROOT / "config" / "README.md").read_text()
     models = [VaultConfig, ProviderConfig, AgentConfig, IdentityIssuerConfig]
-    undocumented = [f"{model.__name__}.{name}" for model in models
-                    for name in model.model_fields if f"`{name}`" not in readme]
+    undocumented = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name in model.model_fields
+        if f"`{name}`" not in readme
+    ]
     assert undocumented == []

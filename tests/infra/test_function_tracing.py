@@ -8,20 +8,26 @@ from tests.infra.conftest import Synthesized, by_type
 
 
 def test_every_vault_function_keeps_lambdas_active_tracing(
-        synthesized: Synthesized, synthesized_prod: Synthesized) -> None:
+    synthesized: Synthesized, synthesized_prod: Synthesized
+) -> None:
     for built in (synthesized, synthesized_prod):
-        functions = [f["Properties"] for f in by_type(built.templates["Vault"],
-                                                      "AWS::Lambda::Function").values()
-                     if f["Properties"].get("Handler", "").startswith("vault.")]
+        functions = [
+            f["Properties"]
+            for f in by_type(built.templates["Vault"], "AWS::Lambda::Function").values()
+            if f["Properties"].get("Handler", "").startswith("vault.")
+        ]
         assert len(functions) == 4
         for props in functions:
             assert props["TracingConfig"] == {"Mode": "Active"}
-            assert not any(k.startswith("POWERTOOLS_TRACER")
-                           for k in props["Environment"]["Variables"])
+            assert not any(
+                k.startswith("POWERTOOLS_TRACER") for k in props["Environment"]["Variables"]
+            )
 
 
 def test_the_function_bundle_carries_no_xray_sdk() -> None:
-    bundled = {line.split("==")[0].lower() for line in
-               bundled_requirements(REQUIREMENTS.read_text()).splitlines()}
+    bundled = {
+        line.split("==")[0].lower()
+        for line in bundled_requirements(REQUIREMENTS.read_text()).splitlines()
+    }
     assert "aws-xray-sdk" not in bundled
     assert "aws-lambda-powertools" in bundled

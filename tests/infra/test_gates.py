@@ -13,8 +13,7 @@ ACCEPTED_RESOURCE_STAR = {
     ("Vault", "CallbackRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "AdminApiRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "ReaperRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
-    ("AgentService", "SampleAgentTaskExecutionRoleDefaultPolicy",
-     ("ecr:GetAuthorizationToken",)),
+    ("AgentService", "SampleAgentTaskExecutionRoleDefaultPolicy", ("ecr:GetAuthorizationToken",)),
 }
 
 
@@ -37,7 +36,10 @@ def test_no_policy_allows_every_action(synthesized: Synthesized) -> None:
         for logical_id, statement in policy_statements(template):
             actions = as_list(statement.get("Action", []))
             assert "*" not in actions and not any(a.endswith(":*") for a in actions), (
-                stack, logical_id, statement)
+                stack,
+                logical_id,
+                statement,
+            )
 
 
 def test_resource_star_only_where_acknowledged(synthesized: Synthesized) -> None:
@@ -45,23 +47,33 @@ def test_resource_star_only_where_acknowledged(synthesized: Synthesized) -> None
     for stack, template in synthesized.templates.items():
         for logical_id, statement in policy_statements(template):
             if "*" in as_list(statement.get("Resource", [])):
-                prefix = next((p for s, p, _ in ACCEPTED_RESOURCE_STAR
-                               if s == stack and logical_id.startswith(p)), logical_id)
+                prefix = next(
+                    (
+                        p
+                        for s, p, _ in ACCEPTED_RESOURCE_STAR
+                        if s == stack and logical_id.startswith(p)
+                    ),
+                    logical_id,
+                )
                 found.add((stack, prefix, tuple(sorted(as_list(statement["Action"])))))
     assert found == ACCEPTED_RESOURCE_STAR
 
 
 def test_each_agent_grant_reaches_its_own_route_of_the_table_and_says_so(
-        synthesized: Synthesized) -> None:
+    synthesized: Synthesized,
+) -> None:
     """IAM's `*` also matches `/`: an execute-api grant for one route fits deeper paths too.
     Against the route table (ids with a `/` inside as well), each grant reaches its own route
     only, and its acknowledgement says what the wildcard covers."""
     from agent_vault.routes import ROUTES
     from tests.infra.cfn import API_ID, iam_matches, render
 
-    grants = [str(arn) for _, statement in policy_statements(synthesized.templates["AgentService"])
-              if as_list(statement["Action"]) == ["execute-api:Invoke"]
-              for arn in render(as_list(statement["Resource"]))]
+    grants = [
+        str(arn)
+        for _, statement in policy_statements(synthesized.templates["AgentService"])
+        if as_list(statement["Action"]) == ["execute-api:Invoke"]
+        for arn in render(as_list(statement["Resource"]))
+    ]
     assert grants
     base = f"arn:aws:execute-api:eu-west-1:123456789012:{API_ID}/$default"
     for route in ROUTES:
@@ -72,7 +84,10 @@ def test_each_agent_grant_reaches_its_own_route_of_the_table_and_says_so(
                 assert len(matching) == 1, (route.route_key, matching)
             else:
                 assert matching == [], (route.route_key, matching)
-    reasons = [a.reason for a in synthesized.built.acknowledgements
-               if "execute-api" in a.rule or "execute-api:Invoke" in a.reason]
+    reasons = [
+        a.reason
+        for a in synthesized.built.acknowledgements
+        if "execute-api" in a.rule or "execute-api:Invoke" in a.reason
+    ]
     assert reasons
     assert all("also matches `/`" in reason for reason in reasons)

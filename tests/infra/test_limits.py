@@ -18,22 +18,28 @@ def _stage(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {v["Properties"]["Handler"].split(".")[2]: v["Properties"]
-            for v in by_type(template, "AWS::Lambda::Function").values()
-            if v["Properties"].get("Handler", "").startswith("vault.")}
+    return {
+        v["Properties"]["Handler"].split(".")[2]: v["Properties"]
+        for v in by_type(template, "AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler", "").startswith("vault.")
+    }
 
 
 @pytest.mark.parametrize("which", ["dev", "prod"])
 def test_every_public_route_has_its_own_throttle_under_the_stage(
-        which: str, synthesized: Synthesized, synthesized_prod: Synthesized) -> None:
+    which: str, synthesized: Synthesized, synthesized_prod: Synthesized
+) -> None:
     template = (synthesized if which == "dev" else synthesized_prod).templates["Vault"]
     _, stage = _stage(template)
     default = stage["Properties"]["DefaultRouteSettings"]
     settings = stage["Properties"].get("RouteSettings", {})
-    routes = {r["Properties"]["RouteKey"]: (logical_id, r["Properties"])
-              for logical_id, r in by_type(template, "AWS::ApiGatewayV2::Route").items()}
-    public = {key for key, (_, props) in routes.items()
-              if props.get("AuthorizationType") != "AWS_IAM"}
+    routes = {
+        r["Properties"]["RouteKey"]: (logical_id, r["Properties"])
+        for logical_id, r in by_type(template, "AWS::ApiGatewayV2::Route").items()
+    }
+    public = {
+        key for key, (_, props) in routes.items() if props.get("AuthorizationType") != "AWS_IAM"
+    }
     # every route the table marks public, and every route the template leaves open
     assert public == {r.route_key for r in ROUTES if r.auth == "none"}
     assert public and set(settings) == public
@@ -46,7 +52,8 @@ def test_every_public_route_has_its_own_throttle_under_the_stage(
 
 @pytest.mark.parametrize("which", ["dev", "prod"])
 def test_the_reaper_has_reserved_concurrency_the_api_functions_share_the_pool(
-        which: str, synthesized: Synthesized, synthesized_prod: Synthesized) -> None:
+    which: str, synthesized: Synthesized, synthesized_prod: Synthesized
+) -> None:
     built = synthesized if which == "dev" else synthesized_prod
     functions = _functions(built.templates["Vault"])
     assert set(functions) == {"agent_api", "callback", "admin_api", "reaper"}

@@ -16,8 +16,16 @@ import pytest
 from tests.infra.cfn import PSEUDO, as_list, render
 from tests.infra.conftest import KEY_ADMIN_ROLE_ARN, Synthesized, by_type
 
-USE = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
-       "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:CreateGrant", "kms:PutKeyPolicy"}
+USE = {
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:CreateGrant",
+    "kms:PutKeyPolicy",
+}
 """Actions that use the key, or hand its use to someone (a grant, a new policy)."""
 FUNCTIONS = ("AgentApi", "Callback", "AdminApi", "Reaper")
 DEPLOY_ROLE = "arn:aws:iam::123456789012:role/cdk-hnb659fds-cfn-exec-role-123456789012-eu-west-1"
@@ -34,15 +42,21 @@ def _vault(s: Synthesized) -> dict[str, Any]:
 
 
 def _vault_roles(template: dict[str, Any]) -> list[dict[str, Any]]:
-    roles = [k for k in by_type(template, "AWS::IAM::Role")
-             if k.startswith(tuple(f"{f}Role" for f in FUNCTIONS))]
+    roles = [
+        k
+        for k in by_type(template, "AWS::IAM::Role")
+        if k.startswith(tuple(f"{f}Role" for f in FUNCTIONS))
+    ]
     assert len(roles) == 4, roles
     return sorted(({"Fn::GetAtt": [r, "Arn"]} for r in roles), key=json.dumps)
 
 
 def _key_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
-    keys = [v for v in by_type(template, "AWS::KMS::Key").values()
-            if "tokens" in v["Properties"]["Description"]]
+    keys = [
+        v
+        for v in by_type(template, "AWS::KMS::Key").values()
+        if "tokens" in v["Properties"]["Description"]
+    ]
     (key,) = keys
     return list(key["Properties"]["KeyPolicy"]["Statement"])
 
@@ -69,7 +83,8 @@ def _expand(actions: list[str]) -> set[str]:
 
 
 def test_row_48_only_the_vault_roles_may_decrypt_or_make_data_keys(
-        synthesized_any: Synthesized) -> None:
+    synthesized_any: Synthesized,
+) -> None:
     template = _vault(synthesized_any)
     roles = _vault_roles(template)
     decrypting = []
@@ -86,58 +101,86 @@ def test_row_48_only_the_vault_roles_may_decrypt_or_make_data_keys(
             pinned = statement["Condition"]["ArnEquals"]["aws:PrincipalArn"]
             assert sorted(pinned, key=json.dumps) == roles, statement
     assert {s["Sid"] for s in decrypting} == {
-        "VaultTableEncryption", "VaultReadsProviderSecrets", "VaultEnvelopeEncryption"}
+        "VaultTableEncryption",
+        "VaultReadsProviderSecrets",
+        "VaultEnvelopeEncryption",
+    }
     envelope = next(s for s in decrypting if s["Sid"] == "VaultEnvelopeEncryption")
     assert envelope["Condition"]["StringEquals"] == {
-        "kms:EncryptionContext:purpose": ["token", "verifier"]}
+        "kms:EncryptionContext:purpose": ["token", "verifier"]
+    }
 
 
 def test_row_48_key_administration_has_no_use_grant_or_policy_right(
-        synthesized_any: Synthesized) -> None:
+    synthesized_any: Synthesized,
+) -> None:
     statements = {s["Sid"]: s for s in _key_statements(_vault(synthesized_any))}
     admin = statements["KeyAdministration"]
     assert not any("*" in a for a in as_list(admin["Action"])), admin["Action"]
     assert _expand(as_list(admin["Action"])) == set()
-    expected_admin = (KEY_ADMIN_ROLE_ARN if synthesized_any.built.config.key_admin_role_arn
-                      else "arn:aws:iam::123456789012:root")
+    expected_admin = (
+        KEY_ADMIN_ROLE_ARN
+        if synthesized_any.built.config.key_admin_role_arn
+        else "arn:aws:iam::123456789012:root"
+    )
     assert _principals(admin) == sorted([expected_admin, DEPLOY_ROLE])
     # Only the deploying role (CloudFormation) may replace the policy.
-    changing = [s for s in statements.values() if "kms:PutKeyPolicy" in _expand(
-        as_list(s["Action"]))]
+    changing = [
+        s for s in statements.values() if "kms:PutKeyPolicy" in _expand(as_list(s["Action"]))
+    ]
     assert [s["Sid"] for s in changing] == ["KeyPolicyByDeployment"]
     assert _principals(changing[0]) == [DEPLOY_ROLE]
     # Grants: only for DynamoDB and Secrets Manager's own use, by the deploying role.
-    granting = [s for s in statements.values() if "kms:CreateGrant" in _expand(
-        as_list(s["Action"]))]
+    granting = [
+        s for s in statements.values() if "kms:CreateGrant" in _expand(as_list(s["Action"]))
+    ]
     assert [s["Sid"] for s in granting] == ["TableAndSecretGrantsByDeployment"]
     assert granting[0]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
     assert _principals(granting[0]) == [DEPLOY_ROLE]
     # Putting a provider secret encrypts; it never decrypts.
     assert set(as_list(statements["PutProviderSecrets"]["Action"])) == {
-        "kms:GenerateDataKey", "kms:Encrypt"}
-    assert "secretsmanager." in json.dumps(render(
-        statements["PutProviderSecrets"]["Condition"]["StringEquals"]["kms:ViaService"]))
+        "kms:GenerateDataKey",
+        "kms:Encrypt",
+    }
+    assert "secretsmanager." in json.dumps(
+        render(statements["PutProviderSecrets"]["Condition"]["StringEquals"]["kms:ViaService"])
+    )
 
 
 def test_row_48_the_vault_table_denies_every_other_principal_its_items(
-        synthesized_any: Synthesized) -> None:
+    synthesized_any: Synthesized,
+) -> None:
     template = _vault(synthesized_any)
     (table,) = [v for k, v in by_type(template, "AWS::DynamoDB::Table").items() if "Vault" in k]
     (deny,) = table["Properties"]["ResourcePolicy"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
-    assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem",
-            "dynamodb:PartiQLSelect", "dynamodb:ExportTableToPointInTime",
-            "dynamodb:RestoreTableToPointInTime", "dynamodb:PutItem", "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem"} <= set(deny["Action"])
+    assert {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PartiQLSelect",
+        "dynamodb:ExportTableToPointInTime",
+        "dynamodb:RestoreTableToPointInTime",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    } <= set(deny["Action"])
     # CloudFormation keeps managing the table itself.
-    assert not {"dynamodb:DescribeTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable",
-                "dynamodb:PutResourcePolicy"} & set(deny["Action"])
-    assert sorted(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"],
-                  key=json.dumps) == _vault_roles(template)
+    assert not {
+        "dynamodb:DescribeTable",
+        "dynamodb:UpdateTable",
+        "dynamodb:DeleteTable",
+        "dynamodb:PutResourcePolicy",
+    } & set(deny["Action"])
+    assert sorted(
+        deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"], key=json.dumps
+    ) == _vault_roles(template)
 
 
 def test_row_48_provider_secrets_deny_their_value_to_every_other_principal(
-        synthesized_any: Synthesized) -> None:
+    synthesized_any: Synthesized,
+) -> None:
     template = _vault(synthesized_any)
     secrets = by_type(template, "AWS::SecretsManager::Secret")
     policies = by_type(template, "AWS::SecretsManager::ResourcePolicy")
@@ -147,8 +190,9 @@ def test_row_48_provider_secrets_deny_their_value_to_every_other_principal(
         (deny,) = [s for s in statements if s["Effect"] == "Deny"]
         assert deny["Principal"] == {"AWS": "*"}
         assert as_list(deny["Action"]) == ["secretsmanager:GetSecretValue"]
-        assert sorted(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"],
-                      key=json.dumps) == _vault_roles(template)
+        assert sorted(
+            deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"], key=json.dumps
+        ) == _vault_roles(template)
         assert not [s for s in statements if s["Effect"] == "Allow"]
 
 
@@ -165,8 +209,7 @@ def _matches(pattern: Any, event: Any) -> bool:
             if isinstance(sub, list):
                 if not _matches_value(sub, event, key):
                     return False
-            elif not isinstance(event, dict) or key not in event or not _matches(
-                    sub, event[key]):
+            elif not isinstance(event, dict) or key not in event or not _matches(sub, event[key]):
                 return False
         return True
     raise AssertionError(pattern)
@@ -187,15 +230,21 @@ def _matches_value(options: list[Any], event: Any, key: str) -> bool:
     return False
 
 
-def _decrypt_event(key_arn: str, identity: dict[str, Any],
-                   context: dict[str, str] | None = None) -> dict[str, Any]:
+def _decrypt_event(
+    key_arn: str, identity: dict[str, Any], context: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
-        "source": "aws.kms", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.kms",
+        "detail-type": "AWS API Call via CloudTrail",
         "detail": {
-            "eventSource": "kms.amazonaws.com", "eventName": "Decrypt",
+            "eventSource": "kms.amazonaws.com",
+            "eventName": "Decrypt",
             "userIdentity": identity,
-            "requestParameters": {"encryptionContext": context if context is not None else {
-                "purpose": "token", "user": "u", "provider": "google", "grant": "grt_x"}},
+            "requestParameters": {
+                "encryptionContext": context
+                if context is not None
+                else {"purpose": "token", "user": "u", "provider": "google", "grant": "grt_x"}
+            },
             "resources": [{"ARN": key_arn, "type": "AWS::KMS::Key"}],
         },
     }
@@ -206,12 +255,19 @@ def _assumed(role_arn: str) -> dict[str, Any]:
 
 
 def test_row_48_envelope_use_of_the_key_by_another_principal_is_reported(
-        synthesized_any: Synthesized) -> None:
+    synthesized_any: Synthesized,
+) -> None:
     template = _vault(synthesized_any)
-    (key_id,) = [k for k, v in by_type(template, "AWS::KMS::Key").items()
-                 if "tokens" in v["Properties"]["Description"]]
-    rules = [v for v in by_type(template, "AWS::Events::Rule").values()
-             if "kms.amazonaws.com" in json.dumps(v)]
+    (key_id,) = [
+        k
+        for k, v in by_type(template, "AWS::KMS::Key").items()
+        if "tokens" in v["Properties"]["Description"]
+    ]
+    rules = [
+        v
+        for v in by_type(template, "AWS::Events::Rule").values()
+        if "kms.amazonaws.com" in json.dumps(v)
+    ]
     (rule,) = rules
     props = rule["Properties"]
     # KMS calls are read-only management events: delivered only in this state.
@@ -227,6 +283,10 @@ def test_row_48_envelope_use_of_the_key_by_another_principal_is_reported(
     for role in roles:
         assert not _matches(pattern, _decrypt_event(key_arn, _assumed(role)))
     # Not the table's or the secrets' own use through their services, nor another key.
-    assert not _matches(pattern, _decrypt_event(
-        key_arn, intruder, {"aws:dynamodb:tableName": "t", "aws:dynamodb:subscriberId": "1"}))
+    assert not _matches(
+        pattern,
+        _decrypt_event(
+            key_arn, intruder, {"aws:dynamodb:tableName": "t", "aws:dynamodb:subscriberId": "1"}
+        ),
+    )
     assert not _matches(pattern, _decrypt_event("arn:aws:kms:eu-west-1:1:key/other", intruder))

@@ -11,8 +11,12 @@ _served = 0  # module state: a container keeps it between its requests, as Lambd
 def whoami(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _served
     _served += 1
-    return {"pid": os.getpid(), "served": _served, "log_stream": context.log_stream_name,
-            "echo": event.get("echo")}
+    return {
+        "pid": os.getpid(),
+        "served": _served,
+        "log_stream": context.log_stream_name,
+        "echo": event.get("echo"),
+    }
 
 
 def boom(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -25,33 +25,40 @@ class CountingPool(urllib3.PoolManager):
         super().__init__()
         self.calls: list[tuple[str, str]] = []
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any
-                ) -> urllib3.BaseHTTPResponse:
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> urllib3.BaseHTTPResponse:
         self.calls.append((method, urlsplit(url).path))
         return super().request(method, url, *args, **kwargs)
 
 
-def approve(info: LocalInfo, authorization_url: str, username: str,
-            binder: VaultClient, *, decision: str = "allow") -> dict[str, str]:
+def approve(
+    info: LocalInfo,
+    authorization_url: str,
+    username: str,
+    binder: VaultClient,
+    *,
+    decision: str = "allow",
+) -> dict[str, str]:
     """The user's part of consent, then the app's binding: log in and answer the provider's
     consent page, follow the redirect to the vault callback, and complete the flow as the user
     logged in at the app. Returns the return URL's query (flow_id, status...)."""
-    callback = complete_consent(authorization_url, username, info.users[username],
-                                decision)  # type: ignore[arg-type]
+    callback = complete_consent(authorization_url, username, info.users[username], decision)  # type: ignore[arg-type]
     assert callback.startswith(info.callback_url), callback
     answer = http_request("GET", callback)
     assert answer.status == 302, answer.body[:300]
     location = answer.headers["Location"]
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
     if query.get("status") == "pending_binding":
-        binder.complete_flow(query["flow_id"],
-                             UserIdentity(id_token=id_token_for(info, username)),
-                             query["binding_code"])
+        binder.complete_flow(
+            query["flow_id"],
+            UserIdentity(id_token=id_token_for(info, username)),
+            query["binding_code"],
+        )
     return query
 
 
-def consent(info: LocalInfo, client: VaultClient, username: str,
-            scopes: Iterable[str] = ("calendar.read",)) -> dict[str, str]:
+def consent(
+    info: LocalInfo, client: VaultClient, username: str, scopes: Iterable[str] = ("calendar.read",)
+) -> dict[str, str]:
     """Start an authorization on ``client``'s session and let ``username`` consent and bind."""
     authorization = client.start_authorization(info.provider_name, list(scopes))
     return approve(info, authorization.authorization_url, username, client)

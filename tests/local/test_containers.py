@@ -25,8 +25,9 @@ HANDLERS = "tests.local.container_handlers"
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LambdaFleet]:
     log = VaultLog(tmp_path_factory.mktemp("containers") / "vault.log.jsonl")
     functions = {name: f"{HANDLERS}.{name}" for name in ("whoami", "boom", "die")}
-    fleet = LambdaFleet(functions, log, python_path=[str(REPO_ROOT)], cwd=str(REPO_ROOT),
-                        max_containers=2).start()
+    fleet = LambdaFleet(
+        functions, log, python_path=[str(REPO_ROOT)], cwd=str(REPO_ROOT), max_containers=2
+    ).start()
     try:
         fleet.init(dict(os.environ))
         yield fleet
@@ -36,7 +37,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LambdaFleet]:
 
 
 def test_a_warm_container_keeps_its_module_state_and_the_parent_shares_none(
-        fleet: LambdaFleet) -> None:
+    fleet: LambdaFleet,
+) -> None:
     whoami = fleet.handler(f"{HANDLERS}.whoami")
     answers = [whoami({"echo": i}, LambdaContext("whoami")) for i in range(3)]
     assert [a["echo"] for a in answers] == [0, 1, 2]
@@ -47,7 +49,8 @@ def test_a_warm_container_keeps_its_module_state_and_the_parent_shares_none(
 
 
 def test_a_handler_exception_is_the_invocations_error_and_the_container_stays(
-        fleet: LambdaFleet) -> None:
+    fleet: LambdaFleet,
+) -> None:
     boom = fleet.handler(f"{HANDLERS}.boom")
     for _ in range(2):
         with pytest.raises(HandlerFailed) as raised:
@@ -72,8 +75,12 @@ def test_an_unknown_handler_is_refused(fleet: LambdaFleet) -> None:
 
 def test_a_handler_that_does_not_import_stops_the_start(tmp_path: Path) -> None:
     log = VaultLog(tmp_path / "vault.log.jsonl")
-    fleet = LambdaFleet({"x": "tests.local.no_such_module.handler"}, log,
-                        python_path=[str(REPO_ROOT)], cwd=str(REPO_ROOT)).start()
+    fleet = LambdaFleet(
+        {"x": "tests.local.no_such_module.handler"},
+        log,
+        python_path=[str(REPO_ROOT)],
+        cwd=str(REPO_ROOT),
+    ).start()
     try:
         with pytest.raises(ContainerError, match="no_such_module failed to import"):
             fleet.init(dict(os.environ))

@@ -75,10 +75,16 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
 
         audit = story.audit_trail()
         actions = [(e["action"], e["outcome"]) for e in audit]
-        for expected in [("session.start", "allowed"), ("token.issue", "denied"),
-                         ("consent.start", "allowed"), ("consent.callback", "exchanged"),
-                         ("consent.complete", "allowed"), ("token.issue", "allowed"),
-                         ("session.end", "ended"), ("task.stopped", "reaped")]:
+        for expected in [
+            ("session.start", "allowed"),
+            ("token.issue", "denied"),
+            ("consent.start", "allowed"),
+            ("consent.callback", "exchanged"),
+            ("consent.complete", "allowed"),
+            ("token.issue", "allowed"),
+            ("session.end", "ended"),
+            ("task.stopped", "reaped"),
+        ]:
             assert expected in actions, expected
         assert story.ok and all(result.ok for result in story.results)
         assert len(story.results) == len(Story.STEPS)
@@ -105,13 +111,18 @@ def test_a_failing_step_says_what_and_why(local_with_agent: LocalInfo) -> None:
 
 def test_agent_vault_local_demo_exits_zero_and_stops_everything() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agent_vault.cli", "local", "demo"], cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, "-m", "agent_vault.cli", "local", "demo"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "The story ran to the end" in result.stdout
     assert len(re.findall(r"^\s*\d+\. .* ok\s+\d+ ms$", result.stdout, re.MULTILINE)) == len(
-        Story.STEPS)
+        Story.STEPS
+    )
     ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", result.stdout)[:3]]
     assert len(ports) == 3
     for port in ports:  # vault, provider and agent are gone

@@ -32,7 +32,8 @@ def _at_the_same_moment(work: dict[str, Callable[[], list[str]]]) -> dict[str, l
 
 
 def test_two_principals_at_the_same_moment_each_get_their_own_answer(
-        local_with_agent: LocalInfo) -> None:
+    local_with_agent: LocalInfo,
+) -> None:
     """Row 31: alice's calendar agent task and bob's mail agent task ask for their session and
     their token at the same moment, 50 times; every answer is the asker's own."""
     info = local_with_agent
@@ -72,8 +73,10 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
                     barrier.wait(timeout=60)
                     try:
                         session = client.get_session()
-                        seen.append(f"{sessions.get(session.session_id, 'another session')} "
-                                    f"of {session.agent} for {session.user.get('sub')}")
+                        seen.append(
+                            f"{sessions.get(session.session_id, 'another session')} "
+                            f"of {session.agent} for {session.user.get('sub')}"
+                        )
                     except VaultError as exc:
                         seen.append(f"session: {exc.status} {exc.code}")
                 return seen
@@ -83,11 +86,11 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
         seen = _at_the_same_moment({name: asker(name) for name in clients})
         agents = {"alice": "calendar-agent", "bob": "mail-agent"}
         for name, answers in seen.items():
-            expected = [f"{name}'s token",
-                        f"{name}'s session of {agents[name]} for {name}"] * PAIRS
+            expected = [f"{name}'s token", f"{name}'s session of {agents[name]} for {name}"] * PAIRS
             crossed = [a for a in answers if a not in expected]
-            assert answers == expected, f"{name} received {len(crossed)} foreign answers: " \
-                f"{sorted(set(crossed))}"
+            assert answers == expected, (
+                f"{name} received {len(crossed)} foreign answers: {sorted(set(crossed))}"
+            )
 
         # What each handler saw: every token decision is logged once, under its own request's
         # id, with the principal the gateway verified for that request.
@@ -97,14 +100,21 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
         request_ids = [r.get("correlation_id") for r in decisions]
         shared = len(request_ids) - len(set(request_ids))
         assert shared == 0, f"{shared} token decisions were logged under another request's id"
-        verified = {r["eventRequestId"]: r["principal"] for r in records
-                    if r.get("type") == "platform.report"}
-        session_of_task = {info.principal(TASK_1).session_name: own_session["alice"],
-                           info.principal(MAIL_TASK).session_name: own_session["bob"]}
+        verified = {
+            r["eventRequestId"]: r["principal"]
+            for r in records
+            if r.get("type") == "platform.report"
+        }
+        session_of_task = {
+            info.principal(TASK_1).session_name: own_session["alice"],
+            info.principal(MAIL_TASK).session_name: own_session["bob"],
+        }
         for decision in decisions:
             task = verified[decision["correlation_id"]].rsplit("/", 1)[-1]  # the ARN's session
-            assert (decision["audit"]["task_id"], decision["audit"]["session_id"]) == \
-                (task, session_of_task[task])
+            assert (decision["audit"]["task_id"], decision["audit"]["session_id"]) == (
+                task,
+                session_of_task[task],
+            )
     finally:
         for client in clients.values():
             client.close()
@@ -128,8 +138,13 @@ def _records(info: LocalInfo, offset: int = 0) -> list[dict[str, Any]]:
 
 def _reports(info: LocalInfo, function: str, since: float) -> list[dict[str, Any]]:
     """The platform.report records the local Lambda service wrote for ``function``."""
-    return [r for r in _records(info) if r.get("type") == "platform.report"
-            and r.get("function") == function and r.get("startedAt", 0) >= since]
+    return [
+        r
+        for r in _records(info)
+        if r.get("type") == "platform.report"
+        and r.get("function") == function
+        and r.get("startedAt", 0) >= since
+    ]
 
 
 def test_a_container_serves_one_request_at_a_time(local_with_agent: LocalInfo) -> None:
@@ -166,8 +181,12 @@ def test_a_container_serves_one_request_at_a_time(local_with_agent: LocalInfo) -
             served.sort(key=lambda r: r["startedAt"])
             for before, after in itertools.pairwise(served):
                 assert after["startedAt"] >= before["endedAt"], "a container served two at once"
-        overlapping = [(a, b) for i, a in enumerate(reports) for b in reports[i + 1:]
-                       if a["startedAt"] < b["endedAt"] and b["startedAt"] < a["endedAt"]]
+        overlapping = [
+            (a, b)
+            for i, a in enumerate(reports)
+            for b in reports[i + 1 :]
+            if a["startedAt"] < b["endedAt"] and b["startedAt"] < a["endedAt"]
+        ]
         assert overlapping, "no two requests ran at the same time"
         assert all(a["container"] != b["container"] for a, b in overlapping)
         assert len(by_container) >= 2

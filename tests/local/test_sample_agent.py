@@ -33,8 +33,9 @@ def test_event_descriptions() -> None:
 def ask(info: LocalInfo, question: str, id_token: str | None = None) -> HttpResponse:
     headers = {"Authorization": f"Bearer {id_token}"} if id_token else {}
     assert info.agent_url is not None
-    return http_request("POST", f"{info.agent_url}/ask", json_body={"question": question},
-                        headers=headers)
+    return http_request(
+        "POST", f"{info.agent_url}/ask", json_body={"question": question}, headers=headers
+    )
 
 
 def consent_needed(answer: HttpResponse) -> tuple[str, str]:
@@ -43,19 +44,25 @@ def consent_needed(answer: HttpResponse) -> tuple[str, str]:
     assert answer.status == 202, answer.body
     body = answer.json()
     assert set(body) == {"consent_url", "message"}
-    cookies = [c for c in answer.headers.get_all("Set-Cookie") or []
-               if c.startswith("agent_consent_flow=")]
+    cookies = [
+        c for c in answer.headers.get_all("Set-Cookie") or [] if c.startswith("agent_consent_flow=")
+    ]
     assert len(cookies) == 1 and "HttpOnly" in cookies[0], cookies
     return body["consent_url"], cookies[0].split(";", 1)[0]
 
 
-def browser_returns(info: LocalInfo, consent_url: str, username: str, logged_in_token: str,
-                    decision: str = "allow", flow_cookie: str | None = None) -> HttpResponse:
+def browser_returns(
+    info: LocalInfo,
+    consent_url: str,
+    username: str,
+    logged_in_token: str,
+    decision: str = "allow",
+    flow_cookie: str | None = None,
+) -> HttpResponse:
     """The browser's trip: provider login and consent, the vault callback, the agent's return
     page, with ``logged_in_token`` as the agent's login cookie and ``flow_cookie`` if this
     browser is the one that asked."""
-    callback = complete_consent(consent_url, username, info.users[username],
-                                decision)  # type: ignore[arg-type]
+    callback = complete_consent(consent_url, username, info.users[username], decision)  # type: ignore[arg-type]
     redirect = http_request("GET", callback)
     assert redirect.status == 302
     location = redirect.headers["Location"]
@@ -108,17 +115,19 @@ def test_a_refused_consent_shows_on_the_return_page(local_with_agent: LocalInfo)
     fresh_grants(info, "bob")
     bob = id_token_for(info, "bob")
     consent_url, flow_cookie = consent_needed(ask(info, "my agenda today?", bob))
-    page = browser_returns(info, consent_url, "bob", bob, decision="deny",
-                           flow_cookie=flow_cookie)
+    page = browser_returns(info, consent_url, "bob", bob, decision="deny", flow_cookie=flow_cookie)
     assert page.status == 200 and b"declined" in page.body
     assert ask(info, "my agenda today?", bob).status == 202
 
 
 def test_without_a_user_the_agent_asks_for_one(local_with_agent: LocalInfo) -> None:
     info = local_with_agent
-    settings = AgentSettings(vault_url=info.vault_url,
-                             calendar_api_url=info.provider["calendar_url"], region=info.region,
-                             credentials=info.principal(AGENT_APP).credentials())
+    settings = AgentSettings(
+        vault_url=info.vault_url,
+        calendar_api_url=info.provider["calendar_url"],
+        region=info.region,
+        credentials=info.principal(AGENT_APP).credentials(),
+    )
     with warnings.catch_warnings():  # starlette's notice about httpx, at import
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -126,13 +135,21 @@ def test_without_a_user_the_agent_asks_for_one(local_with_agent: LocalInfo) -> N
         answer = client.post("/ask", json={"question": "what is on my calendar today?"})
         assert answer.status_code == 401
         assert client.get("/healthz").json() == {"status": "ok"}
-        refused = client.post("/ask", json={"question": "calendar?"},
-                              headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30.forged"})
+        refused = client.post(
+            "/ask",
+            json={"question": "calendar?"},
+            headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30.forged"},
+        )
         assert refused.status_code == 401
-        assert client.post("/ask", content=json.dumps({"q": 1}),
-                           headers={"content-type": "application/json"}).status_code == 422
+        assert (
+            client.post(
+                "/ask", content=json.dumps({"q": 1}), headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
         returned = "/consent/return?" + urllib.parse.urlencode(
-            {"flow_id": "flw_x", "status": "pending_binding", "binding_code": "c" * 43})
+            {"flow_id": "flw_x", "status": "pending_binding", "binding_code": "c" * 43}
+        )
         assert client.get(returned).status_code == 403  # not started in this browser
         client.cookies.set("agent_consent_flow", "flw_x")
         page = client.get(returned)

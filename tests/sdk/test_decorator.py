@@ -30,8 +30,9 @@ from tests.local.helpers import approve, vault_client
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2, "consent_timeout": 30}
 
 
-def user_approves(local: LocalInfo, username: str, binder: VaultClient
-                  ) -> tuple[list[str], Callable[[str], None]]:
+def user_approves(
+    local: LocalInfo, username: str, binder: VaultClient
+) -> tuple[list[str], Callable[[str], None]]:
     """An on_auth_url callback that lets ``username`` consent at once (and records the URL)."""
     seen: list[str] = []
 
@@ -53,8 +54,9 @@ def test_sync_function(local: LocalInfo, tokens: dict[str, str], no_grants: None
     client = vault_client(local, TASK_1, UserIdentity(id_token=tokens["alice"]))
     seen, on_auth_url = user_approves(local, "alice", client)
 
-    @requires_access_token("calendar", ["calendar.read"], client=client, on_auth_url=on_auth_url,
-                           **FAST)  # type: ignore[arg-type]
+    @requires_access_token(
+        "calendar", ["calendar.read"], client=client, on_auth_url=on_auth_url, **FAST
+    )  # type: ignore[arg-type]
     def read_calendar(day: str, *, access_token: str) -> tuple[str, int]:
         return day, calendar_events(local, access_token).status
 
@@ -66,21 +68,23 @@ def test_sync_function(local: LocalInfo, tokens: dict[str, str], no_grants: None
     client.close()
 
 
-def test_async_function_with_an_async_callback(local: LocalInfo, tokens: dict[str, str],
-                                               no_grants: None) -> None:
-    client = AsyncVaultClient(client=vault_client(local, TASK_1,
-                                                  UserIdentity(id_token=tokens["alice"])))
+def test_async_function_with_an_async_callback(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
+    client = AsyncVaultClient(
+        client=vault_client(local, TASK_1, UserIdentity(id_token=tokens["alice"]))
+    )
     seen: list[str] = []
 
     async def on_auth_url(url: str) -> None:
         seen.append(url)
         await asyncio.to_thread(approve, local, url, "alice", client.sync)
 
-    @requires_access_token("calendar", "calendar.read", on_auth_url=on_auth_url,
-                           **FAST)  # type: ignore[arg-type]
+    @requires_access_token("calendar", "calendar.read", on_auth_url=on_auth_url, **FAST)  # type: ignore[arg-type]
     async def read_calendar(*, access_token: str) -> int:
-        return await asyncio.to_thread(calendar_events(local, access_token).__getattribute__,
-                                       "status")
+        return await asyncio.to_thread(
+            calendar_events(local, access_token).__getattribute__, "status"
+        )
 
     async def main() -> int:
         with use_client(client):
@@ -91,10 +95,13 @@ def test_async_function_with_an_async_callback(local: LocalInfo, tokens: dict[st
     client.sync.close()
 
 
-def test_asyncio_tasks_each_see_their_own_client(local: LocalInfo, tokens: dict[str, str],
-                                                 no_grants: None) -> None:
-    clients = {name: vault_client(local, TASK_1, UserIdentity(id_token=tokens[name]))
-               for name in ("alice", "bob")}
+def test_asyncio_tasks_each_see_their_own_client(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
+    clients = {
+        name: vault_client(local, TASK_1, UserIdentity(id_token=tokens[name]))
+        for name in ("alice", "bob")
+    }
     granted: dict[str, Any] = {}
 
     def on_auth_url(url: str) -> None:
@@ -102,8 +109,7 @@ def test_asyncio_tasks_each_see_their_own_client(local: LocalInfo, tokens: dict[
         name = "alice" if client is clients["alice"] else "bob"
         approve(local, url, name, client)
 
-    @requires_access_token("calendar", ["calendar.read"], on_auth_url=on_auth_url,
-                           **FAST)  # type: ignore[arg-type]
+    @requires_access_token("calendar", ["calendar.read"], on_auth_url=on_auth_url, **FAST)  # type: ignore[arg-type]
     async def whoami(*, access_token: str) -> str:
         answer = await asyncio.to_thread(calendar_events, local, access_token)
         return str(answer.json()["user"])
@@ -121,8 +127,9 @@ def test_asyncio_tasks_each_see_their_own_client(local: LocalInfo, tokens: dict[
         client.close()
 
 
-def test_threads_use_the_default_client_or_a_bound_one(local: LocalInfo, tokens: dict[str, str],
-                                                       no_grants: None) -> None:
+def test_threads_use_the_default_client_or_a_bound_one(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
     client = vault_client(local, TASK_2, UserIdentity(id_token=tokens["alice"]))
     seen, on_auth_url = user_approves(local, "alice", client)
     lock = threading.Lock()
@@ -131,8 +138,7 @@ def test_threads_use_the_default_client_or_a_bound_one(local: LocalInfo, tokens:
         with lock:
             on_auth_url(url)
 
-    @requires_access_token("calendar", ["calendar.read"], on_auth_url=serialized,
-                           **FAST)  # type: ignore[arg-type]
+    @requires_access_token("calendar", ["calendar.read"], on_auth_url=serialized, **FAST)  # type: ignore[arg-type]
     def status(*, access_token: str) -> int:
         return calendar_events(local, access_token).status
 
@@ -160,8 +166,14 @@ def test_consent_timeout(local: LocalInfo, tokens: dict[str, str], no_grants: No
     client = vault_client(local, TASK_1, UserIdentity(id_token=tokens["alice"]))
     seen: list[str] = []
 
-    @requires_access_token("calendar", ["calendar.read"], client=client, on_auth_url=seen.append,
-                           consent_timeout=0.3, poll_interval=0.05)
+    @requires_access_token(
+        "calendar",
+        ["calendar.read"],
+        client=client,
+        on_auth_url=seen.append,
+        consent_timeout=0.3,
+        poll_interval=0.05,
+    )
     def never(*, access_token: str) -> None:
         raise AssertionError("called without consent")
 

@@ -55,16 +55,20 @@ def _decode(proof: str, key: SessionKey) -> tuple[dict[str, object], dict[str, o
 def test_proof_header_and_claims_follow_the_contract() -> None:
     key = SessionKey()
     before = int(time.time())
-    proof = key.proof("post", "https://abc.execute-api.eu-west-1.amazonaws.com/v1/sessions/"
-                      "ses_x/tokens?ignored=1#frag", session_id="ses_x")
+    proof = key.proof(
+        "post",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/v1/sessions/ses_x/tokens?ignored=1#frag",
+        session_id="ses_x",
+    )
     header, claims = _decode(proof, key)
     assert header["typ"] == "dpop+jwt"
     assert header["alg"] == "ES256"
     assert header["jwk"] == key.public_jwk
     assert "d" not in key.public_jwk and set(key.public_jwk) == {"kty", "crv", "x", "y"}
     assert claims["htm"] == "POST"
-    assert claims["htu"] == ("https://abc.execute-api.eu-west-1.amazonaws.com/v1/sessions/"
-                             "ses_x/tokens")
+    assert claims["htu"] == (
+        "https://abc.execute-api.eu-west-1.amazonaws.com/v1/sessions/ses_x/tokens"
+    )
     assert claims["sid"] == "ses_x"
     assert isinstance(claims["iat"], int) and before <= claims["iat"] <= int(time.time())
     assert isinstance(claims["jti"], str) and 16 <= len(claims["jti"]) <= 64
@@ -93,15 +97,24 @@ def test_proof_by_another_key_does_not_verify() -> None:
 
 def test_htu_drops_query_and_fragment_and_lowercases_the_origin() -> None:
     assert htu("HTTPS://Vault.Example.COM/v1/flows/f/complete?x=1#y") == (
-        "https://vault.example.com/v1/flows/f/complete")
+        "https://vault.example.com/v1/flows/f/complete"
+    )
 
 
 # -- error mapping --------------------------------------------------------------------------------
 
 
 def _problem(status: int, code: str, **extra: object) -> bytes:
-    return json.dumps({"type": f"urn:agent-vault:problem:{code}", "title": code, "status": status,
-                       "detail": f"detail of {code}", "code": code, **extra}).encode()
+    return json.dumps(
+        {
+            "type": f"urn:agent-vault:problem:{code}",
+            "title": code,
+            "status": status,
+            "detail": f"detail of {code}",
+            "code": code,
+            **extra,
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize(
@@ -134,8 +147,9 @@ def _problem(status: int, code: str, **extra: object) -> bytes:
         (400, "code_exchange_failed", InvalidRequest),
     ],
 )
-def test_every_problem_code_maps_to_its_exception(status: int, code: str,
-                                                  cls: type[VaultError]) -> None:
+def test_every_problem_code_maps_to_its_exception(
+    status: int, code: str, cls: type[VaultError]
+) -> None:
     error = error_from_response(status, {}, _problem(status, code))
     assert type(error) is cls
     assert (error.status, error.code, error.detail) == (status, code, f"detail of {code}")
@@ -151,36 +165,51 @@ def test_hierarchy_lets_callers_catch_broad_families() -> None:
 
 
 def test_problem_members_are_exposed() -> None:
-    consent = error_from_response(403, {}, _problem(
-        403, "consent_required", provider="calendar", missing_scopes=["calendar.read"],
-        authorizations_path="/v1/sessions/ses_x/authorizations", reason="no_grant"))
+    consent = error_from_response(
+        403,
+        {},
+        _problem(
+            403,
+            "consent_required",
+            provider="calendar",
+            missing_scopes=["calendar.read"],
+            authorizations_path="/v1/sessions/ses_x/authorizations",
+            reason="no_grant",
+        ),
+    )
     assert isinstance(consent, ConsentRequired)
     assert consent.provider == "calendar"
     assert consent.missing_scopes == ["calendar.read"]
     assert consent.authorizations_path == "/v1/sessions/ses_x/authorizations"
     assert consent.reason == "no_grant"
     assert consent.authorization_url is None and consent.flow_id is None
-    scope = error_from_response(403, {}, _problem(403, "scope_not_allowed",
-                                                  allowed_scopes=["mail.read"],
-                                                  denied_scopes=["calendar.read"]))
+    scope = error_from_response(
+        403,
+        {},
+        _problem(
+            403, "scope_not_allowed", allowed_scopes=["mail.read"], denied_scopes=["calendar.read"]
+        ),
+    )
     assert isinstance(scope, ScopeNotAllowed) and scope.allowed_scopes == ["mail.read"]
     assert scope.denied_scopes == ["calendar.read"]
 
 
 def test_retry_after_from_member_or_header() -> None:
-    from_member = error_from_response(503, {}, _problem(503, "storage_unavailable",
-                                                        retry_after=2))
+    from_member = error_from_response(503, {}, _problem(503, "storage_unavailable", retry_after=2))
     from_header = error_from_response(502, {"Retry-After": "3"}, _problem(502, "provider_error"))
     assert from_member.retry_after == 2.0 and from_header.retry_after == 3.0
     assert error_from_response(400, {}, _problem(400, "invalid_request")).retry_after is None
 
 
 def test_gateway_refusals_and_garbage_answers() -> None:
-    denied = error_from_response(403, {}, b'{"message":"The request signature we calculated '
-                                          b'does not match the signature you provided."}')
+    denied = error_from_response(
+        403,
+        {},
+        b'{"message":"The request signature we calculated '
+        b'does not match the signature you provided."}',
+    )
     assert isinstance(denied, AccessDenied) and "signature" in denied.detail
-    assert isinstance(error_from_response(502, {}, b"<html>bad gateway</html>"),
-                      VaultUnavailable)
+    assert isinstance(error_from_response(502, {}, b"<html>bad gateway</html>"), VaultUnavailable)
     unknown = error_from_response(418, {}, _problem(418, "teapot"))
     assert type(unknown) is VaultError and unknown.code == "teapot"
     future_5xx = error_from_response(500, {}, _problem(500, "internal_error"))
@@ -233,10 +262,15 @@ def test_connection_errors_are_retried_with_backoff_then_raised() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     delays: list[float] = []
-    client = VaultClient(f"http://127.0.0.1:{port}", user=UserIdentity(user_id="u"),
-                         credentials=new_principal("t", "r", "s").credentials(),
-                         region="us-east-1", max_attempts=3, max_backoff=0.5,
-                         sleep=delays.append)
+    client = VaultClient(
+        f"http://127.0.0.1:{port}",
+        user=UserIdentity(user_id="u"),
+        credentials=new_principal("t", "r", "s").credentials(),
+        region="us-east-1",
+        max_attempts=3,
+        max_backoff=0.5,
+        sleep=delays.append,
+    )
     with pytest.raises(VaultConnectionError) as raised:
         client.start_session()
     assert raised.value.status == 0
@@ -297,14 +331,25 @@ class _VaultAnswers:
         if url.endswith("/v1/sessions"):
             proof = next(v for k, v in headers.items() if k.lower() == "dpop")
             jwk = jws.extract_compact(proof.encode()).protected["jwk"]
-            body = {"session_id": "ses_x", "agent": "a", "user": {},
-                    "jkt": ECKey.import_key(jwk).thumbprint(),
-                    "status": "active", "created_at": 1000, "expires_at": 4_000_000_000}
+            body = {
+                "session_id": "ses_x",
+                "agent": "a",
+                "user": {},
+                "jkt": ECKey.import_key(jwk).thumbprint(),
+                "status": "active",
+                "created_at": 1000,
+                "expires_at": 4_000_000_000,
+            }
             status = 201
         else:
             self.token_requests += 1
-            body = {"access_token": f"tok-{self.token_requests}", "token_type": "Bearer",
-                    "expires_in": self.lifetime, "scope": "calendar.read", "provider": "calendar"}
+            body = {
+                "access_token": f"tok-{self.token_requests}",
+                "token_type": "Bearer",
+                "expires_in": self.lifetime,
+                "scope": "calendar.read",
+                "provider": "calendar",
+            }
             status = 200
         return SimpleNamespace(status=status, data=json.dumps(body).encode(), headers={})
 
@@ -315,9 +360,14 @@ def test_short_lived_tokens_are_cached_for_half_their_life() -> None:
     now = [1000.0]
     for lifetime, reused_until, margin in ((20, 1009.5, 10), (3600, 4539.5, 60)):
         vault = _VaultAnswers(lifetime)
-        client = VaultClient("https://vault.example.test", user=UserIdentity(user_id="u"),
-                             credentials=new_principal("t", "r", "s").credentials(),
-                             region="us-east-1", http=vault, clock=lambda: now[0])  # type: ignore[arg-type]
+        client = VaultClient(
+            "https://vault.example.test",
+            user=UserIdentity(user_id="u"),
+            credentials=new_principal("t", "r", "s").credentials(),
+            region="us-east-1",
+            http=vault,
+            clock=lambda: now[0],
+        )  # type: ignore[arg-type]
         now[0] = 1000.0
         first = client.get_token("calendar", "calendar.read")
         now[0] = reused_until

@@ -51,8 +51,9 @@ def test_session_lifecycle(local: LocalInfo, tokens: dict[str, str]) -> None:
         assert client.session is None
 
 
-def test_consent_then_a_cached_session_bound_token(local: LocalInfo, tokens: dict[str, str],
-                                                   no_grants: None) -> None:
+def test_consent_then_a_cached_session_bound_token(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
     now = [1_000_000.0]
     pool = CountingPool()
     client = vault_client(local, TASK_1, alice(tokens), http=pool, clock=lambda: now[0])
@@ -97,42 +98,59 @@ def test_errors_are_typed(local: LocalInfo, tokens: dict[str, str]) -> None:
     sid = client.session_id
     assert sid is not None
     with pytest.raises(InvalidProof):  # a proof by another key than the session's
-        client.request("POST", f"/v1/sessions/{sid}/tokens",
-                       {"provider": "calendar", "scopes": list(CALENDAR)},
-                       key=SessionKey(), session_id=sid)
+        client.request(
+            "POST",
+            f"/v1/sessions/{sid}/tokens",
+            {"provider": "calendar", "scopes": list(CALENDAR)},
+            key=SessionKey(),
+            session_id=sid,
+        )
     client.close()
 
 
-def test_binding_by_another_user_is_refused(local: LocalInfo, tokens: dict[str, str],
-                                            no_grants: None) -> None:
+def test_binding_by_another_user_is_refused(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
     client = vault_client(local, TASK_1, alice(tokens))
     authorization = client.start_authorization("calendar", CALENDAR)
     # alice's consent URL is forwarded to bob, who consents; the app binds with bob logged in.
     with pytest.raises(UserMismatch):
         approve(local, authorization.authorization_url, "bob", client)
     with pytest.raises(FlowNotPending):
-        client.complete_flow(authorization.flow_id, UserIdentity(id_token=tokens["alice"]),
-                             "a-binding-code-nobody-issued")
+        client.complete_flow(
+            authorization.flow_id,
+            UserIdentity(id_token=tokens["alice"]),
+            "a-binding-code-nobody-issued",
+        )
     with pytest.raises(ConsentRequired):
         client.get_token("calendar", CALENDAR)
     client.close()
 
 
 def test_provider_failures_are_retried_when_the_vault_says_so(
-        local: LocalInfo, tokens: dict[str, str], no_grants: None) -> None:
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
     first = vault_client(local, TASK_1, alice(tokens))
     consent(local, first, "alice")
     faults = f"{local.provider['issuer']}/__test/faults"
-    assert http_request("POST", faults,
-                        json_body={"token_endpoint": {"status": 503, "remaining": 1}}).status == 200
+    assert (
+        http_request(
+            "POST", faults, json_body={"token_endpoint": {"status": 503, "remaining": 1}}
+        ).status
+        == 200
+    )
     delays: list[float] = []
     second = vault_client(local, TASK_2, alice(tokens), sleep=delays.append, max_backoff=0.25)
     token = second.get_token("calendar", CALENDAR)  # minted by a refresh: 503 once, then fine
     assert token.access_token
     assert delays == [0.25]  # Retry-After, capped by max_backoff
 
-    assert http_request("POST", faults,
-                        json_body={"token_endpoint": {"status": 503, "remaining": 1}}).status == 200
+    assert (
+        http_request(
+            "POST", faults, json_body={"token_endpoint": {"status": 503, "remaining": 1}}
+        ).status
+        == 200
+    )
     once = vault_client(local, TASK_2, alice(tokens), max_attempts=1)
     with pytest.raises(ProviderError) as raised:
         once.get_token("calendar", CALENDAR)
@@ -142,8 +160,9 @@ def test_provider_failures_are_retried_when_the_vault_says_so(
         client.close()
 
 
-def test_one_client_in_many_threads_asks_once(local: LocalInfo, tokens: dict[str, str],
-                                              no_grants: None) -> None:
+def test_one_client_in_many_threads_asks_once(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
     setup = vault_client(local, TASK_1, alice(tokens))
     consent(local, setup, "alice")
     pool = CountingPool()
@@ -168,8 +187,9 @@ def test_async_client(local: LocalInfo, tokens: dict[str, str], no_grants: None)
 
     async def main() -> list[str]:
         async with AsyncVaultClient(client=vault_client(local, TASK_2, alice(tokens))) as client:
-            found = await asyncio.gather(*(client.get_token("calendar", CALENDAR)
-                                           for _ in range(4)))
+            found = await asyncio.gather(
+                *(client.get_token("calendar", CALENDAR) for _ in range(4))
+            )
             assert client.session is not None
             return [t.access_token for t in found]
 
@@ -177,8 +197,9 @@ def test_async_client(local: LocalInfo, tokens: dict[str, str], no_grants: None)
     setup.close()
 
 
-def test_admin_revocation_kills_the_grant(local: LocalInfo, tokens: dict[str, str],
-                                          no_grants: None) -> None:
+def test_admin_revocation_kills_the_grant(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
     client = vault_client(local, TASK_1, alice(tokens))
     consent(local, client, "alice")
     token = client.get_token("calendar", CALENDAR)
@@ -192,8 +213,7 @@ def test_admin_revocation_kills_the_grant(local: LocalInfo, tokens: dict[str, st
     client.close()
 
 
-def test_sessions_are_renewed_without_new_consent(local: LocalInfo, tokens: dict[str, str]
-                                                  ) -> None:
+def test_sessions_are_renewed_without_new_consent(local: LocalInfo, tokens: dict[str, str]) -> None:
     client = vault_client(local, TASK_1, alice(tokens), session_ttl_seconds=60)
     session = client.start_session()
     assert session.expires_at - session.created_at == 60

@@ -38,9 +38,12 @@ class Recorder:
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         self.events.append(event)
         assert context.get_remaining_time_in_millis() > 0
-        return {"statusCode": 200, "headers": {"content-type": "application/json"},
-                "cookies": ["a=1; Path=/", "b=2; Path=/"],
-                "body": json.dumps({"session_id": "ses_x", "status": "active"})}
+        return {
+            "statusCode": 200,
+            "headers": {"content-type": "application/json"},
+            "cookies": ["a=1; Path=/", "b=2; Path=/"],
+            "body": json.dumps({"session_id": "ses_x", "status": "active"}),
+        }
 
 
 @pytest.fixture
@@ -56,30 +59,45 @@ def recorder() -> Recorder:
 @pytest.fixture
 def gateway(agent: LocalPrincipal, recorder: Recorder) -> LocalApiGateway:
     handlers = {route.handler: recorder for route in ROUTES}
-    return LocalApiGateway(PrincipalRegistry([agent]), region=REGION, domain_name=DOMAIN,
-                           handlers=handlers)
+    return LocalApiGateway(
+        PrincipalRegistry([agent]), region=REGION, domain_name=DOMAIN, handlers=handlers
+    )
 
 
-def signed(principal: LocalPrincipal, method: str, path: str, body: bytes = b"", *,
-           service: str = "execute-api", region: str = REGION,
-           headers: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def signed(
+    principal: LocalPrincipal,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    service: str = "execute-api",
+    region: str = REGION,
+    headers: dict[str, str] | None = None,
+) -> list[tuple[str, str]]:
     """Headers of a request signed the way the SDK signs (botocore SigV4Auth)."""
-    request = AWSRequest(method=method, url=f"http://{DOMAIN}{path}", data=body,
-                         headers={"Content-Type": "application/json", **(headers or {})})
+    request = AWSRequest(
+        method=method,
+        url=f"http://{DOMAIN}{path}",
+        data=body,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     SigV4Auth(principal.credentials(), service, region).add_auth(request)
     return [("Host", DOMAIN), *((k, str(v)) for k, v in request.prepare().headers.items())]
 
 
 def test_a_correctly_signed_request_reaches_the_lambda_with_the_verified_principal(
-        gateway: LocalApiGateway, recorder: Recorder, agent: LocalPrincipal) -> None:
+    gateway: LocalApiGateway, recorder: Recorder, agent: LocalPrincipal
+) -> None:
     body = b'{"user":{"user_id":"u"}}'
-    answer = gateway.handle("POST", "/v1/sessions", signed(agent, "POST", "/v1/sessions", body),
-                            body)
+    answer = gateway.handle(
+        "POST", "/v1/sessions", signed(agent, "POST", "/v1/sessions", body), body
+    )
     assert answer.status == 200
     (event,) = recorder.events
     iam = event["requestContext"]["authorizer"]["iam"]
-    assert iam["userArn"] == ("arn:aws:sts::123456789012:assumed-role/calendar-agent-role/"
-                              "4f1c2b7e9d")
+    assert iam["userArn"] == (
+        "arn:aws:sts::123456789012:assumed-role/calendar-agent-role/4f1c2b7e9d"
+    )
     assert iam["accessKey"] == agent.access_key_id
     assert iam["callerId"] == iam["userId"] == f"{agent.role_id}:4f1c2b7e9d"
     assert iam["principalOrgId"] is None and iam["cognitoIdentity"] is None
@@ -88,7 +106,8 @@ def test_a_correctly_signed_request_reaches_the_lambda_with_the_verified_princip
 
 @pytest.mark.parametrize("tamper", ["body", "path", "header", "secret", "region", "service"])
 def test_a_tampered_or_wrongly_signed_request_is_refused(
-        gateway: LocalApiGateway, recorder: Recorder, agent: LocalPrincipal, tamper: str) -> None:
+    gateway: LocalApiGateway, recorder: Recorder, agent: LocalPrincipal, tamper: str
+) -> None:
     body = b'{"provider":"calendar","scopes":["calendar.read"]}'
     path = "/v1/sessions/ses_a/tokens"
     signer = agent
@@ -113,8 +132,9 @@ def test_a_tampered_or_wrongly_signed_request_is_refused(
     assert recorder.events == []
 
 
-def test_unsigned_requests_get_api_gateways_forbidden(gateway: LocalApiGateway,
-                                                      recorder: Recorder) -> None:
+def test_unsigned_requests_get_api_gateways_forbidden(
+    gateway: LocalApiGateway, recorder: Recorder
+) -> None:
     answer = gateway.handle("POST", "/v1/sessions", [("Host", DOMAIN)], b"{}")
     assert (answer.status, json.loads(answer.body)) == (403, {"message": "Forbidden"})
     assert recorder.events == []
@@ -127,43 +147,64 @@ def test_signature_mismatch_message(gateway: LocalApiGateway, agent: LocalPrinci
 
 
 def test_unknown_keys_and_missing_session_tokens_are_refused(
-        gateway: LocalApiGateway, agent: LocalPrincipal) -> None:
+    gateway: LocalApiGateway, agent: LocalPrincipal
+) -> None:
     stranger = new_principal("x", "calendar-agent-role", "other")
     answer = gateway.handle("POST", "/v1/sessions", signed(stranger, "POST", "/v1/sessions"), b"")
-    assert json.loads(answer.body) == {"message": "The security token included in the request"
-                                                  " is invalid."}
-    without_token = [(k, v) for k, v in signed(agent, "POST", "/v1/sessions")
-                     if k.lower() != "x-amz-security-token"]
+    assert json.loads(answer.body) == {
+        "message": "The security token included in the request is invalid."
+    }
+    without_token = [
+        (k, v)
+        for k, v in signed(agent, "POST", "/v1/sessions")
+        if k.lower() != "x-amz-security-token"
+    ]
     assert gateway.handle("POST", "/v1/sessions", without_token, b"").status == 403
 
 
 def test_stale_signatures_are_refused(agent: LocalPrincipal, recorder: Recorder) -> None:
     headers = signed(agent, "POST", "/v1/sessions", b"")
-    later = LocalApiGateway(PrincipalRegistry([agent]), region=REGION, domain_name=DOMAIN,
-                            handlers={r.handler: recorder for r in ROUTES},
-                            clock=lambda: time.time() + 301)
+    later = LocalApiGateway(
+        PrincipalRegistry([agent]),
+        region=REGION,
+        domain_name=DOMAIN,
+        handlers={r.handler: recorder for r in ROUTES},
+        clock=lambda: time.time() + 301,
+    )
     answer = later.handle("POST", "/v1/sessions", headers, b"")
     assert answer.status == 403
     assert json.loads(answer.body)["message"].startswith("Signature expired")
-    earlier = LocalApiGateway(PrincipalRegistry([agent]), region=REGION, domain_name=DOMAIN,
-                              handlers={r.handler: recorder for r in ROUTES},
-                              clock=lambda: time.time() - 301)
+    earlier = LocalApiGateway(
+        PrincipalRegistry([agent]),
+        region=REGION,
+        domain_name=DOMAIN,
+        handlers={r.handler: recorder for r in ROUTES},
+        clock=lambda: time.time() - 301,
+    )
     assert earlier.handle("POST", "/v1/sessions", headers, b"").status == 403
     assert recorder.events == []
 
 
 def test_the_callback_is_public_and_unknown_routes_are_404(
-        gateway: LocalApiGateway, recorder: Recorder) -> None:
-    answer = gateway.handle("GET", "/v1/oauth/callback?state=s&code=c&iss=http%3A%2F%2Fidp",
-                            [("Host", DOMAIN), ("Cookie", "x=1; y=2")], b"")
+    gateway: LocalApiGateway, recorder: Recorder
+) -> None:
+    answer = gateway.handle(
+        "GET",
+        "/v1/oauth/callback?state=s&code=c&iss=http%3A%2F%2Fidp",
+        [("Host", DOMAIN), ("Cookie", "x=1; y=2")],
+        b"",
+    )
     assert answer.status == 200
     (event,) = recorder.events
     assert "authorizer" not in event["requestContext"]
     assert event["queryStringParameters"] == {"state": "s", "code": "c", "iss": "http://idp"}
     assert event["rawQueryString"] == "state=s&code=c&iss=http%3A%2F%2Fidp"
     assert event["cookies"] == ["x=1", "y=2"] and "cookie" not in event["headers"]
-    for method, path in (("GET", "/v1/nothing"), ("PUT", "/v1/sessions"),
-                         ("GET", "/v1/sessions/a/b")):
+    for method, path in (
+        ("GET", "/v1/nothing"),
+        ("PUT", "/v1/sessions"),
+        ("GET", "/v1/sessions/a/b"),
+    ):
         missing = gateway.handle(method, path, [("Host", DOMAIN)], b"")
         assert (missing.status, json.loads(missing.body)) == (404, {"message": "Not Found"})
 
@@ -173,10 +214,23 @@ def test_the_event_is_api_gateway_payload_2(agent: LocalPrincipal) -> None:
     assert found is not None
     route, params = found
     event = build_event(
-        route=route, path_parameters=params, method="POST", raw_path="/v1/sessions/ses_abc/tokens",
-        raw_query="a=1&a=2", headers=[("Content-Type", "application/octet-stream"),
-                                      ("X-Multi", "1"), ("x-multi", "2"), ("User-Agent", "t")],
-        body=b"\x00\xff", principal=agent, domain_name=DOMAIN, source_ip="127.0.0.1", now=1.5)
+        route=route,
+        path_parameters=params,
+        method="POST",
+        raw_path="/v1/sessions/ses_abc/tokens",
+        raw_query="a=1&a=2",
+        headers=[
+            ("Content-Type", "application/octet-stream"),
+            ("X-Multi", "1"),
+            ("x-multi", "2"),
+            ("User-Agent", "t"),
+        ],
+        body=b"\x00\xff",
+        principal=agent,
+        domain_name=DOMAIN,
+        source_ip="127.0.0.1",
+        now=1.5,
+    )
     assert event["version"] == "2.0"
     assert event["routeKey"] == "POST /v1/sessions/{session_id}/tokens"
     assert event["pathParameters"] == {"session_id": "ses_abc"}
@@ -188,16 +242,21 @@ def test_the_event_is_api_gateway_payload_2(agent: LocalPrincipal) -> None:
     assert base64.b64decode(event["body"]) == b"\x00\xff"
     context = event["requestContext"]
     assert context["stage"] == "$default" and context["domainName"] == DOMAIN
-    assert context["http"] == {"method": "POST", "path": "/v1/sessions/ses_abc/tokens",
-                               "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"}
+    assert context["http"] == {
+        "method": "POST",
+        "path": "/v1/sessions/ses_abc/tokens",
+        "protocol": "HTTP/1.1",
+        "sourceIp": "127.0.0.1",
+        "userAgent": "t",
+    }
     assert context["timeEpoch"] == 1500
     assert context["requestId"] and context["routeKey"] == event["routeKey"]
 
 
-def test_handler_answers_are_written_back(gateway: LocalApiGateway, agent: LocalPrincipal
-                                          ) -> None:
-    answer = gateway.handle("GET", "/v1/sessions/ses_x",
-                            signed(agent, "GET", "/v1/sessions/ses_x"), b"")
+def test_handler_answers_are_written_back(gateway: LocalApiGateway, agent: LocalPrincipal) -> None:
+    answer = gateway.handle(
+        "GET", "/v1/sessions/ses_x", signed(agent, "GET", "/v1/sessions/ses_x"), b""
+    )
     assert answer.status == 200
     cookies = [v for k, v in answer.headers if k == "set-cookie"]
     assert cookies == ["a=1; Path=/", "b=2; Path=/"]
@@ -208,10 +267,15 @@ def test_a_crashing_handler_is_api_gateways_500(agent: LocalPrincipal) -> None:
     def crash(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise RuntimeError("boom")
 
-    gateway = LocalApiGateway(PrincipalRegistry([agent]), region=REGION, domain_name=DOMAIN,
-                              handlers={r.handler: crash for r in ROUTES})
-    answer: GatewayResponse = gateway.handle("POST", "/v1/sessions",
-                                             signed(agent, "POST", "/v1/sessions"), b"")
+    gateway = LocalApiGateway(
+        PrincipalRegistry([agent]),
+        region=REGION,
+        domain_name=DOMAIN,
+        handlers={r.handler: crash for r in ROUTES},
+    )
+    answer: GatewayResponse = gateway.handle(
+        "POST", "/v1/sessions", signed(agent, "POST", "/v1/sessions"), b""
+    )
     assert (answer.status, json.loads(answer.body)) == (500, {"message": "Internal Server Error"})
 
 
@@ -229,10 +293,12 @@ def _rebind(gateway: LocalApiGateway, domain: str) -> LocalApiGateway:
     return gateway
 
 
-def test_the_sdk_signs_the_exact_bytes_it_sends(server: LocalApiServer, recorder: Recorder,
-                                                agent: LocalPrincipal) -> None:
-    client = VaultClient(server.url, user=UserIdentity(user_id="u-1"),
-                         credentials=agent.credentials(), region=REGION)
+def test_the_sdk_signs_the_exact_bytes_it_sends(
+    server: LocalApiServer, recorder: Recorder, agent: LocalPrincipal
+) -> None:
+    client = VaultClient(
+        server.url, user=UserIdentity(user_id="u-1"), credentials=agent.credentials(), region=REGION
+    )
     info = client.start_session()
     assert info.session_id == "ses_x"
     (event,) = recorder.events
@@ -241,11 +307,16 @@ def test_the_sdk_signs_the_exact_bytes_it_sends(server: LocalApiServer, recorder
     assert event["requestContext"]["authorizer"]["iam"]["accessKey"] == agent.access_key_id
 
 
-def test_the_sdk_with_wrong_credentials_gets_access_denied(server: LocalApiServer,
-                                                           recorder: Recorder) -> None:
+def test_the_sdk_with_wrong_credentials_gets_access_denied(
+    server: LocalApiServer, recorder: Recorder
+) -> None:
     stranger = new_principal("x", "calendar-agent-role", "t")
-    client = VaultClient(server.url, user=UserIdentity(user_id="u-1"),
-                         credentials=stranger.credentials(), region=REGION)
+    client = VaultClient(
+        server.url,
+        user=UserIdentity(user_id="u-1"),
+        credentials=stranger.credentials(),
+        region=REGION,
+    )
     with pytest.raises(AccessDenied) as raised:
         client.start_session()
     assert raised.value.status == 403
@@ -253,14 +324,21 @@ def test_the_sdk_with_wrong_credentials_gets_access_denied(server: LocalApiServe
 
 
 def test_a_stolen_proof_does_not_help_without_the_signature(
-        server: LocalApiServer, recorder: Recorder) -> None:
+    server: LocalApiServer, recorder: Recorder
+) -> None:
     """Proofs are signed into SigV4's canonical request: moving one changes the signature."""
     key = SessionKey()
     import urllib3
 
     response = urllib3.PoolManager().request(
-        "POST", f"{server.url}/v1/sessions", body=b"{}",
-        headers={"DPoP": key.proof("POST", f"{server.url}/v1/sessions"),
-                 "Content-Type": "application/json"}, retries=False)
+        "POST",
+        f"{server.url}/v1/sessions",
+        body=b"{}",
+        headers={
+            "DPoP": key.proof("POST", f"{server.url}/v1/sessions"),
+            "Content-Type": "application/json",
+        },
+        retries=False,
+    )
     assert response.status == 403
     assert recorder.events == []

@@ -120,16 +120,12 @@ def unchanged(vault: Vault) -> Iterator[None]:
 
 def items_of_type(vault: Vault, kind: str) -> list[dict[str, Any]]:
     """The items of one type (filtered in the scan: cheap on a big table)."""
-    pages = (
-        vault._dynamodb
-        .get_paginator("scan")
-        .paginate(
-            TableName=vault.services.settings.table_name,
-            ConsistentRead=True,
-            FilterExpression="#t = :t",
-            ExpressionAttributeNames={"#t": "type"},
-            ExpressionAttributeValues={":t": {"S": kind}},
-        )
+    pages = vault._dynamodb.get_paginator("scan").paginate(
+        TableName=vault.services.settings.table_name,
+        ConsistentRead=True,
+        FilterExpression="#t = :t",
+        ExpressionAttributeNames={"#t": "type"},
+        ExpressionAttributeValues={":t": {"S": kind}},
     )
     items = [i for page in pages for i in page["Items"]]
     return sorted(items, key=lambda i: (i["pk"]["S"], i["sk"]["S"]))

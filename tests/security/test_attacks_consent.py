@@ -702,8 +702,10 @@ def test_the_shared_callback_still_serves_a_provider_that_sends_iss(vault: Vault
     agent = agent_with_session(vault)
     started = agent.authorize("calendar", ["calendar.read"])
     asked = query_of(started.json["authorization_url"])
-    url = vault.server.authorization_endpoint + "?" + urlencode(
-        {**asked, "redirect_uri": CALLBACK_URL}
+    url = (
+        vault.server.authorization_endpoint
+        + "?"
+        + urlencode({**asked, "redirect_uri": CALLBACK_URL})
     )
     query = vault.consent_at_provider(url, "alice")
     assert "iss" in query_of("?" + query)
@@ -756,9 +758,7 @@ def test_row_28_an_id_token_naming_another_user_rejects_the_flow_at_the_callback
     assert vault.server.stats()["revocations"] == revocations + 2
     event = audit_events.expect("consent.callback", "denied", reason="user_mismatch")
     assert event["upstream"] == "revoked"
-    assert_problem(
-        attacker.complete(flow_id, vault.user("bob"), "A" * 43), 409, "flow_not_pending"
-    )
+    assert_problem(attacker.complete(flow_id, vault.user("bob"), "A" * 43), 409, "flow_not_pending")
 
 
 def test_row_28_an_id_token_naming_the_flows_user_binds_as_usual(vault: Vault) -> None:

@@ -37,17 +37,25 @@ def test_row_51_the_agents_role_name_in_another_account_is_not_the_agent(vault: 
 
 def test_row_51_an_admin_roles_name_in_another_account_is_not_an_admin(vault: Vault) -> None:
     body = '{"agent": "calendar-agent"}'
-    foreign = invoke(build_event(
-        "POST", "/v1/revocations", body=body,
-        principal_arn=f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/vault-admin/ops"))
+    foreign = invoke(
+        build_event(
+            "POST",
+            "/v1/revocations",
+            body=body,
+            principal_arn=f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/vault-admin/ops",
+        )
+    )
     assert_problem(foreign, 403, "forbidden")
     own = vault.admin({"agent": "calendar-agent"})
     assert own.status == 200, own.body
 
 
 def test_row_51_a_role_pinned_by_arn_is_matched_in_its_account_only(vault: Vault) -> None:
-    reconfigure(vault, role_name=None,
-                role_arn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/agents/calendar-agent-role")
+    reconfigure(
+        vault,
+        role_name=None,
+        role_arn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/agents/calendar-agent-role",
+    )
     same_name_here = vault.agent("calendar-agent-role")
     assert_problem(same_name_here.start_session(vault.user("alice")), 403, "unknown_agent")
     pinned = TestAgent("calendar-agent-role", "task-2", vault.clock, account=OTHER_ACCOUNT)
@@ -66,9 +74,15 @@ def test_row_51_a_re_created_role_is_not_the_pinned_agent(vault: Vault) -> None:
 
 def test_row_51_a_session_whose_user_id_is_not_its_role_session_is_refused(vault: Vault) -> None:
     agent = vault.agent("calendar-agent-role", "task-3")
-    event = build_event("POST", "/v1/sessions", body=json.dumps({"user": vault.user("alice")}),
-                        headers={"content-type": "application/json",
-                                 "DPoP": agent.proof("POST", "/v1/sessions", session_id=None)},
-                        principal_arn=agent.arn)
+    event = build_event(
+        "POST",
+        "/v1/sessions",
+        body=json.dumps({"user": vault.user("alice")}),
+        headers={
+            "content-type": "application/json",
+            "DPoP": agent.proof("POST", "/v1/sessions", session_id=None),
+        },
+        principal_arn=agent.arn,
+    )
     event["requestContext"]["authorizer"]["iam"]["userId"] = f"{ROLE_ID}:another-session"
     assert_problem(invoke(event), 403, "unknown_agent")

@@ -247,8 +247,13 @@ def _deep_proofs(agent: TestAgent, method: str, path: str, sid: str | None) -> d
     jwk = agent.key.as_dict(private=False)
     header = json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk})
     claims = json.dumps(
-        {"jti": "j" * 24, "htm": method, "htu": f"https://{DOMAIN}{path}",
-         "iat": int(agent.clock()), **({"sid": sid} if sid else {})}
+        {
+            "jti": "j" * 24,
+            "htm": method,
+            "htu": f"https://{DOMAIN}{path}",
+            "iat": int(agent.clock()),
+            **({"sid": sid} if sid else {}),
+        }
     )
     deep_header = '{"typ": "dpop+jwt", "alg": "ES256", "x": ' + _deep() + "}"
     signed = jws.serialize_compact(
@@ -303,7 +308,11 @@ def test_row_32_deep_nesting_inside_a_body_member_is_a_400(
                 audit_events.clear()
                 sid = None if path == "/v1/sessions" else agent.session_id
                 answer = agent.call(
-                    method, path, raw_body=raw, proof=False, principal_arn=principal,
+                    method,
+                    path,
+                    raw_body=raw,
+                    proof=False,
+                    principal_arn=principal,
                     headers={"DPoP": agent.proof(method, path, session_id=sid)},
                 )
                 assert_problem(answer, 400, "invalid_request")

@@ -109,12 +109,14 @@ def test_row_38_hour_long_tokens_keep_the_one_minute_margin(vault: Vault) -> Non
     assert first.status == 200
     requests = refreshes(vault)
     vault.clock.advance(first.json["expires_in"] - 61)
-    assert agent.token("calendar", ["calendar.read"]).json["access_token"] == (
-        first.json["access_token"]
+    assert (
+        agent.token("calendar", ["calendar.read"]).json["access_token"]
+        == (first.json["access_token"])
     )
     vault.clock.advance(2)
-    assert agent.token("calendar", ["calendar.read"]).json["access_token"] != (
-        first.json["access_token"]
+    assert (
+        agent.token("calendar", ["calendar.read"]).json["access_token"]
+        != (first.json["access_token"])
     )
     assert refreshes(vault) - requests == 1
 

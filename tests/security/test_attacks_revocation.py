@@ -146,7 +146,9 @@ def test_row_29_a_session_ended_during_a_refresh_gets_no_token_stored_served_or_
 
 
 def test_row_29_a_refresh_committed_after_the_reaper_listed_the_tokens_is_revoked_too(
-    vault: Vault, faults: AwsFaults, audit_events: AuditLog  # noqa: F811
+    vault: Vault,
+    faults: AwsFaults,  # noqa: F811
+    audit_events: AuditLog,
 ) -> None:
     agent = connected_agent(vault)
     assert agent.token("calendar", ["calendar.read"]).status == 200
@@ -198,15 +200,17 @@ def test_row_30_a_stopped_tasks_credentials_start_no_new_session(
 
 
 def test_row_30_a_session_started_while_the_reaper_runs_is_refused(
-    vault: Vault, faults: AwsFaults  # noqa: F811
+    vault: Vault,
+    faults: AwsFaults,  # noqa: F811
 ) -> None:
     agent = connected_agent(vault)
     new_container(vault)
     same_task = vault.agent("calendar-agent-role", agent.task_id)
     started: list[Any] = []
     # the reaper has listed the task's sessions; the task's credentials start another one
-    faults.race("dynamodb.UpdateItem", lambda: started.append(same_task.start_session(
-        vault.user("alice"))))
+    faults.race(
+        "dynamodb.UpdateItem", lambda: started.append(same_task.start_session(vault.user("alice")))
+    )
 
     assert reap(task_stopped(agent.task_id))["ended_sessions"] == 1
 
@@ -309,13 +313,12 @@ def test_row_35_a_broader_token_moved_to_a_narrower_item_of_the_same_session_is_
     agent = connected_agent(vault)
     narrow = agent.token("calendar", ["calendar.read"]).json["access_token"]
     broad = agent.token("calendar", ["calendar.read", "calendar.write"]).json["access_token"]
-    items = {
-        tuple(s["S"] for s in i["scopes"]["L"]): i
-        for i in items_of_type(vault, "token")
-    }
+    items = {tuple(s["S"] for s in i["scopes"]["L"]): i for i in items_of_type(vault, "token")}
     target = items[("calendar.read",)]
-    put_item(vault, {**target, "access_token": items[("calendar.read", "calendar.write")][
-        "access_token"]})
+    put_item(
+        vault,
+        {**target, "access_token": items[("calendar.read", "calendar.write")]["access_token"]},
+    )
     audit_events.clear()
 
     with unchanged(vault):

@@ -22,56 +22,83 @@ from tests.security.hygiene import HYGIENE, Hygiene, TraceCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = ("agent_api", "callback", "admin_api", "reaper")
-STORY_SECRETS = {"access token", "refresh token", "authorization code", "PKCE verifier",
-                 "DPoP proof", "state", "KMS data key", "client secret", "ID token"}
+STORY_SECRETS = {
+    "access token",
+    "refresh token",
+    "authorization code",
+    "PKCE verifier",
+    "DPoP proof",
+    "state",
+    "KMS data key",
+    "client secret",
+    "ID token",
+}
 
 
 def lambda_environment(daemon_address: str) -> dict[str, str]:
     """What a deployed function with `Tracing: Active` has: a task root, a sampled trace header
     and the daemon's address; the suite's POWERTOOLS_TRACE_DISABLED is not there."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("POWERTOOLS_TRACE_DISABLED", "PYTHONPATH")
-           and not k.startswith(("PYTEST_", "_X_AMZN", "AWS_XRAY"))}
-    env.update({
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "lambdas")]),
-        "LAMBDA_TASK_ROOT": str(REPO_ROOT / "lambdas"),
-        "_X_AMZN_TRACE_ID": f"Root=1-{secrets.token_hex(4)}-{secrets.token_hex(12)};"
-                            f"Parent={secrets.token_hex(8)};Sampled=1",
-        "AWS_XRAY_DAEMON_ADDRESS": daemon_address,
-        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("POWERTOOLS_TRACE_DISABLED", "PYTHONPATH")
+        and not k.startswith(("PYTEST_", "_X_AMZN", "AWS_XRAY"))
+    }
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "lambdas")]),
+            "LAMBDA_TASK_ROOT": str(REPO_ROOT / "lambdas"),
+            "_X_AMZN_TRACE_ID": f"Root=1-{secrets.token_hex(4)}-{secrets.token_hex(12)};"
+            f"Parent={secrets.token_hex(8)};Sampled=1",
+            "AWS_XRAY_DAEMON_ADDRESS": daemon_address,
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        }
+    )
     return env
 
 
 def test_row_47_no_handler_imports_the_xray_sdk_or_holds_a_tracer() -> None:
-    probe = "; ".join([
-        "import json, sys",
-        *(f"import vault.handlers.{name}" for name in HANDLERS),
-        "from aws_lambda_powertools import Tracer",
-        "tracers = sorted(f'{m}.{a}' for m, mod in list(sys.modules.items())"
-        " if m == 'vault' or m.startswith('vault.')"
-        " for a, v in vars(mod).items() if isinstance(v, Tracer) or v is Tracer)",
-        "print(json.dumps({'xray': sorted(m for m in sys.modules if m.startswith('aws_xray_sdk')),"
-        " 'tracers': tracers}))",
-    ])
+    probe = "; ".join(
+        [
+            "import json, sys",
+            *(f"import vault.handlers.{name}" for name in HANDLERS),
+            "from aws_lambda_powertools import Tracer",
+            "tracers = sorted(f'{m}.{a}' for m, mod in list(sys.modules.items())"
+            " if m == 'vault' or m.startswith('vault.')"
+            " for a, v in vars(mod).items() if isinstance(v, Tracer) or v is Tracer)",
+            "print(json.dumps({'xray': sorted(m for m in sys.modules"
+            " if m.startswith('aws_xray_sdk')),"
+            " 'tracers': tracers}))",
+        ]
+    )
     with TraceCollector() as collector:
-        done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
-                              text=True, env=lambda_environment(collector.address), check=False,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env=lambda_environment(collector.address),
+            check=False,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     imported = json.loads(done.stdout.strip().splitlines()[-1])
     assert imported == {"xray": [], "tracers": []}
     assert collector.datagrams == []
 
 
-def test_row_47_a_traced_token_story_sends_no_secret_to_the_xray_daemon(
-        tmp_path: Path) -> None:
+def test_row_47_a_traced_token_story_sends_no_secret_to_the_xray_daemon(tmp_path: Path) -> None:
     secrets_file = tmp_path / "story-secrets.json"
     with TraceCollector() as collector:
         done = subprocess.run(
             [sys.executable, "-m", "tests.security.traced_lambda", str(secrets_file)],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300,
-            env=lambda_environment(collector.address))
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            env=lambda_environment(collector.address),
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     issued: dict[str, str] = json.loads(secrets_file.read_text(encoding="utf-8"))
     assert set(issued.values()) >= STORY_SECRETS, set(issued.values())
@@ -91,17 +118,27 @@ def test_row_47_a_traced_token_story_sends_no_secret_to_the_xray_daemon(
     # The collector and the scan are armed: a segment carrying the story's access token, sent
     # as the X-Ray SDK sends it, is found.
     token = next(value for value, kind in issued.items() if kind == "access token")
-    segment = {"name": "## vault.handlers.agent_api.handler", "type": "subsegment",
-               "metadata": {"agent-vault": {"handler response": {"body": json.dumps(
-                   {"access_token": token, "token_type": "DPoP"})}}}}
+    segment = {
+        "name": "## vault.handlers.agent_api.handler",
+        "type": "subsegment",
+        "metadata": {
+            "agent-vault": {
+                "handler response": {
+                    "body": json.dumps({"access_token": token, "token_type": "DPoP"})
+                }
+            }
+        },
+    }
     with TraceCollector() as planted, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         host, port = planted.address.split(":")
-        udp.sendto(b'{"format": "json", "version": 1}\n' + json.dumps(segment).encode(),
-                   (host, int(port)))
+        udp.sendto(
+            b'{"format": "json", "version": 1}\n' + json.dumps(segment).encode(), (host, int(port))
+        )
     assert len(planted.datagrams) == 1
     check = Hygiene()
     check.add_secret(token, "access token")
     check.observe_trace(planted.datagrams[0])
     found = check.scan(check.texts)
     assert [(f.kind, f.what) for f in found] == [
-        ("access token", "trace segment ## vault.handlers.agent_api.handler")]
+        ("access token", "trace segment ## vault.handlers.agent_api.handler")
+    ]

@@ -29,9 +29,16 @@ TABLE, REPLAY_TABLE = "agent-vault-test", "agent-vault-test-replay"
 CALLBACK_URL = "http://127.0.0.1:8765/v1/oauth/callback"
 """The vault's OAuth callbacks' base (handlers run in-process: never requested over HTTP); each
 provider's own redirect URI is CALLBACK_URL/{provider}."""
-TEST_PROVIDERS = ("calendar", "calendar-post", "calendar-public", "calendar-other",
-                  # added by single tests (tests/security/test_attacks_refresh.py)
-                  "calendar-short", "calendar-steady", "calendar-wide")
+TEST_PROVIDERS = (
+    "calendar",
+    "calendar-post",
+    "calendar-public",
+    "calendar-other",
+    # added by single tests (tests/security/test_attacks_refresh.py)
+    "calendar-short",
+    "calendar-steady",
+    "calendar-wide",
+)
 CALLBACK_URLS = (*(f"{CALLBACK_URL}/{name}" for name in TEST_PROVIDERS), CALLBACK_URL)
 """Registered at the provider: each provider's own callback, and the legacy shared one."""
 APP_REDIRECT_URI = "http://127.0.0.1:8765/app/callback"
@@ -181,20 +188,35 @@ class Vault:
 
     # --- many containers at once --------------------------------------------------------
 
-    def concurrent_tokens(self, agent: TestAgent, containers: int, provider: str = "calendar",
-                          scopes: tuple[str, ...] = ("calendar.read",)) -> list[Any]:
+    def concurrent_tokens(
+        self,
+        agent: TestAgent,
+        containers: int,
+        provider: str = "calendar",
+        scopes: tuple[str, ...] = ("calendar.read",),
+    ) -> list[Any]:
         """The same token request from N Lambda containers at once (threads with their own
         services: caches and provider clients); each result is an answer dict or the error."""
-        caller = caller_from({"requestContext": {"accountId": ACCOUNT,
-                                              "authorizer": {"iam": {"userArn": agent.arn}}}})
+        caller = caller_from(
+            {
+                "requestContext": {
+                    "accountId": ACCOUNT,
+                    "authorizer": {"iam": {"userArn": agent.arn}},
+                }
+            }
+        )
         path = f"/v1/sessions/{agent.session_id}/tokens"
         body = TokenRequest(provider=provider, scopes=list(scopes))
         results: list[Any] = []
         gate = threading.Barrier(containers)
 
         def container() -> None:
-            svc = build_services(self.services.settings, config=self.services.config,
-                                 session=self.session, clock=self.clock)
+            svc = build_services(
+                self.services.settings,
+                config=self.services.config,
+                session=self.session,
+                clock=self.clock,
+            )
             call = HttpCall("POST", f"https://{DOMAIN}{path}", agent.proof("POST", path))
             gate.wait()
             try:
@@ -249,17 +271,24 @@ def make_vault(
     )
 
 
-
 def task_stopped(task_id: str, event_id: str | None = None) -> dict[str, Any]:
     """EventBridge's "ECS Task State Change" event for a stopped task."""
     return {
-        "version": "0", "id": event_id or str(uuid.uuid4()), "detail-type": "ECS Task State Change",
-        "source": "aws.ecs", "account": ACCOUNT, "region": "eu-west-1",
-        "time": "2026-11-28T12:00:00Z", "resources": [],
-        "detail": {"taskArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/agents/{task_id}",
-                   "clusterArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:cluster/agents",
-                   "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
-                   "stoppedReason": "Scaling activity"},
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": ACCOUNT,
+        "region": "eu-west-1",
+        "time": "2026-11-28T12:00:00Z",
+        "resources": [],
+        "detail": {
+            "taskArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/agents/{task_id}",
+            "clusterArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:cluster/agents",
+            "lastStatus": "STOPPED",
+            "desiredStatus": "STOPPED",
+            "stoppedReason": "Scaling activity",
+        },
     }
 
 
@@ -267,11 +296,20 @@ def scheduled_sweep() -> dict[str, Any]:
     """Deliver the unbound-flow sweep's scheduled EventBridge event to the admin handler."""
     from vault.handlers.admin_api import handler
 
-    result: dict[str, Any] = handler({
-        "version": "0", "id": "sweep-1", "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": ACCOUNT, "region": "eu-west-1", "time": "2026-11-28T12:00:00Z",
-        "resources": [f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/sweep"], "detail": {},
-    }, LambdaContext())
+    result: dict[str, Any] = handler(
+        {
+            "version": "0",
+            "id": "sweep-1",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": ACCOUNT,
+            "region": "eu-west-1",
+            "time": "2026-11-28T12:00:00Z",
+            "resources": [f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/sweep"],
+            "detail": {},
+        },
+        LambdaContext(),
+    )
     return result
 
 

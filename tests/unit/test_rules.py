@@ -70,8 +70,9 @@ def test_presets_fill_provider_quirks() -> None:
 
 
 def caller_event(arn: Any) -> dict[str, Any]:
-    return {"requestContext": {"accountId": "123456789012",
-                               "authorizer": {"iam": {"userArn": arn}}}}
+    return {
+        "requestContext": {"accountId": "123456789012", "authorizer": {"iam": {"userArn": arn}}}
+    }
 
 
 def test_caller_comes_from_the_assumed_role_arn() -> None:

@@ -668,8 +668,7 @@ class Repository:
             "update_item",
             TableName=self.table,
             Key=flow_key(flow_id),
-            UpdateExpression="SET #s = :rejected, #e = :reason "
-            "REMOVE " + CLOSED_FLOW_REMOVES,
+            UpdateExpression="SET #s = :rejected, #e = :reason REMOVE " + CLOSED_FLOW_REMOVES,
             ConditionExpression="#s = :pending",
             ExpressionAttributeNames={"#s": "status", "#e": "error"},
             ExpressionAttributeValues={
