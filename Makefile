@@ -28,8 +28,9 @@ install: $(VENV)/.installed node_modules/.installed ## install Python and Node d
 browser: ## Debian's Chromium for the browser test (apt when root; otherwise says what to run)
 	@scripts/ensure_chromium.sh
 
-lint: install ## ruff, mypy (strict on lambdas/ and the SDK), bandit, pip-audit (offline-tolerant)
+lint: install ## ruff check and format check, mypy (strict on lambdas/ and the SDK), bandit, pip-audit
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy lambdas/vault agent_vault stacks
 	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
 	$(PY) scripts/pip_audit.py
