@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.constructs.vault_key import KEY_ADMIN_ACTIONS
+from stacks.constructs.vault_key import account_key_administration
 
 DataEvents = Literal["writes", "all", "none"]
 
@@ -108,12 +108,7 @@ class AuditTrail(Construct):
             removal_policy=RemovalPolicy.RETAIN,
             policy=iam.PolicyDocument(
                 statements=[
-                    iam.PolicyStatement(
-                        sid="KeyAdministration",
-                        principals=[account],
-                        actions=list(KEY_ADMIN_ACTIONS),
-                        resources=["*"],
-                    ),
+                    account_key_administration(),
                     iam.PolicyStatement(
                         sid="CloudTrailEncryptLogs",
                         principals=[cloudtrail_service],

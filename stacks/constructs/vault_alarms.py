@@ -16,7 +16,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.constructs.vault_key import KEY_ADMIN_ACTIONS
+from stacks.constructs.vault_key import account_key_administration
 
 PERIOD = Duration.minutes(5)
 
@@ -50,12 +50,7 @@ class VaultAlarms(Construct):
             removal_policy=removal_policy,
             policy=iam.PolicyDocument(
                 statements=[
-                    iam.PolicyStatement(
-                        sid="KeyAdministration",
-                        principals=[account],
-                        actions=list(KEY_ADMIN_ACTIONS),
-                        resources=["*"],
-                    ),
+                    account_key_administration(),
                     iam.PolicyStatement(
                         sid="CloudWatchAlarmsPublish",
                         principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],

@@ -32,6 +32,17 @@ KEY_ADMIN_ACTIONS = (
 """Managing the audit and alarm keys, not using them: no Encrypt, Decrypt, GenerateDataKey or
 ReEncrypt (their policies also let the account use or read them where their services need)."""
 
+
+def account_key_administration() -> iam.PolicyStatement:
+    """The audit and alarm keys' administration by the account (KEY_ADMIN_ACTIONS, no use)."""
+    return iam.PolicyStatement(
+        sid="KeyAdministration",
+        principals=[iam.AccountRootPrincipal()],
+        actions=list(KEY_ADMIN_ACTIONS),
+        resources=["*"],
+    )
+
+
 VAULT_KEY_ADMIN_ACTIONS = (
     "kms:DescribeKey",
     "kms:GetKeyPolicy",
@@ -144,6 +155,23 @@ class VaultKey(Construct):
         secretsmanager = f"secretsmanager.{Aws.REGION}.amazonaws.com"
         admin = iam.ArnPrincipal(admin_role_arn) if admin_role_arn else account
         deployer = iam.ArnPrincipal(deploy_role_arn)
+
+        def vault_use_via(sid: str, actions: Sequence[str], service: str) -> iam.PolicyStatement:
+            """The vault's roles (and no one else) use the key through one AWS service."""
+            return iam.PolicyStatement(
+                sid=sid,
+                principals=[account],
+                actions=list(actions),
+                resources=["*"],
+                conditions={
+                    **vault_only,
+                    "StringEquals": {
+                        "kms:ViaService": service,
+                        "kms:CallerAccount": Aws.ACCOUNT_ID,
+                    },
+                },
+            )
+
         document = iam.PolicyDocument(
             statements=[
                 iam.PolicyStatement(
@@ -180,32 +208,8 @@ class VaultKey(Construct):
                         }
                     },
                 ),
-                iam.PolicyStatement(
-                    sid="VaultTableEncryption",
-                    principals=[account],
-                    actions=list(TABLE_ENCRYPTION_ACTIONS),
-                    resources=["*"],
-                    conditions={
-                        **vault_only,
-                        "StringEquals": {
-                            "kms:ViaService": dynamodb,
-                            "kms:CallerAccount": Aws.ACCOUNT_ID,
-                        },
-                    },
-                ),
-                iam.PolicyStatement(
-                    sid="VaultReadsProviderSecrets",
-                    principals=[account],
-                    actions=["kms:Decrypt"],
-                    resources=["*"],
-                    conditions={
-                        **vault_only,
-                        "StringEquals": {
-                            "kms:ViaService": secretsmanager,
-                            "kms:CallerAccount": Aws.ACCOUNT_ID,
-                        },
-                    },
-                ),
+                vault_use_via("VaultTableEncryption", TABLE_ENCRYPTION_ACTIONS, dynamodb),
+                vault_use_via("VaultReadsProviderSecrets", ("kms:Decrypt",), secretsmanager),
                 iam.PolicyStatement(
                     sid="VaultEnvelopeEncryption",
                     principals=[account],
