@@ -27,6 +27,7 @@ from agent_vault.errors import (
     Forbidden,
     ScopeNotAllowed,
     SessionEnded,
+    TaskStopped,
     VaultError,
 )
 from agent_vault.local.consent_forms import complete_consent
@@ -635,6 +636,28 @@ class Story:
 
         return str(self._step("the session is dead", "the token route must answer 410", act))
 
+    def stopped_task_stays_stopped(self) -> str:
+        def act() -> tuple[str, Any]:
+            assert self.state.alice is not None
+            # the stopped task's IAM credentials live on for hours: they start nothing
+            revenant = self._track(vault_client(self.info, TASK_1, self.state.alice))
+            try:
+                revenant.start_session()
+            except TaskStopped as exc:
+                return f"{exc.status} {exc.code}: {exc.detail}", exc.code
+            raise StepFailed(
+                "the stopped task's credentials started a new session",
+                "the reaper must record the task as stopped; session start must check it",
+            )
+
+        return str(
+            self._step(
+                "the stopped task's credentials start no new session",
+                "stopped tasks stay stopped",
+                act,
+            )
+        )
+
     def token_dead(self) -> dict[str, Any]:
         def act() -> tuple[str, Any]:
             token = self.state.token
@@ -687,6 +710,7 @@ class Story:
         "stop_task",
         "reap",
         "session_dead",
+        "stopped_task_stays_stopped",
         "token_dead",
         "audit_trail",
     )

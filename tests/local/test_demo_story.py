@@ -71,6 +71,7 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert reaped["revoked_tokens"] == 1
 
         assert story.session_dead() == "session_ended"
+        assert story.stopped_task_stays_stopped() == "task_stopped"
         assert story.token_dead()["active"] is False
 
         audit = story.audit_trail()
