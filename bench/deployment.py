@@ -43,7 +43,7 @@ def _facts() -> dict[str, Any]:
 
     config = read_config_file(DEFAULT_CONFIG)
     functions = re.findall(
-        r'function\("(\w+)", "vault\.handlers\.',
+        r'function\(\s*"(\w+)",\s*"vault\.handlers\.',
         (STACKS / "vault_stack.py").read_text(encoding="utf-8"),
     )
     selectors = []
