@@ -26,9 +26,7 @@ from tests.security.helpers import (
 )
 from tests.security.hygiene import HYGIENE
 from tests.support.harness import CALLBACK_URL, RETURN_URL, Vault, binding_code_of
-from vault.config import VaultConfig
 from vault.models import UserRef, token_context
-from vault.runtime import build_services, use_services
 
 
 def consent(
@@ -610,14 +608,7 @@ def no_iss_providers(vault: Vault) -> None:
     data["agents"]["calendar-agent"]["providers"].update(
         {"calendar-public": ["calendar.read"], "calendar-other": ["calendar.read"]}
     )
-    svc = build_services(
-        vault.services.settings,
-        config=VaultConfig.model_validate(data),
-        session=vault.session,
-        clock=vault.clock,
-    )
-    use_services(svc)
-    vault.services = svc
+    vault.redeploy(data)
 
 
 def relayed_to_honest_provider(vault: Vault, agent) -> tuple[str, dict[str, str]]:  # type: ignore[no-untyped-def]
@@ -723,14 +714,7 @@ def openid_at_calendar(vault: Vault) -> None:
     data = vault.services.config.model_dump(mode="json", exclude_none=True)
     data["providers"]["calendar"]["scopes"].append("openid")
     data["agents"]["calendar-agent"]["providers"]["calendar"].append("openid")
-    svc = build_services(
-        vault.services.settings,
-        config=VaultConfig.model_validate(data),
-        session=vault.session,
-        clock=vault.clock,
-    )
-    use_services(svc)
-    vault.services = svc
+    vault.redeploy(data)
 
 
 def test_row_28_an_id_token_naming_another_user_rejects_the_flow_at_the_callback(

@@ -13,7 +13,6 @@ from tests.security.helpers import agent_with_session, assert_problem, unchanged
 from tests.support.agent import TestAgent
 from tests.support.apigw import build_event, invoke
 from tests.support.harness import Vault
-from vault.config import VaultConfig
 
 OTHER_ACCOUNT = "210987654321"
 ROLE_ID = "AROATESTROLEID"
@@ -24,7 +23,7 @@ def reconfigure(vault: Vault, **agent_changes: Any) -> None:
     """The vault's config with the calendar agent's role entry changed."""
     data = vault.services.config.model_dump(mode="json", exclude_none=True)
     data["agents"]["calendar-agent"].update(agent_changes)
-    vault.services.config = VaultConfig.model_validate(data)
+    vault.redeploy(data)
 
 
 def test_row_51_the_agents_role_name_in_another_account_is_not_the_agent(vault: Vault) -> None:

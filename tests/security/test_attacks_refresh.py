@@ -27,8 +27,6 @@ from tests.security.helpers import (
 )
 from tests.security.test_attacks_storage import refreshes
 from tests.support.harness import SECRET_PREFIX, Vault
-from vault.config import VaultConfig
-from vault.runtime import build_services, use_services
 
 SHORT_TTL = 20
 """The access-token lifetime of oidc-provider's `agent-vault-short` client (its default)."""
@@ -43,13 +41,7 @@ def add_provider(vault: Vault, name: str, **settings: Any) -> None:
     vault.session.client("secretsmanager").create_secret(
         Name=SECRET_PREFIX + name, SecretString=vault.server.client_secret
     )
-    vault.services = build_services(
-        vault.services.settings,
-        config=VaultConfig.model_validate(config),
-        session=vault.session,
-        clock=vault.clock,
-    )
-    use_services(vault.services)
+    vault.redeploy(config)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from tests.security.helpers import (
 from tests.security.test_attacks_storage import refreshes, stored_refresh_token
 from tests.support.apigw import LambdaContext
 from tests.support.harness import Vault, binding_code_of
-from vault.runtime import Services, build_services, use_services
+from vault.runtime import Services
 
 
 @dataclass
@@ -101,15 +101,7 @@ def faults(vault: Vault) -> AwsFaults:
 
 def new_container(vault: Vault) -> Services:
     """A fresh Lambda container (its clients carry the fault hook; every cache is cold)."""
-    svc = build_services(
-        vault.services.settings,
-        config=vault.services.config,
-        session=vault.session,
-        clock=vault.clock,
-    )
-    use_services(svc)
-    vault.services = svc
-    return svc
+    return vault.redeploy()
 
 
 def exchanges(vault: Vault) -> int:

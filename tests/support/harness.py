@@ -115,6 +115,18 @@ class Vault:
     counter: RequestCounter
     id_tokens: dict[str, str]
 
+    def redeploy(self, config: dict[str, Any] | None = None) -> Services:
+        """Fresh Lambda containers (every cache cold), with `config` (a VaultConfig's JSON) in
+        place of the current config where given: what a new deployment does."""
+        self.services = build_services(
+            self.services.settings,
+            config=self.services.config if config is None else VaultConfig.model_validate(config),
+            session=self.session,
+            clock=self.clock,
+        )
+        use_services(self.services)
+        return self.services
+
     # --- principals ---------------------------------------------------------------------
 
     def agent(self, role: str = "calendar-agent-role", task_id: str | None = None) -> TestAgent:
