@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV ?= .venv
+# checkov pins an old boto3, so it lives in an environment of its own.
+CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
@@ -38,11 +40,9 @@ lint: install ## ruff check and format check, mypy (strict on lambdas/ and the S
 test: install browser lint synth ## install everything (the browser too), lint, the synth gates, the whole suite
 	$(BIN)/pytest -n 2
 
-test-fast: install browser ## the suite without lint or synth
+test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint or synth (the checkov test still needs checkov)
 	$(BIN)/pytest -n 2
 
-# checkov pins an old boto3, so it lives in an environment of its own.
-CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 $(CHECKOV_VENV)/.installed:
 	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
