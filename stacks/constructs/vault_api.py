@@ -36,8 +36,6 @@ assert ("GET", CALLBACK_PATH) in CALLBACK_ROUTES
 THROTTLE_RATE_LIMIT = 100
 """Requests per second across the stage (every route), before API Gateway answers 429."""
 THROTTLE_BURST_LIMIT = 200
-PUBLIC_ROUTES: tuple[Route, ...] = tuple((r.method, r.path) for r in ROUTES if r.auth == "none")
-"""Every route without IAM (the OAuth callback): each gets PUBLIC_THROTTLE_* of its own."""
 PUBLIC_THROTTLE_RATE_LIMIT = 10
 """Requests per second on each public route: anyone on the internet can call it, so it gets a
 throttle of its own, well under the stage's, and cannot use up the agents' share. A user's
