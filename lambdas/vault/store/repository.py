@@ -427,9 +427,6 @@ class Repository:
             ],
         )
 
-    def task_stopped(self, task_id: str) -> bool:
-        return self._get(task_stopped_key(task_id)) is not None
-
     def mark_task_stopped(self, task_id: str, now: int, keep_until: int) -> None:
         """Record that a task stopped (idempotent: a repeat keeps the first record)."""
         with contextlib.suppress(Conflict):
