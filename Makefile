@@ -15,10 +15,11 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements/dev.txt pyproject.toml
+$(VENV)/.installed: requirements/dev.txt pyproject.toml lambdas/pyproject.toml agent/pyproject.toml local/pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	uv venv --quiet --allow-existing $(VENV)
-	uv pip install --quiet --compile-bytecode --python $(PY) -r requirements/dev.txt -e .
+	uv pip install --quiet --compile-bytecode --python $(PY) -r requirements/dev.txt \
+		-e . -e lambdas -e agent -e local
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -33,8 +34,8 @@ browser: ## Debian's Chromium for the browser test (apt when root; otherwise say
 lint: install ## ruff check and format check, mypy (strict on lambdas/ and the SDK), bandit, pip-audit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy lambdas/vault agent_vault stacks
-	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
+	$(BIN)/mypy lambdas/vault agent_vault local/agent_vault_local agent/sample_agent stacks
+	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault local agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
 	$(PY) scripts/pip_audit.py
 
 test: install browser lint synth ## install everything (the browser too), lint, the synth gates, the whole suite

@@ -1,173 +1,34 @@
 """``agent-vault``: the operator CLI.
 
-``agent-vault local up``    start local mode (moto, oidc-provider, vault, sample agent) until Ctrl-C
-``agent-vault local demo``  the scripted story, step by step; exit status 1 if a step fails
+``agent-vault local ...``  local mode, a developer tool in its own package (``agent-vault-local``):
+                           ``local up`` starts it until Ctrl-C, ``local demo`` runs the story
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import signal
+import importlib
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
 
 __all__ = ["main"]
 
-
-def _format_audit(event: dict[str, Any]) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("time", time.time()))))
-    skip = {"time", "action", "outcome"}
-    details = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in skip)
-    return f"  audit {stamp} {event.get('action', '?')} {event.get('outcome', '?')} {details}"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_short(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return ",".join(_short(v) for v in value)
-    text = str(value)
-    return text if len(text) <= 48 else text[:45] + "..."
-
-
-def _wait_for_stop(watch_stdin: bool) -> None:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    if watch_stdin:
-
-        def read_stdin() -> None:
-            try:
-                while sys.stdin.readline():
-                    pass
-            finally:
-                stop.set()
-
-        threading.Thread(target=read_stdin, name="stdin-watch", daemon=True).start()
-    while not stop.wait(timeout=1.0):
-        pass
-
-
-def local_up(args: argparse.Namespace) -> int:
-    from agent_vault.local.runner import LocalMode
-
-    quiet = bool(args.ready_json)
-    on_audit = None if quiet else (lambda event: print(_format_audit(event), flush=True))
-    started = time.monotonic()
-    mode = LocalMode(
-        with_agent=not args.no_agent,
-        workdir=args.workdir,
-        on_audit=on_audit,
-        keep_workdir=bool(args.workdir),
-    )
-    atexit.register(mode.stop)
-    try:
-        info = mode.start()
-    except Exception as exc:
-        print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
-        return 1
-    try:
-        if quiet:
-            print("READY " + info.to_json(), flush=True)
-        else:
-            _print_banner(info, time.monotonic() - started)
-        _wait_for_stop(watch_stdin=quiet)
-    finally:
-        if not quiet:
-            print("stopping...", flush=True)
-        mode.stop()
-    return 0
-
-
-def _print_banner(info: Any, seconds: float) -> None:
-    app = info.principals["calendar-agent/app"]
-    rows = [
-        (
-            "sample agent",
-            info.agent_url or "(not started)",
-            "open it in a browser; log in as alice / alice-password",
-        ),
-        ("vault API", info.vault_url, f"SigV4 for execute-api in {info.region}"),
-        ("OAuth callback", info.callback_url, "public (no SigV4), as deployed"),
-        ("provider", info.provider["issuer"], "oidc-provider; users alice, bob (<name>-password)"),
-        ("calendar API", info.provider["calendar_url"], "bearer tokens, checked by introspection"),
-        ("moto", info.moto_url, "DynamoDB, KMS, Secrets Manager, ECS"),
-        ("vault config", info.config_path, ""),
-        ("vault logs", info.vault_log, "Powertools JSON, audit events included"),
-        ("credentials", info.credentials_file, "one AWS profile per local principal"),
-    ]
-    print(f"Agent Vault local mode is up ({seconds:.1f} s). Ctrl-C stops everything.\n")
-    for name, where, note in rows:
-        print(f"  {name:<15} {where:<48} {note}")
-    print("\nLocal principals (AWS profiles in the credentials file):")
-    for name, principal in info.principals.items():
-        if name == "eventbridge":
-            continue
-        arn = (
-            f"arn:aws:sts::{principal['account_id']}:assumed-role/"
-            f"{principal['role_name']}/{principal['session_name']}"
-        )
-        print(f"  {name.replace('/', '-'):<24} {arn}")
-    if info.agent_url:
-        print(f"""
-Try it in a browser:
-  1. open {info.agent_url}/ and log in as alice / alice-password
-  2. ask "what is on my calendar today?" and follow "Connect your calendar"
-  3. consent at the provider; the vault's callback sends you back to the agent ("Connected")
-  4. ask again: the agent answers from the calendar API with a session-bound token
-
-Or with the SDK, signing as a local agent task:
-  AWS_SHARED_CREDENTIALS_FILE={info.credentials_file} AWS_PROFILE=calendar-agent-task-1 \\
-  python -c "from agent_vault import VaultClient; ..."   (base_url {info.vault_url})
-The sample agent signs as {app["role_name"]}/{app["session_name"]}.
-""")
-    print("Audit events:", flush=True)
-
-
-def local_demo(args: argparse.Namespace) -> int:
-    from agent_vault.local.demo import Story
-    from agent_vault.local.runner import LocalMode
-
-    started = time.monotonic()
-    print("Starting local mode (moto, oidc-provider, vault handlers, sample agent)...", flush=True)
-    mode = LocalMode(with_agent=True)
-    atexit.register(mode.stop)
-    try:
-        try:
-            info = mode.start()
-        except Exception as exc:
-            print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
-            return 1
-        print(
-            f"  up in {time.monotonic() - started:.1f} s: vault {info.vault_url}, "
-            f"provider {info.provider['issuer']}, agent {info.agent_url}\n",
-            flush=True,
-        )
-        story = Story(info)
-        ok = story.run()
-    finally:
-        mode.stop()
-    total = time.monotonic() - started
-    print(
-        f"\n{'The story ran to the end' if ok else 'The story FAILED'} "
-        f"({total:.1f} s in all, every process stopped)."
-    )
-    return 0 if ok else 1
-
-
-START_HINT = (
-    "hint: local mode needs Node 20+ with node_modules/oidc-provider (npm ci) and the "
-    "Python packages of requirements/dev.txt; `make demo` installs both first"
+LOCAL_MISSING = (
+    "agent-vault: local mode is a separate developer package that is not installed here.\n"
+    "  In a checkout: `make install` (or `pip install -e local`), then `agent-vault local up`."
 )
+
+
+def _local(rest: Sequence[str]) -> int:
+    try:
+        local_cli = importlib.import_module("agent_vault_local.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("agent_vault_local"):
+            raise
+        print(LOCAL_MISSING, file=sys.stderr)
+        return 2
+    result: int = local_cli.main(rest)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,22 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    local = commands.add_parser("local", help="run Agent Vault on this machine")
-    local_commands = local.add_subparsers(dest="local_command", required=True)
-    up = local_commands.add_parser("up", help="start local mode until Ctrl-C")
-    up.add_argument("--no-agent", action="store_true", help="do not start the sample agent")
-    up.add_argument("--workdir", help="keep config, logs and credentials in this directory")
-    up.add_argument(
-        "--ready-json",
-        action="store_true",
-        help="print one 'READY <json>' line and run until stdin closes (for tools)",
-    )
-    up.set_defaults(run=local_up)
-    demo = local_commands.add_parser("demo", help="run the scripted story")
-    demo.set_defaults(run=local_demo)
+    local = commands.add_parser("local", help="run Agent Vault on this machine (agent-vault-local)")
+    local.add_argument("rest", nargs=argparse.REMAINDER, help="up | demo, and their options")
     args = parser.parse_args(argv)
-    result: int = args.run(args)
-    return result
+    if args.command == "local":
+        return _local(args.rest)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
+    return 2
 
 
 if __name__ == "__main__":

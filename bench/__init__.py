@@ -13,7 +13,6 @@ be in place before anything imports `vault.*`, so `prepare_environment()` runs f
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +35,7 @@ BENCH_ENV = {
 
 
 def prepare_environment() -> None:
-    """Put the repository and `lambdas/` on sys.path and set the handlers' environment."""
-    for path in (str(REPO_ROOT), str(LAMBDAS_DIR)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    """Set the handlers' environment (the service and local mode are installed packages)."""
     os.environ.update(BENCH_ENV)
     for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(leaked, None)

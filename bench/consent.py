@@ -1,7 +1,7 @@
 """The consent flow end to end against the local oidc-provider, as a user and an agent see it.
 
 Timed per iteration: authorize (agent API) → the user's login and consent forms at the provider
-(agent_vault.local.consent_forms.complete_consent, a scripted browser) → the OAuth callback
+(agent_vault_local.consent_forms.complete_consent, a scripted browser) → the OAuth callback
 (handler) → complete/binding (agent API, which verifies the user's ID token) → the first token
 (a refresh narrowed to the asked scopes). Every iteration is a new agent task and session
 (started before the timer), so every consent is a whole new grant.

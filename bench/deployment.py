@@ -204,5 +204,4 @@ def measure() -> dict[str, Any]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m bench.deployment OUT_DIR")
-    sys.path.insert(0, str(REPO_ROOT))
     print(json.dumps({"bundle": _bundle(sys.argv[1]), "facts": _facts()}))

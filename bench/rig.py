@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from agent_vault.local.provider import AuthorizationServer
+from agent_vault_local.provider import AuthorizationServer
 from bench.timing import AwsIoClock, ItemSizes
 from tests.support.agent import TestAgent
 from tests.support.apigw import DOMAIN, build_event

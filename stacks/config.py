@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from vault.config import VaultConfig
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
-
-# The one place the Lambda package is put on the import path for the CDK app.
-if str(LAMBDAS_DIR) not in sys.path:
-    sys.path.insert(0, str(LAMBDAS_DIR))
-
-from vault.config import VaultConfig  # noqa: E402
 
 if TYPE_CHECKING:
     from aws_cdk.aws_logs import RetentionDays

@@ -24,7 +24,7 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from agent_vault.local.provider import AuthorizationServer  # noqa: E402
+from agent_vault_local.provider import AuthorizationServer  # noqa: E402
 from tests.support.aws import aws  # noqa: E402
 from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URLS, USERS, Vault, make_vault  # noqa: E402
 from vault.runtime import use_services  # noqa: E402

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_vault.local.runner import LocalInfo, LocalModeProcess
+from agent_vault_local.runner import LocalInfo, LocalModeProcess
 
 CHROMIUM = os.environ.get("AGENT_VAULT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

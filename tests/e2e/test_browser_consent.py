@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_vault.local.runner import LocalInfo
+from agent_vault_local.runner import LocalInfo
 from tests.local.helpers import fresh_grants
 
 pytestmark = pytest.mark.e2e

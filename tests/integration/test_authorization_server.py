@@ -18,8 +18,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from agent_vault.local.consent_forms import ConsentFormError, complete_consent
-from agent_vault.local.provider import (
+from agent_vault_local.consent_forms import ConsentFormError, complete_consent
+from agent_vault_local.provider import (
     RESOURCE,
     AuthorizationServer,
     Authorized,

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 import urllib3
 
 from agent_vault import UserIdentity, VaultClient
-from agent_vault.local.consent_forms import complete_consent
-from agent_vault.local.demo import id_token_for, vault_client
-from agent_vault.local.provider import http_request
-from agent_vault.local.runner import ADMIN, LocalInfo
+from agent_vault_local.consent_forms import complete_consent
+from agent_vault_local.demo import id_token_for, vault_client
+from agent_vault_local.provider import http_request
+from agent_vault_local.runner import ADMIN, LocalInfo
 
 __all__ = ["CountingPool", "approve", "consent", "fresh_grants", "id_token_for", "vault_client"]
 

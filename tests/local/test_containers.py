@@ -1,4 +1,4 @@
-"""Local mode's containers (agent_vault/local/containers.py): module state per container, a
+"""Local mode's containers (local/agent_vault_local/containers.py): module state per container, a
 handler's exception is the invocation's error, a dead container is replaced."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent_vault.local.containers import (
+from agent_vault_local.containers import (
     ContainerError,
     HandlerFailed,
     LambdaContext,
     LambdaFleet,
     VaultLog,
 )
-from agent_vault.local.runner import REPO_ROOT
+from agent_vault_local.runner import REPO_ROOT
 
 HANDLERS = "tests.local.container_handlers"
 
@@ -25,9 +25,7 @@ HANDLERS = "tests.local.container_handlers"
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LambdaFleet]:
     log = VaultLog(tmp_path_factory.mktemp("containers") / "vault.log.jsonl")
     functions = {name: f"{HANDLERS}.{name}" for name in ("whoami", "boom", "die")}
-    fleet = LambdaFleet(
-        functions, log, python_path=[str(REPO_ROOT)], cwd=str(REPO_ROOT), max_containers=2
-    ).start()
+    fleet = LambdaFleet(functions, log, cwd=str(REPO_ROOT), max_containers=2).start()
     try:
         fleet.init(dict(os.environ))
         yield fleet
@@ -78,7 +76,6 @@ def test_a_handler_that_does_not_import_stops_the_start(tmp_path: Path) -> None:
     fleet = LambdaFleet(
         {"x": "tests.local.no_such_module.handler"},
         log,
-        python_path=[str(REPO_ROOT)],
         cwd=str(REPO_ROOT),
     ).start()
     try:

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from agent_vault.local.demo import Story
-from agent_vault.local.runner import REPO_ROOT, TASK_1, LocalInfo, LocalModeProcess
+from agent_vault_local.demo import Story
+from agent_vault_local.runner import REPO_ROOT, TASK_1, LocalInfo, LocalModeProcess
 from tests.local.helpers import fresh_grants
 
 

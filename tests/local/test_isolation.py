@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from agent_vault import UserIdentity, VaultClient, VaultError
-from agent_vault.local.demo import introspect
-from agent_vault.local.runner import MAIL_TASK, TASK_1, TASK_2, LocalInfo
+from agent_vault_local.demo import introspect
+from agent_vault_local.runner import MAIL_TASK, TASK_1, TASK_2, LocalInfo
 from tests.local.helpers import consent, fresh_grants, id_token_for, vault_client
 
 PAIRS = 50

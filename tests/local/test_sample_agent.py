@@ -8,10 +8,10 @@ import json
 import urllib.parse
 import warnings
 
-from agent.app import AgentSettings, create_app, describe_events, parse_intent
-from agent_vault.local.consent_forms import complete_consent
-from agent_vault.local.provider import HttpResponse, http_request
-from agent_vault.local.runner import AGENT_APP, LocalInfo
+from agent_vault_local.consent_forms import complete_consent
+from agent_vault_local.provider import HttpResponse, http_request
+from agent_vault_local.runner import AGENT_APP, LocalInfo
+from sample_agent.app import AgentSettings, create_app, describe_events, parse_intent
 from tests.local.helpers import fresh_grants, id_token_for
 
 TODAY = datetime.date(2030, 5, 17)

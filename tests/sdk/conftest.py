@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent_vault.local.runner import LocalInfo, LocalModeProcess
+from agent_vault_local.runner import LocalInfo, LocalModeProcess
 from tests.local.helpers import fresh_grants, id_token_for
 
 

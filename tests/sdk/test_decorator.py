@@ -23,8 +23,8 @@ from agent_vault import (
     set_default_client,
     use_client,
 )
-from agent_vault.local.demo import calendar_events
-from agent_vault.local.runner import TASK_1, TASK_2, LocalInfo
+from agent_vault_local.demo import calendar_events
+from agent_vault_local.runner import TASK_1, TASK_2, LocalInfo
 from tests.local.helpers import approve, vault_client
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2, "consent_timeout": 30}

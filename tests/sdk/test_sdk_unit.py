@@ -40,8 +40,8 @@ from agent_vault import (
 )
 from agent_vault.client import normalize_scopes, region_from_url
 from agent_vault.errors import error_from_response
-from agent_vault.local.credentials import new_principal
 from agent_vault.proofs import htu
+from agent_vault_local.credentials import new_principal
 
 # -- proofs ----------------------------------------------------------------------------------------
 

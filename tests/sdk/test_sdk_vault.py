@@ -23,9 +23,9 @@ from agent_vault import (
     UserIdentity,
     UserMismatch,
 )
-from agent_vault.local.demo import calendar_events
-from agent_vault.local.provider import http_request
-from agent_vault.local.runner import TASK_1, TASK_2, LocalInfo
+from agent_vault_local.demo import calendar_events
+from agent_vault_local.provider import http_request
+from agent_vault_local.runner import TASK_1, TASK_2, LocalInfo
 from tests.local.helpers import CountingPool, approve, consent, vault_client
 
 CALENDAR = ("calendar.read",)

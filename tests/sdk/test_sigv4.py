@@ -17,15 +17,15 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from agent_vault import AccessDenied, SessionKey, UserIdentity, VaultClient
-from agent_vault.local.adapter import (
+from agent_vault.routes import ROUTES, match_route
+from agent_vault_local.adapter import (
     SIGNATURE_MISMATCH,
     GatewayResponse,
     LocalApiGateway,
     LocalApiServer,
     build_event,
 )
-from agent_vault.local.credentials import LocalPrincipal, PrincipalRegistry, new_principal
-from agent_vault.routes import ROUTES, match_route
+from agent_vault_local.credentials import LocalPrincipal, PrincipalRegistry, new_principal
 
 REGION = "us-east-1"
 DOMAIN = "127.0.0.1:4566"

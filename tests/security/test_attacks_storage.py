@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent_vault.local.provider import AuthorizationServer
+from agent_vault_local.provider import AuthorizationServer
 from tests.security.helpers import (
     AuditLog,
     agent_with_session,

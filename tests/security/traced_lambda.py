@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent_vault.local.provider import AuthorizationServer
+from agent_vault_local.provider import AuthorizationServer
 from tests.security.helpers import connected_agent
 from tests.security.hygiene import HYGIENE
 from tests.support.aws import aws

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from agent_vault.local.consent_forms import complete_consent
-from agent_vault.local.provider import AuthorizationServer
+from agent_vault_local.consent_forms import complete_consent
+from agent_vault_local.provider import AuthorizationServer
 from tests.support.agent import TestAgent
 from tests.support.apigw import DOMAIN, HttpAnswer, LambdaContext, build_event, invoke
 from tests.support.aws import ACCOUNT, RequestCounter

@@ -10,8 +10,8 @@
 3. the vault's Lambda functions, each a pool of containers (processes forked from one init
    process that imported the handlers with the environment the deployed functions get:
    ``TABLE_NAME``, ``KEY_ID``, ``CALLBACK_URL``..., ``AWS_ENDPOINT_URL`` = moto), one request at
-   a time per container (:mod:`agent_vault.local.containers`), behind the local API Gateway
-   (:mod:`agent_vault.local.adapter`), which verifies SigV4 for each local principal; and a
+   a time per container (:mod:`agent_vault_local.containers`), behind the local API Gateway
+   (:mod:`agent_vault_local.adapter`), which verifies SigV4 for each local principal; and a
    local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in);
 4. optionally the sample agent (``agent/app.py``) with uvicorn, signing as its own task.
 
@@ -42,29 +42,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent_vault.client import UserIdentity
-from agent_vault.local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
-from agent_vault.local.containers import ContainerError, LambdaFleet, VaultLog
-from agent_vault.local.credentials import (
+from agent_vault.routes import REAPER, ROUTES, Route
+from agent_vault_local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
+from agent_vault_local.containers import ContainerError, LambdaFleet, VaultLog
+from agent_vault_local.credentials import (
     DEFAULT_ACCOUNT,
     LocalPrincipal,
     PrincipalRegistry,
     new_principal,
 )
-from agent_vault.routes import REAPER, ROUTES, Route
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
 
-log = logging.getLogger("agent_vault.local")
+log = logging.getLogger("agent_vault_local")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-"""Local mode runs from a checkout: the handlers (lambdas/) and the sample agent (agent/) are
-imported from it, whatever directory the `agent-vault` command is started in."""
-LAMBDAS_DIR = REPO_ROOT / "lambdas"
-
-
-def _importable(directory: Path) -> None:
-    if str(directory) not in sys.path:
-        sys.path.insert(0, str(directory))
+"""Local mode runs from a checkout (its Node packages: package.json, node_modules); the handlers
+and the sample agent are the installed packages `vault` and `sample_agent`."""
 
 
 REGION = "us-east-1"
@@ -252,7 +246,7 @@ class LocalMode:
             [
                 sys.executable,
                 "-c",
-                f"from agent_vault.local.runner import moto_child; moto_child({sock.fileno()})",
+                f"from agent_vault_local.runner import moto_child; moto_child({sock.fileno()})",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -426,7 +420,6 @@ class LocalMode:
         fleet = LambdaFleet(
             _functions(),
             sink,
-            python_path=[str(LAMBDAS_DIR)],
             cwd=str(REPO_ROOT),
             service=SERVICE_NAME,
         )
@@ -448,7 +441,7 @@ class LocalMode:
     ) -> None:
         import uvicorn
 
-        from agent.app import AgentSettings, OidcSettings, create_app
+        from sample_agent.app import AgentSettings, OidcSettings, create_app
 
         provider = self.provider
         cache: dict[str, tuple[str, float]] = {}
@@ -496,7 +489,7 @@ class LocalMode:
             time.sleep(0.02)
 
     def _start(self) -> LocalInfo:
-        from agent_vault.local.provider import USERS, AuthorizationServer
+        from agent_vault_local.provider import USERS, AuthorizationServer
 
         workdir = self._workdir()
         moto_sock, vault_sock, lambda_sock = self._bind(), self._bind(), self._bind()
@@ -558,8 +551,7 @@ class LocalMode:
         vault_log = workdir / "vault.log.jsonl"
         fleet = self._start_fleet(vault_log)
         if self.with_agent:
-            _importable(REPO_ROOT)  # the sample agent lives in the checkout, not the package
-            importlib.import_module("agent.app")
+            importlib.import_module("sample_agent.app")
 
         try:
             provider_started.result(timeout=self.startup_timeout)
@@ -679,7 +671,7 @@ class LocalModeProcess:
     def start(self) -> LocalInfo:
         import queue
 
-        argv = [sys.executable, "-m", "agent_vault.cli", "local", "up", "--ready-json"]
+        argv = [sys.executable, "-m", "agent_vault_local.cli", "up", "--ready-json"]
         if not self.with_agent:
             argv.append("--no-agent")
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module  # nosec B603

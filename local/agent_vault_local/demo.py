@@ -4,7 +4,7 @@ Every step talks to local mode the way the real parts talk in AWS: the SDK signs
 local agent task, the provider's pages are driven over HTTP, the vault's callback is reached
 through the local API Gateway, ECS is moto's, and the reaper is invoked through the Lambda
 ``Invoke`` API with the event EventBridge would deliver. :class:`Story` only needs a
-:class:`~agent_vault.local.runner.LocalInfo`, so it drives local mode in this process or in
+:class:`~agent_vault_local.runner.LocalInfo`, so it drives local mode in this process or in
 another one (the tests run it in a child process).
 """
 
@@ -30,9 +30,9 @@ from agent_vault.errors import (
     TaskStopped,
     VaultError,
 )
-from agent_vault.local.consent_forms import complete_consent
-from agent_vault.local.provider import HttpResponse, http_request, pkce_pair
-from agent_vault.local.runner import (
+from agent_vault_local.consent_forms import complete_consent
+from agent_vault_local.provider import HttpResponse, http_request, pkce_pair
+from agent_vault_local.runner import (
     MAIL_TASK,
     TASK_1,
     TASK_2,

@@ -15,7 +15,7 @@ It plays API Gateway's part honestly:
   the caller claims), invokes the function with a Lambda-like context, and writes the handler's
   answer (status, headers, cookies, body, base64) back. In local mode the handler it is given
   runs each event in a container of its own, one request at a time
-  (:mod:`agent_vault.local.containers`); unit tests may hand it plain callables.
+  (:mod:`agent_vault_local.containers`); unit tests may hand it plain callables.
 
 It signs nothing itself and holds no secret but the local principals' own.
 """
@@ -47,9 +47,9 @@ from urllib.parse import parse_qsl, unquote
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from agent_vault.local.containers import LambdaContext
-from agent_vault.local.credentials import DEFAULT_ACCOUNT, LocalPrincipal, PrincipalRegistry
 from agent_vault.routes import Route, match_route
+from agent_vault_local.containers import LambdaContext
+from agent_vault_local.credentials import DEFAULT_ACCOUNT, LocalPrincipal, PrincipalRegistry
 
 __all__ = [
     "GatewayRefusal",
@@ -62,7 +62,7 @@ __all__ = [
     "serve",
 ]
 
-log = logging.getLogger("agent_vault.local.adapter")
+log = logging.getLogger("agent_vault_local.adapter")
 
 SERVICE = "execute-api"
 MAX_SKEW_SECONDS = 300

@@ -1,7 +1,7 @@
 """Play the browser's part of an authorization request over plain HTTP: log in, then consent.
 
 This drives the login and consent pages of Agent Vault's local authorization server (see
-``agent_vault/local/provider/server.mjs``) with a cookie jar and an HTML form parser, so tests, the
+``provider/server.mjs`` beside this module) with a cookie jar and an HTML form parser, so tests, the
 demo and local mode can complete a real authorization code flow without a browser. It follows
 redirects only while they stay on the provider's origin and stops at the first redirect that leaves
 it: that target is the client's redirect URI, returned unvisited, carrying ``code``, ``state`` and

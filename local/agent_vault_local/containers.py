@@ -21,7 +21,8 @@ the parent over the same socket with each answer, and the pool writes it to the 
 one ``platform.report`` record per invocation naming the container that served it.
 
 This module is also the init process's entry point:
-``python -m agent_vault.local.containers FD [PYTHONPATH entries...]``.
+``python -m agent_vault_local.containers FD`` (the handlers come from the installed service package;
+the working directory is importable too, as with ``python -m``).
 It imports nothing of the vault until the init message arrives.
 """
 
@@ -59,7 +60,7 @@ __all__ = [
     "VaultLog",
 ]
 
-log = logging.getLogger("agent_vault.local.containers")
+log = logging.getLogger("agent_vault_local.containers")
 
 DEFAULT_MAX_CONTAINERS = 4
 """Containers per function at most; a request beyond waits for an idle one."""
@@ -246,16 +247,13 @@ def _serve(
         _send(channel, reply)
 
 
-def _init_process(control_fd: int, path: Sequence[str]) -> None:
+def _init_process(control_fd: int) -> None:
     """The init process: preload, wait for the environment, import the handlers, then fork one
     container per request on the control socket (which carries the container's socket)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops local mode, which closes us
     control = socket.socket(fileno=control_fd)
     output = _Output()
     sys.stdout = output  # Powertools Logger writes to sys.stdout
-    for entry in reversed(path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
     for name in PRELOAD:  # a failure here shows again, with its cause, when the handlers import
         with contextlib.suppress(Exception):
             importlib.import_module(name)
@@ -346,11 +344,11 @@ class VaultLog:
 class _InitProcess:
     """The parent's side of the init process."""
 
-    def __init__(self, cwd: str, path: Sequence[str]) -> None:
+    def __init__(self, cwd: str) -> None:
         self._control, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our interpreter and module  # nosec B603
-                [sys.executable, "-m", "agent_vault.local.containers", str(child.fileno()), *path],
+                [sys.executable, "-m", "agent_vault_local.containers", str(child.fileno())],
                 stdin=subprocess.DEVNULL,
                 pass_fds=[child.fileno()],
                 cwd=cwd,
@@ -590,14 +588,12 @@ class LambdaFleet:
         functions: Mapping[str, str],
         sink: VaultLog,
         *,
-        python_path: Sequence[str] = (),
         cwd: str | None = None,
         max_containers: int = DEFAULT_MAX_CONTAINERS,
         service: str = "agent-vault",
     ) -> None:
         self.functions = dict(functions)
         self.sink = sink
-        self.python_path = list(python_path)
         self.cwd = cwd or os.getcwd()
         self.max_containers = max_containers
         self.service = service
@@ -605,7 +601,7 @@ class LambdaFleet:
         self._pools: dict[str, FunctionPool] = {}
 
     def start(self) -> LambdaFleet:
-        self._init = _InitProcess(self.cwd, self.python_path)
+        self._init = _InitProcess(self.cwd)
         return self
 
     def init(self, environ: Mapping[str, str], timeout: float = 60.0) -> None:
@@ -651,4 +647,4 @@ class LambdaFleet:
 
 
 if __name__ == "__main__":
-    _init_process(int(sys.argv[1]), sys.argv[2:])
+    _init_process(int(sys.argv[1]))

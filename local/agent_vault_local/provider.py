@@ -1,6 +1,6 @@
 """Start, stop and talk to Agent Vault's local authorization server (oidc-provider on Node).
 
-``AuthorizationServer`` runs ``agent_vault/local/provider/server.mjs`` (a configuration of the
+``AuthorizationServer`` runs ``local/agent_vault_local/provider/server.mjs`` (a configuration of the
 OpenID Certified npm package ``oidc-provider``) as a child process on loopback and knows its
 issuer, endpoints, clients and test hooks. It is the external OAuth provider of the tests, of
 local mode and of the demo, and the users' identity provider (``login_id_token``).
@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Self, TypedDict
 
-from agent_vault.local.consent_forms import ConsentFormError, complete_consent
+from agent_vault_local.consent_forms import ConsentFormError, complete_consent
 
 __all__ = [
     "RESOURCE",
