@@ -19,7 +19,7 @@ import secrets
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from vault.audit import audit
+from vault.audit import Decision, decision
 from vault.caller import Caller, agent_of
 from vault.errors import (
     BindingCodeInvalid,
@@ -42,7 +42,7 @@ from vault.errors import (
     UserMismatch,
     VaultError,
 )
-from vault.models import Flow, Grant, PendingFlow, UserRef, token_context, verifier_context
+from vault.models import Flow, Grant, PendingFlow, token_context, verifier_context
 from vault.oauth.client import TokenResponse, new_code_verifier
 from vault.policy import check_agent_policy
 from vault.revocation import revoke_upstream
@@ -104,60 +104,55 @@ def start_authorization(
     svc: Services, caller: Caller, session_id: str, call: HttpCall, body: StartAuthorization
 ) -> dict[str, Any]:
     agent = agent_of(svc.config, caller)
-    try:
+    with decision(
+        "consent.start",
+        only_refusals=True,
+        agent=agent,
+        principal=caller.arn,
+        provider=body.provider,
+        scopes=body.scopes,
+        session_id=session_id,
+    ):
         scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
         return_url = _return_url(svc, body.return_url)
-    except Exception as exc:
-        audit(
-            "consent.start",
-            "denied",
-            reason=getattr(exc, "code", "error"),
-            agent=agent,
-            principal=caller.arn,
-            provider=body.provider,
-            scopes=body.scopes,
-            session_id=session_id,
-        )
-        raise
     session, _ = authorize_session_call(svc, caller, session_id, call)
-    provider = svc.provider(body.provider)
-    state, verifier = secrets.token_urlsafe(32), new_code_verifier()
-    flow_id, grant_id = new_id("flw"), new_id("grt")
-    url = provider.authorization_url(
-        redirect_uri=callback_url(svc, body.provider),
-        state=state,
-        verifier=verifier,
-        scopes=scopes,
-    )
-    now = svc.now()
-    pending = PendingFlow(
-        state_hash=_state_hash(state),
-        flow_id=flow_id,
-        session_id=session.session_id,
-        agent=agent,
-        provider=body.provider,
-        scopes=scopes,
-        user=session.user,
-        verifier_ct=svc.envelope.encrypt(
-            verifier.encode(), verifier_context(session.user, body.provider, flow_id)
-        ),
-        return_url=return_url,
-        grant_id=grant_id,
-        created_at=now,
-        expires_at=now + svc.config.flow_ttl_seconds,
-    )
-    svc.repo.put_pending_flow(pending)
-    audit(
+    with decision(
         "consent.start",
-        "allowed",
         agent=agent,
         user=session.user,
         provider=body.provider,
         scopes=scopes,
         session_id=session.session_id,
         task_id=session.task_id,
-        flow_id=flow_id,
-    )
+    ) as d:
+        provider = svc.provider(body.provider)
+        state, verifier = secrets.token_urlsafe(32), new_code_verifier()
+        flow_id, grant_id = new_id("flw"), new_id("grt")
+        url = provider.authorization_url(
+            redirect_uri=callback_url(svc, body.provider),
+            state=state,
+            verifier=verifier,
+            scopes=scopes,
+        )
+        now = svc.now()
+        pending = PendingFlow(
+            state_hash=_state_hash(state),
+            flow_id=flow_id,
+            session_id=session.session_id,
+            agent=agent,
+            provider=body.provider,
+            scopes=scopes,
+            user=session.user,
+            verifier_ct=svc.envelope.encrypt(
+                verifier.encode(), verifier_context(session.user, body.provider, flow_id)
+            ),
+            return_url=return_url,
+            grant_id=grant_id,
+            created_at=now,
+            expires_at=now + svc.config.flow_ttl_seconds,
+        )
+        svc.repo.put_pending_flow(pending)
+        d.bind(flow_id=flow_id)
     return {"flow_id": flow_id, "authorization_url": url, "expires_at": pending.expires_at}
 
 
@@ -171,151 +166,143 @@ def handle_callback(
     Failures that say nothing about the code (metadata, keys, storage, the provider unreachable)
     release `state` for a retry; anything else burns it (docs/api.md, the callback's retry rules).
     """
-    if callback_provider is not None and callback_provider not in svc.config.providers:
-        audit("consent.callback", "denied", reason=UnknownProvider.code)
-        raise UnknownProvider("no provider has this callback; nothing was redeemed")
-    state = query.get("state")
-    if not state or len(state) > MAX_PARAM:
-        audit("consent.callback", "denied", reason="invalid_state")
-        raise InvalidState("the callback has no usable state")
-    pending = svc.repo.claim_pending_flow(_state_hash(state), svc.clock())
-    if pending is None:
-        audit("consent.callback", "denied", reason="invalid_state")
-        raise InvalidState("this state is unknown, expired or already used; start consent again")
-    provider = svc.provider(pending.provider)
-    where: dict[str, Any] = {
-        "agent": pending.agent,
-        "user": pending.user,
-        "provider": pending.provider,
-        "session_id": pending.session_id,
-        "flow_id": pending.flow_id,
-    }
-    if callback_provider is not None and callback_provider != pending.provider:
-        # mix-up: an answer meant for this flow's provider arrived at another provider's callback
-        # (or the reverse); redeeming it anywhere could hand the code to the wrong token endpoint
-        svc.repo.drop_pending_flow(pending.state_hash)
-        audit(
-            "consent.callback",
-            "denied",
-            reason=CallbackMismatch.code,
-            callback_provider=callback_provider,
-            **where,
+    with decision("consent.callback") as d:
+        if callback_provider is not None and callback_provider not in svc.config.providers:
+            raise UnknownProvider("no provider has this callback; nothing was redeemed")
+        state = query.get("state")
+        if not state or len(state) > MAX_PARAM:
+            raise InvalidState("the callback has no usable state")
+        pending = svc.repo.claim_pending_flow(_state_hash(state), svc.clock())
+        if pending is None:
+            raise InvalidState(
+                "this state is unknown, expired or already used; start consent again"
+            )
+        provider = svc.provider(pending.provider)
+        d.bind(
+            agent=pending.agent,
+            user=pending.user,
+            provider=pending.provider,
+            session_id=pending.session_id,
+            flow_id=pending.flow_id,
         )
-        raise CallbackMismatch(
-            f"this authorization response belongs to provider {pending.provider!r}, not "
-            f"{callback_provider!r}; it was not redeemed (start consent again)"
-        )
-    error = query.get("error")
-    if error is not None:
-        refusal = error if error in OAUTH_ERRORS else "invalid_request"
-        svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "refused", error=refusal))
-        audit("consent.callback", "refused", reason=refusal, scopes=pending.scopes, **where)
-        return _with_query(
-            pending.return_url, {"flow_id": pending.flow_id, "status": "refused", "error": refusal}
-        )
-    try:
-        meta = provider.metadata()
-        if callback_provider is None and not meta.iss_parameter_supported:
+        if callback_provider is not None and callback_provider != pending.provider:
+            # mix-up: an answer meant for this flow's provider arrived at another provider's
+            # callback (or the reverse); redeeming it anywhere could hand the code to the wrong
+            # token endpoint
+            svc.repo.drop_pending_flow(pending.state_hash)
+            d.note(callback_provider=callback_provider)
             raise CallbackMismatch(
-                f"provider {pending.provider!r} sends no iss: its authorization responses must "
-                f"arrive at its own callback, {callback_url(svc, pending.provider)}"
+                f"this authorization response belongs to provider {pending.provider!r}, not "
+                f"{callback_provider!r}; it was not redeemed (start consent again)"
             )
-        issuer = query.get("iss")
-        if (issuer is not None or meta.iss_parameter_supported) and issuer != meta.issuer:
-            raise IssuerMismatch(
-                "the authorization response names another issuer (iss); it was not redeemed"
+        error = query.get("error")
+        if error is not None:
+            refusal = error if error in OAUTH_ERRORS else "invalid_request"
+            svc.repo.close_pending_flow(
+                pending.state_hash, _flow(pending, "refused", error=refusal)
             )
-        code = query.get("code")
-        if not code or len(code) > MAX_PARAM:
-            raise CodeExchangeFailed("the callback carries no authorization code")
-    except (IssuerMismatch, CallbackMismatch, CodeExchangeFailed) as exc:
-        svc.repo.drop_pending_flow(pending.state_hash)
-        audit("consent.callback", "denied", reason=exc.code, **where)
-        raise
-    except (ProviderError, ProviderTimeout) as exc:  # metadata unreadable: transient
-        svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
-        audit("consent.callback", "failed", reason=exc.code, **where)
-        raise
-    try:
-        verifier = svc.envelope.decrypt(
-            pending.verifier_ct, verifier_context(pending.user, pending.provider, pending.flow_id)
+            d.bind(scopes=pending.scopes)
+            d.conclude("refused", reason=refusal)
+            return _with_query(
+                pending.return_url,
+                {"flow_id": pending.flow_id, "status": "refused", "error": refusal},
+            )
+        try:
+            meta = provider.metadata()
+            if callback_provider is None and not meta.iss_parameter_supported:
+                raise CallbackMismatch(
+                    f"provider {pending.provider!r} sends no iss: its authorization responses must "
+                    f"arrive at its own callback, {callback_url(svc, pending.provider)}"
+                )
+            issuer = query.get("iss")
+            if (issuer is not None or meta.iss_parameter_supported) and issuer != meta.issuer:
+                raise IssuerMismatch(
+                    "the authorization response names another issuer (iss); it was not redeemed"
+                )
+            code = query.get("code")
+            if not code or len(code) > MAX_PARAM:
+                raise CodeExchangeFailed("the callback carries no authorization code")
+        except (IssuerMismatch, CallbackMismatch, CodeExchangeFailed):
+            svc.repo.drop_pending_flow(pending.state_hash)
+            raise
+        except (ProviderError, ProviderTimeout):  # metadata unreadable: transient
+            svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+            raise
+        try:
+            verifier = svc.envelope.decrypt(
+                pending.verifier_ct,
+                verifier_context(pending.user, pending.provider, pending.flow_id),
+            )
+            answer = provider.exchange_code(
+                code=code,
+                verifier=verifier.decode(),
+                redirect_uri=callback_url(svc, callback_provider),
+            )
+        except DecryptionFailed as exc:
+            svc.repo.drop_pending_flow(pending.state_hash)  # its verifier is not its own: unusable
+            raise StoredDataInvalid(
+                "this flow's stored verifier does not decrypt as its own"
+            ) from exc
+        except VaultError:  # provider down or slow, keys or client secret unavailable
+            svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+            d.conclude("failed")
+            raise
+        except OAuthError as exc:
+            svc.repo.drop_pending_flow(pending.state_hash)
+            d.conclude("failed", reason=exc.error)
+            raise CodeExchangeFailed(
+                f"the provider refused the code exchange ({exc.error})", provider_error=exc.error
+            ) from exc
+        if answer.refresh_token is None:
+            svc.repo.drop_pending_flow(pending.state_hash)
+            d.conclude("failed", reason="no_refresh_token")
+            raise CodeExchangeFailed(
+                f"provider {pending.provider!r} issued no refresh token; check "
+                f"providers.{pending.provider}.offline_scope and prompt_consent"
+            )
+        offline = provider.config.offline_scope
+        answered = {s for s in (answer.scopes or pending.scopes) if s != offline}
+        # a grant is never wider than its flow asked for, whatever the provider granted (row 37)
+        granted = tuple(sorted(answered & set(pending.scopes)))
+        over_granted = sorted(answered - set(pending.scopes))
+        context = token_context(
+            pending.user, pending.provider, grant_id=pending.grant_id, scopes=granted
         )
-        answer = provider.exchange_code(
-            code=code,
-            verifier=verifier.decode(),
-            redirect_uri=callback_url(svc, callback_provider),
+        if answer.id_token is not None and svc.identity.issues(meta.issuer):
+            denied = _consenting_user_refusal(
+                svc, provider.config.client_id, answer.id_token, pending
+            )
+            if denied is not None:
+                return _reject_at_callback(svc, pending, answer, denied, d)
+        binding_code = secrets.token_urlsafe(32)
+        flow = _flow(
+            pending,
+            "pending_binding",
+            granted=granted,
+            refresh_ct=svc.envelope.encrypt(answer.refresh_token.encode(), context),
+            access_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
+            binding_hash=_binding_hash(binding_code),
         )
-    except DecryptionFailed as exc:
-        svc.repo.drop_pending_flow(pending.state_hash)  # its verifier is not its own: unusable
-        audit("consent.callback", "denied", reason=StoredDataInvalid.code, **where)
-        raise StoredDataInvalid("this flow's stored verifier does not decrypt as its own") from exc
-    except VaultError as exc:  # provider down or slow, keys or client secret unavailable
-        svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
-        audit("consent.callback", "failed", reason=exc.code, **where)
-        raise
-    except OAuthError as exc:
-        svc.repo.drop_pending_flow(pending.state_hash)
-        audit("consent.callback", "failed", reason=exc.error, **where)
-        raise CodeExchangeFailed(
-            f"the provider refused the code exchange ({exc.error})", provider_error=exc.error
-        ) from exc
-    if answer.refresh_token is None:
-        svc.repo.drop_pending_flow(pending.state_hash)
-        audit("consent.callback", "failed", reason="no_refresh_token", **where)
-        raise CodeExchangeFailed(
-            f"provider {pending.provider!r} issued no refresh token; check "
-            f"providers.{pending.provider}.offline_scope and prompt_consent"
+        try:
+            svc.repo.close_pending_flow(pending.state_hash, flow)
+        except VaultError:
+            # the code is spent but its tokens could not be kept: revoke them upstream rather than
+            # leave a live grant the vault has forgotten (the state stays claimed: start again).
+            # From the plaintext in hand: the callback may seal tokens, never open one.
+            upstream = _revoke_answer(svc, pending.provider, answer)
+            d.note(upstream="revoked" if upstream else "revoke_failed")
+            d.conclude("failed")
+            raise
+        if over_granted:  # recorded, never granted (row 14)
+            d.note(over_granted_scopes=over_granted)
+        d.bind(scopes=pending.scopes)
+        d.note(granted_scopes=list(granted))
+        d.conclude("exchanged")
+        # the binding code exists only here, in the browser's redirect to the application
+        return _with_query(
+            pending.return_url,
+            {"flow_id": pending.flow_id, "status": "pending_binding", "binding_code": binding_code},
         )
-    offline = provider.config.offline_scope
-    answered = {s for s in (answer.scopes or pending.scopes) if s != offline}
-    # a grant is never wider than its flow asked for, whatever the provider granted (row 37)
-    granted = tuple(sorted(answered & set(pending.scopes)))
-    over_granted = sorted(answered - set(pending.scopes))
-    context = token_context(
-        pending.user, pending.provider, grant_id=pending.grant_id, scopes=granted
-    )
-    if answer.id_token is not None and svc.identity.issues(meta.issuer):
-        denied = _consenting_user_refusal(svc, provider.config.client_id, answer.id_token, pending)
-        if denied is not None:
-            return _reject_at_callback(svc, pending, answer, denied, where)
-    binding_code = secrets.token_urlsafe(32)
-    flow = _flow(
-        pending,
-        "pending_binding",
-        granted=granted,
-        refresh_ct=svc.envelope.encrypt(answer.refresh_token.encode(), context),
-        access_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
-        binding_hash=_binding_hash(binding_code),
-    )
-    try:
-        svc.repo.close_pending_flow(pending.state_hash, flow)
-    except VaultError as exc:
-        # the code is spent but its tokens could not be kept: revoke them upstream rather than
-        # leave a live grant the vault has forgotten (the state stays claimed: start again).
-        # From the plaintext in hand: the callback may seal tokens, never open one.
-        upstream = _revoke_answer(svc, pending.provider, answer)
-        audit(
-            "consent.callback",
-            "failed",
-            reason=exc.code,
-            upstream="revoked" if upstream else "revoke_failed",
-            **where,
-        )
-        raise
-    if over_granted:  # recorded, never granted (row 14)
-        where["over_granted_scopes"] = over_granted
-    audit(
-        "consent.callback",
-        "exchanged",
-        scopes=pending.scopes,
-        granted_scopes=list(granted),
-        **where,
-    )
-    # the binding code exists only here, in the browser's redirect to the application
-    return _with_query(
-        pending.return_url,
-        {"flow_id": pending.flow_id, "status": "pending_binding", "binding_code": binding_code},
-    )
 
 
 def _consenting_user_refusal(
@@ -334,20 +321,15 @@ def _reject_at_callback(
     pending: PendingFlow,
     answer: TokenResponse,
     reason: str,
-    where: dict[str, Any],
+    d: Decision,
 ) -> str:
     """The provider's ID token names someone else: nothing is kept, the tokens are revoked
     upstream from the plaintext in hand (the callback may seal tokens, never open one), the flow
     is recorded rejected, and no binding code exists."""
     upstream = _revoke_answer(svc, pending.provider, answer)
     svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "rejected", error=reason))
-    audit(
-        "consent.callback",
-        "denied",
-        reason=reason,
-        upstream="revoked" if upstream else "revoke_failed",
-        **where,
-    )
+    d.note(upstream="revoked" if upstream else "revoke_failed")
+    d.conclude("denied", reason=reason)
     return _with_query(
         pending.return_url, {"flow_id": pending.flow_id, "status": "rejected", "error": reason}
     )
@@ -396,70 +378,66 @@ def complete_flow(
     flow = svc.repo.get_flow(flow_id) if FLOW_ID.match(flow_id) else None
     if flow is None or (flow.status == "pending_binding" and flow.expires_at <= svc.clock()):
         raise FlowNotFound("no such flow, or it expired before binding")
-    if flow.agent != agent:
-        audit(
-            "consent.complete", "denied", reason="forbidden", principal=caller.arn, flow_id=flow_id
+    with decision("consent.complete", principal=caller.arn, flow_id=flow_id) as d:
+        if flow.agent != agent:
+            raise Forbidden("this flow belongs to another agent")
+        if flow.status != "pending_binding":
+            raise FlowNotPending(f"this flow is {flow.status}", flow_status=flow.status)
+        d.bind(
+            agent=agent,
+            provider=flow.provider,
+            session_id=flow.session_id,
+            grant_id=flow.grant_id,
         )
-        raise Forbidden("this flow belongs to another agent")
-    if flow.status != "pending_binding":
-        raise FlowNotPending(f"this flow is {flow.status}", flow_status=flow.status)
-    where: dict[str, Any] = {
-        "agent": agent,
-        "provider": flow.provider,
-        "session_id": flow.session_id,
-        "flow_id": flow.flow_id,
-        "grant_id": flow.grant_id,
-    }
-    if body.binding_code is None:
-        audit("consent.complete", "denied", reason=BindingCodeRequired.code, **where)
-        raise BindingCodeRequired(
-            "binding_code is required: the vault put it in the redirect to the application's "
-            "return URL, next to flow_id"
+        if body.binding_code is None:
+            raise BindingCodeRequired(
+                "binding_code is required: the vault put it in the redirect to the application's "
+                "return URL, next to flow_id"
+            )
+        user = svc.identity.user_from(body.user.as_dict(), agent)
+        d.bind(user=user)
+        context = token_context(
+            flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
         )
-    user = svc.identity.user_from(body.user.as_dict(), agent)
-    context = token_context(
-        flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
-    )
-    code_matches = flow.binding_hash is not None and hmac.compare_digest(
-        _binding_hash(body.binding_code), flow.binding_hash
-    )
-    if not code_matches:
-        _reject(svc, flow, context, BindingCodeInvalid.code, user, where)
-        raise BindingCodeInvalid(
-            "this is not the flow's binding code; the flow was rejected and its tokens revoked "
-            "(start consent again)"
+        code_matches = flow.binding_hash is not None and hmac.compare_digest(
+            _binding_hash(body.binding_code), flow.binding_hash
         )
-    if user != flow.user:
-        _reject(svc, flow, context, UserMismatch.code, user, where)
-        raise UserMismatch(
-            "the logged-in user is not the user this consent was started for; "
-            "the tokens were revoked"
+        if not code_matches:
+            _reject(svc, flow, context, BindingCodeInvalid.code, d)
+            raise BindingCodeInvalid(
+                "this is not the flow's binding code; the flow was rejected and its tokens revoked "
+                "(start consent again)"
+            )
+        if user != flow.user:
+            _reject(svc, flow, context, UserMismatch.code, d)
+            raise UserMismatch(
+                "the logged-in user is not the user this consent was started for; "
+                "the tokens were revoked"
+            )
+        assert flow.refresh_token_ct is not None  # a pending_binding flow always holds them
+        previous = svc.repo.get_grant(flow.user, flow.agent, flow.provider)
+        grant = Grant(
+            grant_id=flow.grant_id,
+            user=flow.user,
+            agent=flow.agent,
+            provider=flow.provider,
+            scopes=flow.granted_scopes,
+            refresh_token_ct=flow.refresh_token_ct,
+            created_at=svc.now(),
         )
-    assert flow.refresh_token_ct is not None  # a pending_binding flow always holds them
-    previous = svc.repo.get_grant(flow.user, flow.agent, flow.provider)
-    grant = Grant(
-        grant_id=flow.grant_id,
-        user=flow.user,
-        agent=flow.agent,
-        provider=flow.provider,
-        scopes=flow.granted_scopes,
-        refresh_token_ct=flow.refresh_token_ct,
-        created_at=svc.now(),
-    )
-    try:
-        svc.repo.activate_flow(flow, grant)
-    except Conflict as exc:
-        audit("consent.complete", "denied", reason=FlowNotPending.code, user=user, **where)
-        raise FlowNotPending("this flow was completed concurrently") from exc
-    if previous is not None and previous.grant_id != grant.grant_id:
-        # Tokens minted from the replaced grant must not outlive it. They are dropped, not
-        # revoked upstream: the provider may share one grant between both consents, and
-        # revoking there would kill the new one too.
-        for stale in svc.repo.tokens_of_grant(previous.grant_id):
-            svc.repo.delete_token(stale)
-    if not svc.config.providers[flow.provider].revocation_revokes_grant:
-        _revoke_flow_tokens(svc, flow, context, refresh=False)  # the consent's own access token
-    audit("consent.complete", "allowed", user=user, scopes=flow.granted_scopes, **where)
+        try:
+            svc.repo.activate_flow(flow, grant)
+        except Conflict as exc:
+            raise FlowNotPending("this flow was completed concurrently") from exc
+        if previous is not None and previous.grant_id != grant.grant_id:
+            # Tokens minted from the replaced grant must not outlive it. They are dropped, not
+            # revoked upstream: the provider may share one grant between both consents, and
+            # revoking there would kill the new one too.
+            for stale in svc.repo.tokens_of_grant(previous.grant_id):
+                svc.repo.delete_token(stale)
+        if not svc.config.providers[flow.provider].revocation_revokes_grant:
+            _revoke_flow_tokens(svc, flow, context, refresh=False)  # the consent's own access token
+        d.bind(scopes=flow.granted_scopes)
     return {
         "flow_id": flow.flow_id,
         "status": "active",
@@ -490,25 +468,17 @@ def _reject(
     flow: Flow,
     context: dict[str, str],
     reason: str,
-    user: UserRef,
-    where: dict[str, Any],
+    completing: Decision,
 ) -> None:
-    """Close a pending flow as rejected and revoke its tokens upstream; a flow another request
-    closed first (a race) is left alone and answered 409, its tokens untouched."""
+    """Close a pending flow as rejected (the caller then raises the error named `reason`) and
+    revoke its tokens upstream; a flow another request closed first (a race) is left alone and
+    answered 409, its tokens untouched."""
     try:
         svc.repo.reject_flow(flow.flow_id, reason)
     except Conflict as exc:
-        audit("consent.complete", "denied", reason=FlowNotPending.code, user=user, **where)
         raise FlowNotPending("this flow was completed concurrently") from exc
     upstream = _revoke_flow_tokens(svc, flow, context)
-    audit(
-        "consent.complete",
-        "denied",
-        reason=reason,
-        user=user,
-        upstream="revoked" if upstream else "revoke_failed",
-        **where,
-    )
+    completing.note(upstream="revoked" if upstream else "revoke_failed")
 
 
 def _revoke_flow_tokens(

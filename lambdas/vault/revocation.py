@@ -11,7 +11,7 @@ condition, and its caller revokes what it just got (see tokens._refresh).
 
 from __future__ import annotations
 
-from vault.audit import audit
+from vault.audit import decision
 from vault.caller import Caller, require_admin
 from vault.errors import DecryptionFailed, InvalidRequest, OAuthError, UnknownProvider, VaultError
 from vault.models import Flow, Grant, Session, SessionToken, UserRef, token_context
@@ -65,16 +65,15 @@ def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
     for grant_id in dead_grants:
         grant = svc.repo.grant_by_id(grant_id)
         if grant is not None and grant.status == "active":
-            svc.repo.mark_grant_broken(grant, "revoked_with_session")
-            audit(
+            with decision(
                 "grant.revoke",
-                "revoked",
-                reason="revoked_with_session",
                 agent=grant.agent,
                 user=grant.user,
                 provider=grant.provider,
                 grant_id=grant.grant_id,
-            )
+            ) as d:
+                svc.repo.mark_grant_broken(grant, "revoked_with_session")
+                d.conclude("revoked", reason="revoked_with_session")
         for other in svc.repo.tokens_of_grant(grant_id):
             svc.repo.delete_token(other)
     return revoked
@@ -85,20 +84,19 @@ def end_session(
 ) -> int:
     """End a session, then revoke its tokens, read only after it is marked ended: a refresh
     that committed before is in the list, and none can commit after (tokens._refresh)."""
-    changed = svc.repo.end_session(session.session_id, reason)
-    _, tokens = svc.repo.session_bundle(session.session_id)
-    revoked = revoke_tokens(svc, tokens)
-    audit(
+    with decision(
         "session.end",
-        "ended" if changed else "already_ended",
-        reason=reason,
         principal=principal,
         agent=session.agent,
         user=session.user,
         session_id=session.session_id,
         task_id=session.task_id,
-        revoked_tokens=revoked,
-    )
+    ) as d:
+        changed = svc.repo.end_session(session.session_id, reason)
+        _, tokens = svc.repo.session_bundle(session.session_id)
+        revoked = revoke_tokens(svc, tokens)
+        d.note(revoked_tokens=revoked)
+        d.conclude("ended" if changed else "already_ended", reason=reason)
     return revoked
 
 
@@ -124,25 +122,24 @@ def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | N
     if current is None:  # gone already, or replaced by a newer consent: not this grant
         return 0
     grant = current
-    upstream_ok = revoke_upstream(
-        svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
-    )
-    revoked = revoke_tokens(svc, svc.repo.tokens_of_grant(grant.grant_id))
-    if upstream_ok:
-        svc.repo.delete_grant(grant)
-    else:  # kept (never usable) so a later revocation can try upstream again
-        svc.repo.mark_grant_broken(grant, "revoke_pending")
-    audit(
+    with decision(
         "grant.revoke",
-        "revoked" if upstream_ok else "revoke_pending",
-        reason=reason,
         principal=principal,
         agent=grant.agent,
         user=grant.user,
         provider=grant.provider,
         grant_id=grant.grant_id,
-        revoked_tokens=revoked,
-    )
+    ) as d:
+        upstream_ok = revoke_upstream(
+            svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
+        )
+        revoked = revoke_tokens(svc, svc.repo.tokens_of_grant(grant.grant_id))
+        if upstream_ok:
+            svc.repo.delete_grant(grant)
+        else:  # kept (never usable) so a later revocation can try upstream again
+            svc.repo.mark_grant_broken(grant, "revoke_pending")
+        d.note(revoked_tokens=revoked)
+        d.conclude("revoked" if upstream_ok else "revoke_pending", reason=reason)
     return revoked
 
 
@@ -153,47 +150,51 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
         raise InvalidRequest(f"no agent named {body.agent!r} is configured (agents)")
     if body.provider and body.provider not in svc.config.providers:
         raise UnknownProvider(f"no provider named {body.provider!r} is configured (providers)")
-    grants: list[Grant]
-    if body.grant_id:
-        found = svc.repo.grant_by_id(body.grant_id)
-        grants = [found] if found else []
-    elif body.user:
-        grants = svc.repo.grants_of_user(UserRef(iss=body.user.iss, sub=body.user.sub))
-    elif body.agent:
-        grants = svc.repo.grants_of_agent(body.agent, body.provider)
-    else:
-        grants = [
-            g for agent in svc.config.agents for g in svc.repo.grants_of_agent(agent, body.provider)
-        ]
-    selected = [
-        g
-        for g in grants
-        if (body.user is None or g.user == UserRef(iss=body.user.iss, sub=body.user.sub))
-        and (body.agent is None or g.agent == body.agent)
-        and (body.provider is None or g.provider == body.provider)
-    ]
-    revoked = sum(revoke_grant(svc, g, "admin_revocation", principal=caller.arn) for g in selected)
-    flows = 0
-    if body.user is not None:  # the user's consents nobody bound yet die too
-        for flow in svc.repo.unbound_flows_of_user(UserRef(iss=body.user.iss, sub=body.user.sub)):
-            if (
-                (body.agent is None or flow.agent == body.agent)
-                and (body.provider is None or flow.provider == body.provider)
-                and (body.grant_id is None or flow.grant_id == body.grant_id)
-            ):
-                flows += retire_unbound_flow(svc, flow, "revoked", principal=caller.arn)
-    audit(
+    with decision(
         "revocation",
-        "done",
         principal=caller.arn,
         agent=body.agent,
         provider=body.provider,
         grant_id=body.grant_id,
         user=UserRef(body.user.iss, body.user.sub) if body.user else None,
-        revoked_grants=len(selected),
-        revoked_tokens=revoked,
-        revoked_flows=flows,
-    )
+    ) as d:
+        grants: list[Grant]
+        if body.grant_id:
+            found = svc.repo.grant_by_id(body.grant_id)
+            grants = [found] if found else []
+        elif body.user:
+            grants = svc.repo.grants_of_user(UserRef(iss=body.user.iss, sub=body.user.sub))
+        elif body.agent:
+            grants = svc.repo.grants_of_agent(body.agent, body.provider)
+        else:
+            grants = [
+                g
+                for agent in svc.config.agents
+                for g in svc.repo.grants_of_agent(agent, body.provider)
+            ]
+        selected = [
+            g
+            for g in grants
+            if (body.user is None or g.user == UserRef(iss=body.user.iss, sub=body.user.sub))
+            and (body.agent is None or g.agent == body.agent)
+            and (body.provider is None or g.provider == body.provider)
+        ]
+        revoked = sum(
+            revoke_grant(svc, g, "admin_revocation", principal=caller.arn) for g in selected
+        )
+        flows = 0
+        if body.user is not None:  # the user's consents nobody bound yet die too
+            for flow in svc.repo.unbound_flows_of_user(
+                UserRef(iss=body.user.iss, sub=body.user.sub)
+            ):
+                if (
+                    (body.agent is None or flow.agent == body.agent)
+                    and (body.provider is None or flow.provider == body.provider)
+                    and (body.grant_id is None or flow.grant_id == body.grant_id)
+                ):
+                    flows += retire_unbound_flow(svc, flow, "revoked", principal=caller.arn)
+        d.note(revoked_grants=len(selected), revoked_tokens=revoked, revoked_flows=flows)
+        d.conclude("done")
     return {"revoked_grants": len(selected), "revoked_tokens": revoked, "revoked_flows": flows}
 
 
@@ -208,30 +209,32 @@ def retire_unbound_flow(
         if closed is None:  # bound, rejected or closed meanwhile
             return 0
         flow = closed
-    context = token_context(
-        flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
-    )
-    upstream_ok = True
-    for ciphertext, hint in (
-        (flow.refresh_token_ct, "refresh_token"),
-        (flow.access_token_ct, "access_token"),
-    ):
-        if ciphertext is not None:
-            upstream_ok &= revoke_upstream(svc, flow.provider, ciphertext, context, hint)
-    if upstream_ok:
-        svc.repo.forget_flow_tokens(flow.flow_id)
-    audit(
+    with decision(
         "grant.revoke",
-        "expired_unbound" if flow.status == "expired" else "revoked",
-        reason="unbound_flow_" + flow.status,
         principal=principal,
         agent=flow.agent,
         user=flow.user,
         provider=flow.provider,
         flow_id=flow.flow_id,
         grant_id=flow.grant_id,
-        upstream="revoked" if upstream_ok else "revoke_pending",
-    )
+    ) as d:
+        context = token_context(
+            flow.user, flow.provider, grant_id=flow.grant_id, scopes=flow.granted_scopes
+        )
+        upstream_ok = True
+        for ciphertext, hint in (
+            (flow.refresh_token_ct, "refresh_token"),
+            (flow.access_token_ct, "access_token"),
+        ):
+            if ciphertext is not None:
+                upstream_ok &= revoke_upstream(svc, flow.provider, ciphertext, context, hint)
+        if upstream_ok:
+            svc.repo.forget_flow_tokens(flow.flow_id)
+        d.note(upstream="revoked" if upstream_ok else "revoke_pending")
+        d.conclude(
+            "expired_unbound" if flow.status == "expired" else "revoked",
+            reason="unbound_flow_" + flow.status,
+        )
     return 1 if upstream_ok else 0
 
 

@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from vault.audit import audit
+from vault.audit import decision
 from vault.caller import Caller, agent_of
 from vault.errors import (
     Forbidden,
@@ -61,55 +61,33 @@ def _check_proof(
 def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSession) -> Session:
     agent = agent_of(svc.config, caller)
     proof = _check_proof(svc, call, None, None)
-    try:
+    with decision(
+        "session.start", agent=agent, principal=caller.arn, task_id=caller.session_name
+    ) as d:
         user = svc.identity.user_from(body.user.as_dict(), agent)
-    except Exception as exc:
-        audit(
-            "session.start",
-            "denied",
-            reason=getattr(exc, "code", "error"),
-            agent=agent,
-            principal=caller.arn,
-            task_id=caller.session_name,
+        d.bind(user=user)
+        now = svc.now()
+        ttl = min(
+            body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds
         )
-        raise
-    now = svc.now()
-    ttl = min(body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds)
-    session = Session(
-        session_id=new_id("ses"),
-        agent=agent,
-        principal_arn=caller.arn,
-        task_id=caller.session_name,
-        user=user,
-        jkt=proof.jkt,
-        public_jwk=proof.public_jwk,
-        created_at=now,
-        expires_at=now + ttl,
-    )
-    try:
-        svc.repo.put_session(session)  # only while the task is not recorded as stopped
-    except Conflict as exc:
-        audit(
-            "session.start",
-            "denied",
-            reason="task_stopped",
+        session = Session(
+            session_id=new_id("ses"),
             agent=agent,
-            principal=caller.arn,
+            principal_arn=caller.arn,
+            task_id=caller.session_name,
             user=user,
-            task_id=caller.session_name,
+            jkt=proof.jkt,
+            public_jwk=proof.public_jwk,
+            created_at=now,
+            expires_at=now + ttl,
         )
-        raise TaskStopped(
-            "this task was stopped; its credentials can start no new session"
-        ) from exc
-    audit(
-        "session.start",
-        "allowed",
-        agent=agent,
-        principal=caller.arn,
-        user=user,
-        session_id=session.session_id,
-        task_id=session.task_id,
-    )
+        try:
+            svc.repo.put_session(session)  # only while the task is not recorded as stopped
+        except Conflict as exc:
+            raise TaskStopped(
+                "this task was stopped; its credentials can start no new session"
+            ) from exc
+        d.bind(session_id=session.session_id)
     return session
 
 
@@ -123,46 +101,23 @@ def authorize_session_call(
     session, tokens = svc.repo.session_bundle(session_id)
     if session is None:
         raise SessionNotFound("no such session")
-    if session.principal_arn != caller.arn:
-        audit(
-            "session.access",
-            "denied",
-            reason="forbidden",
-            principal=caller.arn,
-            session_id=session_id,
-        )
-        raise Forbidden("this session belongs to another caller")
-    try:
+    with decision(
+        "session.access", only_refusals=True, principal=caller.arn, session_id=session_id
+    ) as d:
+        if session.principal_arn != caller.arn:
+            raise Forbidden("this session belongs to another caller")
+        d.bind(agent=session.agent, task_id=session.task_id)
         _check_proof(svc, call, session_id, session.jkt)
-    except Exception as exc:
-        audit(
-            "session.access",
-            "denied",
-            reason=getattr(exc, "code", "error"),
-            principal=caller.arn,
-            agent=session.agent,
-            session_id=session_id,
-            task_id=session.task_id,
-        )
-        raise
-    if require_alive and not session.alive(svc.clock()):
-        # an expired session's tokens die with it (an ended one's were revoked when it ended;
-        # any left are those whose upstream revocation is still pending)
-        revoked = revoke_tokens(svc, tokens) if tokens else 0
-        audit(
-            "session.access",
-            "denied",
-            reason="session_ended",
-            agent=session.agent,
-            session_id=session_id,
-            task_id=session.task_id,
-            status=session.status,
-            revoked_tokens=revoked,
-        )
-        raise SessionEnded(
-            f"the session is {session.ended_reason or 'expired'}; start a new one",
-            reason=session.ended_reason or "expired",
-        )
+        if require_alive and not session.alive(svc.clock()):
+            # an expired session's tokens die with it (an ended one's were revoked when it
+            # ended; any left are those whose upstream revocation is still pending)
+            revoked = revoke_tokens(svc, tokens) if tokens else 0
+            d.note(status=session.status, revoked_tokens=revoked)
+            d.conclude("denied", reason=SessionEnded.code)
+            raise SessionEnded(
+                f"the session is {session.ended_reason or 'expired'}; start a new one",
+                reason=session.ended_reason or "expired",
+            )
     return session, tokens
 
 
@@ -178,47 +133,29 @@ def renew_session(
     identity was last verified, it needs that fresh identity.
     """
     session, _ = authorize_session_call(svc, caller, session_id, call)
-    now = svc.now()
-    max_end = session.created_at + svc.config.session_max_life_seconds
-    identity_due = now - session.identity_verified_at >= svc.config.session_ttl_seconds
-    if identity_due and body.user is None:
-        audit(
-            "session.renew",
-            "denied",
-            reason=IdentityRequired.code,
-            agent=session.agent,
-            session_id=session_id,
-            task_id=session.task_id,
-        )
-        raise IdentityRequired(
-            "renewing past the first window needs a fresh identity of the session's user (user)"
-        )
-    if body.user is not None:
-        user = svc.identity.user_from(body.user.as_dict(), session.agent)
-        if user != session.user:
-            audit(
-                "session.renew",
-                "denied",
-                reason="user_mismatch",
-                agent=session.agent,
-                session_id=session_id,
-                task_id=session.task_id,
+    with decision(
+        "session.renew", agent=session.agent, session_id=session_id, task_id=session.task_id
+    ) as d:
+        now = svc.now()
+        max_end = session.created_at + svc.config.session_max_life_seconds
+        identity_due = now - session.identity_verified_at >= svc.config.session_ttl_seconds
+        if identity_due and body.user is None:
+            raise IdentityRequired(
+                "renewing past the first window needs a fresh identity of the session's user (user)"
             )
-            raise UserMismatch("a session can only be renewed for the user it was started for")
-    ttl = min(body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds)
-    expires_at = min(now + ttl, max_end)
-    verified = body.user is not None
-    if not svc.repo.extend_session(session_id, expires_at, now, identity_verified=verified):
-        raise SessionEnded("the session ended before it could be renewed; start a new one")
-    session.expires_at = expires_at
-    if verified:
-        session.identity_at = now
-    audit(
-        "session.renew",
-        "allowed",
-        agent=session.agent,
-        user=session.user,
-        session_id=session_id,
-        task_id=session.task_id,
-    )
+        if body.user is not None:
+            user = svc.identity.user_from(body.user.as_dict(), session.agent)
+            if user != session.user:
+                raise UserMismatch("a session can only be renewed for the user it was started for")
+        ttl = min(
+            body.ttl_seconds or svc.config.session_ttl_seconds, svc.config.session_ttl_seconds
+        )
+        expires_at = min(now + ttl, max_end)
+        verified = body.user is not None
+        if not svc.repo.extend_session(session_id, expires_at, now, identity_verified=verified):
+            raise SessionEnded("the session ended before it could be renewed; start a new one")
+        session.expires_at = expires_at
+        if verified:
+            session.identity_at = now
+        d.bind(user=session.user)
     return session

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from vault.audit import audit
+from vault.audit import Decision, decision
 from vault.caller import Caller, agent_of
 from vault.errors import (
     Busy,
@@ -22,7 +22,6 @@ from vault.errors import (
     ProviderError,
     SessionEnded,
     StoredDataInvalid,
-    VaultError,
 )
 from vault.models import Grant, Session, SessionToken, token_context
 from vault.oauth.client import AnswerLost
@@ -71,63 +70,41 @@ def get_token(
     svc: Services, caller: Caller, session_id: str, call: HttpCall, body: TokenRequest
 ) -> dict[str, Any]:
     agent = agent_of(svc.config, caller)
-    try:
-        scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
-    except VaultError as exc:
-        audit(
-            "token.issue",
-            "denied",
-            reason=exc.code,
-            agent=agent,
-            principal=caller.arn,
-            provider=body.provider,
-            scopes=body.scopes,
-            session_id=session_id,
-        )
-        raise
-    session, tokens = authorize_session_call(svc, caller, session_id, call)
-    where: dict[str, Any] = {
-        "agent": agent,
-        "user": session.user,
-        "provider": body.provider,
-        "session_id": session_id,
-        "task_id": session.task_id,
-    }
-    cached = next((t for t in tokens if t.provider == body.provider and t.scopes == scopes), None)
-    minted = False
-    if not _fresh(cached, svc.clock()):
-        try:
-            cached, minted = _mint(svc, session, body.provider, scopes, cached)
-        except VaultError as exc:
-            audit(
-                "token.issue",
-                "denied",
-                reason=exc.extra.get("reason", exc.code),
-                scopes=scopes,
-                **where,
-            )
-            raise
-    assert cached is not None
-    try:
-        access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
-    except DecryptionFailed as exc:  # moved from another item or tampered: never served
-        audit(
-            "token.issue",
-            "denied",
-            reason=StoredDataInvalid.code,
-            scopes=scopes,
-            grant_id=cached.grant_id,
-            **where,
-        )
-        raise StoredDataInvalid("this session's stored token does not decrypt as its own") from exc
-    audit(
+    with decision(
         "token.issue",
-        "allowed",
+        only_refusals=True,
+        agent=agent,
+        principal=caller.arn,
+        provider=body.provider,
+        scopes=body.scopes,
+        session_id=session_id,
+    ):
+        scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
+    session, tokens = authorize_session_call(svc, caller, session_id, call)
+    with decision(
+        "token.issue",
+        agent=agent,
+        user=session.user,
+        provider=body.provider,
         scopes=scopes,
-        grant_id=cached.grant_id,
-        cached=not minted,
-        **where,
-    )
+        session_id=session_id,
+        task_id=session.task_id,
+    ) as d:
+        cached = next(
+            (t for t in tokens if t.provider == body.provider and t.scopes == scopes), None
+        )
+        minted = False
+        if not _fresh(cached, svc.clock()):
+            cached, minted = _mint(svc, session, body.provider, scopes, cached)
+        assert cached is not None
+        d.bind(grant_id=cached.grant_id)
+        try:
+            access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
+        except DecryptionFailed as exc:  # moved from another item or tampered: never served
+            raise StoredDataInvalid(
+                "this session's stored token does not decrypt as its own"
+            ) from exc
+        d.note(cached=not minted)
     return {
         "access_token": access_token,
         "token_type": "Bearer",  # a token type  # nosec B105
@@ -164,11 +141,20 @@ def _mint(
                 svc.repo.release_lease(leased, owner)
                 assert existing is not None
                 return existing, False
-            if leased.lease_abandoned and svc.provider(provider).config.rotates_refresh_tokens:
-                # the last holder never reported back (crashed, or its result was not stored):
-                # its refresh may have rotated the token we hold, so never replay it
-                raise _outcome_unknown(svc, session, leased, scopes)
-            return _refresh(svc, session, leased, scopes, owner), True
+            with decision(
+                "grant.refresh",
+                agent=leased.agent,
+                user=leased.user,
+                provider=leased.provider,
+                scopes=scopes,
+                session_id=session.session_id,
+                grant_id=leased.grant_id,
+            ) as refreshing:
+                if leased.lease_abandoned and svc.provider(provider).config.rotates_refresh_tokens:
+                    # the last holder never reported back (crashed, or its result was not
+                    # stored): its refresh may have rotated the token we hold, so never replay it
+                    raise _outcome_unknown(svc, session, leased, scopes, refreshing)
+                return _refresh(svc, session, leased, scopes, owner, refreshing), True
         existing = svc.repo.get_session_token(session.session_id, provider, scopes)
         if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
             assert existing is not None
@@ -197,21 +183,11 @@ def _require_usable(
 
 
 def _outcome_unknown(
-    svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...]
+    svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...], refreshing: Decision
 ) -> ConsentRequired:
     """Mark the grant broken because a refresh's outcome is unknown; the error to raise."""
     svc.repo.mark_grant_broken(grant, "refresh_outcome_unknown")
-    audit(
-        "grant.refresh",
-        "broken",
-        reason="refresh_outcome_unknown",
-        scopes=scopes,
-        agent=grant.agent,
-        user=grant.user,
-        provider=grant.provider,
-        grant_id=grant.grant_id,
-        session_id=session.session_id,
-    )
+    refreshing.conclude("broken", reason="refresh_outcome_unknown")
     return ConsentRequired(
         f"a refresh at {grant.provider!r} got no answer and may have rotated the user's grant; "
         "it is not retried: ask for consent again",
@@ -224,17 +200,16 @@ def _outcome_unknown(
 
 
 def _refresh(
-    svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...], owner: str
+    svc: Services,
+    session: Session,
+    grant: Grant,
+    scopes: tuple[str, ...],
+    owner: str,
+    refreshing: Decision,
 ) -> SessionToken:
-    """Refresh upstream while holding the lease; always leaves the lease released."""
+    """Refresh upstream while holding the lease; always leaves the lease released. Says how it
+    ended through `refreshing`, the refresh's audit decision."""
     client = svc.provider(grant.provider)
-    where: dict[str, Any] = {
-        "agent": grant.agent,
-        "user": grant.user,
-        "provider": grant.provider,
-        "grant_id": grant.grant_id,
-        "session_id": session.session_id,
-    }
     try:
         refresh_token = svc.envelope.decrypt(grant.refresh_token_ct, grant.context).decode()
         answer = client.refresh(refresh_token, scopes)
@@ -242,7 +217,7 @@ def _refresh(
         if exc.error == "invalid_grant":
             # the provider no longer honours this grant: mark it once, never retry it
             svc.repo.mark_grant_broken(grant, "invalid_grant")
-            audit("grant.refresh", "broken", reason="invalid_grant", scopes=scopes, **where)
+            refreshing.conclude("broken", reason="invalid_grant")
             raise ConsentRequired(
                 f"the user's consent at {grant.provider!r} is no longer valid; ask again",
                 provider=grant.provider,
@@ -251,7 +226,7 @@ def _refresh(
                 authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
             ) from exc
         svc.repo.release_lease(grant, owner)
-        audit("grant.refresh", "failed", reason=exc.error, **where)
+        refreshing.conclude("failed", reason=exc.error)
         raise ProviderError(
             f"provider {grant.provider!r} refused the refresh ({exc.error})"
         ) from exc
@@ -262,7 +237,7 @@ def _refresh(
         # The provider may have rotated the refresh token and its answer is lost: the token we
         # hold may be spent, and replaying it makes a rotating provider revoke the whole grant
         # (every session's live tokens). Never replay it: break the grant once, ask for consent.
-        raise _outcome_unknown(svc, session, grant, scopes) from exc
+        raise _outcome_unknown(svc, session, grant, scopes, refreshing) from exc
     except DecryptionFailed as exc:  # moved from another grant or tampered: never used
         svc.repo.release_lease(grant, owner)
         raise StoredDataInvalid(
@@ -292,25 +267,19 @@ def _refresh(
     try:
         svc.repo.store_refresh(grant, owner, new_refresh, None if broader else token, now)
     except Conflict as exc:
-        _lost_commit(svc, session, grant, owner, token, new_refresh, answer, now, where)
-        audit("grant.refresh", "failed", reason="lease_lost", **where)
+        _lost_commit(svc, session, grant, owner, token, new_refresh, answer, now, refreshing)
+        refreshing.conclude("failed", reason="lease_lost")
         raise Busy("the refresh lease expired before the result was stored; retry") from exc
     if broader:
         # the provider ignored the narrowing: never hand out more than was asked for
-        audit(
-            "grant.refresh",
-            "failed",
-            reason="scope_not_narrowed",
-            scopes=scopes,
-            granted_scopes=list(answer.scopes or ()),
-            **where,
-        )
+        refreshing.note(granted_scopes=list(answer.scopes or ()))
+        refreshing.conclude("failed", reason="scope_not_narrowed")
         raise ProviderError(
             f"provider {grant.provider!r} returned a token broader than requested; set "
             f"providers.{grant.provider}.narrow_scopes_on_refresh to false only if it cannot "
             "narrow"
         )
-    audit("grant.refresh", "refreshed", scopes=scopes, **where)
+    refreshing.conclude("refreshed")
     return token
 
 
@@ -323,7 +292,7 @@ def _lost_commit(
     new_refresh: bytes | None,
     answer: Any,
     now: int,
-    where: dict[str, Any],
+    refreshing: Decision,
 ) -> None:
     """The refresh's commit failed its condition. If a revocation closed the door meanwhile
     (the grant is `revoking` or gone, or the session ended), what the provider just issued is
@@ -346,13 +315,8 @@ def _lost_commit(
         refresh_ok = new_refresh is None or revoke_plain(
             svc, grant.provider, answer.refresh_token, "refresh_token"
         )
-        audit(
-            "grant.refresh",
-            "discarded",
-            reason=reason,
-            upstream="revoked" if access_ok and refresh_ok else "revoke_failed",
-            **where,
-        )
+        refreshing.note(upstream="revoked" if access_ok and refresh_ok else "revoke_failed")
+        refreshing.conclude("discarded", reason=reason)
         raise ConsentRequired(
             f"the user's grant at {grant.provider!r} was revoked; ask for consent again",
             provider=grant.provider,
@@ -371,12 +335,7 @@ def _lost_commit(
         except Conflict:
             svc.repo.release_lease(grant, owner)
     revoked = revoke_tokens(svc, [token])
-    audit(
-        "grant.refresh",
-        "discarded",
-        reason="session_ended",
-        upstream="revoked" if revoked else "revoke_failed",
-        **where,
-    )
+    refreshing.note(upstream="revoked" if revoked else "revoke_failed")
+    refreshing.conclude("discarded", reason="session_ended")
     ended = (latest.ended_reason if latest is not None else None) or "expired"
     raise SessionEnded(f"the session is {ended}; start a new one", reason=ended)

@@ -81,7 +81,7 @@ def test_row_17_concurrent_requests_during_a_provider_failure_cause_no_retry_sto
     assert grant_after["status"]["S"] == "active" and "lease_owner" not in grant_after
     assert grant_after["refresh_token"] != grant_before["refresh_token"]  # the rotation kept
     assert int(grant_after["version"]["N"]) == int(grant_before["version"]["N"]) + 1
-    assert len(audit_events.find("token.issue", "denied", reason="provider_error")) == 1
+    assert len(audit_events.find("token.issue", "failed", reason="provider_error")) == 1
     assert len(audit_events.find("token.issue", "allowed")) == 7
     assert len(audit_events.find("grant.refresh", "refreshed")) == 1
 

@@ -11,7 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import revocation
-from vault.audit import audit
+from vault.audit import decision
 from vault.caller import caller_from
 from vault.handlers.http import json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
@@ -32,7 +32,9 @@ def revoke() -> Response[str]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
-        swept = revocation.sweep_unbound_flows(services())
-        audit("flows.sweep", "done", count=swept)
+        with decision("flows.sweep") as d:
+            swept = revocation.sweep_unbound_flows(services())
+            d.note(count=swept)
+            d.conclude("done")
         return {"status": "swept", "revoked_flows": swept}
     return app.resolve(event, context)

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ValidationError
 
 from vault import jsondoc
-from vault.audit import audit, begin_request, recorded
+from vault.audit import begin_request, recorded, request_refused
 from vault.errors import (
     InternalError,
     InvalidRequest,
@@ -54,19 +54,16 @@ def make_resolver() -> APIGatewayHttpResolver:
     app.use(middlewares=[_begin])
 
     def _audit_refusal(error: VaultError, *, always: bool = False) -> None:
-        """Every refused request leaves an audit event: the flow's own, or this one."""
+        """Every refused request leaves an audit event: its decision's, or this one."""
         if recorded() and not always:
             return
         event = app.current_event.raw_event
         iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
         principal = iam.get("userArn")
-        audit(
-            "request",
-            "denied" if error.status < 500 else "failed",
-            reason=error.code,
+        request_refused(
+            error,
             principal=principal if isinstance(principal, str) else None,
             route=str(event.get("routeKey", ""))[:128],
-            status=error.status,
         )
 
     @app.exception_handler(VaultError)
@@ -86,7 +83,8 @@ def make_resolver() -> APIGatewayHttpResolver:
     def _unexpected(error: Exception) -> Response[str]:
         logger.error("unexpected error", extra={"error_type": type(error).__name__})
         failure = InternalError("the vault failed unexpectedly; retry shortly")
-        _audit_refusal(failure, always=True)
+        # a decision that saw the error recorded it as failed; one that ended before did not
+        _audit_refusal(failure, always=not recorded("failed"))
         return problem(failure)
 
     return app

@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vault.audit import audit
+from vault.audit import decision
 from vault.observability import logger, metrics
 from vault.revocation import end_task_sessions
 from vault.runtime import services
@@ -59,15 +59,11 @@ class TaskStateChange(BaseModel):
     data_keyword_argument="event_id", persistence_store=persistence, config=idempotency
 )
 def reap(event_id: str, task_id: str) -> dict[str, Any]:
-    ended, revoked = end_task_sessions(services(), task_id)
-    audit(
-        "task.stopped",
-        "reaped",
-        task_id=task_id,
-        trigger=event_id,
-        count=ended,
-        revoked_tokens=revoked,
-    )
+    with decision("task.stopped", task_id=task_id) as d:
+        d.note(trigger=event_id)
+        ended, revoked = end_task_sessions(services(), task_id)
+        d.note(count=ended, revoked_tokens=revoked)
+        d.conclude("reaped")
     return {
         "status": "reaped",
         "task_id": task_id,
