@@ -49,7 +49,7 @@ from vault.revocation import revoke_upstream
 from vault.runtime import Services
 from vault.schemas import CompleteFlow, StartAuthorization
 from vault.sessions import HttpCall, authorize_session_call, new_id
-from vault.store.repository import Conflict
+from vault.store import Conflict
 
 FLOW_ID = re.compile(r"^flw_[A-Za-z0-9_-]{32}$")
 # RFC 6749 §4.1.2.1 error codes: the only provider errors reflected to the return URL.
@@ -146,7 +146,7 @@ def start_authorization(
         created_at=now,
         expires_at=now + svc.config.flow_ttl_seconds,
     )
-    svc.repo.put_pending_flow(pending)
+    svc.store.flows.put_pending(pending)
     audit(
         "consent.start",
         "allowed",
@@ -178,7 +178,7 @@ def handle_callback(
     if not state or len(state) > MAX_PARAM:
         audit("consent.callback", "denied", reason="invalid_state")
         raise InvalidState("the callback has no usable state")
-    pending = svc.repo.claim_pending_flow(_state_hash(state), svc.clock())
+    pending = svc.store.flows.claim_pending(_state_hash(state), svc.clock())
     if pending is None:
         audit("consent.callback", "denied", reason="invalid_state")
         raise InvalidState("this state is unknown, expired or already used; start consent again")
@@ -193,7 +193,7 @@ def handle_callback(
     if callback_provider is not None and callback_provider != pending.provider:
         # mix-up: an answer meant for this flow's provider arrived at another provider's callback
         # (or the reverse); redeeming it anywhere could hand the code to the wrong token endpoint
-        svc.repo.drop_pending_flow(pending.state_hash)
+        svc.store.flows.drop_pending(pending.state_hash)
         audit(
             "consent.callback",
             "denied",
@@ -208,7 +208,7 @@ def handle_callback(
     error = query.get("error")
     if error is not None:
         refusal = error if error in OAUTH_ERRORS else "invalid_request"
-        svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "refused", error=refusal))
+        svc.store.flows.close_pending(pending.state_hash, _flow(pending, "refused", error=refusal))
         audit("consent.callback", "refused", reason=refusal, scopes=pending.scopes, **where)
         return _with_query(
             pending.return_url, {"flow_id": pending.flow_id, "status": "refused", "error": refusal}
@@ -229,11 +229,11 @@ def handle_callback(
         if not code or len(code) > MAX_PARAM:
             raise CodeExchangeFailed("the callback carries no authorization code")
     except (IssuerMismatch, CallbackMismatch, CodeExchangeFailed) as exc:
-        svc.repo.drop_pending_flow(pending.state_hash)
+        svc.store.flows.drop_pending(pending.state_hash)
         audit("consent.callback", "denied", reason=exc.code, **where)
         raise
     except (ProviderError, ProviderTimeout) as exc:  # metadata unreadable: transient
-        svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+        svc.store.flows.release_pending(pending.state_hash)  # intact: the user may retry
         audit("consent.callback", "failed", reason=exc.code, **where)
         raise
     try:
@@ -246,21 +246,21 @@ def handle_callback(
             redirect_uri=callback_url(svc, callback_provider),
         )
     except DecryptionFailed as exc:
-        svc.repo.drop_pending_flow(pending.state_hash)  # its verifier is not its own: unusable
+        svc.store.flows.drop_pending(pending.state_hash)  # its verifier is not its own: unusable
         audit("consent.callback", "denied", reason=StoredDataInvalid.code, **where)
         raise StoredDataInvalid("this flow's stored verifier does not decrypt as its own") from exc
     except VaultError as exc:  # provider down or slow, keys or client secret unavailable
-        svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+        svc.store.flows.release_pending(pending.state_hash)  # intact: the user may retry
         audit("consent.callback", "failed", reason=exc.code, **where)
         raise
     except OAuthError as exc:
-        svc.repo.drop_pending_flow(pending.state_hash)
+        svc.store.flows.drop_pending(pending.state_hash)
         audit("consent.callback", "failed", reason=exc.error, **where)
         raise CodeExchangeFailed(
             f"the provider refused the code exchange ({exc.error})", provider_error=exc.error
         ) from exc
     if answer.refresh_token is None:
-        svc.repo.drop_pending_flow(pending.state_hash)
+        svc.store.flows.drop_pending(pending.state_hash)
         audit("consent.callback", "failed", reason="no_refresh_token", **where)
         raise CodeExchangeFailed(
             f"provider {pending.provider!r} issued no refresh token; check "
@@ -288,7 +288,7 @@ def handle_callback(
         binding_hash=_binding_hash(binding_code),
     )
     try:
-        svc.repo.close_pending_flow(pending.state_hash, flow)
+        svc.store.flows.close_pending(pending.state_hash, flow)
     except VaultError as exc:
         # the code is spent but its tokens could not be kept: revoke them upstream rather than
         # leave a live grant the vault has forgotten (the state stays claimed: start again).
@@ -340,7 +340,7 @@ def _reject_at_callback(
     upstream from the plaintext in hand (the callback may seal tokens, never open one), the flow
     is recorded rejected, and no binding code exists."""
     upstream = _revoke_answer(svc, pending.provider, answer)
-    svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "rejected", error=reason))
+    svc.store.flows.close_pending(pending.state_hash, _flow(pending, "rejected", error=reason))
     audit(
         "consent.callback",
         "denied",
@@ -393,7 +393,7 @@ def complete_flow(
     code cannot be guessed by polling. Losing a race to another completion is a 409.
     """
     agent = agent_of(svc.config, caller)
-    flow = svc.repo.get_flow(flow_id) if FLOW_ID.match(flow_id) else None
+    flow = svc.store.flows.get(flow_id) if FLOW_ID.match(flow_id) else None
     if flow is None or (flow.status == "pending_binding" and flow.expires_at <= svc.clock()):
         raise FlowNotFound("no such flow, or it expired before binding")
     if flow.agent != agent:
@@ -436,7 +436,7 @@ def complete_flow(
             "the tokens were revoked"
         )
     assert flow.refresh_token_ct is not None  # a pending_binding flow always holds them
-    previous = svc.repo.get_grant(flow.user, flow.agent, flow.provider)
+    previous = svc.store.grants.get(flow.user, flow.agent, flow.provider)
     grant = Grant(
         grant_id=flow.grant_id,
         user=flow.user,
@@ -447,7 +447,7 @@ def complete_flow(
         created_at=svc.now(),
     )
     try:
-        svc.repo.activate_flow(flow, grant)
+        svc.store.flows.activate(flow, grant)
     except Conflict as exc:
         audit("consent.complete", "denied", reason=FlowNotPending.code, user=user, **where)
         raise FlowNotPending("this flow was completed concurrently") from exc
@@ -455,8 +455,8 @@ def complete_flow(
         # Tokens minted from the replaced grant must not outlive it. They are dropped, not
         # revoked upstream: the provider may share one grant between both consents, and
         # revoking there would kill the new one too.
-        for stale in svc.repo.tokens_of_grant(previous.grant_id):
-            svc.repo.delete_token(stale)
+        for stale in svc.store.sessions.tokens_of_grant(previous.grant_id):
+            svc.store.sessions.delete_token(stale)
     if not svc.config.providers[flow.provider].revocation_revokes_grant:
         _revoke_flow_tokens(svc, flow, context, refresh=False)  # the consent's own access token
     audit("consent.complete", "allowed", user=user, scopes=flow.granted_scopes, **where)
@@ -496,7 +496,7 @@ def _reject(
     """Close a pending flow as rejected and revoke its tokens upstream; a flow another request
     closed first (a race) is left alone and answered 409, its tokens untouched."""
     try:
-        svc.repo.reject_flow(flow.flow_id, reason)
+        svc.store.flows.reject(flow.flow_id, reason)
     except Conflict as exc:
         audit("consent.complete", "denied", reason=FlowNotPending.code, user=user, **where)
         raise FlowNotPending("this flow was completed concurrently") from exc
