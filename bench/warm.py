@@ -96,8 +96,8 @@ class Breakdown:
     STEPS: tuple[tuple[str, str, str], ...] = (
         ("vault.tokens", "get_token", "route: tokens.get_token (all of the flow)"),
         ("vault.sessions", "verify_proof", "proof verification (joserfc, ES256)"),
-        ("vault.store.repository", "Repository.session_bundle", "DynamoDB Query + mapping"),
-        ("vault.store.repository", "Repository.remember_jti", "DynamoDB PutItem (jti)"),
+        ("vault.store.sessions", "SessionRepository.bundle", "DynamoDB Query + mapping"),
+        ("vault.store.replay", "ReplayRepository.remember", "DynamoDB PutItem (jti)"),
         ("vault.store.envelope", "Envelope.decrypt", "data-key cache + AES-GCM decrypt"),
         ("vault.tokens", "audit", "audit log line + metric"),
         ("vault.handlers.agent_api", "parse_body", "body parsing (pydantic)"),

@@ -49,7 +49,7 @@ from vault.revocation import revoke_upstream
 from vault.runtime import Services
 from vault.schemas import CompleteFlow, StartAuthorization
 from vault.sessions import HttpCall, authorize_session_call, new_id
-from vault.store.repository import Conflict
+from vault.store import Conflict
 
 FLOW_ID = re.compile(r"^flw_[A-Za-z0-9_-]{32}$")
 # RFC 6749 §4.1.2.1 error codes: the only provider errors reflected to the return URL.
@@ -151,7 +151,7 @@ def start_authorization(
             created_at=now,
             expires_at=now + svc.config.flow_ttl_seconds,
         )
-        svc.repo.put_pending_flow(pending)
+        svc.store.flows.put_pending(pending)
         d.bind(flow_id=flow_id)
     return {"flow_id": flow_id, "authorization_url": url, "expires_at": pending.expires_at}
 
@@ -172,7 +172,7 @@ def handle_callback(
         state = query.get("state")
         if not state or len(state) > MAX_PARAM:
             raise InvalidState("the callback has no usable state")
-        pending = svc.repo.claim_pending_flow(_state_hash(state), svc.clock())
+        pending = svc.store.flows.claim_pending(_state_hash(state), svc.clock())
         if pending is None:
             raise InvalidState(
                 "this state is unknown, expired or already used; start consent again"
@@ -189,7 +189,7 @@ def handle_callback(
             # mix-up: an answer meant for this flow's provider arrived at another provider's
             # callback (or the reverse); redeeming it anywhere could hand the code to the wrong
             # token endpoint
-            svc.repo.drop_pending_flow(pending.state_hash)
+            svc.store.flows.drop_pending(pending.state_hash)
             d.note(callback_provider=callback_provider)
             raise CallbackMismatch(
                 f"this authorization response belongs to provider {pending.provider!r}, not "
@@ -198,7 +198,7 @@ def handle_callback(
         error = query.get("error")
         if error is not None:
             refusal = error if error in OAUTH_ERRORS else "invalid_request"
-            svc.repo.close_pending_flow(
+            svc.store.flows.close_pending(
                 pending.state_hash, _flow(pending, "refused", error=refusal)
             )
             d.bind(scopes=pending.scopes)
@@ -223,10 +223,10 @@ def handle_callback(
             if not code or len(code) > MAX_PARAM:
                 raise CodeExchangeFailed("the callback carries no authorization code")
         except (IssuerMismatch, CallbackMismatch, CodeExchangeFailed):
-            svc.repo.drop_pending_flow(pending.state_hash)
+            svc.store.flows.drop_pending(pending.state_hash)
             raise
         except (ProviderError, ProviderTimeout):  # metadata unreadable: transient
-            svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+            svc.store.flows.release_pending(pending.state_hash)  # intact: the user may retry
             raise
         try:
             verifier = svc.envelope.decrypt(
@@ -239,22 +239,23 @@ def handle_callback(
                 redirect_uri=callback_url(svc, callback_provider),
             )
         except DecryptionFailed as exc:
-            svc.repo.drop_pending_flow(pending.state_hash)  # its verifier is not its own: unusable
+            # its verifier is not its own: unusable
+            svc.store.flows.drop_pending(pending.state_hash)
             raise StoredDataInvalid(
                 "this flow's stored verifier does not decrypt as its own"
             ) from exc
         except VaultError:  # provider down or slow, keys or client secret unavailable
-            svc.repo.release_pending_flow(pending.state_hash)  # intact: the user may retry
+            svc.store.flows.release_pending(pending.state_hash)  # intact: the user may retry
             d.conclude("failed")
             raise
         except OAuthError as exc:
-            svc.repo.drop_pending_flow(pending.state_hash)
+            svc.store.flows.drop_pending(pending.state_hash)
             d.conclude("failed", reason=exc.error)
             raise CodeExchangeFailed(
                 f"the provider refused the code exchange ({exc.error})", provider_error=exc.error
             ) from exc
         if answer.refresh_token is None:
-            svc.repo.drop_pending_flow(pending.state_hash)
+            svc.store.flows.drop_pending(pending.state_hash)
             d.conclude("failed", reason="no_refresh_token")
             raise CodeExchangeFailed(
                 f"provider {pending.provider!r} issued no refresh token; check "
@@ -284,7 +285,7 @@ def handle_callback(
             binding_hash=_binding_hash(binding_code),
         )
         try:
-            svc.repo.close_pending_flow(pending.state_hash, flow)
+            svc.store.flows.close_pending(pending.state_hash, flow)
         except VaultError:
             # the code is spent but its tokens could not be kept: revoke them upstream rather than
             # leave a live grant the vault has forgotten (the state stays claimed: start again).
@@ -327,7 +328,7 @@ def _reject_at_callback(
     upstream from the plaintext in hand (the callback may seal tokens, never open one), the flow
     is recorded rejected, and no binding code exists."""
     upstream = _revoke_answer(svc, pending.provider, answer)
-    svc.repo.close_pending_flow(pending.state_hash, _flow(pending, "rejected", error=reason))
+    svc.store.flows.close_pending(pending.state_hash, _flow(pending, "rejected", error=reason))
     d.note(upstream="revoked" if upstream else "revoke_failed")
     d.conclude("denied", reason=reason)
     return _with_query(
@@ -375,7 +376,7 @@ def complete_flow(
     code cannot be guessed by polling. Losing a race to another completion is a 409.
     """
     agent = agent_of(svc.config, caller)
-    flow = svc.repo.get_flow(flow_id) if FLOW_ID.match(flow_id) else None
+    flow = svc.store.flows.get(flow_id) if FLOW_ID.match(flow_id) else None
     if flow is None or (flow.status == "pending_binding" and flow.expires_at <= svc.clock()):
         raise FlowNotFound("no such flow, or it expired before binding")
     with decision("consent.complete", principal=caller.arn, flow_id=flow_id) as d:
@@ -415,7 +416,7 @@ def complete_flow(
                 "the tokens were revoked"
             )
         assert flow.refresh_token_ct is not None  # a pending_binding flow always holds them
-        previous = svc.repo.get_grant(flow.user, flow.agent, flow.provider)
+        previous = svc.store.grants.get(flow.user, flow.agent, flow.provider)
         grant = Grant(
             grant_id=flow.grant_id,
             user=flow.user,
@@ -426,15 +427,15 @@ def complete_flow(
             created_at=svc.now(),
         )
         try:
-            svc.repo.activate_flow(flow, grant)
+            svc.store.flows.activate(flow, grant)
         except Conflict as exc:
             raise FlowNotPending("this flow was completed concurrently") from exc
         if previous is not None and previous.grant_id != grant.grant_id:
             # Tokens minted from the replaced grant must not outlive it. They are dropped, not
             # revoked upstream: the provider may share one grant between both consents, and
             # revoking there would kill the new one too.
-            for stale in svc.repo.tokens_of_grant(previous.grant_id):
-                svc.repo.delete_token(stale)
+            for stale in svc.store.sessions.tokens_of_grant(previous.grant_id):
+                svc.store.sessions.delete_token(stale)
         if not svc.config.providers[flow.provider].revocation_revokes_grant:
             _revoke_flow_tokens(svc, flow, context, refresh=False)  # the consent's own access token
         d.bind(scopes=flow.granted_scopes)
@@ -474,7 +475,7 @@ def _reject(
     revoke its tokens upstream; a flow another request closed first (a race) is left alone and
     answered 409, its tokens untouched."""
     try:
-        svc.repo.reject_flow(flow.flow_id, reason)
+        svc.store.flows.reject(flow.flow_id, reason)
     except Conflict as exc:
         raise FlowNotPending("this flow was completed concurrently") from exc
     upstream = _revoke_flow_tokens(svc, flow, context)

@@ -56,14 +56,14 @@ def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
         if not provider.revoke_on_session_end or revoke_upstream(
             svc, token.provider, token.access_token_ct, token.context, "access_token"
         ):
-            svc.repo.delete_token(token)
+            svc.store.sessions.delete_token(token)
             revoked += 1
             if provider.revoke_on_session_end and provider.revocation_revokes_grant:
                 dead_grants.add(token.grant_id)
         elif not token.revoke_pending:
-            svc.repo.mark_token_revoke_pending(token)
+            svc.store.sessions.mark_token_revoke_pending(token)
     for grant_id in dead_grants:
-        grant = svc.repo.grant_by_id(grant_id)
+        grant = svc.store.grants.by_id(grant_id)
         if grant is not None and grant.status == "active":
             with decision(
                 "grant.revoke",
@@ -72,10 +72,10 @@ def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
                 provider=grant.provider,
                 grant_id=grant.grant_id,
             ) as d:
-                svc.repo.mark_grant_broken(grant, "revoked_with_session")
+                svc.store.grants.mark_broken(grant, "revoked_with_session")
                 d.conclude("revoked", reason="revoked_with_session")
-        for other in svc.repo.tokens_of_grant(grant_id):
-            svc.repo.delete_token(other)
+        for other in svc.store.sessions.tokens_of_grant(grant_id):
+            svc.store.sessions.delete_token(other)
     return revoked
 
 
@@ -92,8 +92,8 @@ def end_session(
         session_id=session.session_id,
         task_id=session.task_id,
     ) as d:
-        changed = svc.repo.end_session(session.session_id, reason)
-        _, tokens = svc.repo.session_bundle(session.session_id)
+        changed = svc.store.sessions.end(session.session_id, reason)
+        _, tokens = svc.store.sessions.bundle(session.session_id)
         revoked = revoke_tokens(svc, tokens)
         d.note(revoked_tokens=revoked)
         d.conclude("ended" if changed else "already_ended", reason=reason)
@@ -104,10 +104,10 @@ def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:
     """The reaper's work: the task is recorded as stopped (no session can start for it after
     this write), then every session of it ends, its tokens revoked. Idempotent."""
     now = svc.now()
-    svc.repo.mark_task_stopped(task_id, now, now + svc.config.stopped_task_ttl_seconds)
+    svc.store.sessions.mark_task_stopped(task_id, now, now + svc.config.stopped_task_ttl_seconds)
     ended = revoked = 0
-    for session in svc.repo.sessions_of_task(task_id):
-        if session.status == "active" or svc.repo.session_bundle(session.session_id)[1]:
+    for session in svc.store.sessions.of_task(task_id):
+        if session.status == "active" or svc.store.sessions.bundle(session.session_id)[1]:
             revoked += end_session(svc, session, "task_stopped")
             ended += 1
     return ended, revoked
@@ -118,7 +118,7 @@ def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | N
 
     The grant is marked `revoking` first: no refresh starts after that, and one in flight cannot
     commit (its caller revokes what it got); its tokens are listed only then."""
-    current = svc.repo.mark_grant_revoking(grant)
+    current = svc.store.grants.mark_revoking(grant)
     if current is None:  # gone already, or replaced by a newer consent: not this grant
         return 0
     grant = current
@@ -133,11 +133,11 @@ def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | N
         upstream_ok = revoke_upstream(
             svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
         )
-        revoked = revoke_tokens(svc, svc.repo.tokens_of_grant(grant.grant_id))
+        revoked = revoke_tokens(svc, svc.store.sessions.tokens_of_grant(grant.grant_id))
         if upstream_ok:
-            svc.repo.delete_grant(grant)
+            svc.store.grants.delete(grant)
         else:  # kept (never usable) so a later revocation can try upstream again
-            svc.repo.mark_grant_broken(grant, "revoke_pending")
+            svc.store.grants.mark_broken(grant, "revoke_pending")
         d.note(revoked_tokens=revoked)
         d.conclude("revoked" if upstream_ok else "revoke_pending", reason=reason)
     return revoked
@@ -160,17 +160,17 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
     ) as d:
         grants: list[Grant]
         if body.grant_id:
-            found = svc.repo.grant_by_id(body.grant_id)
+            found = svc.store.grants.by_id(body.grant_id)
             grants = [found] if found else []
         elif body.user:
-            grants = svc.repo.grants_of_user(UserRef(iss=body.user.iss, sub=body.user.sub))
+            grants = svc.store.grants.of_user(UserRef(iss=body.user.iss, sub=body.user.sub))
         elif body.agent:
-            grants = svc.repo.grants_of_agent(body.agent, body.provider)
+            grants = svc.store.grants.of_agent(body.agent, body.provider)
         else:
             grants = [
                 g
                 for agent in svc.config.agents
-                for g in svc.repo.grants_of_agent(agent, body.provider)
+                for g in svc.store.grants.of_agent(agent, body.provider)
             ]
         selected = [
             g
@@ -184,7 +184,7 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
         )
         flows = 0
         if body.user is not None:  # the user's consents nobody bound yet die too
-            for flow in svc.repo.unbound_flows_of_user(
+            for flow in svc.store.flows.unbound_of_user(
                 UserRef(iss=body.user.iss, sub=body.user.sub)
             ):
                 if (
@@ -205,7 +205,7 @@ def retire_unbound_flow(
     user), then revoke its tokens upstream; 1 if its tokens are gone, 0 otherwise. A flow whose
     upstream revocation failed keeps its tokens and index entries: the next sweep retries."""
     if flow.status == "pending_binding":
-        closed = svc.repo.close_unbound_flow(flow.flow_id, status, now)
+        closed = svc.store.flows.close_unbound(flow.flow_id, status, now)
         if closed is None:  # bound, rejected or closed meanwhile
             return 0
         flow = closed
@@ -229,7 +229,7 @@ def retire_unbound_flow(
             if ciphertext is not None:
                 upstream_ok &= revoke_upstream(svc, flow.provider, ciphertext, context, hint)
         if upstream_ok:
-            svc.repo.forget_flow_tokens(flow.flow_id)
+            svc.store.flows.forget_tokens(flow.flow_id)
         d.note(upstream="revoked" if upstream_ok else "revoke_pending")
         d.conclude(
             "expired_unbound" if flow.status == "expired" else "revoked",
@@ -243,7 +243,7 @@ def sweep_unbound_flows(svc: Services) -> int:
     upstream (and those whose revocation failed before, again). Returns how many were done."""
     now = svc.now()
     done = 0
-    for flow in svc.repo.expired_unbound_flows(now):
+    for flow in svc.store.flows.expired_unbound(now):
         if flow.status in ("pending_binding", "expired", "revoked"):
             done += retire_unbound_flow(svc, flow, "expired", now=now)
     return done

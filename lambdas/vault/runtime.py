@@ -23,8 +23,8 @@ from vault.config import VaultConfig, load_config
 from vault.errors import SecretsUnavailable, UnknownProvider
 from vault.identity import IdentityVerifier
 from vault.oauth.client import ProviderClient
+from vault.store import Store
 from vault.store.envelope import DataKeyCache, Envelope
-from vault.store.repository import Repository
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "vault_config.json"
 SECRET_MAX_AGE_SECONDS = 300
@@ -77,7 +77,7 @@ class Services:
 
     config: VaultConfig
     settings: Settings
-    repo: Repository
+    store: Store
     envelope: Envelope
     identity: IdentityVerifier
     providers: dict[str, ProviderClient]
@@ -128,7 +128,7 @@ def build_services(
     return Services(
         config=config,
         settings=settings,
-        repo=Repository(
+        store=Store(
             session.client("dynamodb", config=AWS_CLIENTS),
             settings.table_name,
             settings.replay_table_name,

@@ -22,7 +22,7 @@ from vault.proofs import Proof, verify_proof
 from vault.revocation import revoke_tokens
 from vault.runtime import Services
 from vault.schemas import RenewSession, StartSession
-from vault.store.repository import Conflict
+from vault.store import Conflict
 
 SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_-]{32}$")
 
@@ -53,7 +53,7 @@ def _check_proof(
         expected_jkt=expected_jkt,
     )
     keep_until = proof.iat + svc.config.proof_max_age_seconds
-    if not svc.repo.remember_jti(proof.jkt, proof.jti, keep_until):
+    if not svc.store.replay.remember(proof.jkt, proof.jti, keep_until):
         raise ProofReplayed("this proof's jti was used before; sign a fresh proof per request")
     return proof
 
@@ -82,7 +82,7 @@ def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSess
             expires_at=now + ttl,
         )
         try:
-            svc.repo.put_session(session)  # only while the task is not recorded as stopped
+            svc.store.sessions.put(session)  # only while the task is not recorded as stopped
         except Conflict as exc:
             raise TaskStopped(
                 "this task was stopped; its credentials can start no new session"
@@ -98,7 +98,7 @@ def authorize_session_call(
     (unless asked not to) that it is alive."""
     if not SESSION_ID.match(session_id):
         raise SessionNotFound("no such session")
-    session, tokens = svc.repo.session_bundle(session_id)
+    session, tokens = svc.store.sessions.bundle(session_id)
     if session is None:
         raise SessionNotFound("no such session")
     with decision(
@@ -152,7 +152,7 @@ def renew_session(
         )
         expires_at = min(now + ttl, max_end)
         verified = body.user is not None
-        if not svc.repo.extend_session(session_id, expires_at, now, identity_verified=verified):
+        if not svc.store.sessions.extend(session_id, expires_at, now, identity_verified=verified):
             raise SessionEnded("the session ended before it could be renewed; start a new one")
         session.expires_at = expires_at
         if verified:

@@ -30,7 +30,7 @@ from vault.revocation import revoke_plain, revoke_tokens
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
-from vault.store.repository import Conflict
+from vault.store import Conflict
 
 MAX_REUSE_MARGIN_SECONDS = 60
 REUSE_MARGIN_FRACTION = 0.5
@@ -123,7 +123,7 @@ def _mint(
 ) -> tuple[SessionToken, bool]:
     """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease.
     `seen` is the stale token (or None) this request found: anything else is newly minted."""
-    grant = svc.repo.get_grant(session.user, session.agent, provider)
+    grant = svc.store.grants.get(session.user, session.agent, provider)
     _require_usable(grant, provider, session.session_id, scopes)
     assert grant is not None
     timeout = svc.provider(provider).config.timeout_seconds
@@ -133,12 +133,12 @@ def _mint(
     delay = WAIT_FIRST_DELAY
     while True:
         now = svc.clock()
-        leased = svc.repo.acquire_lease(grant, owner, now, now + lease_seconds)
+        leased = svc.store.grants.acquire_lease(grant, owner, now, now + lease_seconds)
         if leased is not None:
             # whoever held the lease before us may have minted exactly this token
-            existing = svc.repo.get_session_token(session.session_id, provider, scopes)
+            existing = svc.store.sessions.get_token(session.session_id, provider, scopes)
             if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
-                svc.repo.release_lease(leased, owner)
+                svc.store.grants.release_lease(leased, owner)
                 assert existing is not None
                 return existing, False
             with decision(
@@ -155,11 +155,11 @@ def _mint(
                     # stored): its refresh may have rotated the token we hold, so never replay it
                     raise _outcome_unknown(svc, session, leased, scopes, refreshing)
                 return _refresh(svc, session, leased, scopes, owner, refreshing), True
-        existing = svc.repo.get_session_token(session.session_id, provider, scopes)
+        existing = svc.store.sessions.get_token(session.session_id, provider, scopes)
         if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
             assert existing is not None
             return existing, False
-        current = svc.repo.get_grant(session.user, session.agent, provider)
+        current = svc.store.grants.get(session.user, session.agent, provider)
         _require_usable(current, provider, session.session_id, scopes)
         assert current is not None
         grant = current
@@ -186,7 +186,7 @@ def _outcome_unknown(
     svc: Services, session: Session, grant: Grant, scopes: tuple[str, ...], refreshing: Decision
 ) -> ConsentRequired:
     """Mark the grant broken because a refresh's outcome is unknown; the error to raise."""
-    svc.repo.mark_grant_broken(grant, "refresh_outcome_unknown")
+    svc.store.grants.mark_broken(grant, "refresh_outcome_unknown")
     refreshing.conclude("broken", reason="refresh_outcome_unknown")
     return ConsentRequired(
         f"a refresh at {grant.provider!r} got no answer and may have rotated the user's grant; "
@@ -216,7 +216,7 @@ def _refresh(
     except OAuthError as exc:
         if exc.error == "invalid_grant":
             # the provider no longer honours this grant: mark it once, never retry it
-            svc.repo.mark_grant_broken(grant, "invalid_grant")
+            svc.store.grants.mark_broken(grant, "invalid_grant")
             refreshing.conclude("broken", reason="invalid_grant")
             raise ConsentRequired(
                 f"the user's consent at {grant.provider!r} is no longer valid; ask again",
@@ -225,26 +225,26 @@ def _refresh(
                 reason="grant_broken",
                 authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
             ) from exc
-        svc.repo.release_lease(grant, owner)
+        svc.store.grants.release_lease(grant, owner)
         refreshing.conclude("failed", reason=exc.error)
         raise ProviderError(
             f"provider {grant.provider!r} refused the refresh ({exc.error})"
         ) from exc
     except AnswerLost as exc:
         if not client.config.rotates_refresh_tokens:
-            svc.repo.release_lease(grant, owner)
+            svc.store.grants.release_lease(grant, owner)
             raise
         # The provider may have rotated the refresh token and its answer is lost: the token we
         # hold may be spent, and replaying it makes a rotating provider revoke the whole grant
         # (every session's live tokens). Never replay it: break the grant once, ask for consent.
         raise _outcome_unknown(svc, session, grant, scopes, refreshing) from exc
     except DecryptionFailed as exc:  # moved from another grant or tampered: never used
-        svc.repo.release_lease(grant, owner)
+        svc.store.grants.release_lease(grant, owner)
         raise StoredDataInvalid(
             "the grant's stored refresh token does not decrypt as its own"
         ) from exc
     except BaseException:
-        svc.repo.release_lease(grant, owner)
+        svc.store.grants.release_lease(grant, owner)
         raise
     now = svc.now()
     new_refresh = None
@@ -265,7 +265,7 @@ def _refresh(
     )
     broader = answer.scopes is not None and not set(answer.scopes) <= set(scopes)
     try:
-        svc.repo.store_refresh(grant, owner, new_refresh, None if broader else token, now)
+        svc.store.grants.store_refresh(grant, owner, new_refresh, None if broader else token, now)
     except Conflict as exc:
         _lost_commit(svc, session, grant, owner, token, new_refresh, answer, now, refreshing)
         refreshing.conclude("failed", reason="lease_lost")
@@ -298,7 +298,7 @@ def _lost_commit(
     (the grant is `revoking` or gone, or the session ended), what the provider just issued is
     revoked upstream and nothing is served: revocation wins. Returns (the caller answers
     `refresh_in_progress`) for a lost lease or a grant replaced by a new consent."""
-    current = svc.repo.get_grant(grant.user, grant.agent, grant.provider)
+    current = svc.store.grants.get(grant.user, grant.agent, grant.provider)
     if current is not None and current.grant_id != grant.grant_id:
         # a new consent replaced the grant: the provider may share one grant between both, so
         # nothing is revoked upstream (as when binding replaces a grant); the retry uses the new
@@ -324,16 +324,16 @@ def _lost_commit(
             reason=reason,
             authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
         )
-    latest = svc.repo.get_session(session.session_id)
+    latest = svc.store.sessions.get(session.session_id)
     if latest is not None and latest.alive(svc.clock()):
         return
     # the session ended (or expired) while the provider answered: the grant lives on, so keep
     # a rotated refresh token, then revoke the access token as the session's end would have
     if current.lease_owner == owner:
         try:
-            svc.repo.store_refresh(grant, owner, new_refresh, None, now)
+            svc.store.grants.store_refresh(grant, owner, new_refresh, None, now)
         except Conflict:
-            svc.repo.release_lease(grant, owner)
+            svc.store.grants.release_lease(grant, owner)
     revoked = revoke_tokens(svc, [token])
     refreshing.note(upstream="revoked" if revoked else "revoke_failed")
     refreshing.conclude("discarded", reason="session_ended")

@@ -51,6 +51,7 @@ from agent_vault_local.credentials import (
     PrincipalRegistry,
     new_principal,
 )
+from vault.store.schema import create_tables
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
 
@@ -287,42 +288,6 @@ class LocalMode:
         for name in ("dynamodb", "kms", "secretsmanager", "ec2", "ecs"):
             clients[name] = session.client(name, endpoint_url=moto_url)
         return clients
-
-    @staticmethod
-    def _create_tables(dynamodb: Any) -> None:
-        def index(name: str) -> dict[str, Any]:
-            return {
-                "IndexName": name,
-                "KeySchema": [
-                    {"AttributeName": f"{name}pk", "KeyType": "HASH"},
-                    {"AttributeName": f"{name}sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-
-        dynamodb.create_table(
-            TableName=TABLE_NAME,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": n, "AttributeType": "S"}
-                for n in ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[index("gsi1"), index("gsi2")],
-        )
-        dynamodb.create_table(
-            TableName=REPLAY_TABLE_NAME,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        )
-        for table in (TABLE_NAME, REPLAY_TABLE_NAME):
-            dynamodb.update_time_to_live(
-                TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
-            )
 
     @staticmethod
     def _create_tasks(ec2: Any, ecs: Any) -> tuple[str, dict[str, str]]:
@@ -635,7 +600,7 @@ class LocalMode:
     ) -> tuple[str, str, dict[str, str]]:
         """Tables, KMS key, the provider's client secret, the ECS cluster and tasks (in moto)."""
         aws = self._aws(moto_url)
-        self._create_tables(aws["dynamodb"])
+        create_tables(aws["dynamodb"], TABLE_NAME, REPLAY_TABLE_NAME)
         key_arn = str(
             aws["kms"].create_key(Description="Agent Vault (local)")["KeyMetadata"]["Arn"]
         )

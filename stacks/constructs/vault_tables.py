@@ -1,4 +1,8 @@
-"""The vault table and the proof replay-cache table (docs/architecture.md, "Tables")."""
+"""The vault table and the proof replay-cache table (docs/architecture.md, "Tables").
+
+Their keys, indexes and TTL are `vault.store.schema`'s, the one definition local mode and the
+tests create their tables from too; this construct adds what only AWS has (encryption with the
+vault key, point-in-time recovery, deletion protection, resource policy, grants)."""
 
 from __future__ import annotations
 
@@ -10,9 +14,14 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.constructs.vault_key import VaultKey
+from vault.store.schema import BILLING_MODE, KEY_TYPE, REPLAY_TABLE, VAULT_TABLE, TableSchema
 
-TTL_ATTRIBUTE = "ttl"
-INDEXES = ("gsi1", "gsi2")
+INDEXES = tuple(index.name for index in VAULT_TABLE.indexes)
+_ATTRIBUTE_TYPES = {
+    "S": dynamodb.AttributeType.STRING,
+    "N": dynamodb.AttributeType.NUMBER,
+    "B": dynamodb.AttributeType.BINARY,
+}
 
 DATA_ACTIONS = (
     "dynamodb:GetItem",
@@ -40,8 +49,8 @@ policy denies them to any principal but the vault's functions. Control-plane act
 (DescribeTable, UpdateTable, tags, the resource policy itself) stay with CloudFormation."""
 
 
-def _string(name: str) -> dynamodb.Attribute:
-    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
+def _key(name: str) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[KEY_TYPE])
 
 
 class VaultTables(Construct):
@@ -56,33 +65,34 @@ class VaultTables(Construct):
         super().__init__(scope, construct_id)
         self._key = key
         self._protect = protect
-        self.vault = self._table("Vault", sort_key="sk")
-        for index in INDEXES:
-            self.vault.add_global_secondary_index(
-                index_name=index,
-                partition_key=_string(f"{index}pk"),
-                sort_key=_string(f"{index}sk"),
-                projection_type=dynamodb.ProjectionType.ALL,
-            )
+        self.vault = self._table("Vault", VAULT_TABLE)
         # Proof jtis only (no secret, no CloudTrail data events): a conditional put per request.
-        self.replay = self._table("Replay", sort_key=None)
+        self.replay = self._table("Replay", REPLAY_TABLE)
 
-    def _table(self, construct_id: str, *, sort_key: str | None) -> dynamodb.Table:
-        return dynamodb.Table(
+    def _table(self, construct_id: str, schema: TableSchema) -> dynamodb.Table:
+        table = dynamodb.Table(
             self,
             construct_id,
-            partition_key=_string("pk"),
-            sort_key=_string(sort_key) if sort_key else None,
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            partition_key=_key(schema.partition_key),
+            sort_key=_key(schema.sort_key) if schema.sort_key else None,
+            billing_mode=dynamodb.BillingMode(BILLING_MODE),
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
             encryption_key=self._key.key,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            time_to_live_attribute=TTL_ATTRIBUTE,
+            time_to_live_attribute=schema.ttl_attribute,
             deletion_protection=self._protect,
             removal_policy=RemovalPolicy.RETAIN if self._protect else RemovalPolicy.DESTROY,
         )
+        for index in schema.indexes:
+            table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=_key(index.pk),
+                sort_key=_key(index.sk),
+                projection_type=dynamodb.ProjectionType(index.projection),
+            )
+        return table
 
     def grant_items(self, grantee: iam.IGrantable, *, prefix: str, actions: Sequence[str]) -> None:
         """Item actions on the vault table, only on items whose partition key starts with

@@ -110,11 +110,11 @@ def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_kept(vault
     agent, _bound = connected(vault)
     first = agent.token("calendar", ["calendar.read"]).json["access_token"]
     user = UserRef(vault.server.issuer, "alice")
-    before = vault.services.repo.get_grant(user, "calendar-agent", "calendar")
+    before = vault.services.store.grants.get(user, "calendar-agent", "calendar")
     vault.clock.advance(3600 - 30)  # inside the last minute of its life
     second = agent.token("calendar", ["calendar.read"])
     assert second.status == 200 and second.json["access_token"] != first
-    after = vault.services.repo.get_grant(user, "calendar-agent", "calendar")
+    after = vault.services.store.grants.get(user, "calendar-agent", "calendar")
     assert before is not None and after is not None
     assert after.version == before.version + 1
     assert after.refresh_token_ct != before.refresh_token_ct  # rotated, and stored
@@ -253,7 +253,7 @@ def test_a_broken_grant_asks_for_consent_once_and_never_retries(vault: Vault) ->
     agent, _grant = connected(vault)
     agent.token("calendar", ["calendar.read"])
     # the user revokes the vault's access at the provider (here: its refresh token dies)
-    stored = vault.services.repo.get_grant(
+    stored = vault.services.store.grants.get(
         UserRef(vault.server.issuer, "alice"), "calendar-agent", "calendar"
     )
     assert stored is not None

@@ -113,7 +113,7 @@ def test_row_29_a_session_ended_during_a_refresh_gets_no_token_stored_served_or_
             # the token request; a second request on it would share its event)
             from vault import revocation
 
-            session = vault.services.repo.get_session(agent.session_id or "")
+            session = vault.services.store.sessions.get(agent.session_id or "")
             assert session is not None
             ended.append(revocation.end_session(vault.services, session, "ended_by_agent"))
         else:

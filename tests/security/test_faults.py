@@ -558,7 +558,7 @@ def test_fault_injection_reaches_the_vaults_clients(vault: Vault, faults: AwsFau
     """The harness check every fault test relies on: an armed fault is what the call gets."""
     faults.fail("dynamodb.DescribeTable", "ThrottlingException")
     svc = new_container(vault)
-    client = svc.repo._ddb  # reading the client only to prove the hook is in its chain
+    client = svc.store._db.client  # reading the client only to prove the hook is in its chain
     with pytest.raises(client.exceptions.ClientError) as raised:
         client.describe_table(TableName=svc.settings.table_name)
     assert raised.value.response["Error"]["Code"] == "ThrottlingException"

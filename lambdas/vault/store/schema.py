@@ -1,39 +1,264 @@
-"""The tables' key schema, for local mode and tests (CDK declares the same in
-stacks/constructs/vault_tables.py for AWS)."""
+"""The vault's storage layout, defined once (docs/architecture.md, "Tables").
+
+The tables (keys, attribute types, GSIs and their projection, TTL) are read by the stack
+(stacks/constructs/vault_tables.py), by local mode and the tests (`create_tables`); the item
+kinds (each record's `type`, key patterns, index keys and TTL) by the store's mapper
+(`mapper.py`). Key patterns are `str.format` patterns over a record's fields.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from vault.models import Flow, Grant, PendingFlow, Session, SessionToken, scope_key
+
+DAY = 86400
+TTL_ATTRIBUTE = "ttl"
+TYPE_ATTRIBUTE = "type"
+"""Every vault-table item names its kind."""
+KEY_TYPE = "S"
+"""Every key attribute (table and index) is a string."""
+BILLING_MODE = "PAY_PER_REQUEST"
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Index:
+    """A global secondary index keyed by `<name>pk` / `<name>sk`."""
+
+    name: str
+    projection: str = "ALL"
+
+    @property
+    def pk(self) -> str:
+        return f"{self.name}pk"
+
+    @property
+    def sk(self) -> str:
+        return f"{self.name}sk"
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    partition_key: str
+    sort_key: str | None = None
+    indexes: tuple[Index, ...] = ()
+    ttl_attribute: str = TTL_ATTRIBUTE
+
+    @property
+    def key_attributes(self) -> tuple[str, ...]:
+        return (self.partition_key,) + ((self.sort_key,) if self.sort_key else ())
+
+    def definition(self) -> dict[str, Any]:
+        """The table in the words of both DynamoDB's CreateTable and CloudFormation's
+        AWS::DynamoDB::Table (plus `TimeToLiveSpecification`, set apart by CreateTable)."""
+        keys = [{"AttributeName": self.partition_key, "KeyType": "HASH"}]
+        if self.sort_key:
+            keys.append({"AttributeName": self.sort_key, "KeyType": "RANGE"})
+        attributes = [*self.key_attributes, *(a for i in self.indexes for a in (i.pk, i.sk))]
+        definition: dict[str, Any] = {
+            "BillingMode": BILLING_MODE,
+            "KeySchema": keys,
+            "AttributeDefinitions": [
+                {"AttributeName": name, "AttributeType": KEY_TYPE} for name in attributes
+            ],
+        }
+        if self.indexes:
+            definition["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": index.name,
+                    "KeySchema": [
+                        {"AttributeName": index.pk, "KeyType": "HASH"},
+                        {"AttributeName": index.sk, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": index.projection},
+                }
+                for index in self.indexes
+            ]
+        definition["TimeToLiveSpecification"] = {
+            "AttributeName": self.ttl_attribute,
+            "Enabled": True,
+        }
+        return definition
+
+
+GSI1 = Index("gsi1")
+"""Sessions of a task, grants of an agent, the unbound flows by expiry (the sweep)."""
+GSI2 = Index("gsi2")
+"""A grant by id and the session tokens minted from it, a user's unbound flows."""
+VAULT_TABLE = TableSchema(partition_key="pk", sort_key="sk", indexes=(GSI1, GSI2))
+REPLAY_TABLE = TableSchema(partition_key="pk")
+"""Proof `jti`s only."""
 
 
 def create_tables(dynamodb: Any, table: str, replay_table: str) -> None:
-    """Create the vault table (with gsi1, gsi2, TTL) and the replay table, on demand."""
-    keys = [("pk", "HASH"), ("sk", "RANGE")]
-    attributes = ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"]
-    dynamodb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": n, "KeyType": t} for n, t in keys],
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in attributes],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": index,
-                "KeySchema": [
-                    {"AttributeName": f"{index}pk", "KeyType": "HASH"},
-                    {"AttributeName": f"{index}sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-            for index in ("gsi1", "gsi2")
-        ],
-    )
-    dynamodb.create_table(
-        TableName=replay_table,
-        BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-    )
-    for name in (table, replay_table):
-        dynamodb.update_time_to_live(
-            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
-        )
+    """Create both tables, as defined here, with a DynamoDB client (moto in local mode/tests)."""
+    for name, schema in ((table, VAULT_TABLE), (replay_table, REPLAY_TABLE)):
+        definition = schema.definition()
+        ttl = definition.pop("TimeToLiveSpecification")
+        dynamodb.create_table(TableName=name, **definition)
+        dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+
+
+# --- item kinds ---------------------------------------------------------------------------------
+
+R = TypeVar("R")
+
+
+@dataclass
+class TaskSession:
+    """A session's entry in its task's partition: the reaper reads it strongly consistently."""
+
+    task_id: str
+    session_id: str
+    keep_until: int
+
+
+@dataclass
+class TaskStopped:
+    """A task recorded as stopped: no session of it starts any more."""
+
+    task_id: str
+    stopped_at: int
+    keep_until: int
+
+
+@dataclass
+class ProofJti:
+    """A proof's `jti` seen once (the digest of key thumbprint and jti)."""
+
+    digest: str
+    keep_until: int
+
+
+@dataclass(frozen=True)
+class Kind(Generic[R]):
+    """How one record type is stored in its table."""
+
+    record: type[R]
+    type: str | None
+    """The item's `type` attribute (None: not written)."""
+    pk: str
+    sk: str | None = None
+    table: TableSchema = VAULT_TABLE
+    indexes: Mapping[Index, tuple[str, str]] = field(default_factory=dict)
+    """The record's (pk, sk) patterns in each index."""
+    indexed_while: Callable[[R], bool] | None = None
+    """Sparse indexes: the index keys are written only while this holds."""
+    ttl: tuple[str, int] | None = None
+    """The TTL attribute: (field, seconds added)."""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """Attribute names of the fields whose attribute is named otherwise."""
+    derived: Mapping[str, str] = field(default_factory=dict)
+    """Further attributes written from patterns (never read back)."""
+    json: frozenset[str] = frozenset()
+    """Fields stored as a JSON string."""
+    in_keys_only: frozenset[str] = frozenset()
+    """Fields not stored as their own attribute: read back from the key (a `{field}` pattern
+    part) or from the TTL."""
+    transient: frozenset[str] = frozenset()
+    """Fields never stored."""
+    names: Mapping[str, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
+    """Names the patterns use that are computed from the fields."""
+
+
+USER_KEY = {"user_key": "{user.key}"}
+"""Items naming a user carry the user's opaque key beside `user_iss` and `user_sub`."""
+
+SESSION = Kind(
+    Session,
+    "session",
+    pk="SESSION#{session_id}",
+    sk="SESSION",
+    indexes={GSI1: ("TASK#{task_id}", "SESSION#{session_id}")},
+    ttl=("expires_at", DAY),
+    derived=USER_KEY,
+    json=frozenset({"public_jwk"}),
+)
+TOKEN = Kind(
+    SessionToken,
+    "token",
+    pk="SESSION#{session_id}",
+    sk="TOKEN#{provider}#{scope_key}",
+    indexes={GSI2: ("GRANT#{grant_id}", "TOKEN#{session_id}#{provider}")},
+    ttl=("expires_at", DAY),
+    attributes={"access_token_ct": "access_token"},
+    derived=USER_KEY,
+    names={"scope_key": lambda fields: scope_key(fields["scopes"])},
+)
+PENDING_FLOW = Kind(
+    PendingFlow,
+    "pending_flow",
+    pk="STATE#{state_hash}",
+    sk="STATE",
+    ttl=("expires_at", 0),
+    attributes={"verifier_ct": "verifier"},
+    derived=USER_KEY,
+)
+FLOW = Kind(
+    Flow,
+    "flow",
+    pk="FLOW#{flow_id}",
+    sk="FLOW",
+    # sparse, removed when the flow closes: the sweep finds expired unbound flows (gsi1, by
+    # expiry), a revocation by user finds that user's (gsi2)
+    indexes={
+        GSI1: ("UNBOUND", "{expires_at:012d}#{flow_id}"),
+        GSI2: ("UNBOUND#{user.key}", "FLOW#{flow_id}"),
+    },
+    indexed_while=lambda flow: flow.status == "pending_binding",
+    ttl=("expires_at", DAY),
+    attributes={"refresh_token_ct": "refresh_token", "access_token_ct": "access_token"},
+    derived=USER_KEY,
+)
+GRANT = Kind(
+    Grant,
+    "grant",
+    pk="USER#{user.key}",
+    sk="GRANT#{agent}#{provider}",
+    indexes={
+        GSI1: ("AGENT#{agent}", "GRANT#{provider}#{user.key}"),
+        GSI2: ("GRANT#{grant_id}", "GRANT"),
+    },
+    attributes={"refresh_token_ct": "refresh_token"},
+    derived=USER_KEY,
+    transient=frozenset({"lease_abandoned"}),
+)
+TASK_SESSION = Kind(
+    TaskSession,
+    "task_session",
+    pk="TASK#{task_id}",
+    sk="SESSION#{session_id}",
+    ttl=("keep_until", 0),
+    in_keys_only=frozenset({"task_id", "keep_until"}),
+)
+TASK_STOPPED = Kind(
+    TaskStopped,
+    "task_stopped",
+    pk="TASK#{task_id}",
+    sk="STOPPED",
+    ttl=("keep_until", 0),
+    in_keys_only=frozenset({"keep_until"}),
+)
+PROOF_JTI = Kind(
+    ProofJti,
+    None,
+    pk="{digest}",
+    table=REPLAY_TABLE,
+    ttl=("keep_until", 0),
+    in_keys_only=frozenset({"digest", "keep_until"}),
+)
+KINDS: tuple[Kind[Any], ...] = (
+    SESSION,
+    TOKEN,
+    PENDING_FLOW,
+    FLOW,
+    GRANT,
+    TASK_SESSION,
+    TASK_STOPPED,
+    PROOF_JTI,
+)

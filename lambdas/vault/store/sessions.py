@@ -1,0 +1,179 @@
+"""Sessions and what lives in their partition: the session tokens, and the task records the
+reaper reads (a session's entry in its task's partition, a stopped task)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from vault.models import Session, SessionToken
+from vault.store import schema
+from vault.store.dynamo import Conflict, Dynamo
+from vault.store.mapper import (
+    SESSIONS,
+    TASK_SESSIONS,
+    TASK_STOPS,
+    TOKENS,
+)
+from vault.store.schema import DAY, GSI1, GSI2, TaskSession, TaskStopped
+
+
+class SessionRepository:
+    def __init__(self, db: Dynamo, table: str) -> None:
+        self._db = db
+        self.table = table
+
+    def put(self, session: Session) -> None:
+        """Store a new session and its entry in its task's partition, only while the task is
+        not recorded as stopped (one transaction: a reaper that records the stop first makes
+        this fail; one that records it after finds the entry). Conflict if it is stopped."""
+        entry = TaskSession(session.task_id, session.session_id, session.expires_at + DAY)
+        self._db.transact(
+            {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": TASK_STOPS.key(task_id=session.task_id),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": SESSIONS.to_item(session),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Put": {"TableName": self.table, "Item": TASK_SESSIONS.to_item(entry)}},
+        )
+
+    def mark_task_stopped(self, task_id: str, now: int, keep_until: int) -> None:
+        """Record that a task stopped (idempotent: a repeat keeps the first record)."""
+        with contextlib.suppress(Conflict):
+            self._db.call(
+                "put_item",
+                TableName=self.table,
+                Item=TASK_STOPS.to_item(TaskStopped(task_id, now, keep_until)),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+
+    def get(self, session_id: str) -> Session | None:
+        item = self._db.get(self.table, SESSIONS.key(session_id=session_id))
+        return SESSIONS.from_item(item) if item else None
+
+    def bundle(self, session_id: str) -> tuple[Session | None, list[SessionToken]]:
+        """The session and its tokens in one strongly consistent query (the warm path)."""
+        session, tokens = None, []
+        for item in self._db.query(
+            self.table,
+            KeyConditionExpression="pk = :pk",
+            ConsistentRead=True,
+            ExpressionAttributeValues={":pk": SESSIONS.partition(session_id=session_id)},
+        ):
+            if item["sk"]["S"] == schema.SESSION.sk:
+                session = SESSIONS.from_item(item)
+            else:
+                tokens.append(TOKENS.from_item(item))
+        return session, tokens
+
+    def end(self, session_id: str, reason: str) -> bool:
+        """Mark a session ended; False if it already was."""
+        try:
+            self._db.call(
+                "update_item",
+                TableName=self.table,
+                Key=SESSIONS.key(session_id=session_id),
+                UpdateExpression="SET #s = :ended, ended_reason = :r",
+                ConditionExpression="attribute_exists(pk) AND #s = :active",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":ended": "ended", ":active": "active", ":r": reason},
+            )
+        except Conflict:
+            return False
+        return True
+
+    def extend(
+        self, session_id: str, expires_at: int, now: int, *, identity_verified: bool = False
+    ) -> bool:
+        """Move a live session's expiry (recording a fresh identity check when there was one);
+        False if it ended or expired meanwhile."""
+        update = "SET expires_at = :e, #t = :ttl"
+        if identity_verified:
+            update += ", identity_at = :now"
+        try:
+            self._db.call(
+                "update_item",
+                TableName=self.table,
+                Key=SESSIONS.key(session_id=session_id),
+                UpdateExpression=update,
+                ConditionExpression="#s = :active AND expires_at > :now",
+                ExpressionAttributeNames={"#s": "status", "#t": "ttl"},
+                ExpressionAttributeValues={
+                    ":e": expires_at,
+                    ":ttl": expires_at + DAY,
+                    ":active": "active",
+                    ":now": now,
+                },
+            )
+        except Conflict:
+            return False
+        return True
+
+    def of_task(self, task_id: str) -> list[Session]:
+        """Every session of a task: its entries in the task's partition (a strongly consistent
+        read: nothing committed before is missed), and those found by gsi1 (sessions stored
+        before the entries existed)."""
+        ids = [
+            TASK_SESSIONS.from_item(i).session_id
+            for i in self._db.query(
+                self.table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :s)",
+                ConsistentRead=True,
+                ExpressionAttributeValues={
+                    ":pk": TASK_SESSIONS.partition(task_id=task_id),
+                    ":s": TASK_SESSIONS.sort_key(),
+                },
+            )
+        ]
+        for item in self._db.query(
+            self.table,
+            IndexName=GSI1.name,
+            KeyConditionExpression="gsi1pk = :pk",
+            ExpressionAttributeValues={":pk": SESSIONS.partition(GSI1, task_id=task_id)},
+        ):
+            session_id = SESSIONS.from_item(item).session_id
+            if session_id not in ids:
+                ids.append(session_id)
+        return [s for s in (self.get(i) for i in ids) if s is not None]
+
+    def get_token(
+        self, session_id: str, provider: str, scopes: tuple[str, ...]
+    ) -> SessionToken | None:
+        key = TOKENS.key(session_id=session_id, provider=provider, scopes=scopes)
+        item = self._db.get(self.table, key)
+        return TOKENS.from_item(item) if item else None
+
+    def delete_token(self, token: SessionToken) -> None:
+        self._db.call("delete_item", TableName=self.table, Key=TOKENS.key_of(token))
+
+    def mark_token_revoke_pending(self, token: SessionToken) -> None:
+        self._db.call(
+            "update_item",
+            TableName=self.table,
+            Key=TOKENS.key_of(token),
+            UpdateExpression="SET revoke_pending = :t",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":t": True},
+        )
+
+    def tokens_of_grant(self, grant_id: str) -> list[SessionToken]:
+        return [
+            TOKENS.from_item(i)
+            for i in self._db.query(
+                self.table,
+                IndexName=GSI2.name,
+                KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
+                ExpressionAttributeValues={
+                    ":pk": TOKENS.partition(GSI2, grant_id=grant_id),
+                    ":t": TOKENS.sort_key(GSI2),
+                },
+            )
+        ]

@@ -1,0 +1,408 @@
+"""The store's one item mapper: every kind's item, exactly as stored (docs/architecture.md,
+"Tables"; items already in a table must keep reading), and back."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from vault.models import Flow, Grant, PendingFlow, Session, SessionToken, UserRef
+from vault.store import schema
+from vault.store.mapper import (
+    FLOWS,
+    GRANTS,
+    PENDING_FLOWS,
+    PROOF_JTIS,
+    SESSIONS,
+    TASK_SESSIONS,
+    TASK_STOPS,
+    TOKENS,
+    ItemMapper,
+    attribute_value,
+    attribute_values,
+)
+from vault.store.schema import DAY, ProofJti, TaskSession, TaskStopped
+
+USER = UserRef("https://id.example", "alice")
+UK = USER.key
+T0 = 1_700_000_000
+
+SESSION = Session(
+    session_id="ses_1",
+    agent="calendar-agent",
+    principal_arn="arn:aws:iam::123456789012:role/agent",
+    task_id="task-1",
+    user=USER,
+    jkt="thumb",
+    public_jwk={"kty": "EC", "crv": "P-256", "x": "x", "y": "y"},
+    created_at=T0,
+    expires_at=T0 + 3600,
+)
+TOKEN = SessionToken(
+    session_id="ses_1",
+    provider="calendar",
+    scopes=("calendar.write", "calendar.read"),
+    grant_id="gr_1",
+    user=USER,
+    access_token_ct=b"\x01access",
+    expires_at=T0 + 600,
+)
+PENDING = PendingFlow(
+    state_hash="statehash",
+    flow_id="fl_1",
+    session_id="ses_1",
+    agent="calendar-agent",
+    provider="calendar",
+    scopes=("calendar.read",),
+    user=USER,
+    verifier_ct=b"\x01verifier",
+    return_url="https://app.example/done",
+    grant_id="gr_1",
+    created_at=T0,
+    expires_at=T0 + 600,
+)
+FLOW = Flow(
+    flow_id="fl_1",
+    status="pending_binding",
+    session_id="ses_1",
+    agent="calendar-agent",
+    provider="calendar",
+    scopes=("calendar.read",),
+    user=USER,
+    grant_id="gr_1",
+    created_at=T0,
+    expires_at=T0 + 600,
+    granted_scopes=("calendar.read",),
+    refresh_token_ct=b"\x01refresh",
+    access_token_ct=b"\x01access",
+    binding_hash="bindinghash",
+)
+GRANT = Grant(
+    grant_id="gr_1",
+    user=USER,
+    agent="calendar-agent",
+    provider="calendar",
+    scopes=("calendar.read",),
+    refresh_token_ct=b"\x01refresh",
+    created_at=T0,
+)
+
+
+def S(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def N(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def B(value: bytes) -> dict[str, bytes]:
+    return {"B": value}
+
+
+def L(*values: str) -> dict[str, Any]:
+    return {"L": [S(v) for v in values]}
+
+
+USER_ATTRS = {"user_iss": S(USER.iss), "user_sub": S(USER.sub), "user_key": S(UK)}
+
+STORED: list[tuple[ItemMapper[Any], Any, dict[str, Any]]] = [
+    (
+        SESSIONS,
+        SESSION,
+        {
+            "pk": S("SESSION#ses_1"),
+            "sk": S("SESSION"),
+            "type": S("session"),
+            "session_id": S("ses_1"),
+            "agent": S("calendar-agent"),
+            "principal_arn": S("arn:aws:iam::123456789012:role/agent"),
+            "task_id": S("task-1"),
+            **USER_ATTRS,
+            "jkt": S("thumb"),
+            "public_jwk": S('{"crv": "P-256", "kty": "EC", "x": "x", "y": "y"}'),
+            "status": S("active"),
+            "created_at": N(T0),
+            "expires_at": N(T0 + 3600),
+            "ttl": N(T0 + 3600 + DAY),
+            "gsi1pk": S("TASK#task-1"),
+            "gsi1sk": S("SESSION#ses_1"),
+        },
+    ),
+    (
+        TOKENS,
+        TOKEN,
+        {
+            "pk": S("SESSION#ses_1"),
+            "sk": S("TOKEN#calendar#calendar.read calendar.write"),
+            "type": S("token"),
+            "session_id": S("ses_1"),
+            "provider": S("calendar"),
+            "scopes": L("calendar.write", "calendar.read"),
+            "grant_id": S("gr_1"),
+            **USER_ATTRS,
+            "access_token": B(b"\x01access"),
+            "expires_at": N(T0 + 600),
+            "ttl": N(T0 + 600 + DAY),
+            "gsi2pk": S("GRANT#gr_1"),
+            "gsi2sk": S("TOKEN#ses_1#calendar"),
+        },
+    ),
+    (
+        PENDING_FLOWS,
+        PENDING,
+        {
+            "pk": S("STATE#statehash"),
+            "sk": S("STATE"),
+            "type": S("pending_flow"),
+            "state_hash": S("statehash"),
+            "flow_id": S("fl_1"),
+            "session_id": S("ses_1"),
+            "agent": S("calendar-agent"),
+            "provider": S("calendar"),
+            "scopes": L("calendar.read"),
+            **USER_ATTRS,
+            "verifier": B(b"\x01verifier"),
+            "return_url": S("https://app.example/done"),
+            "grant_id": S("gr_1"),
+            "created_at": N(T0),
+            "expires_at": N(T0 + 600),
+            "ttl": N(T0 + 600),
+            "status": S("pending"),
+        },
+    ),
+    (
+        FLOWS,
+        FLOW,
+        {
+            "pk": S("FLOW#fl_1"),
+            "sk": S("FLOW"),
+            "type": S("flow"),
+            "flow_id": S("fl_1"),
+            "status": S("pending_binding"),
+            "session_id": S("ses_1"),
+            "agent": S("calendar-agent"),
+            "provider": S("calendar"),
+            "scopes": L("calendar.read"),
+            "granted_scopes": L("calendar.read"),
+            **USER_ATTRS,
+            "grant_id": S("gr_1"),
+            "created_at": N(T0),
+            "expires_at": N(T0 + 600),
+            "ttl": N(T0 + 600 + DAY),
+            "refresh_token": B(b"\x01refresh"),
+            "access_token": B(b"\x01access"),
+            "binding_hash": S("bindinghash"),
+            "gsi1pk": S("UNBOUND"),
+            "gsi1sk": S(f"{T0 + 600:012d}#fl_1"),
+            "gsi2pk": S(f"UNBOUND#{UK}"),
+            "gsi2sk": S("FLOW#fl_1"),
+        },
+    ),
+    (
+        GRANTS,
+        GRANT,
+        {
+            "pk": S(f"USER#{UK}"),
+            "sk": S("GRANT#calendar-agent#calendar"),
+            "type": S("grant"),
+            "grant_id": S("gr_1"),
+            **USER_ATTRS,
+            "agent": S("calendar-agent"),
+            "provider": S("calendar"),
+            "scopes": L("calendar.read"),
+            "refresh_token": B(b"\x01refresh"),
+            "status": S("active"),
+            "version": N(1),
+            "created_at": N(T0),
+            "gsi1pk": S("AGENT#calendar-agent"),
+            "gsi1sk": S(f"GRANT#calendar#{UK}"),
+            "gsi2pk": S("GRANT#gr_1"),
+            "gsi2sk": S("GRANT"),
+        },
+    ),
+    (
+        TASK_SESSIONS,
+        TaskSession("task-1", "ses_1", T0 + DAY),
+        {
+            "pk": S("TASK#task-1"),
+            "sk": S("SESSION#ses_1"),
+            "type": S("task_session"),
+            "session_id": S("ses_1"),
+            "ttl": N(T0 + DAY),
+        },
+    ),
+    (
+        TASK_STOPS,
+        TaskStopped("task-1", T0, T0 + 7 * DAY),
+        {
+            "pk": S("TASK#task-1"),
+            "sk": S("STOPPED"),
+            "type": S("task_stopped"),
+            "task_id": S("task-1"),
+            "stopped_at": N(T0),
+            "ttl": N(T0 + 7 * DAY),
+        },
+    ),
+    (PROOF_JTIS, ProofJti("digest", T0 + 61), {"pk": S("digest"), "ttl": N(T0 + 61)}),
+]
+IDS = [mapper.kind.type or "proof_jti" for mapper, _, _ in STORED]
+
+
+def test_every_kind_is_covered() -> None:
+    assert {id(mapper.kind) for mapper, _, _ in STORED} == {id(k) for k in schema.KINDS}
+
+
+@pytest.mark.parametrize(("mapper", "record", "item"), STORED, ids=IDS)
+def test_a_record_is_stored_as_documented(
+    mapper: ItemMapper[Any], record: Any, item: dict[str, Any]
+) -> None:
+    assert mapper.to_item(record) == item
+
+
+@pytest.mark.parametrize(("mapper", "record", "item"), STORED, ids=IDS)
+def test_a_stored_item_reads_back_as_its_record(
+    mapper: ItemMapper[Any], record: Any, item: dict[str, Any]
+) -> None:
+    assert mapper.from_item(item) == record
+    assert mapper.from_item(mapper.to_item(record)) == record
+
+
+@pytest.mark.parametrize(("mapper", "record", "item"), STORED, ids=IDS)
+def test_the_key_is_the_items_key(
+    mapper: ItemMapper[Any], record: Any, item: dict[str, Any]
+) -> None:
+    key = {name: item[name] for name in mapper.table.key_attributes}
+    assert mapper.key_of(record) == key
+
+
+@pytest.mark.parametrize(("mapper", "record", "item"), STORED, ids=IDS)
+def test_unknown_attributes_are_ignored(
+    mapper: ItemMapper[Any], record: Any, item: dict[str, Any]
+) -> None:
+    newer = {**item, "added_later": S("x"), "a_map": {"M": {"n": N(1)}}, "null": {"NULL": True}}
+    assert mapper.from_item(newer) == record
+
+
+def test_optional_fields_are_stored_when_set_and_read_back() -> None:
+    cases: list[tuple[ItemMapper[Any], Any, dict[str, Any]]] = [
+        (
+            SESSIONS,
+            dataclasses.replace(
+                SESSION, status="ended", ended_reason="task_stopped", identity_at=T0 + 5
+            ),
+            {"status": S("ended"), "ended_reason": S("task_stopped"), "identity_at": N(T0 + 5)},
+        ),
+        (
+            TOKENS,
+            dataclasses.replace(TOKEN, revoke_pending=True, lifetime=3600),
+            {"revoke_pending": {"BOOL": True}, "lifetime": N(3600)},
+        ),
+        (
+            GRANTS,
+            dataclasses.replace(
+                GRANT, status="broken", version=4, refreshed_at=T0 + 9, broken_reason="x"
+            ),
+            {
+                "status": S("broken"),
+                "version": N(4),
+                "refreshed_at": N(T0 + 9),
+                "broken_reason": S("x"),
+            },
+        ),
+    ]
+    for mapper, record, attributes in cases:
+        item = mapper.to_item(record)
+        assert {k: item[k] for k in attributes} == attributes
+        assert mapper.from_item(item) == record
+
+
+def test_empty_optional_fields_are_left_out() -> None:
+    refused = dataclasses.replace(
+        FLOW,
+        status="refused",
+        error="access_denied",
+        granted_scopes=(),
+        refresh_token_ct=None,
+        access_token_ct=None,
+        binding_hash=None,
+    )
+    item = FLOWS.to_item(refused)
+    assert item["granted_scopes"] == {"L": []}
+    assert item["error"] == S("access_denied")
+    assert not {"refresh_token", "access_token", "binding_hash"} & set(item)
+    assert FLOWS.from_item(item) == refused
+    ended = dataclasses.replace(SESSION, ended_reason="")
+    assert "ended_reason" not in SESSIONS.to_item(ended)
+    assert "revoke_pending" not in TOKENS.to_item(TOKEN)
+
+
+def test_a_closed_flow_leaves_the_sparse_indexes() -> None:
+    for status in ("active", "refused", "rejected", "expired", "revoked"):
+        item = FLOWS.to_item(dataclasses.replace(FLOW, status=status))
+        assert not {"gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"} & set(item), status
+
+
+def test_the_lease_is_read_and_the_abandoned_flag_never_stored() -> None:
+    item = {**GRANTS.to_item(GRANT), "lease_owner": S("owner"), "lease_until": {"N": "1.5"}}
+    leased = GRANTS.from_item(item)
+    assert (leased.lease_owner, leased.lease_until) == ("owner", 1.5)
+    assert "lease_abandoned" not in GRANTS.to_item(dataclasses.replace(GRANT, lease_abandoned=True))
+
+
+def test_numbers_read_back_as_the_fields_types() -> None:
+    item = {**SESSIONS.to_item(SESSION), "created_at": {"N": "1700000000.0"}}
+    created = SESSIONS.from_item(item).created_at
+    assert created == T0 and type(created) is int
+    assert type(TOKENS.from_item(TOKENS.to_item(TOKEN)).access_token_ct) is bytes
+    assert type(TOKENS.from_item(TOKENS.to_item(TOKEN)).scopes) is tuple
+
+
+def test_a_missing_required_attribute_is_an_error() -> None:
+    item = SESSIONS.to_item(SESSION)
+    del item["jkt"]
+    with pytest.raises(KeyError):
+        SESSIONS.from_item(item)
+
+
+def test_a_key_from_its_ids() -> None:
+    assert TOKENS.key(
+        session_id="ses_1", provider="calendar", scopes=("calendar.read", "calendar.write")
+    ) == {"pk": S("SESSION#ses_1"), "sk": S("TOKEN#calendar#calendar.read calendar.write")}
+    assert GRANTS.key(user=USER, agent="a", provider="p") == {
+        "pk": S(f"USER#{UK}"),
+        "sk": S("GRANT#a#p"),
+    }
+    assert PROOF_JTIS.key(digest="d") == {"pk": S("d")}
+    with pytest.raises(KeyError):
+        SESSIONS.key(flow_id="fl_1")
+
+
+def test_partitions_and_sort_key_prefixes_for_queries() -> None:
+    assert SESSIONS.partition(session_id="s") == "SESSION#s"
+    assert SESSIONS.partition(schema.GSI1, task_id="t") == "TASK#t"
+    assert TASK_SESSIONS.sort_key() == "SESSION#"
+    assert TOKENS.sort_key(schema.GSI2) == "TOKEN#"
+    assert FLOWS.partition(schema.GSI1) == "UNBOUND"
+    assert FLOWS.partition(schema.GSI2, user=USER) == f"UNBOUND#{UK}"
+    assert GRANTS.sort_key() == "GRANT#"
+    assert GRANTS.sort_key(schema.GSI1) == "GRANT#"
+    assert GRANTS.sort_key(schema.GSI1, provider=None) == "GRANT#"
+    assert GRANTS.sort_key(schema.GSI1, provider="calendar") == "GRANT#calendar#"
+    assert GRANTS.sort_key(schema.GSI2) == "GRANT"
+
+
+def test_expression_values() -> None:
+    assert attribute_values(
+        {":s": "active", ":t": True, ":n": 3, ":f": 1.5, ":whole": 2.0, ":b": b"x"}
+    ) == {
+        ":s": S("active"),
+        ":t": {"BOOL": True},
+        ":n": N(3),
+        ":f": {"N": "1.5"},
+        ":whole": N(2),
+        ":b": B(b"x"),
+    }
+    assert attribute_value(T0 + 0.123) == {"N": "1700000000.123"}
