@@ -113,7 +113,9 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         openapi_url=None,
     )
     # The middleware is built before the lifespan reads the settings: its key is known now.
-    configured = settings.session_secret if settings else os.environ.get(SESSION_SECRET_ENV)
+    configured = (
+        settings.session_secret if settings is not None else os.environ.get(SESSION_SECRET_ENV)
+    )
     app.add_middleware(
         _SessionCookies,
         secret_key=session_key(configured),
