@@ -13,7 +13,7 @@
    a time per container (:mod:`agent_vault_local.containers`), behind the local API Gateway
    (:mod:`agent_vault_local.adapter`), which verifies SigV4 for each local principal; and a
    local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in);
-4. optionally the sample agent (``agent/app.py``) with uvicorn, signing as its own task.
+4. optionally the sample agent (``sample_agent.app``) with uvicorn, signing as its own task.
 
 Everything binds 127.0.0.1 on ports the OS picks. :meth:`LocalMode.stop` stops all of it and
 restores the environment. The vault's logs (Powertools JSON, audit events included) go to
@@ -517,6 +517,7 @@ class LocalMode:
         fleet = self._start_fleet(vault_log)
         if self.with_agent:
             importlib.import_module("sample_agent.app")
+            importlib.import_module("sample_agent.login")  # local mode's agent has a login
 
         try:
             provider_started.result(timeout=self.startup_timeout)

@@ -1,18 +1,30 @@
-"""The sample agent (agent/app.py): its intent parser, and the whole consent round trip through
-the agent running in local mode."""
+"""The sample agent (the ``sample_agent`` package): its intent parser, its OIDC login, and the
+whole consent round trip through the agent running in local mode."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import urllib.parse
 import warnings
+from typing import Any
+
+import httpx
+import itsdangerous
+import pytest
 
 from agent_vault_local.consent_forms import complete_consent
 from agent_vault_local.provider import HttpResponse, http_request
 from agent_vault_local.runner import AGENT_APP, LocalInfo
-from sample_agent.app import AgentSettings, create_app, describe_events, parse_intent
+from sample_agent.app import AgentSettings, OidcSettings, create_app
+from sample_agent.intents import describe_events, parse_intent
+from sample_agent.settings import session_key
 from tests.local.helpers import fresh_grants, id_token_for
+
+with warnings.catch_warnings():  # starlette's notice about httpx, at import
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 TODAY = datetime.date(2030, 5, 17)
 
@@ -128,9 +140,6 @@ def test_without_a_user_the_agent_asks_for_one(local_with_agent: LocalInfo) -> N
         region=info.region,
         credentials=info.principal(AGENT_APP).credentials(),
     )
-    with warnings.catch_warnings():  # starlette's notice about httpx, at import
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
     with TestClient(create_app(settings)) as client:
         answer = client.post("/ask", json={"question": "what is on my calendar today?"})
         assert answer.status_code == 401
@@ -154,3 +163,152 @@ def test_without_a_user_the_agent_asks_for_one(local_with_agent: LocalInfo) -> N
         client.cookies.set("agent_consent_flow", "flw_x")
         page = client.get(returned)
         assert page.status_code == 401
+
+
+# -- the agent's own OIDC login (Authlib) ---------------------------------------------------------
+
+
+def login_client(info: LocalInfo, issuer: str | None = None) -> TestClient:
+    """The agent app in this process, logging users in at local mode's provider. Its public URL
+    is the running agent's, so the provider accepts its redirect URI (``<it>/login/callback``);
+    the tests carry the provider's redirect back to this app themselves."""
+    settings = AgentSettings(
+        vault_url=info.vault_url,
+        calendar_api_url=info.provider["calendar_url"],
+        region=info.region,
+        public_url=info.agent_url,
+        credentials=info.principal(AGENT_APP).credentials(),
+        oidc=OidcSettings(
+            issuer or info.provider["issuer"],
+            info.provider["app_client_id"],
+            info.provider["app_client_secret"],
+        ),
+    )
+    return TestClient(create_app(settings))
+
+
+def start_login(client: TestClient, info: LocalInfo, next_path: str, username: str) -> str:
+    """``/login``, then the user at the provider: the path + query of the redirect back."""
+    started = client.get("/login", params={"next": next_path}, follow_redirects=False)
+    assert started.status_code == 302, started.text
+    callback = complete_consent(started.headers["location"], username, info.users[username])  # type: ignore[arg-type]
+    assert info.agent_url is not None and callback.startswith(f"{info.agent_url}/login/callback?")
+    return callback[len(info.agent_url) :]
+
+
+def set_cookies(response: Any) -> dict[str, str]:
+    """The Set-Cookie headers of ``response``, by cookie name."""
+    return {c.split("=", 1)[0]: c for c in response.headers.get_list("set-cookie")}
+
+
+def test_the_login_is_a_code_flow_with_pkce_bound_to_the_browser_that_started_it(
+    local_with_agent: LocalInfo,
+) -> None:
+    info = local_with_agent
+    with login_client(info) as client:
+        started = client.get("/login", params={"next": "/?from=login"}, follow_redirects=False)
+        assert started.status_code == 302
+        location = started.headers["location"]
+        assert location.startswith(info.provider["authorization_endpoint"] + "?")
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+        assert query["response_type"] == "code" and query["scope"] == "openid"
+        assert query["client_id"] == info.provider["app_client_id"]
+        assert query["redirect_uri"] == f"{info.agent_url}/login/callback"
+        assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
+        assert len(query["state"]) >= 20 and len(query["nonce"]) >= 20
+        session = set_cookies(started)["agent_session"].lower()
+        assert "httponly" in session and "samesite=lax" in session and "max-age=600" in session
+        assert "agent_id_token" not in set_cookies(started)
+
+        callback = complete_consent(location, "alice", info.users["alice"])  # type: ignore[arg-type]
+        assert info.agent_url is not None
+        back = callback[len(info.agent_url) :]
+        saved_session = client.cookies["agent_session"]
+
+        # The same redirect in another browser (no session cookie): refused, nothing set.
+        client.cookies.delete("agent_session")
+        elsewhere = client.get(back, follow_redirects=False)
+        assert elsewhere.status_code == 400 and "mismatching_state" in elsewhere.text
+        assert "agent_id_token" not in set_cookies(elsewhere)
+
+        # ... nor with a session its attacker signed with another key.
+        payload = saved_session.split(".", 1)[0]
+        forged = itsdangerous.TimestampSigner("not-the-agents-key" * 3).sign(payload).decode()
+        client.cookies.set("agent_session", forged)
+        refused = client.get(back, follow_redirects=False)
+        assert refused.status_code == 400 and "agent_id_token" not in set_cookies(refused)
+
+        # In the browser that started it: the validated ID token becomes the identity cookie.
+        client.cookies.set("agent_session", saved_session)
+        done = client.get(back, follow_redirects=False)
+        assert done.status_code == 303, done.text
+        assert done.headers["location"] == "/?from=login"
+        cookies = set_cookies(done)
+        identity = cookies["agent_id_token"].lower()
+        assert "httponly" in identity and "samesite=lax" in identity
+        assert cookies["agent_session"].startswith("agent_session=null;")  # the login is over
+        id_token = client.cookies["agent_id_token"]
+        claims = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))
+        assert claims["iss"] == info.provider["issuer"] and claims["sub"] == "alice"
+        assert claims["nonce"] == query["nonce"]
+        assert "Logged in" in client.get("/").text
+
+        # The same redirect again, even with the session it came with: the code is spent.
+        client.cookies.set("agent_session", saved_session)
+        again = client.get(back, follow_redirects=False)
+        assert again.status_code == 400 and "agent_id_token" not in set_cookies(again)
+
+
+def test_the_login_refuses_an_id_token_of_another_issuer(local_with_agent: LocalInfo) -> None:
+    """The ID token's ``iss`` must be the configured issuer exactly (here the configured one has
+    a trailing slash: discovery still finds the provider, whose tokens name it without)."""
+    info = local_with_agent
+    with login_client(info, issuer=info.provider["issuer"] + "/") as client:
+        answer = client.get(start_login(client, info, "/", "alice"), follow_redirects=False)
+        assert answer.status_code == 400 and "invalid_claim" in answer.text
+        assert "agent_id_token" not in set_cookies(answer)
+
+
+def test_after_the_login_the_agent_never_sends_the_browser_elsewhere(
+    local_with_agent: LocalInfo,
+) -> None:
+    info = local_with_agent
+    with login_client(info) as client:
+        back = start_login(client, info, "//evil.example/x", "bob")
+        answer = client.get(back, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+
+
+def test_login_failures_are_pages_not_errors(local_with_agent: LocalInfo) -> None:
+    info = local_with_agent
+    with login_client(info) as client:
+        client.get("/login", follow_redirects=False)
+        denied = client.get("/login/callback", params={"error": "access_denied", "state": "x"})
+        assert denied.status_code == 400 and "access_denied" in denied.text
+        assert client.get("/login/callback").status_code == 400  # no state, no code
+    with login_client(info, issuer="http://127.0.0.1:9") as client:  # nothing listens there
+        down = client.get("/login", follow_redirects=False)
+        assert down.status_code == 502 and "could not be reached" in down.text
+
+
+def test_the_session_cookie_is_secure_over_https(local_with_agent: LocalInfo) -> None:
+    """Behind the load balancer the forwarded scheme is https: the login's cookie says Secure."""
+    info = local_with_agent
+    with login_client(info) as client:
+        plain = client.get("/login", follow_redirects=False)
+        assert "secure" not in set_cookies(plain)["agent_session"].lower()
+        client.base_url = httpx.URL("https://testserver")
+        secure = client.get("/login", follow_redirects=False)
+        assert secure.status_code == 302
+        assert "; secure" in set_cookies(secure)["agent_session"].lower()
+
+
+def test_the_session_key_is_random_unless_configured() -> None:
+    assert str(session_key(None)) != str(session_key(None))
+    assert str(session_key("k" * 32)) == "k" * 32
+    assert "k" * 32 not in repr(session_key("k" * 32))
+    with pytest.raises(RuntimeError, match="at least 32"):
+        session_key("short")
+    env = {"AGENT_VAULT_URL": "https://vault.example", "AGENT_SESSION_SECRET": "s" * 40}
+    settings = AgentSettings.from_env(env)
+    assert settings.session_secret == "s" * 40 and "s" * 40 not in repr(settings)
