@@ -55,7 +55,7 @@ synth: install $(CHECKOV_VENV)/.installed ## CloudFormation for every stack, off
 	$(BIN)/python -m stacks.synth $(if $(CONFIG),--config $(CONFIG))
 
 openapi: install ## write docs/openapi.json from the route table, the models and the error codes
-	PYTHONPATH=lambdas $(PY) -m vault.openapi docs/openapi.json
+	$(PY) -m vault.openapi docs/openapi.json
 
 demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
 	$(BIN)/agent-vault local demo

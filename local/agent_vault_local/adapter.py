@@ -2,7 +2,7 @@
 
 It plays API Gateway's part honestly:
 
-* routes with the one route table (:mod:`agent_vault.routes`); an unknown route is 404
+* routes with the one route table (:mod:`vault.routes`); an unknown route is 404
   ``{"message": "Not Found"}``, before any authorization, as API Gateway does;
 * on IAM routes it **verifies the SigV4 signature** of every request: it recomputes the signature
   with botocore over the same canonical request for the secret of the access key the request names
@@ -47,9 +47,9 @@ from urllib.parse import parse_qsl, unquote
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from agent_vault.routes import Route, match_route
 from agent_vault_local.containers import LambdaContext
 from agent_vault_local.credentials import DEFAULT_ACCOUNT, LocalPrincipal, PrincipalRegistry
+from vault.routes import Route, match_route
 
 __all__ = [
     "GatewayRefusal",

@@ -17,7 +17,6 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from agent_vault import AccessDenied, SessionKey, UserIdentity, VaultClient
-from agent_vault.routes import ROUTES, match_route
 from agent_vault_local.adapter import (
     SIGNATURE_MISMATCH,
     GatewayResponse,
@@ -26,6 +25,7 @@ from agent_vault_local.adapter import (
     build_event,
 )
 from agent_vault_local.credentials import LocalPrincipal, PrincipalRegistry, new_principal
+from vault.routes import ROUTES, match_route
 
 REGION = "us-east-1"
 DOMAIN = "127.0.0.1:4566"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from agent_vault.routes import match_route
+from vault.routes import match_route
 
 DOMAIN = "vault.test"
 OBSERVERS: list[Callable[[dict[str, Any], HttpAnswer], None]] = []
