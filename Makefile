@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help install browser lint test test-fast synth openapi demo local bench fuzz deploy pin-agent-image clean
+.PHONY: help install browser lint test test-fast synth openapi demo local bench fuzz deploy requirements pin-agent-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,7 +55,7 @@ synth: install $(CHECKOV_VENV)/.installed ## CloudFormation for every stack, off
 	$(BIN)/python -m stacks.synth $(if $(CONFIG),--config $(CONFIG))
 
 openapi: install ## write docs/openapi.json from the route table, the models and the error codes
-	PYTHONPATH=lambdas $(PY) -m vault.openapi docs/openapi.json
+	$(PY) -m vault.openapi docs/openapi.json
 
 demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
 	$(BIN)/agent-vault local demo
@@ -71,6 +71,18 @@ fuzz: install ## long fuzzing run of every route
 
 deploy: install ## deploy to the AWS account of your credentials (see README)
 	npx cdk deploy --all $(if $(CONFIG),-c config=$(CONFIG))
+
+# Exact pins with hashes, no index URL. Packages keep their pinned versions unless an .in file
+# changes them (or UPGRADE="--upgrade-package NAME ..." asks); dev.txt for this venv's Python,
+# lambda.txt and the agent image's for theirs (3.13), at dev.txt's versions.
+requirements: ## recompile requirements/*.txt and agent/requirements.txt from their .in files
+	uv pip compile --quiet --generate-hashes --python-version 3.11 $(UPGRADE) \
+		requirements/dev.in -o requirements/dev.txt
+	uv pip compile --quiet --generate-hashes --python-version 3.13 \
+		--python-platform aarch64-manylinux_2_28 -c requirements/dev.txt \
+		requirements/lambda.in -o requirements/lambda.txt
+	uv pip compile --quiet --generate-hashes --python-version 3.13 -c requirements/dev.txt \
+		agent/requirements.in -o agent/requirements.txt
 
 pin-agent-image: ## pin agent/Dockerfile's base image to its tag's current digest (docker, crane or skopeo)
 	$(PY) scripts/pin_agent_image.py $(if $(DIGEST),--digest $(DIGEST))

@@ -15,7 +15,8 @@ __all__ = ["main"]
 
 LOCAL_MISSING = (
     "agent-vault: local mode is a separate developer package that is not installed here.\n"
-    "  In a checkout: `make install` (or `pip install -e local`), then `agent-vault local up`."
+    "  In a checkout: `make install` (or `pip install -e lambdas -e agent -e local`: local mode\n"
+    "  needs the service and the sample agent), then `agent-vault local up`."
 )
 
 

@@ -125,11 +125,7 @@ def _bundle(out: str) -> dict[str, Any]:
     vault_code.LocalPythonBundling(requirements=requirements, config_json=config_json).try_bundle(
         out
     )
-    provided = []
-    for line in text.splitlines():
-        match = vault_code._REQUIREMENT.match(line.strip())
-        if match and vault_code._normalized(match["name"]) in vault_code.PROVIDED_BY_RUNTIME:
-            provided.append(line.strip())
+    provided = vault_code.provided_by_runtime(text)
     return {
         "platforms": list(vault_code.WHEEL_PLATFORMS),
         "python_version": vault_code.PYTHON_VERSION,

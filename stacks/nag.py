@@ -88,7 +88,7 @@ def acknowledge_findings(
             route,
             "AwsSolutions-APIG4",
             f"{route_key} is the OAuth redirect URI, called by the user's browser, which has no"
-            " AWS credentials; it is public in the route table (agent_vault/routes.py). It"
+            " AWS credentials; it is public in the route table (lambdas/vault/routes.py). It"
             " accepts only a single-use, hashed-at-rest `state` it issued, redirects only to"
             " allow-listed return URLs, and has a throttle of its own on the stage"
             f" ({PUBLIC_THROTTLE_RATE_LIMIT} requests/s, burst {PUBLIC_THROTTLE_BURST_LIMIT}).",

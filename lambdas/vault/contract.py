@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from agent_vault.routes import Route
 from vault import schemas
 from vault.consent import FLOW_ID
+from vault.routes import Route
 from vault.sessions import SESSION_ID
 
 __all__ = [

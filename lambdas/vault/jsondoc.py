@@ -9,10 +9,11 @@ No legitimate document of the vault's is more than a few levels deep.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
+
+from joserfc.util import urlsafe_b64decode
 
 MAX_DEPTH = 32
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -47,12 +48,27 @@ def loads(data: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise TooDeep("JSON nested too deeply") from exc
 
 
-def check_compact_jws(token: str, max_depth: int = MAX_DEPTH) -> None:
-    """Check the depth of a compact JWS/JWT's header and payload before a JOSE library parses
-    them (it would raise `RecursionError`); `ValueError` when either is too deep or not UTF-8."""
-    for segment in token.split(".")[:2]:
-        try:
-            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        except (ValueError, TypeError) as exc:
-            raise ValueError("not base64url") from exc
-        check_depth(raw.decode("utf-8"), max_depth)
+def unverified_jws(token: str, max_depth: int = MAX_DEPTH) -> tuple[dict[str, Any], Any]:
+    """The header and payload of a compact JWS/JWT, parsed under the nesting limit and NOT
+    verified: to check a token's form before a JOSE library parses it (which would raise
+    `RecursionError` on deep nesting), or to read what selects the key (`iss`, `jwk`).
+
+    `ValueError` when it is not three segments, a segment is not base64url, UTF-8 and JSON, the
+    header is not an object, or either is too deep. The one unverified decoder: the service, local
+    mode and the tests read tokens with it.
+    """
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise ValueError("not a compact JWS")
+    header, payload = (_b64url_json(segment, max_depth) for segment in segments[:2])
+    if not isinstance(header, dict):
+        raise ValueError("the JWS header is not a JSON object")
+    return header, payload
+
+
+def _b64url_json(segment: str, max_depth: int) -> Any:
+    try:  # joserfc's own decoder: what it would refuse when it parses the token, this refuses
+        raw = urlsafe_b64decode(segment.encode("ascii"))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not base64url") from exc
+    return loads(raw, max_depth)

@@ -1,6 +1,6 @@
 """The machine-readable API: docs/openapi.json (OpenAPI 3.1), generated.
 
-From the one route table (`agent_vault.routes.ROUTES`), the request models (`vault.schemas`), the
+From the one route table (`vault.routes.ROUTES`), the request models (`vault.schemas`), the
 answers and operations of `vault.contract`, and the error classes (every `VaultError` subclass).
 `make openapi` (``python -m vault.openapi docs/openapi.json``) writes it;
 tests/unit/test_openapi.py fails when the committed file drifts.
@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from agent_vault.routes import ROUTES, Route
 from vault import errors
 from vault.contract import (
     CALLBACK,
@@ -31,6 +30,7 @@ from vault.contract import (
     operation_for,
     path_params,
 )
+from vault.routes import ROUTES, Route
 
 __all__ = ["error_classes", "openapi", "render"]
 

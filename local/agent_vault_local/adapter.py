@@ -2,7 +2,7 @@
 
 It plays API Gateway's part honestly:
 
-* routes with the one route table (:mod:`agent_vault.routes`); an unknown route is 404
+* routes with the one route table (:mod:`vault.routes`); an unknown route is 404
   ``{"message": "Not Found"}``, before any authorization, as API Gateway does;
 * on IAM routes it **verifies the SigV4 signature** of every request: it recomputes the signature
   with botocore over the same canonical request for the secret of the access key the request names
@@ -10,7 +10,8 @@ It plays API Gateway's part honestly:
   (date, region, ``execute-api``), the payload hash and that ``X-Amz-Date`` is within 5 minutes,
   and refuses anything else with API Gateway's 403 messages; the public callback route is not
   checked;
-* it builds the HTTP API payload v2.0 event API Gateway would send, with
+* it builds the HTTP API payload v2.0 event API Gateway would send
+  (:func:`agent_vault_local.events.build_event`, the one event builder), with
   ``requestContext.authorizer.iam`` filled from the principal it verified (never from anything
   the caller claims), invokes the function with a Lambda-like context, and writes the handler's
   answer (status, headers, cookies, body, base64) back. In local mode the handler it is given
@@ -25,10 +26,8 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import datetime
 import hashlib
 import hmac
-import importlib
 import json
 import logging
 import re
@@ -42,23 +41,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from agent_vault.routes import Route, match_route
-from agent_vault_local.containers import LambdaContext
-from agent_vault_local.credentials import DEFAULT_ACCOUNT, LocalPrincipal, PrincipalRegistry
+from agent_vault_local.credentials import LocalPrincipal, PrincipalRegistry
+from agent_vault_local.events import (
+    DEFAULT_ACCOUNT,
+    Handler,
+    LambdaContext,
+    build_event,
+    resolve_handler,
+)
+from vault.routes import Route, match_route
 
 __all__ = [
     "GatewayRefusal",
-    "LambdaContext",
     "LocalApiGateway",
     "LocalApiServer",
     "LocalLambdaService",
     "SigV4Verifier",
-    "build_event",
     "serve",
 ]
 
@@ -69,16 +72,7 @@ MAX_SKEW_SECONDS = 300
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's limit
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 _AUTH_HEADER = re.compile(r"^AWS4-HMAC-SHA256\s+(?P<params>.+)$")
-_TEXT_TYPES = (
-    "text/",
-    "application/json",
-    "application/problem+json",
-    "application/x-www-form-urlencoded",
-    "application/xml",
-    "application/javascript",
-)
 
-Handler = Callable[[dict[str, Any], Any], Any]
 
 SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. Check your"
@@ -255,106 +249,6 @@ def _trace(exc: Exception) -> str:
     return str(getattr(exc, "stack_trace", "") or traceback.format_exc())
 
 
-def _is_text(content_type: str) -> bool:
-    lowered = content_type.lower()
-    return any(lowered.startswith(t) for t in _TEXT_TYPES) or lowered.endswith("+json")
-
-
-def build_event(
-    *,
-    route: Route,
-    path_parameters: Mapping[str, str],
-    method: str,
-    raw_path: str,
-    raw_query: str,
-    headers: Headers,
-    body: bytes,
-    principal: LocalPrincipal | None,
-    domain_name: str,
-    source_ip: str,
-    api_account_id: str = DEFAULT_ACCOUNT,
-    request_id: str | None = None,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """The API Gateway HTTP API payload v2.0 event for one request."""
-    moment = time.time() if now is None else now
-    joined: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "cookie":
-            cookies.extend(c.strip() for c in value.split(";") if c.strip())
-            continue
-        joined[lname] = f"{joined[lname]},{value}" if lname in joined else value
-    port = domain_name.rsplit(":", 1)[-1] if ":" in domain_name else "80"
-    joined.setdefault("x-forwarded-for", source_ip)
-    joined["x-forwarded-proto"] = "http"
-    joined["x-forwarded-port"] = port
-    joined["x-amzn-trace-id"] = f"Root=1-{int(moment):08x}-{secrets.token_hex(12)}"
-
-    query: dict[str, str] = {}
-    for key, value in parse_qsl(raw_query, keep_blank_values=True):
-        query[key] = f"{query[key]},{value}" if key in query else value
-
-    request_id = request_id or base64.b32encode(secrets.token_bytes(10)).decode().rstrip("=")
-    stamp = datetime.datetime.fromtimestamp(moment, tz=datetime.UTC)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": route.route_key,
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-        "headers": joined,
-        "requestContext": {
-            "accountId": api_account_id,
-            "apiId": "local",
-            "domainName": domain_name,
-            "domainPrefix": domain_name.split(".", 1)[0].split(":", 1)[0],
-            "http": {
-                "method": method,
-                "path": raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": joined.get("user-agent", ""),
-            },
-            "requestId": request_id,
-            "routeKey": route.route_key,
-            "stage": "$default",
-            "time": stamp.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(moment * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    if query:
-        event["queryStringParameters"] = query
-    if path_parameters:
-        event["pathParameters"] = {k: unquote(v) for k, v in path_parameters.items()}
-    if principal is not None:
-        event["requestContext"]["authorizer"] = {
-            "iam": {
-                "accessKey": principal.access_key_id,
-                "accountId": principal.account_id,
-                "callerId": principal.user_id,
-                "cognitoIdentity": None,
-                "principalOrgId": None,
-                "userArn": principal.user_arn,
-                "userId": principal.user_id,
-            }
-        }
-    if body:
-        if _is_text(joined.get("content-type", "")):
-            try:
-                event["body"] = body.decode("utf-8")
-            except UnicodeDecodeError:
-                event["body"] = base64.b64encode(body).decode("ascii")
-                event["isBase64Encoded"] = True
-        else:
-            event["body"] = base64.b64encode(body).decode("ascii")
-            event["isBase64Encoded"] = True
-    return event
-
-
 @dataclass
 class GatewayResponse:
     status: int
@@ -367,13 +261,6 @@ def _message(status: int, message: str, request_id: str) -> GatewayResponse:
     return GatewayResponse(
         status, [("content-type", "application/json"), ("apigw-requestid", request_id)], body
     )
-
-
-def resolve_handler(dotted: str) -> Handler:
-    """Import ``package.module.function`` (the Lambda handler setting)."""
-    module_name, _, attr = dotted.rpartition(".")
-    handler: Handler = getattr(importlib.import_module(module_name), attr)
-    return handler
 
 
 class LocalApiGateway:
@@ -435,17 +322,17 @@ class LocalApiGateway:
                 log.info("refused %s %s: %s", method, raw_path, refusal.message)
                 return _message(refusal.status, refusal.message, request_id)
         event = build_event(
+            method,
+            raw_path,
+            domain_name=self.domain_name,
             route=route,
             path_parameters=params,
-            method=method,
-            raw_path=raw_path,
-            raw_query=raw_query,
+            query=raw_query,
             headers=headers,
             body=body,
             principal=principal,
-            domain_name=self.domain_name,
             source_ip=source_ip,
-            api_account_id=self.api_account_id,
+            account_id=self.api_account_id,
             request_id=request_id,
             now=self.clock(),
         )

@@ -44,18 +44,17 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from agent_vault_local.events import LambdaContext
 
 __all__ = [
     "DEFAULT_MAX_CONTAINERS",
     "ContainerError",
     "FunctionPool",
     "HandlerFailed",
-    "LambdaContext",
     "LambdaFleet",
     "VaultLog",
 ]
@@ -64,7 +63,6 @@ log = logging.getLogger("agent_vault_local.containers")
 
 DEFAULT_MAX_CONTAINERS = 4
 """Containers per function at most; a request beyond waits for an idle one."""
-DEFAULT_ACCOUNT = "123456789012"
 PRELOAD = (
     "boto3",
     "botocore.session",
@@ -92,44 +90,6 @@ _START_TIMEOUT = 60.0
 
 class ContainerError(RuntimeError):
     """A container could not start or died while serving."""
-
-
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime passes as ``context`` (the attributes Powertools reads)."""
-
-    function_name: str
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    timeout_ms: int = 10_000
-    region: str = "us-east-1"
-    account_id: str = DEFAULT_ACCOUNT
-    log_stream_name: str = "local/[$LATEST]local"
-    _started: float = field(default_factory=time.monotonic, repr=False)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        elapsed = int((time.monotonic() - self._started) * 1000)
-        return max(0, self.timeout_ms - elapsed)
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "function_name": self.function_name,
-            "aws_request_id": self.aws_request_id,
-            "function_version": self.function_version,
-            "memory_limit_in_mb": self.memory_limit_in_mb,
-            "timeout_ms": self.timeout_ms,
-            "region": self.region,
-            "account_id": self.account_id,
-        }
 
 
 # -- the wire: length-prefixed JSON ------------------------------------------------------------

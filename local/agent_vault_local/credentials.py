@@ -20,9 +20,10 @@ from typing import Any, Literal
 
 from botocore.credentials import Credentials
 
+from agent_vault_local.events import DEFAULT_ACCOUNT
+
 __all__ = ["DEFAULT_ACCOUNT", "LocalPrincipal", "PrincipalRegistry", "new_principal"]
 
-DEFAULT_ACCOUNT = "123456789012"  # moto's default account
 _UPPER_ALNUM = string.ascii_uppercase + string.digits
 
 

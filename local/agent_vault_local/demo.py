@@ -31,13 +31,14 @@ from agent_vault.errors import (
     VaultError,
 )
 from agent_vault_local.consent_forms import complete_consent
-from agent_vault_local.provider import HttpResponse, http_request, pkce_pair
+from agent_vault_local.provider import HttpResponse, http_request
 from agent_vault_local.runner import (
     MAIL_TASK,
     TASK_1,
     TASK_2,
     LocalInfo,
 )
+from vault.oauth import client as oauth
 
 __all__ = [
     "StepFailed",
@@ -76,7 +77,8 @@ def id_token_for(info: LocalInfo, username: str) -> str:
     """Log ``username`` in to the application (client ``agent-app``, code + PKCE) and return the
     ID token the application would hold for them."""
     provider = info.provider
-    verifier, challenge = pkce_pair()
+    verifier = oauth.new_code_verifier()
+    challenge = oauth.code_challenge(verifier)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     query = urllib.parse.urlencode(
         {

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import hashlib
 import json
 import os
 import queue
@@ -42,6 +41,8 @@ from types import TracebackType
 from typing import IO, Any, Literal, Self, TypedDict
 
 from agent_vault_local.consent_forms import ConsentFormError, complete_consent
+from vault import jsondoc
+from vault.oauth import client as oauth
 
 __all__ = [
     "RESOURCE",
@@ -53,7 +54,6 @@ __all__ = [
     "FaultSpec",
     "HttpResponse",
     "http_request",
-    "pkce_pair",
 ]
 
 SERVER_SCRIPT = Path(__file__).resolve().parent / "provider" / "server.mjs"
@@ -159,22 +159,6 @@ def http_request(
     request = urllib.request.Request(url, data=data, headers=request_headers, method=method)  # noqa: S310
     with _OPENER.open(request, timeout=timeout) as response:
         return HttpResponse(int(response.status), response.headers, response.read())
-
-
-def pkce_pair() -> tuple[str, str]:
-    """A fresh PKCE (code_verifier, S256 code_challenge)."""
-    verifier = secrets.token_urlsafe(48)  # 64 characters
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _jwt_claims(jwt: str) -> dict[str, Any]:
-    """The claims of a compact JWS, NOT verified (only to compare a nonce we just sent)."""
-    payload = jwt.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    if not isinstance(claims, dict):
-        raise AuthorizationServerError("the ID token's payload is not a JSON object")
-    return claims
 
 
 class AuthorizationServer:
@@ -665,7 +649,8 @@ class AuthorizationServer:
     ) -> Authorized:
         """Run the browser's part of an authorization request (login + consent over HTTP) and
         return where the provider redirected, with the state and verifier to redeem the code."""
-        verifier, challenge = pkce_pair()
+        verifier = oauth.new_code_verifier()
+        challenge = oauth.code_challenge(verifier)
         state = secrets.token_urlsafe(24)
         url = self.authorization_url(
             scope=scope,
@@ -685,7 +670,8 @@ class AuthorizationServer:
     def login_id_token(self, username: str, password: str) -> str:
         """Log ``username`` in to ``agent-app`` with a real code + PKCE flow (scope ``openid``)
         and return the ID token: how a test gets a user's identity JWT for the vault."""
-        verifier, challenge = pkce_pair()
+        verifier = oauth.new_code_verifier()
+        challenge = oauth.code_challenge(verifier)
         state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         redirect_uri = self.app_redirect_uris[0]
         url = self.authorization_url(
@@ -721,7 +707,11 @@ class AuthorizationServer:
                 f"the ID token request failed: {response.status} {body.get('error')}"
             )
         id_token = str(body["id_token"])
-        if _jwt_claims(id_token).get("nonce") != nonce:
+        try:  # NOT verified: only to compare the nonce we just sent
+            _, claims = jsondoc.unverified_jws(id_token)
+        except ValueError as exc:
+            raise AuthorizationServerError("the ID token is not a compact JWS") from exc
+        if not isinstance(claims, dict) or claims.get("nonce") != nonce:
             raise AuthorizationServerError("the ID token carries another nonce")
         return id_token
 

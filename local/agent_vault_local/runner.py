@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent_vault.client import UserIdentity
-from agent_vault.routes import REAPER, ROUTES, Route
 from agent_vault_local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
 from agent_vault_local.containers import ContainerError, LambdaFleet, VaultLog
 from agent_vault_local.credentials import (
@@ -52,6 +51,7 @@ from agent_vault_local.credentials import (
     new_principal,
 )
 from vault.store.schema import create_tables
+from vault.routes import REAPER, ROUTES, Route
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
 

@@ -15,13 +15,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from agent_vault.routes import ROUTES
+from vault.routes import ROUTES
 
 Route = tuple[str, str]
 
 
 def _routes(function: str) -> tuple[Route, ...]:
-    """(method, path) of one function's routes, from the one route table (agent_vault.routes)."""
+    """(method, path) of one function's routes, from the one route table (vault.routes)."""
     return tuple((r.method, r.path) for r in ROUTES if r.function == function)
 
 

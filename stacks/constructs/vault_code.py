@@ -2,8 +2,9 @@
 
 Bundled on this machine, without Docker (CI synthesizes with no Docker engine): pip downloads
 the Linux wheels of `requirements/lambda.txt` for the functions' architecture and Python, minus
-what the Lambda runtime already provides, next to a copy of the `vault` package and the config
-the handlers read at cold start (`vault_config.json`, beside the package).
+what the Lambda runtime already provides (boto3 & co.), each checked against its pinned hash,
+next to a copy of the `vault` package and the config the handlers read at cold start
+(`vault_config.json`, beside the package).
 """
 
 from __future__ import annotations
@@ -36,21 +37,49 @@ CONFIG_FILE_NAME = "vault_config.json"
 PROVIDED_BY_RUNTIME = frozenset(
     {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
 )
-_REQUIREMENT = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*==")
+"""Never bundled: the functions use the runtime's AWS SDK (docs/cost.md, "The bundle and the AWS
+SDK", says why)."""
+_PIN = re.compile(r"^(?P<pin>(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*==\s*\S+)")
+_HASH = re.compile(r"--hash=(\S+)")
 
 
 def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _pins(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(normalized name, `name==version`, its hashes) of each requirement of a compiled file
+    (`uv pip compile --generate-hashes`: a requirement continues over `\\` line ends)."""
+    found = []
+    for line in text.replace("\\\n", " ").splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        match = _PIN.match(requirement)
+        if match:
+            pin = re.sub(r"\s+", "", match["pin"])
+            found.append((_normalized(match["name"]), pin, tuple(_HASH.findall(requirement))))
+    return found
+
+
 def bundled_requirements(text: str) -> str:
-    """The pinned requirements minus the packages the Lambda runtime provides."""
-    kept = []
-    for line in text.splitlines():
-        match = _REQUIREMENT.match(line.strip())
-        if match and _normalized(match["name"]) not in PROVIDED_BY_RUNTIME:
-            kept.append(line.strip())
+    """The pinned requirements (`name==version` lines) minus those the Lambda runtime provides."""
+    kept = [pin for name, pin, _ in _pins(text) if name not in PROVIDED_BY_RUNTIME]
     return "\n".join(kept) + "\n"
+
+
+def provided_by_runtime(text: str) -> list[str]:
+    """The pinned requirements the Lambda runtime provides instead (`name==version`)."""
+    return [pin for name, pin, _ in _pins(text) if name in PROVIDED_BY_RUNTIME]
+
+
+def with_hashes(requirements: str, pinned: str) -> str:
+    """`requirements` (`name==version` lines) with the hashes `pinned` records for them, for
+    `pip install --require-hashes`; a requirement that `pinned` does not pin stays without (and
+    pip refuses it)."""
+    hashes = {pin: found for _, pin, found in _pins(pinned)}
+    lines = []
+    for requirement in requirements.split():
+        lines.append(" ".join((requirement, *(f"--hash={h}" for h in hashes.get(requirement, ())))))
+    return "\n".join(lines) + "\n"
 
 
 def config_document(config: VaultConfig) -> str:
@@ -140,7 +169,10 @@ class LocalPythonBundling:
         out = Path(output_dir)
         with tempfile.TemporaryDirectory() as tmp:
             requirements = Path(tmp) / "requirements.txt"
-            requirements.write_text(self._requirements, encoding="utf-8")
+            requirements.write_text(
+                with_hashes(self._requirements, REQUIREMENTS.read_text(encoding="utf-8")),
+                encoding="utf-8",
+            )
             command = [
                 sys.executable,
                 "-m",
@@ -155,6 +187,7 @@ class LocalPythonBundling:
                 "--implementation",
                 "cp",
                 "--no-deps",
+                "--require-hashes",
                 "--no-compile",
                 "--target",
                 str(out),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from stacks.constructs.vault_code import (
     asset_hash,
     bundled_requirements,
     config_document,
+    provided_by_runtime,
+    with_hashes,
 )
 from vault.config import AgentConfig, IdentityIssuerConfig, ProviderConfig, VaultConfig
 
@@ -117,6 +120,30 @@ def test_runtime_provided_packages_are_not_bundled() -> None:
     names = {line.split("==")[0].lower() for line in bundled.splitlines()}
     assert not names & PROVIDED_BY_RUNTIME
     assert {"aws-lambda-powertools", "pydantic", "cryptography", "joserfc"} <= names
+
+
+def test_the_bundle_installs_each_wheel_by_its_pinned_hash() -> None:
+    pinned = (REPO_ROOT / "requirements" / "lambda.txt").read_text()
+    bundled = bundled_requirements(pinned).split()
+    hashed = with_hashes("\n".join(bundled), pinned).splitlines()
+    assert [line.split()[0] for line in hashed] == bundled
+    assert all(re.search(r" --hash=sha256:[0-9a-f]{64}\b", line) for line in hashed), hashed
+    assert with_hashes("left-pad==1.0", pinned) == "left-pad==1.0\n"  # pip refuses it
+    provided = provided_by_runtime(pinned)
+    assert {p.split("==")[0] for p in provided} <= PROVIDED_BY_RUNTIME and "botocore" in str(
+        provided
+    )
+
+
+@pytest.mark.parametrize(
+    "path", ["requirements/dev.txt", "requirements/lambda.txt", "agent/requirements.txt"]
+)
+def test_compiled_requirements_pin_every_package_by_hash_and_name_no_index(path: str) -> None:
+    text = (REPO_ROOT / path).read_text()
+    pins = [line for line in text.splitlines() if re.match(r"[A-Za-z0-9]", line)]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9._\[\],-]+==\S+ \\", line) for line in pins)
+    assert len(pins) == len(bundled_requirements(text).split()) + len(provided_by_runtime(text))
+    assert not re.search(r"https?://|--(extra-)?index-url|--find-links|^-[if] ", text, re.M)
 
 
 def test_the_code_asset_hash_follows_the_config() -> None:

@@ -65,8 +65,8 @@ def test_each_agent_grant_reaches_its_own_route_of_the_table_and_says_so(
     """IAM's `*` also matches `/`: an execute-api grant for one route fits deeper paths too.
     Against the route table (ids with a `/` inside as well), each grant reaches its own route
     only, and its acknowledgement says what the wildcard covers."""
-    from agent_vault.routes import ROUTES
     from tests.infra.cfn import API_ID, iam_matches, render
+    from vault.routes import ROUTES
 
     grants = [
         str(arn)

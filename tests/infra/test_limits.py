@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from agent_vault.routes import ROUTES
 from stacks.config import ConfigError
 from tests.infra.conftest import Synthesized, by_type, config_with
+from vault.routes import ROUTES
 
 
 def _stage(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -24,8 +24,8 @@ from agent_vault_local.provider import (
     AuthorizationServer,
     Authorized,
     http_request,
-    pkce_pair,
 )
+from vault.oauth.client import new_code_verifier
 
 SCOPES = "openid offline_access calendar.read calendar.write"
 
@@ -170,7 +170,7 @@ def test_missing_or_wrong_code_verifier_is_invalid_grant(server: AuthorizationSe
         }
     )
     assert missing.status == 400 and missing.json()["error"] == "invalid_grant"
-    status, body = redeem(server, authorized, code_verifier=pkce_pair()[0])
+    status, body = redeem(server, authorized, code_verifier=new_code_verifier())
     assert (status, body["error"]) == (400, "invalid_grant")
     # a failed PKCE check does not consume the code: the right verifier still redeems it
     status, body = redeem(server, authorized)

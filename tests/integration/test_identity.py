@@ -9,15 +9,15 @@ import pytest
 import urllib3
 
 from tests.support.harness import Vault
+from vault import jsondoc
 from vault.config import VaultConfig
 from vault.errors import InvalidUserToken
 from vault.identity import IdentityVerifier
 
 
 def _reencode(token: str, **claims: object) -> str:
-    header, payload, signature = token.split(".")
-    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    data.update(claims)
+    header, _, signature = token.split(".")
+    data = {**jsondoc.unverified_jws(token)[1], **claims}
     forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
     return f"{header}.{forged}.{signature}"
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from agent_vault.routes import ROUTES, match_route
 from tests.support import apigw
 from tests.support.apigw import HttpAnswer
 from tests.support.harness import Vault
 from vault import contract, openapi
+from vault.routes import ROUTES, match_route
 
 
 def _failures(schema: Draft202012Validator, instance: Any) -> list[str]:

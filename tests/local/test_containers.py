@@ -12,10 +12,10 @@ import pytest
 from agent_vault_local.containers import (
     ContainerError,
     HandlerFailed,
-    LambdaContext,
     LambdaFleet,
     VaultLog,
 )
+from agent_vault_local.events import LambdaContext
 from agent_vault_local.runner import REPO_ROOT
 
 HANDLERS = "tests.local.container_handlers"

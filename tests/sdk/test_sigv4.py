@@ -17,15 +17,15 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from agent_vault import AccessDenied, SessionKey, UserIdentity, VaultClient
-from agent_vault.routes import ROUTES, match_route
 from agent_vault_local.adapter import (
     SIGNATURE_MISMATCH,
     GatewayResponse,
     LocalApiGateway,
     LocalApiServer,
-    build_event,
 )
 from agent_vault_local.credentials import LocalPrincipal, PrincipalRegistry, new_principal
+from agent_vault_local.events import build_event
+from vault.routes import ROUTES, match_route
 
 REGION = "us-east-1"
 DOMAIN = "127.0.0.1:4566"
@@ -214,11 +214,11 @@ def test_the_event_is_api_gateway_payload_2(agent: LocalPrincipal) -> None:
     assert found is not None
     route, params = found
     event = build_event(
+        "POST",
+        "/v1/sessions/ses_abc/tokens",
         route=route,
         path_parameters=params,
-        method="POST",
-        raw_path="/v1/sessions/ses_abc/tokens",
-        raw_query="a=1&a=2",
+        query="a=1&a=2",
         headers=[
             ("Content-Type", "application/octet-stream"),
             ("X-Multi", "1"),
@@ -228,7 +228,6 @@ def test_the_event_is_api_gateway_payload_2(agent: LocalPrincipal) -> None:
         body=b"\x00\xff",
         principal=agent,
         domain_name=DOMAIN,
-        source_ip="127.0.0.1",
         now=1.5,
     )
     assert event["version"] == "2.0"

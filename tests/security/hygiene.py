@@ -46,6 +46,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import pytest
 import urllib3
 
+from vault import jsondoc
+
 WINDOW, STRIDE = 16, 4
 """Secrets are indexed by 16-character windows every 4 characters, so any 19 or more contiguous
 characters of a secret are found, not only the whole of it (a truncated token is still a leak)."""
@@ -170,7 +172,7 @@ class Hygiene:
         route = f"{method} {path}"
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         proof = headers.get("dpop")
-        if isinstance(proof, str) and _jws_header(proof).get("typ") == "dpop+jwt":
+        if isinstance(proof, str) and _jws_parts(proof)[0].get("typ") == "dpop+jwt":
             self.add_secret(proof, "DPoP proof")
         self._register_body(event.get("body"), bool(event.get("isBase64Encoded")))
         if path == "/v1/oauth/callback" or path.startswith("/v1/oauth/callback/"):
@@ -207,7 +209,7 @@ class Hygiene:
             self.add_secret(document.get("binding_code"), "binding code")
         user = document.get("user") if isinstance(document, dict) else None
         token = user.get("id_token") if isinstance(user, dict) else None
-        if isinstance(token, str) and "iss" in _jwt_payload(token):
+        if isinstance(token, str) and "iss" in _jws_parts(token)[1]:
             self.add_secret(token, "ID token")
 
     def observe_trace(self, datagram: bytes) -> None:
@@ -387,20 +389,13 @@ def _register_answer(hygiene: Hygiene, data: bytes) -> None:
             hygiene.add_secret(document.get(name), kind)
 
 
-def _b64json(segment: str) -> dict[str, Any]:
+def _jws_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A compact JWS's header and payload, unverified (`vault.jsondoc`), or empty ones."""
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _jws_header(token: str) -> dict[str, Any]:
-    return _b64json(token.split(".")[0]) if token.count(".") == 2 else {}
-
-
-def _jwt_payload(token: str) -> dict[str, Any]:
-    return _b64json(token.split(".")[1]) if token.count(".") == 2 else {}
+        header, payload = jsondoc.unverified_jws(token)
+    except ValueError:
+        return {}, {}
+    return header, payload if isinstance(payload, dict) else {}
 
 
 def _query(url: str) -> dict[str, str]:

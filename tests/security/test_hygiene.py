@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from tests.security.helpers import AuditLog, agent_with_session, connected_agent, query_of
 from tests.security.hygiene import HYGIENE, Hygiene, _LogCollector
+from tests.support.apigw import build_event
 from tests.support.harness import Vault, binding_code_of
 
 KINDS = {
@@ -120,10 +121,7 @@ def test_row_27_an_authorization_url_may_carry_state_and_challenge_only(vault: V
     params = query_of(url)
     hygiene.add_secret(params["state"], "state")
     hygiene.observe_http(
-        {
-            "requestContext": {"http": {"method": "POST"}},
-            "rawPath": f"/v1/sessions/{agent.session_id}/authorizations",
-        },
+        build_event("POST", f"/v1/sessions/{agent.session_id}/authorizations"),
         type(
             "Answer", (), {"status": 201, "body": started.body, "headers": {}, "json": started.json}
         )(),
@@ -133,10 +131,7 @@ def test_row_27_an_authorization_url_may_carry_state_and_challenge_only(vault: V
     hygiene.add_secret("v" + "erifier-0123456789abcdefghij", "PKCE verifier")
     leaky = url + "&code_verifier=verifier-0123456789abcdefghij"
     hygiene.observe_http(
-        {
-            "requestContext": {"http": {"method": "POST"}},
-            "rawPath": f"/v1/sessions/{agent.session_id}/authorizations",
-        },
+        build_event("POST", f"/v1/sessions/{agent.session_id}/authorizations"),
         type(
             "Answer",
             (),

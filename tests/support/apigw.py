@@ -1,34 +1,25 @@
-"""API Gateway HTTP API (payload 2.0, IAM authorization) events, as the deployed API sends them."""
+"""API Gateway HTTP API (payload 2.0, IAM authorization) events, as the deployed API sends them,
+and the handlers run in-process on them.
+
+The event and the Lambda context are local mode's (`agent_vault_local.events`): one builder for
+local mode, the tests and the bench."""
 
 from __future__ import annotations
 
 import base64
-import importlib
 import json
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
-from agent_vault.routes import match_route
+from agent_vault_local import events
+from agent_vault_local.events import AssumedRole, LambdaContext, resolve_handler
+from vault.routes import AGENT_API, match_route
 
 DOMAIN = "vault.test"
+ACCOUNT = "123456789012"
 OBSERVERS: list[Callable[[dict[str, Any], HttpAnswer], None]] = []
 """Called with every event and answer (tests/security/hygiene.py scans them for secrets)."""
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "agent-vault-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:agent-vault-test"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
 
 
 @dataclass
@@ -55,84 +46,33 @@ def build_event(
     body: bytes | str | None = None,
     headers: dict[str, str] | None = None,
     principal_arn: str | None = None,
-    account: str = "123456789012",
+    account: str = ACCOUNT,
     domain: str = DOMAIN,
     scheme: str = "https",
 ) -> dict[str, Any]:
+    """The event of `method path` (`agent_vault_local.events.build_event`, the one builder) with
+    the tests' defaults: the deployed API's https domain and account, the caller by its ARN."""
     found = match_route(method, path)
-    route_key = found[0].route_key if found else "$default"
-    raw_query = query if isinstance(query, str) else urlencode(query or {})
-    all_headers = {
-        "host": domain,
-        "x-forwarded-proto": scheme,
-        "user-agent": "tests",
-        **{k.lower(): v for k, v in (headers or {}).items()},
-    }
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": path,
-        "rawQueryString": raw_query,
-        "headers": all_headers,
-        "requestContext": {
-            "accountId": account,
-            "apiId": "testapi",
-            "domainName": domain,
-            "domainPrefix": domain.split(".")[0],
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "tests",
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": route_key,
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-            "timeEpoch": int(time.time() * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-    pairs = parse_qsl(raw_query, keep_blank_values=True)
-    if pairs:
-        merged: dict[str, str] = {}
-        for k, v in pairs:  # API Gateway joins repeated parameters with commas
-            merged[k] = f"{merged[k]},{v}" if k in merged else v
-        event["queryStringParameters"] = merged
-    if found and found[1]:
-        event["pathParameters"] = found[1]
-    if principal_arn is not None:
-        session_name = principal_arn.rsplit("/", 1)[-1]
-        event["requestContext"]["authorizer"] = {
-            "iam": {
-                "accessKey": "ASIATESTTESTTESTTEST",
-                "accountId": account,
-                "callerId": f"AROATESTROLEID:{session_name}",
-                "cognitoIdentity": None,
-                "principalOrgId": None,
-                "userArn": principal_arn,
-                "userId": f"AROATESTROLEID:{session_name}",
-            }
-        }
-    if body is not None:
-        if isinstance(body, bytes):
-            try:
-                event["body"] = body.decode("utf-8")
-            except UnicodeDecodeError:
-                event["body"] = base64.b64encode(body).decode()
-                event["isBase64Encoded"] = True
-        else:
-            event["body"] = body
-    return event
+    return events.build_event(
+        method,
+        path,
+        domain_name=domain,
+        route=found[0] if found else None,
+        path_parameters=found[1] if found else None,
+        query=query or "",
+        headers={"user-agent": "tests", **(headers or {})},
+        body=body,
+        principal=None if principal_arn is None else AssumedRole(principal_arn, account),
+        scheme=scheme,
+        account_id=account,
+        api_id="testapi",
+    )
 
 
 def invoke(event: dict[str, Any]) -> HttpAnswer:
     """Run the handler API Gateway would route this event to, in-process."""
     found = match_route(event["requestContext"]["http"]["method"], event["rawPath"])
-    target = found[0].handler if found else "vault.handlers.agent_api.handler"
-    module_name, _, attr = target.rpartition(".")
-    handler = getattr(importlib.import_module(module_name), attr)
+    handler = resolve_handler(found[0].handler if found else AGENT_API)
     result = handler(event, LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     body = result.get("body") or ""

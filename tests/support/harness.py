@@ -209,15 +209,8 @@ class Vault:
     ) -> list[Any]:
         """The same token request from N Lambda containers at once (threads with their own
         services: caches and provider clients); each result is an answer dict or the error."""
-        caller = caller_from(
-            {
-                "requestContext": {
-                    "accountId": ACCOUNT,
-                    "authorizer": {"iam": {"userArn": agent.arn}},
-                }
-            }
-        )
         path = f"/v1/sessions/{agent.session_id}/tokens"
+        caller = caller_from(build_event("POST", path, principal_arn=agent.arn))
         body = TokenRequest(provider=provider, scopes=list(scopes))
         results: list[Any] = []
         gate = threading.Barrier(containers)

@@ -28,10 +28,13 @@ def test_compact_jws_segments_are_checked_before_a_jose_library_parses_them() ->
         return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
     shallow = ".".join((b64('{"alg": "ES256"}'), b64('{"x": [[1]]}'), "sig"))
-    jsondoc.check_compact_jws(shallow)
+    assert jsondoc.unverified_jws(shallow) == ({"alg": "ES256"}, {"x": [[1]]})
     deep = "[" * 40 + "]" * 40
     for token in (".".join((b64(deep), b64("{}"), "sig")), ".".join((b64("{}"), b64(deep), "s"))):
         with pytest.raises(ValueError):
-            jsondoc.check_compact_jws(token)
+            jsondoc.unverified_jws(token)
     with pytest.raises(ValueError):  # not UTF-8
-        jsondoc.check_compact_jws(base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".e30.sig")
+        jsondoc.unverified_jws(base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".e30.sig")
+    for malformed in ("e30.e30", "e30.e30.s.x", b64("[]") + ".e30.sig", "e30.bm90IGpzb24.sig"):
+        with pytest.raises(ValueError):  # two or four segments, a header that is no object, no JSON
+            jsondoc.unverified_jws(malformed)

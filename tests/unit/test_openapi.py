@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from agent_vault.routes import ROUTES
 from vault import openapi
+from vault.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "openapi.json"

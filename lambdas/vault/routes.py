@@ -1,7 +1,9 @@
 """The vault's HTTP routes, defined once (docs/architecture.md).
 
-The local adapter routes requests with this table; anything else that needs the route list (the
-API stack, documentation checks) can read it here instead of restating it.
+The API stack adds exactly these routes to API Gateway, the local adapter routes requests with
+them, `vault.openapi` generates docs/openapi.json from them and the tests read them here. No
+handler imports this module (API Gateway has routed the event already), and the SDK does not
+either: the service and the SDK never import each other.
 """
 
 from __future__ import annotations
