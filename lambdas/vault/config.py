@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from vault import presets
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
 ROLE_NAME_PATTERN = r"^[\w+=,.@-]{1,64}$"
@@ -91,24 +93,29 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-# Provider quirks live here, not in code paths: a preset fills defaults the config can override.
-PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
-    "generic": {},
-    "google": {
-        "extra_authorize_params": {"access_type": "offline"},
-        "offline_scope": None,
-        "prompt_consent": True,
-        "rotates_refresh_tokens": False,
-    },
-    "github": {"scope_separator": ",", "offline_scope": None, "prompt_consent": False},
-    "microsoft": {"offline_scope": "offline_access"},
-}
+class TokenResponseShape(_Frozen):
+    """Where a provider's token answer departs from RFC 6749 §5.1 (set by presets)."""
+
+    path: str | None = Field(default=None, pattern=r"^[a-z_]{1,64}$")
+    """Member holding the user's token when the provider nests it (Slack: `authed_user`); the
+    top level is read when the answer has no such object (Slack's refresh answers)."""
+    token_types: tuple[str, ...] = ("bearer",)
+    """Accepted `token_type` values (compared case-insensitively)."""
+    token_type_required: bool = True
+    """False for a provider that omits `token_type` (LinkedIn)."""
+    invalid_grant_errors: tuple[str, ...] = ()
+    """The provider's own error codes that mean RFC 6749's `invalid_grant` (the grant is gone:
+    ask for consent again), e.g. GitHub's `bad_refresh_token`."""
 
 
 class ProviderConfig(_Frozen):
     """An external OAuth 2.0 authorization server the vault is a client of."""
 
-    preset: Literal["generic", "google", "github", "microsoft"] = "generic"
+    preset: str = "generic"
+    """A provider preset: a data file of `vault/presets/` (see config/README.md) whose values
+    fill every key not given here."""
+    preset_params: dict[str, str] = Field(default_factory=dict)
+    """Values of the preset's placeholders (`{tenant}`, `{domain}`...)."""
     issuer: Url | None = None
     discovery_url: Url | None = None
     authorization_endpoint: Url | None = None
@@ -121,6 +128,9 @@ class ProviderConfig(_Frozen):
     scopes: tuple[Scope, ...] = Field(min_length=1)
     """Every scope any agent may ever be allowed at this provider."""
     scope_separator: Literal[" ", ","] = " "
+    scope_parameter: Literal["scope", "user_scope"] = "scope"
+    """The authorization-request parameter carrying the scopes (Slack's user tokens:
+    `user_scope`)."""
     offline_scope: Scope | None = "offline_access"
     """Scope that asks the provider for a refresh token (sent at consent, never handed out)."""
     prompt_consent: bool = True
@@ -147,13 +157,19 @@ class ProviderConfig(_Frozen):
     a provider that never rotates them (e.g. Google): such a refresh is then just retried."""
     default_token_lifetime_seconds: int = Field(default=3600, ge=60)
     """Lifetime assumed for an access token when the provider omits `expires_in`."""
+    request_format: Literal["form", "json"] = "form"
+    """Body of token and revocation requests: RFC 6749's form, or JSON (Notion)."""
+    token_response: TokenResponseShape = Field(default_factory=TokenResponseShape)
+    api_base_urls: tuple[Url, ...] = ()
+    """The provider's API base URLs: the only places the vault's proxy reaches."""
+    dpop: bool = False
+    """Ask for RFC 9449 DPoP-bound tokens (the provider's metadata must list ES256)."""
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            preset = PROVIDER_PRESETS.get(str(data.get("preset", "generic")), {})
-            return {**preset, **data}
+            return presets.apply(data)
         return data
 
     @model_validator(mode="after")
@@ -173,6 +189,7 @@ class ProviderConfig(_Frozen):
             "code_challenge",
             "code_challenge_method",
             "resource",
+            "user_scope",
         }
         clash = reserved & set(self.extra_authorize_params)
         if clash:

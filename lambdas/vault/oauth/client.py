@@ -1,21 +1,24 @@
 """OAuth 2.0 client towards one provider: discovery, PKCE, code exchange, refresh, revocation.
 
 Standard parts only (RFC 6749, 7636, 7009, 8414, 8707, 9207); provider quirks come from config
-presets. HTTP goes through urllib3 (already in the Lambda runtime with botocore) with bounded
-timeouts and no retries: a slow provider fails the request with 504, a broken one with 502.
+keys that presets fill (vault/presets/*.json): the scope parameter and separator, a JSON token
+request body, a nested or form-encoded token answer, other token types and error codes. HTTP
+goes through urllib3 (already in the Lambda runtime with botocore) with bounded timeouts and no
+retries: a slow provider fails the request with 504, a broken one with 502.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import urllib3
 
@@ -93,13 +96,17 @@ class ProviderClient:
 
     # --- discovery ------------------------------------------------------------------------
 
+    def discovery_document(self) -> dict[str, Any]:
+        """The provider's metadata document as published; {} without a discovery URL."""
+        if not self.config.discovery_url:
+            return {}
+        return self._get_json(self.config.discovery_url)
+
     def metadata(self) -> ProviderMetadata:
         with self._lock:
             if self._metadata and self._clock() - self._metadata_at < METADATA_TTL_SECONDS:
                 return self._metadata
-            document: dict[str, Any] = {}
-            if self.config.discovery_url:
-                document = self._get_json(self.config.discovery_url)
+            document = self.discovery_document()
             cfg = self.config
             authorization = cfg.authorization_endpoint or document.get("authorization_endpoint")
             token = cfg.token_endpoint or document.get("token_endpoint")
@@ -137,7 +144,7 @@ class ProviderClient:
             "response_type": "code",
             "client_id": cfg.client_id,
             "redirect_uri": redirect_uri,
-            "scope": cfg.scope_separator.join(asked),
+            cfg.scope_parameter: cfg.scope_separator.join(asked),
             "state": state,
             "code_challenge": code_challenge(verifier),
             "code_challenge_method": "S256",
@@ -184,19 +191,25 @@ class ProviderClient:
         status, body = self._post(self.metadata().token_endpoint, form)
         if status != 200:
             raise self._oauth_error(status, body)
-        try:
-            answer = jsondoc.loads(body)
-        except ValueError as exc:
-            raise ProviderError(
-                f"provider {self.name!r} sent a token response that is not JSON"
-            ) from exc
-        access = answer.get("access_token") if isinstance(answer, dict) else None
+        answer = self._token_answer(body)
+        if not isinstance(answer.get("access_token"), str) and isinstance(answer.get("error"), str):
+            raise self._oauth_error(400, body)  # an error answered with 200 (GitHub, Slack)
+        shape = self.config.token_response
+        nested = answer.get(shape.path) if shape.path else None
+        if isinstance(nested, dict) and "access_token" in nested:
+            answer = nested
+        access = answer.get("access_token")
         if not isinstance(access, str) or not access:
             raise ProviderError(f"provider {self.name!r} sent no access_token")
-        token_type = str(answer.get("token_type", "")).lower()
-        if token_type != "bearer":  # noqa: S105 (a token type, not a secret)  # nosec B105
+        token_type = answer.get("token_type")
+        accepted = {t.lower() for t in shape.token_types}
+        if (token_type is not None or shape.token_type_required) and (
+            not isinstance(token_type, str) or token_type.lower() not in accepted
+        ):
             raise ProviderError(f"provider {self.name!r} sent token_type {token_type!r}")
         expires_in = answer.get("expires_in")
+        if isinstance(expires_in, str) and expires_in.isdigit():
+            expires_in = int(expires_in)  # form-encoded answers, some JSON ones too
         if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
             expires_in = self.config.default_token_lifetime_seconds
         refresh = answer.get("refresh_token")
@@ -204,6 +217,8 @@ class ProviderClient:
         scopes = None
         if isinstance(scope, str):
             scopes = tuple(s for s in scope.replace(",", " ").split() if s)
+        elif isinstance(scope, list) and all(isinstance(s, str) for s in scope):
+            scopes = tuple(scope)  # Twitch answers a JSON array
         if not isinstance(refresh, str) or not refresh:
             refresh = None
         id_token = answer.get("id_token")
@@ -215,18 +230,41 @@ class ProviderClient:
             id_token=id_token if isinstance(id_token, str) and id_token else None,
         )
 
+    def _token_answer(self, body: bytes) -> dict[str, Any]:
+        """A token endpoint's answer: a JSON object, or a form-encoded one (GitHub without
+        `Accept: application/json`)."""
+        try:
+            answer = jsondoc.loads(body)
+        except ValueError:
+            try:
+                pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+            except (UnicodeDecodeError, ValueError):
+                pairs = []
+            answer = dict(pairs)
+            if "access_token" not in answer and "error" not in answer:
+                raise ProviderError(
+                    f"provider {self.name!r} sent a token response that is neither JSON nor form"
+                ) from None
+        if not isinstance(answer, dict):
+            raise ProviderError(
+                f"provider {self.name!r} sent a token response that is not an object"
+            )
+        return answer
+
     def _oauth_error(self, status: int, body: bytes) -> Exception:
         if status >= 500:
             return ProviderError(f"provider {self.name!r} answered HTTP {status}")
         try:
-            answer = jsondoc.loads(body)
-            error = answer.get("error") if isinstance(answer, dict) else None
-        except ValueError:
+            answer = self._token_answer(body)
+            error = answer.get("error")
+        except ProviderError:
             error = None
         if not isinstance(error, str):
             return ProviderError(
                 f"provider {self.name!r} answered HTTP {status} without an OAuth error"
             )
+        if error in self.config.token_response.invalid_grant_errors:
+            error = "invalid_grant"
         description = answer.get("error_description")
         return OAuthError(
             error[:64], status, description[:200] if isinstance(description, str) else None
@@ -255,6 +293,9 @@ class ProviderClient:
 
     def _post(self, url: str, form: dict[str, str]) -> tuple[int, bytes]:
         headers = self._auth(form)
+        if self.config.request_format == "json":
+            headers["Content-Type"] = "application/json"
+            return self._request("POST", url, body=json.dumps(form).encode(), headers=headers)
         return self._request("POST", url, body=urlencode(form).encode(), headers=headers)
 
     def _get_json(self, url: str) -> dict[str, Any]:
