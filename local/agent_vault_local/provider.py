@@ -656,7 +656,9 @@ class AuthorizationServer:
         """Make the token endpoint (``token``) or the calendar API (``api``) demand a DPoP nonce
         (answer ``use_dpop_nonce`` with a ``DPoP-Nonce`` header to a proof without a valid one),
         or stop demanding it; None leaves that place as it is."""
-        demand = {name: value for name, value in (("token", token), ("api", api)) if value is not None}
+        demand = {
+            name: value for name, value in (("token", token), ("api", api)) if value is not None
+        }
         self._post_test_hook("/__test/dpop", {"require_nonce": demand})
 
     def dpop_nonce_demands(self) -> dict[str, bool]:
