@@ -16,10 +16,11 @@ Clients registered at the server:
 Users: ``alice`` / ``alice-password`` and ``bob`` / ``bob-password``.
 
 DPoP (RFC 9449) is on: a token request with a ``DPoP`` proof gets an access token bound to the
-proof's key (``token_type: DPoP``, ``cnf.jkt``), and the calendar API (under ``api_base_url``)
-accepts such a token only as ``Authorization: DPoP <token>`` with a proof of that key (``htm``,
-``htu``, ``iat``, ``jti``, ``ath`` checked). ``dpop_nonce`` / ``require_dpop_nonce`` make the
-token endpoint or the API demand a server nonce (``use_dpop_nonce``).
+proof's key (``token_type: DPoP``, ``cnf.jkt``), and the calendar API (under
+``calendar_api_base``) accepts such a token only as ``Authorization: DPoP <token>`` with a proof
+of that key (``htm``, ``htu``, ``iat``, ``jti``, ``ath`` checked). ``dpop_nonce`` /
+``require_dpop_nonce`` make the token endpoint or the API demand a server nonce
+(``use_dpop_nonce``).
 
 Everything here uses the standard library only (``urllib``), never a proxy, and never logs a
 token, code or secret.
@@ -80,10 +81,8 @@ USERS: Mapping[str, str] = {"alice": "alice-password", "bob": "bob-password"}
 DEFAULT_REDIRECT_URIS = ("http://127.0.0.1/v1/oauth/callback",)
 DEFAULT_APP_REDIRECT_URIS = ("http://127.0.0.1/app/callback",)
 _STDERR_LINES = 200
-API_PATH = "/api"
-"""The calendar API's base path under the issuer: the API base URL is ``<issuer>/api``."""
 CALENDAR_EVENTS_PATH = "/calendar/events"
-"""The calendar API's one route, relative to the API base URL."""
+"""The calendar API's one route, relative to its base URL (``calendar_api_base``)."""
 DPoPNoncePlace = Literal["token", "api"]
 
 
@@ -464,15 +463,14 @@ class AuthorizationServer:
         return self._endpoint("introspection_endpoint")
 
     @property
-    def api_base_url(self) -> str:
-        """The calendar API's base URL (what a vault config lists in ``api_base_urls``)."""
-        return f"{self.issuer}{API_PATH}"
+    def calendar_api_base(self) -> str:
+        """The calendar API's base URL (the provider's ``api_base_urls`` in the vault config)."""
+        return f"{self.issuer}/api"
 
     @property
     def calendar_url(self) -> str:
-        """The protected resource: GET with ``Authorization: Bearer <token>``, or a DPoP-bound
-        token as ``Authorization: DPoP <token>`` with a ``DPoP`` proof."""
-        return f"{self.api_base_url}{CALENDAR_EVENTS_PATH}"
+        """The protected resource: GET with ``Authorization: Bearer <token>``."""
+        return f"{self.calendar_api_base}/calendar/events"
 
     @property
     def resource(self) -> str:

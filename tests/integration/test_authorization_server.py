@@ -542,7 +542,7 @@ def test_a_stolen_dpop_bound_token_is_refused_by_the_calendar_api(
     # ... or for another method or URL, or without ath
     for wrong in (
         key.dpop_proof("POST", url, access_token=token),
-        key.dpop_proof("GET", f"{server.api_base_url}/calendar/other", access_token=token),
+        key.dpop_proof("GET", f"{server.calendar_api_base}/calendar/other", access_token=token),
         key.dpop_proof("GET", url),
     ):
         status, error, _ = calendar_with(server, {"Authorization": f"DPoP {token}", "DPoP": wrong})
@@ -609,6 +609,6 @@ def test_calendar_api_demands_a_dpop_nonce_when_configured(server: Authorization
     assert server.calendar(token, dpop=proof)[0] == 200
 
 
-def test_the_calendar_api_base_url_is_the_issuers_api(server: AuthorizationServer) -> None:
-    assert server.api_base_url == f"{server.issuer}/api"
-    assert server.calendar_url == server.api_base_url + CALENDAR_EVENTS_PATH
+def test_the_calendar_api_base_is_the_issuers_api(server: AuthorizationServer) -> None:
+    assert server.calendar_api_base == f"{server.issuer}/api"
+    assert server.calendar_url == server.calendar_api_base + CALENDAR_EVENTS_PATH

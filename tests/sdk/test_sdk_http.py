@@ -72,7 +72,7 @@ class StandInVault:
     ) -> None:
         self.server = server
         self.delivery = delivery
-        self.api_base_urls = api_base_urls or (server.api_base_url,)
+        self.api_base_urls = api_base_urls or (server.calendar_api_base,)
         self.consented = consented
         self.says_providers = says_providers
         """False: a session answer without `providers` (a vault before contract 12)."""
@@ -368,7 +368,7 @@ def test_dpop_client_calls_the_real_api_with_a_proof_per_request(
     sent = Counting()
     server.reset_stats()
     with vault.client().http(PROVIDER, scopes=SCOPES, transport=sent) as api:
-        assert str(api.base_url) == server.api_base_url + "/"
+        assert str(api.base_url) == server.calendar_api_base + "/"
         for _ in range(2):
             response = api.get(CALENDAR_EVENTS_PATH, params={"day": "today"})
             assert response.status_code == 200, response.text
@@ -423,8 +423,8 @@ def test_a_token_never_leaves_for_another_host(server: AuthorizationServer) -> N
             "https://attacker.example/steal",
             f"{server.issuer}/token",  # same host, outside the API base URL
             f"{server.issuer}/apiary",  # a prefix, not a path under it
-            f"{server.api_base_url}/%2e%2e/token",  # out again once the server decodes it
-            f"{server.api_base_url}/calendar%2F..%2F..%2Ftoken",
+            f"{server.calendar_api_base}/%2e%2e/token",  # out again once the server decodes it
+            f"{server.calendar_api_base}/calendar%2F..%2F..%2Ftoken",
         ):
             with pytest.raises(VaultError) as refused:
                 api.get(url)
@@ -496,11 +496,11 @@ def test_proxy_delivery_signs_every_call_and_returns_the_providers_answer(
 
 def test_proxy_names_another_api_base_url(server: AuthorizationServer) -> None:
     second = f"{server.issuer}/api/v2"
-    vault = StandInVault(server, "proxy", api_base_urls=(server.api_base_url, second))
+    vault = StandInVault(server, "proxy", api_base_urls=(server.calendar_api_base, second))
     with _proxy_client(vault, api_base=second) as api:
         assert str(api.base_url) == second + "/"
         api.get("/calendar/events")
-        api.get(f"{server.api_base_url}/calendar/events")
+        api.get(f"{server.calendar_api_base}/calendar/events")
     assert vault.proxied[0].headers["X-Agent-Vault-Api-Base"] == second
     assert "x-agent-vault-api-base" not in vault.proxied[1].headers
     with pytest.raises(ValueError, match="not one of"):
@@ -554,7 +554,7 @@ def test_overrides_stand_in_for_what_the_vault_does_not_say(server: Authorizatio
         client.http(PROVIDER)
     assert unknown.value.code == "delivery_unknown"
     with client.http(
-        PROVIDER, delivery="bearer", api_base=server.api_base_url, scopes=SCOPES
+        PROVIDER, delivery="bearer", api_base=server.calendar_api_base, scopes=SCOPES
     ) as api:
         assert api.get(CALENDAR_EVENTS_PATH).status_code == 200
 
