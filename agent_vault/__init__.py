@@ -1,13 +1,19 @@
 """Agent Vault client SDK: session-bound, delegated OAuth tokens for AI agents on AWS.
 
->>> from agent_vault import VaultClient, UserIdentity, requires_access_token
+>>> from agent_vault import VaultClient, UserIdentity, requires_access_token, requires_http
+
+``VaultTransport`` and ``AsyncVaultTransport`` (httpx) are imported on first use, so importing
+the SDK does not import httpx.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from agent_vault.client import (
     AccessToken,
     AsyncVaultClient,
     Authorization,
     FlowCompletion,
+    ProviderAccess,
     SessionInfo,
     UserIdentity,
     VaultClient,
@@ -16,6 +22,7 @@ from agent_vault.decorator import (
     bind_client,
     current_client,
     requires_access_token,
+    requires_http,
     set_default_client,
     use_client,
 )
@@ -49,12 +56,27 @@ from agent_vault.errors import (
 )
 from agent_vault.proofs import SessionKey
 
+if TYPE_CHECKING:
+    from agent_vault.transport import AsyncVaultTransport, VaultTransport
+
 __version__ = "0.1.0"
+
+_LAZY = {"AsyncVaultTransport", "VaultTransport"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:  # httpx is imported with them, on first use
+        from agent_vault import transport
+
+        return getattr(transport, name)
+    raise AttributeError(f"module 'agent_vault' has no attribute {name!r}")
+
 
 __all__ = [
     "AccessDenied",
     "AccessToken",
     "AsyncVaultClient",
+    "AsyncVaultTransport",
     "Authorization",
     "BindingCodeInvalid",
     "ConsentRequired",
@@ -68,6 +90,7 @@ __all__ = [
     "InvalidUserToken",
     "NotFound",
     "ProofReplayed",
+    "ProviderAccess",
     "ProviderError",
     "ProviderTimeout",
     "ProviderUnavailable",
@@ -85,11 +108,13 @@ __all__ = [
     "VaultClient",
     "VaultConnectionError",
     "VaultError",
+    "VaultTransport",
     "VaultUnavailable",
     "__version__",
     "bind_client",
     "current_client",
     "requires_access_token",
+    "requires_http",
     "set_default_client",
     "use_client",
 ]

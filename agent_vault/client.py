@@ -3,6 +3,8 @@
 >>> client = VaultClient("https://abc.execute-api.eu-west-1.amazonaws.com",
 ...                      user=UserIdentity(id_token=the_users_id_token))
 >>> token = client.get_token("calendar", ["calendar.read"])  # doctest: +SKIP
+>>> with client.http("calendar") as api:  # doctest: +SKIP
+...     events = api.get("/calendar/v3/events").json()
 
 Every request is signed with SigV4 for ``execute-api`` with the caller's AWS credentials (the
 botocore credential chain: ECS task role, EKS Pod Identity / IRSA, Lambda role, IAM Roles Anywhere
@@ -13,6 +15,7 @@ session key, which lives only in this object's memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -20,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -30,6 +33,7 @@ from botocore.awsrequest import AWSRequest
 
 if TYPE_CHECKING:
     import botocore.session
+    import httpx
     from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from agent_vault.errors import (
@@ -48,6 +52,7 @@ __all__ = [
     "AsyncVaultClient",
     "Authorization",
     "FlowCompletion",
+    "ProviderAccess",
     "SessionInfo",
     "UserIdentity",
     "VaultClient",
@@ -63,6 +68,8 @@ as the vault does: short-lived provider tokens (seconds or minutes) are still ca
 _EXECUTE_API_HOST = re.compile(
     r"\.execute-api\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?$"
 )
+TOKEN_PROOF_HEADER = "X-Agent-Vault-Token-DPoP"  # noqa: S105 - a header name  # nosec B105
+"""Carries a ``dpop`` agent's proof for the provider's token endpoint on ``POST .../tokens``."""
 _RETRYABLE_CONNECTION_ERRORS = (
     urllib3.exceptions.ConnectTimeoutError,  # includes NewConnectionError, NameResolutionError
     urllib3.exceptions.ProtocolError,  # a pooled keep-alive connection closed by the server
@@ -144,6 +151,29 @@ class FlowCompletion:
 
 
 @dataclass(frozen=True)
+class ProviderAccess:
+    """How the session's agent reaches one provider (the session answer's ``providers``)."""
+
+    delivery: str
+    """``proxy`` (the token never leaves the vault), ``dpop`` (a token bound to the session key)
+    or ``bearer`` (a plain bearer token)."""
+    api_base_urls: tuple[str, ...] = ()
+    """The provider's API base URLs, the configured first one the default."""
+    scopes: tuple[str, ...] = ()
+    """The scopes to ask for, when the vault names them."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProviderAccess:
+        bases = data.get("api_base_urls") or ()
+        scopes = data.get("scopes") or ()
+        return cls(
+            delivery=str(data.get("delivery", "")),
+            api_base_urls=tuple(str(url) for url in bases),
+            scopes=normalize_scopes(scopes if isinstance(scopes, str) else map(str, scopes)),
+        )
+
+
+@dataclass(frozen=True)
 class SessionInfo:
     """A vault session (docs/api.md)."""
 
@@ -156,10 +186,13 @@ class SessionInfo:
     created_at: float
     expires_at: float
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    providers: dict[str, ProviderAccess] = field(default_factory=dict, compare=False)
+    """How the agent reaches each of its providers, when the vault says (``providers``)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SessionInfo:
         user = data.get("user") or {}
+        providers = data.get("providers")
         return cls(
             session_id=str(data["session_id"]),
             agent=str(data.get("agent", "")),
@@ -170,6 +203,11 @@ class SessionInfo:
             created_at=float(data.get("created_at", 0)),
             expires_at=float(data.get("expires_at", 0)),
             raw=dict(data),
+            providers={
+                str(name): ProviderAccess.from_json(access)
+                for name, access in (providers.items() if isinstance(providers, Mapping) else ())
+                if isinstance(access, Mapping)
+            },
         )
 
 
@@ -233,6 +271,8 @@ class VaultClient:
         self._lock = threading.RLock()
         self._key_locks: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], AccessToken] = {}
+        self._token_endpoints: dict[str, tuple[str, str | None]] = {}
+        """Per ``dpop`` provider: its token endpoint (the proof's htu) and last nonce."""
         self._key: SessionKey | None = None
         self._session: SessionInfo | None = None
 
@@ -310,6 +350,31 @@ class VaultClient:
             return min(retry_after, self.max_backoff)
         return random.uniform(0, min(self.max_backoff, 0.2 * 2**attempt))  # noqa: S311 - jitter # nosec B311
 
+    def signed_headers(
+        self,
+        method: str,
+        url: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        *,
+        key: SessionKey | None = None,
+        session_id: str | None = None,
+        proof: bool = True,
+    ) -> dict[str, str]:
+        """The headers of one request to the vault: ``headers``, a fresh proof of the session
+        key (``DPoP``, over method and URL) unless ``proof=False``, and a SigV4 signature over
+        method, URL (query included), these headers and ``body``. Send exactly ``body`` to
+        ``url`` with them; headers added afterwards are sent unsigned."""
+        send = dict(headers or {})
+        if proof:
+            signing_key = key or self._key
+            if signing_key is None:
+                raise VaultError("no session key: start a session first", code="no_session")
+            send["DPoP"] = signing_key.proof(method, url, session_id=session_id)
+        request = AWSRequest(method=method, url=url, data=body, headers=send)
+        self._sign(request)
+        return {str(k): str(v) for k, v in request.prepare().headers.items()}
+
     def request(
         self,
         method: str,
@@ -319,25 +384,23 @@ class VaultClient:
         key: SessionKey | None = None,
         session_id: str | None = None,
         proof: bool = True,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     ) -> Any:
-        """One signed API call (with retries); returns the parsed JSON answer or raises."""
+        """One signed API call (with retries); returns the parsed JSON answer or raises.
+        ``headers`` are sent (and signed) too; a callable is called for each attempt (a proof
+        in them must be fresh each time)."""
         url = self.base_url + path
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         attempt = 0
         while True:
             attempt += 1
-            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+            extra = dict((headers() if callable(headers) else headers) or {})
+            extra.update({"Accept": "application/json", "User-Agent": USER_AGENT})
             if body is not None:
-                headers["Content-Type"] = "application/json"
-            if proof:
-                signing_key = key or self._key
-                if signing_key is None:
-                    raise VaultError("no session key: start a session first", code="no_session")
-                headers["DPoP"] = signing_key.proof(method, url, session_id=session_id)
-            request = AWSRequest(method=method, url=url, data=data, headers=headers)
-            self._sign(request)
-            prepared = request.prepare()
-            send_headers = {str(k): str(v) for k, v in prepared.headers.items()}
+                extra["Content-Type"] = "application/json"
+            send_headers = self.signed_headers(
+                method, url, data, extra, key=key, session_id=session_id, proof=proof
+            )
             try:
                 response = self._http.request(
                     method,
@@ -453,7 +516,7 @@ class VaultClient:
             if ttl is not None:
                 body["ttl_seconds"] = ttl
             answer = self.request("POST", f"/v1/sessions/{_seg(sid)}/renew", body, session_id=sid)
-            info = SessionInfo.from_json(answer)
+            info = _keep_providers(SessionInfo.from_json(answer), session)
             self._session = info
             if user is not None:
                 self.user = user
@@ -464,7 +527,7 @@ class VaultClient:
         session = self.ensure_session()
         sid = session.session_id
         answer = self.request("GET", f"/v1/sessions/{_seg(sid)}", session_id=sid)
-        info = SessionInfo.from_json(answer)
+        info = _keep_providers(SessionInfo.from_json(answer), session)
         with self._lock:
             if self._session is not None and self._session.session_id == sid:
                 self._session = info
@@ -591,12 +654,7 @@ class VaultClient:
             sid = session.session_id
             sent_at = self._clock()
             try:
-                answer = self.request(
-                    "POST",
-                    f"/v1/sessions/{_seg(sid)}/tokens",
-                    {"provider": provider, "scopes": list(normalized)},
-                    session_id=sid,
-                )
+                answer = self._token_request(sid, provider, normalized)
             except ConsentRequired as exc:
                 if authorize:
                     authorization = self.start_authorization(provider, normalized, return_url)
@@ -621,10 +679,124 @@ class VaultClient:
                     self._tokens[cache_key] = token
             return token
 
+    def _token_request(self, sid: str, provider: str, scopes: tuple[str, ...]) -> Any:
+        """``POST .../tokens``; for a ``dpop`` provider with a proof for its token endpoint in
+        ``X-Agent-Vault-Token-DPoP`` (flow 11). The endpoint and nonce come from the vault's
+        ``dpop_proof_required`` / ``dpop_nonce_required`` answers (each handled once per call)
+        and are remembered for the next requests."""
+        path = f"/v1/sessions/{_seg(sid)}/tokens"
+        body = {"provider": provider, "scopes": list(scopes)}
+        handled: set[str] = set()
+        while True:
+            target = self._token_endpoints.get(provider)
+            key = self._key
+            headers = None
+            if target is not None and key is not None:
+                headers = functools.partial(_token_proof_header, key, *target)
+            try:
+                return self.request("POST", path, body, session_id=sid, headers=headers)
+            except VaultError as exc:
+                if exc.code not in {"dpop_proof_required", "dpop_nonce_required"}:
+                    raise
+                endpoint = exc.problem.get("htu") or (target[0] if target else None)
+                fresh_nonce = exc.problem.get("nonce")
+                if exc.code in handled or not isinstance(endpoint, str):
+                    raise
+                handled.add(exc.code)
+                with self._lock:
+                    self._token_endpoints[provider] = (
+                        endpoint,
+                        fresh_nonce if isinstance(fresh_nonce, str) else None,
+                    )
+
     def forget_token(self, provider: str, scopes: str | Iterable[str]) -> None:
         """Drop a cached token (e.g. after the resource server answered 401 for it)."""
         with self._lock:
             self._tokens.pop((provider, normalize_scopes(scopes)), None)
+
+    def dpop_proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        nonce: str | None = None,
+        access_token: str | None = None,
+    ) -> str:
+        """An RFC 9449 proof of the session key for a call at a provider (with ``ath`` when
+        ``access_token`` is given): what a DPoP-bound token of this session needs at its API."""
+        key = self._key
+        if key is None:
+            raise VaultError("no session key: start a session first", code="no_session")
+        return key.dpop_proof(method, url, nonce=nonce, access_token=access_token)
+
+    # -- the provider's API ------------------------------------------------------------------------
+
+    def provider_access(self, provider: str) -> ProviderAccess | None:
+        """How this session's agent reaches ``provider`` (delivery, API base URLs), as the vault
+        said when the session started; None when it did not say (or there is no session)."""
+        session = self._session
+        return session.providers.get(provider) if session is not None else None
+
+    def http(
+        self,
+        provider: str,
+        *,
+        api_base: str | None = None,
+        scopes: str | Iterable[str] | None = None,
+        delivery: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **kwargs: Any,
+    ) -> httpx.Client:
+        """An ``httpx.Client`` for ``provider``'s API: relative URLs resolve against its API
+        base URL (``api_base``, default the first the vault lists) and every request goes the way
+        the agent's ``delivery`` says — through the vault's proxy, or with a DPoP-bound or bearer
+        token of this session (asked for ``scopes``, default the ones the vault names). Starts
+        the session when needed to learn them; ``delivery`` overrides what the vault says.
+        ``transport`` is the httpx transport that sends (default ``httpx.HTTPTransport()``; give
+        one for TLS, proxy or retry settings); ``kwargs`` go to ``httpx.Client`` (``timeout``,
+        ``headers``...). Needs httpx (``pip install "agent-vault[http]"``)."""
+        import httpx
+
+        from agent_vault.transport import VaultTransport
+
+        vault_transport = VaultTransport(
+            self,
+            provider,
+            scopes=scopes,
+            api_base=api_base,
+            delivery=delivery,
+            transport=transport,
+        )
+        return httpx.Client(base_url=vault_transport.base_url, transport=vault_transport, **kwargs)
+
+    def ahttp(
+        self,
+        provider: str,
+        *,
+        api_base: str | None = None,
+        scopes: str | Iterable[str] | None = None,
+        delivery: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
+    ) -> httpx.AsyncClient:
+        """The same as an ``httpx.AsyncClient`` (vault calls run in a worker thread; the
+        ``transport`` default is ``httpx.AsyncHTTPTransport()``). Creating it blocks only when
+        the session must start first to learn the provider's base URL."""
+        import httpx
+
+        from agent_vault.transport import AsyncVaultTransport
+
+        vault_transport = AsyncVaultTransport(
+            self,
+            provider,
+            scopes=scopes,
+            api_base=api_base,
+            delivery=delivery,
+            transport=transport,
+        )
+        return httpx.AsyncClient(
+            base_url=vault_transport.base_url, transport=vault_transport, **kwargs
+        )
 
     # -- administration --------------------------------------------------------------------------
 
@@ -673,6 +845,19 @@ class VaultClient:
 def _seg(value: str) -> str:
     """One URL path segment."""
     return quote(value, safe="")
+
+
+def _token_proof_header(key: SessionKey, endpoint: str, nonce: str | None) -> dict[str, str]:
+    """A fresh RFC 9449 proof for the provider's token endpoint, in the header the vault
+    forwards as ``DPoP`` (one per attempt: a provider refuses a replayed ``jti``)."""
+    return {TOKEN_PROOF_HEADER: key.dpop_proof("POST", endpoint, nonce=nonce)}
+
+
+def _keep_providers(info: SessionInfo, before: SessionInfo) -> SessionInfo:
+    """``info`` with ``before``'s providers when its answer named none (the same session)."""
+    if info.providers or not before.providers or info.session_id != before.session_id:
+        return info
+    return replace(info, providers=before.providers)
 
 
 class AsyncVaultClient:
@@ -724,6 +909,10 @@ class AsyncVaultClient:
         self, flow_id: str, user: UserIdentity, binding_code: str
     ) -> FlowCompletion:
         return await self._run(self.sync.complete_flow, flow_id, user, binding_code)
+
+    def http(self, provider: str, **kwargs: Any) -> httpx.AsyncClient:
+        """``VaultClient.ahttp``: an ``httpx.AsyncClient`` for ``provider``'s API."""
+        return self.sync.ahttp(provider, **kwargs)
 
     async def aclose(self) -> None:
         await self._run(self.sync.close)

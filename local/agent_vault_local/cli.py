@@ -99,7 +99,11 @@ def _print_banner(info: Any, seconds: float) -> None:
         ("vault API", info.vault_url, f"SigV4 for execute-api in {info.region}"),
         ("OAuth callback", info.callback_url, "public (no SigV4), as deployed"),
         ("provider", info.provider["issuer"], "oidc-provider; users alice, bob (<name>-password)"),
-        ("calendar API", info.provider["calendar_url"], "bearer tokens, checked by introspection"),
+        (
+            "calendar API",
+            info.provider["calendar_url"],
+            "bearer or DPoP-bound tokens, checked by introspection",
+        ),
         ("moto", info.moto_url, "DynamoDB, KMS, Secrets Manager, ECS"),
         ("vault config", info.config_path, ""),
         ("vault logs", info.vault_log, "Powertools JSON, audit events included"),

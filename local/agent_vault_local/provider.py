@@ -15,6 +15,13 @@ Clients registered at the server:
 
 Users: ``alice`` / ``alice-password`` and ``bob`` / ``bob-password``.
 
+DPoP (RFC 9449) is on: a token request with a ``DPoP`` proof gets an access token bound to the
+proof's key (``token_type: DPoP``, ``cnf.jkt``), and the calendar API (under
+``calendar_api_base``) accepts such a token only as ``Authorization: DPoP <token>`` with a proof
+of that key (``htm``, ``htu``, ``iat``, ``jti``, ``ath`` checked). ``dpop_nonce`` /
+``require_dpop_nonce`` make the token endpoint or the API demand a server nonce
+(``use_dpop_nonce``).
+
 Everything here uses the standard library only (``urllib``), never a proxy, and never logs a
 token, code or secret.
 """
@@ -45,6 +52,7 @@ from vault import jsondoc
 from vault.oauth import client as oauth
 
 __all__ = [
+    "CALENDAR_EVENTS_PATH",
     "RESOURCE",
     "USERS",
     "AuthorizationServer",
@@ -73,6 +81,9 @@ USERS: Mapping[str, str] = {"alice": "alice-password", "bob": "bob-password"}
 DEFAULT_REDIRECT_URIS = ("http://127.0.0.1/v1/oauth/callback",)
 DEFAULT_APP_REDIRECT_URIS = ("http://127.0.0.1/app/callback",)
 _STDERR_LINES = 200
+CALENDAR_EVENTS_PATH = "/calendar/events"
+"""The calendar API's one route, relative to its base URL (``calendar_api_base``)."""
+DPoPNoncePlace = Literal["token", "api"]
 
 
 class AuthorizationServerError(RuntimeError):
@@ -181,6 +192,7 @@ class AuthorizationServer:
         id_token_ttl: int | None = None,
         refresh_token_ttl: int | None = None,
         rotate_refresh_token: bool = True,
+        dpop_nonce: Iterable[DPoPNoncePlace] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         node: str | None = None,
@@ -205,6 +217,10 @@ class AuthorizationServer:
             "REFRESH_TOKEN_TTL": refresh_token_ttl,
         }
         self._rotate = rotate_refresh_token
+        self._dpop_nonce = tuple(dpop_nonce)
+        unknown = set(self._dpop_nonce) - {"token", "api"}
+        if unknown:
+            raise ValueError(f"dpop_nonce takes 'token' and 'api', not {sorted(unknown)}")
         self._host = host
         self._port = port
         self._node = node
@@ -253,6 +269,7 @@ class AuthorizationServer:
             "APP_CLIENT_SECRET": self.app_client_secret,
             "CALENDAR_API_SECRET": self.calendar_api_secret,
             "ROTATE_REFRESH_TOKEN": "1" if self._rotate else "0",
+            "DPOP_NONCE": ",".join(self._dpop_nonce),
             "EXIT_WITH_STDIN": "1",  # the server exits if this process dies without stop()
         }
         env.pop("ISSUER", None)
@@ -430,9 +447,14 @@ class AuthorizationServer:
         return self._endpoint("introspection_endpoint")
 
     @property
+    def calendar_api_base(self) -> str:
+        """The calendar API's base URL (the provider's ``api_base_urls`` in the vault config)."""
+        return f"{self.issuer}/api"
+
+    @property
     def calendar_url(self) -> str:
         """The protected resource: GET with ``Authorization: Bearer <token>``."""
-        return f"{self.issuer}/api/calendar/events"
+        return f"{self.calendar_api_base}/calendar/events"
 
     @property
     def resource(self) -> str:
@@ -522,10 +544,16 @@ class AuthorizationServer:
         )
 
     def token_request(
-        self, form: Mapping[str, str], *, client_id: str = VAULT_CLIENT_ID
+        self,
+        form: Mapping[str, str],
+        *,
+        client_id: str = VAULT_CLIENT_ID,
+        dpop: str | None = None,
     ) -> HttpResponse:
-        """POST to the token endpoint as ``client_id``; any status is returned."""
-        return self.client_request(self.token_endpoint, form, client_id=client_id)
+        """POST to the token endpoint as ``client_id``; any status is returned. ``dpop`` is a
+        DPoP proof (RFC 9449) for the token endpoint: the access token is bound to its key."""
+        headers = {"DPoP": dpop} if dpop is not None else None
+        return self.client_request(self.token_endpoint, form, client_id=client_id, headers=headers)
 
     def revoke(
         self,
@@ -553,15 +581,19 @@ class AuthorizationServer:
             raise AuthorizationServerError("introspection did not answer a JSON object")
         return body
 
-    def calendar(self, access_token: str) -> tuple[int, Any]:
-        """GET the protected calendar API with a bearer token: (status, JSON body)."""
-        response = http_request(
-            "GET",
-            self.calendar_url,
-            headers={"Authorization": f"Bearer {access_token}"},
-            timeout=self.request_timeout,
-        )
+    def calendar(self, access_token: str, *, dpop: str | None = None) -> tuple[int, Any]:
+        """GET the protected calendar API: (status, JSON body). With a bearer token, or with
+        ``dpop`` (a proof for ``GET calendar_url`` with the token's ``ath``) as a DPoP token."""
+        headers = {"Authorization": f"Bearer {access_token}"}
+        if dpop is not None:
+            headers = {"Authorization": f"DPoP {access_token}", "DPoP": dpop}
+        response = self.calendar_response(headers)
         return response.status, (response.json() if response.body else None)
+
+    def calendar_response(self, headers: Mapping[str, str]) -> HttpResponse:
+        """GET the calendar API with exactly these headers; the whole answer (status, headers
+        such as ``WWW-Authenticate`` and ``DPoP-Nonce``, body)."""
+        return http_request("GET", self.calendar_url, headers=headers, timeout=self.request_timeout)
 
     # -- test hooks of this provider setup (loopback only) -------------------------------------
 
@@ -571,7 +603,9 @@ class AuthorizationServer:
         (last 50), ``grants_revoked``, ``revocations`` (answered 200), ``introspections``
         (answered 200, the calendar API's own included), ``faults_injected``,
         ``dropped_requests`` (stalled calls whose caller gave up: never processed, not counted in
-        ``token_requests``), and ``lost_answers`` (processed calls whose answer was withheld)."""
+        ``token_requests``), ``lost_answers`` (processed calls whose answer was withheld),
+        ``api_requests`` (calendar API calls answered 200, by scheme: ``bearer``, ``dpop``) and
+        ``api_refusals`` (the calendar API's 401/403 answers, by error code)."""
         return self._get_json(f"{self.issuer}/__test/stats")
 
     def reset_stats(self) -> None:
@@ -599,6 +633,20 @@ class AuthorizationServer:
 
     def clear_faults(self) -> None:
         self._post_test_hook("/__test/faults", {})
+
+    def require_dpop_nonce(self, *, token: bool | None = None, api: bool | None = None) -> None:
+        """Make the token endpoint (``token``) or the calendar API (``api``) demand a DPoP nonce
+        (answer ``use_dpop_nonce`` with a ``DPoP-Nonce`` header to a proof without a valid one),
+        or stop demanding it; None leaves that place as it is."""
+        demand = {
+            name: value for name, value in (("token", token), ("api", api)) if value is not None
+        }
+        self._post_test_hook("/__test/dpop", {"require_nonce": demand})
+
+    def dpop_nonce_demands(self) -> dict[str, bool]:
+        """Where a DPoP nonce is demanded now: ``{"token": bool, "api": bool}``."""
+        demands = self._get_json(f"{self.issuer}/__test/dpop")["require_nonce"]
+        return {str(name): bool(value) for name, value in dict(demands).items()}
 
     # -- flows -----------------------------------------------------------------------------------
 

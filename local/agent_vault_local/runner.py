@@ -578,6 +578,7 @@ class LocalMode:
                 "introspection_endpoint": provider.introspection_endpoint,
                 "jwks_uri": provider.jwks_uri,
                 "calendar_url": provider.calendar_url,
+                "calendar_api_base": provider.calendar_api_base,
                 "resource": provider.resource,
                 "app_client_id": provider.app_client_id,
                 "app_client_secret": provider.app_client_secret,

@@ -2,13 +2,15 @@
 
 These drive the real oidc-provider (started by the ``authorization_server`` fixture) with plain
 HTTP: discovery, the code flow with PKCE and resource indicators, refresh narrowing and rotation,
-reuse detection, revocation, introspection, consent refusal, the identity token, and the test
-hooks (faults, counters).
+reuse detection, revocation, introspection, consent refusal, the identity token, DPoP-bound tokens
+(RFC 9449) at the token endpoint and the calendar API, and the test hooks (faults, counters,
+nonce demands).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 import urllib.error
 import urllib.parse
 from collections.abc import Iterator
@@ -18,8 +20,10 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from agent_vault.proofs import SessionKey
 from agent_vault_local.consent_forms import ConsentFormError, complete_consent
 from agent_vault_local.provider import (
+    CALENDAR_EVENTS_PATH,
     RESOURCE,
     AuthorizationServer,
     Authorized,
@@ -32,9 +36,10 @@ SCOPES = "openid offline_access calendar.read calendar.write"
 
 @pytest.fixture
 def server(authorization_server: AuthorizationServer) -> Iterator[AuthorizationServer]:
-    """The session's server, with no faults left behind by a test."""
+    """The session's server, with no faults or DPoP nonce demands left behind by a test."""
     yield authorization_server
     authorization_server.clear_faults()
+    authorization_server.require_dpop_nonce(token=False, api=False)
 
 
 def redeem(server: AuthorizationServer, authorized: Authorized, **extra: str) -> tuple[int, Any]:
@@ -440,3 +445,170 @@ def test_configured_ttl_and_no_rotation() -> None:
         assert refreshed["refresh_token"] == tokens["refresh_token"]  # the same one, reusable
         assert refresh(other, tokens["refresh_token"])[0] == 200
     assert not other.running
+
+
+# -- DPoP (RFC 9449): bound tokens at the token endpoint and at the calendar API ----------------
+
+
+def dpop_refresh(
+    server: AuthorizationServer, refresh_token: str, key: SessionKey, nonce: str | None = None
+) -> tuple[int, Any, str | None]:
+    """A refresh with a proof of ``key`` for the token endpoint: (status, body, DPoP-Nonce)."""
+    response = server.token_request(
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+        dpop=key.dpop_proof("POST", server.token_endpoint, nonce=nonce),
+    )
+    return response.status, response.json(), response.headers.get("DPoP-Nonce")
+
+
+def bound_token(server: AuthorizationServer, key: SessionKey) -> str:
+    """An access token bound to ``key`` (a confidential client's refresh with a proof, §5)."""
+    status, body, _ = dpop_refresh(server, consented_tokens(server)["refresh_token"], key)
+    assert status == 200, body
+    return str(body["access_token"])
+
+
+def calendar_with(server: AuthorizationServer, headers: dict[str, str]) -> tuple[int, str, str]:
+    """(status, error, WWW-Authenticate) of a calendar API call with exactly these headers."""
+    response = server.calendar_response(headers)
+    challenge = ", ".join(response.headers.get_all("WWW-Authenticate") or [])
+    return response.status, response.json().get("error", ""), challenge
+
+
+def test_dpop_refresh_binds_the_access_token_to_the_proofs_key(
+    server: AuthorizationServer,
+) -> None:
+    assert "ES256" in server.metadata["dpop_signing_alg_values_supported"]
+    key = SessionKey()
+    tokens = consented_tokens(server)
+    status, body, _ = dpop_refresh(server, tokens["refresh_token"], key)
+    assert status == 200, body
+    assert body["token_type"] == "DPoP"
+    info = server.introspect(body["access_token"])
+    assert info["active"] is True
+    assert info["token_type"] == "DPoP"
+    assert info["cnf"] == {"jkt": key.thumbprint}
+    # a refresh without a proof still gets a bearer token, bound to nothing
+    status, plain = refresh(server, body["refresh_token"])
+    assert status == 200 and plain["token_type"] == "Bearer"
+    assert "cnf" not in server.introspect(plain["access_token"])
+
+
+def test_calendar_api_takes_a_dpop_bound_token_with_a_proof_of_its_key(
+    server: AuthorizationServer,
+) -> None:
+    key = SessionKey()
+    token = bound_token(server, key)
+    server.reset_stats()
+    proof = key.dpop_proof("GET", server.calendar_url, access_token=token)
+    status, body = server.calendar(token, dpop=proof)
+    assert status == 200, body
+    assert body["user"] == "alice"
+    assert server.stats()["api_requests"] == {"bearer": 0, "dpop": 1}
+    # bearer tokens keep working as bearer tokens
+    status, _ = server.calendar(consented_tokens(server)["access_token"])
+    assert status == 200
+    assert server.stats()["api_requests"] == {"bearer": 1, "dpop": 1}
+
+
+def test_a_stolen_dpop_bound_token_is_refused_by_the_calendar_api(
+    server: AuthorizationServer,
+) -> None:
+    """SECURITY.md row 44 at the provider itself: the token without its key is worth nothing."""
+    key, thief = SessionKey(), SessionKey()
+    token = bound_token(server, key)
+    url = server.calendar_url
+    server.reset_stats()
+
+    # sent as a bearer token
+    status, error, challenge = calendar_with(server, {"Authorization": f"Bearer {token}"})
+    assert (status, error) == (401, "invalid_token")
+    assert challenge.startswith("DPoP ") and 'error="invalid_token"' in challenge
+    # with the DPoP scheme but no proof
+    status, error, challenge = calendar_with(server, {"Authorization": f"DPoP {token}"})
+    assert (status, error) == (401, "invalid_dpop_proof")
+    assert 'error="invalid_dpop_proof"' in challenge
+    # with a valid proof of another key (the thief's own)
+    proof = thief.dpop_proof("GET", url, access_token=token)
+    status, error, challenge = calendar_with(
+        server, {"Authorization": f"DPoP {token}", "DPoP": proof}
+    )
+    assert (status, error) == (401, "invalid_token")
+    assert 'error="invalid_token"' in challenge
+    # with a proof of the right key made for another token (a proof seen with another request)
+    other = key.dpop_proof("GET", url, access_token=token + "x")
+    status, error, _ = calendar_with(server, {"Authorization": f"DPoP {token}", "DPoP": other})
+    assert (status, error) == (401, "invalid_dpop_proof")
+    # ... or for another method or URL, or without ath
+    for wrong in (
+        key.dpop_proof("POST", url, access_token=token),
+        key.dpop_proof("GET", f"{server.calendar_api_base}/calendar/other", access_token=token),
+        key.dpop_proof("GET", url),
+    ):
+        status, error, _ = calendar_with(server, {"Authorization": f"DPoP {token}", "DPoP": wrong})
+        assert (status, error) == (401, "invalid_dpop_proof")
+    # a proof is good once: the same proof again is a replay
+    proof = key.dpop_proof("GET", url, access_token=token)
+    good = {"Authorization": f"DPoP {token}", "DPoP": proof}
+    assert calendar_with(server, good)[0] == 200
+    assert calendar_with(server, good)[:2] == (401, "invalid_dpop_proof")
+    # a stale proof (iat ten minutes ago)
+    old = key.dpop_proof("GET", url, access_token=token, now=time.time() - 600)
+    status, error, _ = calendar_with(server, {"Authorization": f"DPoP {token}", "DPoP": old})
+    assert (status, error) == (401, "invalid_dpop_proof")
+    # a bearer token presented with the DPoP scheme is no DPoP-bound token either
+    plain = consented_tokens(server)["access_token"]
+    proof = key.dpop_proof("GET", url, access_token=plain)
+    status, error, _ = calendar_with(server, {"Authorization": f"DPoP {plain}", "DPoP": proof})
+    assert (status, error) == (401, "invalid_token")
+
+    stats = server.stats()
+    assert stats["api_requests"] == {"bearer": 0, "dpop": 1}
+    assert stats["api_refusals"] == {"invalid_token": 3, "invalid_dpop_proof": 7}
+
+
+def test_token_endpoint_demands_a_dpop_nonce_when_configured(server: AuthorizationServer) -> None:
+    key = SessionKey()
+    tokens = consented_tokens(server)
+    server.require_dpop_nonce(token=True)
+    assert server.dpop_nonce_demands() == {"token": True, "api": False}
+    status, body, nonce = dpop_refresh(server, tokens["refresh_token"], key)
+    assert (status, body["error"]) == (400, "use_dpop_nonce")
+    assert nonce
+    status, body, _ = dpop_refresh(server, tokens["refresh_token"], key, nonce=nonce)
+    assert status == 200, body
+    assert server.introspect(body["access_token"])["cnf"] == {"jkt": key.thumbprint}
+    status, body, _ = dpop_refresh(server, body["refresh_token"], key, nonce="made-up")
+    assert (status, body["error"]) == (400, "use_dpop_nonce")
+
+
+def test_calendar_api_demands_a_dpop_nonce_when_configured(server: AuthorizationServer) -> None:
+    key = SessionKey()
+    token = bound_token(server, key)
+    url = server.calendar_url
+    server.require_dpop_nonce(api=True)
+    response = server.calendar_response(
+        {"Authorization": f"DPoP {token}", "DPoP": key.dpop_proof("GET", url, access_token=token)}
+    )
+    assert response.status == 401
+    assert response.json()["error"] == "use_dpop_nonce"
+    assert 'error="use_dpop_nonce"' in response.headers["WWW-Authenticate"]
+    nonce = response.headers["DPoP-Nonce"]
+    assert nonce
+    for attempt_nonce, expected in (("made-up", 401), (nonce, 200), (nonce, 200)):
+        proof = key.dpop_proof("GET", url, access_token=token, nonce=attempt_nonce)
+        assert server.calendar(token, dpop=proof)[0] == expected, attempt_nonce
+    # the demand is the test hook's to switch; a bad request changes nothing
+    bad = http_request(
+        "POST", f"{server.issuer}/__test/dpop", json_body={"require_nonce": {"api": "yes"}}
+    )
+    assert bad.status == 400
+    assert server.dpop_nonce_demands() == {"token": False, "api": True}
+    server.require_dpop_nonce(api=False)
+    proof = key.dpop_proof("GET", url, access_token=token)
+    assert server.calendar(token, dpop=proof)[0] == 200
+
+
+def test_the_calendar_api_base_is_the_issuers_api(server: AuthorizationServer) -> None:
+    assert server.calendar_api_base == f"{server.issuer}/api"
+    assert server.calendar_url == server.calendar_api_base + CALENDAR_EVENTS_PATH

@@ -5,12 +5,19 @@
 //   * the OAuth provider the vault is a client of (clients `agent-vault`, `agent-vault-post`, and
 //     `agent-vault-short`, whose access tokens live SHORT_ACCESS_TOKEN_TTL seconds),
 //   * the users' identity provider (client `agent-app`, whose ID tokens users present to the vault),
-//   * a small protected resource, GET /api/calendar/events, which checks bearer tokens by a real
-//     introspection call (client `calendar-api`).
+//   * a small protected resource, GET /api/calendar/events (API base URL <issuer>/api), which
+//     checks every access token by a real introspection call (client `calendar-api`) and accepts
+//     bearer tokens and DPoP-bound tokens (RFC 9449: `Authorization: DPoP` with a proof of the key
+//     the token is bound to, checked with `jose`, the JOSE library oidc-provider itself uses).
+//
+// DPoP (RFC 9449) is on: a token request carrying a `DPoP` proof gets an access token bound to the
+// proof's key (`token_type: DPoP`, `cnf.jkt` in introspection). Whether a proof must carry a
+// server nonce (`use_dpop_nonce`) is configurable for the token endpoint and the calendar API.
 //
 // Login and consent are tiny HTML forms of our own (oidc-provider's dev interactions are off).
 // Under /__test/ (loopback callers only) are test hooks of THIS provider setup, not of the vault:
-// counters, fault injection at the token and revocation endpoints, and an introspection shortcut.
+// counters, fault injection at the token and revocation endpoints, where DPoP nonces are demanded,
+// and an introspection shortcut.
 //
 // Environment (all optional):
 //   PORT                 0 (default) = any free port; the issuer is fixed once the socket listens
@@ -27,6 +34,9 @@
 //   SHORT_ACCESS_TOKEN_TTL  seconds (20): access tokens of client agent-vault-short (a provider
 //                        whose tokens live less than a minute)
 //   REFRESH_TOKEN_TTL    seconds (14 days)     ROTATE_REFRESH_TOKEN  1 (default) or 0
+//   DPOP_NONCE           comma-separated places that demand a DPoP nonce: `token` (the token
+//                        endpoint), `api` (the calendar API); default none. The test hook
+//                        POST /__test/dpop changes it at run time.
 //   EXIT_WITH_STDIN      1 = exit when stdin reaches end of file (the parent went away)
 //   NODE_MODULES_DIR     where to find oidc-provider if not in a node_modules above this file
 //
@@ -37,21 +47,32 @@
 import * as crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const env = process.env;
 
 // oidc-provider resolves from the node_modules beside or above this file; NODE_MODULES_DIR names
-// another node_modules (e.g. when this file is installed inside a Python package).
-async function loadOidcProvider() {
-  if (!env.NODE_MODULES_DIR) return import('oidc-provider');
-  const root = path.join(env.NODE_MODULES_DIR, 'oidc-provider');
-  const { main = 'index.js' } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
-  return import(pathToFileURL(path.join(root, main)).href);
+// another node_modules (e.g. when this file is installed inside a Python package). `jose` is the
+// one oidc-provider depends on, resolved from oidc-provider's own directory.
+function oidcProviderRoot() {
+  if (env.NODE_MODULES_DIR) return path.join(env.NODE_MODULES_DIR, 'oidc-provider');
+  return path.dirname(createRequire(import.meta.url).resolve('oidc-provider/package.json'));
 }
 
-const { default: Provider, errors } = await loadOidcProvider();
+async function loadLibraries() {
+  const root = oidcProviderRoot();
+  const { main = 'index.js' } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+  const oidc = await import(pathToFileURL(path.join(root, main)).href);
+  const jose = await import(pathToFileURL(createRequire(path.join(root, 'package.json')).resolve('jose')).href);
+  return { oidc, jose };
+}
+
+const {
+  oidc: { default: Provider, errors },
+  jose: { EmbeddedJWK, calculateJwkThumbprint, jwtVerify },
+} = await loadLibraries();
 
 function list(value, fallback) {
   const items = (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -87,6 +108,19 @@ const ID_TOKEN_TTL = seconds('ID_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = seconds('REFRESH_TOKEN_TTL', 14 * 24 * 3600);
 const ROTATE_REFRESH_TOKEN = !['0', 'false', 'no'].includes((env.ROTATE_REFRESH_TOKEN || '1').toLowerCase());
 
+const DPOP_NONCE_PLACES = new Set(['token', 'api']);
+
+function nonceDemands(value) {
+  const places = list(value, []);
+  for (const place of places) {
+    if (!DPOP_NONCE_PLACES.has(place)) throw new Error(`DPOP_NONCE: unknown place ${place}`);
+  }
+  return { token: places.includes('token'), api: places.includes('api') };
+}
+
+// Where a DPoP proof must carry a server nonce (env DPOP_NONCE, test hook POST /__test/dpop).
+let dpopNonce = nonceDemands(env.DPOP_NONCE);
+
 const SHORT_LIVED_CLIENT = 'agent-vault-short';
 const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post', 'agent-vault-public', SHORT_LIVED_CLIENT]);
 const CALENDAR_CLIENT = 'calendar-api';
@@ -111,6 +145,9 @@ function freshStats() {
     faults_injected: 0,
     dropped_requests: 0,
     lost_answers: 0,
+    // calendar API calls: answered 200 by scheme, and refused (401/403) by error
+    api_requests: { bearer: 0, dpop: 0 },
+    api_refusals: {},
   };
 }
 
@@ -404,6 +441,13 @@ function buildProvider(issuer) {
     },
     features: {
       devInteractions: { enabled: false },
+      // RFC 9449. A refresh (or code) request with a `DPoP` proof gets an access token bound to
+      // the proof's key; a confidential client may present a new key at each refresh (§5).
+      dPoP: {
+        enabled: true,
+        nonceSecret: crypto.randomBytes(32),
+        requireNonce: () => dpopNonce.token,
+      },
       revocation: {
         enabled: true,
         // A client may revoke only the tokens issued to it (RFC 7009 §2.1).
@@ -662,7 +706,109 @@ async function interactionRoute(provider, req, res, url) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The protected resource: checks every token by a real introspection call.
+// The protected resource: checks every token by a real introspection call, and every DPoP-bound
+// token's proof (RFC 9449 §7) with jose.
+
+const CALENDAR_PATH = '/api/calendar/events';
+const REALM = 'realm="calendar"';
+// The algorithms oidc-provider accepts for DPoP proofs by default (its dPoPSigningAlgValues).
+const DPOP_ALGS = ['ES256', 'Ed25519', 'EdDSA'];
+// How far a proof's iat may be from now without a nonce (oidc-provider's own window).
+const PROOF_WINDOW_SECONDS = 300;
+const API_NONCE_TTL_MS = 5 * 60_000;
+
+const apiNonces = new Map(); // nonce -> expiresAt (ms)
+const seenProofs = new Map(); // "<jkt>:<jti>" -> expiresAt (ms): a proof is accepted once
+
+setInterval(() => {
+  const now = Date.now();
+  for (const cache of [apiNonces, seenProofs]) {
+    for (const [key, expiresAt] of cache) if (expiresAt <= now) cache.delete(key);
+  }
+}, 60_000).unref();
+
+function newApiNonce() {
+  const nonce = crypto.randomBytes(24).toString('base64url');
+  apiNonces.set(nonce, Date.now() + API_NONCE_TTL_MS);
+  return nonce;
+}
+
+function validApiNonce(nonce) {
+  const expiresAt = typeof nonce === 'string' ? apiNonces.get(nonce) : undefined;
+  return expiresAt !== undefined && expiresAt > Date.now();
+}
+
+// A refusal of the calendar API: the challenge names the scheme the client used (a bearer client
+// learns nothing of DPoP unless its token is DPoP-bound), plus a DPoP-Nonce when one is demanded.
+class Refusal extends Error {
+  constructor(status, scheme, error, description, { nonce, scope } = {}) {
+    super(description);
+    this.status = status;
+    this.scheme = scheme;
+    this.error = error;
+    this.nonce = nonce;
+    this.scope = scope;
+  }
+
+  send(res) {
+    const params = this.scheme === 'DPoP' ? [`algs="${DPOP_ALGS.join(' ')}"`] : [REALM];
+    if (this.error) params.push(`error="${this.error}"`);
+    if (this.scope) params.push(`scope="${this.scope}"`);
+    const challenges = [`${this.scheme} ${params.join(', ')}`];
+    if (!this.error) challenges.push(`DPoP algs="${DPOP_ALGS.join(' ')}"`); // no credentials: offer both
+    const headers = { 'www-authenticate': challenges };
+    if (this.nonce) headers['dpop-nonce'] = this.nonce;
+    const body = { error: this.error ?? 'invalid_request', error_description: this.message };
+    if (this.scope) body.scope = this.scope;
+    bump(stats.api_refusals, body.error);
+    send(res, this.status, body, headers);
+  }
+}
+
+const invalidProof = (description) => new Refusal(401, 'DPoP', 'invalid_dpop_proof', description);
+
+// RFC 9449 §4.3 and §7.1: the proof of a request that presents `token` with the DPoP scheme.
+// Returns the thumbprint of the proof's key; the caller compares it with the token's cnf.jkt.
+async function checkProof(req, htu, token) {
+  const proofs = req.headersDistinct.dpop ?? [];
+  if (proofs.length !== 1) {
+    throw invalidProof(proofs.length ? 'exactly one DPoP proof, please' : 'a DPoP proof is required');
+  }
+  let verified;
+  try {
+    verified = await jwtVerify(proofs[0], EmbeddedJWK, { typ: 'dpop+jwt', algorithms: DPOP_ALGS });
+  } catch {
+    throw invalidProof('the DPoP proof does not verify');
+  }
+  const { payload, protectedHeader } = verified;
+  if (typeof payload.jti !== 'string' || !payload.jti || payload.jti.length > 256) {
+    throw invalidProof('the DPoP proof needs a jti');
+  }
+  if (typeof payload.iat !== 'number') throw invalidProof('the DPoP proof needs an iat');
+  if (payload.htm !== req.method) throw invalidProof('the DPoP proof is for another method (htm)');
+  const claimed = typeof payload.htu === 'string' ? URL.parse(payload.htu) : null;
+  if (claimed) {
+    claimed.search = '';
+    claimed.hash = '';
+  }
+  if (!claimed || claimed.href !== htu) throw invalidProof('the DPoP proof is for another URL (htu)');
+  const ath = crypto.createHash('sha256').update(token).digest('base64url');
+  if (payload.ath !== ath) throw invalidProof('the DPoP proof is for another access token (ath)');
+  if (Math.abs(Date.now() / 1000 - payload.iat) > PROOF_WINDOW_SECONDS) {
+    throw invalidProof('the DPoP proof is too old or from the future (iat)');
+  }
+  // a nonce is checked when one is demanded, and whenever the proof carries one
+  if ((dpopNonce.api || payload.nonce !== undefined) && !validApiNonce(payload.nonce)) {
+    throw new Refusal(401, 'DPoP', 'use_dpop_nonce', 'the DPoP proof must carry the nonce of DPoP-Nonce', {
+      nonce: newApiNonce(),
+    });
+  }
+  const jkt = await calculateJwkThumbprint(protectedHeader.jwk, 'sha256');
+  const replayKey = `${jkt}:${payload.jti}`;
+  if (seenProofs.has(replayKey)) throw invalidProof('the DPoP proof was used before (jti)');
+  seenProofs.set(replayKey, Date.now() + 2 * PROOF_WINDOW_SECONDS * 1000 + API_NONCE_TTL_MS);
+  return jkt;
+}
 
 async function introspect(issuer, token) {
   const response = await fetch(`${issuer}/token/introspection`, {
@@ -686,35 +832,55 @@ function todaysEvents() {
   ];
 }
 
+// The access token's claims once the request proved it may use it: a bearer token as such, a
+// DPoP-bound one only with the DPoP scheme and a proof by the key it is bound to (§7.1, §7.2).
+async function authorizeCall(issuer, req) {
+  const credentials = /^(Bearer|DPoP) ([\x21-\x7e]+)$/i.exec(req.headers.authorization ?? '');
+  if (!credentials) {
+    throw new Refusal(401, 'Bearer', undefined, 'a bearer or DPoP access token is required');
+  }
+  const scheme = credentials[1].toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
+  const token = credentials[2];
+  const jkt = scheme === 'DPoP' ? await checkProof(req, new URL(`${issuer}${CALENDAR_PATH}`).href, token) : undefined;
+  const info = await introspect(issuer, token);
+  const audience = [].concat(info.aud ?? []);
+  if (!info.active || !audience.includes(RESOURCE)) {
+    throw new Refusal(401, scheme, 'invalid_token', 'the access token is not active');
+  }
+  const boundTo = info.cnf?.jkt;
+  if (boundTo && scheme === 'Bearer') {
+    // a DPoP-bound token presented as a bearer token: whoever sends it lacks the key (§7.2)
+    throw new Refusal(401, 'DPoP', 'invalid_token', 'this access token is DPoP-bound: use the DPoP scheme with a proof of its key');
+  }
+  if (scheme === 'DPoP' && !boundTo) {
+    throw new Refusal(401, 'DPoP', 'invalid_token', 'this access token is not DPoP-bound');
+  }
+  if (scheme === 'DPoP' && boundTo !== jkt) {
+    throw new Refusal(401, 'DPoP', 'invalid_token', 'invalid DPoP key binding: the proof is signed by another key');
+  }
+  return { info, scheme };
+}
+
 async function calendarRoute(issuer, req, res) {
   if (req.method !== 'GET') {
     send(res, 405, { error: 'method_not_allowed' }, { allow: 'GET' });
     return;
   }
-  const realm = 'realm="calendar"';
-  const auth = req.headers.authorization ?? '';
-  const bearer = /^Bearer ([\x21-\x7e]+)$/i.exec(auth);
-  if (!bearer) {
-    send(res, 401, { error: 'invalid_request', error_description: 'bearer token required' }, {
-      'www-authenticate': `Bearer ${realm}`,
-    });
-    return;
-  }
-  const info = await introspect(issuer, bearer[1]);
-  const audience = [].concat(info.aud ?? []);
-  if (!info.active || !audience.includes(RESOURCE)) {
-    send(res, 401, { error: 'invalid_token', error_description: 'the access token is not active' }, {
-      'www-authenticate': `Bearer ${realm}, error="invalid_token"`,
-    });
+  let info;
+  let scheme;
+  try {
+    ({ info, scheme } = await authorizeCall(issuer, req));
+  } catch (err) {
+    if (!(err instanceof Refusal)) throw err;
+    err.send(res);
     return;
   }
   const scopes = (info.scope ?? '').split(' ');
   if (!scopes.includes('calendar.read')) {
-    send(res, 403, { error: 'insufficient_scope', scope: 'calendar.read' }, {
-      'www-authenticate': `Bearer ${realm}, error="insufficient_scope", scope="calendar.read"`,
-    });
+    new Refusal(403, scheme, 'insufficient_scope', 'calendar.read is required', { scope: 'calendar.read' }).send(res);
     return;
   }
+  bump(stats.api_requests, scheme.toLowerCase());
   send(res, 200, { events: todaysEvents(), user: info.sub });
 }
 
@@ -746,6 +912,29 @@ async function testRoute(issuer, req, res, url) {
       return;
     }
     send(res, 200, faults);
+  } else if (route === 'GET /__test/dpop') {
+    send(res, 200, { require_nonce: dpopNonce });
+  } else if (route === 'POST /__test/dpop') {
+    try {
+      const text = await readBody(req);
+      const body = text ? JSON.parse(text) : {};
+      const demand = body?.require_nonce;
+      if (typeof demand !== 'object' || demand === null || Array.isArray(demand)) {
+        throw new Error('expected {"require_nonce": {"token": bool, "api": bool}}');
+      }
+      const next = { ...dpopNonce };
+      for (const [place, value] of Object.entries(demand)) {
+        if (!DPOP_NONCE_PLACES.has(place) || typeof value !== 'boolean') {
+          throw new Error(`require_nonce.${place} must be a boolean of token or api`);
+        }
+        next[place] = value;
+      }
+      dpopNonce = next;
+    } catch (err) {
+      send(res, 400, { error: 'invalid_request', error_description: String(err.message) });
+      return;
+    }
+    send(res, 200, { require_nonce: dpopNonce });
   } else if (route === 'GET /__test/introspect') {
     const token = url.searchParams.get('token');
     if (!token) {
@@ -770,7 +959,7 @@ const server = http.createServer((req, res) => {
   let work;
   if (url.pathname.startsWith('/__test/')) work = testRoute(issuer, req, res, url);
   else if (url.pathname.startsWith('/interaction/')) work = interactionRoute(provider, req, res, url);
-  else if (url.pathname === '/api/calendar/events') work = calendarRoute(issuer, req, res);
+  else if (url.pathname === CALENDAR_PATH) work = calendarRoute(issuer, req, res);
   else {
     providerCallback(req, res);
     return;
