@@ -24,16 +24,26 @@ END = "<!-- bench:figures:end -->"
 
 
 def _verdict(targets: dict[str, dict[str, Any]], ids: list[str], target: str) -> str:
-    found = [targets[i] for i in ids if i in targets]
-    if not found:
+    """One verdict for a row of one or more target lines (ids missing from the run are skipped):
+    missed if any line missed; not measured if none was measured; else met (where measured)."""
+    met = [targets[i]["met"] for i in ids if i in targets]
+    if any(m is False for m in met):
+        return f"{target}: **missed**"
+    if not any(met):
         return f"{target}: not measured"
-    if any(t["met"] is None for t in found):
-        return f"{target}: not measured"
-    return f"{target}: met" if all(t["met"] for t in found) else f"{target}: **missed**"
+    return f"{target}: met" if all(met) else f"{target}: met where measured"
 
 
 def _ms(value: float) -> str:
     return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _maybe_ms(value: float | None) -> str:
+    return "n/a" if value is None else _ms(value)
+
+
+def _maybe_x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def _warm_rows(result: dict[str, Any], verdict: Callable[[list[str], str], str]) -> list[str]:
@@ -100,12 +110,12 @@ def _contention_rows(result: dict[str, Any], verdict: Callable[[list[str], str],
             + " |"
         )
         rows.append(
-            f"| waiters' p50 with {' / '.join(waited)} callers | "
-            + " / ".join(f"{_ms(r['waiters_p50_ms'])}" for r in waited.values())
+            f"| p50 of the waiters that got the token, with {' / '.join(waited)} callers | "
+            + " / ".join(_maybe_ms(r["waiters_p50_ms"]) for r in waited.values())
             + " ms | the refresher's own time: "
-            + " / ".join(f"{_ms(r['refresher_ms'])}" for r in waited.values())
+            + " / ".join(_maybe_ms(r["refresher_ms"]) for r in waited.values())
             + " ms | "
-            + " / ".join(f"{r['waiters_p50_over_refresher']:.2f}x" for r in waited.values())
+            + " / ".join(_maybe_x(r["waiters_p50_over_refresher"]) for r in waited.values())
             + " | "
             + verdict([f"contention_{n}_p50" for n in waited], "≤ 1.5x")
             + " |"
