@@ -63,7 +63,7 @@ demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample
 local: install ## start local mode for a real browser (Ctrl-C stops it)
 	$(BIN)/agent-vault local up
 
-bench: install ## measure warm retrieval, cold start, consent, refresh contention and cost
+bench: install ## figures beside same-run floors, a local-mode load run, cost -> bench/latest.json + README
 	$(BIN)/python -m bench
 
 fuzz: install ## long fuzzing run of every route

@@ -11,6 +11,7 @@ instead would hide that client-side work, which is a real part of the warm path'
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import threading
@@ -104,6 +105,9 @@ class ItemSizes:
         self.write_bytes: Counter[str] = Counter()
         self.by_table: dict[str, Counter[str]] = {}
         """`dynamodb:Operation` -> requests per table (for CloudTrail's per-table selectors)."""
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        """Every request seen while enabled: (operation, its parameters as the caller gave them);
+        the warm floor replays a retrieval's requests with bare botocore."""
         self._local = threading.local()
         self.enabled = False
         """Off while timing: computing item sizes is the bench's work, not the handler's."""
@@ -117,16 +121,18 @@ class ItemSizes:
         self.read_bytes.clear()
         self.write_bytes.clear()
         self.by_table.clear()
+        self.requests.clear()
 
     def _before(self, params: dict[str, Any], **_: Any) -> None:
         if self.enabled:
-            self._local.params = dict(params)
+            self._local.params = copy.deepcopy(params)
 
     def _after_call(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
         if not self.enabled:
             return
         request: dict[str, Any] = getattr(self._local, "params", None) or {}
         name, table = model.name, request.get("TableName")
+        self.requests.append((name, request))
         tables = (
             [table]
             if table

@@ -6,23 +6,38 @@ time on the wire of its AWS requests (bench.timing.AwsIoClock) is subtracted. Wh
 the function's compute: Powertools' resolver and decorators, body parsing, proof verification,
 botocore's client-side work, the repository, the data-key cache and AES-GCM, the audit line and
 the metric.
+
+Beside it, in the same run and interleaved request by request, its floor (`BotocoreFloor`): the
+same DynamoDB requests sent with a bare botocore client, timed the same way. The budget is the
+ratio of the two medians (DESIGN.md: at most 1.5x).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
+import secrets
 import statistics
 import time
+import types
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import botocore.session
+from botocore import xform_name
+
 from bench.rig import Rig
 from bench.timing import summary_ms
 from tests.support.apigw import LambdaContext
+from tests.support.aws import REGION, RequestCounter
 from vault.handlers import agent_api
+from vault.runtime import AWS_CLIENTS
 from vault.store.envelope import DataKeyCache, Envelope
+
+TARGET_RATIO = 1.5
+"""DESIGN.md's budget: the handler's compute within 1.5x of the floor measured in the same run."""
 
 
 def _stats(rig: Rig) -> dict[str, int]:
@@ -33,13 +48,83 @@ def _provider_delta(before: dict[str, int], after: dict[str, int]) -> int:
     return sum(after.values()) - sum(before.values())
 
 
+class BotocoreFloor:
+    """The floor of a warm retrieval's compute: the DynamoDB requests the handler made for one
+    retrieval (recorded by `ItemSizes` while enabled: today one `Query` of the session and its
+    tokens and one conditional `PutItem` of the proof's jti), sent again with a bare botocore
+    client (its own `botocore.session`, the handler's client config `runtime.AWS_CLIENTS`) to the
+    same moto, timed with the same clock: thread CPU time minus the CPU time inside the wire
+    spans (`AwsIoClock`, `before-send` .. `before-parse`). The client carries the same bench hooks
+    as the handler's (the wire clock, a request counter, the disabled item-size hook), so what
+    the two figures differ by is the vault's own work.
+    """
+
+    def __init__(self, rig: Rig, requests: list[tuple[str, dict[str, Any]]]) -> None:
+        if not requests:
+            raise RuntimeError("the warm retrieval made no DynamoDB request to replay")
+        self.rig = rig
+        self.requests = requests
+        self.client = botocore.session.get_session().create_client(
+            "dynamodb", region_name=REGION, config=AWS_CLIENTS
+        )
+        hooks = types.SimpleNamespace(events=self.client.meta.events)
+        rig.io_clock.attach(hooks)  # type: ignore[arg-type]
+        rig.sizes.attach(hooks)  # type: ignore[arg-type]
+        self.counter = RequestCounter()
+        self.counter.attach(hooks)  # type: ignore[arg-type]
+        self.compute: list[int] = []
+        self.compute_wall: list[int] = []
+
+    @property
+    def operations(self) -> list[str]:
+        return [name for name, _ in self.requests]
+
+    def _prepared(self) -> list[tuple[Callable[..., Any], dict[str, Any]]]:
+        """Fresh parameters: a write conditioned on a new key gets a new key of the same length
+        (a replayed jti would be refused), so each write succeeds as the handler's does."""
+        calls = []
+        for name, params in self.requests:
+            fresh = copy.deepcopy(params)
+            if name == "PutItem" and "attribute_not_exists" in fresh.get("ConditionExpression", ""):
+                used = fresh["Item"]["pk"]["S"]
+                fresh["Item"]["pk"] = {"S": secrets.token_hex(len(used))[: len(used)]}
+            calls.append((getattr(self.client, xform_name(name)), fresh))
+        return calls
+
+    def once(self) -> None:
+        calls = self._prepared()
+        io_clock = self.rig.io_clock
+        io_clock.reset()
+        started_cpu = time.thread_time_ns()
+        started = time.perf_counter_ns()
+        for call, params in calls:
+            call(**params)
+        elapsed = time.perf_counter_ns() - started
+        elapsed_cpu = time.thread_time_ns() - started_cpu
+        self.compute.append(elapsed_cpu - io_clock.elapsed_cpu_ns())
+        self.compute_wall.append(elapsed - io_clock.elapsed_ns())
+
+    def reset(self) -> None:
+        self.compute.clear()
+        self.compute_wall.clear()
+        self.counter.reset()
+
+
 class Run:
     """N warm retrievals: compute times, AWS requests, provider calls, log bytes."""
 
     def __init__(self, rig: Rig, agent: Any) -> None:
         self.rig, self.agent = rig, agent
 
-    def __call__(self, n: int, *, collect: Callable[[], None] | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        n: int,
+        *,
+        collect: Callable[[], None] | None = None,
+        floor: BotocoreFloor | None = None,
+    ) -> dict[str, Any]:
+        """`floor`: after each retrieval, the floor's requests once (interleaved, so a change of
+        load on a shared machine skews both alike)."""
         rig = self.rig
         rig.vault.counter.reset()
         rig.logs.reset()
@@ -70,6 +155,8 @@ class Run:
             client.append(rig.io_clock.client_ns())
             if collect:
                 collect()
+            if floor is not None:
+                floor.once()
         counts = Counter(rig.vault.counter.counts)
         return {
             "n": n,
@@ -181,8 +268,22 @@ def measure(
     run = Run(rig, agent)
     run(min(100, requests))  # warm-up: imports, lazy clients, the data-key cache
 
+    # the DynamoDB requests of one retrieval, exactly as the handler made them (not timed)
+    rig.sizes.reset()
+    rig.sizes.enabled = True
+    run(1)
+    rig.sizes.enabled = False
+    floor = BotocoreFloor(rig, list(rig.sizes.requests))
+    for _ in range(min(100, requests)):  # warm-up of the floor's client
+        floor.once()
+    floor.reset()
+
     gc.collect()
-    cached = run(requests)
+    cached = run(requests, floor=floor)
+    floor_ops = {k: v / len(floor.compute) for k, v in sorted(floor.counter.counts.items())}
+    handler_ddb = {k: v for k, v in cached["aws_requests"].items() if k.startswith("dynamodb:")}
+    if floor_ops != handler_ddb:
+        raise RuntimeError(f"the floor sent {floor_ops}, the handler {handler_ddb}")
 
     # item sizes and request units (hooks on, not timed)
     rig.sizes.reset()
@@ -224,7 +325,25 @@ def measure(
         )
 
     compute = summary_ms(cached["compute_ns"])
+    floor_compute = summary_ms(floor.compute)
+    floor_wall = summary_ms(floor.compute_wall)
+    compute_wall = summary_ms(cached["compute_wall_ns"])
     return {
+        "floor": {
+            "what": "the same DynamoDB requests as one retrieval ("
+            + " + ".join(floor.operations)
+            + ") with a bare botocore client (runtime.AWS_CLIENTS) against the same moto, "
+            "interleaved with the handler's requests, same clock",
+            "operations": floor.operations,
+            "requests_by_operation": floor_ops,
+            "compute_ms": floor_compute,
+            "compute_wall_ms": floor_wall,
+            "figure_ms_median": compute["median"],
+            "floor_ms_median": floor_compute["median"],
+            "ratio": round(compute["median"] / floor_compute["median"], 2),
+            "ratio_wall": round(compute_wall["median"] / floor_wall["median"], 2),
+            "target_ratio": TARGET_RATIO,
+        },
         "requests": cached["n"],
         "aws_requests_by_operation": {k: round(v, 3) for k, v in cached["aws_requests"].items()},
         "dynamodb_requests": by_service(cached, "dynamodb"),
@@ -237,7 +356,7 @@ def measure(
         "compute_clock": "CPU time of the handler's thread minus its CPU time inside the AWS "
         "wire spans (time.thread_time_ns): a busy shared machine does not "
         "inflate it; compute_wall_ms is the same with wall-clock time",
-        "compute_wall_ms": summary_ms(cached["compute_wall_ns"]),
+        "compute_wall_ms": compute_wall,
         "wall_ms_in_process": summary_ms(cached["wall_ns"]),
         "botocore_client_ms_median": round(
             statistics.median(cached["botocore_client_ns"]) / 1e6, 3
