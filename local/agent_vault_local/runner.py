@@ -50,8 +50,8 @@ from agent_vault_local.credentials import (
     PrincipalRegistry,
     new_principal,
 )
-from vault.store.schema import create_tables
 from vault.routes import REAPER, ROUTES, Route
+from vault.store.schema import create_tables
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
 
