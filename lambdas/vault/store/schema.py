@@ -186,7 +186,7 @@ TOKEN = Kind(
     sk="TOKEN#{provider}#{scope_key}",
     indexes={GSI2: ("GRANT#{grant_id}", "TOKEN#{session_id}#{provider}")},
     ttl=("expires_at", DAY),
-    attributes={"access_token_ct": "access_token"},
+    attributes={"access_token_ct": "access_token"},  # nosec B105 - attribute names
     derived=USER_KEY,
     names={"scope_key": lambda fields: scope_key(fields["scopes"])},
 )
@@ -212,7 +212,7 @@ FLOW = Kind(
     },
     indexed_while=lambda flow: flow.status == "pending_binding",
     ttl=("expires_at", DAY),
-    attributes={"refresh_token_ct": "refresh_token", "access_token_ct": "access_token"},
+    attributes={"refresh_token_ct": "refresh_token", "access_token_ct": "access_token"},  # nosec B105 - attribute names
     derived=USER_KEY,
 )
 GRANT = Kind(
@@ -224,7 +224,7 @@ GRANT = Kind(
         GSI1: ("AGENT#{agent}", "GRANT#{provider}#{user.key}"),
         GSI2: ("GRANT#{grant_id}", "GRANT"),
     },
-    attributes={"refresh_token_ct": "refresh_token"},
+    attributes={"refresh_token_ct": "refresh_token"},  # nosec B105 - attribute names
     derived=USER_KEY,
     transient=frozenset({"lease_abandoned"}),
 )
