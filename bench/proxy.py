@@ -2,7 +2,7 @@
 
 DESIGN.md's budget for a proxied call: the warm retrieval's AWS calls plus the provider call, and
 at most 3 ms of vault compute on top of the provider's own time. This build measures it only
-when the route table (`agent_vault.routes.ROUTES`) has a proxy route; until then the bench
+when the route table (`vault.routes.ROUTES`) has a proxy route; until then the bench
 prints "not measured: no proxy in this build" and records no number.
 
 To fill in after the proxy merges (`measure_proxied_call`): through the rig's handler, the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_vault.routes import ROUTES, Route
+from vault.routes import ROUTES, Route
 
 NOT_MEASURED = "not measured: no proxy in this build"
 TARGET_OVER_PROVIDER_MS = 3.0
