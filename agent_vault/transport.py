@@ -327,27 +327,10 @@ class _Core:
         return False
 
 
-class VaultTransport(httpx.BaseTransport):
-    """An httpx transport for ``provider``'s API through ``client``'s session (sync).
+class _Views:
+    """What both transports show of their core (delivery, base URL, scopes, the last refusal)."""
 
-    ``scopes`` is what a ``dpop``/``bearer`` token is asked for (default: the scopes the vault
-    names for the provider); ``api_base`` the base URL of relative requests (default: the
-    provider's first); ``delivery`` overrides what the vault says (for a vault that does not say
-    it yet); ``transport`` is the httpx transport that sends (default ``httpx.HTTPTransport()``).
-    """
-
-    def __init__(
-        self,
-        client: VaultClient,
-        provider: str,
-        *,
-        scopes: Any = None,
-        api_base: str | None = None,
-        delivery: str | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self._core = _Core(client, provider, scopes=scopes, api_base=api_base, delivery=delivery)
-        self._transport = transport if transport is not None else httpx.HTTPTransport()
+    _core: _Core
 
     @property
     def base_url(self) -> str:
@@ -369,6 +352,29 @@ class VaultTransport(httpx.BaseTransport):
         """The last request the vault's proxy refused with ``consent_required`` (None if none):
         what ``requires_http`` re-sends while it waits for consent."""
         return self._core.consent_refused
+
+
+class VaultTransport(_Views, httpx.BaseTransport):
+    """An httpx transport for ``provider``'s API through ``client``'s session (sync).
+
+    ``scopes`` is what a ``dpop``/``bearer`` token is asked for (default: the scopes the vault
+    names for the provider); ``api_base`` the base URL of relative requests (default: the
+    provider's first); ``delivery`` overrides what the vault says (for a vault that does not say
+    it yet); ``transport`` is the httpx transport that sends (default ``httpx.HTTPTransport()``).
+    """
+
+    def __init__(
+        self,
+        client: VaultClient,
+        provider: str,
+        *,
+        scopes: Any = None,
+        api_base: str | None = None,
+        delivery: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = _Core(client, provider, scopes=scopes, api_base=api_base, delivery=delivery)
+        self._transport = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
@@ -398,7 +404,7 @@ class VaultTransport(httpx.BaseTransport):
         self._transport.close()
 
 
-class AsyncVaultTransport(httpx.AsyncBaseTransport):
+class AsyncVaultTransport(_Views, httpx.AsyncBaseTransport):
     """The same for ``httpx.AsyncClient``: the vault calls (session, token, signing, with
     blocking I/O at times) run in a worker thread, the provider calls on the event loop."""
 
@@ -414,27 +420,6 @@ class AsyncVaultTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._core = _Core(client, provider, scopes=scopes, api_base=api_base, delivery=delivery)
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
-
-    @property
-    def base_url(self) -> str:
-        """The API base URL relative URLs resolve against (the session may start to learn it)."""
-        return self._core.base_url
-
-    @property
-    def delivery(self) -> str:
-        """``proxy``, ``dpop`` or ``bearer``."""
-        return self._core.plan().delivery
-
-    @property
-    def scopes(self) -> tuple[str, ...]:
-        """The scopes a ``dpop``/``bearer`` token is asked for (empty if none are known)."""
-        return self._core.plan().scopes
-
-    @property
-    def consent_refused(self) -> httpx.Request | None:
-        """The last request the vault's proxy refused with ``consent_required`` (None if none):
-        what ``requires_http`` re-sends while it waits for consent."""
-        return self._core.consent_refused
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
