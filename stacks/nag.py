@@ -19,9 +19,9 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from stacks.constructs.vault_api import (
-    AGENT_ROUTES,
     PUBLIC_THROTTLE_BURST_LIMIT,
     PUBLIC_THROTTLE_RATE_LIMIT,
+    agent_invocations,
     iam_path,
 )
 from stacks.synth import ACKNOWLEDGEMENTS_FILE
@@ -130,7 +130,7 @@ def acknowledge_findings(
             " logs would recurse. It is TLS-only, versioned, private and expires objects.",
         )
     export = api_id_export(config.environment)
-    for method, path in AGENT_ROUTES:  # `*` for the stage; ids in the path
+    for method, path in agent_invocations():  # `*` for the stage; ids in the path
         acknowledge(
             agents.agent.task_role,
             f"AwsSolutions-IAM5[Resource::{_ARN_PREFIX}{export}/*/{method}{iam_path(path)}]",

@@ -19,8 +19,10 @@ Configuration (environment, read at start-up):
 ``AGENT_VAULT_URL``      the vault API (``https://<api>.execute-api.<region>.amazonaws.com``;
                          ``VAULT_URL`` is read too)
 ``AWS_REGION``           the vault's region (ECS sets it)
-``CALENDAR_API_URL``     the calendar API (``GET`` with a bearer token); without it the agent
-                         starts but answers calendar questions with 503
+``CALENDAR_API_URL``     the calendar API (``GET`` with a bearer token, or through the vault's
+                         proxy when the session says the provider's delivery is ``proxy``: it
+                         must then be under one of the provider's ``api_base_urls``); without
+                         it the agent starts but answers calendar questions with 503
 ``CALENDAR_PROVIDER``    the vault's provider name (``calendar``)
 ``CALENDAR_SCOPES``      scopes to ask for (``calendar.read``)
 ``AGENT_PUBLIC_URL``     this service's public base URL (return URL = ``<it>/consent/return``)
@@ -193,6 +195,11 @@ def _identity_key(user: UserIdentity) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _event_list(body: Any) -> list[dict[str, Any]]:
+    events = body.get("events", []) if isinstance(body, dict) else []
+    return [e for e in events if isinstance(e, dict)]
+
+
 class CalendarAgent:
     """One vault session per user identity (bounded, LRU), the calendar call, the binding."""
 
@@ -260,13 +267,16 @@ class CalendarAgent:
         raise AssertionError("unreachable")
 
     def events(self, user: UserIdentity, return_url: str) -> list[dict[str, Any]]:
-        if not self.settings.calendar_api_url:
+        url = self.settings.calendar_api_url
+        if not url:
             raise NotConfigured("no calendar API is configured (CALENDAR_API_URL)")
+        route = self._route(user)
+        if route.get("delivery") == "proxy":
+            return self._events_through_proxy(user, url, route, return_url)
         for attempt in (1, 2):
             token = self.calendar_token(user, return_url)
             response = self._http.get(
-                self.settings.calendar_api_url,
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
             )
             if response.status_code == 401 and attempt == 1:
                 # The token was revoked or expired early: drop it and ask the vault again.
@@ -274,10 +284,46 @@ class CalendarAgent:
                 continue
             if response.status_code != 200:
                 raise CalendarApiError(f"the calendar API answered {response.status_code}")
-            body = response.json()
-            events = body.get("events", []) if isinstance(body, dict) else []
-            return [e for e in events if isinstance(e, dict)]
+            return _event_list(response.json())
         raise CalendarApiError("the calendar API refused a fresh token")
+
+    def _route(self, user: UserIdentity) -> dict[str, Any]:
+        """How the vault has this agent reach the calendar provider (the session's answer)."""
+        session = self.client_for(user).ensure_session()
+        providers = session.raw.get("providers") or {}
+        route = providers.get(self.settings.provider) if isinstance(providers, dict) else None
+        return route if isinstance(route, dict) else {}
+
+    def _events_through_proxy(
+        self, user: UserIdentity, url: str, route: dict[str, Any], return_url: str
+    ) -> list[dict[str, Any]]:
+        """`proxy` delivery: the vault calls the calendar API; the token never reaches us."""
+        bases = [str(b) for b in route.get("api_base_urls") or []]
+        base = next((b for b in bases if url.startswith(b + "/")), None)
+        if base is None:
+            raise NotConfigured("CALENDAR_API_URL is not under the provider's api_base_urls")
+        provider = self.settings.provider
+        for attempt in (1, 2):
+            client = self.client_for(user)
+            sid = client.ensure_session().session_id
+            try:
+                answer = client.request(
+                    "GET",
+                    f"/v1/sessions/{sid}/proxy/{provider}/{url[len(base) + 1 :]}",
+                    session_id=sid,
+                )
+            except ConsentRequired as exc:
+                started = client.start_authorization(provider, self.settings.scopes, return_url)
+                raise ConsentNeeded(started.authorization_url, started.flow_id) from exc
+            except SessionEnded:
+                self._forget(user)  # expired or ended: a new session, once
+                if attempt == 2:
+                    raise
+                continue
+            except VaultError as exc:
+                raise CalendarApiError(f"the calendar API answered {exc.status}") from exc
+            return _event_list(answer)
+        raise AssertionError("unreachable")
 
     def ask(self, user: UserIdentity, question: str, return_url: str) -> dict[str, Any]:
         intent = parse_intent(question)

@@ -31,6 +31,12 @@ _ALLOWED_EXTRA = {
     "count",
     "trigger",
     "route",
+    # proxied calls (no query, no header, no body)
+    "method",
+    "host",
+    "path",
+    "bytes",
+    "latency_ms",
 }
 _recorded: ContextVar[bool] = ContextVar("audit_recorded", default=False)
 

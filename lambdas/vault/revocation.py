@@ -43,22 +43,32 @@ def revoke_plain(svc: Services, provider: str, token: str, hint: str) -> bool:
     return True
 
 
-def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
-    """Revoke session tokens upstream and delete them; returns how many were revoked.
+def revoke_tokens(svc: Services, tokens: list[SessionToken], *, session_end: bool = False) -> int:
+    """Revoke session tokens upstream and delete them; returns how many were ended.
 
     Where revoking one access token kills its whole grant at the provider, the grant is marked
     broken here too and its other sessions' tokens are dropped: they are dead upstream already.
+
+    With `session_end` (a session ends or expires, its task stopped), a token that never left
+    the vault (`proxy`) or is bound to the session's key, which dies with the task (`dpop`), is
+    revoked upstream only where that does not kill the user's grant
+    (`revocation_revokes_grant: false`); otherwise it is only deleted and the grant lives on, so
+    the agent's next task needs no new consent. A `bearer` token left the vault: it is revoked
+    as `revoke_on_session_end` says, as before.
     """
     revoked = 0
     dead_grants: set[str] = set()
     for token in tokens:
         provider = svc.config.providers[token.provider]
-        if not provider.revoke_on_session_end or revoke_upstream(
+        upstream = provider.revoke_on_session_end and (
+            not session_end or token.delivery == "bearer" or not provider.revocation_revokes_grant
+        )
+        if not upstream or revoke_upstream(
             svc, token.provider, token.access_token_ct, token.context, "access_token"
         ):
             svc.repo.delete_token(token)
             revoked += 1
-            if provider.revoke_on_session_end and provider.revocation_revokes_grant:
+            if upstream and provider.revocation_revokes_grant:
                 dead_grants.add(token.grant_id)
         elif not token.revoke_pending:
             svc.repo.mark_token_revoke_pending(token)
@@ -87,7 +97,7 @@ def end_session(
     that committed before is in the list, and none can commit after (tokens._refresh)."""
     changed = svc.repo.end_session(session.session_id, reason)
     _, tokens = svc.repo.session_bundle(session.session_id)
-    revoked = revoke_tokens(svc, tokens)
+    revoked = revoke_tokens(svc, tokens, session_end=True)
     audit(
         "session.end",
         "ended" if changed else "already_ended",

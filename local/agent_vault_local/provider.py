@@ -446,9 +446,14 @@ class AuthorizationServer:
         return self._endpoint("introspection_endpoint")
 
     @property
+    def calendar_api_base(self) -> str:
+        """The calendar API's base URL (the provider's ``api_base_urls`` in the vault config)."""
+        return f"{self.issuer}/api"
+
+    @property
     def calendar_url(self) -> str:
         """The protected resource: GET with ``Authorization: Bearer <token>``."""
-        return f"{self.issuer}/api/calendar/events"
+        return f"{self.calendar_api_base}/calendar/events"
 
     @property
     def resource(self) -> str:

@@ -183,6 +183,8 @@ def token_item(t: SessionToken) -> dict[str, Any]:
         item["revoke_pending"] = {"BOOL": True}
     if t.lifetime is not None:
         item["lifetime"] = _n(t.lifetime)
+    if t.delivery != "bearer":
+        item["delivery"] = _s(t.delivery)
     return item
 
 
@@ -197,6 +199,7 @@ def token_from(item: dict[str, Any]) -> SessionToken:
         expires_at=_get_n(item, "expires_at"),
         revoke_pending=bool(item.get("revoke_pending", {}).get("BOOL", False)),
         lifetime=int(lifetime) if (lifetime := _opt_f(item, "lifetime")) is not None else None,
+        delivery=_opt_s(item, "delivery") or "bearer",
     )
 
 
@@ -542,6 +545,18 @@ class Repository:
             TableName=self.table,
             Key=token_key(token.session_id, token.provider, token.scopes),
         )
+
+    def drop_rejected_token(self, token: SessionToken) -> None:
+        """Forget a token the provider refused (401), unless another request replaced it with a
+        new one meanwhile: the next request mints a fresh one."""
+        with contextlib.suppress(Conflict):
+            self._call(
+                "delete_item",
+                TableName=self.table,
+                Key=token_key(token.session_id, token.provider, token.scopes),
+                ConditionExpression="access_token = :ct",
+                ExpressionAttributeValues={":ct": _b(token.access_token_ct)},
+            )
 
     def mark_token_revoke_pending(self, token: SessionToken) -> None:
         self._call(
