@@ -137,11 +137,12 @@ def acknowledge_findings(
             f"execute-api:Invoke for {method} {path}. Each `*` (the stage, each id) is IAM's"
             " wildcard, which also matches `/`: the grant covers every"
             f" {method} path of the vault API that fits {iam_path(path)} at any depth, in any"
-            " stage. In the route table that is this route alone (tests/infra/test_gates.py"
-            " checks every route against every grant); a route added later that fits the"
-            " pattern is reachable by agents without a new grant. Ids are minted at run time;"
-            " the vault checks that the session or flow belongs to the calling task's agent and"
-            " a fresh proof of the session key.",
+            " stage. In the route table that is this route, and (for GET and DELETE on a"
+            " session) the egress proxy's, an agent route too (tests/infra/test_gates.py checks"
+            " every route against every grant); a route added later that fits the pattern is"
+            " reachable by agents without a new grant. Ids are minted at run time; the vault"
+            " checks that the session or flow belongs to the calling task's agent and a fresh"
+            " proof of the session key.",
         )
     return acknowledged
 

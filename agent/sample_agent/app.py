@@ -1,8 +1,10 @@
 """The sample agent: a small FastAPI service that reads a user's calendar with a delegated token.
 
 It needs no LLM: a tiny rule-based intent parser understands calendar questions. For each user it
-keeps one Agent Vault session (an ephemeral key in memory, the user's identity token), asks the
-vault for a ``calendar.read`` token through the SDK, and calls the calendar API with it. When the
+keeps one Agent Vault session (an ephemeral key in memory, the user's identity token) and reads
+the calendar API through the vault's egress proxy when the session says the provider's delivery
+is ``proxy`` (the token never reaches the agent), else with a ``calendar.read`` token the SDK
+gets from the vault. When the
 user has not consented yet it answers with the consent URL; the vault's callback later sends the
 user's browser to ``GET /consent/return`` with the flow id and a one-time binding code, where the
 agent binds the consent (``POST /v1/flows/{id}/complete`` with that code) to whoever is logged in

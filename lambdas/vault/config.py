@@ -173,7 +173,8 @@ class ProviderConfig(_Frozen):
     """Accept a provider whose metadata does not list S256 in code_challenge_methods_supported."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=25)
     revoke_on_session_end: bool = True
-    """Revoke a session's tokens upstream (RFC 7009) when the session ends."""
+    """Revoke a session's tokens upstream (RFC 7009) when the session ends: `bearer` ones; `proxy`
+    and `dpop` ones only where that spares the grant (`revocation_revokes_grant` false)."""
     revocation_revokes_grant: bool = True
     """The provider kills the whole grant when one of its access tokens is revoked (Google and
     oidc-provider do; RFC 7009 allows it). Then ending a session also ends the user's grant for

@@ -653,7 +653,8 @@ class Story:
             self.state.reaped = result
             return (
                 f"EventBridge → reaper: {result.get('ended_sessions')} session(s) ended, "
-                f"{result.get('revoked_tokens')} token(s) revoked upstream"
+                f"{result.get('revoked_tokens')} token(s) ended (a proxy token never left the"
+                " vault: deleted, not revoked upstream, so alice's consent lives on)"
             ), result
 
         value: dict[str, Any] = self._step(
@@ -776,6 +777,9 @@ def _format_event(event: dict[str, Any]) -> str:
     stamp = str(event.get("timestamp") or "")[11:23]
     keys = (
         "reason",
+        "method",
+        "path",
+        "status",
         "agent",
         "provider",
         "scopes",
