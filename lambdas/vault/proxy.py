@@ -195,7 +195,9 @@ def forward(svc: Services, caller: Caller, call: HttpCall, request: ProxyRequest
     """Check, then send one proxied request to the provider's API; the provider's answer."""
     started = time.monotonic()
     agent = agent_of(svc.config, caller)
-    session, cached = authorize_session_call(svc, caller, request.session_id, call)
+    session, cached = authorize_session_call(
+        svc, caller, request.session_id, call, revoke_expired=False
+    )
     provider = request.provider
     where: dict[str, Any] = {
         "agent": agent,

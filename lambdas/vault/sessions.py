@@ -132,10 +132,18 @@ def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSess
 
 
 def authorize_session_call(
-    svc: Services, caller: Caller, session_id: str, call: HttpCall, *, require_alive: bool = True
+    svc: Services,
+    caller: Caller,
+    session_id: str,
+    call: HttpCall,
+    *,
+    require_alive: bool = True,
+    revoke_expired: bool = True,
 ) -> tuple[Session, list[SessionToken]]:
     """Load a session with its tokens (one query), check it is the caller's, the proof, and
-    (unless asked not to) that it is alive."""
+    (unless asked not to) that it is alive. A dead session's remaining tokens are revoked then,
+    unless `revoke_expired` is false (the proxy's function may not: the agent API, `DELETE` and
+    the reaper do it)."""
     if not SESSION_ID.match(session_id):
         raise SessionNotFound("no such session")
     session, tokens = svc.repo.session_bundle(session_id)
@@ -166,7 +174,7 @@ def authorize_session_call(
     if require_alive and not session.alive(svc.clock()):
         # an expired session's tokens die with it (an ended one's were revoked when it ended;
         # any left are those whose upstream revocation is still pending)
-        revoked = revoke_tokens(svc, tokens, session_end=True) if tokens else 0
+        revoked = revoke_tokens(svc, tokens, session_end=True) if tokens and revoke_expired else 0
         audit(
             "session.access",
             "denied",

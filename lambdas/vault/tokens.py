@@ -33,7 +33,7 @@ from vault.models import Grant, Session, SessionToken, token_context
 from vault.oauth.client import AnswerLost
 from vault.policy import check_agent_policy, delivery_of, require_granted
 from vault.proofs import verify_proof
-from vault.revocation import revoke_plain, revoke_tokens
+from vault.revocation import revoke_plain, revoke_tokens, upstream_at_session_end
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
@@ -517,13 +517,11 @@ def _lost_commit(
             svc.repo.store_refresh(grant, owner, new_refresh, None, now)
         except Conflict:
             svc.repo.release_lease(grant, owner)
-    revoked = revoke_tokens(svc, [token], session_end=True)
-    audit(
-        "grant.refresh",
-        "discarded",
-        reason="session_ended",
-        upstream="revoked" if revoked else "revoke_failed",
-        **where,
-    )
+    revoked = revoke_tokens(svc, [token], session_end=True, stored=False)
+    if not upstream_at_session_end(svc, token):
+        upstream = "kept"  # never left the vault, or bound to the dead session's key
+    else:
+        upstream = "revoked" if revoked else "revoke_failed"
+    audit("grant.refresh", "discarded", reason="session_ended", upstream=upstream, **where)
     ended = (latest.ended_reason if latest is not None else None) or "expired"
     raise SessionEnded(f"the session is {ended}; start a new one", reason=ended)

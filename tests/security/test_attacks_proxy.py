@@ -466,6 +466,21 @@ def test_a_session_of_another_task_or_a_wrong_proof_reaches_nothing(
     assert api.seen == []
 
 
+def test_a_dead_session_reaches_nothing_through_the_proxy(vault: Vault, api: Upstream) -> None:
+    agent = proxy_agent(vault)
+    assert agent.proxy("GET", EVENTS).status == 200
+    vault.clock.advance(vault.services.config.session_ttl_seconds + 1)
+
+    problem = assert_problem(agent.proxy("GET", EVENTS), 410, "session_ended")
+
+    assert problem["reason"] == "expired"
+    assert len(api.seen) == 1  # the call before it expired
+    # the proxy's function does not clean up (its role cannot): the session's end does
+    assert len(items_of_type(vault, "token")) == 1
+    assert agent.end().json["revoked_tokens"] == 1
+    assert items_of_type(vault, "token") == []
+
+
 # --- bounded bodies ----------------------------------------------------------------------------
 
 
