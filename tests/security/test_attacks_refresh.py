@@ -37,7 +37,10 @@ def add_provider(vault: Vault, name: str, **settings: Any) -> None:
     same oidc-provider, allowed to `calendar-agent` for calendar.read and calendar.write."""
     config = vault.services.config.model_dump(mode="json", exclude_unset=True)
     config["providers"][name] = {**config["providers"]["calendar"], **settings}
-    config["agents"]["calendar-agent"]["providers"][name] = ["calendar.read", "calendar.write"]
+    config["agents"]["calendar-agent"]["providers"][name] = {
+        "scopes": ["calendar.read", "calendar.write"],
+        "delivery": "bearer",
+    }
     vault.session.client("secretsmanager").create_secret(
         Name=SECRET_PREFIX + name, SecretString=vault.server.client_secret
     )
