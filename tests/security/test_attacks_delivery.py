@@ -8,6 +8,9 @@ revocation) and the real reaper."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -42,6 +45,14 @@ def dpop_token(vault: Vault, agent: TestAgent, proof: str | None = None) -> Any:
     return agent.token("calendar", ["calendar.read"], headers={TOKEN_PROOF: proof})
 
 
+def api_proof(vault: Vault, key: ECKey, token: str) -> str:
+    """A proof for GET at the calendar API with the token's `ath` (RFC 9449 §4.2), at real time:
+    the provider's clock is not the vault's test clock."""
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    url = vault.server.calendar_url
+    return sign_proof(key, method="GET", url=url, iat=int(time.time()), session_id=None, ath=ath)
+
+
 def token_requests(vault: Vault) -> dict[str, int]:
     return dict(vault.server.stats()["token_requests"])
 
@@ -67,6 +78,13 @@ def test_row_44_a_dpop_token_is_bound_by_the_provider_to_the_session_key(
     assert introspected["token_type"] == "DPoP"
     assert introspected["cnf"] == {"jkt": agent.key.thumbprint()}
     audit_events.expect("token.issue", "allowed", cached=False)
+    # at the provider's own resource server (the calendar API), the token the vault handed out is
+    # worth nothing without the session key: as a bearer token, or with a thief's own proof
+    token = answer.json["access_token"]
+    thief = ECKey.generate_key("P-256")
+    assert vault.server.calendar(token)[0] == 401
+    assert vault.server.calendar(token, dpop=api_proof(vault, thief, token))[0] == 401
+    assert vault.server.calendar(token, dpop=api_proof(vault, agent.key, token))[0] == 200
     # cached per session like any token: the next request (with a fresh proof) is no refresh
     before = token_requests(vault)
     again = dpop_token(vault, agent)
