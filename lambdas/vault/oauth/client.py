@@ -245,9 +245,7 @@ class ProviderClient:
             if (token_type is not None or shape.token_type_required) and (
                 not isinstance(token_type, str) or token_type.lower() not in accepted
             ):
-                raise ProviderError(
-                    f"provider {self.name!r} sent token_type {str(token_type)[:16]!r}"
-                )
+                raise ProviderError(f"provider {self.name!r} sent token_type {token_type!r}")
         expires_in = answer.get("expires_in")
         if isinstance(expires_in, str) and expires_in.isdigit():
             expires_in = int(expires_in)  # form-encoded answers, some JSON ones too
