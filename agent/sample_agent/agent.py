@@ -136,7 +136,7 @@ class CalendarAgent:
                     raise NotConfigured(
                         "CALENDAR_API_URL is not under the provider's api_base_urls"
                     ) from exc
-                raise CalendarApiError(f"the vault refused the call ({exc.code})") from exc
+                raise  # the vault's refusal (the user's identity, the session...): the app's
             if response.status_code != 200:
                 raise CalendarApiError(f"the calendar API answered {response.status_code}")
             body = response.json()
