@@ -1028,7 +1028,15 @@ class Story:
             before = consents()
             client = self._track(vault_client(self.info, TASK_2, self.state.alice))
             session = client.start_session()
-            events, _ = self._read_through_proxy(client)
+            try:
+                events, _ = self._read_through_proxy(client)
+            except ConsentRequired as exc:
+                raise StepFailed(
+                    f"the replacement task was sent to consent again ({exc.status} {exc.code},"
+                    f" reason {exc.reason})",
+                    "ending a proxy session must delete its tokens, not revoke alice's grant"
+                    " upstream (see the reap step's audit: grant.revoke revoked_with_session?)",
+                ) from exc
             grant_id = grant_of_session(self.info, session.session_id)
             after = consents()
             flows, codes = after[0] - before[0], after[1] - before[1]
