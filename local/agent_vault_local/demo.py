@@ -832,7 +832,7 @@ class Story:
             session = client.session
             assert session is not None
             bound_to = (introspect(self.info, token.access_token).get("cnf") or {}).get("jkt")
-            dpop = token.token_type == "DPoP"  # noqa: S105 - the token type, not a token
+            dpop = token.token_type == "DPoP"  # noqa: S105 # nosec B105 - a token type
             if not dpop or bound_to != session.jkt:
                 raise StepFailed(
                     f"the token is {token.token_type}, bound to {bound_to}",
