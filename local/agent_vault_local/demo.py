@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_vault.client import Authorization, UserIdentity, VaultClient
+import httpx
+from joserfc import jws
+
+from agent_vault.client import AccessToken, Authorization, FlowCompletion, UserIdentity, VaultClient
 from agent_vault.errors import (
     ConsentRequired,
     DeliveryProxyOnly,
@@ -30,10 +33,13 @@ from agent_vault.errors import (
     SessionEnded,
     TaskStopped,
     VaultError,
+    error_from_response,
 )
+from agent_vault.proofs import SessionKey, access_token_hash
 from agent_vault_local.consent_forms import complete_consent
 from agent_vault_local.provider import HttpResponse, http_request
 from agent_vault_local.runner import (
+    DPOP_TASK,
     MAIL_TASK,
     TASK_1,
     TASK_2,
@@ -42,14 +48,17 @@ from agent_vault_local.runner import (
 from vault.oauth import client as oauth
 
 __all__ = [
+    "Recorder",
     "StepFailed",
     "StepResult",
     "Story",
     "audit_events",
     "calendar_events",
+    "grant_of_session",
     "id_token_for",
     "introspect",
     "invoke_reaper",
+    "provider_stats",
     "proxied_events",
     "session_items",
     "stop_task",
@@ -60,6 +69,8 @@ __all__ = [
 SCOPES = ("calendar.read",)
 EVENTS_PATH = "calendar/events"
 """The calendar API's events, under the provider's API base URL (``api_base_urls``)."""
+API_EVENTS = "/" + EVENTS_PATH
+"""The same, relative to the base URL of the SDK's ``client.http(provider)``."""
 
 
 # -- helpers (usable on their own) ---------------------------------------------------------------
@@ -141,6 +152,46 @@ def calendar_events(info: LocalInfo, token: str) -> HttpResponse:
     )
 
 
+def provider_stats(info: LocalInfo) -> dict[str, Any]:
+    """The bundled provider's counters (its loopback test hook ``/__test/stats``): calls its
+    calendar API answered (``api_requests`` by scheme) and refused (``api_refusals`` by error),
+    codes and refresh tokens redeemed (``token_successes``)..."""
+    answer = http_request("GET", f"{info.provider['issuer']}/__test/stats")
+    body = answer.json()
+    if answer.status != 200 or not isinstance(body, dict):
+        raise StepFailed(f"the provider's stats answered {answer.status}", None)
+    return body
+
+
+def _api_calls(stats: dict[str, Any]) -> int:
+    """Calls the calendar API answered, whatever the scheme."""
+    return sum(int(n) for n in dict(stats.get("api_requests") or {}).values())
+
+
+class Recorder(httpx.BaseTransport):
+    """An httpx transport that sends with ``httpx.HTTPTransport`` and keeps every request it
+    sent, exactly as sent (what a wire capture between the agent and the vault would see)."""
+
+    def __init__(self) -> None:
+        self.sent: list[httpx.Request] = []
+        self._transport = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def _claims(proof: str) -> dict[str, Any]:
+    """A proof's claims, unverified: for display (the receiver verifies it); {} if none."""
+    if not proof:
+        return {}
+    claims: dict[str, Any] = json.loads(jws.extract_compact(proof.encode("ascii")).payload)
+    return claims
+
+
 def proxied_events(
     client: VaultClient, info: LocalInfo, key: Any = None, session_id: str | None = None
 ) -> Any:
@@ -175,6 +226,21 @@ def session_items(info: LocalInfo, session_id: str) -> list[dict[str, Any]]:
     )
     items: list[dict[str, Any]] = answer.get("Items", [])
     return items
+
+
+def grant_of_session(info: LocalInfo, session_id: str) -> str:
+    """The grant the session's token in the vault table was minted from (its one token item)."""
+    grants: set[str] = {
+        item["grant_id"]["S"]
+        for item in session_items(info, session_id)
+        if item["sk"]["S"].startswith("TOKEN#") and "grant_id" in item
+    }
+    if len(grants) != 1:
+        raise StepFailed(
+            f"the session holds tokens of {len(grants)} grant(s), not one",
+            "a proxied call mints one token of the user's grant for the session",
+        )
+    return grants.pop()
 
 
 def _aws_client(info: LocalInfo, service: str, **kwargs: Any) -> Any:
@@ -336,6 +402,12 @@ class _State:
     return_location: str | None = None
     event: dict[str, Any] | None = None
     reaped: dict[str, Any] | None = None
+    grant_id: str | None = None
+    """alice's grant for calendar-agent, as the first session's token names it."""
+    captured: httpx.Request | None = None
+    """The proxied request the agent sent, as a capture on the wire would have it."""
+    dpop_client: VaultClient | None = None
+    dpop_token: AccessToken | None = None
     clients: list[VaultClient] = field(default_factory=list)
 
 
@@ -541,19 +613,37 @@ class Story:
         )
         return value
 
+    def _read_through_proxy(self, client: VaultClient) -> tuple[list[Any], httpx.Request]:
+        """GET the events with the SDK's ``client.http`` (proxy delivery): the events and the
+        request the SDK sent to the vault's proxy route."""
+        recorder = Recorder()
+        with client.http(self.info.provider_name, transport=recorder) as api:
+            answer = api.get(API_EVENTS)
+        if answer.status_code != 200:
+            raise StepFailed(
+                f"the calendar API answered {answer.status_code} through the proxy",
+                "the provider's api_base_urls must be the calendar API's base URL",
+            )
+        events = answer.json().get("events") or []
+        if not events:
+            raise StepFailed(
+                "the calendar API answered no events through the proxy",
+                "the provider's api_base_urls must be the calendar API's base URL",
+            )
+        return list(events), recorder.sent[-1]
+
     def calendar_through_proxy(self) -> list[dict[str, Any]]:
         def act() -> tuple[str, Any]:
-            answer = proxied_events(self._client(), self.info)
-            events = answer.get("events", []) if isinstance(answer, dict) else []
-            if not events:
-                raise StepFailed(
-                    "the calendar API answered no events through the proxy",
-                    "the provider's api_base_urls must be the calendar API's base URL",
-                )
+            client = self._client()
+            events, sent = self._read_through_proxy(client)
+            assert client.session_id is not None
+            self.state.captured = sent
+            self.state.grant_id = grant_of_session(self.info, client.session_id)
             titles = ", ".join(str(e.get("title")) for e in events)
             return (
-                f"200 through the vault's proxy: {len(events)} events today ({titles}); the"
-                " vault attached the session's token, which never left it"
+                f"200 through the vault's proxy (the SDK's client.http): {len(events)} events"
+                f" today ({titles}); the vault attached the session's token of grant"
+                f" {_short(self.state.grant_id)}, which never left it"
             ), events
 
         result: list[dict[str, Any]] = self._step(
@@ -562,6 +652,47 @@ class Story:
             act,
         )
         return result
+
+    def captured_request_replayed(self) -> str:
+        def act() -> tuple[str, Any]:
+            captured = self.state.captured
+            if captured is None:
+                raise StepFailed("no captured request", "run the steps in order")
+            proof = _claims(captured.headers["DPoP"])
+            before = _api_calls(provider_stats(self.info))
+            # the exact bytes again, from a plain HTTP client: no SDK, no session key
+            replay = httpx.Request(
+                captured.method, captured.url, headers=captured.headers, content=captured.content
+            )
+            with httpx.Client() as outsider:
+                answer = outsider.send(replay)
+            after = _api_calls(provider_stats(self.info))
+            if answer.status_code < 400 or "X-Agent-Vault-Proxy" in answer.headers:
+                raise StepFailed(
+                    f"the replayed request reached the provider ({answer.status_code})",
+                    "the vault must accept each proof's jti once (the replay table)",
+                )
+            error = error_from_response(answer.status_code, dict(answer.headers), answer.content)
+            if error.code != "proof_replayed" or after != before:
+                raise StepFailed(
+                    f"the replay got {error.status} {error.code} and the calendar API"
+                    f" {after - before} call(s)",
+                    "the vault must refuse a seen jti before it calls the provider",
+                )
+            return (
+                f"{error.status} {error.code}: {error.detail} (the same SigV4 signature and"
+                f" DPoP proof jti={_short(str(proof.get('jti')))}, htu=…/proxy/"
+                f"{self.info.provider_name}/{EVENTS_PATH}); the calendar API's call count"
+                f" stayed {after}: nothing reached the provider"
+            ), error.code
+
+        return str(
+            self._step(
+                "a captured proxied request is replayed from outside: refused",
+                "each proof's jti is accepted once (the vault's replay table)",
+                act,
+            )
+        )
 
     def no_token_for_the_agent(self) -> str:
         def act() -> tuple[str, Any]:
@@ -587,8 +718,6 @@ class Story:
             session_id = self._client().session_id
             assert session_id is not None
             thief = self._track(vault_client(self.info, TASK_2))
-            from agent_vault.proofs import SessionKey
-
             try:
                 proxied_events(thief, self.info, key=SessionKey(), session_id=session_id)
             except Forbidden as exc:
@@ -628,6 +757,167 @@ class Story:
                 "policy is checked before any grant",
                 act,
             )
+        )
+
+    # -- dpop delivery: the agent holds a token bound to its session key --
+
+    def _dpop_client(self) -> VaultClient:
+        if self.state.dpop_client is None:
+            raise StepFailed("no session of calendar-dpop-agent", "run the steps in order")
+        return self.state.dpop_client
+
+    def _dpop_token(self) -> AccessToken:
+        if self.state.dpop_token is None:
+            raise StepFailed("no DPoP-bound token", "run the steps in order")
+        return self.state.dpop_token
+
+    def dpop_agent_consents(self) -> FlowCompletion:
+        def act() -> tuple[str, Any]:
+            assert self.state.alice is not None
+            client = self._track(vault_client(self.info, DPOP_TASK, self.state.alice))
+            session = client.start_session()
+            self.state.dpop_client = client
+            access = client.provider_access(self.info.provider_name)
+            if access is None or access.delivery != "dpop":
+                raise StepFailed(
+                    f"the session's delivery at the calendar is"
+                    f" {access.delivery if access else 'unknown'}",
+                    "agents.calendar-dpop-agent.providers.calendar.delivery must be dpop (and"
+                    " the provider dpop: true)",
+                )
+            try:
+                client.get_token(self.info.provider_name, SCOPES)
+            except ConsentRequired:
+                pass
+            else:
+                raise StepFailed(
+                    "calendar-dpop-agent got a token before alice consented for it",
+                    "a grant is per user, agent and provider",
+                )
+            authorization = client.start_authorization(self.info.provider_name, SCOPES)
+            callback = complete_consent(
+                authorization.authorization_url, "alice", self.info.users["alice"], "allow"
+            )
+            answer = _get(callback)
+            location = answer.headers.get("Location", "")
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+            if answer.status != 302 or query.get("status") != "pending_binding":
+                raise StepFailed(
+                    f"the callback answered {answer.status} ({query.get('status')})",
+                    "read the vault log",
+                )
+            completion = client.complete_flow(
+                authorization.flow_id,
+                UserIdentity(id_token=id_token_for(self.info, "alice")),
+                query.get("binding_code", ""),
+            )
+            return (
+                f"session {_short(session.session_id)} of {session.agent} (delivery"
+                f" {access.delivery}, key jkt={_short(session.jkt)}): consent required, alice"
+                f" allowed at the provider, callback, binding: flow {completion.status},"
+                f" grant {_short(completion.grant_id)}"
+            ), completion
+
+        result: FlowCompletion = self._step(
+            "alice consents for calendar-dpop-agent too (dpop delivery)",
+            "agents.calendar-dpop-agent needs its role and calendar.read with dpop delivery",
+            act,
+        )
+        return result
+
+    def dpop_token_read(self) -> AccessToken:
+        def act() -> tuple[str, Any]:
+            client = self._dpop_client()
+            token = client.get_token(self.info.provider_name, SCOPES)
+            session = client.session
+            assert session is not None
+            bound_to = (introspect(self.info, token.access_token).get("cnf") or {}).get("jkt")
+            dpop = token.token_type == "DPoP"  # noqa: S105 # nosec B105 - a token type
+            if not dpop or bound_to != session.jkt:
+                raise StepFailed(
+                    f"the token is {token.token_type}, bound to {bound_to}",
+                    "the vault must send the SDK's proof for the token endpoint as the DPoP"
+                    " header of its refresh request",
+                )
+            recorder = Recorder()
+            with client.http(self.info.provider_name, scopes=SCOPES, transport=recorder) as api:
+                answer = api.get(API_EVENTS)
+            sent = recorder.sent[-1]
+            proof = _claims(sent.headers.get("DPoP", ""))
+            on_the_wire = sent.headers.get("Authorization") == f"DPoP {token.access_token}"
+            if (
+                answer.status_code != 200
+                or not on_the_wire
+                or proof.get("ath") != access_token_hash(token.access_token)
+            ):
+                raise StepFailed(
+                    f"the calendar API answered {answer.status_code}: {answer.text[:200]}",
+                    "the SDK sends the token with the DPoP scheme and a proof of the session key"
+                    " for each call (ath = the token's hash)",
+                )
+            self.state.dpop_token = token  # what a thief on the wire or in the task would take
+            events = answer.json().get("events") or []
+            path = urllib.parse.urlsplit(str(proof.get("htu"))).path
+            return (
+                f"token_type {token.token_type}, bound to the session key (introspection:"
+                f" cnf.jkt={_short(str(bound_to))}); client.http read {len(events)} events"
+                " straight from the calendar API with Authorization: DPoP and a fresh proof"
+                f" (htm={proof.get('htm')}, htu=…{path},"
+                f" ath={_short(str(proof.get('ath')), 8)})"
+            ), token
+
+        result: AccessToken = self._step(
+            "it gets a DPoP-bound token and reads the calendar itself",
+            "the provider must advertise DPoP and the config say dpop: true",
+            act,
+        )
+        return result
+
+    def _stolen_token_refused(
+        self, title: str, headers: Callable[[AccessToken], dict[str, str]], fix: str
+    ) -> str:
+        def act() -> tuple[str, Any]:
+            token = self._dpop_token()
+            before = provider_stats(self.info)
+            answer = http_request("GET", self.info.provider["calendar_url"], headers=headers(token))
+            after = provider_stats(self.info)
+            challenge = answer.headers.get("WWW-Authenticate", "")
+            body = answer.json() if answer.body.startswith(b"{") else {}
+            error = str(body.get("error") or "")
+            if (
+                answer.status != 401
+                or f'error="{error}"' not in challenge
+                or _api_calls(after) != _api_calls(before)
+            ):
+                raise StepFailed(
+                    f"the calendar API answered {answer.status} ({challenge or 'no challenge'})",
+                    fix,
+                )
+            return (
+                f"the calendar API answered {answer.status}, WWW-Authenticate: {challenge}"
+                f" ({body.get('error_description')})"
+            ), error
+
+        return str(self._step(title, fix, act))
+
+    def stolen_dpop_token_as_bearer(self) -> str:
+        return self._stolen_token_refused(
+            "a thief replays the DPoP token as a Bearer token: refused",
+            lambda token: {"Authorization": f"Bearer {token.access_token}"},
+            "the calendar API must refuse a DPoP-bound token presented as a bearer token",
+        )
+
+    def stolen_dpop_token_with_own_key(self) -> str:
+        def thief(token: AccessToken) -> dict[str, str]:
+            proof = SessionKey().dpop_proof(  # the thief's own key: a valid proof, wrong key
+                "GET", self.info.provider["calendar_url"], access_token=token.access_token
+            )
+            return {"Authorization": f"DPoP {token.access_token}", "DPoP": proof}
+
+        return self._stolen_token_refused(
+            "… and as DPoP with a proof of the thief's own key: refused",
+            thief,
+            "the calendar API must compare the proof's key with the token's cnf.jkt",
         )
 
     def stop_task(self) -> dict[str, Any]:
@@ -722,6 +1012,56 @@ class Story:
         )
         return value
 
+    def replacement_task(self) -> dict[str, Any]:
+        def act() -> tuple[str, Any]:
+            assert self.state.alice is not None
+            if self.state.grant_id is None:
+                raise StepFailed("no grant of the first session", "run the steps in order")
+
+            def consents() -> tuple[int, int]:
+                started = sum(
+                    1 for e in audit_events(self.info) if e.get("action") == "consent.start"
+                )
+                codes = provider_stats(self.info)["token_successes"]["authorization_code"]
+                return started, int(codes)
+
+            before = consents()
+            client = self._track(vault_client(self.info, TASK_2, self.state.alice))
+            session = client.start_session()
+            try:
+                events, _ = self._read_through_proxy(client)
+            except ConsentRequired as exc:
+                raise StepFailed(
+                    f"the replacement task was sent to consent again ({exc.status} {exc.code},"
+                    f" reason {exc.reason})",
+                    "ending a proxy session must delete its tokens, not revoke alice's grant"
+                    " upstream (see the reap step's audit: grant.revoke revoked_with_session?)",
+                ) from exc
+            grant_id = grant_of_session(self.info, session.session_id)
+            after = consents()
+            flows, codes = after[0] - before[0], after[1] - before[1]
+            if flows or codes or grant_id != self.state.grant_id:
+                raise StepFailed(
+                    f"the replacement needed {flows} consent flow(s), {codes} code(s) at the"
+                    f" provider, grant {grant_id} (was {self.state.grant_id})",
+                    "ending a proxy session must delete its tokens, not revoke alice's grant"
+                    " upstream",
+                )
+            return (
+                f"task {_short(session.task_id or '?')} started session"
+                f" {_short(session.session_id)} for alice and read {len(events)} events through"
+                f" the proxy; consent flows started: {flows} (audit consent.start), codes"
+                f" redeemed at the provider: {codes}; the same grant {_short(grant_id)} as"
+                " task-1's session"
+            ), {"flows": flows, "codes": codes, "grant_id": grant_id}
+
+        value: dict[str, Any] = self._step(
+            "a replacement task serves alice with no new consent",
+            "the grant must outlive the stopped task's session",
+            act,
+        )
+        return value
+
     def audit_trail(self) -> list[dict[str, Any]]:
         def act() -> tuple[str, Any]:
             events = audit_events(self.info, self.started)
@@ -747,14 +1087,20 @@ class Story:
         "callback",
         "bind",
         "calendar_through_proxy",
+        "captured_request_replayed",
         "no_token_for_the_agent",
         "stolen_session_refused",
         "other_agent_refused",
+        "dpop_agent_consents",
+        "dpop_token_read",
+        "stolen_dpop_token_as_bearer",
+        "stolen_dpop_token_with_own_key",
         "stop_task",
         "reap",
         "session_dead",
         "stopped_task_stays_stopped",
         "token_dead",
+        "replacement_task",
         "audit_trail",
     )
 

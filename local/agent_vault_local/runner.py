@@ -77,6 +77,10 @@ BEARER_AGENT = "calendar-bearer-agent"
 """The calendar with `bearer` delivery: the agent holds the token itself (replayable until it
 expires), for code that calls the API with the token (the SDK's token tests)."""
 BEARER_ROLE = "calendar-bearer-agent-role"
+DPOP_AGENT = "calendar-dpop-agent"
+"""The calendar with `dpop` delivery: the agent holds a token bound to its session key, which the
+calendar API accepts only with a fresh proof of that key (the demo's stolen-token steps)."""
+DPOP_ROLE = "calendar-dpop-agent-role"
 ADMIN_ROLE = "vault-admin-role"
 EVENTS_ROLE = "agent-vault-local-events"
 REAPER_FUNCTION = "agent-vault-reaper"
@@ -89,10 +93,12 @@ TASK_2 = "calendar-agent/task-2"
 MAIL_TASK = "mail-agent/task-1"
 BEARER_TASK_1 = "calendar-bearer-agent/task-1"
 BEARER_TASK_2 = "calendar-bearer-agent/task-2"
+DPOP_TASK = "calendar-dpop-agent/task-1"
 AGENT_TASKS = (
     (CALENDAR_AGENT, CALENDAR_ROLE, (AGENT_APP, TASK_1, TASK_2)),
     (MAIL_AGENT, MAIL_ROLE, (MAIL_TASK,)),
     (BEARER_AGENT, BEARER_ROLE, (BEARER_TASK_1, BEARER_TASK_2)),
+    (DPOP_AGENT, DPOP_ROLE, (DPOP_TASK,)),
 )
 """Per local agent: its ECS task family, its role and the names of its running tasks."""
 ADMIN = "admin"
@@ -398,6 +404,15 @@ class LocalMode:
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],
                             "delivery": "bearer",
+                        }
+                    },
+                },
+                DPOP_AGENT: {
+                    "role_name": DPOP_ROLE,
+                    "providers": {
+                        PROVIDER: {
+                            "scopes": ["calendar.read", "calendar.write"],
+                            "delivery": "dpop",
                         }
                     },
                 },

@@ -12,8 +12,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from agent_vault_local.demo import Story
-from agent_vault_local.runner import REPO_ROOT, TASK_1, LocalInfo, LocalModeProcess
+from agent_vault_local.demo import Story, grant_of_session, introspect, provider_stats
+from agent_vault_local.runner import (
+    DPOP_AGENT,
+    DPOP_TASK,
+    REPO_ROOT,
+    TASK_1,
+    TASK_2,
+    LocalInfo,
+    LocalModeProcess,
+)
 from tests.local.helpers import fresh_grants
 
 
@@ -54,12 +62,53 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert len(returned["binding_code"]) == 1  # only here, never in the agent's answers
 
         assert story.bind() == {"status": "active"}
+        calls = provider_stats(info)["api_requests"]
         events = story.calendar_through_proxy()
         assert [e["title"] for e in events] == ["Team stand-up", "Quarterly planning"]
-        assert story.no_token_for_the_agent() == "delivery_proxy_only"
+        # the vault called the calendar API once, with the session's token as a bearer token
+        assert provider_stats(info)["api_requests"] == {**calls, "bearer": calls["bearer"] + 1}
+        captured = story.state.captured
+        assert captured is not None and captured.url.path == (
+            f"/v1/sessions/{session_id}/proxy/calendar/calendar/events"
+        )
+        assert {"authorization", "x-amz-date", "x-amz-security-token", "dpop"} <= set(
+            captured.headers.keys()
+        )
+        assert story.state.grant_id is not None and story.state.grant_id.startswith("grt_")
 
+        # the exact request again, from outside the session: the vault refuses the seen jti
+        # before any provider call
+        calls = provider_stats(info)["api_requests"]
+        assert story.captured_request_replayed() == "proof_replayed"
+        assert provider_stats(info)["api_requests"] == calls
+        assert story.results[-1].outcome.startswith("401 proof_replayed: ")
+
+        assert story.no_token_for_the_agent() == "delivery_proxy_only"
         assert story.stolen_session_refused() == "forbidden"
         assert story.other_agent_refused() == "scope_not_allowed"
+
+        # dpop delivery: a token bound to the session key, refused to a thief by the API itself
+        completion = story.dpop_agent_consents()
+        assert completion.status == "active" and completion.grant_id != story.state.grant_id
+        dpop_client = story.state.dpop_client
+        assert dpop_client is not None and dpop_client.session is not None
+        assert dpop_client.session.agent == DPOP_AGENT
+        assert dpop_client.session.task_id == info.principal(DPOP_TASK).session_name
+        calls = provider_stats(info)["api_requests"]
+        token = story.dpop_token_read()
+        assert token.token_type == "DPoP"
+        assert introspect(info, token.access_token)["cnf"] == {"jkt": dpop_client.session.jkt}
+        assert provider_stats(info)["api_requests"] == {**calls, "dpop": calls["dpop"] + 1}
+        refusals = provider_stats(info)["api_refusals"]
+        assert story.stolen_dpop_token_as_bearer() == "invalid_token"
+        assert "is DPoP-bound" in story.results[-1].outcome
+        assert story.stolen_dpop_token_with_own_key() == "invalid_token"
+        assert "signed by another key" in story.results[-1].outcome
+        stats = provider_stats(info)
+        assert stats["api_requests"] == {**calls, "dpop": calls["dpop"] + 1}  # served no thief
+        assert stats["api_refusals"].get("invalid_token", 0) == (
+            refusals.get("invalid_token", 0) + 2
+        )
 
         event = story.stop_task()
         assert event["source"] == "aws.ecs" and event["detail-type"] == "ECS Task State Change"
@@ -75,6 +124,16 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert [i["sk"]["S"] for i in items] == ["SESSION"]
         assert items[0]["status"]["S"] == "ended"
 
+        # a replacement task of the same agent: alice's grant serves it, no consent at all
+        codes = provider_stats(info)["token_successes"]["authorization_code"]
+        replacement = story.replacement_task()
+        assert replacement == {"flows": 0, "codes": 0, "grant_id": story.state.grant_id}
+        assert provider_stats(info)["token_successes"]["authorization_code"] == codes
+        new_session = story.state.clients[-1].session
+        assert new_session is not None and new_session.session_id != session_id
+        assert new_session.task_id == info.principal(TASK_2).session_name
+        assert grant_of_session(info, new_session.session_id) == story.state.grant_id
+
         audit = story.audit_trail()
         actions = [(e["action"], e["outcome"]) for e in audit]
         for expected in [
@@ -84,12 +143,25 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
             ("consent.callback", "exchanged"),
             ("consent.complete", "allowed"),
             ("proxy.call", "allowed"),
+            ("session.access", "denied"),
             ("token.issue", "denied"),
             ("session.end", "ended"),
             ("task.stopped", "reaped"),
         ]:
             assert expected in actions, expected
-        assert ("token.issue", "allowed") not in actions  # the agent never got the token
+        assert [e.get("reason") for e in audit if e["action"] == "session.access"] == [
+            "proof_replayed",
+            "forbidden",
+            "session_ended",
+        ]
+        # only the dpop agent ever got a token; consent was given twice (calendar-agent once,
+        # calendar-dpop-agent once), never again for the replacement task
+        issued = [e for e in audit if e["action"] == "token.issue" and e["outcome"] == "allowed"]
+        assert [e["agent"] for e in issued] == [DPOP_AGENT]
+        assert [e["agent"] for e in audit if e["action"] == "consent.start"] == [
+            "calendar-agent",
+            DPOP_AGENT,
+        ]
         assert story.ok and all(result.ok for result in story.results)
         assert len(story.results) == len(Story.STEPS)
         # Nothing secret reached the vault's logs.
