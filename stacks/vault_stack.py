@@ -44,6 +44,8 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "STATE#": ("PutItem",),
         "FLOW#": ("GetItem", "UpdateItem"),
         "USER#": ("GetItem", "PutItem", "UpdateItem"),
+        # agents' machine tokens (flow 12): read, fetch lease, store
+        "MACHINE#": ("GetItem", "PutItem", "UpdateItem"),
     },
     # The egress proxy reads its session with its tokens, mints tokens (the grant's lease and
     # refresh token, the session token in the refresh's transaction), forgets a token the
@@ -51,6 +53,7 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "ProxyApi": {
         "SESSION#": ("ConditionCheckItem", "DeleteItem", "GetItem", "PutItem", "Query"),
         "USER#": ("GetItem", "UpdateItem"),
+        "MACHINE#": ("GetItem", "PutItem", "UpdateItem"),
     },
     # The public callback touches pending flows only: claims a state, retires it, records the
     # answered flow. No session, token or grant item.
@@ -63,6 +66,8 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         # a revocation by user and the sweep close unbound flows
         "FLOW#": ("UpdateItem",),
         "USER#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
+        # a revocation by agent/provider drops the agents' machine tokens
+        "MACHINE#": ("DeleteItem", "Query", "UpdateItem"),
     },
     "Reaper": {
         "SESSION#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
@@ -89,13 +94,20 @@ ENVELOPE_ACCESS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] 
     "AgentApi": (
         (("kms:GenerateDataKey",), "verifier", None),
         (("kms:Decrypt", "kms:GenerateDataKey"), "token", None),
+        (("kms:Decrypt", "kms:GenerateDataKey"), "machine_token", None),
     ),
-    "ProxyApi": ((("kms:Decrypt", "kms:GenerateDataKey"), "token", None),),
+    "ProxyApi": (
+        (("kms:Decrypt", "kms:GenerateDataKey"), "token", None),
+        (("kms:Decrypt", "kms:GenerateDataKey"), "machine_token", None),
+    ),
     "Callback": (
         (("kms:Decrypt",), "verifier", None),
         (("kms:GenerateDataKey",), "token", "grant"),
     ),
-    "AdminApi": ((("kms:Decrypt",), "token", None),),
+    "AdminApi": (
+        (("kms:Decrypt",), "token", None),
+        (("kms:Decrypt",), "machine_token", None),
+    ),
     "Reaper": ((("kms:Decrypt",), "token", "session"),),
 }
 """Per function: (KMS actions, encryption purpose, token context kind) of its data keys. The

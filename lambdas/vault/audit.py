@@ -34,10 +34,12 @@ from vault.observability import logger, metrics
 
 _ALLOWED_EXTRA = {
     "cached",
+    "credential",
     "revoked_tokens",
     "ended_sessions",
     "revoked_grants",
     "revoked_flows",
+    "revoked_machine_tokens",
     "granted_scopes",
     "over_granted_scopes",
     "callback_provider",

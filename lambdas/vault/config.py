@@ -161,9 +161,17 @@ class ProviderConfig(_Frozen):
     token_endpoint: Url | None = None
     revocation_endpoint: Url | None = None
     client_id: str = Field(min_length=1, max_length=256)
-    client_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = (
-        "client_secret_basic"
-    )
+    client_auth_method: Literal[
+        "client_secret_basic", "client_secret_post", "private_key_jwt", "none"
+    ] = "client_secret_basic"
+    """How the vault authenticates at the token and revocation endpoints; `private_key_jwt`
+    (RFC 7523): the provider's secret is a private JWK, a signed `client_assertion` is sent."""
+    client_assertion_alg: Literal["ES256", "RS256", "PS256", "EdDSA"] = "ES256"
+    """The signing algorithm of `private_key_jwt` assertions (the secret's key type must fit)."""
+    grant_type: Literal["authorization_code", "client_credentials"] = "authorization_code"
+    """`authorization_code`: users consent and the vault holds their grants. `client_credentials`
+    (a machine provider, flow 12): the credentials are the agent's own, no user consents; tokens
+    are fetched with the client's credentials for the agent's scopes and cached per agent."""
     scopes: tuple[Scope, ...] = Field(min_length=1)
     """Every scope any agent may ever be allowed at this provider."""
     scope_separator: Literal[" ", ","] = " "
@@ -217,7 +225,14 @@ class ProviderConfig(_Frozen):
 
     @model_validator(mode="after")
     def _endpoints_known(self) -> ProviderConfig:
-        if self.discovery_url is None and (
+        if self.grant_type == "client_credentials":
+            if self.discovery_url is None and self.token_endpoint is None:
+                raise ValueError(
+                    "a client_credentials provider needs discovery_url or token_endpoint"
+                )
+            if self.client_auth_method == "none":
+                raise ValueError("a client_credentials provider needs client authentication")
+        elif self.discovery_url is None and (
             self.authorization_endpoint is None or self.token_endpoint is None
         ):
             raise ValueError(
@@ -456,6 +471,11 @@ def _check_delivery(
         raise ValueError(
             f"{where}: delivery proxy needs providers.{name}.api_base_urls (where the proxy sends"
             " requests)"
+        )
+    if delivery == "dpop" and provider.grant_type == "client_credentials":
+        raise ValueError(
+            f"{where}: delivery dpop is not available for a client_credentials provider (one"
+            " machine token serves every session of the agent): use proxy or bearer"
         )
     if delivery == "dpop" and not provider.dpop:
         raise ValueError(

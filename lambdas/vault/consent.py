@@ -30,6 +30,7 @@ from vault.errors import (
     FlowNotFound,
     FlowNotPending,
     Forbidden,
+    InvalidRequest,
     InvalidState,
     InvalidUserToken,
     IssuerMismatch,
@@ -114,6 +115,11 @@ def start_authorization(
         session_id=session_id,
     ):
         scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
+        if svc.config.providers[body.provider].grant_type == "client_credentials":
+            raise InvalidRequest(
+                f"provider {body.provider!r} is a machine provider (client_credentials): the"
+                " agent's own credentials need no consent; ask POST .../tokens or use the proxy"
+            )
         return_url = _return_url(svc, body.return_url)
     session, _ = authorize_session_call(svc, caller, session_id, call)
     with decision(

@@ -135,6 +135,11 @@ class RevocationResult(_Answer):
         description="With `user`: that user's consents still awaiting binding, closed and "
         "revoked upstream.",
     )
+    revoked_machine_tokens: int = Field(
+        ge=0,
+        description="Without `user` and `grant_id`: the cached machine tokens (flow 12) of the "
+        "named agent(s) at the named machine provider(s), revoked upstream and deleted.",
+    )
 
 
 class GatewayMessage(BaseModel):

@@ -184,3 +184,35 @@ class Grant:
     @property
     def context(self) -> dict[str, str]:
         return token_context(self.user, self.provider, grant_id=self.grant_id, scopes=self.scopes)
+
+
+def machine_token_context(agent: str, provider: str, scopes: tuple[str, ...]) -> dict[str, str]:
+    """KMS encryption context of a machine token: bound to the agent, the provider and the
+    scopes of its item (a ciphertext copied to another agent's or scopes' item does not decrypt)."""
+    return {
+        "purpose": "machine_token",
+        "agent": agent,
+        "provider": provider,
+        "scopes": scope_key(scopes),
+    }
+
+
+@dataclass
+class MachineToken:
+    """An agent's own access token at a `client_credentials` provider (flow 12), cached per
+    agent x scopes, and the fetch lease that makes its fetching single-flight."""
+
+    agent: str
+    provider: str
+    scopes: tuple[str, ...]
+    access_token_ct: bytes | None = None
+    expires_at: int = 0
+    lifetime: int | None = None
+    fetched_at: int | None = None
+    status: str = "active"  # active | revoking
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def context(self) -> dict[str, str]:
+        return machine_token_context(self.agent, self.provider, self.scopes)

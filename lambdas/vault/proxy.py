@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from vault import tokens
+from vault import machine, tokens
 from vault.audit import decision
 from vault.caller import Caller, agent_of
 from vault.config import ProviderConfig
@@ -246,6 +246,8 @@ def _call(
     deadline: float,
 ) -> UpstreamAnswer:
     """Send with the session's token; on a 401, refresh once and retry an idempotent method."""
+    if machine.is_machine(svc.config, request.provider):
+        return _call_with_machine_token(svc, session, config, url, request, deadline)
     token = tokens.proxy_token(svc, session, cached, request.provider)
     answer = _send(svc, token, config, url, request, deadline)
     if answer.status == 401:
@@ -254,13 +256,38 @@ def _call(
             answer = _send(svc, token, config, url, request, deadline)
         else:  # not retried: the next request of the session mints a new token
             svc.store.sessions.drop_rejected_token(token)
+    _refuse_redirect(answer)
+    return answer
+
+
+def _call_with_machine_token(
+    svc: Services,
+    session: Session,
+    config: ProviderConfig,
+    url: str,
+    request: ProxyRequest,
+    deadline: float,
+) -> UpstreamAnswer:
+    """As `_call`, with the agent's machine token at a `client_credentials` provider (flow 12)."""
+    token = machine.proxy_token(svc, session, request.provider)
+    answer = _send_with(svc, machine.open_token(svc, token), config, url, request, deadline)
+    if answer.status == 401:
+        if request.method in IDEMPOTENT and deadline - time.monotonic() > config.timeout_seconds:
+            token = machine.replace_rejected_token(svc, token)
+            answer = _send_with(svc, machine.open_token(svc, token), config, url, request, deadline)
+        else:
+            machine.drop_rejected_token(svc, token)
+    _refuse_redirect(answer)
+    return answer
+
+
+def _refuse_redirect(answer: UpstreamAnswer) -> None:
     if 300 <= answer.status < 400 and answer.status != 304:
         raise UpstreamRedirectRefused(
             f"the provider's API answered {answer.status} (a redirect): the proxy never follows"
             " one, nor returns where it points",
             upstream_status=answer.status,
         )
-    return answer
 
 
 def _send(
@@ -271,8 +298,19 @@ def _send(
     request: ProxyRequest,
     deadline: float,
 ) -> UpstreamAnswer:
+    return _send_with(svc, tokens.open_token(svc, token), config, url, request, deadline)
+
+
+def _send_with(
+    svc: Services,
+    access_token: str,
+    config: ProviderConfig,
+    url: str,
+    request: ProxyRequest,
+    deadline: float,
+) -> UpstreamAnswer:
     headers = _forwarded_headers(request.headers)
-    headers["authorization"] = f"Bearer {tokens.open_token(svc, token)}"
+    headers["authorization"] = f"Bearer {access_token}"
     return svc.egress.send(
         request.method,
         url,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from vault.audit import decision
 from vault.caller import Caller, require_admin
 from vault.errors import DecryptionFailed, InvalidRequest, OAuthError, UnknownProvider, VaultError
-from vault.models import Flow, Grant, Session, SessionToken, UserRef, token_context
+from vault.models import Flow, Grant, MachineToken, Session, SessionToken, UserRef, token_context
 from vault.runtime import Services
 from vault.schemas import Revocation
 
@@ -217,9 +217,24 @@ def revoke(svc: Services, caller: Caller, body: Revocation) -> dict[str, int]:
                     and (body.grant_id is None or flow.grant_id == body.grant_id)
                 ):
                     flows += retire_unbound_flow(svc, flow, "revoked", principal=caller.arn)
-        d.note(revoked_grants=len(selected), revoked_tokens=revoked, revoked_flows=flows)
+        machine_tokens = 0
+        if body.user is None and body.grant_id is None:  # an agent's own tokens have neither
+            machine_tokens = revoke_machine_tokens(
+                svc, body.agent, body.provider, principal=caller.arn
+            )
+        d.note(
+            revoked_grants=len(selected),
+            revoked_tokens=revoked,
+            revoked_flows=flows,
+            revoked_machine_tokens=machine_tokens,
+        )
         d.conclude("done")
-    return {"revoked_grants": len(selected), "revoked_tokens": revoked, "revoked_flows": flows}
+    return {
+        "revoked_grants": len(selected),
+        "revoked_tokens": revoked,
+        "revoked_flows": flows,
+        "revoked_machine_tokens": machine_tokens,
+    }
 
 
 def retire_unbound_flow(
@@ -271,3 +286,47 @@ def sweep_unbound_flows(svc: Services) -> int:
         if flow.status in ("pending_binding", "expired", "revoked"):
             done += retire_unbound_flow(svc, flow, "expired", now=now)
     return done
+
+
+def revoke_machine_tokens(
+    svc: Services, agent: str | None, provider: str | None, *, principal: str | None = None
+) -> int:
+    """An admin revocation's machine part (flow 12, vault.machine): every cached machine token
+    of `agent` (or of every agent) at `provider` (or at every machine provider); returns how
+    many were revoked."""
+    revoked = 0
+    for name in (agent,) if agent is not None else tuple(svc.config.agents):
+        for where in svc.config.agents[name].providers:
+            if (provider is None or where == provider) and svc.config.providers[
+                where
+            ].grant_type == "client_credentials":
+                for token in svc.store.machine.of_agent(name, where):
+                    revoked += revoke_machine_token(svc, token, principal=principal)
+    return revoked
+
+
+def revoke_machine_token(
+    svc: Services, token: MachineToken, *, principal: str | None = None
+) -> int:
+    """Close the door on one cached machine token (no fetch stores after this), revoke it
+    upstream, delete it; 1 if a token was revoked. A failed upstream revocation keeps it
+    `revoking` (never served) for the next revocation to retry."""
+    with decision(
+        "machine.revoke",
+        principal=principal,
+        agent=token.agent,
+        provider=token.provider,
+        scopes=token.scopes,
+    ) as d:
+        current = svc.store.machine.mark_revoking(token)
+        if current is None:
+            d.conclude("already_gone")
+            return 0
+        upstream_ok = current.access_token_ct is None or revoke_upstream(
+            svc, current.provider, current.access_token_ct, current.context, "access_token"
+        )
+        if upstream_ok:
+            svc.store.machine.delete(current)
+        d.note(upstream="revoked" if upstream_ok else "revoke_pending")
+        d.conclude("revoked" if upstream_ok else "revoke_pending", reason="admin_revocation")
+    return 1 if upstream_ok and current.access_token_ct is not None else 0

@@ -10,6 +10,9 @@ Clients registered at the server:
 * ``agent-vault`` (``client_secret_basic``) and ``agent-vault-post`` (``client_secret_post``, same
   secret): the vault; authorization_code + refresh_token, redirect URIs ``redirect_uris``;
 * ``agent-vault-public`` (``none``: a public client, PKCE only): the same, unauthenticated;
+* ``agent-vault-m2m`` (``client_secret_basic``, same secret) and ``agent-vault-m2m-jwt``
+  (``private_key_jwt``, RFC 7523, with the P-256 key ``m2m_private_jwk``): the vault's machine
+  credentials, ``client_credentials`` only, for the calendar API's scopes;
 * ``agent-app``: the application users log in to; its ID tokens name users to the vault;
 * ``calendar-api``: the resource server, which only calls introspection.
 
@@ -47,6 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, Self, TypedDict
 
+from joserfc.jwk import ECKey
+
 from agent_vault_local.consent_forms import ConsentFormError, complete_consent
 from vault import jsondoc
 from vault.oauth import client as oauth
@@ -72,6 +77,8 @@ RESOURCE = "https://api.agent-vault.test/"
 VAULT_CLIENT_ID = "agent-vault"
 VAULT_POST_CLIENT_ID = "agent-vault-post"
 VAULT_SHORT_CLIENT_ID = "agent-vault-short"
+M2M_CLIENT_ID = "agent-vault-m2m"
+M2M_JWT_CLIENT_ID = "agent-vault-m2m-jwt"
 """A vault client whose access tokens live ``short_access_token_ttl`` seconds (default 20)."""
 APP_CLIENT_ID = "agent-app"
 CALENDAR_CLIENT_ID = "calendar-api"
@@ -210,6 +217,7 @@ class AuthorizationServer:
         self.client_secret = client_secret or secrets.token_urlsafe(32)
         self.app_client_secret = app_client_secret or secrets.token_urlsafe(32)
         self.calendar_api_secret = calendar_api_secret or secrets.token_urlsafe(32)
+        self._m2m_key = ECKey.generate_key("P-256", private=True)
         self._ttls = {
             "ACCESS_TOKEN_TTL": access_token_ttl,
             "SHORT_ACCESS_TOKEN_TTL": short_access_token_ttl,
@@ -268,6 +276,7 @@ class AuthorizationServer:
             "CLIENT_SECRET": self.client_secret,
             "APP_CLIENT_SECRET": self.app_client_secret,
             "CALENDAR_API_SECRET": self.calendar_api_secret,
+            "M2M_CLIENT_JWKS": json.dumps({"keys": [self._m2m_key.as_dict(private=False)]}),
             "ROTATE_REFRESH_TOKEN": "1" if self._rotate else "0",
             "DPOP_NONCE": ",".join(self._dpop_nonce),
             "EXIT_WITH_STDIN": "1",  # the server exits if this process dies without stop()
@@ -470,6 +479,23 @@ class AuthorizationServer:
         return VAULT_POST_CLIENT_ID
 
     @property
+    def m2m_client_id(self) -> str:
+        """The vault's machine client (client_credentials, client_secret_basic, the same
+        secret as ``client_id``)."""
+        return M2M_CLIENT_ID
+
+    @property
+    def m2m_jwt_client_id(self) -> str:
+        """The vault's machine client that authenticates with ``private_key_jwt``."""
+        return M2M_JWT_CLIENT_ID
+
+    @property
+    def m2m_private_jwk(self) -> str:
+        """The private JWK (JSON) of ``m2m_jwt_client_id``: what the vault keeps in Secrets
+        Manager as that provider's secret."""
+        return json.dumps(self._m2m_key.as_dict(private=True))
+
+    @property
     def short_lived_client_id(self) -> str:
         """A vault client (client_secret_basic) whose access tokens live less than a minute."""
         return VAULT_SHORT_CLIENT_ID
@@ -487,6 +513,7 @@ class AuthorizationServer:
             VAULT_CLIENT_ID: self.client_secret,
             VAULT_POST_CLIENT_ID: self.client_secret,
             VAULT_SHORT_CLIENT_ID: self.client_secret,
+            M2M_CLIENT_ID: self.client_secret,
             APP_CLIENT_ID: self.app_client_secret,
             CALENDAR_CLIENT_ID: self.calendar_api_secret,
         }

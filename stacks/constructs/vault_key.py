@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-ENCRYPTION_PURPOSES = ("token", "verifier")
+ENCRYPTION_PURPOSES = ("token", "verifier", "machine_token")
 """The `purpose` the vault's envelope encryption always puts in the encryption context."""
 
 KEY_ADMIN_ACTIONS = (

@@ -24,6 +24,7 @@ from tests.infra.conftest import Synthesized, by_type
 from tests.support import apigw
 from tests.support.harness import (
     REPLAY_TABLE,
+    SECRET_PREFIX,
     TABLE,
     Vault,
     reap,
@@ -31,6 +32,7 @@ from tests.support.harness import (
     task_stopped,
 )
 from tests.support.upstream import Reply, Seen, Upstream
+from vault import machine
 from vault.config import VaultConfig
 from vault.handlers import admin_api, agent_api, callback, proxy_api, reaper
 from vault.handlers.reaper import persistence
@@ -141,8 +143,68 @@ def _connect(vault: Vault, role: str = "calendar-agent-role", user: str = "alice
     return agent
 
 
-def _run_every_code_path(vault: Vault, recorder: Recorder, stand_in: str) -> None:
+def _add_machine_provider(vault: Vault, data: dict[str, Any], stand_in: str) -> None:
+    """A machine (client_credentials) provider, its secret, a bearer and a proxy agent there."""
+    server = vault.server
+    vault.session.client("secretsmanager").create_secret(
+        Name=SECRET_PREFIX + "machine", SecretString=server.client_secret
+    )
+    data["providers"]["machine"] = {
+        "discovery_url": server.discovery_url,
+        "client_id": server.m2m_client_id,
+        "grant_type": "client_credentials",
+        "scopes": ["calendar.read", "calendar.write"],
+        "resource": server.resource,
+        "api_base_urls": [server.calendar_api_base, stand_in],
+    }
+    data["agents"]["m2m-agent"] = {
+        "role_name": "m2m-agent-role",
+        "providers": {
+            "machine": {"scopes": ["calendar.read", "calendar.write"], "delivery": "bearer"}
+        },
+    }
+    data["agents"]["m2m-proxy"] = {
+        "role_name": "m2m-proxy-role",
+        "providers": {"machine": ["calendar.read"]},
+    }
+
+
+def _run_every_code_path(
+    vault: Vault, recorder: Recorder, stand_in: str, machine_config: VaultConfig
+) -> None:
     """Every route and branch that reaches AWS, once."""
+    # Machine tokens (flow 12): fetched, then cached, by the agent API and the proxy (a 401 to a
+    # POST forgets the refused token); an admin revocation by agent drops them.
+    machine_agent = vault.agent("m2m-agent-role")
+    assert machine_agent.start_session(vault.user("alice")).status == 201
+    for _ in range(2):
+        assert machine_agent.token("machine", ["calendar.read"]).status == 200
+    with recorder.setup():  # a token another container fetched: the agent API opens it
+        other = build_services(
+            vault.services.settings,
+            config=machine_config,
+            session=vault.session,
+            clock=vault.clock,
+        )
+        machine.obtain(other, "m2m-agent", "machine", ("calendar.read", "calendar.write"))
+        machine.obtain(other, "m2m-proxy", "machine", ("calendar.read",))
+    wide = machine_agent.token("machine", ["calendar.read", "calendar.write"])
+    assert wide.status == 200
+    machine_proxied = vault.agent("m2m-proxy-role")
+    assert machine_proxied.start_session(vault.user("alice")).status == 201
+    for _ in range(2):
+        assert machine_proxied.proxy("GET", "calendar/events", "machine").status == 200
+    refused = machine_proxied.proxy(
+        "POST",
+        "calendar/events",
+        "machine",
+        body="{}",
+        headers={"X-Agent-Vault-Api-Base": stand_in},
+    )
+    assert refused.status == 401
+    assert machine_proxied.proxy("GET", "calendar/events", "machine").status == 200  # fetched
+    assert vault.admin({"agent": "m2m-agent"}).json["revoked_machine_tokens"] == 2
+
     # Proxy: the first call mints the session's token (lease, refresh, the token stored in the
     # refresh's transaction), the second is warm; a provider's 401 to a POST (`stand_in`, the
     # provider's second API base URL) forgets the refused token.
@@ -264,6 +326,8 @@ def recorded(
             stand_in.__enter__()
             data = vault.services.config.model_dump(mode="json", exclude_none=True)
             data["providers"]["calendar"]["api_base_urls"].append(stand_in.url)
+            with recorder.setup():  # seeding its secret: no function's call
+                _add_machine_provider(vault, data, stand_in.url)
             config = VaultConfig.model_validate(data)
             # One container per function, as in Lambda: its own data-key and secret caches (a
             # key one function made is not opened from another's cache).
@@ -272,7 +336,7 @@ def recorded(
                     vault.services.settings, config=config, session=vault.session, clock=vault.clock
                 )
                 monkeypatch.setattr(module, "services", lambda svc=svc: svc)
-            _run_every_code_path(vault, recorder, stand_in.url)
+            _run_every_code_path(vault, recorder, stand_in.url, config)
         finally:
             stand_in.__exit__(None, None, None)
             apigw.OBSERVERS.remove(recorder.observe)

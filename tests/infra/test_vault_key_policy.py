@@ -107,7 +107,7 @@ def test_row_48_only_the_vault_roles_may_decrypt_or_make_data_keys(
     }
     envelope = next(s for s in decrypting if s["Sid"] == "VaultEnvelopeEncryption")
     assert envelope["Condition"]["StringEquals"] == {
-        "kms:EncryptionContext:purpose": ["token", "verifier"]
+        "kms:EncryptionContext:purpose": ["token", "verifier", "machine_token"]
     }
 
 

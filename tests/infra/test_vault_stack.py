@@ -88,7 +88,7 @@ def test_envelope_encryption_is_conditioned_on_the_purpose(synthesized: Synthesi
     }
     # Each statement is one purpose; which function may do what is tests/infra/test_access.py.
     for logical_id, (_, allowed) in purposes.items():
-        assert allowed in (["token"], ["verifier"]), logical_id
+        assert allowed in (["token"], ["verifier"], ["machine_token"]), logical_id
 
 
 def test_both_tables_are_encrypted_with_the_vault_key_and_recoverable(

@@ -109,7 +109,12 @@ def test_every_route_answers_as_documented(vault: Vault, check: Contract) -> Non
     assert vault.connect(proxied, scopes=("calendar.read",)).status == 200
     assert proxied.proxy("GET", "calendar/events").status == 200
     revoked = vault.admin({"provider": "calendar"}).json
-    assert revoked == {"revoked_grants": 2, "revoked_tokens": 2, "revoked_flows": 0}
+    assert revoked == {
+        "revoked_grants": 2,
+        "revoked_tokens": 2,
+        "revoked_flows": 0,
+        "revoked_machine_tokens": 0,
+    }
     assert agent.call("DELETE", session).json["status"] == "ended"
     assert agent.call("GET", session).json["status"] == "ended"
     assert vault.callback("state=used").code == "invalid_state"

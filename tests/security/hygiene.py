@@ -64,6 +64,7 @@ _FORM_SECRETS = {
     "code_verifier": "PKCE verifier",
     "refresh_token": "refresh token",
     "client_secret": "client secret",
+    "client_assertion": "client assertion",
     "token": "revoked token",
     "state": "state",
 }

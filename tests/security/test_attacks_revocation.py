@@ -296,7 +296,12 @@ def test_row_33_revoking_a_user_revokes_their_unbound_consents(
     answer = vault.admin({"user": user})
 
     assert answer.status == 200, answer.body
-    assert answer.json == {"revoked_grants": 0, "revoked_tokens": 0, "revoked_flows": 1}
+    assert answer.json == {
+        "revoked_grants": 0,
+        "revoked_tokens": 0,
+        "revoked_flows": 1,
+        "revoked_machine_tokens": 0,
+    }
     dead_at_provider(vault, issued)
     (stored,) = items_of_type(vault, "flow")
     assert stored["status"]["S"] == "revoked" and "refresh_token" not in stored

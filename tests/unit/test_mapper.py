@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from vault.models import Flow, Grant, PendingFlow, Session, SessionToken, UserRef
+from vault.models import Flow, Grant, MachineToken, PendingFlow, Session, SessionToken, UserRef
 from vault.store import schema
 from vault.store.mapper import (
     FLOWS,
     GRANTS,
+    MACHINE_TOKENS,
     PENDING_FLOWS,
     PROOF_JTIS,
     SESSIONS,
@@ -221,6 +222,32 @@ STORED: list[tuple[ItemMapper[Any], Any, dict[str, Any]]] = [
             "gsi1sk": S(f"GRANT#calendar#{UK}"),
             "gsi2pk": S("GRANT#gr_1"),
             "gsi2sk": S("GRANT"),
+        },
+    ),
+    (
+        MACHINE_TOKENS,
+        MachineToken(
+            "m2m-agent",
+            "reports",
+            ("reports.read",),
+            b"\x01machine",
+            T0 + 3600,
+            lifetime=3600,
+            fetched_at=T0,
+        ),
+        {
+            "pk": S("MACHINE#m2m-agent#reports"),
+            "sk": S("TOKEN#reports.read"),
+            "type": S("machine_token"),
+            "agent": S("m2m-agent"),
+            "provider": S("reports"),
+            "scopes": L("reports.read"),
+            "access_token": B(b"\x01machine"),
+            "expires_at": N(T0 + 3600),
+            "lifetime": N(3600),
+            "fetched_at": N(T0),
+            "status": S("active"),
+            "ttl": N(T0 + 3600 + DAY),
         },
     ),
     (

@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vault import consent, revocation, sessions, tokens
+from vault import consent, machine, revocation, sessions, tokens
 from vault.caller import caller_from
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
@@ -82,7 +82,8 @@ def start_authorization(session_id: str) -> Response[str]:
 @app.post("/v1/sessions/<session_id>/tokens")
 def get_token(session_id: str) -> Response[str]:
     body = parse_body(app, TokenRequest)
-    answer = tokens.get_token(
+    flow = machine if machine.is_machine(services().config, body.provider) else tokens
+    answer = flow.get_token(
         services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
     )
     return json_response(200, answer)

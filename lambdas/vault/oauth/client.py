@@ -25,6 +25,7 @@ import urllib3
 from vault import jsondoc
 from vault.config import ProviderConfig
 from vault.errors import OAuthError, ProviderError, ProviderTimeout
+from vault.oauth.assertion import ASSERTION_TYPE, client_assertion
 
 METADATA_TTL_SECONDS = 3600
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -191,6 +192,13 @@ class ProviderClient:
             form["scope"] = self.config.scope_separator.join(scopes)
         return self._token_request(form, dpop_proof=dpop_proof)
 
+    def client_credentials(self, scopes: tuple[str, ...]) -> TokenResponse:
+        """RFC 6749 §4.4: a token for the client itself (flow 12), for these scopes."""
+        form = {"grant_type": "client_credentials"}
+        if scopes:
+            form["scope"] = self.config.scope_separator.join(scopes)
+        return self._token_request(form)
+
     def require_dpop(self) -> ProviderMetadata:
         """The metadata, if the provider advertises DPoP with ES256 (the session key's alg)."""
         meta = self.metadata()
@@ -323,7 +331,22 @@ class ProviderClient:
         secret = self._client_secret()
         if not secret:
             raise ProviderError(f"no client secret is set for provider {self.name!r}")
-        if cfg.client_auth_method == "client_secret_post":
+        if cfg.client_auth_method == "private_key_jwt":  # RFC 7523 §2.2
+            meta = self.metadata()
+            audience = meta.issuer or meta.token_endpoint
+            form.update(
+                client_id=cfg.client_id,
+                client_assertion_type=ASSERTION_TYPE,
+                client_assertion=client_assertion(
+                    self.name,
+                    cfg.client_id,
+                    audience,
+                    secret,
+                    cfg.client_assertion_alg,
+                    self._clock(),
+                ),
+            )
+        elif cfg.client_auth_method == "client_secret_post":
             form.update(client_id=cfg.client_id, client_secret=secret)
         else:  # RFC 6749 §2.3.1: form-encode, then base64
             pair = f"{quote(cfg.client_id, safe='')}:{quote(secret, safe='')}"

@@ -2,7 +2,7 @@
 
 One repository per aggregate, over one DynamoDB client (`dynamo`) and one generic item mapper
 (`mapper`, driven by the layout in `schema`): sessions with their tokens, consent flows, grants
-with their refresh lease, and the proof replay cache.
+with their refresh lease, agents' machine tokens with their fetch lease, and the proof replay cache.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from vault.store.dynamo import Conflict, Dynamo
 from vault.store.flows import FlowRepository
 from vault.store.grants import GrantRepository
+from vault.store.machine import MachineTokenRepository
 from vault.store.replay import ReplayRepository
 from vault.store.sessions import SessionRepository
 
@@ -26,4 +27,5 @@ class Store:
         self.sessions = SessionRepository(self._db, table)
         self.flows = FlowRepository(self._db, table)
         self.grants = GrantRepository(self._db, table)
+        self.machine = MachineTokenRepository(self._db, table)
         self.replay = ReplayRepository(self._db, replay_table)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from vault.models import Flow, Grant, PendingFlow, Session, SessionToken, scope_key
+from vault.models import Flow, Grant, MachineToken, PendingFlow, Session, SessionToken, scope_key
 
 DAY = 86400
 TTL_ATTRIBUTE = "ttl"
@@ -231,6 +231,15 @@ GRANT = Kind(
     derived=USER_KEY,
     transient=frozenset({"lease_abandoned"}),
 )
+MACHINE_TOKEN = Kind(
+    MachineToken,
+    "machine_token",
+    pk="MACHINE#{agent}#{provider}",
+    sk="TOKEN#{scope_key}",
+    ttl=("expires_at", DAY),
+    attributes={"access_token_ct": "access_token"},  # nosec B105 - attribute names
+    names={"scope_key": lambda fields: scope_key(fields["scopes"])},
+)
 TASK_SESSION = Kind(
     TaskSession,
     "task_session",
@@ -261,6 +270,7 @@ KINDS: tuple[Kind[Any], ...] = (
     PENDING_FLOW,
     FLOW,
     GRANT,
+    MACHINE_TOKEN,
     TASK_SESSION,
     TASK_STOPPED,
     PROOF_JTI,

@@ -3,7 +3,9 @@
 //
 // It plays three parts on one loopback origin:
 //   * the OAuth provider the vault is a client of (clients `agent-vault`, `agent-vault-post`, and
-//     `agent-vault-short`, whose access tokens live SHORT_ACCESS_TOKEN_TTL seconds),
+//     `agent-vault-short`, whose access tokens live SHORT_ACCESS_TOKEN_TTL seconds; and for
+//     machine-to-machine credentials `agent-vault-m2m` (client_secret_basic) and
+//     `agent-vault-m2m-jwt` (private_key_jwt, RFC 7523), client_credentials only),
 //   * the users' identity provider (client `agent-app`, whose ID tokens users present to the vault),
 //   * a small protected resource, GET /api/calendar/events (API base URL <issuer>/api), which
 //     checks every access token by a real introspection call (client `calendar-api`) and accepts
@@ -29,6 +31,8 @@
 //   CLIENT_SECRET        secret of agent-vault and agent-vault-post (default: random, never shown)
 //   APP_CLIENT_SECRET    secret of agent-app (default: random, never shown)
 //   CALENDAR_API_SECRET  secret of calendar-api (default: random, never shown)
+//   M2M_CLIENT_JWKS      the public JWK set of agent-vault-m2m-jwt (private_key_jwt); without
+//                        it that client is not registered
 //   RESOURCE             the resource server's indicator (https://api.agent-vault.test/)
 //   ACCESS_TOKEN_TTL     seconds (3600)        ID_TOKEN_TTL       seconds (3600)
 //   SHORT_ACCESS_TOKEN_TTL  seconds (20): access tokens of client agent-vault-short (a provider
@@ -106,6 +110,7 @@ const ACCESS_TOKEN_TTL = seconds('ACCESS_TOKEN_TTL', 3600);
 const SHORT_ACCESS_TOKEN_TTL = seconds('SHORT_ACCESS_TOKEN_TTL', 20);
 const ID_TOKEN_TTL = seconds('ID_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = seconds('REFRESH_TOKEN_TTL', 14 * 24 * 3600);
+const M2M_CLIENT_JWKS = env.M2M_CLIENT_JWKS ? JSON.parse(env.M2M_CLIENT_JWKS) : undefined;
 const ROTATE_REFRESH_TOKEN = !['0', 'false', 'no'].includes((env.ROTATE_REFRESH_TOKEN || '1').toLowerCase());
 
 const DPOP_NONCE_PLACES = new Set(['token', 'api']);
@@ -122,7 +127,10 @@ function nonceDemands(value) {
 let dpopNonce = nonceDemands(env.DPOP_NONCE);
 
 const SHORT_LIVED_CLIENT = 'agent-vault-short';
-const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post', 'agent-vault-public', SHORT_LIVED_CLIENT]);
+const M2M_CLIENT = 'agent-vault-m2m';
+const M2M_JWT_CLIENT = 'agent-vault-m2m-jwt';
+const VAULT_CLIENTS = new Set(['agent-vault', 'agent-vault-post', 'agent-vault-public', SHORT_LIVED_CLIENT,
+  M2M_CLIENT, M2M_JWT_CLIENT]);
 const CALENDAR_CLIENT = 'calendar-api';
 
 // The users this provider knows. Test fixtures, not secrets.
@@ -136,8 +144,8 @@ const USERS = {
 
 function freshStats() {
   return {
-    token_requests: { authorization_code: 0, refresh_token: 0 },
-    token_successes: { authorization_code: 0, refresh_token: 0 },
+    token_requests: { authorization_code: 0, refresh_token: 0, client_credentials: 0 },
+    token_successes: { authorization_code: 0, refresh_token: 0, client_credentials: 0 },
     grant_errors: [],
     grants_revoked: 0,
     revocations: 0,
@@ -397,6 +405,25 @@ function buildProvider(issuer) {
         redirect_uris: APP_REDIRECT_URIS,
         token_endpoint_auth_method: 'client_secret_basic',
       },
+      // Machine-to-machine: the vault's own credentials (no user), client_credentials only; the
+      // calendar API (the default resource) grants only its own scopes.
+      {
+        client_id: M2M_CLIENT,
+        client_secret: CLIENT_SECRET,
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+      ...(M2M_CLIENT_JWKS ? [{
+        client_id: M2M_JWT_CLIENT,
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        jwks: M2M_CLIENT_JWKS,
+      }] : []),
       {
         // The resource server: it only authenticates to call introspection.
         client_id: CALENDAR_CLIENT,
@@ -432,6 +459,7 @@ function buildProvider(issuer) {
     },
     ttl: {
       AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? ACCESS_TOKEN_TTL,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? ACCESS_TOKEN_TTL,
       AuthorizationCode: 60,
       IdToken: ID_TOKEN_TTL,
       RefreshToken: REFRESH_TOKEN_TTL,
@@ -441,6 +469,8 @@ function buildProvider(issuer) {
     },
     features: {
       devInteractions: { enabled: false },
+      // RFC 6749 §4.4: the machine clients' tokens (a resource indicator picks the calendar API).
+      clientCredentials: { enabled: true },
       // RFC 9449. A refresh (or code) request with a `DPoP` proof gets an access token bound to
       // the proof's key; a confidential client may present a new key at each refresh (§5).
       dPoP: {
@@ -465,7 +495,7 @@ function buildProvider(issuer) {
         async allowedPolicy(_ctx, client, token) {
           if (client.clientId === CALENDAR_CLIENT) {
             const audience = [].concat(token.aud ?? []);
-            return token.kind === 'AccessToken' && audience.includes(RESOURCE);
+            return ['AccessToken', 'ClientCredentials'].includes(token.kind) && audience.includes(RESOURCE);
           }
           return token.clientId === client.clientId;
         },
@@ -881,7 +911,7 @@ async function calendarRoute(issuer, req, res) {
     return;
   }
   bump(stats.api_requests, scheme.toLowerCase());
-  send(res, 200, { events: todaysEvents(), user: info.sub });
+  send(res, 200, { events: todaysEvents(), user: info.sub, client_id: info.client_id });
 }
 
 // ---------------------------------------------------------------------------------------------
