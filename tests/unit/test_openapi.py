@@ -102,14 +102,19 @@ def test_request_bodies_are_the_models_the_handlers_parse(document: dict[str, An
         spec = importlib.util.find_spec(route.handler.rpartition(".")[0])
         assert spec is not None and spec.origin is not None, route.handler
         source = Path(spec.origin).read_text(encoding="utf-8")
+        # and the routers its resolver includes (`app.include_router(<module>.router)`)
+        for included in re.findall(r"app\.include_router\((\w+)\.router\)", source):
+            router = importlib.util.find_spec(f"vault.handlers.{included}")
+            assert router is not None and router.origin is not None, included
+            source += "\n" + Path(router.origin).read_text(encoding="utf-8")
         path = re.sub(r"\{([a-z_]+)\}", r"<\1>", route.path)
         decorated = re.search(
-            rf'@app\.{route.method.lower()}\("{re.escape(path)}"\)\n(.*?)(?=\n@|\Z)',
+            rf'@(?:app|router)\.{route.method.lower()}\("{re.escape(path)}"\)\n(.*?)(?=\n@|\Z)',
             source,
             re.S,
         )
         assert decorated, f"no @app.{route.method.lower()}({path!r}) in {route.handler}"
-        parsed = re.search(r"parse_body\(app, (\w+)\)", decorated.group(1))
+        parsed = re.search(r"parse_body\((?:app|router), (\w+)\)", decorated.group(1))
         body = document["paths"][route.path][route.method.lower()].get("requestBody")
         if parsed is None:
             assert body is None, route.route_key

@@ -2,7 +2,7 @@
 
 One repository per aggregate, over one DynamoDB client (`dynamo`) and one generic item mapper
 (`mapper`, driven by the layout in `schema`): sessions with their tokens, consent flows, grants
-with their refresh lease, and the proof replay cache.
+with their refresh lease, the proof replay cache, and read-only pages for the admin read API.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from vault.store.dynamo import Conflict, Dynamo
 from vault.store.flows import FlowRepository
 from vault.store.grants import GrantRepository
+from vault.store.pages import PageRepository
 from vault.store.replay import ReplayRepository
 from vault.store.sessions import SessionRepository
 
@@ -27,3 +28,4 @@ class Store:
         self.flows = FlowRepository(self._db, table)
         self.grants = GrantRepository(self._db, table)
         self.replay = ReplayRepository(self._db, replay_table)
+        self.pages = PageRepository(self._db, table)
