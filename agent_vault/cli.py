@@ -683,7 +683,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if not exc.status or exc.status >= 500:
             print(f"agent-vault: {exc.code}: {exc}", file=sys.stderr)
             return UNREACHABLE
-        print(f"agent-vault: refused ({exc.status} {exc.code}): {exc}", file=sys.stderr)
+        print(f"agent-vault: refused ({exc.status} {exc.code}): {exc.detail}", file=sys.stderr)
         for error in exc.problem.get("errors", []):
             if isinstance(error, dict):
                 print(f"  {error.get('field')}: {error.get('problem')}", file=sys.stderr)
