@@ -18,6 +18,9 @@ __all__ = [
     "BindingCodeInvalid",
     "ConsentRequired",
     "ConsentTimeout",
+    "DPoPNonceRequired",
+    "DPoPProofRequired",
+    "DeliveryProxyOnly",
     "FlowNotFound",
     "FlowNotPending",
     "Forbidden",
@@ -29,6 +32,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "RequestNotAllowed",
     "ReturnUrlNotAllowed",
     "ScopeNotAllowed",
     "SessionEnded",
@@ -36,6 +40,7 @@ __all__ = [
     "TaskStopped",
     "UnknownAgent",
     "UnknownProvider",
+    "UpstreamRefused",
     "UserMismatch",
     "VaultConnectionError",
     "VaultError",
@@ -114,6 +119,32 @@ class ReturnUrlNotAllowed(InvalidRequest):
     default_code = "return_url_not_allowed"
 
 
+class DPoPProofRequired(InvalidRequest):
+    """400 ``dpop_proof_required``: a ``dpop`` delivery needs a proof for the provider's token
+    endpoint in ``X-Agent-Vault-Token-DPoP`` (``htm`` POST, ``htu`` below, the session key)."""
+
+    default_code = "dpop_proof_required"
+
+    @property
+    def htu(self) -> str | None:
+        """The provider's token endpoint: the proof's ``htu``."""
+        value = self.problem.get("htu")
+        return str(value) if value is not None else None
+
+    @property
+    def nonce(self) -> str | None:
+        """The provider's last DPoP nonce, when the vault knows one."""
+        value = self.problem.get("nonce")
+        return str(value) if value is not None else None
+
+
+class DPoPNonceRequired(DPoPProofRequired):
+    """400 ``dpop_nonce_required``: the provider wants this ``nonce`` in the token-endpoint
+    proof (``use_dpop_nonce``); sign again with it and retry once."""
+
+    default_code = "dpop_nonce_required"
+
+
 class InvalidProof(VaultError):
     """401 ``invalid_proof``: the DPoP proof was missing, malformed, stale, or signed by the
     wrong key."""
@@ -162,6 +193,20 @@ class ScopeNotAllowed(Forbidden):
         """The requested scopes beyond the policy."""
         value = self.problem.get("denied_scopes")
         return [str(s) for s in value] if isinstance(value, list) else []
+
+
+class DeliveryProxyOnly(Forbidden):
+    """403 ``delivery_proxy_only``: this agent reaches the provider through the vault's proxy
+    (``/v1/sessions/{id}/proxy/{provider}/...``); the token never leaves the vault."""
+
+    default_code = "delivery_proxy_only"
+
+
+class RequestNotAllowed(Forbidden):
+    """403 ``request_not_allowed``: a proxied request outside the agent's request policy (method,
+    path or API base URL); the provider was not called."""
+
+    default_code = "request_not_allowed"
 
 
 class UserMismatch(Forbidden):
@@ -290,6 +335,14 @@ class ProviderError(ProviderUnavailable):
     default_code = "provider_error"
 
 
+class UpstreamRefused(ProviderError):
+    """502 ``upstream_redirect_refused`` / ``upstream_response_too_large`` /
+    ``upstream_address_refused``: the proxy refused what the provider's API answered (a redirect,
+    an answer beyond the proxy's limit) or where its address resolves to."""
+
+    default_code = "upstream_redirect_refused"
+
+
 class ProviderTimeout(ProviderUnavailable):
     """504 ``provider_timeout``: the provider did not answer in time."""
 
@@ -307,6 +360,9 @@ class VaultUnavailable(VaultError):
 _BY_CODE: dict[str, type[VaultError]] = {
     "invalid_request": InvalidRequest,
     "payload_too_large": InvalidRequest,
+    "request_too_large": InvalidRequest,
+    "dpop_proof_required": DPoPProofRequired,
+    "dpop_nonce_required": DPoPNonceRequired,
     "unknown_provider": UnknownProvider,
     "return_url_not_allowed": ReturnUrlNotAllowed,
     "invalid_proof": InvalidProof,
@@ -317,6 +373,8 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "task_stopped": TaskStopped,
     "forbidden": Forbidden,
     "scope_not_allowed": ScopeNotAllowed,
+    "delivery_proxy_only": DeliveryProxyOnly,
+    "request_not_allowed": RequestNotAllowed,
     "consent_required": ConsentRequired,
     "user_mismatch": UserMismatch,
     "binding_code_required": InvalidRequest,
@@ -333,6 +391,9 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "flow_not_pending": FlowNotPending,
     "provider_error": ProviderError,
     "provider_timeout": ProviderTimeout,
+    "upstream_redirect_refused": UpstreamRefused,
+    "upstream_response_too_large": UpstreamRefused,
+    "upstream_address_refused": UpstreamRefused,
     "storage_unavailable": VaultUnavailable,
     "crypto_unavailable": VaultUnavailable,
     "secrets_unavailable": VaultUnavailable,

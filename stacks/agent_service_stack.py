@@ -95,5 +95,5 @@ def sample_agent_environment(config: VaultConfig, agent_name: str) -> dict[str, 
     providers = config.agents[agent_name].providers
     if not providers:
         return {}
-    provider, scopes = next(iter(providers.items()))
-    return {"CALENDAR_PROVIDER": provider, "CALENDAR_SCOPES": " ".join(scopes)}
+    provider, access = next(iter(providers.items()))
+    return {"CALENDAR_PROVIDER": provider, "CALENDAR_SCOPES": " ".join(access.scopes)}

@@ -72,8 +72,9 @@ def skip_checks(
     )
     no_vpc = (
         "Reaches only public AWS endpoints (KMS, DynamoDB, Secrets Manager) and external OAuth"
-        " providers on the internet; in a VPC it would need a NAT gateway for the same traffic"
-        " and gain no control over it. It reaches no private resource."
+        " providers and their APIs (the egress proxy) on the internet; in a VPC it would need a"
+        " NAT gateway for the same traffic and gain no control over it. It reaches no private"
+        " resource (the proxy refuses private addresses itself: vault/egress.py)."
     )
     plain_environment = (
         "The environment holds table names, the key ARN, the callback URL, the secret-name"

@@ -19,9 +19,9 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from stacks.constructs.vault_api import (
-    AGENT_ROUTES,
     PUBLIC_THROTTLE_BURST_LIMIT,
     PUBLIC_THROTTLE_RATE_LIMIT,
+    agent_invocations,
     iam_path,
 )
 from stacks.synth import ACKNOWLEDGEMENTS_FILE
@@ -130,18 +130,19 @@ def acknowledge_findings(
             " logs would recurse. It is TLS-only, versioned, private and expires objects.",
         )
     export = api_id_export(config.environment)
-    for method, path in AGENT_ROUTES:  # `*` for the stage; ids in the path
+    for method, path in agent_invocations():  # `*` for the stage; ids in the path
         acknowledge(
             agents.agent.task_role,
             f"AwsSolutions-IAM5[Resource::{_ARN_PREFIX}{export}/*/{method}{iam_path(path)}]",
             f"execute-api:Invoke for {method} {path}. Each `*` (the stage, each id) is IAM's"
             " wildcard, which also matches `/`: the grant covers every"
             f" {method} path of the vault API that fits {iam_path(path)} at any depth, in any"
-            " stage. In the route table that is this route alone (tests/infra/test_gates.py"
-            " checks every route against every grant); a route added later that fits the"
-            " pattern is reachable by agents without a new grant. Ids are minted at run time;"
-            " the vault checks that the session or flow belongs to the calling task's agent and"
-            " a fresh proof of the session key.",
+            " stage. In the route table that is this route, and (for GET and DELETE on a"
+            " session) the egress proxy's, an agent route too (tests/infra/test_gates.py checks"
+            " every route against every grant); a route added later that fits the pattern is"
+            " reachable by agents without a new grant. Ids are minted at run time; the vault"
+            " checks that the session or flow belongs to the calling task's agent and a fresh"
+            " proof of the session key.",
         )
     return acknowledged
 

@@ -23,7 +23,9 @@ from stacks.constructs.vault_key import VaultKey, deploy_role_arn
 from stacks.constructs.vault_tables import VaultTables
 
 API_TIMEOUT = Duration.seconds(29)
-"""Just under the HTTP API's 30 s integration limit; provider calls time out well before."""
+"""Just under the HTTP API's 30 s integration limit; provider calls time out well before. The
+proxy bounds its upstream time per call (refresh and retry included) at 25 s
+(`vault.proxy.DEADLINE_SECONDS`), leaving 4 s for its DynamoDB and KMS calls."""
 
 
 ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -42,6 +44,13 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "STATE#": ("PutItem",),
         "FLOW#": ("GetItem", "UpdateItem"),
         "USER#": ("GetItem", "PutItem", "UpdateItem"),
+    },
+    # The egress proxy reads its session with its tokens, mints tokens (the grant's lease and
+    # refresh token, the session token in the refresh's transaction), forgets a token the
+    # provider refused. No flow, no task entry, no session start or end.
+    "ProxyApi": {
+        "SESSION#": ("ConditionCheckItem", "DeleteItem", "GetItem", "PutItem", "Query"),
+        "USER#": ("GetItem", "UpdateItem"),
     },
     # The public callback touches pending flows only: claims a state, retires it, records the
     # answered flow. No session, token or grant item.
@@ -70,6 +79,7 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
 
 INDEX_QUERIES: dict[str, tuple[str, ...]] = {
     "AgentApi": ("gsi2",),
+    "ProxyApi": (),
     "Callback": (),
     "AdminApi": ("gsi1", "gsi2"),
     "Reaper": ("gsi1", "gsi2"),
@@ -82,6 +92,7 @@ ENVELOPE_ACCESS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] 
         (("kms:GenerateDataKey",), "verifier", None),
         (("kms:Decrypt", "kms:GenerateDataKey"), "token", None),
     ),
+    "ProxyApi": ((("kms:Decrypt", "kms:GenerateDataKey"), "token", None),),
     "Callback": (
         (("kms:Decrypt",), "verifier", None),
         (("kms:GenerateDataKey",), "token", "grant"),
@@ -90,9 +101,9 @@ ENVELOPE_ACCESS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] 
     "Reaper": ((("kms:Decrypt",), "token", "session"),),
 }
 """Per function: (KMS actions, encryption purpose, token context kind) of its data keys. The
-agent API never opens a verifier; the callback only seals a consent's new tokens (bound to their
-grant) and opens its flow's verifier; the reaper only opens sessions' access tokens to revoke
-them, never a grant's refresh token."""
+agent API and the proxy never open a verifier; the callback only seals a consent's new tokens
+(bound to their grant) and opens its flow's verifier; the reaper only opens sessions' access
+tokens to revoke them, never a grant's refresh token."""
 
 
 def agent_cluster_name(environment: str) -> str:
@@ -170,6 +181,15 @@ class VaultStack(Stack):
             "vault.handlers.agent_api.handler",
             "agent routes: sessions, consent, tokens, binding",
         )
+        # The egress proxy is a function of its own: the one that sends requests to the
+        # providers' APIs and reads their answers gets the smallest role that can mint a token
+        # (no flow, verifier or session-start permission), its own concurrency, errors and
+        # duration alarms; its answers (up to 4 MiB, vault.proxy) fit Lambda's 6 MB payload.
+        self.proxy_api = function(
+            "ProxyApi",
+            "vault.handlers.proxy_api.handler",
+            "egress proxy: agents' calls to provider APIs, with the session's token",
+        )
         self.callback = function(
             "Callback",
             "vault.handlers.callback.handler",
@@ -190,6 +210,7 @@ class VaultStack(Stack):
         )
         self.functions = {
             "AgentApi": self.agent_api,
+            "ProxyApi": self.proxy_api,
             "Callback": self.callback,
             "AdminApi": self.admin_api,
             "Reaper": self.reaper,
@@ -209,7 +230,8 @@ class VaultStack(Stack):
                     fn.function, actions=actions, purpose=purpose, context=context
                 )
             self.secrets.grant_read(fn.function)
-        self.tables.grant_replay_writes(self.agent_api.function)  # proof jtis
+        for fn in (self.agent_api, self.proxy_api):
+            self.tables.grant_replay_writes(fn.function)  # proof jtis
         # Nobody else: the key's only users, the table's and the secrets' only readers.
         roles = [fn.role for fn in self.functions.values()]
         self.key.restrict_to(
@@ -221,6 +243,7 @@ class VaultStack(Stack):
         self.secrets.deny_reads_but(roles)
 
         self.api.route_agent_api(self.agent_api.function)
+        self.api.route_proxy_api(self.proxy_api.function)
         self.api.route_admin_api(self.admin_api.function)
         self.api.route_callback(self.callback.function)
 

@@ -1,8 +1,10 @@
 """The agent: one vault session per user, the calendar call with a delegated token, the binding.
 
 For each user it keeps one Agent Vault session (an ephemeral key in memory, the user's identity
-token), asks the vault for a ``calendar.read`` token through the SDK, and calls the calendar API
-with it. Nothing here knows HTTP requests or pages: the routes (:mod:`sample_agent.app`) do.
+token) and reads the calendar API with the SDK's httpx client: through the vault's egress proxy
+when the provider's delivery is ``proxy`` (the token never reaches the agent), else with a
+``calendar.read`` token of the session (DPoP-bound or bearer). Nothing here knows the agent's
+own HTTP routes or pages: :mod:`sample_agent.app` does.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from agent_vault import ConsentRequired, SessionEnded, UserIdentity, VaultClient
+from agent_vault import ConsentRequired, SessionEnded, UserIdentity, VaultClient, VaultError
 from sample_agent.intents import describe_events, parse_intent
 from sample_agent.settings import AgentSettings
 
@@ -34,6 +37,21 @@ class NotConfigured(Exception):
     pass
 
 
+class _SharedTransport(httpx.BaseTransport):
+    """One pool under every per-call client: closing a client leaves the pool open."""
+
+    def __init__(self) -> None:
+        self.pool = httpx.HTTPTransport(trust_env=False)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.pool.handle_request(request)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _identity_key(user: UserIdentity) -> str:
     raw = f"t:{user.id_token}" if user.id_token is not None else f"u:{user.user_id}"
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -42,11 +60,12 @@ def _identity_key(user: UserIdentity) -> str:
 class CalendarAgent:
     """One vault session per user identity (bounded, LRU), the calendar call, the binding."""
 
-    def __init__(self, settings: AgentSettings, *, http: httpx.Client | None = None) -> None:
+    def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._clients: OrderedDict[str, VaultClient] = OrderedDict()
-        self._http = http or httpx.Client(timeout=settings.http_timeout, trust_env=False)
+        # one connection pool for every user's calls (the provider's API or the vault's proxy)
+        self._transport = _SharedTransport()
         # Binding needs no session: any task of this agent may complete the agent's flows.
         self._binder = self._new_client(None)
 
@@ -77,46 +96,53 @@ class CalendarAgent:
         with self._lock:
             self._clients.pop(_identity_key(user), None)
 
-    def calendar_token(self, user: UserIdentity, return_url: str) -> str:
+    def events(self, user: UserIdentity, return_url: str) -> list[dict[str, Any]]:
+        """The user's events, fetched the way the vault says this agent reaches the calendar
+        provider: through the vault's egress proxy (``proxy``: no token reaches this process),
+        or with a token of this session (``dpop``: bound to the session key, a proof per call;
+        ``bearer``). The SDK's httpx client does either (``VaultClient.http``)."""
+        url = self.settings.calendar_api_url
+        if not url:
+            raise NotConfigured("no calendar API is configured (CALENDAR_API_URL)")
+        provider, scopes = self.settings.provider, self.settings.scopes
         for attempt in (1, 2):
             client = self.client_for(user)
             try:
-                token = client.get_token(
-                    self.settings.provider,
-                    self.settings.scopes,
-                    authorize=True,
-                    return_url=return_url,
-                )
-                return token.access_token
+                access = client.ensure_session().providers.get(provider)
+                # a provider without API base URLs (bearer delivery): the calendar API's origin
+                api_base = None if access and access.api_base_urls else _origin(url)
+                with client.http(
+                    provider,
+                    scopes=scopes,
+                    api_base=api_base,
+                    transport=self._transport,
+                    timeout=self.settings.http_timeout,
+                    trust_env=False,
+                ) as http:
+                    response = http.get(url, headers={"Accept": "application/json"})
             except ConsentRequired as exc:
-                assert exc.authorization_url is not None
-                raise ConsentNeeded(exc.authorization_url, exc.flow_id) from exc
+                if exc.authorization_url is not None:
+                    raise ConsentNeeded(exc.authorization_url, exc.flow_id) from exc
+                started = client.start_authorization(provider, scopes, return_url)
+                raise ConsentNeeded(started.authorization_url, started.flow_id) from exc
             except SessionEnded:
                 # The session expired (or was ended): start a new one, once.
                 self._forget(user)
                 if attempt == 2:
                     raise
-        raise AssertionError("unreachable")
-
-    def events(self, user: UserIdentity, return_url: str) -> list[dict[str, Any]]:
-        if not self.settings.calendar_api_url:
-            raise NotConfigured("no calendar API is configured (CALENDAR_API_URL)")
-        for attempt in (1, 2):
-            token = self.calendar_token(user, return_url)
-            response = self._http.get(
-                self.settings.calendar_api_url,
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            )
-            if response.status_code == 401 and attempt == 1:
-                # The token was revoked or expired early: drop it and ask the vault again.
-                self.client_for(user).forget_token(self.settings.provider, self.settings.scopes)
                 continue
+            except VaultError as exc:
+                if exc.code == "request_not_allowed":
+                    raise NotConfigured(
+                        "CALENDAR_API_URL is not under the provider's api_base_urls"
+                    ) from exc
+                raise  # the vault's refusal (the user's identity, the session...): the app's
             if response.status_code != 200:
                 raise CalendarApiError(f"the calendar API answered {response.status_code}")
             body = response.json()
             events = body.get("events", []) if isinstance(body, dict) else []
             return [e for e in events if isinstance(e, dict)]
-        raise CalendarApiError("the calendar API refused a fresh token")
+        raise AssertionError("unreachable")
 
     def ask(self, user: UserIdentity, question: str, return_url: str) -> dict[str, Any]:
         intent = parse_intent(question)
@@ -152,4 +178,4 @@ class CalendarAgent:
         for client in clients:
             client.close()
         self._binder.close(end_session=False)
-        self._http.close()
+        self._transport.pool.close()

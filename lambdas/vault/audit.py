@@ -48,6 +48,12 @@ _ALLOWED_EXTRA = {
     "count",
     "trigger",
     "route",
+    # proxied calls (no query, no header, no body)
+    "method",
+    "host",
+    "path",
+    "bytes",
+    "latency_ms",
 }
 _WHERE = ("principal", "agent", "provider", "session_id", "task_id", "flow_id", "grant_id")
 _recorded: ContextVar[tuple[str, ...]] = ContextVar("audit_recorded", default=())

@@ -89,6 +89,45 @@ def _scope(value: str) -> str:
 Scope = Annotated[str, AfterValidator(_scope)]
 
 
+def _api_base_url(value: str) -> str:
+    """A provider API's base URL: a `Url` without query; a trailing `/` is dropped (the proxy
+    joins `{path+}` to it with one)."""
+    if urlsplit(value).query or value.endswith("?"):
+        raise ValueError(f"{value!r} must not carry a query")
+    return value.rstrip("/")
+
+
+ApiBaseUrl = Annotated[str, AfterValidator(_url), AfterValidator(_api_base_url)]
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+HTTP_METHODS: tuple[HttpMethod, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+Delivery = Literal["proxy", "dpop", "bearer"]
+_PATH_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()+,;=:@]|%[0-9A-Fa-f]{2}|\*)+$")
+_ENCODED_SEPARATOR = re.compile(r"%(?:2[fFeE]|5[cC]|[01][0-9A-Fa-f]|7[fF])")
+
+
+def _path_pattern(value: str) -> str:
+    """`/calendar/v3/**`: segments of URL path characters; `*` matches within one segment, a
+    `**` segment any number of segments (none included). No `.`/`..`/empty segments and no
+    encoded separators: the proxy refuses those in requests, so a pattern naming them could
+    never match (or would hide a traversal)."""
+    if len(value) > 512 or not value.startswith("/"):
+        raise ValueError(f"{value!r} must start with / (a path under the API base URL)")
+    if value == "/":
+        return value
+    for segment in value[1:].split("/"):
+        if segment in ("", ".", ".."):
+            raise ValueError(f"{value!r} has an empty, '.' or '..' segment")
+        if "**" in segment and segment != "**":
+            raise ValueError(f"{value!r}: '**' must be a whole segment")
+        if not _PATH_SEGMENT.match(segment) or _ENCODED_SEPARATOR.search(segment):
+            raise ValueError(f"{value!r}: {segment!r} is not a plain path segment")
+    return value
+
+
+PathPattern = Annotated[str, AfterValidator(_path_pattern)]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -144,7 +183,8 @@ class ProviderConfig(_Frozen):
     """Accept a provider whose metadata does not list S256 in code_challenge_methods_supported."""
     timeout_seconds: float = Field(default=5.0, gt=0, le=25)
     revoke_on_session_end: bool = True
-    """Revoke a session's tokens upstream (RFC 7009) when the session ends."""
+    """Revoke a session's tokens upstream (RFC 7009) when the session ends: `bearer` ones; `proxy`
+    and `dpop` ones only where that spares the grant (`revocation_revokes_grant` false)."""
     revocation_revokes_grant: bool = True
     """The provider kills the whole grant when one of its access tokens is revoked (Google and
     oidc-provider do; RFC 7009 allows it). Then ending a session also ends the user's grant for
@@ -160,10 +200,13 @@ class ProviderConfig(_Frozen):
     request_format: Literal["form", "json"] = "form"
     """Body of token and revocation requests: RFC 6749's form, or JSON (Notion)."""
     token_response: TokenResponseShape = Field(default_factory=TokenResponseShape)
-    api_base_urls: tuple[Url, ...] = ()
-    """The provider's API base URLs: the only places the vault's proxy reaches."""
+    api_base_urls: tuple[ApiBaseUrl, ...] = ()
+    """The provider's API base URLs: the only places the egress proxy reaches (its first is the
+    default). With them, agents get `proxy` delivery by default: the token never leaves the
+    vault."""
     dpop: bool = False
-    """Ask for RFC 9449 DPoP-bound tokens (the provider's metadata must list ES256)."""
+    """The provider supports RFC 9449 DPoP at its token endpoint (its metadata must list ES256 in
+    `dpop_signing_alg_values_supported`): agents may get tokens bound to their session key."""
 
     @model_validator(mode="before")
     @classmethod
@@ -194,7 +237,43 @@ class ProviderConfig(_Frozen):
         clash = reserved & set(self.extra_authorize_params)
         if clash:
             raise ValueError(f"extra_authorize_params may not set {sorted(clash)}")
+        if len(set(self.api_base_urls)) != len(self.api_base_urls):
+            raise ValueError("api_base_urls: a base URL is listed twice")
         return self
+
+
+class RequestRule(_Frozen):
+    """Requests an agent may send through the proxy: these methods on these paths."""
+
+    methods: tuple[HttpMethod, ...] = Field(default=HTTP_METHODS, min_length=1)
+    paths: tuple[PathPattern, ...] = Field(default=("/**",), min_length=1)
+    """Path patterns under the API base URL: `*` within one segment, `**` any segments."""
+
+
+EVERY_REQUEST = (RequestRule(),)
+"""The request policy when none is configured: every method, every path under the base URLs."""
+
+
+class ProviderAccess(_Frozen):
+    """What an agent may do at one provider: its scopes, how its tokens are delivered, and (for
+    proxy delivery) which requests the proxy sends for it."""
+
+    scopes: tuple[Scope, ...] = Field(min_length=1)
+    """The scopes the agent may ask for (a subset of the provider's `scopes`)."""
+    delivery: Delivery | None = None
+    """`proxy` (the token never leaves the vault), `dpop` (bound to the session key) or
+    `bearer` (replayable until it expires: an explicit opt-in). Default: `proxy` when the
+    provider has `api_base_urls`, else `dpop` when it has `dpop: true`, else a config error."""
+    requests: tuple[RequestRule, ...] | None = Field(default=None, min_length=1)
+    """Proxy delivery only; default: every method on every path (`/**`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_scope_list(cls, data: Any) -> Any:
+        """The shorthand: a list of scopes is `{"scopes": [...]}` (the default delivery)."""
+        if isinstance(data, list | tuple):
+            return {"scopes": data}
+        return data
 
 
 class AgentConfig(_Frozen):
@@ -208,8 +287,9 @@ class AgentConfig(_Frozen):
     role_id: str | None = Field(default=None, pattern=ROLE_ID_PATTERN)
     """The role's unique id (AROA...): a role deleted and re-created under the same name is not
     the agent."""
-    providers: dict[str, tuple[Scope, ...]] = Field(default_factory=dict)
-    """Allowed scopes per provider: the agent's policy."""
+    providers: dict[str, ProviderAccess] = Field(default_factory=dict)
+    """Per provider: the allowed scopes (the agent's policy), the delivery and the request
+    policy. A list of scopes is the shorthand for `{"scopes": [...]}`."""
     may_assert_user_id: bool = False
     """Trust this agent to name the user by id instead of presenting an identity token."""
 
@@ -304,17 +384,18 @@ class VaultConfig(_Frozen):
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"{section}.{name}: the name must match {NAME_PATTERN}")
         for agent_name, agent in self.agents.items():
-            for provider, scopes in agent.providers.items():
+            for provider, access in agent.providers.items():
                 if provider not in self.providers:
                     raise ValueError(
                         f"agents.{agent_name}.providers.{provider}: no provider named {provider!r}"
                     )
-                extra = set(scopes) - set(self.providers[provider].scopes)
+                extra = set(access.scopes) - set(self.providers[provider].scopes)
                 if extra:
                     raise ValueError(
                         f"agents.{agent_name}.providers.{provider}: scopes {sorted(extra)} are not"
                         f" in providers.{provider}.scopes"
                     )
+                _check_delivery(agent_name, provider, access, self.providers[provider])
         roles = [a.name_of_role for a in self.agents.values()]
         if len(set(roles)) != len(roles):
             raise ValueError("agents: two agents share one role_name")
@@ -325,6 +406,17 @@ class VaultConfig(_Frozen):
         if self.sample_agent is not None and self.sample_agent not in self.agents:
             raise ValueError(f"sample_agent: no agent named {self.sample_agent!r}")
         return self
+
+    def delivery(self, agent: str, provider: str) -> Delivery:
+        """How `agent`'s tokens at `provider` are delivered (the configured or default one)."""
+        access = self.agents[agent].providers[provider]
+        delivery = access.delivery or _default_delivery(self.providers[provider])
+        assert delivery is not None  # the validator refuses a config without one
+        return delivery
+
+    def request_rules(self, agent: str, provider: str) -> tuple[RequestRule, ...]:
+        """The proxy's request policy for `agent` at `provider` (default: every request)."""
+        return self.agents[agent].providers[provider].requests or EVERY_REQUEST
 
     @cached_property
     def agents_by_role(self) -> dict[str, str]:
@@ -337,6 +429,43 @@ class VaultConfig(_Frozen):
         for arn in self.admin_role_arns:
             admins[role_arn_name(arn)] = role_arn_account(arn)
         return admins
+
+
+def _default_delivery(provider: ProviderConfig) -> Delivery | None:
+    if provider.api_base_urls:
+        return "proxy"
+    if provider.dpop:
+        return "dpop"
+    return None
+
+
+def _check_delivery(
+    agent: str, name: str, access: ProviderAccess, provider: ProviderConfig
+) -> None:
+    """The delivery can be served, and a replayable one is never a default."""
+    where = f"agents.{agent}.providers.{name}"
+    delivery = access.delivery or _default_delivery(provider)
+    if delivery is None:
+        raise ValueError(
+            f"{where}: no safe delivery for this agent's tokens: set providers.{name}.api_base_urls"
+            f" (the vault's proxy calls the API; the token never leaves it), enable"
+            f" providers.{name}.dpop (tokens bound to the session key), or opt in with"
+            f' "delivery": "bearer" (a token anyone who intercepts it can replay until it expires)'
+        )
+    if delivery == "proxy" and not provider.api_base_urls:
+        raise ValueError(
+            f"{where}: delivery proxy needs providers.{name}.api_base_urls (where the proxy sends"
+            " requests)"
+        )
+    if delivery == "dpop" and not provider.dpop:
+        raise ValueError(
+            f"{where}: delivery dpop needs providers.{name}.dpop: true (a provider that binds"
+            " tokens to a key, RFC 9449)"
+        )
+    if access.requests is not None and delivery != "proxy":
+        raise ValueError(
+            f"{where}: requests is the proxy's policy; it means nothing with delivery {delivery}"
+        )
 
 
 def role_arn_name(arn: str) -> str:

@@ -30,7 +30,7 @@ __all__ = [
     "path_params",
 ]
 
-_PARAM = re.compile(r"\{([a-z_]+)\}")
+_PARAM = re.compile(r"\{([a-z_]+\+?)\}")
 
 # --- answers ---------------------------------------------------------------------------------
 # What the handlers return (`json_response(status, payload)`), field for field. Unknown members
@@ -52,8 +52,22 @@ class UserRef(_Answer):
     sub: str = Field(description="Subject at that issuer.")
 
 
+class ProviderDelivery(_Answer):
+    """How the session's agent reaches one provider."""
+
+    delivery: Literal["proxy", "dpop", "bearer"] = Field(
+        description="`proxy`: through `/v1/sessions/{session_id}/proxy/{provider}/...` (the "
+        "token never leaves the vault); `dpop`: `POST .../tokens` with "
+        "`X-Agent-Vault-Token-DPoP`, a token bound to the session key; `bearer`: "
+        "`POST .../tokens`, a plain bearer token."
+    )
+    api_base_urls: list[str] = Field(
+        description="The provider's API base URLs (the proxy's targets; the first is the default)."
+    )
+
+
 class SessionView(_Answer):
-    """A vault session (`Session.public_view`)."""
+    """A vault session (`sessions.session_answer`)."""
 
     session_id: str = Field(pattern=SESSION_ID.pattern)
     agent: str = Field(description="The configured agent the caller's IAM role belongs to.")
@@ -63,6 +77,9 @@ class SessionView(_Answer):
     status: Literal["active", "ended", "expired"]
     created_at: EpochSeconds
     expires_at: EpochSeconds
+    providers: dict[str, ProviderDelivery] = Field(
+        description="Per provider of the agent's policy: its delivery and API base URLs."
+    )
 
 
 class SessionEndedAnswer(_Answer):
@@ -70,7 +87,11 @@ class SessionEndedAnswer(_Answer):
 
     session_id: str = Field(pattern=SESSION_ID.pattern)
     status: Literal["ended"]
-    revoked_tokens: int = Field(ge=0, description="Session tokens revoked upstream.")
+    revoked_tokens: int = Field(
+        ge=0,
+        description="Session tokens ended: deleted, and revoked upstream where their delivery "
+        "and the provider call for it (docs/api.md, 'Ending a session').",
+    )
 
 
 class AuthorizationStarted(_Answer):
@@ -85,7 +106,10 @@ class TokenAnswer(_Answer):
     """An access token minted for this session and exactly the scopes asked for."""
 
     access_token: str
-    token_type: Literal["Bearer"]
+    token_type: Literal["Bearer", "DPoP"] = Field(
+        description="`DPoP` for a `dpop` agent: bound to the session key (RFC 9449); send it "
+        "as `Authorization: DPoP <token>` with a proof (`ath`) per request."
+    )
     expires_in: int = Field(ge=0, description="Seconds the token is still valid.")
     scope: str = Field(description="The granted scopes, space-separated.")
     provider: str
@@ -233,6 +257,10 @@ class Operation:
     body: type[BaseModel] | None = None
     proof: bool = False
     """The request carries a `DPoP` proof of the session key (docs/api.md)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Optional request headers the route reads: (name, description)."""
+    proxied: bool = False
+    """The answer is the provider's (any status and body), marked `X-Agent-Vault-Proxy`."""
     query: type[BaseModel] | None = None
     """The query parameters (the admin read API's filters and page)."""
 
@@ -288,6 +316,37 @@ OPERATIONS: dict[str, Operation] = {
         TokenAnswer,
         schemas.TokenRequest,
         proof=True,
+        headers=(
+            (
+                "X-Agent-Vault-Token-DPoP",
+                "`dpop` delivery: a DPoP proof (RFC 9449) for the provider's token endpoint, "
+                "signed by the session key (`htm` POST, `htu` the token endpoint, the `nonce` "
+                "of `dpop_nonce_required` if asked); the vault sends it as the refresh "
+                "request's `DPoP` header. Missing: 400 `dpop_proof_required` with `htu`.",
+            ),
+        ),
+    ),
+    "ANY /v1/sessions/{session_id}/proxy/{provider}/{path+}": Operation(
+        "proxy",
+        "Call the provider's API through the vault",
+        f"{_OWN} `proxy` delivery only. `path` (any number of segments) and the query go to "
+        "the provider's first API base URL (or the `X-Agent-Vault-Api-Base` one) with the "
+        "session's token; the method and path must be in the agent's request policy (403 "
+        "`request_not_allowed` before any call). No `.`/`..`/empty segment, no encoded `/` "
+        "`\\` `.`; redirects are never followed (502 `upstream_redirect_refused`); bodies "
+        "up to 4 MiB each way (413 `request_too_large`, 502 `upstream_response_too_large`). "
+        "The `DPoP` proof's `htu` is this URL without the query.",
+        200,
+        None,
+        proof=True,
+        headers=(
+            (
+                "X-Agent-Vault-Api-Base",
+                "Another of the provider's `api_base_urls`, exactly as configured (the first "
+                "is the default).",
+            ),
+        ),
+        proxied=True,
     ),
     "POST /v1/flows/{flow_id}/complete": Operation(
         "complete_flow",
@@ -387,6 +446,11 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "flow_id": {"type": "string", "pattern": FLOW_ID.pattern},
     "grant_id": {"type": "string", "pattern": inspection.GRANT_ID.pattern},
     "provider": TypeAdapter(schemas.ProviderName).json_schema(),
+    "path+": {
+        "type": "string",
+        "description": "The rest of the path under the API base URL: `/`-separated segments "
+        "(API Gateway's greedy parameter).",
+    },
 }
 
 

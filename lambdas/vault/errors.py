@@ -53,6 +53,26 @@ class UnknownProvider(VaultError):
     code, title = "unknown_provider", "Unknown provider"
 
 
+class RequestTooLarge(VaultError):
+    """A proxied request's body is beyond what the proxy forwards (Lambda's payload limit)."""
+
+    status, code, title = 413, "request_too_large", "Request too large for the proxy"
+
+
+class DpopProofRequired(VaultError):
+    """A `dpop` agent's token request lacks its proof for the provider's token endpoint
+    (`X-Agent-Vault-Token-DPoP`); the problem names the `htu` (and the `nonce`, if known)."""
+
+    code, title = "dpop_proof_required", "DPoP proof for the token endpoint required"
+
+
+class DpopNonceRequired(VaultError):
+    """The provider wants a DPoP nonce in the token-endpoint proof (`use_dpop_nonce`): re-sign
+    with the problem's `nonce` and retry once."""
+
+    code, title = "dpop_nonce_required", "DPoP nonce required by the provider"
+
+
 class ReturnUrlNotAllowed(VaultError):
     code, title = "return_url_not_allowed", "Return URL not allowed"
 
@@ -91,6 +111,18 @@ class IdentityRequired(VaultError):
 
 class ScopeNotAllowed(VaultError):
     status, code, title = 403, "scope_not_allowed", "Scope not allowed"
+
+
+class DeliveryProxyOnly(VaultError):
+    """The agent reaches this provider through the proxy only: its token never leaves the vault."""
+
+    status, code, title = 403, "delivery_proxy_only", "Tokens of this provider stay in the vault"
+
+
+class RequestNotAllowed(VaultError):
+    """A proxied request outside the agent's request policy (method, path or API base URL)."""
+
+    status, code, title = 403, "request_not_allowed", "Request not allowed by policy"
 
 
 class ConsentRequired(VaultError):
@@ -169,6 +201,35 @@ class CodeExchangeFailed(VaultError):
 
 class ProviderError(VaultError):
     status, code, title, retry_after = 502, "provider_error", "Provider error", 5
+
+
+class UpstreamRedirectRefused(VaultError):
+    """The provider's API answered a proxied request with a redirect: never followed."""
+
+    status, code, title, retry_after = 502, "upstream_redirect_refused", "Redirect refused", 5
+
+
+class UpstreamResponseTooLarge(VaultError):
+    """The provider's answer is beyond what the proxy returns (Lambda's payload limit)."""
+
+    status, code, title, retry_after = (
+        502,
+        "upstream_response_too_large",
+        "Provider answer too large for the proxy",
+        5,
+    )
+
+
+class UpstreamAddressRefused(VaultError):
+    """An API base URL's host resolves to an address the proxy never calls (private, loopback,
+    link-local, metadata...)."""
+
+    status, code, title, retry_after = (
+        502,
+        "upstream_address_refused",
+        "Provider API address refused",
+        5,
+    )
 
 
 class ProviderTimeout(VaultError):

@@ -103,6 +103,14 @@ class SessionToken:
     revoke_pending: bool = False
     lifetime: int | None = None
     """Seconds the provider gave the token when it was minted (None on items stored before)."""
+    delivery: str = "bearer"
+    """How it is used: `proxy` (it never leaves the vault), `dpop` (handed out, bound by the
+    provider to the session key) or `bearer` (handed out as is; items stored before)."""
+
+    @property
+    def token_type(self) -> str:
+        """`DPoP` for a token bound to the session key (RFC 9449), else `Bearer`."""
+        return "DPoP" if self.delivery == "dpop" else "Bearer"
 
     @property
     def context(self) -> dict[str, str]:

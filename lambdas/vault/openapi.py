@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from vault import errors
+from vault.config import HTTP_METHODS
 from vault.contract import (
     CALLBACK,
     CALLBACK_QUERY,
@@ -32,7 +33,7 @@ from vault.contract import (
 )
 from vault.routes import ROUTES, Route
 
-__all__ = ["error_classes", "openapi", "render"]
+__all__ = ["error_classes", "methods_of", "openapi", "render"]
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
@@ -98,6 +99,32 @@ def _problem_schema() -> dict[str, Any]:
             "denied_scopes": string_list | {"description": "`scope_not_allowed`."},
             "flow_status": {"type": "string", "description": "`flow_not_pending`."},
             "provider_error": {"type": "string", "description": "`code_exchange_failed`."},
+            "htu": {
+                "type": "string",
+                "description": "`dpop_proof_required`, `dpop_nonce_required`: the provider's "
+                "token endpoint (the `htu` of the proof to send).",
+            },
+            "nonce": {
+                "type": "string",
+                "description": "`dpop_nonce_required` (and `dpop_proof_required` when known): "
+                "the provider's DPoP nonce to sign.",
+            },
+            "header": {
+                "type": "string",
+                "description": "`invalid_proof`, `proof_replayed`: the header whose proof was "
+                "refused, when it is not `DPoP`.",
+            },
+            "proxy_path": {
+                "type": "string",
+                "description": "`delivery_proxy_only`: where this provider is reached.",
+            },
+            "method": {"type": "string", "description": "`request_not_allowed`."},
+            "api_base_urls": string_list | {"description": "`request_not_allowed`."},
+            "max_bytes": {"type": "integer", "description": "`request_too_large`."},
+            "upstream_status": {
+                "type": "integer",
+                "description": "`upstream_redirect_refused`: the provider's status.",
+            },
         },
         "x-problem-codes": by_code,
     }
@@ -173,11 +200,13 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return found
 
 
-def _operation(route: Route) -> dict[str, Any]:
+def _operation(route: Route, method: str) -> dict[str, Any]:
     op = operation_for(route)
     operation_id = op.operation_id + "".join(
         f"_by_{name}" for name in path_params(route.path) if op is CALLBACK
     )
+    if route.method == "ANY":
+        operation_id += f"_{method.lower()}"
     parameters: list[dict[str, Any]] = [
         {
             "name": name,
@@ -187,9 +216,27 @@ def _operation(route: Route) -> dict[str, Any]:
         }
         for name in path_params(route.path)
     ]
+    parameters += [
+        {"name": name, "in": "header", "required": False, "description": text}
+        | {"schema": {"type": "string"}}
+        for name, text in op.headers
+    ]
     if op.query is not None:
         parameters += _query_parameters(op.query)
     answers: dict[str, Any] = {}
+    if op.proxied:
+        answers["default"] = {
+            "description": "The provider's answer, whatever its status: its body as sent and "
+            "its headers but `Set-Cookie` and hop-by-hop ones. The vault's own refusals are "
+            "the problem documents below, without `X-Agent-Vault-Proxy`.",
+            "headers": {
+                "X-Agent-Vault-Proxy": {
+                    "description": "`upstream`: this answer is the provider's.",
+                    "schema": {"type": "string", "const": "upstream"},
+                }
+            },
+            "content": {"*/*": {"schema": {}}},
+        }
     if op is CALLBACK:
         parameters += [
             {
@@ -242,11 +289,17 @@ def _operation(route: Route) -> dict[str, Any]:
     return document
 
 
+def methods_of(route: Route) -> tuple[str, ...]:
+    """The HTTP methods of a route (every one the proxy forwards for `ANY`)."""
+    return HTTP_METHODS if route.method == "ANY" else (route.method,)
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the vault's HTTP API."""
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+        for method in methods_of(route):
+            paths.setdefault(route.path, {})[method.lower()] = _operation(route, method)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

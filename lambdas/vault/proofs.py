@@ -62,10 +62,13 @@ def verify_proof(
     max_age: int,
     session_id: str | None,
     expected_jkt: str | None,
+    check_sid: bool = True,
 ) -> Proof:
     """Check a proof's form, signature, target, age and session; raise `InvalidProof`.
 
     The caller still has to record the `jti` (replay check) once every other check passed.
+    `check_sid=False` for an agent's proof meant for a provider's token endpoint (RFC 9449),
+    which names no vault session.
     """
     if not token:
         raise InvalidProof("a DPoP proof header is required on this route")
@@ -113,7 +116,7 @@ def verify_proof(
         same_target = False
     if not same_target:
         raise InvalidProof("the DPoP proof is for another URL (htu)")
-    if claims.get("sid") != session_id:
+    if check_sid and claims.get("sid") != session_id:
         raise InvalidProof("the DPoP proof names another session (sid)")
     public = {k: jwk[k] for k in ("kty", "crv", "x", "y")}
     return Proof(jti=jti, iat=iat, jkt=jkt, public_jwk=public)

@@ -43,24 +43,48 @@ def revoke_plain(svc: Services, provider: str, token: str, hint: str) -> bool:
     return True
 
 
-def revoke_tokens(svc: Services, tokens: list[SessionToken]) -> int:
-    """Revoke session tokens upstream and delete them; returns how many were revoked.
+def upstream_at_session_end(svc: Services, token: SessionToken) -> bool:
+    """Whether a session's end revokes this token at its provider (see `revoke_tokens`)."""
+    provider = svc.config.providers[token.provider]
+    return provider.revoke_on_session_end and (
+        token.delivery == "bearer" or not provider.revocation_revokes_grant
+    )
+
+
+def revoke_tokens(
+    svc: Services, tokens: list[SessionToken], *, session_end: bool = False, stored: bool = True
+) -> int:
+    """Revoke session tokens upstream and delete them; returns how many were ended.
 
     Where revoking one access token kills its whole grant at the provider, the grant is marked
     broken here too and its other sessions' tokens are dropped: they are dead upstream already.
+
+    With `session_end` (a session ends or expires, its task stopped), a token that never left
+    the vault (`proxy`) or is bound to the session's key, which dies with the task (`dpop`), is
+    revoked upstream only where that does not kill the user's grant
+    (`revocation_revokes_grant: false`); otherwise it is only deleted and the grant lives on, so
+    the agent's next task needs no new consent. A `bearer` token left the vault: it is revoked
+    as `revoke_on_session_end` says, as before.
+
+    `stored=False`: tokens the vault never stored (a refresh that lost its race): revoked
+    upstream as above, nothing to delete or mark.
     """
     revoked = 0
     dead_grants: set[str] = set()
     for token in tokens:
         provider = svc.config.providers[token.provider]
-        if not provider.revoke_on_session_end or revoke_upstream(
+        upstream = (
+            upstream_at_session_end(svc, token) if session_end else provider.revoke_on_session_end
+        )
+        if not upstream or revoke_upstream(
             svc, token.provider, token.access_token_ct, token.context, "access_token"
         ):
-            svc.store.sessions.delete_token(token)
+            if stored:
+                svc.store.sessions.delete_token(token)
             revoked += 1
-            if provider.revoke_on_session_end and provider.revocation_revokes_grant:
+            if upstream and provider.revocation_revokes_grant:
                 dead_grants.add(token.grant_id)
-        elif not token.revoke_pending:
+        elif stored and not token.revoke_pending:
             svc.store.sessions.mark_token_revoke_pending(token)
     for grant_id in dead_grants:
         grant = svc.store.grants.by_id(grant_id)
@@ -94,7 +118,7 @@ def end_session(
     ) as d:
         changed = svc.store.sessions.end(session.session_id, reason)
         _, tokens = svc.store.sessions.bundle(session.session_id)
-        revoked = revoke_tokens(svc, tokens)
+        revoked = revoke_tokens(svc, tokens, session_end=True)
         d.note(revoked_tokens=revoked)
         d.conclude("ended" if changed else "already_ended", reason=reason)
     return revoked

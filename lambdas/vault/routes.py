@@ -15,16 +15,18 @@ from typing import Literal
 __all__ = ["ROUTES", "Route", "match_route"]
 
 AGENT_API = "vault.handlers.agent_api.handler"
+PROXY_API = "vault.handlers.proxy_api.handler"
 CALLBACK = "vault.handlers.callback.handler"
 ADMIN_API = "vault.handlers.admin_api.handler"
 REAPER = "vault.handlers.reaper.handler"
 
-_PARAM = re.compile(r"\{([a-z_]+)\}")
+_PARAM = re.compile(r"\{([a-z_]+)(\+?)\}")
 
 
 @dataclass(frozen=True)
 class Route:
-    """One API Gateway route: ``METHOD /path/{param}`` → a Lambda handler."""
+    """One API Gateway route: ``METHOD /path/{param}`` → a Lambda handler. ``ANY`` matches every
+    method; a last ``{param+}`` (API Gateway's greedy parameter) takes the rest of the path."""
 
     method: str
     path: str
@@ -37,7 +39,9 @@ class Route:
 
     def __post_init__(self) -> None:
         segments = (
-            f"(?P<{m.group(1)}>[^/]+)" if (m := _PARAM.fullmatch(seg)) else re.escape(seg)
+            (f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
+            if (m := _PARAM.fullmatch(seg))
+            else re.escape(seg)
             for seg in self.path.split("/")
         )
         regex = "^" + "/".join(segments) + "$"
@@ -50,11 +54,13 @@ class Route:
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         """The path parameters if ``method path`` is this route, else None."""
-        if method.upper() != self.method:
+        if self.method != "ANY" and method.upper() != self.method:
             return None
         found = self._pattern.match(path)
         return found.groupdict() if found else None
 
+
+_SESSION = "/v1/sessions/{session_id}"
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions", AGENT_API, "iam", "agent-api"),
@@ -64,6 +70,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions/{session_id}/authorizations", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/tokens", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/flows/{flow_id}/complete", AGENT_API, "iam", "agent-api"),
+    Route(
+        "ANY", "/v1/sessions/{session_id}/proxy/{provider}/{path+}", PROXY_API, "iam", "proxy-api"
+    ),
     Route("GET", "/v1/oauth/callback/{provider}", CALLBACK, "none", "callback"),
     Route("GET", "/v1/oauth/callback", CALLBACK, "none", "callback"),
     Route("POST", "/v1/revocations", ADMIN_API, "iam", "admin-api"),

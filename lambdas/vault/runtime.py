@@ -20,6 +20,7 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.config import VaultConfig, load_config
+from vault.egress import Egress
 from vault.errors import SecretsUnavailable, UnknownProvider
 from vault.identity import IdentityVerifier
 from vault.oauth.client import ProviderClient
@@ -49,6 +50,9 @@ class Settings(BaseModel):
     callback_url: str = Field(pattern=r"^https?://")
     client_secret_prefix: str = Field(min_length=1)
     vault_config_path: str = str(DEFAULT_CONFIG_PATH)
+    egress_allow_loopback: bool = False
+    """The proxy may call loopback addresses: set by local mode (and the tests), whose provider
+    APIs listen on 127.0.0.1; never by the deployed stack."""
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -60,10 +64,11 @@ class Settings(BaseModel):
             "callback_url",
             "client_secret_prefix",
             "vault_config_path",
+            "egress_allow_loopback",
         )
         values = {n: env[n.upper()] for n in names if n.upper() in env}
         try:
-            return cls(**values)
+            return cls.model_validate(values)
         except ValidationError as exc:
             missing = ", ".join(str(e["loc"][0]).upper() for e in exc.errors())
             raise RuntimeError(
@@ -81,6 +86,7 @@ class Services:
     envelope: Envelope
     identity: IdentityVerifier
     providers: dict[str, ProviderClient]
+    egress: Egress
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -138,6 +144,7 @@ def build_services(
         ),
         identity=IdentityVerifier(config, http, clock),
         providers=providers,
+        egress=Egress(allow_loopback=settings.egress_allow_loopback),
         clock=clock,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from vault.audit import decision
 from vault.caller import Caller, agent_of
@@ -34,6 +35,23 @@ class HttpCall:
     method: str
     url: str
     proof: str | None
+    token_proof: str | None = None
+    """`X-Agent-Vault-Token-DPoP`: a `dpop` agent's proof for the provider's token endpoint."""
+
+
+def session_answer(svc: Services, session: Session) -> dict[str, Any]:
+    """A session as the agent routes answer it: with how its agent reaches each provider
+    (`delivery`, `api_base_urls`), so the SDK knows where to send each provider's calls."""
+    view = session.public_view(svc.clock())
+    agent = svc.config.agents.get(session.agent)
+    view["providers"] = {
+        name: {
+            "delivery": svc.config.delivery(session.agent, name),
+            "api_base_urls": list(svc.config.providers[name].api_base_urls),
+        }
+        for name in (agent.providers if agent is not None else {})
+    }
+    return view
 
 
 def new_id(prefix: str) -> str:
@@ -92,10 +110,18 @@ def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSess
 
 
 def authorize_session_call(
-    svc: Services, caller: Caller, session_id: str, call: HttpCall, *, require_alive: bool = True
+    svc: Services,
+    caller: Caller,
+    session_id: str,
+    call: HttpCall,
+    *,
+    require_alive: bool = True,
+    revoke_expired: bool = True,
 ) -> tuple[Session, list[SessionToken]]:
     """Load a session with its tokens (one query), check it is the caller's, the proof, and
-    (unless asked not to) that it is alive."""
+    (unless asked not to) that it is alive. A dead session's remaining tokens are revoked then,
+    unless `revoke_expired` is false (the proxy's function may not: the agent API, `DELETE` and
+    the reaper do it)."""
     if not SESSION_ID.match(session_id):
         raise SessionNotFound("no such session")
     session, tokens = svc.store.sessions.bundle(session_id)
@@ -111,7 +137,9 @@ def authorize_session_call(
         if require_alive and not session.alive(svc.clock()):
             # an expired session's tokens die with it (an ended one's were revoked when it
             # ended; any left are those whose upstream revocation is still pending)
-            revoked = revoke_tokens(svc, tokens) if tokens else 0
+            revoked = (
+                revoke_tokens(svc, tokens, session_end=True) if tokens and revoke_expired else 0
+            )
             d.note(status=session.status, revoked_tokens=revoked)
             d.conclude("denied", reason=SessionEnded.code)
             raise SessionEnded(

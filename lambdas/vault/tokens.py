@@ -18,15 +18,21 @@ from vault.errors import (
     Busy,
     ConsentRequired,
     DecryptionFailed,
+    DeliveryProxyOnly,
+    DpopNonceRequired,
+    DpopProofRequired,
+    InvalidProof,
     OAuthError,
+    ProofReplayed,
     ProviderError,
     SessionEnded,
     StoredDataInvalid,
 )
 from vault.models import Grant, Session, SessionToken, token_context
 from vault.oauth.client import AnswerLost
-from vault.policy import check_agent_policy, require_granted
-from vault.revocation import revoke_plain, revoke_tokens
+from vault.policy import check_agent_policy, delivery_of, require_granted
+from vault.proofs import verify_proof
+from vault.revocation import revoke_plain, revoke_tokens, upstream_at_session_end
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
@@ -38,6 +44,8 @@ REUSE_MARGIN_FRACTION = 0.5
 an hour-long token keeps a minute for the agent to use it, and a provider's short-lived tokens
 (minutes or seconds) are still cached for half their life instead of refreshed on every request."""
 WAIT_FIRST_DELAY, WAIT_MAX_DELAY = 0.02, 0.25
+TOKEN_PROOF_HEADER = "X-Agent-Vault-Token-DPoP"  # noqa: S105 (a header name)  # nosec B105
+"""Carries a `dpop` agent's proof for the provider's token endpoint (flow 11)."""
 
 
 def reuse_margin(lifetime: float | None) -> float:
@@ -66,6 +74,27 @@ def _minted_meanwhile(token: SessionToken | None, seen: SessionToken | None, now
     )
 
 
+def _cached(token: SessionToken | None, now: float, delivery: str) -> bool:
+    """A stored token the warm path hands out: fresh, and of this delivery (a bearer token is
+    never handed out as DPoP, nor the reverse)."""
+    return token is not None and token.delivery == delivery and _fresh(token, now)
+
+
+def _usable(
+    token: SessionToken | None,
+    seen: SessionToken | None,
+    now: float,
+    delivery: str,
+    *,
+    rejected: bool = False,
+) -> bool:
+    """A token found while minting: of this delivery, fresh or minted meanwhile; never `seen`
+    when the provider `rejected` it."""
+    if token is None or token.delivery != delivery:
+        return False
+    return (_fresh(token, now) and not rejected) or _minted_meanwhile(token, seen, now)
+
+
 def get_token(
     svc: Services, caller: Caller, session_id: str, call: HttpCall, body: TokenRequest
 ) -> dict[str, Any]:
@@ -80,6 +109,15 @@ def get_token(
         session_id=session_id,
     ):
         scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
+        delivery = delivery_of(svc.config, agent, body.provider)
+        if delivery == "proxy":
+            proxy_path = f"/v1/sessions/{session_id}/proxy/{body.provider}/"
+            raise DeliveryProxyOnly(
+                f"agent {agent!r} reaches {body.provider!r} through the proxy: {proxy_path}...;"
+                " the token never leaves the vault",
+                provider=body.provider,
+                proxy_path=proxy_path,
+            )
     session, tokens = authorize_session_call(svc, caller, session_id, call)
     with decision(
         "token.issue",
@@ -90,28 +128,110 @@ def get_token(
         session_id=session_id,
         task_id=session.task_id,
     ) as d:
+        proof = None
+        if delivery == "dpop":
+            proof = _token_endpoint_proof(svc, session, body.provider, call)
         cached = next(
             (t for t in tokens if t.provider == body.provider and t.scopes == scopes), None
         )
         minted = False
-        if not _fresh(cached, svc.clock()):
-            cached, minted = _mint(svc, session, body.provider, scopes, cached)
+        if not _cached(cached, svc.clock(), delivery):
+            cached, minted = _mint(svc, session, body.provider, scopes, cached, delivery, proof)
         assert cached is not None
         d.bind(grant_id=cached.grant_id)
-        try:
-            access_token = svc.envelope.decrypt(cached.access_token_ct, cached.context).decode()
-        except DecryptionFailed as exc:  # moved from another item or tampered: never served
-            raise StoredDataInvalid(
-                "this session's stored token does not decrypt as its own"
-            ) from exc
+        access_token = open_token(svc, cached)
         d.note(cached=not minted)
     return {
         "access_token": access_token,
-        "token_type": "Bearer",  # a token type  # nosec B105
+        "token_type": cached.token_type,
         "expires_in": max(0, cached.expires_at - svc.now()),
         "scope": " ".join(scopes),
         "provider": body.provider,
     }
+
+
+def open_token(svc: Services, token: SessionToken) -> str:
+    """The access token of a stored session token; never one that does not decrypt as its own."""
+    try:
+        return svc.envelope.decrypt(token.access_token_ct, token.context).decode()
+    except DecryptionFailed as exc:  # moved from another item or tampered: never served
+        raise StoredDataInvalid("this session's stored token does not decrypt as its own") from exc
+
+
+def _token_endpoint_proof(svc: Services, session: Session, provider: str, call: HttpCall) -> str:
+    """The agent's DPoP proof for the provider's token endpoint (`X-Agent-Vault-Token-DPoP`),
+    checked before it is forwarded: signed by the session's own key (its thumbprint is the
+    session's), for POST at that token endpoint, fresh, and never seen before (a replayed
+    proof would make the provider refuse the refresh as `invalid_grant`)."""
+    client = svc.provider(provider)
+    meta = client.require_dpop()
+    if not call.token_proof:
+        known = {"nonce": client.dpop_nonce} if client.dpop_nonce else {}
+        raise DpopProofRequired(
+            f"{TOKEN_PROOF_HEADER} is required: a DPoP proof (htm POST, htu the provider's token"
+            " endpoint) signed by the session key",
+            htu=meta.token_endpoint,
+            **known,
+        )
+    max_age = svc.config.proof_max_age_seconds
+    try:
+        proof = verify_proof(
+            call.token_proof,
+            method="POST",
+            url=meta.token_endpoint,
+            now=svc.clock(),
+            max_age=max_age,
+            session_id=None,
+            expected_jkt=session.jkt,
+            check_sid=False,
+        )
+    except InvalidProof as exc:
+        raise InvalidProof(
+            f"{TOKEN_PROOF_HEADER}: {exc.detail}", header=TOKEN_PROOF_HEADER
+        ) from exc
+    if not svc.store.replay.remember(proof.jkt, proof.jti, proof.iat + max_age):
+        raise ProofReplayed(
+            f"{TOKEN_PROOF_HEADER}: this proof's jti was used before; sign a fresh one",
+            header=TOKEN_PROOF_HEADER,
+        )
+    return call.token_proof
+
+
+def proxy_token(
+    svc: Services, session: Session, tokens: list[SessionToken], provider: str
+) -> SessionToken:
+    """The session's token for the proxy at `provider`: the cached one while fresh, else one
+    minted for the agent's scopes there (narrowed to what the user granted)."""
+    now = svc.clock()
+    cached = sorted(
+        (t for t in tokens if t.provider == provider and _cached(t, now, "proxy")),
+        key=lambda t: -len(t.scopes),
+    )
+    if cached:
+        return cached[0]
+    policy = svc.config.agents[session.agent].providers[provider].scopes
+    grant = svc.store.grants.get(session.user, session.agent, provider)
+    granted = set(grant.scopes) & set(policy) if grant is not None else set()
+    scopes = tuple(sorted(granted or set(policy)))
+    seen = next((t for t in tokens if t.provider == provider and t.scopes == scopes), None)
+    token, _ = _mint(svc, session, provider, scopes, seen, "proxy", None)
+    return token
+
+
+def replace_rejected_token(svc: Services, session: Session, rejected: SessionToken) -> SessionToken:
+    """The provider answered 401 to `rejected`: a new token (one single-flight refresh for all
+    the session's requests that saw it fail; one minted meanwhile is taken)."""
+    token, _ = _mint(
+        svc,
+        session,
+        rejected.provider,
+        rejected.scopes,
+        rejected,
+        rejected.delivery,
+        None,
+        rejected=True,
+    )
+    return token
 
 
 def _mint(
@@ -120,9 +240,14 @@ def _mint(
     provider: str,
     scopes: tuple[str, ...],
     seen: SessionToken | None,
+    delivery: str,
+    dpop_proof: str | None,
+    *,
+    rejected: bool = False,
 ) -> tuple[SessionToken, bool]:
     """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease.
-    `seen` is the stale token (or None) this request found: anything else is newly minted."""
+    `seen` is the stale token (or None) this request found: anything else is newly minted;
+    `rejected`: the provider refused `seen`, so it is not taken however fresh it looks."""
     grant = svc.store.grants.get(session.user, session.agent, provider)
     _require_usable(grant, provider, session.session_id, scopes)
     assert grant is not None
@@ -137,7 +262,7 @@ def _mint(
         if leased is not None:
             # whoever held the lease before us may have minted exactly this token
             existing = svc.store.sessions.get_token(session.session_id, provider, scopes)
-            if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
+            if _usable(existing, seen, svc.clock(), delivery, rejected=rejected):
                 svc.store.grants.release_lease(leased, owner)
                 assert existing is not None
                 return existing, False
@@ -154,9 +279,12 @@ def _mint(
                     # the last holder never reported back (crashed, or its result was not
                     # stored): its refresh may have rotated the token we hold, so never replay it
                     raise _outcome_unknown(svc, session, leased, scopes, refreshing)
-                return _refresh(svc, session, leased, scopes, owner, refreshing), True
+                minted = _refresh(
+                    svc, session, leased, scopes, owner, delivery, dpop_proof, refreshing
+                )
+                return minted, True
         existing = svc.store.sessions.get_token(session.session_id, provider, scopes)
-        if _fresh(existing, svc.clock()) or _minted_meanwhile(existing, seen, svc.clock()):
+        if _usable(existing, seen, svc.clock(), delivery, rejected=rejected):
             assert existing is not None
             return existing, False
         current = svc.store.grants.get(session.user, session.agent, provider)
@@ -205,15 +333,35 @@ def _refresh(
     grant: Grant,
     scopes: tuple[str, ...],
     owner: str,
+    delivery: str,
+    dpop_proof: str | None,
     refreshing: Decision,
 ) -> SessionToken:
-    """Refresh upstream while holding the lease; always leaves the lease released. Says how it
-    ended through `refreshing`, the refresh's audit decision."""
+    """Refresh upstream while holding the lease; always leaves the lease released. With
+    `dpop_proof` the provider binds the new access token to the proof's (the session's) key.
+    Says how it ended through `refreshing`, the refresh's audit decision."""
     client = svc.provider(grant.provider)
     try:
         refresh_token = svc.envelope.decrypt(grant.refresh_token_ct, grant.context).decode()
-        answer = client.refresh(refresh_token, scopes)
+        answer = client.refresh(refresh_token, scopes, dpop_proof=dpop_proof)
     except OAuthError as exc:
+        if exc.error in ("use_dpop_nonce", "invalid_dpop_proof"):
+            # the provider refused the agent's proof before touching the refresh token
+            svc.store.grants.release_lease(grant, owner)
+            refreshing.conclude("failed", reason=exc.error)
+            htu = client.metadata().token_endpoint
+            if exc.error == "use_dpop_nonce" and client.dpop_nonce:
+                raise DpopNonceRequired(
+                    f"provider {grant.provider!r} wants a DPoP nonce: sign {TOKEN_PROOF_HEADER}"
+                    " again with this nonce",
+                    nonce=client.dpop_nonce,
+                    htu=htu,
+                ) from exc
+            raise InvalidProof(
+                f"provider {grant.provider!r} refused the {TOKEN_PROOF_HEADER} proof ({exc.error})",
+                header=TOKEN_PROOF_HEADER,
+                htu=htu,
+            ) from exc
         if exc.error == "invalid_grant":
             # the provider no longer honours this grant: mark it once, never retry it
             svc.store.grants.mark_broken(grant, "invalid_grant")
@@ -262,6 +410,7 @@ def _refresh(
         access_token_ct=svc.envelope.encrypt(answer.access_token.encode(), context),
         expires_at=now + answer.expires_in,
         lifetime=answer.expires_in,
+        delivery=delivery,
     )
     broader = answer.scopes is not None and not set(answer.scopes) <= set(scopes)
     try:
@@ -334,8 +483,12 @@ def _lost_commit(
             svc.store.grants.store_refresh(grant, owner, new_refresh, None, now)
         except Conflict:
             svc.store.grants.release_lease(grant, owner)
-    revoked = revoke_tokens(svc, [token])
-    refreshing.note(upstream="revoked" if revoked else "revoke_failed")
+    revoked = revoke_tokens(svc, [token], session_end=True, stored=False)
+    if not upstream_at_session_end(svc, token):
+        upstream = "kept"  # never left the vault, or bound to the dead session's key
+    else:
+        upstream = "revoked" if revoked else "revoke_failed"
+    refreshing.note(upstream=upstream)
     refreshing.conclude("discarded", reason="session_ended")
     ended = (latest.ended_reason if latest is not None else None) or "expired"
     raise SessionEnded(f"the session is {ended}; start a new one", reason=ended)

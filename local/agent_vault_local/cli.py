@@ -62,6 +62,11 @@ def _wait_for_stop(watch_stdin: bool) -> None:
         pass
 
 
+def _named(exc: BaseException) -> str:
+    """The error with its type (a timeout's message may be empty)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def local_up(args: argparse.Namespace) -> int:
     from agent_vault_local.runner import LocalMode
 
@@ -78,7 +83,7 @@ def local_up(args: argparse.Namespace) -> int:
     try:
         info = mode.start()
     except Exception as exc:
-        print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
+        print(f"local mode failed to start: {_named(exc)}\n{START_HINT}", file=sys.stderr)
         return 1
     state = _publish_state(info, shared=not quiet or LOCAL_STATE_ENV in os.environ)
     atexit.register(_withdraw_state, state, info.to_json())
@@ -180,7 +185,7 @@ def local_demo(args: argparse.Namespace) -> int:
         try:
             info = mode.start()
         except Exception as exc:
-            print(f"local mode failed to start: {exc}\n{START_HINT}", file=sys.stderr)
+            print(f"local mode failed to start: {_named(exc)}\n{START_HINT}", file=sys.stderr)
             return 1
         print(
             f"  up in {time.monotonic() - started:.1f} s: vault {info.vault_url}, "

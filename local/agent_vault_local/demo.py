@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_vault.client import AccessToken, Authorization, UserIdentity, VaultClient
+from agent_vault.client import Authorization, UserIdentity, VaultClient
 from agent_vault.errors import (
     ConsentRequired,
+    DeliveryProxyOnly,
     Forbidden,
     ScopeNotAllowed,
     SessionEnded,
@@ -49,12 +50,16 @@ __all__ = [
     "id_token_for",
     "introspect",
     "invoke_reaper",
+    "proxied_events",
+    "session_items",
     "stop_task",
     "task_state_change_event",
     "vault_client",
 ]
 
 SCOPES = ("calendar.read",)
+EVENTS_PATH = "calendar/events"
+"""The calendar API's events, under the provider's API base URL (``api_base_urls``)."""
 
 
 # -- helpers (usable on their own) ---------------------------------------------------------------
@@ -134,6 +139,42 @@ def calendar_events(info: LocalInfo, token: str) -> HttpResponse:
     return http_request(
         "GET", info.provider["calendar_url"], headers={"Authorization": f"Bearer {token}"}
     )
+
+
+def proxied_events(
+    client: VaultClient, info: LocalInfo, key: Any = None, session_id: str | None = None
+) -> Any:
+    """GET the calendar's events through the vault's proxy, as the session (or with another
+    ``key`` and ``session_id``: a thief's try); the calendar API's JSON answer."""
+    sid = session_id or client.session_id
+    assert sid is not None
+    return client.request(
+        "GET",
+        f"/v1/sessions/{sid}/proxy/{info.provider_name}/{EVENTS_PATH}",
+        key=key,
+        session_id=sid,
+    )
+
+
+def session_items(info: LocalInfo, session_id: str) -> list[dict[str, Any]]:
+    """Every item of a session's partition in the vault table (moto's DynamoDB)."""
+    from agent_vault_local.runner import TABLE_NAME
+
+    dynamodb = _aws_client(
+        info,
+        "dynamodb",
+        endpoint_url=info.moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials # nosec B106
+    )
+    answer = dynamodb.query(
+        TableName=TABLE_NAME,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"SESSION#{session_id}"}},
+        ConsistentRead=True,
+    )
+    items: list[dict[str, Any]] = answer.get("Items", [])
+    return items
 
 
 def _aws_client(info: LocalInfo, service: str, **kwargs: Any) -> Any:
@@ -293,7 +334,6 @@ class _State:
     authorization: Authorization | None = None
     callback_url: str | None = None
     return_location: str | None = None
-    token: AccessToken | None = None
     event: dict[str, Any] | None = None
     reaped: dict[str, Any] | None = None
     clients: list[VaultClient] = field(default_factory=list)
@@ -381,25 +421,24 @@ class Story:
 
     def token_needs_consent(self) -> Authorization:
         def act() -> tuple[str, Any]:
+            client = self._client()
             try:
-                self._client().get_token(self.info.provider_name, SCOPES, authorize=True)
+                proxied_events(client, self.info)
             except ConsentRequired as exc:
-                if not exc.authorization_url or not exc.flow_id:
-                    raise StepFailed("consent_required without an authorization", None) from exc
-                authorization = Authorization(exc.flow_id, exc.authorization_url, 0)
+                authorization = client.start_authorization(self.info.provider_name, SCOPES)
                 self.state.authorization = authorization
-                host = urllib.parse.urlsplit(exc.authorization_url).netloc
+                host = urllib.parse.urlsplit(authorization.authorization_url).netloc
                 return (
-                    f"403 consent_required (missing {' '.join(exc.missing_scopes)}); the SDK"
-                    f" started flow {_short(exc.flow_id)} → authorize at {host}"
+                    f"403 consent_required (reason {exc.reason}); the agent starts flow"
+                    f" {_short(authorization.flow_id)} for calendar.read → authorize at {host}"
                 ), authorization
             raise StepFailed(
-                "a token came back before anyone consented",
+                "the calendar answered before anyone consented",
                 "the vault must answer consent_required without a grant",
             )
 
         result: Authorization = self._step(
-            "it asks for calendar.read: consent required", "check the token route", act
+            "it asks for calendar.read: consent required", "check the proxy route", act
         )
         return result
 
@@ -502,39 +541,46 @@ class Story:
         )
         return value
 
-    def get_token(self) -> AccessToken:
+    def calendar_through_proxy(self) -> list[dict[str, Any]]:
         def act() -> tuple[str, Any]:
-            token = self._client().get_token(self.info.provider_name, SCOPES)
-            self.state.token = token
-            return (
-                f"session-bound token for '{token.scope}', expires in "
-                f"{token.expires_in():.0f} s (the refresh token stays in the vault)"
-            ), token
-
-        result: AccessToken = self._step(
-            "the same session now gets its token", "the grant must be active after binding", act
-        )
-        return result
-
-    def call_calendar(self) -> list[dict[str, Any]]:
-        def act() -> tuple[str, Any]:
-            token = self.state.token
-            if token is None:
-                raise StepFailed("no token", "run the steps in order")
-            answer = calendar_events(self.info, token.access_token)
-            if answer.status != 200:
+            answer = proxied_events(self._client(), self.info)
+            events = answer.get("events", []) if isinstance(answer, dict) else []
+            if not events:
                 raise StepFailed(
-                    f"the calendar API answered {answer.status}",
-                    "the token must be active with calendar.read for the resource",
+                    "the calendar API answered no events through the proxy",
+                    "the provider's api_base_urls must be the calendar API's base URL",
                 )
-            events = answer.json().get("events", [])
             titles = ", ".join(str(e.get("title")) for e in events)
-            return f"200: {len(events)} events today ({titles})", events
+            return (
+                f"200 through the vault's proxy: {len(events)} events today ({titles}); the"
+                " vault attached the session's token, which never left it"
+            ), events
 
         result: list[dict[str, Any]] = self._step(
-            "the agent calls the calendar API with it", "check the provider's stderr", act
+            "the same session reads the calendar through the vault's proxy",
+            "the grant must be active after binding; read the vault log",
+            act,
         )
         return result
+
+    def no_token_for_the_agent(self) -> str:
+        def act() -> tuple[str, Any]:
+            try:
+                self._client().get_token(self.info.provider_name, SCOPES)
+            except DeliveryProxyOnly as exc:
+                return f"{exc.status} {exc.code}: {exc.detail}", exc.code
+            raise StepFailed(
+                "the vault handed the token to the agent",
+                "agents.calendar-agent.providers.calendar.delivery must be proxy",
+            )
+
+        return str(
+            self._step(
+                "the agent asks for the token itself: refused (proxy delivery)",
+                "a proxy agent's token never leaves the vault",
+                act,
+            )
+        )
 
     def stolen_session_refused(self) -> str:
         def act() -> tuple[str, Any]:
@@ -544,17 +590,11 @@ class Story:
             from agent_vault.proofs import SessionKey
 
             try:
-                thief.request(
-                    "POST",
-                    f"/v1/sessions/{session_id}/tokens",
-                    {"provider": self.info.provider_name, "scopes": list(SCOPES)},
-                    key=SessionKey(),
-                    session_id=session_id,
-                )
+                proxied_events(thief, self.info, key=SessionKey(), session_id=session_id)
             except Forbidden as exc:
                 return f"{exc.status} {exc.code}: {exc.detail}", exc.code
             raise StepFailed(
-                "another task got a token for this session",
+                "another task read the calendar through this session",
                 "the vault must compare the caller's principal with the session's",
             )
 
@@ -615,7 +655,8 @@ class Story:
             self.state.reaped = result
             return (
                 f"EventBridge → reaper: {result.get('ended_sessions')} session(s) ended, "
-                f"{result.get('revoked_tokens')} token(s) revoked upstream"
+                f"{result.get('revoked_tokens')} token(s) ended (a proxy token never left the"
+                " vault: deleted, not revoked upstream, so alice's consent lives on)"
             ), result
 
         value: dict[str, Any] = self._step(
@@ -625,18 +666,16 @@ class Story:
 
     def session_dead(self) -> str:
         def act() -> tuple[str, Any]:
-            client = self._client()
-            client.forget_token(self.info.provider_name, SCOPES)  # ask the vault, not the cache
             try:
-                client.get_token(self.info.provider_name, SCOPES)
+                proxied_events(self._client(), self.info)
             except SessionEnded as exc:
                 return f"{exc.status} {exc.code}: {exc.detail}", exc.code
             raise StepFailed(
-                "the stopped task's session still gets tokens",
+                "the stopped task's session still reaches the calendar",
                 "the reaper must mark the task's sessions ended",
             )
 
-        return str(self._step("the session is dead", "the token route must answer 410", act))
+        return str(self._step("the session is dead", "the proxy route must answer 410", act))
 
     def stopped_task_stays_stopped(self) -> str:
         def act() -> tuple[str, Any]:
@@ -660,24 +699,26 @@ class Story:
             )
         )
 
-    def token_dead(self) -> dict[str, Any]:
+    def token_dead(self) -> list[dict[str, Any]]:
         def act() -> tuple[str, Any]:
-            token = self.state.token
-            if token is None:
-                raise StepFailed("no token", "run the steps in order")
-            info = introspect(self.info, token.access_token)
-            if info.get("active") is not False:
+            session_id = self._client().session_id
+            if session_id is None:
+                raise StepFailed("no session", "run the steps in order")
+            items = session_items(self.info, session_id)
+            tokens = [i for i in items if i["sk"]["S"].startswith("TOKEN#")]
+            if tokens:
                 raise StepFailed(
-                    "the provider still says the token is active",
-                    "ending a session must revoke its tokens upstream (RFC 7009)",
+                    f"the vault still holds {len(tokens)} token(s) of the ended session",
+                    "ending a session must delete its tokens",
                 )
-            answer = calendar_events(self.info, token.access_token)
-            if answer.status != 401:
-                raise StepFailed(f"the calendar API answered {answer.status}", None)
-            return "introspection: active=false; the calendar API answers 401", info
+            status = next((i["status"]["S"] for i in items if i["sk"]["S"] == "SESSION"), "?")
+            return (
+                f"session {status}; no token of it is left in the vault table (it never left"
+                " the vault, so none is out there to replay)"
+            ), items
 
-        value: dict[str, Any] = self._step(
-            "its token is dead at the provider too", "revocation happens upstream", act
+        value: list[dict[str, Any]] = self._step(
+            "its token is gone from the vault", "the reaper ends the session's tokens", act
         )
         return value
 
@@ -705,8 +746,8 @@ class Story:
         "consent_at_provider",
         "callback",
         "bind",
-        "get_token",
-        "call_calendar",
+        "calendar_through_proxy",
+        "no_token_for_the_agent",
         "stolen_session_refused",
         "other_agent_refused",
         "stop_task",
@@ -738,6 +779,9 @@ def _format_event(event: dict[str, Any]) -> str:
     stamp = str(event.get("timestamp") or "")[11:23]
     keys = (
         "reason",
+        "method",
+        "path",
+        "status",
         "agent",
         "provider",
         "scopes",

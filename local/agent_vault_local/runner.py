@@ -73,6 +73,10 @@ CALENDAR_AGENT = "calendar-agent"
 CALENDAR_ROLE = "calendar-agent-role"
 MAIL_AGENT = "mail-agent"
 MAIL_ROLE = "mail-agent-role"
+BEARER_AGENT = "calendar-bearer-agent"
+"""The calendar with `bearer` delivery: the agent holds the token itself (replayable until it
+expires), for code that calls the API with the token (the SDK's token tests)."""
+BEARER_ROLE = "calendar-bearer-agent-role"
 ADMIN_ROLE = "vault-admin-role"
 EVENTS_ROLE = "agent-vault-local-events"
 REAPER_FUNCTION = "agent-vault-reaper"
@@ -83,6 +87,14 @@ AGENT_APP = "calendar-agent/app"
 TASK_1 = "calendar-agent/task-1"
 TASK_2 = "calendar-agent/task-2"
 MAIL_TASK = "mail-agent/task-1"
+BEARER_TASK_1 = "calendar-bearer-agent/task-1"
+BEARER_TASK_2 = "calendar-bearer-agent/task-2"
+AGENT_TASKS = (
+    (CALENDAR_AGENT, CALENDAR_ROLE, (AGENT_APP, TASK_1, TASK_2)),
+    (MAIL_AGENT, MAIL_ROLE, (MAIL_TASK,)),
+    (BEARER_AGENT, BEARER_ROLE, (BEARER_TASK_1, BEARER_TASK_2)),
+)
+"""Per local agent: its ECS task family, its role and the names of its running tasks."""
 ADMIN = "admin"
 EVENTS = "eventbridge"
 
@@ -300,10 +312,7 @@ class LocalMode:
         )["GroupId"]
         cluster = ecs.create_cluster(clusterName=CLUSTER)["cluster"]["clusterArn"]
         tasks: dict[str, str] = {}
-        for family, role, names in (
-            (CALENDAR_AGENT, CALENDAR_ROLE, (AGENT_APP, TASK_1, TASK_2)),
-            (MAIL_AGENT, MAIL_ROLE, (MAIL_TASK,)),
-        ):
+        for family, role, names in AGENT_TASKS:
             ecs.register_task_definition(
                 family=family,
                 networkMode="awsvpc",
@@ -338,9 +347,10 @@ class LocalMode:
     @staticmethod
     def _principals(tasks: dict[str, str]) -> dict[str, LocalPrincipal]:
         principals: dict[str, LocalPrincipal] = {}
-        role_ids: dict[str, str | None] = {CALENDAR_ROLE: None, MAIL_ROLE: None}
+        role_of = {name: role for _, role, names in AGENT_TASKS for name in names}
+        role_ids: dict[str, str | None] = dict.fromkeys(role_of.values())
         for name, arn in tasks.items():
-            role = CALENDAR_ROLE if name.startswith(CALENDAR_AGENT) else MAIL_ROLE
+            role = role_of[name]
             principal = new_principal(name, role, arn.rsplit("/", 1)[-1], role_id=role_ids[role])
             role_ids[role] = principal.role_id  # one role id per role, as in IAM
             principals[name] = principal
@@ -349,7 +359,9 @@ class LocalMode:
         return principals
 
     @staticmethod
-    def _config(issuer: str, jwks_uri: str, resource: str, return_url: str) -> dict[str, Any]:
+    def _config(
+        issuer: str, jwks_uri: str, resource: str, return_url: str, calendar_api: str
+    ) -> dict[str, Any]:
         return {
             "environment": "local",
             "account": DEFAULT_ACCOUNT,
@@ -361,14 +373,34 @@ class LocalMode:
                     "scopes": list(PROVIDER_SCOPES),
                     "resource": resource,
                     "timeout_seconds": 5,
+                    # the bundled calendar API, reached through the vault's proxy
+                    "api_base_urls": [calendar_api],
+                    "dpop": True,
                 },
             },
             "agents": {
                 CALENDAR_AGENT: {
                     "role_name": CALENDAR_ROLE,
-                    "providers": {PROVIDER: ["calendar.read", "calendar.write"]},
+                    "providers": {
+                        PROVIDER: {
+                            "scopes": ["calendar.read", "calendar.write"],
+                            "delivery": "proxy",
+                        }
+                    },
                 },
-                MAIL_AGENT: {"role_name": MAIL_ROLE, "providers": {PROVIDER: ["mail.read"]}},
+                MAIL_AGENT: {
+                    "role_name": MAIL_ROLE,
+                    "providers": {PROVIDER: {"scopes": ["mail.read"], "delivery": "bearer"}},
+                },
+                BEARER_AGENT: {
+                    "role_name": BEARER_ROLE,
+                    "providers": {
+                        PROVIDER: {
+                            "scopes": ["calendar.read", "calendar.write"],
+                            "delivery": "bearer",
+                        }
+                    },
+                },
             },
             "admin_role_names": [ADMIN_ROLE],
             "return_urls": [return_url],
@@ -504,6 +536,9 @@ class LocalMode:
             "CALLBACK_URL": callback_url,
             "CLIENT_SECRET_PREFIX": CLIENT_SECRET_PREFIX,
             "VAULT_CONFIG_PATH": str(config_path),
+            # the bundled calendar API listens on 127.0.0.1: the proxy may call loopback here
+            # (and only here: the deployed functions never get this setting)
+            "EGRESS_ALLOW_LOOPBACK": "true",
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": "AgentVault",
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -531,7 +566,13 @@ class LocalMode:
         os.environ["KEY_ID"] = key_arn
         config_path.write_text(
             json.dumps(
-                self._config(provider.issuer, provider.jwks_uri, provider.resource, return_url),
+                self._config(
+                    provider.issuer,
+                    provider.jwks_uri,
+                    provider.resource,
+                    return_url,
+                    provider.calendar_api_base,
+                ),
                 indent=2,
             ),
             encoding="utf-8",

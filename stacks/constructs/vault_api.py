@@ -15,6 +15,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from vault.config import HTTP_METHODS
 from vault.routes import ROUTES
 
 Route = tuple[str, str]
@@ -26,6 +27,8 @@ def _routes(function: str) -> tuple[Route, ...]:
 
 
 AGENT_ROUTES: tuple[Route, ...] = _routes("agent-api")
+PROXY_ROUTES: tuple[Route, ...] = _routes("proxy-api")
+"""The egress proxy's (`ANY`, every method): agents call it too."""
 ADMIN_ROUTES: tuple[Route, ...] = _routes("admin-api")
 CALLBACK_ROUTES: tuple[Route, ...] = _routes("callback")
 CALLBACK_PATH = "/v1/oauth/callback"
@@ -172,6 +175,9 @@ class VaultHttpApi(Construct):
     def route_agent_api(self, function: lambda_.IFunction) -> None:
         self._route(AGENT_ROUTES, function, "AgentApi")
 
+    def route_proxy_api(self, function: lambda_.IFunction) -> None:
+        self._route(PROXY_ROUTES, function, "ProxyApi")
+
     def route_admin_api(self, function: lambda_.IFunction) -> None:
         self._route(ADMIN_ROUTES, function, "AdminApi")
 
@@ -179,12 +185,20 @@ class VaultHttpApi(Construct):
         self._route(CALLBACK_ROUTES, function, "Callback", public=True)
 
 
+def agent_invocations() -> tuple[Route, ...]:
+    """(method, path) an agent may invoke: the agent routes, and the proxy's with each method
+    it forwards (an `ANY` route's requests carry their own method in the execute-api ARN)."""
+    proxied = tuple((m, path) for _, path in PROXY_ROUTES for m in HTTP_METHODS)
+    return (*AGENT_ROUTES, *proxied)
+
+
 def agent_route_arns(api_id: str) -> list[str]:
-    """execute-api ARNs of the agent routes of API `api_id` (any stage), and of nothing else."""
+    """execute-api ARNs of the agent routes (the proxy's included) of API `api_id` (any stage),
+    and of nothing else."""
     return [
         f"arn:{Aws.PARTITION}:execute-api:{Aws.REGION}:{Aws.ACCOUNT_ID}:{api_id}/*/{method}"
         f"{iam_path(path)}"
-        for method, path in AGENT_ROUTES
+        for method, path in agent_invocations()
     ]
 
 

@@ -1,4 +1,5 @@
-"""SECURITY.md row 49 and issue #10 item 3: each function's role allows what its code calls.
+"""SECURITY.md row 49 and issue #10 item 3: each function's role allows what its code calls
+(the egress proxy's included, issue #12).
 
 The handlers' real code paths run over moto and the real provider, each request through the
 handler API Gateway would route it to (the reaper as EventBridge would call it); a botocore hook
@@ -29,11 +30,13 @@ from tests.support.harness import (
     scheduled_sweep,
     task_stopped,
 )
-from vault.handlers import admin_api, admin_read, agent_api, callback, reaper
+from tests.support.upstream import Reply, Seen, Upstream
+from vault.config import VaultConfig
+from vault.handlers import admin_api, admin_read, agent_api, callback, proxy_api, reaper
 from vault.handlers.reaper import persistence
 from vault.runtime import build_services
 
-MODULES = (agent_api, callback, admin_api, admin_read, reaper)
+MODULES = (agent_api, proxy_api, callback, admin_api, admin_read, reaper)
 """The handler modules; each takes its container's services from `services()`."""
 
 Access = tuple[str, str, str]
@@ -43,6 +46,7 @@ Access = tuple[str, str, str]
 
 FUNCTIONS = {
     "vault.handlers.agent_api.handler": "AgentApi",
+    "vault.handlers.proxy_api.handler": "ProxyApi",
     "vault.handlers.callback.handler": "Callback",
     "vault.handlers.admin_api.handler": "AdminApi",
 }
@@ -137,8 +141,21 @@ def _connect(vault: Vault, role: str = "calendar-agent-role", user: str = "alice
     return agent
 
 
-def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
+def _run_every_code_path(vault: Vault, recorder: Recorder, stand_in: str) -> None:
     """Every route and branch that reaches AWS, once."""
+    # Proxy: the first call mints the session's token (lease, refresh, the token stored in the
+    # refresh's transaction), the second is warm; a provider's 401 to a POST (`stand_in`, the
+    # provider's second API base URL) forgets the refused token.
+    proxied = vault.agent("proxy-agent-role")
+    assert proxied.start_session(vault.user("alice")).status == 201
+    assert vault.connect(proxied, scopes=("calendar.read", "calendar.write")).status == 200
+    for _ in range(2):
+        assert proxied.proxy("GET", "calendar/events").status == 200
+    refused = proxied.proxy(
+        "POST", "calendar/events", body="{}", headers={"X-Agent-Vault-Api-Base": stand_in}
+    )
+    assert refused.status == 401 and refused.headers["x-agent-vault-proxy"] == "upstream"
+
     # Agent API and callback: a session, consent, binding, a minted then a cached token.
     agent = _connect(vault)
     assert agent.token("calendar", ["calendar.read"]).status == 200  # cached: opens it
@@ -240,6 +257,10 @@ def _run_every_code_path(vault: Vault, recorder: Recorder) -> None:
     recorder.served("Reaper")
 
 
+def _unauthorized_posts(seen: Seen) -> Reply:
+    return Reply(401 if seen.method == "POST" else 200)
+
+
 @pytest.fixture(scope="module")
 def used() -> dict[str, set[Access]]:
     return {}
@@ -257,21 +278,24 @@ def recorded(
         vault.session.events.register(hook, recorder)
         persistence.client.meta.events.register(hook, recorder)
         apigw.OBSERVERS.append(recorder.observe)
+        stand_in = Upstream(_unauthorized_posts)
         try:
+            stand_in.__enter__()
+            data = vault.services.config.model_dump(mode="json", exclude_none=True)
+            data["providers"]["calendar"]["api_base_urls"].append(stand_in.url)
+            config = VaultConfig.model_validate(data)
             # One container per function, as in Lambda: its own data-key and secret caches (a
             # key one function made is not opened from another's cache).
             for module in MODULES:
                 svc = build_services(
-                    vault.services.settings,
-                    config=vault.services.config,
-                    session=vault.session,
-                    clock=vault.clock,
+                    vault.services.settings, config=config, session=vault.session, clock=vault.clock
                 )
                 monkeypatch.setattr(module, "services", lambda svc=svc: svc)
             # the read API's router runs in the admin function's container
             monkeypatch.setattr(admin_read, "services", admin_api.services)
-            _run_every_code_path(vault, recorder)
+            _run_every_code_path(vault, recorder, stand_in.url)
         finally:
+            stand_in.__exit__(None, None, None)
             apigw.OBSERVERS.remove(recorder.observe)
             persistence.client.meta.events.unregister(hook, recorder)
             vault.session.events.unregister(hook, recorder)
@@ -350,7 +374,7 @@ def covers(rule: Access, call: Access) -> bool:
     return rule[:2] == call[:2] and rule[2] in ("", call[2])
 
 
-@pytest.mark.parametrize("function", ["AgentApi", "Callback", "AdminApi", "Reaper"])
+@pytest.mark.parametrize("function", ["AgentApi", "ProxyApi", "Callback", "AdminApi", "Reaper"])
 @pytest.mark.parametrize("fixture", ["synthesized", "synthesized_prod"])
 def test_each_function_is_allowed_exactly_what_its_code_calls(
     recorded: dict[str, set[Access]], function: str, fixture: str, request: pytest.FixtureRequest

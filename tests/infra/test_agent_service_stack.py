@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTES
+from stacks.constructs.vault_api import ADMIN_ROUTES, CALLBACK_ROUTES, agent_invocations
 from tests.infra.cfn import API_ID, as_list, iam_matches, render
 from tests.infra.conftest import Synthesized, by_type
 
@@ -16,7 +16,12 @@ ARN = f"arn:aws:execute-api:eu-west-1:123456789012:{API_ID}/$default"
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{session_id}", "ses_abc").replace("{flow_id}", "flw_abc")
+    return (
+        path.replace("{session_id}", "ses_abc")
+        .replace("{flow_id}", "flw_abc")
+        .replace("{provider}", "calendar")
+        .replace("{path+}", "calendar/v3/events")
+    )
 
 
 def _task_role_resources(synthesized: Synthesized) -> list[str]:
@@ -89,7 +94,7 @@ def test_row_51_only_tasks_of_the_vaults_cluster_can_be_the_agent(
     }
 
 
-@pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)
+@pytest.mark.parametrize(("method", "path"), agent_invocations())
 def test_the_task_role_may_call_every_agent_route(
     synthesized: Synthesized, method: str, path: str
 ) -> None:
@@ -113,7 +118,7 @@ def test_no_task_role_resource_has_a_wildcard_method_or_api(synthesized: Synthes
     for resource in _task_role_resources(synthesized):
         api, stage, method, *path = resource.split(":")[-1].split("/")
         assert api == API_ID and stage == "*"
-        assert method in {"GET", "POST", "DELETE"}
+        assert method in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
         assert path[:1] == ["v1"] and "*" not in path[:2], resource
 
 
@@ -127,7 +132,7 @@ def test_the_container_gets_the_vault_url_and_no_secret(synthesized: Synthesized
     # what the sample agent asks for is its own policy in the config, nothing broader
     config = synthesized.built.config
     agent = config.agents[config.sample_agent or next(iter(config.agents))]
-    assert env["CALENDAR_SCOPES"].split() == list(agent.providers[env["CALENDAR_PROVIDER"]])
+    assert env["CALENDAR_SCOPES"].split() == list(agent.providers[env["CALENDAR_PROVIDER"]].scopes)
     assert "Secrets" not in container
     assert container["ReadonlyRootFilesystem"] is True
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"

@@ -52,6 +52,15 @@ def test_a_config_file_named_in_the_context_replaces_the_default(tmp_path: Any) 
     assert config_from_context(context.get).environment == "staging"
 
 
+def _access(data: dict[str, Any], agent: str, provider: str) -> dict[str, Any]:
+    """An agent's entry at a provider, as an object (the shorthand list turned into one)."""
+    providers = data["agents"][agent]["providers"]
+    if isinstance(providers[provider], list):
+        providers[provider] = {"scopes": providers[provider]}
+    entry: dict[str, Any] = providers[provider]
+    return entry
+
+
 def _error(change: Any) -> str:
     data = copy.deepcopy(example())
     change(data)
@@ -95,6 +104,97 @@ def _error(change: Any) -> str:
         (lambda d: d.update(sample_agent="nobody"), "sample_agent", "no agent named"),
         (lambda d: d.update(audit_data_events="some"), "audit_data_events", "writes"),
         (lambda d: d.update(certificate_arn="not-an-arn"), "certificate_arn", "pattern"),
+        # delivery: a replayable token is never a default
+        (
+            lambda d: d["providers"]["google"].update(api_base_urls=[]),  # not the preset's
+            "agents.calendar-agent.providers.google",
+            "no safe delivery for this agent's tokens: set providers.google.api_base_urls",
+        ),
+        (
+            lambda d: d["providers"]["google"].update(api_base_urls=[]),  # not the preset's
+            "agents.calendar-agent.providers.google",
+            "enable providers.google.dpop (tokens bound to the session key), or opt in with"
+            ' "delivery": "bearer" (a token anyone who intercepts it can replay until it'
+            " expires)",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(delivery="dpop"),
+            "agents.mail-agent.providers.mail",
+            "delivery dpop needs providers.mail.dpop: true",
+        ),
+        (
+            lambda d: (
+                d["providers"]["mail"].pop("api_base_urls"),
+                _access(d, "mail-agent", "mail").update(delivery="proxy"),
+            ),
+            "agents.mail-agent.providers.mail",
+            "delivery proxy needs providers.mail.api_base_urls",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(
+                delivery="bearer", requests=[{"methods": ["GET"]}]
+            ),
+            "agents.mail-agent.providers.mail",
+            "requests is the proxy's policy; it means nothing with delivery bearer",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(delivery="carrier-pigeon"),
+            "agents.mail-agent.providers.mail.delivery",
+            "'proxy', 'dpop' or 'bearer'",
+        ),
+        (
+            lambda d: d["providers"]["mail"].update(api_base_urls=["http://mail.example.com"]),
+            "providers.mail.api_base_urls[0]",
+            "must use https",
+        ),
+        (
+            lambda d: d["providers"]["mail"].update(api_base_urls=["https://m.example/?v=1"]),
+            "providers.mail.api_base_urls[0]",
+            "must not carry a query",
+        ),
+        (
+            lambda d: d["providers"]["mail"].update(
+                api_base_urls=["https://m.example", "https://m.example/"]
+            ),
+            "providers.mail.api_base_urls",
+            "a base URL is listed twice",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(
+                requests=[{"methods": ["FETCH"], "paths": ["/x"]}]
+            ),
+            "agents.mail-agent.providers.mail.requests[0].methods[0]",
+            "'GET'",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(requests=[{"paths": ["inbox"]}]),
+            "agents.mail-agent.providers.mail.requests[0].paths[0]",
+            "must start with /",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(
+                requests=[{"paths": ["/inbox/../admin"]}]
+            ),
+            "agents.mail-agent.providers.mail.requests[0].paths[0]",
+            "'..' segment",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(
+                requests=[{"paths": ["/inbox/%2e%2e/admin"]}]
+            ),
+            "agents.mail-agent.providers.mail.requests[0].paths[0]",
+            "is not a plain path segment",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(requests=[{"paths": ["/in**"]}]),
+            "agents.mail-agent.providers.mail.requests[0].paths[0]",
+            "'**' must be a whole segment",
+        ),
+        (
+            lambda d: _access(d, "mail-agent", "mail").update(requests=[]),
+            "agents.mail-agent.providers.mail.requests",
+            "at least 1",
+        ),
     ],
 )
 def test_config_errors_name_the_key(change: Any, key: str, says: str) -> None:
@@ -102,6 +202,45 @@ def test_config_errors_name_the_key(change: Any, key: str, says: str) -> None:
     assert f"config error at {key}: " in message
     assert says in message
     assert "test.json" in message
+
+
+def test_deliveries_default_to_the_safest_the_provider_offers() -> None:
+    """proxy with api_base_urls, else dpop with dpop, else nothing (bearer only when asked)."""
+    data = example()
+    data["providers"]["mail"] = {**data["providers"]["mail"], "dpop": True}
+    data["providers"]["mail"].pop("api_base_urls")
+    data["agents"]["extra-agent"] = {
+        "role_name": "agent-vault-dev-extra",
+        "providers": {"mail": {"scopes": ["mail.read"], "delivery": "bearer"}},
+    }
+    config = parse_config(data, source="test.json")
+    assert config.delivery("calendar-agent", "google") == "proxy"
+    assert config.delivery("mail-agent", "mail") == "dpop"
+    assert config.delivery("extra-agent", "mail") == "bearer"
+    (rule,) = config.request_rules("calendar-agent", "google")
+    assert rule.paths == ("/**",)
+    assert set(rule.methods) == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+    # the example itself: every agent's delivery is the proxy, its base URLs as given
+    example_config = read_config_file(EXAMPLE)
+    assert {
+        (agent, provider): example_config.delivery(agent, provider)
+        for agent, a in example_config.agents.items()
+        for provider in a.providers
+    } == {("calendar-agent", "google"): "proxy", ("mail-agent", "mail"): "proxy"}
+    assert example_config.providers["google"].api_base_urls == ("https://www.googleapis.com",)
+
+
+def test_a_request_policy_and_trailing_slashes_read_as_written() -> None:
+    data = example()
+    data["providers"]["mail"]["api_base_urls"] = ["https://mail.example.com/api/"]
+    data["agents"]["mail-agent"]["providers"]["mail"] = {
+        "scopes": ["mail.read"],
+        "requests": [{"methods": ["GET"], "paths": ["/messages/*", "/labels/**", "/"]}],
+    }
+    config = parse_config(data, source="test.json")
+    assert config.providers["mail"].api_base_urls == ("https://mail.example.com/api",)
+    (rule,) = config.request_rules("mail-agent", "mail")
+    assert rule.methods == ("GET",) and rule.paths == ("/messages/*", "/labels/**", "/")
 
 
 def test_a_missing_config_file_is_a_clear_error(tmp_path: Any) -> None:

@@ -16,7 +16,7 @@ def test_every_vault_function_keeps_lambdas_active_tracing(
             for f in by_type(built.templates["Vault"], "AWS::Lambda::Function").values()
             if f["Properties"].get("Handler", "").startswith("vault.")
         ]
-        assert len(functions) == 4
+        assert len(functions) == 5
         for props in functions:
             assert props["TracingConfig"] == {"Mode": "Active"}
             assert not any(

@@ -10,6 +10,7 @@ from tests.infra.conftest import Synthesized
 ACCEPTED_RESOURCE_STAR = {
     # (stack, policy logical id prefix, actions): each is acknowledged in stacks/nag.py.
     ("Vault", "AgentApiRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
+    ("Vault", "ProxyApiRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "CallbackRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "AdminApiRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "ReaperRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
@@ -79,11 +80,20 @@ def test_each_agent_grant_reaches_its_own_route_of_the_table_and_says_so(
     for route in ROUTES:
         for ident in ("ses_abc", "ses_a/b"):
             path = route.path.replace("{session_id}", ident).replace("{flow_id}", ident)
-            matching = [g for g in grants if iam_matches(g, f"{base}/{route.method}{path}")]
-            if route.function == "agent-api":
-                assert len(matching) == 1, (route.route_key, matching)
-            else:
-                assert matching == [], (route.route_key, matching)
+            # an `ANY` route's requests carry their own method: one grant per method
+            for method in ("GET", "POST", "DELETE") if route.method == "ANY" else (route.method,):
+                matching = [g for g in grants if iam_matches(g, f"{base}/{method}{path}")]
+                if route.function == "agent-api":
+                    assert len(matching) == 1, (route.route_key, matching)
+                elif route.function == "proxy-api":
+                    # its own grant; for GET and DELETE also the session's (`.../sessions/*`
+                    # fits every deeper path): both the agent's routes
+                    own = [g for g in matching if "/proxy/" in g]
+                    session = [g for g in matching if g.endswith(f"/{method}/v1/sessions/*")]
+                    assert len(own) == 1 and sorted(matching) == sorted(own + session), matching
+                    assert len(session) == (1 if method in ("GET", "DELETE") else 0), matching
+                else:
+                    assert matching == [], (route.route_key, method, matching)
     reasons = [
         a.reason
         for a in synthesized.built.acknowledgements

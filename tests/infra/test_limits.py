@@ -56,11 +56,11 @@ def test_the_reaper_has_reserved_concurrency_the_api_functions_share_the_pool(
 ) -> None:
     built = synthesized if which == "dev" else synthesized_prod
     functions = _functions(built.templates["Vault"])
-    assert set(functions) == {"agent_api", "callback", "admin_api", "reaper"}
+    assert set(functions) == {"agent_api", "proxy_api", "callback", "admin_api", "reaper"}
     expected = built.built.config.reaper_reserved_concurrency
     assert expected == 2  # the default
     assert functions["reaper"]["ReservedConcurrentExecutions"] == expected
-    for name in ("agent_api", "callback", "admin_api"):  # docs/cost.md: what caps them
+    for name in ("agent_api", "proxy_api", "callback", "admin_api"):  # docs/cost.md
         assert "ReservedConcurrentExecutions" not in functions[name], name
 
 

@@ -27,7 +27,7 @@ USE = {
     "kms:PutKeyPolicy",
 }
 """Actions that use the key, or hand its use to someone (a grant, a new policy)."""
-FUNCTIONS = ("AgentApi", "Callback", "AdminApi", "Reaper")
+FUNCTIONS = ("AgentApi", "ProxyApi", "Callback", "AdminApi", "Reaper")
 DEPLOY_ROLE = "arn:aws:iam::123456789012:role/cdk-hnb659fds-cfn-exec-role-123456789012-eu-west-1"
 
 
@@ -47,7 +47,7 @@ def _vault_roles(template: dict[str, Any]) -> list[dict[str, Any]]:
         for k in by_type(template, "AWS::IAM::Role")
         if k.startswith(tuple(f"{f}Role" for f in FUNCTIONS))
     ]
-    assert len(roles) == 4, roles
+    assert len(roles) == len(FUNCTIONS), roles
     return sorted(({"Fn::GetAtt": [r, "Arn"]} for r in roles), key=json.dumps)
 
 

@@ -6,12 +6,18 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
-from stacks.constructs.vault_api import ADMIN_ROUTES, AGENT_ROUTES, CALLBACK_ROUTES
+from stacks.constructs.vault_api import (
+    ADMIN_ROUTES,
+    AGENT_ROUTES,
+    CALLBACK_ROUTES,
+    PROXY_ROUTES,
+)
 from tests.infra.cfn import as_list, policy_statements, render
 from tests.infra.conftest import Synthesized, by_type
 
 HANDLERS = {
     "vault.handlers.agent_api.handler",
+    "vault.handlers.proxy_api.handler",
     "vault.handlers.callback.handler",
     "vault.handlers.admin_api.handler",
     "vault.handlers.reaper.handler",
@@ -73,7 +79,13 @@ def test_envelope_encryption_is_conditioned_on_the_purpose(synthesized: Synthesi
         elif set(as_list(statement["Action"])) & {"kms:Decrypt", "kms:GenerateDataKey"}:
             # Any other KMS use is through DynamoDB (table SSE) only.
             assert "kms:ViaService" in condition, (logical_id, statement)
-    assert {logical_id[:6] for logical_id in purposes} == {"AgentA", "Callba", "AdminA", "Reaper"}
+    assert {logical_id[:6] for logical_id in purposes} == {
+        "AgentA",
+        "ProxyA",
+        "Callba",
+        "AdminA",
+        "Reaper",
+    }
     # Each statement is one purpose; which function may do what is tests/infra/test_access.py.
     for logical_id, (_, allowed) in purposes.items():
         assert allowed in (["token"], ["verifier"]), logical_id
@@ -132,7 +144,7 @@ def test_one_function_per_handler_each_with_its_own_role(synthesized: Synthesize
     }
     assert {f["Handler"] for f in functions.values()} == HANDLERS
     roles = {f["Role"]["Fn::GetAtt"][0] for f in functions.values()}
-    assert len(roles) == 4
+    assert len(roles) == 5
     for props in functions.values():
         assert props["Runtime"] == "python3.13"
         assert props["Architectures"] == ["arm64"]
@@ -151,6 +163,8 @@ def test_one_function_per_handler_each_with_its_own_role(synthesized: Synthesize
         assert env["CLIENT_SECRET_PREFIX"] == "agent-vault/dev/provider/"
         assert env["CALLBACK_URL"].endswith("/v1/oauth/callback")
         assert env["POWERTOOLS_SERVICE_NAME"] == "agent-vault"
+        # the proxy may call loopback only in local mode: never a deployed function
+        assert "EGRESS_ALLOW_LOOPBACK" not in env
 
 
 def test_every_log_group_has_a_retention(synthesized: Synthesized) -> None:
@@ -159,15 +173,16 @@ def test_every_log_group_has_a_retention(synthesized: Synthesized) -> None:
             assert group["Properties"]["RetentionInDays"] == 30
 
 
-def test_only_the_agent_api_writes_the_replay_table(synthesized: Synthesized) -> None:
+def test_only_the_agent_api_and_the_proxy_write_the_replay_table(
+    synthesized: Synthesized,
+) -> None:
     writers = set()
     for logical_id, statement in policy_statements(_vault(synthesized)):
         resources = render(as_list(statement["Resource"]))
         if any("TablesReplay" in str(r) for r in resources):
             assert as_list(statement["Action"]) == ["dynamodb:PutItem"]
             writers.add(logical_id)
-    assert len(writers) == 1
-    assert next(iter(writers)).startswith("AgentApi")
+    assert {w[:8] for w in writers} == {"AgentApi", "ProxyApi"}
 
 
 def test_the_callback_is_the_only_unauthenticated_route(synthesized: Synthesized) -> None:
@@ -175,7 +190,9 @@ def test_the_callback_is_the_only_unauthenticated_route(synthesized: Synthesized
         r["Properties"]["RouteKey"]: r["Properties"].get("AuthorizationType")
         for r in by_type(_vault(synthesized), "AWS::ApiGatewayV2::Route").values()
     }
-    documented = {f"{m} {p}" for m, p in (*AGENT_ROUTES, *ADMIN_ROUTES, *CALLBACK_ROUTES)}
+    documented = {
+        f"{m} {p}" for m, p in (*AGENT_ROUTES, *PROXY_ROUTES, *ADMIN_ROUTES, *CALLBACK_ROUTES)
+    }
     assert set(routes) == documented
     public = {key for key, auth in routes.items() if auth != "AWS_IAM"}
     assert public == {"GET /v1/oauth/callback", "GET /v1/oauth/callback/{provider}"}
@@ -288,8 +305,8 @@ def test_alarms_cover_api_5xx_and_every_function(synthesized: Synthesized) -> No
     ]
     metrics = {(a["Namespace"], a["MetricName"]) for a in alarms}
     assert ("AWS/ApiGateway", "5xx") in metrics
-    assert sum(1 for a in alarms if a["MetricName"] == "Errors") == 4
-    assert sum(1 for a in alarms if a["MetricName"] == "Throttles") == 4
+    assert sum(1 for a in alarms if a["MetricName"] == "Errors") == 5
+    assert sum(1 for a in alarms if a["MetricName"] == "Throttles") == 5
     assert all(a["AlarmActions"] for a in alarms)
     template = synthesized.template("Vault")
     template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})

@@ -68,7 +68,12 @@ def test_what_would_stop_the_vault_is_a_problem(authorization_server: Authorizat
 def test_the_command_line_check(authorization_server: AuthorizationServer, tmp_path: Path) -> None:
     config = {
         "providers": {"local": local(authorization_server).model_dump(mode="json")},
-        "agents": {"a": {"role_name": "a-role", "providers": {"local": ["calendar.read"]}}},
+        "agents": {
+            "a": {
+                "role_name": "a-role",
+                "providers": {"local": {"scopes": ["calendar.read"], "delivery": "bearer"}},
+            }
+        },
         "return_urls": ["https://app.example/return"],
     }
     path = tmp_path / "config.json"

@@ -54,10 +54,9 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert len(returned["binding_code"]) == 1  # only here, never in the agent's answers
 
         assert story.bind() == {"status": "active"}
-        token = story.get_token()
-        assert token.scopes == ("calendar.read",) and token.expires_in() > 60
-        events = story.call_calendar()
+        events = story.calendar_through_proxy()
         assert [e["title"] for e in events] == ["Team stand-up", "Quarterly planning"]
+        assert story.no_token_for_the_agent() == "delivery_proxy_only"
 
         assert story.stolen_session_refused() == "forbidden"
         assert story.other_agent_refused() == "scope_not_allowed"
@@ -72,26 +71,29 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
 
         assert story.session_dead() == "session_ended"
         assert story.stopped_task_stays_stopped() == "task_stopped"
-        assert story.token_dead()["active"] is False
+        items = story.token_dead()  # the session's partition: the session, no token
+        assert [i["sk"]["S"] for i in items] == ["SESSION"]
+        assert items[0]["status"]["S"] == "ended"
 
         audit = story.audit_trail()
         actions = [(e["action"], e["outcome"]) for e in audit]
         for expected in [
             ("session.start", "allowed"),
-            ("token.issue", "denied"),
+            ("proxy.call", "denied"),
             ("consent.start", "allowed"),
             ("consent.callback", "exchanged"),
             ("consent.complete", "allowed"),
-            ("token.issue", "allowed"),
+            ("proxy.call", "allowed"),
+            ("token.issue", "denied"),
             ("session.end", "ended"),
             ("task.stopped", "reaped"),
         ]:
             assert expected in actions, expected
+        assert ("token.issue", "allowed") not in actions  # the agent never got the token
         assert story.ok and all(result.ok for result in story.results)
         assert len(story.results) == len(Story.STEPS)
         # Nothing secret reached the vault's logs.
         log = Path(info.vault_log).read_text(encoding="utf-8")
-        assert token.access_token not in log
         assert story.state.alice is not None and story.state.alice.id_token not in log
         assert parse_qs(urlsplit(callback).query)["code"][0] not in log
     finally:

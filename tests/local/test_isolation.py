@@ -18,7 +18,7 @@ from typing import Any
 
 from agent_vault import UserIdentity, VaultClient, VaultError
 from agent_vault_local.demo import introspect
-from agent_vault_local.runner import MAIL_TASK, TASK_1, TASK_2, LocalInfo
+from agent_vault_local.runner import BEARER_TASK_1, MAIL_TASK, TASK_1, TASK_2, LocalInfo
 from tests.local.helpers import consent, fresh_grants, id_token_for, vault_client
 
 PAIRS = 50
@@ -34,12 +34,14 @@ def _at_the_same_moment(work: dict[str, Callable[[], list[str]]]) -> dict[str, l
 def test_two_principals_at_the_same_moment_each_get_their_own_answer(
     local_with_agent: LocalInfo,
 ) -> None:
-    """Row 31: alice's calendar agent task and bob's mail agent task ask for their session and
-    their token at the same moment, 50 times; every answer is the asker's own."""
+    """Row 31: alice's calendar agent task (the bearer-delivery one: these tokens are handed
+    out) and bob's mail agent task ask for their session and their token at the same moment,
+    50 times; every answer is the asker's own."""
     info = local_with_agent
     fresh_grants(info, "alice", "bob")
+    alice = UserIdentity(id_token=id_token_for(info, "alice"))
     clients = {
-        "alice": vault_client(info, TASK_1, UserIdentity(id_token=id_token_for(info, "alice"))),
+        "alice": vault_client(info, BEARER_TASK_1, alice),
         "bob": vault_client(info, MAIL_TASK, UserIdentity(id_token=id_token_for(info, "bob"))),
     }
     scopes = {"alice": CALENDAR, "bob": MAIL}
@@ -84,7 +86,7 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
             return run
 
         seen = _at_the_same_moment({name: asker(name) for name in clients})
-        agents = {"alice": "calendar-agent", "bob": "mail-agent"}
+        agents = {"alice": "calendar-bearer-agent", "bob": "mail-agent"}
         for name, answers in seen.items():
             expected = [f"{name}'s token", f"{name}'s session of {agents[name]} for {name}"] * PAIRS
             crossed = [a for a in answers if a not in expected]
@@ -106,7 +108,7 @@ def test_two_principals_at_the_same_moment_each_get_their_own_answer(
             if r.get("type") == "platform.report"
         }
         session_of_task = {
-            info.principal(TASK_1).session_name: own_session["alice"],
+            info.principal(BEARER_TASK_1).session_name: own_session["alice"],
             info.principal(MAIL_TASK).session_name: own_session["bob"],
         }
         for decision in decisions:

@@ -24,7 +24,11 @@ from agent_vault import (
     use_client,
 )
 from agent_vault_local.demo import calendar_events
-from agent_vault_local.runner import TASK_1, TASK_2, LocalInfo
+
+# the tokens these tests read are handed out: local mode's bearer-delivery agent's tasks
+from agent_vault_local.runner import BEARER_TASK_1 as TASK_1
+from agent_vault_local.runner import BEARER_TASK_2 as TASK_2
+from agent_vault_local.runner import LocalInfo
 from tests.local.helpers import approve, vault_client
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2, "consent_timeout": 30}

@@ -25,7 +25,11 @@ from agent_vault import (
 )
 from agent_vault_local.demo import calendar_events
 from agent_vault_local.provider import http_request
-from agent_vault_local.runner import TASK_1, TASK_2, LocalInfo
+
+# the tokens these tests read are handed out: local mode's bearer-delivery agent's tasks
+from agent_vault_local.runner import BEARER_TASK_1 as TASK_1
+from agent_vault_local.runner import BEARER_TASK_2 as TASK_2
+from agent_vault_local.runner import LocalInfo
 from tests.local.helpers import CountingPool, approve, consent, vault_client
 
 CALENDAR = ("calendar.read",)
@@ -40,7 +44,7 @@ def test_session_lifecycle(local: LocalInfo, tokens: dict[str, str]) -> None:
     principal = local.principal(TASK_1)
     with vault_client(local, TASK_1, alice(tokens)) as client:
         session = client.start_session()
-        assert session.agent == "calendar-agent"
+        assert session.agent == "calendar-bearer-agent"
         assert session.user == {"iss": local.provider["issuer"], "sub": "alice"}
         assert session.task_id == principal.session_name  # from the IAM context, not the body
         assert session.status == "active"

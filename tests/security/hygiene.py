@@ -45,6 +45,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import pytest
 import urllib3
+from joserfc import jws
+from joserfc.jwk import ECKey
 
 from vault import jsondoc
 
@@ -172,7 +174,7 @@ class Hygiene:
         route = f"{method} {path}"
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         proof = headers.get("dpop")
-        if isinstance(proof, str) and _jws_parts(proof)[0].get("typ") == "dpop+jwt":
+        if isinstance(proof, str) and _is_signed_proof(proof):
             self.add_secret(proof, "DPoP proof")
         self._register_body(event.get("body"), bool(event.get("isBase64Encoded")))
         if path == "/v1/oauth/callback" or path.startswith("/v1/oauth/callback/"):
@@ -396,6 +398,20 @@ def _jws_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     except ValueError:
         return {}, {}
     return header, payload if isinstance(payload, dict) else {}
+
+
+def _is_signed_proof(proof: str) -> bool:
+    """A DPoP proof signed by the key in its header: a secret (a replayable credential while it
+    is fresh). A fuzzer's look-alike with a made-up signature is not one: its "signature" is the
+    fuzzer's own text, which may turn up anywhere."""
+    header = _jws_parts(proof)[0]
+    if header.get("typ") != "dpop+jwt" or not isinstance(header.get("jwk"), dict):
+        return False
+    try:
+        jws.deserialize_compact(proof, ECKey.import_key(header["jwk"]), algorithms=["ES256"])
+    except Exception:  # any failure means: not a signed proof
+        return False
+    return True
 
 
 def _query(url: str) -> dict[str, str]:

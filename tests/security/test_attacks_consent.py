@@ -600,7 +600,10 @@ def no_iss_providers(vault: Vault) -> None:
     data = vault.services.config.model_dump(mode="json", exclude_none=True)
     data["providers"].update({"calendar-public": provider, "calendar-other": provider})
     data["agents"]["calendar-agent"]["providers"].update(
-        {"calendar-public": ["calendar.read"], "calendar-other": ["calendar.read"]}
+        {
+            name: {"scopes": ["calendar.read"], "delivery": "bearer"}
+            for name in ("calendar-public", "calendar-other")
+        }
     )
     vault.redeploy(data)
 
@@ -707,7 +710,7 @@ def openid_at_calendar(vault: Vault) -> None:
     """The calendar provider is also the users' identity issuer: let flows ask for `openid`."""
     data = vault.services.config.model_dump(mode="json", exclude_none=True)
     data["providers"]["calendar"]["scopes"].append("openid")
-    data["agents"]["calendar-agent"]["providers"]["calendar"].append("openid")
+    data["agents"]["calendar-agent"]["providers"]["calendar"]["scopes"].append("openid")
     vault.redeploy(data)
 
 

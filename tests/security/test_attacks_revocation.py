@@ -41,8 +41,10 @@ def when_the_provider_answers_a_refresh(
     real = client.refresh
     answers: list[TokenResponse] = []
 
-    def refresh(refresh_token: str, scopes: tuple[str, ...] | None) -> TokenResponse:
-        answer = real(refresh_token, scopes)
+    def refresh(
+        refresh_token: str, scopes: tuple[str, ...] | None, *, dpop_proof: str | None = None
+    ) -> TokenResponse:
+        answer = real(refresh_token, scopes, dpop_proof=dpop_proof)
         answers.append(answer)
         del client.refresh  # type: ignore[method-assign]  # once: later refreshes are plain
         competitor()

@@ -41,6 +41,7 @@ from tests.security.helpers import (
 from tests.support.agent import TestAgent, sign_proof
 from tests.support.apigw import DOMAIN, HttpAnswer, LambdaContext, build_event, invoke
 from tests.support.harness import Vault
+from tests.support.upstream import Upstream
 
 ADMIN = "arn:aws:sts::123456789012:assumed-role/vault-admin/ops"
 SCOPES = ["calendar.read", "calendar.write", "mail.read", "offline_access", "openid"]
@@ -529,6 +530,86 @@ def test_fuzz_unknown_routes(vault: Vault, audit_events: AuditLog) -> None:
         world.check(lambda: invoke(event), success={200})
 
     run(example)
+
+
+# --- the egress proxy --------------------------------------------------------------------------
+
+FORWARDED_NEVER = ("authorization", "dpop", "cookie", "x-amz", "x-agent-vault-", "proxy-")
+
+
+def test_fuzz_proxy_requests(vault: Vault, audit_events: AuditLog) -> None:
+    """Any method, path, query, headers and body through the proxy: a 4xx problem, or the
+    provider's answer; what reaches the provider is under its base URL and carries none of the
+    agent's credentials (the loopback stand-in sees every forwarded request)."""
+    with Upstream() as api:
+        config = vault.services.config.model_dump(mode="json", exclude_none=True)
+        config["providers"]["calendar"]["api_base_urls"] = [api.url + "/base"]
+        vault.redeploy(config)
+        agent = connected_agent(vault, role="proxy-agent-role")
+        world = World(vault, agent, audit_events)
+        segment = st.one_of(
+            st.sampled_from(
+                ["calendar", "events", "..", ".", "", "%2e%2e", "%2F", "%5c", "a%00", "http:"]
+            ),
+            texts,
+        )
+        header_names = st.sampled_from(
+            [
+                "authorization",
+                "cookie",
+                "x-amz-security-token",
+                "x-agent-vault-api-base",
+                "connection",
+                "host",
+                "content-type",
+                "transfer-encoding",
+                "x-custom",
+            ]
+        )
+
+        @given(
+            method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+            parts=st.lists(segment, min_size=1, max_size=5),
+            query=st.one_of(st.just(""), texts),
+            headers=st.dictionaries(header_names, texts, max_size=3),
+            body=st.one_of(st.none(), raw_bodies),
+        )
+        def example(
+            method: str,
+            parts: list[str],
+            query: str,
+            headers: dict[str, str],
+            body: bytes | str | None,
+        ) -> None:
+            rest = "/".join(p.replace("?", "").replace("#", "") for p in parts) or "x"
+            path = f"/v1/sessions/{agent.session_id}/proxy/calendar/{rest}"
+            event = build_event(
+                method,
+                path,
+                query=urlencode({"q": query}) if query else None,
+                body=body,
+                principal_arn=agent.arn,
+                headers={**headers, "DPoP": world.proof(method, path, agent.session_id)},
+            )
+            seen = len(api.seen)
+            answer = world.check(lambda: invoke(event), success={200})
+            if answer.status == 200:
+                assert answer.headers.get("x-agent-vault-proxy") == "upstream"
+                (forwarded,) = api.seen[seen:]
+                assert forwarded.target.startswith("/base/"), forwarded.target
+                # one Authorization, the vault's (the session's token), never the agent's
+                assert len(forwarded.headers["authorization"]) == 1
+                assert forwarded.header("authorization") != headers.get("authorization")
+                leaked = [
+                    name
+                    for name in forwarded.headers
+                    if name.startswith(FORWARDED_NEVER) and name != "authorization"
+                ]
+                assert leaked == [], leaked
+            else:
+                assert api.seen[seen:] == []  # refused before any call
+
+        run(example)
 
 
 # --- the callback ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from tests.security.hygiene import HYGIENE, Hygiene, TraceCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HANDLERS = ("agent_api", "callback", "admin_api", "reaper")
+HANDLERS = ("agent_api", "proxy_api", "callback", "admin_api", "reaper")
 STORY_SECRETS = {
     "access token",
     "refresh token",

@@ -70,7 +70,7 @@ class TestAgent:
         headers: dict[str, str] | None = None,
         principal_arn: str | None = ...,  # type: ignore[assignment]
         raw_body: bytes | str | None = None,
-        query: dict[str, str] | None = None,
+        query: dict[str, str] | str | None = None,
     ) -> HttpAnswer:
         all_headers = dict(headers or {})
         if proof is True:
@@ -81,8 +81,8 @@ class TestAgent:
         payload = (
             raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
         )
-        if payload is not None:
-            all_headers.setdefault("content-type", "application/json")
+        if payload is not None and not any(k.lower() == "content-type" for k in all_headers):
+            all_headers["content-type"] = "application/json"
         event = build_event(
             method,
             path,
@@ -105,6 +105,25 @@ class TestAgent:
             f"/v1/sessions/{self.session_id}/tokens",
             {"provider": provider, "scopes": scopes},
             **kw,
+        )
+
+    def proxy(
+        self,
+        method: str,
+        path: str,
+        provider: str = "calendar",
+        *,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        query: str | None = None,
+    ) -> HttpAnswer:
+        """A call through the vault's egress proxy: `path` under the provider's API base URL."""
+        return self.call(
+            method,
+            f"/v1/sessions/{self.session_id}/proxy/{provider}/{path}",
+            raw_body=body,
+            headers=headers,
+            query=query,
         )
 
     def authorize(self, provider: str, scopes: list[str], **extra: Any) -> HttpAnswer:

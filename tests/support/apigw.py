@@ -27,6 +27,8 @@ class HttpAnswer:
     status: int
     headers: dict[str, str]
     body: str
+    data: bytes = b""
+    """The body's bytes (a base64 answer decoded: the proxy's are)."""
 
     @property
     def json(self) -> Any:
@@ -75,10 +77,14 @@ def invoke(event: dict[str, Any]) -> HttpAnswer:
     handler = resolve_handler(found[0].handler if found else AGENT_API)
     result = handler(event, LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
-    body = result.get("body") or ""
-    if result.get("isBase64Encoded"):
-        body = base64.b64decode(body).decode()
-    answer = HttpAnswer(status=result["statusCode"], headers=headers, body=body)
+    raw = result.get("body") or ""
+    data = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode()
+    answer = HttpAnswer(
+        status=result["statusCode"],
+        headers=headers,
+        body=data.decode("utf-8", "replace"),
+        data=data,
+    )
     for observe in OBSERVERS:
         observe(event, answer)
     return answer

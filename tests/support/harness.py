@@ -72,7 +72,11 @@ def test_config(server: AuthorizationServer) -> VaultConfig:
         {
             "environment": "test",
             "providers": {
-                "calendar": provider,
+                "calendar": {
+                    **provider,
+                    "api_base_urls": [server.calendar_api_base],
+                    "dpop": True,
+                },
                 "calendar-post": {
                     **provider,
                     "client_id": server.post_client_id,
@@ -80,17 +84,45 @@ def test_config(server: AuthorizationServer) -> VaultConfig:
                 },
             },
             "agents": {
+                # calendar-agent and mail-agent opt in to bearer delivery: the tests of flows
+                # 1-9 read the tokens themselves
                 "calendar-agent": {
                     "role_name": "calendar-agent-role",
                     "providers": {
-                        "calendar": ["calendar.read", "calendar.write"],
-                        "calendar-post": ["calendar.read"],
+                        "calendar": {
+                            "scopes": ["calendar.read", "calendar.write"],
+                            "delivery": "bearer",
+                        },
+                        "calendar-post": {"scopes": ["calendar.read"], "delivery": "bearer"},
                     },
                 },
                 "mail-agent": {
                     "role_name": "mail-agent-role",
                     "may_assert_user_id": True,
-                    "providers": {"calendar": ["mail.read", "calendar.read"]},
+                    "providers": {
+                        "calendar": {"scopes": ["mail.read", "calendar.read"], "delivery": "bearer"}
+                    },
+                },
+                # the calendar through the vault's proxy (the default delivery there): reads
+                # anything under /calendar, writes only events
+                "proxy-agent": {
+                    "role_name": "proxy-agent-role",
+                    "providers": {
+                        "calendar": {
+                            "scopes": ["calendar.read", "calendar.write"],
+                            "requests": [
+                                {"methods": ["GET", "HEAD"], "paths": ["/calendar/**"]},
+                                {"methods": ["POST", "PUT"], "paths": ["/calendar/events"]},
+                            ],
+                        }
+                    },
+                },
+                # tokens bound to the session key (RFC 9449)
+                "dpop-agent": {
+                    "role_name": "dpop-agent-role",
+                    "providers": {
+                        "calendar": {"scopes": ["calendar.read"], "delivery": "dpop"},
+                    },
                 },
             },
             "admin_role_names": ["vault-admin"],
@@ -115,11 +147,14 @@ class Vault:
     counter: RequestCounter
     id_tokens: dict[str, str]
 
-    def redeploy(self, config: dict[str, Any] | None = None) -> Services:
-        """Fresh Lambda containers (every cache cold), with `config` (a VaultConfig's JSON) in
-        place of the current config where given: what a new deployment does."""
+    def redeploy(
+        self, config: dict[str, Any] | None = None, settings: Settings | None = None
+    ) -> Services:
+        """Fresh Lambda containers (every cache cold), with `config` (a VaultConfig's JSON) and
+        `settings` (the functions' environment) in place of the current ones where given: what a
+        new deployment does."""
         self.services = build_services(
-            self.services.settings,
+            settings or self.services.settings,
             config=self.services.config if config is None else VaultConfig.model_validate(config),
             session=self.session,
             clock=self.clock,
@@ -274,6 +309,8 @@ def make_vault(
         key_id=key_id,
         callback_url=CALLBACK_URL,
         client_secret_prefix=SECRET_PREFIX,
+        # the bundled calendar API listens on loopback, as in local mode
+        egress_allow_loopback=True,
     )
     services = build_services(settings, config=test_config(server), session=session, clock=clock)
     use_services(services)

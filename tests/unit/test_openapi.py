@@ -56,14 +56,16 @@ def test_every_route_is_there_with_its_method_and_path_parameters(
         for method in item
         if not method.startswith("x-")
     }
-    assert documented == {(r.method, r.path) for r in ROUTES}
+    # an `ANY` route (the proxy) is every method it forwards
+    assert documented == {(m, r.path) for r in ROUTES for m in openapi.methods_of(r)}
     for route in ROUTES:
-        operation = document["paths"][route.path][route.method.lower()]
-        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
-        assert declared == set(re.findall(r"\{([a-z_]+)\}", route.path)), route.route_key
-        assert all(p["required"] for p in operation.get("parameters", []) if p["in"] == "path"), (
-            route.route_key
-        )
+        for method in openapi.methods_of(route):
+            operation = document["paths"][route.path][method.lower()]
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert declared == set(re.findall(r"\{([a-z_]+\+?)\}", route.path)), route.route_key
+            assert all(
+                p["required"] for p in operation.get("parameters", []) if p["in"] == "path"
+            ), route.route_key
 
 
 def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> None:
@@ -71,7 +73,8 @@ def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> N
     assert schemes["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     assert (schemes["dpop"]["in"], schemes["dpop"]["name"]) == ("header", "DPoP")
     for route in ROUTES:
-        security = document["paths"][route.path][route.method.lower()]["security"]
+        method = openapi.methods_of(route)[0]
+        security = document["paths"][route.path][method.lower()]["security"]
         if route.auth == "none":
             assert security == [], route.route_key  # the public callback
         else:
@@ -107,15 +110,18 @@ def test_request_bodies_are_the_models_the_handlers_parse(document: dict[str, An
             router = importlib.util.find_spec(f"vault.handlers.{included}")
             assert router is not None and router.origin is not None, included
             source += "\n" + Path(router.origin).read_text(encoding="utf-8")
-        path = re.sub(r"\{([a-z_]+)\}", r"<\1>", route.path)
-        decorated = re.search(
-            rf'@(?:app|router)\.{route.method.lower()}\("{re.escape(path)}"\)\n(.*?)(?=\n@|\Z)',
-            source,
-            re.S,
+        # `{name}` is Powertools' `<name>`; a greedy `{name+}` its regex `.+`
+        path = re.sub(r"\{([a-z_]+)\}", r"<\1>", route.path).replace("{path+}", ".+")
+        decorator = (
+            rf'@app\.route\("{re.escape(path)}", method=[^\n]+\)'
+            if route.method == "ANY"
+            else rf'@(?:app|router)\.{route.method.lower()}\("{re.escape(path)}"\)'
         )
-        assert decorated, f"no @app.{route.method.lower()}({path!r}) in {route.handler}"
+        decorated = re.search(rf"{decorator}\n(.*?)(?=\n@|\Z)", source, re.S)
+        assert decorated, f"no {decorator} in {route.handler}"
         parsed = re.search(r"parse_body\((?:app|router), (\w+)\)", decorated.group(1))
-        body = document["paths"][route.path][route.method.lower()].get("requestBody")
+        method = openapi.methods_of(route)[0]
+        body = document["paths"][route.path][method.lower()].get("requestBody")
         if parsed is None:
             assert body is None, route.route_key
         else:

@@ -34,6 +34,7 @@ def config(**overrides: Any) -> VaultConfig:
                 "client_id": "cid",
                 "scopes": ["cal.read", "cal.write"],
                 "resource": "https://api.example/",
+                "api_base_urls": ["https://api.example"],
             }
         },
         "agents": {"cal": {"role_name": "cal-role", "providers": {"google": ["cal.read"]}}},

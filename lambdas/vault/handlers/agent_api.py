@@ -31,7 +31,7 @@ def start_session() -> Response[str]:
     session = sessions.start_session(
         svc, caller_from(app.current_event.raw_event), http_call(app), body
     )
-    return json_response(201, session.public_view(svc.clock()))
+    return json_response(201, sessions.session_answer(svc, session))
 
 
 @app.get("/v1/sessions/<session_id>")
@@ -44,7 +44,7 @@ def get_session(session_id: str) -> Response[str]:
         http_call(app),
         require_alive=False,
     )
-    return json_response(200, session.public_view(svc.clock()))
+    return json_response(200, sessions.session_answer(svc, session))
 
 
 @app.delete("/v1/sessions/<session_id>")
@@ -67,7 +67,7 @@ def renew_session(session_id: str) -> Response[str]:
     session = sessions.renew_session(
         svc, caller_from(app.current_event.raw_event), session_id, http_call(app), body
     )
-    return json_response(200, session.public_view(svc.clock()))
+    return json_response(200, sessions.session_answer(svc, session))
 
 
 @app.post("/v1/sessions/<session_id>/authorizations")

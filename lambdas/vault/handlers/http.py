@@ -126,9 +126,9 @@ def http_call(app: APIGatewayHttpResolver) -> HttpCall:
     headers = event.headers or {}
     scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
     domain = event.request_context.domain_name
-    proof = headers.get("dpop")
     return HttpCall(
         method=event.request_context.http.method,
         url=f"{scheme}://{domain}{event.raw_path}",
-        proof=proof,
+        proof=headers.get("dpop"),
+        token_proof=headers.get("x-agent-vault-token-dpop"),
     )

@@ -72,6 +72,15 @@ class ProviderMetadata:
     revocation_endpoint: str | None
     iss_parameter_supported: bool
     s256_supported: bool
+    dpop_es256_supported: bool = False
+    """The metadata lists ES256 in `dpop_signing_alg_values_supported` (RFC 9449 §5.1)."""
+
+
+@dataclass(frozen=True)
+class _HttpAnswer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
 
 
 class ProviderClient:
@@ -93,6 +102,8 @@ class ProviderClient:
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = 0.0
         self._lock = threading.Lock()
+        self.dpop_nonce: str | None = None
+        """The last `DPoP-Nonce` the token endpoint sent (RFC 9449 §8), if any."""
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -114,6 +125,7 @@ class ProviderClient:
                 raise ProviderError(f"provider {self.name!r} metadata lacks its endpoints")
             revocation = cfg.revocation_endpoint or document.get("revocation_endpoint")
             methods = document.get("code_challenge_methods_supported") or []
+            dpop_algs = document.get("dpop_signing_alg_values_supported") or []
             self._metadata = ProviderMetadata(
                 issuer=cfg.issuer or document.get("issuer"),
                 authorization_endpoint=authorization,
@@ -123,6 +135,7 @@ class ProviderClient:
                     document.get("authorization_response_iss_parameter_supported")
                 ),
                 s256_supported="S256" in methods or cfg.assume_pkce_s256,
+                dpop_es256_supported=isinstance(dpop_algs, list) and "ES256" in dpop_algs,
             )
             self._metadata_at = self._clock()
             return self._metadata
@@ -168,11 +181,26 @@ class ProviderClient:
         }
         return self._token_request(form)
 
-    def refresh(self, refresh_token: str, scopes: tuple[str, ...] | None) -> TokenResponse:
+    def refresh(
+        self, refresh_token: str, scopes: tuple[str, ...] | None, *, dpop_proof: str | None = None
+    ) -> TokenResponse:
+        """A refresh; with `dpop_proof` (the agent's proof for the token endpoint, RFC 9449 §5)
+        the provider binds the new access token to the proof's key."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if scopes and self.config.narrow_scopes_on_refresh:
             form["scope"] = self.config.scope_separator.join(scopes)
-        return self._token_request(form)
+        return self._token_request(form, dpop_proof=dpop_proof)
+
+    def require_dpop(self) -> ProviderMetadata:
+        """The metadata, if the provider advertises DPoP with ES256 (the session key's alg)."""
+        meta = self.metadata()
+        if not meta.dpop_es256_supported:
+            raise ProviderError(
+                f"provider {self.name!r} does not advertise DPoP with ES256"
+                " (dpop_signing_alg_values_supported); set providers."
+                f"{self.name}.dpop to false and give the agent another delivery"
+            )
+        return meta
 
     def revoke(self, token: str, hint: str) -> bool:
         """RFC 7009. True when revoked (200, even for an already-invalid token); False when the
@@ -180,15 +208,20 @@ class ProviderClient:
         endpoint = self.metadata().revocation_endpoint
         if not endpoint:
             return False
-        status, body = self._post(endpoint, {"token": token, "token_type_hint": hint})
-        if status == 200:
+        answer = self._post(endpoint, {"token": token, "token_type_hint": hint})
+        if answer.status == 200:
             return True
-        raise self._oauth_error(status, body)
+        raise self._oauth_error(answer.status, answer.body)
 
-    def _token_request(self, form: dict[str, str]) -> TokenResponse:
+    def _token_request(self, form: dict[str, str], dpop_proof: str | None = None) -> TokenResponse:
         if self.config.resource:
             form["resource"] = self.config.resource
-        status, body = self._post(self.metadata().token_endpoint, form)
+        extra = {"DPoP": dpop_proof} if dpop_proof is not None else {}
+        http = self._post(self.metadata().token_endpoint, form, extra)
+        nonce = http.headers.get("dpop-nonce")
+        if nonce:
+            self.dpop_nonce = nonce[:512]
+        status, body = http.status, http.body
         if status != 200:
             raise self._oauth_error(status, body)
         answer = self._token_answer(body)
@@ -202,11 +235,17 @@ class ProviderClient:
         if not isinstance(access, str) or not access:
             raise ProviderError(f"provider {self.name!r} sent no access_token")
         token_type = answer.get("token_type")
-        accepted = {t.lower() for t in shape.token_types}
-        if (token_type is not None or shape.token_type_required) and (
-            not isinstance(token_type, str) or token_type.lower() not in accepted
-        ):
-            raise ProviderError(f"provider {self.name!r} sent token_type {token_type!r}")
+        if dpop_proof is not None:  # a bearer token sent for a DPoP request would be replayable
+            if not isinstance(token_type, str) or token_type.lower() != "dpop":
+                raise ProviderError(
+                    f"provider {self.name!r} sent token_type {str(token_type)[:16]!r}, not 'DPoP'"
+                )
+        else:
+            accepted = {t.lower() for t in shape.token_types}
+            if (token_type is not None or shape.token_type_required) and (
+                not isinstance(token_type, str) or token_type.lower() not in accepted
+            ):
+                raise ProviderError(f"provider {self.name!r} sent token_type {token_type!r}")
         expires_in = answer.get("expires_in")
         if isinstance(expires_in, str) and expires_in.isdigit():
             expires_in = int(expires_in)  # form-encoded answers, some JSON ones too
@@ -291,15 +330,18 @@ class ProviderClient:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         return headers
 
-    def _post(self, url: str, form: dict[str, str]) -> tuple[int, bytes]:
-        headers = self._auth(form)
+    def _post(
+        self, url: str, form: dict[str, str], extra_headers: dict[str, str] | None = None
+    ) -> _HttpAnswer:
+        headers = self._auth(form) | (extra_headers or {})
         if self.config.request_format == "json":
             headers["Content-Type"] = "application/json"
             return self._request("POST", url, body=json.dumps(form).encode(), headers=headers)
         return self._request("POST", url, body=urlencode(form).encode(), headers=headers)
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        status, body = self._request("GET", url, headers={"Accept": "application/json"})
+        answer = self._request("GET", url, headers={"Accept": "application/json"})
+        status, body = answer.status, answer.body
         if status != 200:
             raise ProviderError(f"provider {self.name!r} metadata answered HTTP {status}")
         try:
@@ -310,7 +352,7 @@ class ProviderClient:
             raise ProviderError(f"provider {self.name!r} metadata is not a JSON object")
         return document
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+    def _request(self, method: str, url: str, **kwargs: Any) -> _HttpAnswer:
         timeout = urllib3.Timeout(
             connect=min(2.0, self.config.timeout_seconds), read=self.config.timeout_seconds
         )
@@ -342,4 +384,5 @@ class ProviderClient:
             raise ProviderError(f"provider {self.name!r} is unreachable") from exc
         if len(body) > MAX_RESPONSE_BYTES:
             raise ProviderError(f"provider {self.name!r} answered with an oversized body")
-        return response.status, body
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return _HttpAnswer(response.status, body, headers)

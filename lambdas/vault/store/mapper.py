@@ -102,12 +102,15 @@ class ItemMapper(Generic[R]):
         self._stored: list[_Field] = []
         self._from_key: list[tuple[str, str, re.Pattern[str]]] = []
         self._from_ttl: str | None = None
+        self._omitted: dict[str, Any] = {}
         for f in dataclasses.fields(typing.cast(Any, kind.record)):
             optional = not (
                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             )
             if f.name in kind.transient:
                 continue
+            if f.name in kind.omitted_defaults:
+                self._omitted[f.name] = f.default
             if f.name in kind.in_keys_only:
                 self._plan_key_only(f.name)
                 continue
@@ -192,6 +195,8 @@ class ItemMapper(Generic[R]):
         for field in self._stored:
             value = names[field.name]
             if field.optional and (value is None or value is False or value == ""):
+                continue
+            if field.name in self._omitted and value == self._omitted[field.name]:
                 continue
             if field.nested:
                 for sub, _ in field.nested:

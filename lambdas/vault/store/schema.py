@@ -163,6 +163,8 @@ class Kind(Generic[R]):
     part) or from the TTL."""
     transient: frozenset[str] = frozenset()
     """Fields never stored."""
+    omitted_defaults: frozenset[str] = frozenset()
+    """Fields not written while they hold their default (items stored before them lack them)."""
     names: Mapping[str, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
     """Names the patterns use that are computed from the fields."""
 
@@ -194,6 +196,7 @@ TOKEN = Kind(
     attributes={"access_token_ct": "access_token"},  # nosec B105 - attribute names
     derived=USER_KEY,
     names={"scope_key": lambda fields: scope_key(fields["scopes"])},
+    omitted_defaults=frozenset({"delivery"}),
 )
 PENDING_FLOW = Kind(
     PendingFlow,

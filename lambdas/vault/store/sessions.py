@@ -154,6 +154,18 @@ class SessionRepository:
     def delete_token(self, token: SessionToken) -> None:
         self._db.call("delete_item", TableName=self.table, Key=TOKENS.key_of(token))
 
+    def drop_rejected_token(self, token: SessionToken) -> None:
+        """Forget a token the provider refused (401), unless another request replaced it with a
+        new one meanwhile: the next request mints a fresh one."""
+        with contextlib.suppress(Conflict):
+            self._db.call(
+                "delete_item",
+                TableName=self.table,
+                Key=TOKENS.key_of(token),
+                ConditionExpression="access_token = :ct",
+                ExpressionAttributeValues={":ct": token.access_token_ct},
+            )
+
     def mark_token_revoke_pending(self, token: SessionToken) -> None:
         self._db.call(
             "update_item",
