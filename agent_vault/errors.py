@@ -382,6 +382,10 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "not_found": NotFound,
     "session_not_found": SessionNotFound,
     "flow_not_found": FlowNotFound,
+    # The admin read API's codes (the CLI reads them; agents never meet them).
+    "grant_not_found": NotFound,
+    "invalid_filter": InvalidRequest,
+    "invalid_cursor": InvalidRequest,
     "method_not_allowed": InvalidRequest,
     "session_ended": SessionEnded,
     "flow_not_pending": FlowNotPending,

@@ -62,9 +62,10 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "FLOW#": ("PutItem",),
     },
     "AdminApi": {
-        "SESSION#": ("DeleteItem", "UpdateItem"),
-        # a revocation by user and the sweep close unbound flows
-        "FLOW#": ("UpdateItem",),
+        # the read API shows a session with its tokens (one Query of its partition)
+        "SESSION#": ("DeleteItem", "Query", "UpdateItem"),
+        # a revocation by user and the sweep close unbound flows; the read API shows one
+        "FLOW#": ("GetItem", "UpdateItem"),
         "USER#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
         # a revocation by agent/provider drops the agents' machine tokens
         "MACHINE#": ("DeleteItem", "Query", "UpdateItem"),
@@ -88,7 +89,8 @@ INDEX_QUERIES: dict[str, tuple[str, ...]] = {
     "AdminApi": ("gsi1", "gsi2"),
     "Reaper": ("gsi1", "gsi2"),
 }
-"""gsi1: sessions of a task, grants of an agent; gsi2: a grant by id, the tokens of a grant."""
+"""gsi1: sessions of a task, grants of an agent, unbound flows; gsi2: a grant by id, the tokens
+of a grant, a user's unbound flows, an agent's sessions (the admin read API)."""
 
 ENVELOPE_ACCESS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
     "AgentApi": (

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from vault import schemas
+from vault import inspection, schemas
 from vault.consent import FLOW_ID
 from vault.routes import Route
 from vault.sessions import SESSION_ID
@@ -142,6 +142,104 @@ class RevocationResult(_Answer):
     )
 
 
+class AdminSession(_Answer):
+    """A session as the admin read API shows it."""
+
+    session_id: str = Field(pattern=SESSION_ID.pattern)
+    agent: str
+    user: UserRef
+    task_id: str
+    principal_arn: str = Field(description="The IAM role session that started it.")
+    jkt: str = Field(description="RFC 7638 thumbprint of the session key.")
+    status: Literal["active", "ended", "expired"]
+    ended_reason: str | None = Field(
+        description="`ended_by_agent`, `task_stopped`, `revoked`... (null while not ended)."
+    )
+    created_at: EpochSeconds
+    expires_at: EpochSeconds
+    identity_verified_at: EpochSeconds
+
+
+class AdminToken(_Answer):
+    """A session token the vault holds: what it is for, never what it is."""
+
+    session_id: str = Field(pattern=SESSION_ID.pattern)
+    provider: str
+    scopes: list[str]
+    grant_id: str = Field(description="The grant it was minted from.")
+    expires_at: EpochSeconds
+    revoke_pending: bool = Field(description="Its upstream revocation is still to be retried.")
+
+
+class AdminSessionDetail(AdminSession):
+    """A session and the tokens minted for it."""
+
+    tokens: list[AdminToken]
+
+
+class AdminGrant(_Answer):
+    """A user's grant for one agent at one provider (never its refresh token)."""
+
+    grant_id: str = Field(pattern=inspection.GRANT_ID.pattern)
+    user: UserRef
+    agent: str
+    provider: str
+    scopes: list[str]
+    status: Literal["active", "broken", "revoking"]
+    broken_reason: str | None = Field(description="Why it broke (null unless `broken`).")
+    created_at: EpochSeconds
+    refreshed_at: EpochSeconds | None = Field(description="The last refresh (null: none yet).")
+    refreshes: int = Field(ge=0, description="Refreshes since consent.")
+    sessions: list[str] = Field(description="Sessions holding a token minted from it.")
+
+
+class AdminGrantDetail(AdminGrant):
+    """A grant and the session tokens minted from it."""
+
+    tokens: list[AdminToken]
+
+
+class AdminFlow(_Answer):
+    """A consent flow answered by the provider (never its tokens or binding code)."""
+
+    flow_id: str = Field(pattern=FLOW_ID.pattern)
+    status: Literal["pending_binding", "active", "refused", "rejected", "expired", "revoked"]
+    session_id: str
+    agent: str
+    provider: str
+    user: UserRef
+    scopes: list[str] = Field(description="The scopes asked for.")
+    granted_scopes: list[str] = Field(description="The scopes the provider granted.")
+    grant_id: str
+    error: str | None = Field(description="Why it was refused or rejected.")
+    created_at: EpochSeconds
+    expires_at: EpochSeconds
+
+
+_NEXT = Field(description="The next page's `cursor`; null when the listing is done.")
+
+
+class SessionPage(_Answer):
+    """One page of sessions (fewer than `limit` does not mean the end: `next_cursor` does)."""
+
+    items: list[AdminSession]
+    next_cursor: str | None = _NEXT
+
+
+class GrantPage(_Answer):
+    """One page of grants (fewer than `limit` does not mean the end: `next_cursor` does)."""
+
+    items: list[AdminGrant]
+    next_cursor: str | None = _NEXT
+
+
+class FlowPage(_Answer):
+    """One page of consent flows awaiting binding (or their upstream revocation's retry)."""
+
+    items: list[AdminFlow]
+    next_cursor: str | None = _NEXT
+
+
 class GatewayMessage(BaseModel):
     """API Gateway's own refusal, before any vault code ran (e.g. 403 for a missing or invalid
     SigV4 signature or no `execute-api:Invoke`, 429 when throttled)."""
@@ -168,6 +266,8 @@ class Operation:
     """Optional request headers the route reads: (name, description)."""
     proxied: bool = False
     """The answer is the provider's (any status and body), marked `X-Agent-Vault-Proxy`."""
+    query: type[BaseModel] | None = None
+    """The query parameters (the admin read API's filters and page)."""
 
 
 _OWN = "The calling agent's own session only (the same IAM principal)."
@@ -272,6 +372,63 @@ OPERATIONS: dict[str, Operation] = {
     ),
 }
 
+_ADMIN = "Admin principals only (`admin_role_names`). Read-only; "
+
+
+def _listing(what: str, answer: type[BaseModel], query: type[BaseModel], how: str) -> Operation:
+    return Operation(
+        f"list_{what}",
+        f"List {what} (admins)",
+        f"{_ADMIN}paginated: pass `next_cursor` back as `cursor` with the same filters. {how}",
+        200,
+        answer,
+        query=query,
+    )
+
+
+OPERATIONS |= {
+    "GET /v1/admin/sessions": _listing(
+        "sessions",
+        SessionPage,
+        inspection.SessionQuery,
+        "Filters: `task`, `agent`, the user (`user_iss` and `user_sub`, in clear), `status`.",
+    ),
+    "GET /v1/admin/sessions/{session_id}": Operation(
+        "show_session",
+        "Show a session (admins)",
+        f"{_ADMIN}the session and its tokens (what they are for, never what they are).",
+        200,
+        AdminSessionDetail,
+    ),
+    "GET /v1/admin/grants": _listing(
+        "grants",
+        GrantPage,
+        inspection.GrantQuery,
+        "Filters: the user, `agent`, `provider`, `status`.",
+    ),
+    "GET /v1/admin/grants/{grant_id}": Operation(
+        "show_grant",
+        "Show a grant (admins)",
+        f"{_ADMIN}the grant and the session tokens minted from it.",
+        200,
+        AdminGrantDetail,
+    ),
+    "GET /v1/admin/flows": _listing(
+        "flows",
+        FlowPage,
+        inspection.FlowQuery,
+        "Consents awaiting binding (closed flows: by id). Filters: the user, `agent`, "
+        "`provider`, `status`.",
+    ),
+    "GET /v1/admin/flows/{flow_id}": Operation(
+        "show_flow",
+        "Show a consent flow (admins)",
+        f"{_ADMIN}any answered flow, bound or not.",
+        200,
+        AdminFlow,
+    ),
+}
+
 CALLBACK = Operation(
     "oauth_callback",
     "The provider's redirect after consent (public)",
@@ -292,6 +449,7 @@ CALLBACK_QUERY = {
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "session_id": {"type": "string", "pattern": SESSION_ID.pattern},
     "flow_id": {"type": "string", "pattern": FLOW_ID.pattern},
+    "grant_id": {"type": "string", "pattern": inspection.GRANT_ID.pattern},
     "provider": TypeAdapter(schemas.ProviderName).json_schema(),
     "path+": {
         "type": "string",

@@ -155,6 +155,22 @@ class FlowNotFound(VaultError):
     status, code, title = 404, "flow_not_found", "Flow not found"
 
 
+class GrantNotFound(VaultError):
+    status, code, title = 404, "grant_not_found", "Grant not found"
+
+
+class InvalidFilter(VaultError):
+    """A read API query parameter that is unknown, malformed or names nothing configured."""
+
+    code, title = "invalid_filter", "Invalid filter"
+
+
+class InvalidCursor(VaultError):
+    """A read API cursor that this query did not hand out."""
+
+    code, title = "invalid_cursor", "Invalid cursor"
+
+
 class MethodNotAllowed(VaultError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 

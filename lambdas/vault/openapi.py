@@ -183,6 +183,23 @@ def _failure_answers() -> dict[str, Any]:
     }
 
 
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A query model's fields as optional query parameters (unknown ones are refused)."""
+    schema = model.model_json_schema(ref_template=REF)
+    found = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        description = field.pop("description", None)
+        field.pop("title", None)
+        if "anyOf" in field:  # `X | None`: the parameter is absent rather than null
+            (field,) = [s for s in field.pop("anyOf") if s.get("type") != "null"] or [{}]
+        parameter = {"name": name, "in": "query", "required": False, "schema": field}
+        if description:
+            parameter["description"] = description
+        found.append(parameter)
+    return found
+
+
 def _operation(route: Route, method: str) -> dict[str, Any]:
     op = operation_for(route)
     operation_id = op.operation_id + "".join(
@@ -204,6 +221,8 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         | {"schema": {"type": "string"}}
         for name, text in op.headers
     ]
+    if op.query is not None:
+        parameters += _query_parameters(op.query)
     answers: dict[str, Any] = {}
     if op.proxied:
         answers["default"] = {

@@ -76,6 +76,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/oauth/callback/{provider}", CALLBACK, "none", "callback"),
     Route("GET", "/v1/oauth/callback", CALLBACK, "none", "callback"),
     Route("POST", "/v1/revocations", ADMIN_API, "iam", "admin-api"),
+    # the admin read API (flow 13): read-only, admins only
+    Route("GET", "/v1/admin/sessions", ADMIN_API, "iam", "admin-api"),
+    Route("GET", "/v1/admin/sessions/{session_id}", ADMIN_API, "iam", "admin-api"),
+    Route("GET", "/v1/admin/grants", ADMIN_API, "iam", "admin-api"),
+    Route("GET", "/v1/admin/grants/{grant_id}", ADMIN_API, "iam", "admin-api"),
+    Route("GET", "/v1/admin/flows", ADMIN_API, "iam", "admin-api"),
+    Route("GET", "/v1/admin/flows/{flow_id}", ADMIN_API, "iam", "admin-api"),
 )
 
 

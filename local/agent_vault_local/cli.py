@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from agent_vault.cli import LOCAL_STATE_ENV, default_local_state
 
 __all__ = ["main"]
 
@@ -80,6 +85,8 @@ def local_up(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"local mode failed to start: {_named(exc)}\n{START_HINT}", file=sys.stderr)
         return 1
+    state = _publish_state(info, shared=not quiet or LOCAL_STATE_ENV in os.environ)
+    atexit.register(_withdraw_state, state, info.to_json())
     try:
         if quiet:
             print("READY " + info.to_json(), flush=True)
@@ -89,8 +96,32 @@ def local_up(args: argparse.Namespace) -> int:
     finally:
         if not quiet:
             print("stopping...", flush=True)
+        _withdraw_state(state, info.to_json())
         mode.stop()
     return 0
+
+
+def _publish_state(info: Any, *, shared: bool) -> list[Path]:
+    """Where `agent-vault --local` finds this local mode: `local.json` in the workdir and, when
+    `shared` (a person's `local up`, or AGENT_VAULT_LOCAL_STATE set), the CLI's default place
+    (`agent_vault.cli.default_local_state`). Mode 0600: it holds local secrets."""
+    paths = [Path(info.workdir) / "local.json"]
+    if shared:
+        paths.append(default_local_state())
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(info.to_json(), encoding="utf-8")
+    return paths
+
+
+def _withdraw_state(paths: list[Path], written: str) -> None:
+    """Remove the state files this run wrote (not those a later local mode replaced)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == written:
+                path.unlink()
 
 
 def _print_banner(info: Any, seconds: float) -> None:

@@ -34,11 +34,11 @@ from tests.support.harness import (
 from tests.support.upstream import Reply, Seen, Upstream
 from vault import machine
 from vault.config import VaultConfig
-from vault.handlers import admin_api, agent_api, callback, proxy_api, reaper
+from vault.handlers import admin_api, admin_read, agent_api, callback, proxy_api, reaper
 from vault.handlers.reaper import persistence
 from vault.runtime import build_services
 
-MODULES = (agent_api, proxy_api, callback, admin_api, reaper)
+MODULES = (agent_api, proxy_api, callback, admin_api, admin_read, reaper)
 """The handler modules; each takes its container's services from `services()`."""
 
 Access = tuple[str, str, str]
@@ -255,6 +255,25 @@ def _run_every_code_path(
     vault.server.clear_faults()
     assert vault.admin({"agent": "calendar-agent"}).status == 200  # now revoked and deleted
 
+    # The admin read API: every listing's access pattern, and each view by id.
+    read = _connect(vault)
+    user = {"user_iss": vault.server.issuer, "user_sub": "alice"}
+    for path, query in (
+        ("/v1/admin/sessions", {}),
+        ("/v1/admin/sessions", {"task": read.task_id}),
+        ("/v1/admin/sessions", user),
+        ("/v1/admin/grants", {}),
+        ("/v1/admin/grants", user),
+        ("/v1/admin/flows", {}),
+        ("/v1/admin/flows", user),
+        (f"/v1/admin/sessions/{read.session_id}", {}),
+    ):
+        assert vault.admin_get(path, query).status == 200, path
+    (grant,) = vault.admin_get("/v1/admin/grants", user).json["items"]
+    assert vault.admin_get(f"/v1/admin/grants/{grant['grant_id']}").status == 200
+    flow = read.authorize("calendar", ["calendar.read"]).json["flow_id"]
+    assert vault.admin_get(f"/v1/admin/flows/{flow}").code == "flow_not_found"  # not answered
+
     # Consents nobody binds: one closed by a revocation of its user, one by the sweep once it
     # expired (the reaper's scheduled event).
     for closer in ("admin", "sweep"):
@@ -336,6 +355,8 @@ def recorded(
                     vault.services.settings, config=config, session=vault.session, clock=vault.clock
                 )
                 monkeypatch.setattr(module, "services", lambda svc=svc: svc)
+            # the read API's router runs in the admin function's container
+            monkeypatch.setattr(admin_read, "services", admin_api.services)
             _run_every_code_path(vault, recorder, stand_in.url, config)
         finally:
             stand_in.__exit__(None, None, None)

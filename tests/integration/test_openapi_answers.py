@@ -93,6 +93,12 @@ def check() -> Iterator[Contract]:
         apigw.OBSERVERS.remove(contract_check)
 
 
+def grant_flow(vault: Vault) -> str:
+    """The id of the (bound) flow of the one grant."""
+    (flow,) = [i for i in vault.items() if i["type"]["S"] == "flow"]
+    return str(flow["flow_id"]["S"])
+
+
 def test_every_route_answers_as_documented(vault: Vault, check: Contract) -> None:
     agent = vault.agent()
     assert agent.start_session(vault.user("alice")).status == 201
@@ -103,6 +109,15 @@ def test_every_route_answers_as_documented(vault: Vault, check: Contract) -> Non
     # authorize, consent at the provider, the callback's redirect, the binding
     assert vault.connect(agent, scopes=("calendar.read",)).status == 200
     assert agent.token("calendar", ["calendar.read"]).status == 200
+    # the admin read API, each route
+    for listing in ("sessions", "grants", "flows"):
+        assert vault.admin_get(f"/v1/admin/{listing}", {"limit": "1"}).status == 200
+    (grant,) = vault.admin_get("/v1/admin/grants").json["items"]
+    assert vault.admin_get(f"/v1/admin/grants/{grant['grant_id']}").status == 200
+    assert vault.admin_get(f"{session.replace('/v1/', '/v1/admin/')}").status == 200
+    flow = f"/v1/admin/flows/{grant_flow(vault)}"
+    assert vault.admin_get(flow).status == 200
+    assert vault.admin_get("/v1/admin/grants", {"limit": "0"}).code == "invalid_filter"
     proxied = vault.agent("proxy-agent-role")
     assert proxied.start_session(vault.user("alice")).status == 201
     assert proxied.proxy("GET", "calendar/events").code == "consent_required"

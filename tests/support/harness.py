@@ -184,6 +184,17 @@ class Vault:
             )
         )
 
+    def admin_get(self, path: str, query: dict[str, str] | None = None) -> HttpAnswer:
+        """A read API request (`GET /v1/admin/...`) by the admin."""
+        return invoke(
+            build_event(
+                "GET",
+                path,
+                query=query,
+                principal_arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/vault-admin/ops",
+            )
+        )
+
     # --- consent ------------------------------------------------------------------------
 
     def callback(self, query: str, provider: str | None = "calendar") -> HttpAnswer:

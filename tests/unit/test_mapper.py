@@ -130,6 +130,8 @@ STORED: list[tuple[ItemMapper[Any], Any, dict[str, Any]]] = [
             "ttl": N(T0 + 3600 + DAY),
             "gsi1pk": S("TASK#task-1"),
             "gsi1sk": S("SESSION#ses_1"),
+            "gsi2pk": S("SESSIONS#calendar-agent"),
+            "gsi2sk": S(f"{UK}#{T0:012d}#ses_1"),
         },
     ),
     (

@@ -1,6 +1,7 @@
-"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only); and
-the scheduled sweep of consents nobody bound. The sweep runs here because this function may
-already open every token to revoke it: the reaper stays unable to open a refresh token."""
+"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only), the
+read API's routes (`vault.handlers.admin_read`); and the scheduled sweep of consents nobody
+bound. The sweep runs here because this function may already open every token to revoke it: the
+reaper stays unable to open a refresh token."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from vault import revocation
 from vault.audit import decision
 from vault.caller import caller_from
+from vault.handlers import admin_read
 from vault.handlers.http import json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
 from vault.runtime import services
 from vault.schemas import Revocation
 
 app = make_resolver()
+app.include_router(admin_read.router)
 
 
 @app.post("/v1/revocations")

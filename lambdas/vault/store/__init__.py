@@ -2,7 +2,8 @@
 
 One repository per aggregate, over one DynamoDB client (`dynamo`) and one generic item mapper
 (`mapper`, driven by the layout in `schema`): sessions with their tokens, consent flows, grants
-with their refresh lease, agents' machine tokens with their fetch lease, and the proof replay cache.
+with their refresh lease, agents' machine tokens with their fetch lease, the proof replay cache,
+and read-only pages for the admin read API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from vault.store.dynamo import Conflict, Dynamo
 from vault.store.flows import FlowRepository
 from vault.store.grants import GrantRepository
 from vault.store.machine import MachineTokenRepository
+from vault.store.pages import PageRepository
 from vault.store.replay import ReplayRepository
 from vault.store.sessions import SessionRepository
 
@@ -29,3 +31,4 @@ class Store:
         self.grants = GrantRepository(self._db, table)
         self.machine = MachineTokenRepository(self._db, table)
         self.replay = ReplayRepository(self._db, replay_table)
+        self.pages = PageRepository(self._db, table)

@@ -89,7 +89,8 @@ class TableSchema:
 GSI1 = Index("gsi1")
 """Sessions of a task, grants of an agent, the unbound flows by expiry (the sweep)."""
 GSI2 = Index("gsi2")
-"""A grant by id and the session tokens minted from it, a user's unbound flows."""
+"""A grant by id and the session tokens minted from it, a user's unbound flows, an agent's
+sessions by user."""
 VAULT_TABLE = TableSchema(partition_key="pk", sort_key="sk", indexes=(GSI1, GSI2))
 REPLAY_TABLE = TableSchema(partition_key="pk")
 """Proof `jti`s only."""
@@ -176,7 +177,11 @@ SESSION = Kind(
     "session",
     pk="SESSION#{session_id}",
     sk="SESSION",
-    indexes={GSI1: ("TASK#{task_id}", "SESSION#{session_id}")},
+    # gsi2: an agent's sessions by user, newest last (the admin read API, flow 13)
+    indexes={
+        GSI1: ("TASK#{task_id}", "SESSION#{session_id}"),
+        GSI2: ("SESSIONS#{agent}", "{user.key}#{created_at:012d}#{session_id}"),
+    },
     ttl=("expires_at", DAY),
     derived=USER_KEY,
     json=frozenset({"public_jwk"}),
