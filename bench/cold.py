@@ -37,7 +37,7 @@ from typing import Any
 
 from bench import BENCH_ENV, LAMBDAS_DIR, REPO_ROOT
 
-HANDLERS = ("agent_api", "callback", "admin_api", "reaper")
+HANDLERS = ("agent_api", "proxy_api", "callback", "admin_api", "reaper")
 FLOOR = "import boto3, aws_lambda_powertools"
 """The floor of a handler's cold import (DESIGN.md's budget: at most 50 ms over it): what any
 Powertools Lambda function imports, in a fresh interpreter on the same import path."""

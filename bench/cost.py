@@ -46,15 +46,32 @@ ASSUMPTIONS: dict[str, Any] = {
     "cluster and one service are estimates; everything else is list price x "
     "count from the CDK code",
     "month_hours": HOURS_PER_MONTH,
+    "provider_api_ms": 100.0,
+    "provider_api_note": "a proxied call's function waits for the provider's API, and Lambda "
+    "bills that wait as duration: 100 ms per call is assumed for a public API (the bench's own "
+    "provider is on loopback, so its measured time is no guide); the cost line per further "
+    "100 ms is reported beside the total",
+    "proxy_excluded": "data transfer: the request bytes the proxy sends to the provider over "
+    "the internet and the answer returned through API Gateway to the agent (AWS data transfer "
+    "out, and NAT gateway processing where the agent's task reaches the API through one), "
+    "both proportional to the bodies the agent sends and gets; API Gateway meters HTTP API "
+    "requests per 512 KB, so an answer over 512 KB is priced as more than one request (the "
+    "measured answer is priced as it is)",
 }
 
 
-def access_log_bytes(log_format: str, *, caller_arn: str, response_bytes: int) -> int:
+TOKENS_ROUTE = "POST /v1/sessions/{session_id}/tokens"
+APIGW_METERING_BYTES = 512 * 1024
+
+
+def access_log_bytes(
+    log_format: str, *, caller_arn: str, response_bytes: int, route_key: str = TOKENS_ROUTE
+) -> int:
     """One API Gateway access-log line in the stage's format, with typical values."""
     values = {
         "$context.requestId": "JkBq4gKhIAMEV3w=",
         "$context.requestTimeEpoch": "1764331200000",
-        "$context.routeKey": "POST /v1/sessions/{session_id}/tokens",
+        "$context.routeKey": route_key,
         "$context.status": "200",
         "$context.protocol": "HTTP/1.1",
         "$context.responseLength": str(response_bytes),
@@ -79,7 +96,14 @@ def per_million(
     *,
     caller_arn: str,
     response_bytes: int,
+    route_key: str = TOKENS_ROUTE,
+    init_cpu_ms: float | None = None,
+    provider_wait_ms: float = 0.0,
 ) -> dict[str, Any]:
+    """Per million requests like `warm` (its counted AWS requests, request units, log bytes and
+    median compute). `init_cpu_ms`: the cold start's CPU time (default: the agent API's import
+    without bytecode plus building the services); `provider_wait_ms`: time the function waits
+    on a provider per request (the proxy), billed as duration."""
     a = ASSUMPTIONS
     memory_gb = facts["lambda_memory_mb"] / 1024
     arch = facts["lambda_architecture"]
@@ -92,7 +116,8 @@ def per_million(
         by_service[service] = by_service.get(service, 0.0) + count
     round_trips = sum(n * a["aws_round_trip_ms"].get(s, 10.0) for s, n in by_service.items())
     compute_ms = warm["compute_ms_median"] * scale
-    billed_ms = math.ceil(compute_ms + round_trips)
+    billed_ms = math.ceil(compute_ms + round_trips + provider_wait_ms)
+    apigw_requests = max(1, math.ceil(response_bytes / APIGW_METERING_BYTES))
 
     vault_table = warm.get("vault_table", "")
     data_events = 0.0
@@ -125,24 +150,30 @@ def per_million(
         data_events * a["cloudtrail_record_bytes"] if facts["trail_to_cloudwatch_logs"] else 0.0
     )
     access_bytes = access_log_bytes(
-        facts["access_log_format"], caller_arn=caller_arn, response_bytes=response_bytes
+        facts["access_log_format"],
+        caller_arn=caller_arn,
+        response_bytes=response_bytes,
+        route_key=route_key,
     )
     lambda_log_bytes = warm["log_bytes_per_request"]
     log_gb = (lambda_log_bytes + access_bytes + trail_log_bytes) / 1e9
 
-    cold_ms = (
-        cold.get("no_bytecode", {}).get("agent_api_cpu_ms")
-        or cold.get("cold_import_cpu_ms", {}).get("agent_api", 0.0)
-    ) + cold.get("services_build_cpu_ms", 0.0)
+    cold_ms = init_cpu_ms
+    if cold_ms is None:
+        cold_ms = (
+            cold.get("no_bytecode", {}).get("agent_api_cpu_ms")
+            or cold.get("cold_import_cpu_ms", {}).get("agent_api", 0.0)
+        ) + cold.get("services_build_cpu_ms", 0.0)
     init_gb_s = cold_ms * scale / 1000 * memory_gb
 
     kms_requests = by_service.get("kms", 0.0)
     lines = {
-        "API Gateway HTTP API request": 1 * price("apigw_http_request"),
+        f"API Gateway HTTP API request (x{apigw_requests})": apigw_requests
+        * price("apigw_http_request"),
         "Lambda request": 1 * price("lambda_request"),
-        f"Lambda duration ({billed_ms} ms billed at {facts['lambda_memory_mb']} MB {arch})": (
-            billed_ms / 1000 * memory_gb * gb_s
-        ),
+        f"Lambda duration ({billed_ms} ms billed at {facts['lambda_memory_mb']} MB {arch}"
+        + (f", {provider_wait_ms:g} ms of it the provider" if provider_wait_ms else "")
+        + ")": (billed_ms / 1000 * memory_gb * gb_s),
         f"Lambda INIT (1 per {a['cold_start_per_retrievals']} retrievals, "
         f"{cold_ms * scale / 1000:.1f} s)": init_gb_s * gb_s / a["cold_start_per_retrievals"],
         f"DynamoDB on-demand ({warm['dynamodb_read_units']:g} RRU + "
@@ -180,6 +211,55 @@ def per_million(
             "access_log": access_bytes,
             "trail": round(trail_log_bytes),
         },
+    }
+
+
+def per_million_proxied(
+    proxied: dict[str, Any], facts: dict[str, Any], cold: dict[str, Any]
+) -> dict[str, Any]:
+    """Per million warm proxied calls, priced as a warm retrieval is (`per_million`): the proxy
+    function's memory from the stack, its counted AWS requests, request units and log bytes, its
+    measured compute, its own cold start, and the provider's time billed as duration (assumed,
+    `ASSUMPTIONS["provider_api_ms"]`; the line per further 100 ms is given beside it)."""
+    a = ASSUMPTIONS
+    memory_mb = facts["lambda_memory_mb_by_function"]["ProxyApi"]
+    proxy_facts = {**facts, "lambda_memory_mb": memory_mb}
+    # the cold start: the proxy's import (bytecode as measured) plus the compile cost the
+    # bundle's missing bytecode adds (measured for the agent API), plus building the services
+    imports = cold.get("cold_import_cpu_ms", {})
+    no_bytecode = cold.get("no_bytecode", {})
+    compile_cpu = max(0.0, no_bytecode.get("agent_api_cpu_ms", 0.0) - imports.get("agent_api", 0.0))
+    init_cpu_ms = (
+        imports.get("proxy_api", imports.get("agent_api", 0.0))
+        + (compile_cpu if no_bytecode else 0.0)
+        + cold.get("services_build_cpu_ms", 0.0)
+    )
+    as_warm = {
+        **proxied,
+        "compute_ms_median": proxied["figure_ms"],
+    }
+    common: dict[str, Any] = {
+        "caller_arn": proxied["caller_arn"],
+        "response_bytes": proxied["response_bytes"],
+        "route_key": proxied["route"],
+        "init_cpu_ms": init_cpu_ms,
+    }
+    priced = per_million(
+        as_warm, proxy_facts, cold, provider_wait_ms=a["provider_api_ms"], **common
+    )
+    own = per_million(as_warm, proxy_facts, cold, **common)
+    gb_s = price(
+        "lambda_gb_s_arm64" if facts["lambda_architecture"] == "arm64" else "lambda_gb_s_x86_64"
+    )
+    return {
+        **priced,
+        "lambda_memory_mb": memory_mb,
+        "provider_api_ms_assumed": a["provider_api_ms"],
+        "cost_per_million_usd_without_provider_wait": own["cost_per_million_usd"],
+        "billed_ms_without_provider_wait": own["billed_ms"],
+        "per_100_ms_of_provider_time_usd": round(0.1 * memory_mb / 1024 * gb_s * 1e6, 3),
+        "init_cpu_ms": round(init_cpu_ms, 1),
+        "excluded": a["proxy_excluded"],
     }
 
 

@@ -35,6 +35,17 @@ def _literal(path: Path, pattern: str, default: Any = None) -> Any:
     return match.group(1) if match else default
 
 
+def _function_memory(stack_source: str, name: str, default: int) -> int:
+    """A function's memory in stacks/vault_stack.py: its `function("Name", ...)` call's
+    `memory_size=` if it passes one (the helper passes it on to VaultFunction), else the
+    VaultFunction default."""
+    call = re.search(rf'function\(\s*"{name}",(.*?)\n        \)', stack_source, re.S)
+    if call is None:
+        raise RuntimeError(f"no function({name!r}, ...) in stacks/vault_stack.py")
+    memory = re.search(r"memory_size=(\d+)", call.group(1))
+    return int(memory.group(1)) if memory else default
+
+
 def _facts() -> dict[str, Any]:
     """In the subprocess: what the CDK code deploys by default (config/example.json)."""
     from stacks.config import read_config_file
@@ -42,10 +53,9 @@ def _facts() -> dict[str, Any]:
     from stacks.constructs.vault_function import VaultFunction
 
     config = read_config_file(DEFAULT_CONFIG)
-    functions = re.findall(
-        r'function\(\s*"(\w+)",\s*"vault\.handlers\.',
-        (STACKS / "vault_stack.py").read_text(encoding="utf-8"),
-    )
+    stack_source = (STACKS / "vault_stack.py").read_text(encoding="utf-8")
+    functions = re.findall(r'function\(\s*"(\w+)",\s*"vault\.handlers\.', stack_source)
+    default_memory = inspect.signature(VaultFunction.__init__).parameters["memory_size"].default
     selectors = []
     for selector in audit_trail.data_event_selectors(
         config.audit_data_events, table_arn="VAULT_TABLE", function_arns=["VAULT_FUNCTION"]
@@ -73,9 +83,10 @@ def _facts() -> dict[str, Any]:
     service = constructs / "agent_service.py"
     return {
         "config": str(DEFAULT_CONFIG.relative_to(REPO_ROOT)),
-        "lambda_memory_mb": inspect.signature(VaultFunction.__init__)
-        .parameters["memory_size"]
-        .default,
+        "lambda_memory_mb": _function_memory(stack_source, "AgentApi", default_memory),
+        "lambda_memory_mb_by_function": {
+            name: _function_memory(stack_source, name, default_memory) for name in functions
+        },
         "lambda_architecture": str(vault_code.ARCHITECTURE.name),
         "lambda_functions": functions,
         "lambda_tracing_active": "Tracing.ACTIVE"
@@ -103,8 +114,10 @@ def _facts() -> dict[str, Any]:
         in (constructs / "agent_cluster.py").read_text(encoding="utf-8"),
         "load_balancer": bool(config.certificate_arn),
         "sources": {
-            "lambda_memory_mb": "VaultFunction(memory_size=...) default, not overridden in "
-            "stacks/vault_stack.py",
+            "lambda_memory_mb": "the agent API's: its function(...) call in "
+            "stacks/vault_stack.py, else the VaultFunction(memory_size=...) default",
+            "lambda_memory_mb_by_function": "each function(...) call in stacks/vault_stack.py, "
+            "else the VaultFunction(memory_size=...) default",
             "data_event_selectors": "stacks/constructs/audit_trail.data_event_selectors",
             "fargate": "stacks/constructs/agent_service.py (FargateTaskDefinition literals)",
             "nat_gateways": "stacks/constructs/agent_network.py",

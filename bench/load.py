@@ -6,8 +6,9 @@ functions as pools of Lambda-like containers (up to `containers.DEFAULT_MAX_CONT
 function, one request at a time each) behind the local API Gateway, which verifies SigV4 for
 each local principal. Everything listens on 127.0.0.1; the run refuses any other address.
 
-Each agent is the real SDK, `agent_vault.VaultClient`, signing as a calendar-agent task (the
-three tasks of local mode, round robin) with its own session and key. Before the timer (not
+Each agent is the real SDK, `agent_vault.VaultClient`, signing as a task of local mode's
+`calendar-bearer-agent` (its two tasks, round robin; the `calendar-agent` has proxy delivery and
+gets no token) with its own session and key. Before the timer (not
 counted): alice logs in to the application once, consents once (tests/local/helpers.consent),
 every agent starts its session and gets its first token (the vault mints it), then all ask
 twice at once (the agent API's pool starts its containers: their cold starts are not timed).
@@ -40,14 +41,16 @@ from urllib.parse import urlsplit
 from agent_vault import UserIdentity, VaultClient
 from agent_vault_local.containers import DEFAULT_MAX_CONTAINERS
 from agent_vault_local.demo import id_token_for, vault_client
-from agent_vault_local.runner import AGENT_APP, TASK_1, TASK_2, LocalInfo, LocalModeProcess
+from agent_vault_local.runner import BEARER_TASK_1, BEARER_TASK_2, LocalInfo, LocalModeProcess
 from bench import BENCH_ENV
 from bench.timing import percentile
 from tests.local.helpers import consent
 
 SCOPES = ("calendar.read",)
-PRINCIPALS = (TASK_1, TASK_2, AGENT_APP)
-"""The calendar-agent tasks of local mode; agents are spread over them round robin."""
+PRINCIPALS = (BEARER_TASK_1, BEARER_TASK_2)
+"""The tasks of local mode's calendar agent with `bearer` delivery (its other calendar agent
+reaches the calendar through the proxy and gets no token); agents are spread over them round
+robin."""
 USER = "alice"
 LOOPBACK = "127.0.0.1"
 FUNCTION = "agent-vault-agent-api"

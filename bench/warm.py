@@ -186,7 +186,7 @@ class Breakdown:
         ("vault.store.sessions", "SessionRepository.bundle", "DynamoDB Query + mapping"),
         ("vault.store.replay", "ReplayRepository.remember", "DynamoDB PutItem (jti)"),
         ("vault.store.envelope", "Envelope.decrypt", "data-key cache + AES-GCM decrypt"),
-        ("vault.tokens", "audit", "audit log line + metric"),
+        ("vault.audit", "_record", "audit log line (+ metric when not allowed)"),
         ("vault.handlers.agent_api", "parse_body", "body parsing (pydantic)"),
         ("vault.handlers.agent_api", "json_response", "response JSON"),
     )

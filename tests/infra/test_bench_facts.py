@@ -12,6 +12,7 @@ from bench import LATEST_JSON
 from bench.deployment import _facts
 from bench.readme import README, figures, section
 from stacks.vault_stack import ITEM_ACCESS
+from tests.infra.conftest import Synthesized, by_type
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,31 @@ def test_the_cost_model_sees_every_vault_function_and_its_alarms() -> None:
     assert sorted(facts["lambda_functions"]) == sorted(ITEM_ACCESS)
     # Api5xx and DeadLetters, plus Errors and Throttles per function
     assert facts["alarms"] == 2 + 2 * len(ITEM_ACCESS)
+
+
+def test_the_cost_model_prices_each_function_at_the_memory_and_architecture_it_deploys_with(
+    synthesized: Synthesized,
+) -> None:
+    """The proxy's cost per million uses the proxy function's memory: the one the stack gives it."""
+    facts = _facts()
+    deployed = {
+        f["Properties"]["Handler"]: f["Properties"]
+        for f in by_type(synthesized.templates["Vault"], "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler", "").startswith("vault.handlers.")
+    }
+    handlers = {
+        "AgentApi": "agent_api",
+        "ProxyApi": "proxy_api",
+        "Callback": "callback",
+        "AdminApi": "admin_api",
+        "Reaper": "reaper",
+    }
+    assert sorted(facts["lambda_memory_mb_by_function"]) == sorted(handlers)
+    for name, memory in facts["lambda_memory_mb_by_function"].items():
+        function = deployed[f"vault.handlers.{handlers[name]}.handler"]
+        assert function["MemorySize"] == memory, name
+        assert function["Architectures"] == [facts["lambda_architecture"]], name
+    assert facts["lambda_memory_mb"] == facts["lambda_memory_mb_by_function"]["AgentApi"]
 
 
 def test_the_readme_figures_are_those_of_bench_latest_json(latest: dict[str, Any]) -> None:
@@ -44,7 +70,7 @@ def test_bench_latest_json_is_a_full_run_with_each_figure_beside_its_floor(
 
     cold = latest["cold_start"]
     assert cold["floor_statement"] == "import boto3, aws_lambda_powertools"
-    assert sorted(cold["handlers"]) == ["admin_api", "agent_api", "callback", "reaper"]
+    assert sorted(cold["handlers"]) == ["admin_api", "agent_api", "callback", "proxy_api", "reaper"]
     for handler in cold["handlers"].values():
         assert handler["floor_ms"] == cold["floor_ms"]
         assert handler["difference_ms"] == round(handler["figure_ms"] - cold["floor_ms"], 1)
@@ -65,8 +91,33 @@ def test_bench_latest_json_is_a_full_run_with_each_figure_beside_its_floor(
     assert load["requests"] == load["agents"] * load["requests_per_agent"]
     assert load["latency_ms"]["p50"] <= load["latency_ms"]["p99"]
 
-    assert latest["proxied_call"]["measured"] or latest["proxied_call"]["note"] == (
-        "not measured: no proxy in this build"
+    proxied = latest["proxied_call"]
+    assert proxied["measured"], proxied
+    assert proxied["route"] == "ANY /v1/sessions/{session_id}/proxy/{provider}/{path+}"
+    assert proxied["difference_ms"] == round(proxied["figure_ms"] - proxied["floor_ms"], 3)
+    assert proxied["figure_ms"] == proxied["vault_compute_ms"]["median"]
+    assert proxied["floor_ms"] == proxied["bare_client_compute_ms"]["median"]
+    assert (
+        proxied["aws_requests_by_operation"]
+        == (latest["warm_retrieval"]["aws_requests_by_operation"])
     )
+    assert (proxied["provider_api_requests"], proxied["provider_token_requests"]) == (1, 0)
+    priced = proxied["cost"]
+    assert (
+        priced["lambda_memory_mb"]
+        == (latest["deployment_facts"]["lambda_memory_mb_by_function"]["ProxyApi"])
+    )
+    lines = sum(priced["lines_per_million_usd"].values())
+    assert abs(priced["cost_per_million_usd"] - lines) < 0.01
+    assert latest["proxy_cost_per_million_usd"] == priced["cost_per_million_usd"]
+
     ids = {t["id"] for t in latest["targets"]}
-    assert {"warm_compute", "cold_agent_api", "contention_64_requests", "load_errors"} <= ids
+    assert {
+        "warm_compute",
+        "cold_agent_api",
+        "cold_proxy_api",
+        "contention_64_requests",
+        "load_errors",
+        "proxy",
+        "proxy_calls",
+    } <= ids
