@@ -2,13 +2,15 @@
 
 One repository per aggregate, over one DynamoDB client (`dynamo`) and one generic item mapper
 (`mapper`, driven by the layout in `schema`): sessions with their tokens, consent flows, grants
-with their refresh lease, agents' machine tokens with their fetch lease, and the proof replay cache.
+with their refresh lease, agents' machine tokens with their fetch lease, the proof replay cache, and
+delegations (child sessions).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from vault.store.delegations import DelegationRepository
 from vault.store.dynamo import Conflict, Dynamo
 from vault.store.flows import FlowRepository
 from vault.store.grants import GrantRepository
@@ -29,3 +31,4 @@ class Store:
         self.grants = GrantRepository(self._db, table)
         self.machine = MachineTokenRepository(self._db, table)
         self.replay = ReplayRepository(self._db, replay_table)
+        self.delegations = DelegationRepository(self._db, table)
