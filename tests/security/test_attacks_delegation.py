@@ -305,6 +305,49 @@ def test_row_45_a_stopped_parent_task_ends_its_children_in_other_tasks(vault: Va
     assert item["status"]["S"] == "ended" and item["ended_reason"]["S"] == "parent_ended"
 
 
+def test_row_45_a_stopped_child_task_ends_the_child_and_leaves_its_parent(vault: Vault) -> None:
+    parent = connected_agent(vault)
+    child = child_of(vault, parent, "proxy-agent-role", {"calendar": READ})
+    assert child.proxy("GET", EVENTS).status == 200
+    reap(task_stopped(child.task_id))
+    assert assert_problem(child.proxy("GET", EVENTS), 410, "session_ended")["reason"] == (
+        "task_stopped"
+    )
+    assert stored_tokens_of(vault, child.session_id) == []
+    assert parent.token("calendar", READ).status == 200
+    # and the stopped task's credentials claim nothing more
+    offered = delegate(parent, "proxy-agent", {"calendar": READ}).json
+    again = vault.agent("proxy-agent-role", task_id=child.task_id)
+    with unchanged(vault):
+        assert_problem(claim(again, offered["delegation_id"]), 403, "task_stopped")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"agent": "mail-agent", "providers": {}},
+        {"agent": "mail-agent", "providers": {"calendar": []}},
+        {"agent": "mail-agent", "providers": {"calendar": READ}, "act": {"sub": "x"}},
+        {"agent": "Mail Agent", "providers": {"calendar": READ}},
+        {"agent": "mail-agent", "providers": {"calendar": READ}, "ttl_seconds": 59},
+        {"agent": "mail-agent", "providers": {"calendar": "calendar.read"}},
+    ],
+)
+def test_a_malformed_delegation_is_a_400_that_changes_nothing(
+    vault: Vault, body: dict[str, Any]
+) -> None:
+    parent = connected_agent(vault)
+    path = f"/v1/sessions/{parent.session_id}/delegations"
+    with unchanged(vault):
+        assert_problem(parent.call("POST", path, body), 400, "invalid_request")
+    with unchanged(vault):
+        assert_problem(
+            delegate(parent, "nobody", {"calendar": READ}), 403, "delegation_not_allowed"
+        )
+        unknown = delegate(parent, "mail-agent", {"nowhere": READ})
+    assert_problem(unknown, 400, "unknown_provider")
+
+
 def test_row_45_a_child_whose_parent_ended_is_refused_even_if_the_cascade_was_cut_short(
     vault: Vault, audit_events: AuditLog
 ) -> None:
