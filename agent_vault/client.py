@@ -188,6 +188,10 @@ class SessionInfo:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     providers: dict[str, ProviderAccess] = field(default_factory=dict, compare=False)
     """How the agent reaches each of its providers, when the vault says (``providers``)."""
+    parent_session_id: str | None = None
+    """A child session's parent (flow 8); None for a session the agent started itself."""
+    chain: dict[str, Any] | None = field(default=None, compare=False)
+    """Who acts for whom (RFC 8693 ``act``): the user as ``sub``, this actor outermost."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SessionInfo:
@@ -208,6 +212,46 @@ class SessionInfo:
                 for name, access in (providers.items() if isinstance(providers, Mapping) else ())
                 if isinstance(access, Mapping)
             },
+            parent_session_id=(
+                None if data.get("parent_session_id") is None else str(data["parent_session_id"])
+            ),
+            chain=dict(chain) if isinstance(chain := data.get("chain"), Mapping) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """A child session offered to another agent (flow 8): the handle a sub-agent claims with
+    ``VaultClient.claim_delegation``. Pass ``delegation_id`` to the sub-agent; it is worth
+    nothing to anyone but that agent's IAM role, and only once."""
+
+    delegation_id: str
+    agent: str
+    """The agent that may claim it."""
+    providers: dict[str, tuple[str, ...]]
+    """What the child may use: provider -> scopes."""
+    parent_session_id: str
+    claim_by: float
+    """Claimable until then (epoch seconds)."""
+    expires_at: float
+    """The child's end: never past its parent's."""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Delegation:
+        providers = data.get("providers") or {}
+        return cls(
+            delegation_id=str(data["delegation_id"]),
+            agent=str(data.get("agent", "")),
+            providers={
+                str(name): normalize_scopes(map(str, scopes))
+                for name, scopes in (providers.items() if isinstance(providers, Mapping) else ())
+                if isinstance(scopes, list)
+            },
+            parent_session_id=str(data.get("parent_session_id", "")),
+            claim_by=float(data.get("claim_by", 0)),
+            expires_at=float(data.get("expires_at", 0)),
+            raw=dict(data),
         )
 
 
@@ -494,6 +538,7 @@ class VaultClient:
     def _due_for_renewal(self, session: SessionInfo) -> bool:
         return (
             self.auto_renew
+            and not session.parent_session_id  # a child is never renewed: it ends with its parent
             and session.expires_at > 0
             and session.expires_at - self.refresh_margin <= time.time()
         )
@@ -520,6 +565,52 @@ class VaultClient:
             self._session = info
             if user is not None:
                 self.user = user
+            return info
+
+    # -- delegation (flow 8) ---------------------------------------------------------------------
+
+    def delegate(
+        self,
+        *,
+        agent: str,
+        providers: Mapping[str, str | Iterable[str]],
+        ttl_seconds: int | None = None,
+    ) -> Delegation:
+        """Offer a child session of this session to ``agent`` (one of this agent's
+        ``may_delegate_to``): at most this session's providers and scopes, for at most what is
+        left of its life (default: all of it, up to the vault's session TTL). Hand the returned
+        ``delegation_id`` to the sub-agent, which claims it with its own client
+        (``claim_delegation``); ending this session ends the child."""
+        session = self.ensure_session()
+        sid = session.session_id
+        body: dict[str, Any] = {
+            "agent": agent,
+            "providers": {name: list(normalize_scopes(s)) for name, s in providers.items()},
+        }
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        answer = self.request("POST", f"/v1/sessions/{_seg(sid)}/delegations", body, session_id=sid)
+        return Delegation.from_json(answer)
+
+    def claim_delegation(self, handle: Delegation | str) -> SessionInfo:
+        """Claim a delegation made for this client's agent: this client's session becomes the
+        child session, bound to this task's IAM principal and a new key of this client (no key
+        or token comes from the parent). ``get_token``, ``http()`` and the decorators then work
+        as in any session, within what was delegated; the child is never renewed, and ends with
+        its parent (``SessionEnded``, ``reason`` ``parent_ended``)."""
+        delegation_id = handle.delegation_id if isinstance(handle, Delegation) else str(handle)
+        with self._lock:
+            key = SessionKey()
+            answer = self.request("POST", f"/v1/delegations/{_seg(delegation_id)}/claim", key=key)
+            info = SessionInfo.from_json(answer)
+            if info.jkt and info.jkt != key.thumbprint:
+                raise VaultError(
+                    "the vault bound the session to another key than ours", code="key_mismatch"
+                )
+            self._key = key
+            self._session = info
+            self._tokens.clear()
+            log.debug("vault child session %s claimed (agent %s)", info.session_id, info.agent)
             return info
 
     def get_session(self) -> SessionInfo:
@@ -891,6 +982,12 @@ class AsyncVaultClient:
 
     async def renew_session(self, **kwargs: Any) -> SessionInfo:
         return await self._run(self.sync.renew_session, **kwargs)
+
+    async def delegate(self, **kwargs: Any) -> Delegation:
+        return await self._run(self.sync.delegate, **kwargs)
+
+    async def claim_delegation(self, handle: Delegation | str) -> SessionInfo:
+        return await self._run(self.sync.claim_delegation, handle)
 
     async def get_token(
         self, provider: str, scopes: str | Iterable[str], **kwargs: Any

@@ -20,6 +20,9 @@ __all__ = [
     "ConsentTimeout",
     "DPoPNonceRequired",
     "DPoPProofRequired",
+    "DelegationNotAllowed",
+    "DelegationNotFound",
+    "DelegationNotPending",
     "DeliveryProxyOnly",
     "FlowNotFound",
     "FlowNotPending",
@@ -195,6 +198,19 @@ class ScopeNotAllowed(Forbidden):
         return [str(s) for s in value] if isinstance(value, list) else []
 
 
+class DelegationNotAllowed(Forbidden):
+    """403 ``delegation_not_allowed`` / ``delegation_exceeds_parent``: the config lets this
+    agent delegate to no such agent, the chain would be too deep, or the child would get more
+    than its parent has (a provider, scopes, or a life past the parent's: see ``reason``)."""
+
+    default_code = "delegation_not_allowed"
+
+    @property
+    def reason(self) -> str | None:
+        value = self.problem.get("reason")
+        return value if isinstance(value, str) else None
+
+
 class DeliveryProxyOnly(Forbidden):
     """403 ``delivery_proxy_only``: this agent reaches the provider through the vault's proxy
     (``/v1/sessions/{id}/proxy/{provider}/...``); the token never leaves the vault."""
@@ -301,6 +317,19 @@ class FlowNotFound(NotFound):
     default_code = "flow_not_found"
 
 
+class DelegationNotFound(NotFound):
+    """404 ``delegation_not_found``: no such delegation (the handle is wrong or long gone)."""
+
+    default_code = "delegation_not_found"
+
+
+class DelegationNotPending(VaultError):
+    """409 ``delegation_not_pending``: the delegation was claimed already (once only) or its
+    claim window passed (``delegation_status``)."""
+
+    default_code = "delegation_not_pending"
+
+
 class SessionEnded(VaultError):
     """410 ``session_ended``: the session was ended, expired, or its task stopped.
 
@@ -389,6 +418,10 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "method_not_allowed": InvalidRequest,
     "session_ended": SessionEnded,
     "flow_not_pending": FlowNotPending,
+    "delegation_not_allowed": DelegationNotAllowed,
+    "delegation_exceeds_parent": DelegationNotAllowed,
+    "delegation_not_found": DelegationNotFound,
+    "delegation_not_pending": DelegationNotPending,
     "provider_error": ProviderError,
     "provider_timeout": ProviderTimeout,
     "upstream_redirect_refused": UpstreamRefused,

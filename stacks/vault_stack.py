@@ -32,7 +32,9 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
     "AgentApi": {
         # a session starts in one transaction: the session, its task entry, and a check that the
         # task was not recorded as stopped (TASK#<id>/STOPPED)
+        # (a delegated session's ancestors are read in one BatchGetItem)
         "SESSION#": (
+            "BatchGetItem",
             "ConditionCheckItem",
             "DeleteItem",
             "GetItem",
@@ -46,12 +48,23 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "USER#": ("GetItem", "PutItem", "UpdateItem"),
         # agents' machine tokens (flow 12): read, fetch lease, store
         "MACHINE#": ("GetItem", "PutItem", "UpdateItem"),
+        # delegations (flow 8): offered, claimed, listed in the parent's partition, which a
+        # session's end reads to end its children
+        "DELEGATION#": ("GetItem", "PutItem", "UpdateItem"),
+        "CHILDREN#": ("PutItem", "Query"),
     },
     # The egress proxy reads its session with its tokens, mints tokens (the grant's lease and
     # refresh token, the session token in the refresh's transaction), forgets a token the
     # provider refused. No flow, no task entry, no session start or end.
     "ProxyApi": {
-        "SESSION#": ("ConditionCheckItem", "DeleteItem", "GetItem", "PutItem", "Query"),
+        "SESSION#": (
+            "BatchGetItem",
+            "ConditionCheckItem",
+            "DeleteItem",
+            "GetItem",
+            "PutItem",
+            "Query",
+        ),
         "USER#": ("GetItem", "UpdateItem"),
         "MACHINE#": ("GetItem", "PutItem", "UpdateItem"),
     },
@@ -75,6 +88,8 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         # the task's stop record first, then its sessions from the task's own partition
         "TASK#": ("PutItem", "Query"),
         "USER#": ("GetItem", "UpdateItem"),
+        # a session's delegations: its children end with it
+        "CHILDREN#": ("Query",),
         # Powertools idempotency records (pk `idempotency#<function name>`): a replayed event
         # finds the record in the failed conditional put's answer, not with a GetItem.
         "idempotency#": ("DeleteItem", "PutItem", "UpdateItem"),

@@ -56,14 +56,28 @@ _ALLOWED_EXTRA = {
     "path",
     "bytes",
     "latency_ms",
+    # delegation (flow 8): the actor chain, RFC 8693 `act`-shaped (identifiers only)
+    "chain",
+    "child_agent",
+    "delegation_id",
+    "depth",
 }
 _WHERE = ("principal", "agent", "provider", "session_id", "task_id", "flow_id", "grant_id")
 _recorded: ContextVar[tuple[str, ...]] = ContextVar("audit_recorded", default=())
+_chains: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("audit_chains", default=None)
 
 
 def begin_request() -> None:
     """A request starts: no decision of it is recorded yet (see `recorded`)."""
     _recorded.set(())
+    _chains.set(None)
+
+
+def note_chain(session_id: str, chain: dict[str, Any]) -> None:
+    """A delegated session's actor chain (`Session.chain()`: the user as `sub`, the actors in
+    nested `act`): every event of this request that names the session carries it as `chain`.
+    A session's chain never changes, so a registration outliving its request stays true."""
+    _chains.set({**(_chains.get() or {}), session_id: chain})
 
 
 def recorded(*outcomes: str) -> bool:
@@ -114,6 +128,9 @@ def _record(
         event["user"] = where["user"].as_dict()
     if where.get("scopes") is not None:
         event["scopes"] = sorted(where["scopes"])
+    chain = (_chains.get() or {}).get(where.get("session_id") or "")
+    if chain is not None:
+        event["chain"] = chain
     event.update({k: v for k, v in extra.items() if v is not None})
     logger.info(f"audit {action} {outcome}", extra={"audit": event})
     _recorded.set((*_recorded.get(), outcome))

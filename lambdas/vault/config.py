@@ -307,6 +307,9 @@ class AgentConfig(_Frozen):
     policy. A list of scopes is the shorthand for `{"scopes": [...]}`."""
     may_assert_user_id: bool = False
     """Trust this agent to name the user by id instead of presenting an identity token."""
+    may_delegate_to: tuple[Annotated[str, Field(pattern=NAME_PATTERN)], ...] = ()
+    """The agents a session of this agent may hand a child session to (flow 8); none by
+    default. Each must be a configured agent."""
 
     @model_validator(mode="after")
     def _one_role(self) -> AgentConfig:
@@ -361,6 +364,9 @@ class VaultConfig(_Frozen):
     stopped_task_ttl_seconds: int = Field(default=13 * 3600, ge=12 * 3600, le=7 * 86400)
     """How long a stopped task stays recorded as stopped (its credentials start no session)."""
     flow_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    max_delegation_depth: int = Field(default=2, ge=1, le=8)
+    """How deep a delegation chain may go: 1 lets a session have children but no grandchildren
+    (a session started by an agent is depth 0, its child 1, ...)."""
     proof_max_age_seconds: int = Field(default=60, ge=5, le=300)
     audit_data_events: Literal["writes", "all", "none"] = "writes"
     certificate_arn: str | None = Field(default=None, pattern=CERTIFICATE_ARN_PATTERN)
@@ -411,6 +417,14 @@ class VaultConfig(_Frozen):
                         f" in providers.{provider}.scopes"
                     )
                 _check_delivery(agent_name, provider, access, self.providers[provider])
+        for agent_name, agent in self.agents.items():
+            unknown = [a for a in agent.may_delegate_to if a not in self.agents]
+            if unknown:
+                raise ValueError(
+                    f"agents.{agent_name}.may_delegate_to: no agent named {unknown[0]!r}"
+                )
+            if len(set(agent.may_delegate_to)) != len(agent.may_delegate_to):
+                raise ValueError(f"agents.{agent_name}.may_delegate_to: an agent is listed twice")
         roles = [a.name_of_role for a in self.agents.values()]
         if len(set(roles)) != len(roles):
             raise ValueError("agents: two agents share one role_name")

@@ -27,6 +27,7 @@ from vault.errors import (
     CallbackMismatch,
     CodeExchangeFailed,
     DecryptionFailed,
+    DelegationNotAllowed,
     FlowNotFound,
     FlowNotPending,
     Forbidden,
@@ -131,6 +132,12 @@ def start_authorization(
         session_id=session.session_id,
         task_id=session.task_id,
     ) as d:
+        if session.ancestors:  # its tokens come from its root's grant: consent is asked there
+            raise DelegationNotAllowed(
+                "a delegated session does not ask for consent: the session it was delegated"
+                " from (its root) does",
+                reason="consent",
+            )
         provider = svc.provider(body.provider)
         state, verifier = secrets.token_urlsafe(32), new_code_verifier()
         flow_id, grant_id = new_id("flw"), new_id("grt")

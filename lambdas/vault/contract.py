@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from vault import inspection, schemas
 from vault.consent import FLOW_ID
+from vault.delegation import DELEGATION_ID
 from vault.routes import Route
 from vault.sessions import SESSION_ID
 
@@ -66,6 +67,41 @@ class ProviderDelivery(_Answer):
     )
 
 
+class Actor(_Answer):
+    """An actor of a delegation chain, RFC 8693 §4.1 `act`: the prior actor nested in `act`."""
+
+    sub: str = Field(description="The acting agent.")
+    sid: str = Field(pattern=SESSION_ID.pattern, description="Its session.")
+    act: Actor | None = Field(default=None, description="The actor it acts for, if any.")
+
+
+class Chain(_Answer):
+    """Who acts for whom: the user as `sub`, the current actor outermost in `act`."""
+
+    iss: str
+    sub: str
+    act: Actor
+
+
+class SessionBrief(_Answer):
+    """A session of the chain, as the session view lists it."""
+
+    session_id: str = Field(pattern=SESSION_ID.pattern)
+    agent: str | None = None
+    status: Literal["active", "ended", "expired", "gone"]
+    expires_at: EpochSeconds | None = None
+
+
+class ChildView(_Answer):
+    """A delegation of this session: `pending` until claimed, then its session."""
+
+    delegation_id: str = Field(pattern=DELEGATION_ID.pattern)
+    agent: str
+    status: Literal["pending", "expired", "active", "ended"]
+    session_id: str | None = Field(default=None, pattern=SESSION_ID.pattern)
+    expires_at: EpochSeconds | None = None
+
+
 class SessionView(_Answer):
     """A vault session (`sessions.session_answer`)."""
 
@@ -78,8 +114,37 @@ class SessionView(_Answer):
     created_at: EpochSeconds
     expires_at: EpochSeconds
     providers: dict[str, ProviderDelivery] = Field(
-        description="Per provider of the agent's policy: its delivery and API base URLs."
+        description="Per provider of the agent's policy (a delegated session: of those "
+        "delegated to it): its delivery and API base URLs."
     )
+    depth: int = Field(ge=0, description="0: started by its agent; n: n links below that.")
+    chain: Chain
+    parent_session_id: str | None = Field(
+        default=None, pattern=SESSION_ID.pattern, description="A delegated session's parent."
+    )
+    rights: dict[str, list[str]] | None = Field(
+        default=None,
+        description="`GET`, a delegated session: what it may ask for per provider today, "
+        "before the user's grant (its chain's delegations ∩ each agent's policy).",
+    )
+    ancestors: list[SessionBrief] | None = Field(
+        default=None, description="`GET`: the sessions it was delegated from, root first."
+    )
+    children: list[ChildView] | None = Field(
+        default=None, description="`GET`: its delegations, claimed or not."
+    )
+
+
+class DelegationOffered(_Answer):
+    """A pending child session: the handle (`delegation_id`) the child agent claims."""
+
+    delegation_id: str = Field(pattern=DELEGATION_ID.pattern)
+    parent_session_id: str = Field(pattern=SESSION_ID.pattern)
+    agent: str = Field(description="The agent that may claim it.")
+    providers: dict[str, list[str]] = Field(description="What the child may use.")
+    status: Literal["pending"]
+    claim_by: EpochSeconds = Field(description="Claimable until then.")
+    expires_at: EpochSeconds = Field(description="The child's end (never past the parent's).")
 
 
 class SessionEndedAnswer(_Answer):
@@ -353,6 +418,28 @@ OPERATIONS: dict[str, Operation] = {
         ),
         proxied=True,
     ),
+    "POST /v1/sessions/{session_id}/delegations": Operation(
+        "delegate",
+        "Offer a child session to another agent",
+        f"{_OWN} The agent must be in `may_delegate_to`, the chain within "
+        "`max_delegation_depth`, the providers and scopes within this session's rights and the "
+        "child agent's policy, `ttl_seconds` within what is left of this session's life. The "
+        "child agent claims the answer's `delegation_id` (docs/api.md, 'Delegation').",
+        201,
+        DelegationOffered,
+        schemas.StartDelegation,
+        proof=True,
+    ),
+    "POST /v1/delegations/{delegation_id}/claim": Operation(
+        "claim_delegation",
+        "Claim a delegation (the child agent)",
+        "The delegation's agent only, once, before `claim_by`, while every ancestor lives. The "
+        "key that signs the `DPoP` proof (no `sid`) becomes the child session's key; the "
+        "session is bound to the caller's IAM principal.",
+        201,
+        SessionView,
+        proof=True,
+    ),
     "POST /v1/flows/{flow_id}/complete": Operation(
         "complete_flow",
         "Bind a consented flow to the logged-in user",
@@ -450,6 +537,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "session_id": {"type": "string", "pattern": SESSION_ID.pattern},
     "flow_id": {"type": "string", "pattern": FLOW_ID.pattern},
     "grant_id": {"type": "string", "pattern": inspection.GRANT_ID.pattern},
+    "delegation_id": {"type": "string", "pattern": DELEGATION_ID.pattern},
     "provider": TypeAdapter(schemas.ProviderName).json_schema(),
     "path+": {
         "type": "string",

@@ -125,6 +125,20 @@ class RequestNotAllowed(VaultError):
     status, code, title = 403, "request_not_allowed", "Request not allowed by policy"
 
 
+class DelegationNotAllowed(VaultError):
+    """The config lets this agent delegate to no such agent, or the chain would be too deep
+    (`agents.<a>.may_delegate_to`, `max_delegation_depth`); or a child asked for consent."""
+
+    status, code, title = 403, "delegation_not_allowed", "Delegation not allowed"
+
+
+class DelegationExceedsParent(VaultError):
+    """A child would get more than its parent has: a provider or scopes the parent lacks, or a
+    life past the parent's end (`reason`: `provider`, `scopes` or `lifetime`)."""
+
+    status, code, title = 403, "delegation_exceeds_parent", "More than the parent has"
+
+
 class ConsentRequired(VaultError):
     status, code, title = 403, "consent_required", "Consent required"
 
@@ -169,6 +183,16 @@ class InvalidCursor(VaultError):
     """A read API cursor that this query did not hand out."""
 
     code, title = "invalid_cursor", "Invalid cursor"
+
+
+class DelegationNotFound(VaultError):
+    status, code, title = 404, "delegation_not_found", "Delegation not found"
+
+
+class DelegationNotPending(VaultError):
+    """A delegation is claimed once, before it expires (`delegation_status`)."""
+
+    status, code, title = 409, "delegation_not_pending", "Delegation is not awaiting its claim"
 
 
 class MethodNotAllowed(VaultError):

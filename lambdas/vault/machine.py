@@ -83,7 +83,7 @@ def get_token(
         d.note(cached=not fetched, credential="machine")
     return {
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": "Bearer",  # a token type  # nosec B105
         "expires_in": max(0, token.expires_at - svc.now()),
         "scope": " ".join(scopes),
         "provider": body.provider,

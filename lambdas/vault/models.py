@@ -67,10 +67,48 @@ class Session:
     ended_reason: str | None = None
     identity_at: int | None = None
     """When the user's identity was last verified (start, or a renewal carrying it)."""
+    # --- delegation (flow 8): set on a child session only --------------------------------------
+    ancestors: tuple[str, ...] | None = None
+    """The sessions this one was delegated from, the root (an agent's own session) first and
+    the parent last."""
+    delegated: dict[str, list[str]] | None = None
+    """What the parent handed down: provider -> scopes (never more than the parent has)."""
+    grant_agent: str | None = None
+    """The agent whose user grant the chain's tokens are minted from (the root's agent)."""
+    act: dict[str, Any] | None = None
+    """The actor chain, RFC 8693 §4.1 `act` shape: this session's actor outermost, each prior
+    actor nested in it, down to the root's (the user is the chain's `sub`)."""
+    delegation_id: str | None = None
+    """The delegation this child was claimed from."""
+    lineage: list[Session] | None = None
+    """Not stored: the ancestors as read (alive) when the session was last authorized."""
 
     @property
     def identity_verified_at(self) -> int:
         return self.identity_at if self.identity_at is not None else self.created_at
+
+    @property
+    def parent_session_id(self) -> str | None:
+        return self.ancestors[-1] if self.ancestors else None
+
+    @property
+    def depth(self) -> int:
+        """0 for a session an agent started itself, 1 for its child, ..."""
+        return len(self.ancestors or ())
+
+    @property
+    def grantee(self) -> str:
+        """The agent whose grant this session's tokens come from (its own, or its root's)."""
+        return self.grant_agent or self.agent
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        """This session's `act` member: itself as the current actor, prior actors nested."""
+        return self.act or {"sub": self.agent, "sid": self.session_id}
+
+    def chain(self) -> dict[str, Any]:
+        """Who acts for whom, RFC 8693-shaped: the user as `sub`, the actors in `act`."""
+        return {"iss": self.user.iss, "sub": self.user.sub, "act": self.actor}
 
     def alive(self, now: float) -> bool:
         return self.status == "active" and now < self.expires_at
@@ -216,3 +254,24 @@ class MachineToken:
     @property
     def context(self) -> dict[str, str]:
         return machine_token_context(self.agent, self.provider, self.scopes)
+
+
+@dataclass
+class Delegation:
+    """A child session offered by a parent session to another agent (flow 8), until claimed."""
+
+    delegation_id: str
+    parent_session_id: str
+    agent: str
+    """The agent that may claim it (its own IAM role, its own session key)."""
+    user: UserRef
+    providers: dict[str, list[str]]
+    """What the child may use: provider -> scopes (within the parent's rights at creation)."""
+    created_at: int
+    claim_by: int
+    """After this it can no longer be claimed."""
+    expires_at: int
+    """The child session's expiry (never past the parent's)."""
+    status: str = "pending"  # pending | claimed
+    session_id: str | None = None
+    """The child session, once claimed."""

@@ -92,7 +92,18 @@ def _problem_schema() -> dict[str, Any]:
             "reason": {
                 "type": "string",
                 "description": "`consent_required`: `no_grant`, `scopes_not_granted` or "
-                "`grant_broken`.",
+                "`grant_broken`; `session_ended`: how it ended (`parent_ended`: an ancestor "
+                "did); `delegation_not_allowed`: `agent_not_allowed`, `too_deep`, `consent` or "
+                "`renewal`; `delegation_exceeds_parent`: `provider`, `scopes` or `lifetime`.",
+            },
+            "max_ttl_seconds": {
+                "type": "integer",
+                "description": "`delegation_exceeds_parent` (`lifetime`): what is left of the "
+                "parent's life.",
+            },
+            "delegation_status": {
+                "type": "string",
+                "description": "`delegation_not_pending`: `claimed` or `expired`.",
             },
             "authorizations_path": {"type": "string", "description": "`consent_required`."},
             "allowed_scopes": string_list | {"description": "`scope_not_allowed`."},

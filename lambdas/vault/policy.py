@@ -1,5 +1,6 @@
 """Policy rules: requested scopes ⊆ the agent's policy ∩ the user's grant, on every request; the
-delivery of the agent's tokens; the proxy's request policy (methods and paths)."""
+delivery of the agent's tokens; the proxy's request policy (methods and paths); what a delegated
+session may use (its parent's rights ∩ its own agent's policy, down the chain)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import re
 from urllib.parse import unquote
 
 from vault.config import Delivery, RequestRule, VaultConfig
-from vault.errors import ConsentRequired, RequestNotAllowed, ScopeNotAllowed, UnknownProvider
+from vault.errors import (
+    ConsentRequired,
+    DelegationExceedsParent,
+    RequestNotAllowed,
+    ScopeNotAllowed,
+    UnknownProvider,
+)
+from vault.models import Session
 
 
 def check_agent_policy(
@@ -105,3 +113,57 @@ def _matches(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
 
 def _stars(segment: str) -> list[str]:
     return [part for part in re.split(r"(\*)", segment) if part]
+
+
+def _policy(config: VaultConfig, agent: str) -> dict[str, frozenset[str]]:
+    known = config.agents.get(agent)
+    providers = known.providers if known is not None else {}
+    return {name: frozenset(access.scopes) for name, access in providers.items()}
+
+
+def session_rights(config: VaultConfig, session: Session) -> dict[str, frozenset[str]]:
+    """What a session may ask for, per provider, before the user's grant: its agent's policy;
+    for a delegated session, the root's policy narrowed at each link of the chain to what was
+    delegated ∩ that link's agent's policy (read from today's config: a narrowed policy
+    narrows every descendant at once). `session.lineage` holds the ancestors, root first."""
+    if not session.ancestors:
+        return _policy(config, session.agent)
+    lineage = session.lineage
+    if lineage is None or len(lineage) != len(session.ancestors):
+        raise ValueError("a delegated session's ancestors must be read before its rights")
+    root, *links = lineage
+    rights = _policy(config, root.agent)
+    for link in (*links, session):
+        delegated = link.delegated or {}
+        policy = _policy(config, link.agent)
+        rights = {
+            name: scopes & frozenset(delegated[name]) & policy[name]
+            for name, scopes in rights.items()
+            if name in delegated and name in policy
+        }
+    return {name: scopes for name, scopes in rights.items() if scopes}
+
+
+def check_delegated(
+    config: VaultConfig, session: Session, provider: str, scopes: tuple[str, ...]
+) -> None:
+    """403 `delegation_exceeds_parent` when a delegated session asks for a provider or scopes
+    beyond what its chain handed down (nothing for a session an agent started itself)."""
+    if not session.ancestors:
+        return
+    allowed = session_rights(config, session).get(provider)
+    if allowed is None:
+        raise DelegationExceedsParent(
+            f"provider {provider!r} was not delegated to this session",
+            provider=provider,
+            reason="provider",
+        )
+    beyond = sorted(set(scopes) - allowed)
+    if beyond:
+        raise DelegationExceedsParent(
+            f"scopes {beyond} at {provider!r} were not delegated to this session",
+            provider=provider,
+            reason="scopes",
+            denied_scopes=beyond,
+            allowed_scopes=sorted(allowed),
+        )

@@ -37,7 +37,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.models import Session, SessionToken
-from vault.policy import check_request_policy, delivery_of
+from vault.policy import check_delegated, check_request_policy, delivery_of
 from vault.runtime import Services
 from vault.sessions import HttpCall, authorize_session_call
 
@@ -215,6 +215,7 @@ def forward(svc: Services, caller: Caller, call: HttpCall, request: ProxyRequest
                     " provider itself (POST .../tokens), not through the proxy",
                     provider=provider,
                 )
+            check_delegated(svc.config, session, provider, ())  # a child: a delegated one
             config = svc.config.providers[provider]
             base = _api_base(provider, config, request.headers.get(API_BASE_HEADER))
             d.note(host=urlsplit(base).hostname)

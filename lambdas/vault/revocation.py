@@ -11,7 +11,7 @@ condition, and its caller revokes what it just got (see tokens._refresh).
 
 from __future__ import annotations
 
-from vault.audit import decision
+from vault.audit import decision, note_chain
 from vault.caller import Caller, require_admin
 from vault.errors import DecryptionFailed, InvalidRequest, OAuthError, UnknownProvider, VaultError
 from vault.models import Flow, Grant, MachineToken, Session, SessionToken, UserRef, token_context
@@ -107,7 +107,14 @@ def end_session(
     svc: Services, session: Session, reason: str, *, principal: str | None = None
 ) -> int:
     """End a session, then revoke its tokens, read only after it is marked ended: a refresh
-    that committed before is in the list, and none can commit after (tokens._refresh)."""
+    that committed before is in the list, and none can commit after (tokens._refresh).
+
+    Every descendant (flow 8) ends with it, each by its own delivery rules: the children are
+    listed only after this session is marked ended, so a claim either committed before (and is
+    listed) or fails its check that every ancestor is active. Returns the tokens ended, the
+    descendants' included."""
+    if session.ancestors:
+        note_chain(session.session_id, session.chain())
     with decision(
         "session.end",
         principal=principal,
@@ -117,11 +124,25 @@ def end_session(
         task_id=session.task_id,
     ) as d:
         changed = svc.store.sessions.end(session.session_id, reason)
+        ended, revoked = _end_descendants(svc, session.session_id, principal)
         _, tokens = svc.store.sessions.bundle(session.session_id)
-        revoked = revoke_tokens(svc, tokens, session_end=True)
-        d.note(revoked_tokens=revoked)
+        revoked += revoke_tokens(svc, tokens, session_end=True)
+        d.note(revoked_tokens=revoked, ended_sessions=ended or None)
         d.conclude("ended" if changed else "already_ended", reason=reason)
     return revoked
+
+
+def _end_descendants(svc: Services, session_id: str, principal: str | None) -> tuple[int, int]:
+    """End every claimed child of a session (and theirs): (sessions ended, tokens ended).
+    A pending delegation needs nothing: its claim requires every ancestor active."""
+    ended = revoked = 0
+    for entry in svc.store.delegations.children_of(session_id):
+        child = svc.store.sessions.get(entry.session_id) if entry.session_id else None
+        if child is None:
+            continue
+        revoked += end_session(svc, child, "parent_ended", principal=principal)
+        ended += 1
+    return ended, revoked
 
 
 def end_task_sessions(svc: Services, task_id: str) -> tuple[int, int]:

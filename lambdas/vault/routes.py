@@ -69,6 +69,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions/{session_id}/renew", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/authorizations", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/tokens", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/sessions/{session_id}/delegations", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/delegations/{delegation_id}/claim", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/flows/{flow_id}/complete", AGENT_API, "iam", "agent-api"),
     Route(
         "ANY", "/v1/sessions/{session_id}/proxy/{provider}/{path+}", PROXY_API, "iam", "proxy-api"

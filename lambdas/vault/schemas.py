@@ -59,6 +59,16 @@ class TokenRequest(_Body):
     scopes: Scopes
 
 
+class StartDelegation(_Body):
+    """A child session for another agent (flow 8): at most the parent's providers and scopes."""
+
+    agent: ProviderName
+    """The configured agent that may claim it (the parent's `may_delegate_to`)."""
+    providers: Annotated[dict[ProviderName, Scopes], Field(min_length=1, max_length=16)]
+    ttl_seconds: Annotated[int, Field(ge=60, le=43200)] | None = None
+    """Default: what is left of the parent's life, at most `session_ttl_seconds`."""
+
+
 class CompleteFlow(_Body):
     user: UserIdentity
     binding_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None

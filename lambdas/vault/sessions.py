@@ -7,9 +7,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from vault.audit import decision
+from vault.audit import decision, note_chain
 from vault.caller import Caller, agent_of
 from vault.errors import (
+    DelegationNotAllowed,
     Forbidden,
     IdentityRequired,
     ProofReplayed,
@@ -20,7 +21,7 @@ from vault.errors import (
 )
 from vault.models import Session, SessionToken
 from vault.proofs import Proof, verify_proof
-from vault.revocation import revoke_tokens
+from vault.revocation import end_session, revoke_tokens
 from vault.runtime import Services
 from vault.schemas import RenewSession, StartSession
 from vault.store import Conflict
@@ -44,13 +45,20 @@ def session_answer(svc: Services, session: Session) -> dict[str, Any]:
     (`delivery`, `api_base_urls`), so the SDK knows where to send each provider's calls."""
     view = session.public_view(svc.clock())
     agent = svc.config.agents.get(session.agent)
+    names = list(agent.providers if agent is not None else {})
+    if session.ancestors:  # a child reaches only what was delegated to it
+        names = [name for name in names if name in (session.delegated or {})]
     view["providers"] = {
         name: {
             "delivery": svc.config.delivery(session.agent, name),
             "api_base_urls": list(svc.config.providers[name].api_base_urls),
         }
-        for name in (agent.providers if agent is not None else {})
+        for name in names
     }
+    view["depth"] = session.depth
+    view["chain"] = session.chain()
+    if session.ancestors:
+        view["parent_session_id"] = session.parent_session_id
     return view
 
 
@@ -74,6 +82,11 @@ def _check_proof(
     if not svc.store.replay.remember(proof.jkt, proof.jti, keep_until):
         raise ProofReplayed("this proof's jti was used before; sign a fresh proof per request")
     return proof
+
+
+check_proof = _check_proof
+"""A request's proof: fresh, for this method and URL, of `session_id` and the key `expected_jkt`
+(None, None: a new key, as when a session starts or a delegation is claimed), never replayed."""
 
 
 def start_session(svc: Services, caller: Caller, call: HttpCall, body: StartSession) -> Session:
@@ -127,6 +140,8 @@ def authorize_session_call(
     session, tokens = svc.store.sessions.bundle(session_id)
     if session is None:
         raise SessionNotFound("no such session")
+    if session.ancestors:  # every event of a delegated session carries its chain
+        note_chain(session_id, session.chain())
     with decision(
         "session.access", only_refusals=True, principal=caller.arn, session_id=session_id
     ) as d:
@@ -146,7 +161,30 @@ def authorize_session_call(
                 f"the session is {session.ended_reason or 'expired'}; start a new one",
                 reason=session.ended_reason or "expired",
             )
+        if require_alive and session.ancestors:
+            _require_ancestors_alive(svc, session, end_if_dead=revoke_expired)
     return session, tokens
+
+
+def _require_ancestors_alive(svc: Services, session: Session, *, end_if_dead: bool) -> None:
+    """A delegated session lives only while every ancestor does (flow 8): read them (one
+    strongly consistent batch) into `session.lineage`, or refuse `session_ended` /
+    `parent_ended`. Ending a parent ends its descendants at once; this check makes the refusal
+    independent of that cascade (a parent that expired, a cascade cut short). With
+    `end_if_dead` the session is ended here too (its tokens revoked, its own children ended)."""
+    assert session.ancestors
+    found = svc.store.delegations.sessions(session.ancestors)
+    now = svc.clock()
+    lineage = [found.get(sid) for sid in session.ancestors]
+    alive = [a for a in lineage if a is not None and a.alive(now)]
+    if len(alive) != len(lineage):
+        if end_if_dead:
+            end_session(svc, session, "parent_ended")
+        raise SessionEnded(
+            "a session this one was delegated from has ended; so has this one",
+            reason="parent_ended",
+        )
+    session.lineage = alive
 
 
 def renew_session(
@@ -164,6 +202,12 @@ def renew_session(
     with decision(
         "session.renew", agent=session.agent, session_id=session_id, task_id=session.task_id
     ) as d:
+        if session.ancestors:
+            raise DelegationNotAllowed(
+                "a delegated session is not renewed (its life never exceeds its parent's); the"
+                " parent delegates again",
+                reason="renewal",
+            )
         now = svc.now()
         max_end = session.created_at + svc.config.session_max_life_seconds
         identity_due = now - session.identity_verified_at >= svc.config.session_ttl_seconds

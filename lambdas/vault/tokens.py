@@ -30,7 +30,13 @@ from vault.errors import (
 )
 from vault.models import Grant, Session, SessionToken, token_context
 from vault.oauth.client import AnswerLost
-from vault.policy import check_agent_policy, delivery_of, require_granted
+from vault.policy import (
+    check_agent_policy,
+    check_delegated,
+    delivery_of,
+    require_granted,
+    session_rights,
+)
 from vault.proofs import verify_proof
 from vault.revocation import revoke_plain, revoke_tokens, upstream_at_session_end
 from vault.runtime import Services
@@ -128,6 +134,7 @@ def get_token(
         session_id=session_id,
         task_id=session.task_id,
     ) as d:
+        check_delegated(svc.config, session, body.provider, scopes)  # a child: ⊆ its chain's
         proof = None
         if delivery == "dpop":
             proof = _token_endpoint_proof(svc, session, body.provider, call)
@@ -203,14 +210,19 @@ def proxy_token(
     """The session's token for the proxy at `provider`: the cached one while fresh, else one
     minted for the agent's scopes there (narrowed to what the user granted)."""
     now = svc.clock()
+    # the agent's policy there; a delegated session's: what its chain handed down
+    policy = session_rights(svc.config, session).get(provider, frozenset())
     cached = sorted(
-        (t for t in tokens if t.provider == provider and _cached(t, now, "proxy")),
+        (
+            t
+            for t in tokens
+            if t.provider == provider and _cached(t, now, "proxy") and set(t.scopes) <= policy
+        ),
         key=lambda t: -len(t.scopes),
     )
     if cached:
         return cached[0]
-    policy = svc.config.agents[session.agent].providers[provider].scopes
-    grant = svc.store.grants.get(session.user, session.agent, provider)
+    grant = svc.store.grants.get(session.user, session.grantee, provider)
     granted = set(grant.scopes) & set(policy) if grant is not None else set()
     scopes = tuple(sorted(granted or set(policy)))
     seen = next((t for t in tokens if t.provider == provider and t.scopes == scopes), None)
@@ -248,7 +260,7 @@ def _mint(
     """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease.
     `seen` is the stale token (or None) this request found: anything else is newly minted;
     `rejected`: the provider refused `seen`, so it is not taken however fresh it looks."""
-    grant = svc.store.grants.get(session.user, session.agent, provider)
+    grant = svc.store.grants.get(session.user, session.grantee, provider)
     _require_usable(grant, provider, session.session_id, scopes)
     assert grant is not None
     timeout = svc.provider(provider).config.timeout_seconds
@@ -287,7 +299,7 @@ def _mint(
         if _usable(existing, seen, svc.clock(), delivery, rejected=rejected):
             assert existing is not None
             return existing, False
-        current = svc.store.grants.get(session.user, session.agent, provider)
+        current = svc.store.grants.get(session.user, session.grantee, provider)
         _require_usable(current, provider, session.session_id, scopes)
         assert current is not None
         grant = current

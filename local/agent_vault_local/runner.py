@@ -400,6 +400,8 @@ class LocalMode:
                 },
                 BEARER_AGENT: {
                     "role_name": BEARER_ROLE,
+                    # flow 8: it may hand the calendar agent a child session
+                    "may_delegate_to": [CALENDAR_AGENT],
                     "providers": {
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],

@@ -106,6 +106,10 @@ class Recorder:
                 self._item(
                     "Query", params["TableName"], params["ExpressionAttributeValues"][":pk"]["S"]
                 )
+        elif op == "BatchGetItem":  # IAM authorizes each key (dynamodb:LeadingKeys)
+            for table, request in params["RequestItems"].items():
+                for key in request["Keys"]:
+                    self._item(op, table, key["pk"]["S"])
         elif op in {"GetItem", "PutItem", "UpdateItem", "DeleteItem"}:
             key = params.get("Key") or params.get("Item")
             assert key, (op, sorted(params))
@@ -240,7 +244,24 @@ def _run_every_code_path(
     other = vault.agent("calendar-agent-role")
     assert other.start_session(vault.user("alice")).status == 201
     assert vault.connect(other, completing_user="bob").status == 403
-    # The agent ends its session: tokens revoked, the grant marked broken (Google-like).
+    # Delegation: the agent offers the proxy agent a child session, which claims it and calls
+    # through the proxy (its ancestors read at each request) and reads its view (ancestors,
+    # children); the parent's end below ends the child too.
+    offered = agent.call(
+        "POST",
+        f"/v1/sessions/{agent.session_id}/delegations",
+        {"agent": "proxy-agent", "providers": {"calendar": ["calendar.read"]}},
+    )
+    assert offered.status == 201, offered.body
+    child = vault.agent("proxy-agent-role")
+    claim = f"/v1/delegations/{offered.json['delegation_id']}/claim"
+    claimed = child.call("POST", claim, proof=child.proof("POST", claim, session_id=None))
+    assert claimed.status == 201, claimed.body
+    child.session_id = claimed.json["session_id"]
+    assert child.proxy("GET", "calendar/events").status == 200
+    assert agent.call("GET", f"/v1/sessions/{agent.session_id}").status == 200
+    # The agent ends its session: tokens revoked, the grant marked broken (Google-like); its
+    # child ends with it.
     assert agent.end().status in (200, 204)
 
     # Admin: by grant id, by user, by agent; one upstream revocation failing.

@@ -101,6 +101,34 @@ def _error(change: Any) -> str:
             "no provider named 'github'",
         ),
         (lambda d: d.update(log_retention_days=31), "log_retention_days", "CloudWatch"),
+        # delegation (flow 8): only configured agents, a bounded depth
+        (
+            lambda d: d["agents"]["calendar-agent"].update(may_delegate_to=["nobody"]),
+            "agents.calendar-agent.may_delegate_to",
+            "no agent named 'nobody'",
+        ),
+        (
+            lambda d: d["agents"]["calendar-agent"].update(
+                may_delegate_to=["mail-agent", "mail-agent"]
+            ),
+            "agents.calendar-agent.may_delegate_to",
+            "an agent is listed twice",
+        ),
+        (
+            lambda d: d["agents"]["calendar-agent"].update(may_delegate_to=["Mail Agent"]),
+            "agents.calendar-agent.may_delegate_to[0]",
+            "pattern",
+        ),
+        (
+            lambda d: d.update(max_delegation_depth=0),
+            "max_delegation_depth",
+            "greater than or equal to 1",
+        ),
+        (
+            lambda d: d.update(max_delegation_depth=9),
+            "max_delegation_depth",
+            "less than or equal to 8",
+        ),
         (lambda d: d.update(sample_agent="nobody"), "sample_agent", "no agent named"),
         (lambda d: d.update(audit_data_events="some"), "audit_data_events", "writes"),
         (lambda d: d.update(certificate_arn="not-an-arn"), "certificate_arn", "pattern"),
@@ -228,6 +256,18 @@ def test_deliveries_default_to_the_safest_the_provider_offers() -> None:
         for provider in a.providers
     } == {("calendar-agent", "google"): "proxy", ("mail-agent", "mail"): "proxy"}
     assert example_config.providers["google"].api_base_urls == ("https://www.googleapis.com",)
+
+
+def test_delegation_is_off_unless_configured_and_its_depth_is_small() -> None:
+    config = read_config_file(EXAMPLE)
+    assert all(agent.may_delegate_to == () for agent in config.agents.values())
+    assert config.max_delegation_depth == 2
+    data = example()
+    data["agents"]["calendar-agent"]["may_delegate_to"] = ["mail-agent", "calendar-agent"]
+    data["max_delegation_depth"] = 1
+    parsed = parse_config(data, source="test.json")
+    assert parsed.agents["calendar-agent"].may_delegate_to == ("mail-agent", "calendar-agent")
+    assert parsed.max_delegation_depth == 1
 
 
 def test_a_request_policy_and_trailing_slashes_read_as_written() -> None:

@@ -123,6 +123,20 @@ def test_every_route_answers_as_documented(vault: Vault, check: Contract) -> Non
     assert proxied.proxy("GET", "calendar/events").code == "consent_required"
     assert vault.connect(proxied, scopes=("calendar.read",)).status == 200
     assert proxied.proxy("GET", "calendar/events").status == 200
+    # delegation: the agent offers the proxy agent a child, which claims it; both views
+    offered = agent.call(
+        "POST",
+        f"{session}/delegations",
+        {"agent": "proxy-agent", "providers": {"calendar": ["calendar.read"]}},
+    )
+    assert offered.status == 201, offered.body
+    child = vault.agent("proxy-agent-role")
+    claim = f"/v1/delegations/{offered.json['delegation_id']}/claim"
+    claimed = child.call("POST", claim, proof=child.proof("POST", claim, session_id=None))
+    assert claimed.status == 201, claimed.body
+    child.session_id = claimed.json["session_id"]
+    assert child.call("GET", f"/v1/sessions/{child.session_id}").status == 200
+    assert agent.call("GET", session).json["children"][0]["session_id"] == child.session_id
     revoked = vault.admin({"provider": "calendar"}).json
     assert revoked == {
         "revoked_grants": 2,

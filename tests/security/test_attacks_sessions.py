@@ -462,24 +462,24 @@ def test_row_24_agents_are_not_admins_and_admins_are_not_agents(
     audit_events.expect("request", "denied", reason="forbidden", principal=agent.arn)
 
 
-# --- row 26: delegation (planned, not built) -----------------------------------------------------
+# --- row 26: no way to a child session but delegation's own routes -------------------------------
+# (delegation itself, and a child asking for more than its parent: test_attacks_delegation.py)
 
 
 @pytest.mark.parametrize(
     "method, path",
     [
-        ("POST", "/v1/sessions/{sid}/delegations"),
         ("POST", "/v1/sessions/{sid}/children"),
         ("POST", "/v1/sessions/{sid}/token-exchange"),
         ("POST", "/v1/token"),
         ("POST", "/v1/delegations"),
     ],
 )
-def test_row_26_there_is_no_delegation_route_to_ask_for_more_than_the_parent_has(
+def test_row_26_no_other_route_makes_a_child_session(
     vault: Vault, audit_events: AuditLog, method: str, path: str
 ) -> None:
-    """Delegation (RFC 8693) is planned, not built: no route accepts a child-session request,
-    so nothing can be delegated, least of all more than the parent holds."""
+    """No token-exchange or other route accepts a child-session request: a child exists only
+    through `POST .../delegations` and its claim (test_attacks_delegation.py)."""
     parent = connected_agent(vault, scopes=("calendar.read",))
     path = path.format(sid=parent.session_id)
     body = {
@@ -517,7 +517,7 @@ def test_row_26_the_harness_routes_unknown_paths_nowhere(vault: Vault) -> None:
     row 26's premise)."""
     event = build_event(
         "POST",
-        "/v1/sessions/x/delegations",
+        "/v1/sessions/x/children",
         body="{}",
         principal_arn="arn:aws:sts::123456789012:assumed-role/calendar-agent-role/t1",
     )

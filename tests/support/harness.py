@@ -88,6 +88,8 @@ def test_config(server: AuthorizationServer) -> VaultConfig:
                 # 1-9 read the tokens themselves
                 "calendar-agent": {
                     "role_name": "calendar-agent-role",
+                    # flow 8 (tests/security/test_attacks_delegation.py adds more links)
+                    "may_delegate_to": ["proxy-agent"],
                     "providers": {
                         "calendar": {
                             "scopes": ["calendar.read", "calendar.write"],

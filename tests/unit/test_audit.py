@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import Response
 
 import vault
 from tests.support.apigw import LambdaContext, build_event
-from vault.audit import begin_request, decision, recorded
+from vault.audit import begin_request, decision, note_chain, recorded
 from vault.errors import (
     ConsentRequired,
     Forbidden,
@@ -274,9 +274,40 @@ def test_every_request_leaves_its_refusal_or_failure_exactly_once(
         assert _call(path) == (status, recorded_events)
 
 
+# --- delegation: a child's events carry its chain ------------------------------------------------
+
+CHAIN = {"iss": ALICE.iss, "sub": "alice", "act": {"sub": "b", "sid": "ses_b", "act": {"sub": "a"}}}
+
+
+def test_every_event_naming_a_delegated_session_carries_its_chain(events: Events) -> None:
+    note_chain("ses_b", CHAIN)
+    with decision("token.issue", session_id="ses_b"):
+        pass
+    with pytest.raises(Forbidden), decision("session.access", session_id="ses_b"):
+        raise Forbidden("no")
+    with decision("token.issue", session_id="ses_a"):  # the parent acts for the user itself
+        pass
+    assert [e.get("chain") for e in events.events] == [CHAIN, CHAIN, None]
+
+
+def test_a_new_request_forgets_the_chains_of_the_last(events: Events) -> None:
+    note_chain("ses_b", CHAIN)
+    begin_request()
+    with decision("token.issue", session_id="ses_b"):
+        pass
+    assert "chain" not in events.one()
+
+
 # --- the structure: every event goes through the helper ----------------------------------------
 
-HELPER_NAMES = {"Decision", "decision", "begin_request", "recorded", "request_refused"}
+HELPER_NAMES = {
+    "Decision",
+    "decision",
+    "begin_request",
+    "note_chain",
+    "recorded",
+    "request_refused",
+}
 
 
 def test_no_flow_writes_an_event_by_hand() -> None:

@@ -23,7 +23,13 @@ PACKAGES = {
     "sample_agent": ROOT / "agent" / "sample_agent",
     "agent_vault_local": ROOT / "local" / "agent_vault_local",
 }
-FLOWS = ("vault.sessions", "vault.consent", "vault.tokens", "vault.revocation")
+FLOWS = (
+    "vault.sessions",
+    "vault.consent",
+    "vault.tokens",
+    "vault.revocation",
+    "vault.delegation",
+)
 RULES = (
     "vault.audit",
     "vault.caller",

@@ -8,14 +8,25 @@ from typing import Any
 
 import pytest
 
-from vault.models import Flow, Grant, MachineToken, PendingFlow, Session, SessionToken, UserRef
+from vault.models import (
+    Delegation,
+    Flow,
+    Grant,
+    MachineToken,
+    PendingFlow,
+    Session,
+    SessionToken,
+    UserRef,
+)
 from vault.store import schema
 from vault.store.mapper import (
+    DELEGATIONS,
     FLOWS,
     GRANTS,
     MACHINE_TOKENS,
     PENDING_FLOWS,
     PROOF_JTIS,
+    SESSION_CHILDREN,
     SESSIONS,
     TASK_SESSIONS,
     TASK_STOPS,
@@ -24,7 +35,7 @@ from vault.store.mapper import (
     attribute_value,
     attribute_values,
 )
-from vault.store.schema import DAY, ProofJti, TaskSession, TaskStopped
+from vault.store.schema import DAY, ProofJti, SessionChild, TaskSession, TaskStopped
 
 USER = UserRef("https://id.example", "alice")
 UK = USER.key
@@ -88,6 +99,35 @@ GRANT = Grant(
     scopes=("calendar.read",),
     refresh_token_ct=b"\x01refresh",
     created_at=T0,
+)
+
+CHILD = Session(
+    session_id="ses_2",
+    agent="mail-agent",
+    principal_arn="arn:aws:sts::123456789012:assumed-role/mail/task-2",
+    task_id="task-2",
+    user=USER,
+    jkt="thumb2",
+    public_jwk={"kty": "EC"},
+    created_at=T0,
+    expires_at=T0 + 600,
+    ancestors=("ses_1",),
+    delegated={"calendar": ["calendar.read"]},
+    grant_agent="calendar-agent",
+    act={"sub": "mail-agent", "sid": "ses_2", "act": {"sub": "calendar-agent", "sid": "ses_1"}},
+    delegation_id="dlg_1",
+)
+DELEGATION = Delegation(
+    delegation_id="dlg_1",
+    parent_session_id="ses_1",
+    agent="mail-agent",
+    user=USER,
+    providers={"calendar": ["calendar.read"]},
+    created_at=T0,
+    claim_by=T0 + 300,
+    expires_at=T0 + 600,
+    status="claimed",
+    session_id="ses_2",
 )
 
 
@@ -275,9 +315,74 @@ STORED: list[tuple[ItemMapper[Any], Any, dict[str, Any]]] = [
             "ttl": N(T0 + 7 * DAY),
         },
     ),
+    (
+        SESSIONS,
+        CHILD,
+        {
+            "pk": S("SESSION#ses_2"),
+            "sk": S("SESSION"),
+            "type": S("session"),
+            "session_id": S("ses_2"),
+            "agent": S("mail-agent"),
+            "principal_arn": S("arn:aws:sts::123456789012:assumed-role/mail/task-2"),
+            "task_id": S("task-2"),
+            **USER_ATTRS,
+            "jkt": S("thumb2"),
+            "public_jwk": S('{"kty": "EC"}'),
+            "status": S("active"),
+            "created_at": N(T0),
+            "expires_at": N(T0 + 600),
+            "ancestors": L("ses_1"),
+            "delegated": S('{"calendar": ["calendar.read"]}'),
+            "grant_agent": S("calendar-agent"),
+            "act": S(
+                '{"act": {"sid": "ses_1", "sub": "calendar-agent"}, "sid": "ses_2",'
+                ' "sub": "mail-agent"}'
+            ),
+            "delegation_id": S("dlg_1"),
+            "ttl": N(T0 + 600 + DAY),
+            "gsi1pk": S("TASK#task-2"),
+            "gsi1sk": S("SESSION#ses_2"),
+        },
+    ),
+    (
+        DELEGATIONS,
+        DELEGATION,
+        {
+            "pk": S("DELEGATION#dlg_1"),
+            "sk": S("DELEGATION"),
+            "type": S("delegation"),
+            "delegation_id": S("dlg_1"),
+            "parent_session_id": S("ses_1"),
+            "agent": S("mail-agent"),
+            **USER_ATTRS,
+            "providers": S('{"calendar": ["calendar.read"]}'),
+            "created_at": N(T0),
+            "claim_by": N(T0 + 300),
+            "expires_at": N(T0 + 600),
+            "status": S("claimed"),
+            "session_id": S("ses_2"),
+            "ttl": N(T0 + 600 + DAY),
+        },
+    ),
+    (
+        SESSION_CHILDREN,
+        SessionChild("ses_1", "dlg_1", "mail-agent", T0 + DAY, "ses_2"),
+        {
+            "pk": S("CHILDREN#ses_1"),
+            "sk": S("DELEGATION#dlg_1"),
+            "type": S("session_child"),
+            "agent": S("mail-agent"),
+            "session_id": S("ses_2"),
+            "ttl": N(T0 + DAY),
+        },
+    ),
     (PROOF_JTIS, ProofJti("digest", T0 + 61), {"pk": S("digest"), "ttl": N(T0 + 61)}),
 ]
-IDS = [mapper.kind.type or "proof_jti" for mapper, _, _ in STORED]
+IDS = [
+    (mapper.kind.type or "proof_jti") + ("_child" if record is CHILD else "")
+    for mapper, record, _ in STORED
+]
 
 
 def test_every_kind_is_covered() -> None:

@@ -79,8 +79,10 @@ def test_each_route_declares_how_it_is_authorized(document: dict[str, Any]) -> N
             assert security == [], route.route_key  # the public callback
         else:
             assert len(security) == 1 and "sigv4" in security[0], route.route_key
-            # a session route proves possession of the session key (docs/api.md)
-            assert ("dpop" in security[0]) == route.path.startswith("/v1/sessions"), route.route_key
+            # a session route proves possession of the session key (docs/api.md); a claim
+            # proves the child's new key, as a session start does
+            proves = route.path.startswith(("/v1/sessions", "/v1/delegations"))
+            assert ("dpop" in security[0]) == proves, route.route_key
 
 
 def test_every_error_code_is_enumerated_in_the_problem_schema(document: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Agent routes: sessions, consent requests, tokens and consent binding (IAM-authorized)."""
+"""Agent routes: sessions, consent requests, tokens, consent binding and delegation
+(IAM-authorized)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vault import consent, machine, revocation, sessions, tokens
+from vault import consent, delegation, machine, revocation, sessions, tokens
 from vault.caller import caller_from
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
@@ -17,6 +18,7 @@ from vault.schemas import (
     CompleteFlow,
     RenewSession,
     StartAuthorization,
+    StartDelegation,
     StartSession,
     TokenRequest,
 )
@@ -44,7 +46,9 @@ def get_session(session_id: str) -> Response[str]:
         http_call(app),
         require_alive=False,
     )
-    return json_response(200, sessions.session_answer(svc, session))
+    return json_response(
+        200, sessions.session_answer(svc, session) | delegation.family(svc, session)
+    )
 
 
 @app.delete("/v1/sessions/<session_id>")
@@ -87,6 +91,24 @@ def get_token(session_id: str) -> Response[str]:
         services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
     )
     return json_response(200, answer)
+
+
+@app.post("/v1/sessions/<session_id>/delegations")
+def delegate(session_id: str) -> Response[str]:
+    body = parse_body(app, StartDelegation)
+    offered = delegation.delegate(
+        services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
+    )
+    return json_response(201, delegation.delegation_answer(offered))
+
+
+@app.post("/v1/delegations/<delegation_id>/claim")
+def claim_delegation(delegation_id: str) -> Response[str]:
+    svc = services()
+    child = delegation.claim(
+        svc, caller_from(app.current_event.raw_event), delegation_id, http_call(app)
+    )
+    return json_response(201, sessions.session_answer(svc, child))
 
 
 @app.post("/v1/flows/<flow_id>/complete")

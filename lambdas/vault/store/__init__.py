@@ -3,13 +3,14 @@
 One repository per aggregate, over one DynamoDB client (`dynamo`) and one generic item mapper
 (`mapper`, driven by the layout in `schema`): sessions with their tokens, consent flows, grants
 with their refresh lease, agents' machine tokens with their fetch lease, the proof replay cache,
-and read-only pages for the admin read API.
+delegations (child sessions), and read-only pages for the admin read API.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from vault.store.delegations import DelegationRepository
 from vault.store.dynamo import Conflict, Dynamo
 from vault.store.flows import FlowRepository
 from vault.store.grants import GrantRepository
@@ -32,3 +33,4 @@ class Store:
         self.machine = MachineTokenRepository(self._db, table)
         self.replay = ReplayRepository(self._db, replay_table)
         self.pages = PageRepository(self._db, table)
+        self.delegations = DelegationRepository(self._db, table)

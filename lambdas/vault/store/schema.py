@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from vault.models import Flow, Grant, MachineToken, PendingFlow, Session, SessionToken, scope_key
+from vault.models import (
+    Delegation,
+    Flow,
+    Grant,
+    MachineToken,
+    PendingFlow,
+    Session,
+    SessionToken,
+    scope_key,
+)
 
 DAY = 86400
 TTL_ATTRIBUTE = "ttl"
@@ -129,6 +138,18 @@ class TaskStopped:
 
 
 @dataclass
+class SessionChild:
+    """A delegation's entry in its parent's partition: ending the parent reads it strongly
+    consistently and ends the child (`session_id`, once claimed)."""
+
+    parent_session_id: str
+    delegation_id: str
+    agent: str
+    keep_until: int
+    session_id: str | None = None
+
+
+@dataclass
 class ProofJti:
     """A proof's `jti` seen once (the digest of key thumbprint and jti)."""
 
@@ -184,7 +205,8 @@ SESSION = Kind(
     },
     ttl=("expires_at", DAY),
     derived=USER_KEY,
-    json=frozenset({"public_jwk"}),
+    json=frozenset({"public_jwk", "delegated", "act"}),
+    transient=frozenset({"lineage"}),
 )
 TOKEN = Kind(
     SessionToken,
@@ -261,6 +283,23 @@ TASK_STOPPED = Kind(
     ttl=("keep_until", 0),
     in_keys_only=frozenset({"keep_until"}),
 )
+DELEGATION = Kind(
+    Delegation,
+    "delegation",
+    pk="DELEGATION#{delegation_id}",
+    sk="DELEGATION",
+    ttl=("expires_at", DAY),
+    derived=USER_KEY,
+    json=frozenset({"providers"}),
+)
+SESSION_CHILD = Kind(
+    SessionChild,
+    "session_child",
+    pk="CHILDREN#{parent_session_id}",
+    sk="DELEGATION#{delegation_id}",
+    ttl=("keep_until", 0),
+    in_keys_only=frozenset({"parent_session_id", "delegation_id", "keep_until"}),
+)
 PROOF_JTI = Kind(
     ProofJti,
     None,
@@ -278,5 +317,7 @@ KINDS: tuple[Kind[Any], ...] = (
     MACHINE_TOKEN,
     TASK_SESSION,
     TASK_STOPPED,
+    DELEGATION,
+    SESSION_CHILD,
     PROOF_JTI,
 )

@@ -55,6 +55,10 @@ class SessionRepository:
                 ConditionExpression="attribute_not_exists(pk)",
             )
 
+    def task_stopped(self, task_id: str) -> bool:
+        """Whether the task is recorded as stopped."""
+        return self._db.get(self.table, TASK_STOPS.key(task_id=task_id)) is not None
+
     def get(self, session_id: str) -> Session | None:
         item = self._db.get(self.table, SESSIONS.key(session_id=session_id))
         return SESSIONS.from_item(item) if item else None
