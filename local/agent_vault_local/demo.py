@@ -39,6 +39,7 @@ from agent_vault.proofs import SessionKey, access_token_hash
 from agent_vault_local.consent_forms import complete_consent
 from agent_vault_local.provider import HttpResponse, http_request
 from agent_vault_local.runner import (
+    CALENDAR_AGENT,
     DPOP_TASK,
     MAIL_TASK,
     TASK_1,
@@ -1062,6 +1063,45 @@ class Story:
         )
         return value
 
+    def sub_agent(self) -> dict[str, Any]:
+        def act() -> tuple[str, Any]:
+            parent = self._dpop_client()
+            handle = parent.delegate(
+                agent=CALENDAR_AGENT, providers={self.info.provider_name: SCOPES}, ttl_seconds=300
+            )
+            # the sub-agent: another agent's task, its own IAM role and its own new key
+            child = self._track(vault_client(self.info, TASK_2))
+            claimed = child.claim_delegation(handle)
+            events, _ = self._read_through_proxy(child)
+            parent.end_session()
+            try:
+                self._read_through_proxy(child)
+            except SessionEnded as exc:
+                ended = str(exc.problem.get("reason", exc.code))
+            else:
+                raise StepFailed(
+                    "the child session outlived its parent",
+                    "ending a session must end its delegated children",
+                )
+            actors = []
+            link = (claimed.chain or {}).get("act")
+            while isinstance(link, dict):
+                actors.append(str(link.get("sub")))
+                link = link.get("act")
+            return (
+                f"calendar-dpop-agent delegated calendar.read to calendar-agent (child session"
+                f" {_short(claimed.session_id)}, chain {' → '.join(actors)} for alice, RFC 8693"
+                f" act); the child read {len(events)} events through the proxy with alice's"
+                f" grant and no consent; the parent ended, then the child: 410 ({ended})"
+            ), {"chain": claimed.chain, "events": len(events), "ended": ended}
+
+        value: dict[str, Any] = self._step(
+            "a sub-agent works in a delegated child session, which ends with its parent",
+            "agents.calendar-dpop-agent.may_delegate_to must list calendar-agent",
+            act,
+        )
+        return value
+
     def audit_trail(self) -> list[dict[str, Any]]:
         def act() -> tuple[str, Any]:
             events = audit_events(self.info, self.started)
@@ -1101,6 +1141,7 @@ class Story:
         "stopped_task_stays_stopped",
         "token_dead",
         "replacement_task",
+        "sub_agent",
         "audit_trail",
     )
 

@@ -411,6 +411,8 @@ class LocalMode:
                 },
                 DPOP_AGENT: {
                     "role_name": DPOP_ROLE,
+                    # flow 8 in the demo: it hands the calendar agent a child session
+                    "may_delegate_to": [CALENDAR_AGENT],
                     "providers": {
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],

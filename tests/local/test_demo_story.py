@@ -134,6 +134,14 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert new_session.task_id == info.principal(TASK_2).session_name
         assert grant_of_session(info, new_session.session_id) == story.state.grant_id
 
+        # a sub-agent: the dpop agent's session delegates to calendar-agent, whose task claims
+        # the child with its own key; the child reads through the proxy, then ends with its parent
+        sub = story.sub_agent()
+        assert sub["events"] >= 1 and sub["ended"] == "parent_ended"
+        chain = sub["chain"]
+        assert chain["sub"] == "alice" and chain["act"]["sub"] == "calendar-agent"
+        assert chain["act"]["act"]["sub"] == DPOP_AGENT
+
         audit = story.audit_trail()
         actions = [(e["action"], e["outcome"]) for e in audit]
         for expected in [
@@ -147,12 +155,15 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
             ("token.issue", "denied"),
             ("session.end", "ended"),
             ("task.stopped", "reaped"),
+            ("delegation.create", "allowed"),
+            ("delegation.claim", "allowed"),
         ]:
             assert expected in actions, expected
         assert [e.get("reason") for e in audit if e["action"] == "session.access"] == [
             "proof_replayed",
             "forbidden",
-            "session_ended",
+            "session_ended",  # task-1's session, after the reaper
+            "session_ended",  # the child, after its parent ended
         ]
         # only the dpop agent ever got a token; consent was given twice (calendar-agent once,
         # calendar-dpop-agent once), never again for the replacement task
