@@ -25,13 +25,11 @@ from vault.config import VaultConfig
 from vault.errors import (
     Busy,
     DecryptionFailed,
-    DeliveryProxyOnly,
     OAuthError,
     ProviderError,
     StoredDataInvalid,
 )
 from vault.models import MachineToken, Session
-from vault.policy import check_agent_policy, delivery_of
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
@@ -50,24 +48,7 @@ def get_token(
     """`POST /v1/sessions/{id}/tokens` for a machine provider: the agent's machine token for the
     scopes asked (within its policy), with no consent; only for `bearer` delivery."""
     agent = agent_of(svc.config, caller)
-    with decision(
-        "token.issue",
-        only_refusals=True,
-        agent=agent,
-        principal=caller.arn,
-        provider=body.provider,
-        scopes=body.scopes,
-        session_id=session_id,
-    ):
-        scopes = check_agent_policy(svc.config, agent, body.provider, tuple(body.scopes))
-        if delivery_of(svc.config, agent, body.provider) == "proxy":
-            proxy_path = f"/v1/sessions/{session_id}/proxy/{body.provider}/"
-            raise DeliveryProxyOnly(
-                f"agent {agent!r} reaches {body.provider!r} through the proxy: {proxy_path}...;"
-                " the token never leaves the vault",
-                provider=body.provider,
-                proxy_path=proxy_path,
-            )
+    scopes, _ = tokens.handed_out(svc, caller, agent, session_id, body)
     session, _ = authorize_session_call(svc, caller, session_id, call)
     with decision(
         "token.issue",

@@ -101,10 +101,11 @@ def _usable(
     return (_fresh(token, now) and not rejected) or _minted_meanwhile(token, seen, now)
 
 
-def get_token(
-    svc: Services, caller: Caller, session_id: str, call: HttpCall, body: TokenRequest
-) -> dict[str, Any]:
-    agent = agent_of(svc.config, caller)
+def handed_out(
+    svc: Services, caller: Caller, agent: str, session_id: str, body: TokenRequest
+) -> tuple[tuple[str, ...], str]:
+    """The scopes (within the agent's policy) and delivery of a token request, checked before the
+    session is read: a `proxy` agent's token never leaves the vault (403 `delivery_proxy_only`)."""
     with decision(
         "token.issue",
         only_refusals=True,
@@ -124,6 +125,14 @@ def get_token(
                 provider=body.provider,
                 proxy_path=proxy_path,
             )
+    return scopes, delivery
+
+
+def get_token(
+    svc: Services, caller: Caller, session_id: str, call: HttpCall, body: TokenRequest
+) -> dict[str, Any]:
+    agent = agent_of(svc.config, caller)
+    scopes, delivery = handed_out(svc, caller, agent, session_id, body)
     session, tokens = authorize_session_call(svc, caller, session_id, call)
     with decision(
         "token.issue",
