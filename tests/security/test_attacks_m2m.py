@@ -8,7 +8,6 @@ and used at its bundled calendar API, which checks each token by introspection.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -23,14 +22,9 @@ from tests.security.helpers import (
 )
 from tests.security.hygiene import HYGIENE
 from tests.support.agent import TestAgent
-from tests.support.apigw import DOMAIN, build_event
 from tests.support.harness import SECRET_PREFIX, Vault
 from vault import machine
-from vault.caller import caller_from
 from vault.models import MachineToken
-from vault.runtime import build_services
-from vault.schemas import TokenRequest
-from vault.sessions import HttpCall
 
 M2M_ROLE, OTHER_ROLE, PROXY_ROLE = "m2m-agent-role", "m2m-other-role", "m2m-proxy-role"
 READ = ["calendar.read"]
@@ -201,40 +195,9 @@ def test_row_54_a_provider_that_grants_other_scopes_is_never_served(m2m: Vault) 
 # --- row 55: cached per agent, single-flight ----------------------------------------------------
 
 
-def concurrent_machine_tokens(vault: Vault, agent: TestAgent, containers: int) -> list[Any]:
-    """The same machine token request from N Lambda containers at once (threads, each with its
-    own services: caches and provider clients); each result is an answer dict or the error."""
-    path = f"/v1/sessions/{agent.session_id}/tokens"
-    caller = caller_from(build_event("POST", path, principal_arn=agent.arn))
-    body = TokenRequest(provider="machine", scopes=READ)
-    results: list[Any] = []
-    gate = threading.Barrier(containers)
-
-    def container() -> None:
-        svc = build_services(
-            vault.services.settings,
-            config=vault.services.config,
-            session=vault.session,
-            clock=vault.clock,
-        )
-        call = HttpCall("POST", f"https://{DOMAIN}{path}", agent.proof("POST", path))
-        gate.wait()
-        try:
-            results.append(machine.get_token(svc, caller, agent.session_id or "", call, body))
-        except Exception as exc:  # the test asserts on it
-            results.append(exc)
-
-    threads = [threading.Thread(target=container) for _ in range(containers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def test_row_55_one_token_request_for_n_concurrent_callers(m2m: Vault) -> None:
     agent = machine_agent(m2m)
-    results = concurrent_machine_tokens(m2m, agent, 6)
+    results = m2m.concurrent_tokens(agent, 6, "machine", tuple(READ), flow=machine.get_token)
     assert all(isinstance(r, dict) for r in results), results
     assert len({r["access_token"] for r in results}) == 1
     assert client_credentials_requests(m2m) == 1

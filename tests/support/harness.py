@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -254,9 +255,11 @@ class Vault:
         containers: int,
         provider: str = "calendar",
         scopes: tuple[str, ...] = ("calendar.read",),
+        flow: Callable[..., dict[str, Any]] = tokens.get_token,
     ) -> list[Any]:
         """The same token request from N Lambda containers at once (threads with their own
-        services: caches and provider clients); each result is an answer dict or the error."""
+        services: caches and provider clients); each result is an answer dict or the error.
+        `flow` answers the request (`tokens.get_token`, or `machine.get_token`)."""
         path = f"/v1/sessions/{agent.session_id}/tokens"
         caller = caller_from(build_event("POST", path, principal_arn=agent.arn))
         body = TokenRequest(provider=provider, scopes=list(scopes))
@@ -273,7 +276,7 @@ class Vault:
             call = HttpCall("POST", f"https://{DOMAIN}{path}", agent.proof("POST", path))
             gate.wait()
             try:
-                results.append(tokens.get_token(svc, caller, agent.session_id or "", call, body))
+                results.append(flow(svc, caller, agent.session_id or "", call, body))
             except Exception as exc:  # the caller asserts on it
                 results.append(exc)
 
