@@ -343,6 +343,8 @@ STORED: list[tuple[ItemMapper[Any], Any, dict[str, Any]]] = [
             "ttl": N(T0 + 600 + DAY),
             "gsi1pk": S("TASK#task-2"),
             "gsi1sk": S("SESSION#ses_2"),
+            "gsi2pk": S("SESSIONS#mail-agent"),
+            "gsi2sk": S(f"{UK}#{T0:012d}#ses_2"),
         },
     ),
     (
