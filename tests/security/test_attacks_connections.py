@@ -118,12 +118,14 @@ def test_last_used_moves_when_a_token_is_minted_from_the_grant_not_when_one_is_r
     (before,) = listing(app, token).json["items"]
     assert before["last_used_at"] is None  # consent mints no session token
     vault.clock.advance(5)
+    asked_at = int(vault.clock())  # the clock is the wall clock, moved by the test
     assert agent.token("calendar", ["calendar.read"]).status == 200  # a refresh mints it
-    minted_at = int(vault.clock())
+    answered_at = int(vault.clock())
     (after,) = listing(app, token).json["items"]
-    assert after["last_used_at"] == minted_at
-    assert after["since"] == before["since"] < minted_at
-    vault.clock.advance(5)
+    minted_at = after["last_used_at"]
+    assert asked_at <= minted_at <= answered_at
+    assert after["since"] == before["since"] < asked_at
+    vault.clock.advance(5)  # a move of last_used_at now shows
     assert agent.token("calendar", ["calendar.read"]).status == 200  # the cached token again
     (again,) = listing(app, token).json["items"]
     assert again["last_used_at"] == minted_at
@@ -300,3 +302,22 @@ def test_connections_page_and_refuse_bad_filters_and_foreign_cursors(
         ):
             answer = listing(app, alice, query)
             assert answer.status == 400 and answer.code in ("invalid_filter", "invalid_cursor")
+
+
+def test_a_revocation_the_provider_did_not_confirm_is_pending_and_retried(vault: Vault) -> None:
+    agent = connected_agent(vault, "alice")
+    assert agent.token("calendar", ["calendar.read"]).status == 200
+    app = vault.agent()
+    alice = vault.id_tokens["alice"]
+    alices = grant_of(vault, "alice", "calendar-agent")
+    vault.server.set_faults(revocation_endpoint={"status": 500, "remaining": 10})
+    pending = revoking(app, alice, alices)
+    assert pending.status == 200, pending.body
+    assert pending.json["status"] == "revoke_pending"
+    (shown,) = listing(app, alice).json["items"]
+    assert (shown["status"], shown["broken_reason"]) == ("broken", "revoke_pending")
+    assert_problem(agent.token("calendar", ["calendar.read"]), 403, "consent_required")
+    vault.server.clear_faults()
+    again = revoking(app, alice, alices)  # the user (or an admin) tries again
+    assert again.status == 200 and again.json["status"] == "revoked", again.body
+    assert grant_ids(listing(app, alice)) == set()
