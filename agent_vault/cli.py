@@ -665,11 +665,13 @@ def cmd_secret_set(args: argparse.Namespace, out: TextIO) -> int:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
-            raise CliError(
-                f"no secret {secret_id} in {where}: deploy the stack with provider"
-                f" {args.provider!r} in its config (it creates the secret), then run this again",
-                UNREACHABLE,
-            ) from None
+            fix = (
+                "restart `agent-vault local up` (it creates one per provider)"
+                if where == "local mode"
+                else f"deploy the stack with provider {args.provider!r} in its config (it"
+                " creates the secret), then run this again"
+            )
+            raise CliError(f"no secret {secret_id} in {where}: {fix}", UNREACHABLE) from None
         if "AccessDenied" in code or code in {"UnauthorizedOperation", "KMSAccessDeniedException"}:
             raise CliError(
                 f"AWS denied storing {secret_id} ({code}): your role needs"
@@ -786,7 +788,7 @@ def _local_placeholders(info: dict[str, Any]) -> list[str]:
     import botocore.session
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = botocore.session.get_session().create_client(
+    client: Any = botocore.session.get_session().create_client(
         "secretsmanager",
         region_name=info["region"],
         endpoint_url=info["moto_url"],
