@@ -734,15 +734,21 @@ def _doctor_outputs(args: argparse.Namespace, checks: list[Check]) -> dict[str, 
         callbacks = info.get("callback_urls") or {
             info["provider_name"]: f"{info['vault_url']}/v1/oauth/callback/{info['provider_name']}"
         }
+        prefix = info.get("client_secret_prefix", LOCAL_SECRET_PREFIX)
         return {
             "config": args.config or info["config_path"],
             "callbacks": callbacks,
-            "placeholders": _local_placeholders(info),
+            "secrets": Secrets(
+                client=_moto_secrets(info),
+                ids={name: f"{prefix}{name}" for name in callbacks},
+                placeholders=set(info.get("placeholder_secrets", [])),
+                where="--local",
+            ),
             "local": info,
         }
     if args.url:
         checks.append(Check("outputs", "skip", "--url given: no stack outputs read"))
-        return {"config": args.config, "callbacks": {}, "placeholders": [], "local": None}
+        return {"config": args.config, "callbacks": {}, "secrets": None, "local": None}
     try:
         outputs = _stack_outputs(args)
     except CliError as exc:
@@ -776,35 +782,99 @@ def _doctor_outputs(args: argparse.Namespace, checks: list[Check]) -> dict[str, 
                 f"stack {args.stack}: API {outputs['ApiUrl']}, {len(callbacks)} provider(s)",
             )
         )
-    return {"config": args.config, "callbacks": callbacks, "placeholders": [], "local": None}
+    ids = {
+        v.removeprefix(outputs.get("ClientSecretPrefix", "")): v
+        for k, v in outputs.items()
+        if k.startswith("ProviderSecret")
+    }
+    session = _botocore(args)
+    secrets = Secrets(
+        client=session.create_client(
+            "secretsmanager", region_name=session.get_config_variable("region")
+        ),
+        ids=ids,
+        placeholders=set(ids),  # the stack made each with a placeholder
+        where=f"--stack {args.stack}",
+    )
+    return {"config": args.config, "callbacks": callbacks, "secrets": secrets, "local": None}
 
 
-def _local_placeholders(info: dict[str, Any]) -> list[str]:
-    """The providers local mode started without a client secret and nobody has set since (a
-    `secret set` adds a version to the secret)."""
-    names = info.get("placeholder_secrets", [])
-    if not names:
-        return []
+def _moto_secrets(info: dict[str, Any]) -> Any:
+    """Local mode's Secrets Manager (moto)."""
     import botocore.session
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    client: Any = botocore.session.get_session().create_client(
+    return botocore.session.get_session().create_client(
         "secretsmanager",
         region_name=info["region"],
         endpoint_url=info["moto_url"],
         aws_access_key_id="testing",  # moto's  # nosec B106
         aws_secret_access_key="testing",  # noqa: S106  # nosec B106
     )
-    prefix = info.get("client_secret_prefix", LOCAL_SECRET_PREFIX)
-    still = []
-    for name in names:
+
+
+@dataclass
+class Secrets:
+    """The providers' client secrets, for doctor."""
+
+    client: Any
+    ids: dict[str, str]
+    """provider -> secret id"""
+    placeholders: set[str]
+    """The providers whose secret started as a placeholder (a first version only)."""
+    where: str
+    """`secret set`'s option naming this vault."""
+
+
+def _doctor_secrets(secrets: Secrets | None, checks: list[Check]) -> None:
+    """Each provider's client secret exists and was put after the stack made its placeholder
+    (`PutSecretValue` adds a version: AWSCURRENT and AWSPREVIOUS; the value is never read)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if secrets is None:
+        checks.append(Check("secrets", "skip", "--url given: the secrets' names are unknown"))
+        return
+    for name, secret_id in sorted(secrets.ids.items()):
+        check = f"secret {name}"
         try:
-            versions = client.list_secret_version_ids(SecretId=f"{prefix}{name}")["Versions"]
-        except (BotoCoreError, ClientError):
+            versions = secrets.client.describe_secret(SecretId=secret_id).get(
+                "VersionIdsToStages", {}
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ResourceNotFoundException":
+                checks.append(
+                    Check(
+                        check,
+                        "fail",
+                        f"no secret {secret_id}",
+                        "redeploy the stack (or restart local mode): it creates one per provider",
+                    )
+                )
+            else:
+                checks.append(
+                    Check(
+                        check,
+                        "skip",
+                        f"cannot describe it ({code})",
+                        "needs secretsmanager:DescribeSecret",
+                    )
+                )
             continue
-        if len(versions) <= 1:
-            still.append(name)
-    return still
+        except BotoCoreError as exc:
+            checks.append(Check(check, "skip", f"cannot describe it ({exc})"))
+            continue
+        if name in secrets.placeholders and len(versions) <= 1:
+            checks.append(
+                Check(
+                    check,
+                    "warn",
+                    f"{secret_id} still holds the placeholder it was created with (the provider"
+                    " will refuse the vault)",
+                    f"agent-vault secret set {name} {secrets.where}",
+                )
+            )
+        else:
+            checks.append(Check(check, "ok", f"{secret_id} is set"))
 
 
 def _doctor_sigv4(target: Target, checks: list[Check]) -> bool:
@@ -949,9 +1019,7 @@ def _doctor_callbacks(callbacks: dict[str, str], checks: list[Check]) -> None:
             checks.append(Check(name, "ok", f"{url} answers ({answer.status}{code})"))
 
 
-def _doctor_providers(
-    config_path: str | None, placeholders: list[str], checks: list[Check]
-) -> None:
+def _doctor_providers(config_path: str | None, checks: list[Check]) -> None:
     """Each provider's discovery against its preset: the code of `providers check`."""
     if config_path is None:
         checks.append(
@@ -1005,15 +1073,6 @@ def _doctor_providers(
                     f"agent-vault providers check {name} --config {config_path}",
                 )
             )
-        elif name in placeholders:
-            checks.append(
-                Check(
-                    check_name,
-                    "warn",
-                    "discovery ok, but its client secret is still a placeholder",
-                    f"agent-vault secret set {name} --local",
-                )
-            )
         else:
             seen = report.discovery_url or "no discovery document (endpoints used as configured)"
             checks.append(Check(check_name, "ok", f"{seen} ({report.preset})"))
@@ -1033,7 +1092,8 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
         else:
             checks.append(Check("session", "skip", "the API cannot be reached"))
         _doctor_callbacks(found["callbacks"], checks)
-        _doctor_providers(found["config"], found["placeholders"], checks)
+        _doctor_secrets(found["secrets"], checks)
+        _doctor_providers(found["config"], checks)
     failed = any(c.status == "fail" for c in checks)
     if args.json:
         print(

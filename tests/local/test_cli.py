@@ -386,8 +386,10 @@ def test_secret_set_reads_stdin_into_local_modes_secret(
 
 
 def test_doctor_checks_local_mode_end_to_end_and_fails_on_a_dead_provider(
-    local: LocalInfo, state: str, tmp_path: Path
+    local: LocalInfo, state: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("broken-secret"))  # no placeholder left
+    assert run("secret", "set", "broken", "--local-state", state)[0] == 0
     status, text = run("doctor", "--local-state", state, "--json")
     assert status == 1  # one check failed
     report = json.loads(text)
@@ -400,6 +402,9 @@ def test_doctor_checks_local_mode_end_to_end_and_fails_on_a_dead_provider(
         "callback broken": "ok",
         "callback calendar": "ok",
         "callback github": "ok",
+        "secret broken": "ok",
+        "secret calendar": "ok",
+        "secret github": "ok",
         "provider calendar": "ok",
         "provider github": "ok",
         "provider broken": "fail",
@@ -540,6 +545,24 @@ def test_deployed_secret_set_and_doctor(
         ),
     )
     aws.client("secretsmanager").create_secret(Name=f"{prefix}calendar", SecretString="placeholder")
+    config = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
+    del config["providers"]["broken"]
+    healthy = tmp_path / "deployed.json"
+    healthy.write_text(json.dumps(config), encoding="utf-8")
+    report = run_json_status("doctor", "--stack", stack, "--config", str(healthy))
+    assert {c["check"]: c["status"] for c in report["checks"]} == {
+        "outputs": "ok",
+        "sigv4": "ok",
+        "session": "skip",
+        "callback calendar": "ok",
+        "secret calendar": "warn",  # the stack's placeholder: never put
+        "secret ghost": "fail",
+        "provider calendar": "ok",
+        "provider github": "ok",
+    }
+    (placeholder,) = [c for c in report["checks"] if c["check"] == "secret calendar"]
+    assert placeholder["fix"] == f"agent-vault secret set calendar --stack {stack}"
+
     monkeypatch.setattr(sys, "stdin", io.StringIO("deployed-secret-value"))
     status, text = run("secret", "set", "calendar", "--stack", stack)
     assert status == 0 and "deployed-secret-value" not in text
@@ -548,21 +571,11 @@ def test_deployed_secret_set_and_doctor(
     assert run("secret", "set", "ghost", "--stack", stack)[0] == 3  # no such secret
     assert run("secret", "set", "broken", "--stack", stack)[0] == 2  # not this stack's provider
 
-    config = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
-    del config["providers"]["broken"]
-    healthy = tmp_path / "deployed.json"
-    healthy.write_text(json.dumps(config), encoding="utf-8")
     report = run_json_status("doctor", "--stack", stack, "--config", str(healthy))
     statuses = {c["check"]: c["status"] for c in report["checks"]}
-    assert statuses == {
-        "outputs": "ok",
-        "sigv4": "ok",
-        "session": "skip",
-        "callback calendar": "ok",
-        "provider calendar": "ok",
-        "provider github": "ok",
-    }
-    assert report["ok"] is True
+    assert statuses["secret calendar"] == "ok" and statuses["session"] == "skip"
+    (skipped,) = [c for c in report["checks"] if c["check"] == "session"]
+    assert "ECS task" in skipped["detail"]
     # without --config the provider checks are skipped, with the reason
     report = run_json_status("doctor", "--stack", stack)
     (providers,) = [c for c in report["checks"] if c["check"] == "providers"]
