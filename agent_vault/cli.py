@@ -932,56 +932,15 @@ def _doctor_session(local: dict[str, Any] | None, checks: list[Check]) -> None:
             )
         )
         return
-    try:
-        from agent_vault_local.demo import id_token_for
-        from agent_vault_local.runner import LocalInfo
-    except ModuleNotFoundError:
+    try:  # local mode's own code logs a user in at its bundled provider (as `local` does)
+        local_cli = importlib.import_module("agent_vault_local.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("agent_vault_local"):
+            raise
         checks.append(Check("session", "skip", "agent-vault-local is not installed"))
         return
-    from agent_vault.client import UserIdentity, VaultClient
-
-    info = LocalInfo.from_json(json.dumps(local))
-    task = next((n for n in info.tasks if not n.endswith("/app")), None)
-    if task is None:
-        checks.append(Check("session", "skip", "local mode runs no agent task"))
-        return
-    try:
-        user = UserIdentity(id_token=id_token_for(info, "alice"))
-        client = VaultClient(
-            info.vault_url,
-            user=user,
-            credentials=info.principal(task).credentials(),
-            region=info.region,
-            timeout=15.0,
-        )
-        try:
-            started = client.start_session()
-            client.end_session()
-        finally:
-            client.close(end_session=False)
-    except VaultError as exc:
-        checks.append(
-            Check(
-                "session",
-                "fail",
-                f"{task} could not start and end a session for alice: {exc}",
-                "see `agent-vault audit tail --local` for the refusal",
-            )
-        )
-        return
-    except Exception as exc:  # the login at the bundled provider
-        checks.append(
-            Check(
-                "session",
-                "fail",
-                f"no identity token for alice: {type(exc).__name__}: {exc}",
-                "is the bundled provider running? restart local up",
-            )
-        )
-        return
-    checks.append(
-        Check("session", "ok", f"{task} started and ended {started.session_id} for alice")
-    )
+    status, detail, fix = local_cli.doctor_session(local)
+    checks.append(Check("session", status, detail, fix))
 
 
 def _doctor_callbacks(callbacks: dict[str, str], checks: list[Check]) -> None:

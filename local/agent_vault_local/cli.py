@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -251,6 +252,47 @@ def local_demo(args: argparse.Namespace) -> int:
         f"({total:.1f} s in all, every process stopped)."
     )
     return 0 if ok else 1
+
+
+def doctor_session(state: dict[str, Any]) -> tuple[str, str, str]:
+    """`agent-vault doctor --local`'s session check: the config's first agent task starts and
+    ends a session for the bundled provider's user alice (a real login there). Returns
+    (ok | fail | skip, what happened, the fix)."""
+    from agent_vault import UserIdentity, VaultClient, VaultError
+    from agent_vault_local.demo import id_token_for
+    from agent_vault_local.runner import LocalInfo
+
+    info = LocalInfo.from_json(json.dumps(state))
+    task = next((n for n in info.tasks if not n.endswith("/app")), None)
+    if task is None:
+        return "skip", "local mode runs no agent task", ""
+    try:
+        user = UserIdentity(id_token=id_token_for(info, "alice"))
+    except Exception as exc:  # the login at the bundled provider, over HTTP
+        return (
+            "fail",
+            f"no identity token for alice: {_named(exc)}",
+            "is the bundled provider running? restart local up",
+        )
+    client = VaultClient(
+        info.vault_url,
+        user=user,
+        credentials=info.principal(task).credentials(),
+        region=info.region,
+        timeout=15.0,
+    )
+    try:
+        started = client.start_session()
+        client.end_session()
+    except VaultError as exc:
+        return (
+            "fail",
+            f"{task} could not start and end a session for alice: {exc}",
+            "see `agent-vault audit tail --local` for the refusal",
+        )
+    finally:
+        client.close(end_session=False)
+    return "ok", f"{task} started and ended {started.session_id} for alice", ""
 
 
 def _port(text: str) -> int:
