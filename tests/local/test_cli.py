@@ -344,6 +344,23 @@ def test_a_bad_config_fails_before_anything_starts(
     assert not workdir.exists()
 
 
+def test_client_secrets_come_from_the_file_and_the_environment_wins(tmp_path: Path) -> None:
+    from agent_vault_local.userconfig import client_secrets, load_user_config
+
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps(MY_CONFIG), encoding="utf-8")
+    config = load_user_config(
+        path, account="123456789012", region="us-east-1", admin_role="vault-admin-role"
+    )
+    assert (config.bundled, config.external) == (("calendar",), ("github", "broken"))
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"github": "from-file", "broken": "b"}), encoding="utf-8")
+    environ = {"AGENT_VAULT_SECRET_GITHUB": "from-env"}
+    found = client_secrets(config, environ, secrets_file)
+    assert found == {"github": "from-env", "broken": "b"}
+    assert client_secrets(config, {}, None) == {}  # none given: local mode stores placeholders
+
+
 # --- secret set ------------------------------------------------------------------------------
 
 
