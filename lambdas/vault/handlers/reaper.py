@@ -32,13 +32,13 @@ TASK_ARN = re.compile(
 
 
 class _Detail(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     taskArn: str = Field(max_length=512)
     lastStatus: str = Field(max_length=32)
 
 
 class TaskStateChange(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
     id: str = Field(min_length=1, max_length=128)
     source: str
     detail_type: str = Field(alias="detail-type")
