@@ -274,8 +274,9 @@ class RequestRule(_Frozen):
     """Path patterns under the API base URL: `*` within one segment, `**` any segments."""
 
 
-EVERY_REQUEST = (RequestRule(),)
-"""The request policy when none is configured: every method, every path under the base URLs."""
+EVERY_REQUEST = (RequestRule.model_construct(),)
+"""The request policy when none is configured: every method, every path under the base URLs
+(the model's defaults, taken without building its validator at import)."""
 
 
 class ProviderAccess(_Frozen):

@@ -27,9 +27,12 @@ from stacks.constructs.vault_code import (
     with_hashes,
 )
 from vault.config import (
+    EVERY_REQUEST,
+    HTTP_METHODS,
     AgentConfig,
     IdentityIssuerConfig,
     ProviderConfig,
+    RequestRule,
     VaultConfig,
     load_config,
     model_stamp,
@@ -405,3 +408,8 @@ def test_the_config_readme_documents_every_key() -> None:
         if f"`{name}`" not in readme
     ]
     assert undocumented == []
+
+
+def test_the_default_request_policy_is_the_models_defaults() -> None:
+    assert (RequestRule(),) == EVERY_REQUEST
+    assert EVERY_REQUEST[0].methods == HTTP_METHODS and EVERY_REQUEST[0].paths == ("/**",)
