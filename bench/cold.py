@@ -49,6 +49,9 @@ AUTHLIB_VERSION = "1.9.6"
 MARK = "#bench-import-mark"
 CPU_MARK = "#bench-import-cpu-ms "
 CRYPTO_EC = "import cryptography.hazmat.primitives.asymmetric.ec"
+BUNDLED_CONFIG = Path(tempfile.gettempdir()) / "bench-vault-config.json"
+"""config/example.json as the bundle carries it (`vault.config.config_document`, written by
+`measure_imports`): what a deployed function reads at its first request."""
 SERVICES_SETUP = (
     "import vault.handlers.agent_api; from vault.runtime import Settings, build_services"
 )
@@ -57,9 +60,19 @@ SERVICES = (
     "key_id='arn:aws:kms:us-east-1:123456789012:key/bench', "
     "callback_url='https://vault.example/v1/oauth/callback', "
     "client_secret_prefix='agent-vault/bench/provider/', "
-    "vault_config_path='config/example.json'))"
+    f"vault_config_path={str(BUNDLED_CONFIG)!r}))"
 )
-"""What the first request of a container adds: config file validation, boto3 clients, pools."""
+"""What the first request of a container adds: reading the bundled config (stamped: not
+validated again), boto3 clients, pools."""
+
+
+def write_bundled_config() -> None:
+    """config/example.json validated and written as the bundle carries it."""
+    from stacks.config import read_config_file
+    from vault.config import config_document
+
+    config = read_config_file(REPO_ROOT / "config" / "example.json")
+    BUNDLED_CONFIG.write_text(config_document(config), encoding="utf-8")
 
 
 def lambda_site(bundled: list[str], runtime: list[str]) -> Path:
@@ -253,6 +266,7 @@ def measure_imports(
     runs: int, *, bundled: list[str], runtime: list[str], variants: bool = True
 ) -> dict[str, Any]:
     site = lambda_site(bundled, runtime_requirements(runtime))
+    write_bundled_config()
     pycache = tempfile.mkdtemp(prefix="bench-pycache-")
     try:
         floor = Probe(FLOOR, site=site)

@@ -139,7 +139,12 @@ def _bundle(out: str) -> dict[str, Any]:
         out
     )
     provided = vault_code.provided_by_runtime(text)
+    from vault.config import model_stamp
+
+    bundled = json.loads((Path(out) / vault_code.CONFIG_FILE_NAME).read_text(encoding="utf-8"))
     return {
+        # the bundle's config carries this model's stamp: the functions load it unvalidated
+        "config_validated_by_this_model": bundled.get("validated_by") == model_stamp(),
         "platforms": list(vault_code.WHEEL_PLATFORMS),
         "python_version": vault_code.PYTHON_VERSION,
         "requirements": requirements.split(),

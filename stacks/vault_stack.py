@@ -91,9 +91,6 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "USER#": ("GetItem", "UpdateItem"),
         # a session's delegations: its children end with it
         "CHILDREN#": ("Query",),
-        # Powertools idempotency records (pk `idempotency#<function name>`): a replayed event
-        # finds the record in the failed conditional put's answer, not with a GetItem.
-        "idempotency#": ("DeleteItem", "PutItem", "UpdateItem"),
     },
 }
 """Per function: partition-key prefix -> the item actions its code calls on those items."""

@@ -1,19 +1,28 @@
 """The one typed configuration of Agent Vault.
 
-The same model is validated at `cdk synth` (stacks/config.py loads it from cdk.json context and an
-optional file) and at Lambda cold start (from the JSON file bundled beside this package), so a
-config that synthesizes is a config the handlers accept.
+The model is validated at `cdk synth` (stacks/config.py loads it from cdk.json context and an
+optional file), and the bundle carries what that validation produced (`config_document`: the
+validated config, presets applied, stamped with the model it was validated by). At Lambda cold
+start `load_config` reads that file back without validating it again when the stamp is this
+model's (`model_stamp`), so no function builds the config's validators at cold start; any other
+file (local mode's, the tests', a bundle from another model) is validated in full.
+
+Every model defers building its validator to its first validation (`defer_build`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from functools import cached_property
+import types
+import typing
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import pydantic
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,8 +31,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from vault import presets
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
@@ -129,7 +136,7 @@ PathPattern = Annotated[str, AfterValidator(_path_pattern)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class TokenResponseShape(_Frozen):
@@ -220,6 +227,8 @@ class ProviderConfig(_Frozen):
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            from vault import presets  # only a validation needs the preset files
+
             return presets.apply(data)
         return data
 
@@ -265,8 +274,9 @@ class RequestRule(_Frozen):
     """Path patterns under the API base URL: `*` within one segment, `**` any segments."""
 
 
-EVERY_REQUEST = (RequestRule(),)
-"""The request policy when none is configured: every method, every path under the base URLs."""
+EVERY_REQUEST = (RequestRule.model_construct(),)
+"""The request policy when none is configured: every method, every path under the base URLs
+(the model's defaults, taken without building its validator at import)."""
 
 
 class ProviderAccess(_Frozen):
@@ -511,6 +521,62 @@ def role_arn_account(arn: str) -> str:
     return arn.split(":")[4]
 
 
+@cache
+def model_stamp() -> str:
+    """What a bundled config was validated by: this module's source and pydantic's version. A
+    bundle whose stamp differs (another model) is validated again at cold start."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(b"\0" + pydantic.VERSION.encode())
+    return digest.hexdigest()
+
+
+def config_document(config: VaultConfig) -> str:
+    """The config as the bundle carries it: validated (presets applied, every default filled),
+    stamped with the model that validated it, stable bytes."""
+    document = {"config": config.model_dump(mode="json"), "validated_by": model_stamp()}
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
 def load_config(path: str | Path) -> VaultConfig:
-    """Read and validate a config file (JSON)."""
-    return VaultConfig.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+    """Read a config file (JSON): a `config_document` stamped by this model is taken as
+    validated; anything else is validated in full."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(document, dict) and set(document) == {"config", "validated_by"}:
+        if document["validated_by"] == model_stamp():
+            return _constructed(VaultConfig, document["config"])
+        document = document["config"]
+    return VaultConfig.model_validate(document)
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def _constructed(model: type[M], data: dict[str, Any]) -> M:
+    """`model` from the JSON dump of an instance that was validated: nested models, tuples and
+    dicts rebuilt by the fields' annotations, no validator run (`model_construct`)."""
+    values = {
+        name: _value(field.annotation, data[name])
+        for name, field in model.model_fields.items()
+        if name in data
+    }
+    return model.model_construct(**values)
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _value(typing.get_args(hint)[0], value)
+    if origin in (typing.Union, types.UnionType):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _value(hint, value)
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return _constructed(hint, value)
+    if origin is tuple:
+        (item, *_) = typing.get_args(hint)
+        return tuple(_value(item, v) for v in value)
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        return {k: _value(item, v) for k, v in value.items()}
+    return value

@@ -9,12 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySet
 
 from vault import jsondoc
 from vault.config import IdentityIssuerConfig, VaultConfig
@@ -72,6 +73,8 @@ class IdentityVerifier:
                 "the identity token's issuer is not configured (user_identity_issuers)"
             )
         claims = self._decode(token, config)
+        from joserfc import jwt  # see _decode
+
         registry = jwt.JWTClaimsRegistry(
             now=int(self._clock()),
             leeway=LEEWAY_SECONDS,
@@ -91,6 +94,11 @@ class IdentityVerifier:
 
     def _decode(self, token: str, config: IdentityIssuerConfig) -> dict[str, Any]:
         """Verify the signature; on failure refetch the JWKS once (key rotation), rate-limited."""
+        # Imported at the first identity token, not at cold start: joserfc.jwt brings JWE (and
+        # its algorithms) along, and its keys the X.509/PEM machinery; a function that never
+        # reads an identity token (the reaper, the callback) never imports them.
+        from joserfc import jwt
+
         for force in (False, True):
             keys = self._key_set(config, force=force)
             if keys is None:
@@ -116,6 +124,8 @@ class IdentityVerifier:
                 response = self._http.request(
                     "GET", config.jwks_uri, timeout=3.0, retries=False, redirect=False
                 )
+                from joserfc.jwk import KeySet  # at the first identity token (see _decode)
+
                 keys = KeySet.import_key_set(jsondoc.loads(response.data))
             except (urllib3.exceptions.HTTPError, ValueError, JoseError, TypeError) as exc:
                 raise ProviderError("the identity provider's keys could not be fetched") from exc

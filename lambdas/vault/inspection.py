@@ -59,7 +59,7 @@ UserSubject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 class PageQuery(BaseModel):
     """A page of a listing: `limit` and `cursor`; a subclass adds its filters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = Field(
         DEFAULT_LIMIT, description=f"Items per page, 1-{MAX_LIMIT}."

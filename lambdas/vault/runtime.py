@@ -42,7 +42,7 @@ AWS_CLIENTS = Config(
 class Settings(BaseModel):
     """The function's environment, validated once at cold start."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     table_name: str = Field(min_length=3)
     replay_table_name: str = Field(min_length=3)

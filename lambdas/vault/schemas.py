@@ -14,7 +14,8 @@ Scopes = Annotated[list[ScopeToken], Field(min_length=1, max_length=32)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # built at a model's first validation: a function builds only the bodies its requests bring
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 def _given(name: str, json_type: str = "string") -> JsonDict:
@@ -23,7 +24,9 @@ def _given(name: str, json_type: str = "string") -> JsonDict:
 
 
 class UserIdentity(_Body):
-    model_config = ConfigDict(json_schema_extra={"oneOf": [_given("id_token"), _given("user_id")]})
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [_given("id_token"), _given("user_id")]}, defer_build=True
+    )
 
     id_token: Annotated[str, StringConstraints(min_length=10, max_length=8192)] | None = None
     user_id: Annotated[str, StringConstraints(pattern=r"^[\w.@+=:-]{1,128}$")] | None = None
@@ -87,7 +90,8 @@ class Revocation(_Body):
                 _given("user", "object"),
                 *(_given(name) for name in ("agent", "provider", "grant_id")),
             ]
-        }
+        },
+        defer_build=True,
     )
 
     user: RevokedUser | None = None

@@ -4,13 +4,13 @@ Bundled on this machine, without Docker (CI synthesizes with no Docker engine): 
 the Linux wheels of `requirements/lambda.txt` for the functions' architecture and Python, minus
 what the Lambda runtime already provides (boto3 & co.), each checked against its pinned hash,
 next to a copy of the `vault` package and the config the handlers read at cold start
-(`vault_config.json`, beside the package).
+(`vault_config.json`, beside the package: `vault.config.config_document`, the validated config
+stamped with the model that validated it, which the handlers load without validating again).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -24,6 +24,7 @@ import jsii
 from aws_cdk import aws_lambda as lambda_
 
 from stacks.config import LAMBDAS_DIR, REPO_ROOT, VaultConfig
+from vault.config import config_document as config_document  # what the bundle carries
 
 PYTHON_VERSION = "3.13"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
@@ -80,11 +81,6 @@ def with_hashes(requirements: str, pinned: str) -> str:
     for requirement in requirements.split():
         lines.append(" ".join((requirement, *(f"--hash={h}" for h in hashes.get(requirement, ())))))
     return "\n".join(lines) + "\n"
-
-
-def config_document(config: VaultConfig) -> str:
-    """The config as the handlers will read it (validated, presets applied, stable bytes)."""
-    return json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
 def _source_files() -> list[Path]:

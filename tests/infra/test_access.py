@@ -43,7 +43,6 @@ from vault.handlers import (
     proxy_api,
     reaper,
 )
-from vault.handlers.reaper import persistence
 from vault.runtime import build_services
 
 MODULES = (agent_api, proxy_api, callback, admin_api, admin_read, reaper)
@@ -328,8 +327,8 @@ def _run_every_code_path(
             assert scheduled_sweep()["revoked_flows"] == 1
             recorder.served("AdminApi")
 
-    # Reaper: a stopped task's session with a token; the same event again (idempotency);
-    # an unreadable session (the reaper fails and releases its idempotency record). The
+    # Reaper: a stopped task's session with a token; the same event again (idempotent by
+    # construction: nothing left to end); an unreadable session (the reaper fails). The
     # stopped task's credentials then start no session.
     reaped = _connect(vault)
     stopped = task_stopped(reaped.task_id)
@@ -373,10 +372,8 @@ def recorded(
     if not used:
         recorder = Recorder()
         hook = "before-parameter-build.*.*"
-        # Clients copy their session's hooks when made: register, then build the services (and
-        # hook the reaper's idempotency client, made at import).
+        # Clients copy their session's hooks when made: register, then build the services.
         vault.session.events.register(hook, recorder)
-        persistence.client.meta.events.register(hook, recorder)
         apigw.OBSERVERS.append(recorder.observe)
         stand_in = Upstream(_unauthorized_posts)
         try:
@@ -401,7 +398,6 @@ def recorded(
         finally:
             stand_in.__exit__(None, None, None)
             apigw.OBSERVERS.remove(recorder.observe)
-            persistence.client.meta.events.unregister(hook, recorder)
             vault.session.events.unregister(hook, recorder)
         used.update(recorder.used)
     return used

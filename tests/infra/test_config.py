@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from stacks.config import (
     CONTEXT_KEY,
@@ -25,7 +26,17 @@ from stacks.constructs.vault_code import (
     provided_by_runtime,
     with_hashes,
 )
-from vault.config import AgentConfig, IdentityIssuerConfig, ProviderConfig, VaultConfig
+from vault.config import (
+    EVERY_REQUEST,
+    HTTP_METHODS,
+    AgentConfig,
+    IdentityIssuerConfig,
+    ProviderConfig,
+    RequestRule,
+    VaultConfig,
+    load_config,
+    model_stamp,
+)
 
 EXAMPLE = REPO_ROOT / "config" / "example.json"
 
@@ -290,7 +301,56 @@ def test_a_missing_config_file_is_a_clear_error(tmp_path: Any) -> None:
 
 def test_the_bundled_config_is_what_the_handlers_read_back() -> None:
     config = read_config_file(EXAMPLE)
-    assert VaultConfig.model_validate_json(config_document(config)) == config
+    document = json.loads(config_document(config))
+    assert VaultConfig.model_validate(document["config"]) == config
+
+
+def test_the_bundled_config_was_validated_by_this_model_and_is_not_validated_again(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle's `vault_config.json` (`config_document`, what `vault_code` bundles) carries
+    the stamp of the model that validated it; the handlers' `load_config` then builds the same
+    config without running a validator (none built at cold start)."""
+    config = read_config_file(EXAMPLE)
+    bundled = tmp_path / "vault_config.json"
+    bundled.write_text(config_document(config), encoding="utf-8")
+    document = json.loads(bundled.read_text(encoding="utf-8"))
+    assert document["validated_by"] == model_stamp()
+    validated = VaultConfig.model_validate(document["config"])  # the same model accepts it
+    assert validated == config
+
+    def no_validation(*_: Any, **__: Any) -> None:
+        raise AssertionError("the stamped bundle was validated again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(VaultConfig, "model_validate", no_validation)
+        loaded = load_config(bundled)
+    assert loaded == validated
+    assert loaded.model_dump(mode="json") == validated.model_dump(mode="json")
+    # the rebuilt config has the validated one's types: tuples, nested models, derived fields
+    assert loaded.return_urls == config.return_urls and isinstance(loaded.return_urls, tuple)
+    assert loaded.providers["google"] == config.providers["google"]
+    assert loaded.agents_by_role == config.agents_by_role
+    for name, agent in config.agents.items():
+        assert loaded.agents[name].providers == agent.providers
+        for provider in agent.providers:
+            assert loaded.delivery(name, provider) == config.delivery(name, provider)
+            assert loaded.request_rules(name, provider) == config.request_rules(name, provider)
+
+
+def test_a_config_file_of_another_model_or_by_hand_is_validated_in_full(tmp_path: Any) -> None:
+    config = read_config_file(EXAMPLE)
+    document = json.loads(config_document(config))
+    document["config"]["session_ttl_seconds"] = 5  # below the model's minimum
+    for stamp in ("0" * 64, None):
+        path = tmp_path / "vault_config.json"
+        if stamp is None:  # a plain config file (local mode's, the tests'): no stamp at all
+            path.write_text(json.dumps(document["config"]), encoding="utf-8")
+        else:  # a bundle validated by another model
+            path.write_text(json.dumps({**document, "validated_by": stamp}), encoding="utf-8")
+        with pytest.raises(ValidationError, match="session_ttl_seconds"):
+            load_config(path)
+    assert load_config(EXAMPLE) == config
 
 
 def test_runtime_provided_packages_are_not_bundled() -> None:
@@ -348,3 +408,8 @@ def test_the_config_readme_documents_every_key() -> None:
         if f"`{name}`" not in readme
     ]
     assert undocumented == []
+
+
+def test_the_default_request_policy_is_the_models_defaults() -> None:
+    assert (RequestRule(),) == EVERY_REQUEST
+    assert EVERY_REQUEST[0].methods == HTTP_METHODS and EVERY_REQUEST[0].paths == ("/**",)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
+from tests.security.helpers import AuditLog
 from tests.support.harness import Vault, binding_code_of, reap, task_stopped
 from vault.models import UserRef
 
@@ -174,9 +176,50 @@ def test_a_stopped_task_ends_its_sessions_and_kills_their_tokens(vault: Vault) -
     assert doomed.token("calendar", ["calendar.read"]).code == "session_ended"
     assert vault.server.introspect(token) == {"active": False}
     assert survivor.call("GET", f"/v1/sessions/{survivor.session_id}").json["status"] == "active"
-    vault.counter.reset()
-    assert reap(event) == result  # a replayed event does no second round of work
-    assert "dynamodb:Query" not in vault.counter.counts
+
+
+def test_a_replayed_task_stopped_event_changes_nothing_and_revokes_nothing_twice(
+    vault: Vault,
+) -> None:
+    """The reaper has no idempotency layer: ending a task's sessions is idempotent by
+    construction. The same event delivered again (EventBridge delivers at least once) leaves
+    the same stored state, revokes nothing upstream again and ends no session again; its one
+    audit event says it found nothing left to end."""
+    doomed, _ = connected(vault)
+    doomed.token("calendar", ["calendar.read"])
+    event = task_stopped(doomed.task_id)
+    audit = AuditLog()
+    logging.getLogger("agent-vault").addHandler(audit)
+    try:
+        first = reap(event)
+        assert first["ended_sessions"] == 1 and first["revoked_tokens"] == 1
+        stored = vault.snapshot()
+        revocations = vault.server.stats()["revocations"]
+        assert revocations >= 1
+        first_events = list(audit.events)
+        assert [e["action"] for e in first_events].count("session.end") == 1
+        audit.clear()
+        vault.counter.reset()
+
+        again = reap(event)
+        assert again == {
+            "status": "reaped",
+            "task_id": doomed.task_id,
+            "ended_sessions": 0,
+            "revoked_tokens": 0,
+        }
+        assert vault.snapshot() == stored
+        assert vault.server.stats()["revocations"] == revocations
+        assert [(e["action"], e["outcome"]) for e in audit.events] == [("task.stopped", "reaped")]
+        assert audit.events[0]["count"] == 0 and audit.events[0]["trigger"] == event["id"]
+        # nothing was written: the stop record is kept as first written, the session as ended
+        assert not {k for k in vault.counter.counts if k.startswith("kms:")}
+        assert vault.counter.counts["dynamodb:PutItem"] == 1  # the stop record's refused put
+        writes = {"UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
+        assert not {k for k in vault.counter.counts if k.split(":")[1] in writes}
+    finally:
+        logging.getLogger("agent-vault").removeHandler(audit)
+    assert doomed.token("calendar", ["calendar.read"]).code == "session_ended"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
 """The session reaper: an ECS task stopped, so every session of that task ends now.
 
-Triggered by EventBridge (`aws.ecs` / `ECS Task State Change` / `lastStatus: STOPPED`). A replayed
-event does no second round of work (Powertools idempotency on the event id); a malformed event
-is logged and dropped, never retried into the dead-letter queue.
+Triggered by EventBridge (`aws.ecs` / `ECS Task State Change` / `lastStatus: STOPPED`). Ending a
+task's sessions is idempotent by construction (`revocation.end_task_sessions`): the stop record is
+a conditional put that keeps the first, a session already ended with no token left is skipped,
+so a replayed or duplicated event (EventBridge delivers at least once) ends nothing more, revokes
+nothing upstream, and records one `task.stopped` event with `count` 0. No idempotency layer (no
+record per event, no extra DynamoDB writes, none of its import time at cold start). A malformed
+event is logged and dropped, never retried into the dead-letter queue.
 
 The same function runs the sweep of unbound flows on an EventBridge schedule (`aws.events` /
 `Scheduled Event`): consents nobody bound before they expired are closed and their tokens
@@ -11,15 +15,9 @@ revoked upstream.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,32 +30,21 @@ TASK_ARN = re.compile(
     r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/(?:[\w-]+/)?(?P<id>[\w-]{1,64})$"
 )
 
-persistence = DynamoDBPersistenceLayer(
-    table_name=os.environ.get("TABLE_NAME", "unset"),
-    key_attr="pk",
-    sort_key_attr="sk",
-    expiry_attr="ttl",
-)
-idempotency = IdempotencyConfig(expires_after_seconds=24 * 3600)
-
 
 class _Detail(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     taskArn: str = Field(max_length=512)
     lastStatus: str = Field(max_length=32)
 
 
 class TaskStateChange(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
     id: str = Field(min_length=1, max_length=128)
     source: str
     detail_type: str = Field(alias="detail-type")
     detail: _Detail
 
 
-@idempotent_function(
-    data_keyword_argument="event_id", persistence_store=persistence, config=idempotency
-)
 def reap(event_id: str, task_id: str) -> dict[str, Any]:
     with decision("task.stopped", task_id=task_id) as d:
         d.note(trigger=event_id)
@@ -89,5 +76,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ):
         logger.warning("ignored an event that is not a stopped ECS task")
         return {"status": "ignored"}
-    idempotency.register_lambda_context(context)
     return reap(event_id=change.id, task_id=match["id"])

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 
-from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry
 
 from vault.errors import ProviderError
 
@@ -24,6 +22,11 @@ def client_assertion(
     provider: str, client_id: str, audience: str, private_jwk: str, alg: str, now: float
 ) -> str:
     """A signed `client_assertion` (iss = sub = client_id, aud, a fresh jti, 60 s of life)."""
+    # Imported at the first assertion, not at cold start: joserfc.jwt brings JWE along, its
+    # keys the X.509/PEM machinery (vault.identity says the same).
+    from joserfc import jwt
+    from joserfc.jwk import JWKRegistry
+
     try:
         key = JWKRegistry.import_key(json.loads(private_jwk))
         if not key.is_private:

@@ -1,0 +1,81 @@
+"""What a cold start imports and builds (DESIGN.md's budget: no X-Ray SDK on the import path,
+pydantic models built lazily or once). `make bench` measures the time; this holds the shape.
+
+One fresh interpreter imports every handler, as Lambda's runtime does at init, then reads a
+bundled config (`config_document`) as a first request does. Nothing timed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stacks.config import read_config_file
+from vault.config import config_document
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = ("agent_api", "proxy_api", "callback", "admin_api", "reaper")
+NOT_AT_COLD_START = (
+    "aws_xray_sdk",  # the X-Ray SDK (no Tracer: SECURITY.md row 47)
+    "aws_lambda_powertools.utilities.idempotency",  # the reaper is idempotent by construction
+    "joserfc.jwt",  # identity tokens and client assertions only: imported at their first use
+    "joserfc.jwe",  # nothing of the vault decrypts or encrypts a JWE
+    "vault.presets",  # the presets apply at validation, done at synth
+)
+
+
+def _probe(config_path: Path) -> dict[str, object]:
+    code = "\n".join(
+        [
+            "import json, sys",
+            *(f"import vault.handlers.{name}" for name in HANDLERS),
+            "from pydantic import BaseModel",
+            "def models():",
+            "    seen, todo = [], [BaseModel]",
+            "    while todo:",
+            "        for sub in todo.pop().__subclasses__():",
+            "            todo.append(sub)",
+            "            if sub.__module__.startswith('vault.'):",
+            "                seen.append(sub)",
+            "    return seen",
+            "def built():",
+            "    return sorted({f'{m.__module__}.{m.__qualname__}' for m in models()",
+            "        if type(m.__pydantic_validator__).__name__ != 'MockValSer'})",
+            "at_import = built()",
+            "imported = sorted(m for m in sys.modules if m.startswith(PREFIXES))",
+            "from vault.config import load_config",
+            f"config = load_config({str(config_path)!r})",
+            "print(json.dumps({'built_at_import': at_import, 'imported': imported,",
+            "    'built_after_config': built(), 'agents': sorted(config.agents),",
+            "    'models': len(models())}))",
+        ]
+    )
+    code = code.replace("PREFIXES", repr(NOT_AT_COLD_START))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_cold_start_builds_no_model_and_imports_nothing_it_does_not_need(
+    tmp_path: Path,
+) -> None:
+    config = read_config_file(REPO_ROOT / "config" / "example.json")
+    bundled = tmp_path / "vault_config.json"
+    bundled.write_text(config_document(config), encoding="utf-8")
+    result = _probe(bundled)
+    assert result["imported"] == []
+    assert result["built_at_import"] == []
+    # the bundled config is read back without building its validators
+    assert result["built_after_config"] == []
+    assert result["agents"] == sorted(config.agents)
+    assert isinstance(result["models"], int) and result["models"] > 10  # the probe sees them
