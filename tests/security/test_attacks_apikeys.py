@@ -124,9 +124,7 @@ def keyed_calls(vault: Vault) -> int:
 # --- it works end to end -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "provider, via", [("keyed", "header"), ("keyed-bearer", "authorization")]
-)
+@pytest.mark.parametrize("provider, via", [("keyed", "header"), ("keyed-bearer", "authorization")])
 def test_an_api_key_set_by_an_admin_reaches_the_keyed_api_through_the_proxy(
     keyed: Vault, audit_events: AuditLog, provider: str, via: str
 ) -> None:
