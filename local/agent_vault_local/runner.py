@@ -68,6 +68,8 @@ REPLAY_TABLE_NAME = "agent-vault-local-replay"
 CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix  # nosec B105
 CLUSTER = "agent-vault-local"
 PROVIDER = "calendar"
+KEYED_PROVIDER = "keyed"
+"""Local mode's API-key provider (flow 12): the bundled provider's keyed API."""
 PROVIDER_SCOPES = ("calendar.read", "calendar.write", "mail.read")
 CALENDAR_AGENT = "calendar-agent"
 CALENDAR_ROLE = "calendar-agent-role"
@@ -383,6 +385,12 @@ class LocalMode:
                     "api_base_urls": [calendar_api],
                     "dpop": True,
                 },
+                # flow 12: the bundled keyed API takes a static key (`agent-vault apikey set
+                # keyed --local`), which the proxy puts in X-Api-Key
+                KEYED_PROVIDER: {
+                    "api_base_urls": [calendar_api],
+                    "api_key": {"header": "X-Api-Key"},
+                },
             },
             "agents": {
                 CALENDAR_AGENT: {
@@ -391,7 +399,10 @@ class LocalMode:
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],
                             "delivery": "proxy",
-                        }
+                        },
+                        KEYED_PROVIDER: {
+                            "requests": [{"methods": ["GET"], "paths": ["/keyed/**"]}]
+                        },
                     },
                 },
                 MAIL_AGENT: {

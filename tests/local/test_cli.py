@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 
 from agent_vault import UserIdentity
 from agent_vault.cli import main
+from agent_vault.errors import Forbidden
 from agent_vault_local.runner import (
     ADMIN,
     MAIL_TASK,
@@ -29,6 +32,7 @@ from agent_vault_local.runner import (
     LocalModeProcess,
 )
 from tests.local.helpers import consent, id_token_for, vault_client
+from tests.security.hygiene import HYGIENE
 
 STACK = "agent-vault-clitest-vault"
 
@@ -150,7 +154,7 @@ def test_config_validate_and_providers_check(local: LocalInfo, state: str) -> No
     agents = run_json("config", "validate", local.config_path)["agents"]
     configured = json.loads(Path(local.config_path).read_text(encoding="utf-8"))["agents"]
     assert agents == {name: sorted(a["providers"]) for name, a in configured.items()}
-    assert agents["calendar-agent"] == [local.provider_name]
+    assert agents["calendar-agent"] == sorted([local.provider_name, "keyed"])
     bad = Path(local.workdir) / "bad-config.json"
     document = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
     document["agents"]["calendar-agent"]["providers"] = {"nowhere": ["x"]}
@@ -162,6 +166,56 @@ def test_config_validate_and_providers_check(local: LocalInfo, state: str) -> No
     report = run_json("providers", "check", local.provider_name, "--local-state", state)
     assert report["ok"] is True and report["s256"]["advertised"] is True
     assert report["issuer"] == local.provider["issuer"]
+
+
+def test_apikey_set_reads_stdin_and_the_proxy_uses_the_key_then_delete(
+    local: LocalInfo,
+    state: str,
+    story: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    where = ("--local-state", state)
+    key = "ak_local_" + secrets.token_urlsafe(24)
+    HYGIENE.add_secret(key, "API key")
+    _keyed_api_accepts(local, {"cli": key})
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
+    answer = run_json("apikey", "set", "keyed", *where)
+    assert answer["provider"] == "keyed" and answer["status"] == "set"
+    assert key not in json.dumps(answer)
+    alice = vault_client(local, TASK_1, UserIdentity(id_token=id_token_for(local, "alice")))
+    alice.start_session()
+    with alice.http("keyed") as api:
+        got = api.get("keyed/events")
+    assert got.status_code == 200 and got.json()["key"] == "cli", got.text
+    # the key is never an argument; an empty stdin is a usage error
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert run("apikey", "set", "keyed", *where)[0] == 2
+    # a per-provider key takes no user; the calendar provider takes no key
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key))
+    assert run("apikey", "set", local.provider_name, *where)[0] == 1
+    assert "not_an_api_key_provider" in capsys.readouterr().err
+    status, text = run("apikey", "delete", "keyed", *where)
+    assert status == 0 and text.strip() == "API key of keyed deleted"
+    # the proxy's container may still cache the key (for 30 s); once the provider refuses it
+    # too, its 401 makes the proxy read the secret again: gone
+    _keyed_api_accepts(local, {})
+    with alice.http("keyed") as api, pytest.raises(Forbidden) as gone:
+        api.get("keyed/events")
+    assert gone.value.code == "api_key_not_set"
+    alice.end_session()
+
+
+def _keyed_api_accepts(local: LocalInfo, keys: dict[str, str]) -> None:
+    """The bundled provider's test hook: the keys its keyed API accepts."""
+    request = urllib.request.Request(
+        local.provider["issuer"] + "/__test/api-keys",
+        data=json.dumps({"keys": keys}).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
 
 
 def test_revoke_ends_the_grant_and_its_tokens(
