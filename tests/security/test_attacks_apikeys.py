@@ -1,4 +1,4 @@
-"""Flow 12, API-key credentials, threat-model rows 58-62.
+"""Flow 12, API-key credentials, threat-model rows 58-63.
 
 Driven through the real handlers over moto (the keys in its Secrets Manager) and the bundled
 provider's keyed API (`/api/keyed/events`), a real HTTP server that accepts configured keys in a
@@ -63,6 +63,15 @@ def keyed(vault: Vault) -> Vault:
         "role_name": RETURNED_ROLE,
         "providers": {"keyed": {"delivery": "returned"}},
     }
+    # a parent and a child agent, both with the API-key provider (and a calendar scope to
+    # delegate): API keys are never delegated
+    both = {"keyed": {}, "calendar": {"scopes": ["calendar.read"], "delivery": "bearer"}}
+    data["agents"]["key-parent"] = {
+        "role_name": "key-parent-role",
+        "providers": both,
+        "may_delegate_to": ["key-child"],
+    }
+    data["agents"]["key-child"] = {"role_name": "key-child-role", "providers": both}
     vault.redeploy(data)
     server.set_api_keys({})
     return vault
@@ -222,7 +231,7 @@ def test_rotation_keeps_the_previous_key_for_idempotent_retries_during_the_windo
     assert later.proxy("GET", "keyed/events", "keyed").status == 401
 
 
-def test_a_key_set_in_another_container_is_taken_after_a_401(keyed: Vault) -> None:
+def test_row_63_a_key_set_in_another_container_is_taken_after_a_401(keyed: Vault) -> None:
     first, second = new_key("first"), new_key("second")
     keyed.server.set_api_keys({"second": second})  # the provider has moved on already
     assert put_key(keyed, "keyed", first).status == 200
@@ -315,6 +324,30 @@ def test_row_59_an_api_key_is_never_served_to_an_agent_without_the_provider(
     assert stolen.status == 403 and key not in stolen.body
 
 
+def test_row_59_a_delegated_session_never_gets_an_api_key(keyed: Vault) -> None:
+    key = new_key("delegated")
+    keyed.server.set_api_keys({"delegated": key})
+    assert put_key(keyed, "keyed", key).status == 200
+    parent = key_agent(keyed, role="key-parent-role")
+    assert parent.proxy("GET", "keyed/events", "keyed").status == 200  # the parent may
+    offer = f"/v1/sessions/{parent.session_id}/delegations"
+    with unchanged(keyed):  # the API-key provider cannot be handed down at all
+        refused = parent.call("POST", offer, {"agent": "key-child", "providers": {"keyed": []}})
+        assert_problem(refused, 400, "invalid_request")
+    offered = parent.call(
+        "POST", offer, {"agent": "key-child", "providers": {"calendar": ["calendar.read"]}}
+    )
+    assert offered.status == 201, offered.body
+    child = keyed.agent("key-child-role")
+    claim = f"/v1/delegations/{offered.json['delegation_id']}/claim"
+    claimed = child.call("POST", claim, proof=child.proof("POST", claim, session_id=None))
+    assert claimed.status == 201, claimed.body
+    child.session_id = claimed.json["session_id"]
+    before = keyed_calls(keyed)
+    assert_problem(child.proxy("GET", "keyed/events", "keyed"), 403, "delegation_exceeds_parent")
+    assert keyed_calls(keyed) == before
+
+
 # --- row 60: a per-user key only for its user's sessions --------------------------------------
 
 
@@ -376,7 +409,7 @@ def test_row_61_the_api_key_admin_routes_refuse_non_admin_callers(
     audit_events.expect("apikey.delete", "denied", principal=principal)
 
 
-def test_an_admin_deletes_a_key_and_the_proxy_stops_using_it_at_once(
+def test_row_63_an_admin_deletes_a_key_and_the_proxy_stops_using_it_at_once(
     keyed: Vault, audit_events: AuditLog
 ) -> None:
     key = new_key("gone")
