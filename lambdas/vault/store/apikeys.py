@@ -82,12 +82,14 @@ class ApiKeyStore:
         key_id: str,
         *,
         cache_seconds: float = CACHE_SECONDS,
+        max_entries: int = CACHE_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self.prefix = prefix
         self._key_id = key_id
         self._cache_seconds = cache_seconds
+        self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[StoredApiKey, float]] = OrderedDict()
@@ -165,5 +167,5 @@ class ApiKeyStore:
         with self._lock:
             self._cache[stored.name] = (stored, now + self._cache_seconds)
             self._cache.move_to_end(stored.name)
-            while len(self._cache) > CACHE_ENTRIES:
+            while len(self._cache) > self._max_entries:
                 self._cache.popitem(last=False)
