@@ -633,8 +633,9 @@ class AuthorizationServer:
         (answered 200, the calendar API's own included), ``faults_injected``,
         ``dropped_requests`` (stalled calls whose caller gave up: never processed, not counted in
         ``token_requests``), ``lost_answers`` (processed calls whose answer was withheld),
-        ``api_requests`` (calendar API calls answered 200, by scheme: ``bearer``, ``dpop``) and
-        ``api_refusals`` (the calendar API's 401/403 answers, by error code)."""
+        ``api_requests`` (calendar API calls answered 200, by scheme: ``bearer``, ``dpop``),
+        ``api_refusals`` (the calendar API's 401/403 answers, by error code), ``keyed_requests``
+        and ``keyed_refusals`` (the keyed API's 200 answers; its 401s by error code)."""
         return self._get_json(f"{self.issuer}/__test/stats")
 
     def reset_stats(self) -> None:

@@ -157,7 +157,10 @@ function freshStats() {
     dropped_requests: 0,
     lost_answers: 0,
     // calendar API calls: answered 200 by scheme, and refused (401/403) by error
-    api_requests: { bearer: 0, dpop: 0, api_key: 0 },
+    api_requests: { bearer: 0, dpop: 0 },
+    // the keyed API's calls: answered 200, and refused (401) by error
+    keyed_requests: 0,
+    keyed_refusals: {},
     api_refusals: {},
   };
 }
@@ -948,11 +951,11 @@ function keyedRoute(req, res, url) {
   if (bearer) given.push(['authorization', bearer[1]]);
   for (const value of url.searchParams.getAll('api_key')) given.push(['query', value]);
   if (given.length !== 1 || !apiKeys.has(given[0][1])) {
-    bump(stats.api_refusals, given.length > 1 ? 'api_key_twice' : 'invalid_api_key');
+    bump(stats.keyed_refusals, given.length > 1 ? 'api_key_twice' : 'invalid_api_key');
     send(res, 401, { error: given.length > 1 ? 'api_key_twice' : 'invalid_api_key' });
     return;
   }
-  bump(stats.api_requests, 'api_key');
+  stats.keyed_requests += 1;
   send(res, 200, { events: todaysEvents(), key: apiKeys.get(given[0][1]), via: given[0][0] });
 }
 
