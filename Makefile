@@ -60,8 +60,8 @@ openapi: install ## write docs/openapi.json from the route table, the models and
 demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
 	$(BIN)/agent-vault local demo
 
-local: install ## start local mode for a real browser (Ctrl-C stops it)
-	$(BIN)/agent-vault local up
+local: install ## start local mode for a real browser (Ctrl-C stops it); CONFIG=my.json PORT=8700
+	$(BIN)/agent-vault local up $(if $(CONFIG),--config $(CONFIG)) $(if $(PORT),--port $(PORT))
 
 bench: install ## figures beside same-run floors, a local-mode load run, cost -> bench/latest.json + README
 	$(BIN)/python -m bench

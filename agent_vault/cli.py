@@ -10,6 +10,8 @@
   audit tail [--follow]            the vault's audit events
   config validate FILE             the typed config model, without synthesizing anything
   providers check NAME             a provider's discovery against its preset
+  secret set PROVIDER              store a provider's client secret (read from stdin)
+  doctor                           check a deployed or local vault end to end
   local up | demo                  local mode (the agent-vault-local package)
 
 Against a deployed stack (the API URL from its CloudFormation outputs, ``--stack``; SigV4 with
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import functools
 import importlib
 import json
@@ -125,9 +128,10 @@ def _aws_call(what: str, call: Callable[[], Any]) -> Any:
         raise CliError(f"{what}: {exc}", UNREACHABLE) from exc
 
 
-def local_target(state: Path) -> Target:
+def _local_state(state: Path) -> dict[str, Any]:
+    """The running local mode's description (`local.json`)."""
     try:
-        info = json.loads(state.read_text(encoding="utf-8"))
+        info: dict[str, Any] = json.loads(state.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CliError(
             f"no running local mode: {state} does not exist (start `agent-vault local up`, or"
@@ -136,6 +140,11 @@ def local_target(state: Path) -> Target:
         ) from None
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read local mode's state {state}: {exc}", UNREACHABLE) from exc
+    return info
+
+
+def local_target(state: Path) -> Target:
+    info = _local_state(state)
     from botocore.credentials import Credentials
 
     profiles = configparser.ConfigParser()
@@ -604,6 +613,509 @@ def cmd_providers_check(args: argparse.Namespace, out: TextIO) -> int:
     return result
 
 
+# --- secret set ------------------------------------------------------------------------------
+
+LOCAL_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix  # nosec B105
+"""Local mode's provider secret names (older local.json files do not say)."""
+SECRET_CACHE_MINUTES = 5
+"""The functions cache a provider's client secret this long (vault.runtime)."""
+
+
+def _stack_outputs(args: argparse.Namespace) -> dict[str, str]:
+    session = _botocore(args)
+    region = session.get_config_variable("region")
+    if not region:
+        raise CliError("no AWS region: pass --region or set AWS_REGION", USAGE)
+    cloudformation = session.create_client("cloudformation", region_name=region)
+    answer = _aws_call(
+        f"cannot read stack {args.stack}",
+        lambda: cloudformation.describe_stacks(StackName=args.stack),
+    )
+    return {o["OutputKey"]: o["OutputValue"] for o in answer["Stacks"][0].get("Outputs", [])}
+
+
+def _secrets_place(args: argparse.Namespace) -> tuple[Any, str, list[str], str]:
+    """Secrets Manager (moto for local mode), the secret name prefix, the providers that have a
+    secret, and what the vault is (for messages)."""
+    if args.local or args.local_state:
+        state = Path(args.local_state) if args.local_state else default_local_state()
+        info = _local_state(state)
+        import botocore.session
+
+        client = botocore.session.get_session().create_client(
+            "secretsmanager",
+            region_name=info["region"],
+            endpoint_url=info["moto_url"],
+            aws_access_key_id="testing",  # moto's  # nosec B106
+            aws_secret_access_key="testing",  # noqa: S106  # nosec B106
+        )
+        try:
+            configured = json.loads(Path(info["config_path"]).read_text(encoding="utf-8"))
+            providers = sorted(configured["providers"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(f"cannot read local mode's config: {exc}", UNREACHABLE) from exc
+        prefix = info.get("client_secret_prefix", LOCAL_SECRET_PREFIX)
+        return client, prefix, providers, "local mode"
+    outputs = _stack_outputs(args)
+    prefix = outputs.get("ClientSecretPrefix")
+    if not prefix:
+        raise CliError(
+            f"stack {args.stack} has no ClientSecretPrefix output (is it the vault stack?"
+            " pass --stack)",
+            UNREACHABLE,
+        )
+    providers = sorted(
+        value.removeprefix(prefix)
+        for key, value in outputs.items()
+        if key.startswith("ProviderSecret") and value.startswith(prefix)
+    )
+    session = _botocore(args)
+    client = session.create_client(
+        "secretsmanager", region_name=session.get_config_variable("region")
+    )
+    return client, prefix, providers, f"stack {args.stack}"
+
+
+def _read_secret(provider: str, stdin: TextIO) -> str:
+    """The secret from stdin: typed without echo at a terminal, else piped (one trailing line
+    break dropped). Never from the command line."""
+    import getpass
+
+    if stdin.isatty():
+        value = getpass.getpass(f"{provider}'s client secret (not echoed): ", stream=sys.stderr)
+    else:
+        value = stdin.read()
+    if value.endswith("\n"):
+        value = value[:-1].removesuffix("\r")
+    if not value.strip():
+        raise CliError(
+            f"no client secret on stdin: pipe it in (e.g. `agent-vault secret set {provider}"
+            " < file`, or type it at the prompt); it is never taken from the command line",
+            USAGE,
+        )
+    return value
+
+
+def cmd_secret_set(args: argparse.Namespace, out: TextIO) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client, prefix, providers, where = _secrets_place(args)
+    if args.provider not in providers:
+        raise CliError(
+            f"{where} has no provider {args.provider!r} (its providers: "
+            f"{', '.join(providers) or 'none'}); add it to the config and deploy (or restart"
+            " local mode) first",
+            USAGE,
+        )
+    secret_id = f"{prefix}{args.provider}"
+    value = _read_secret(args.provider, sys.stdin)
+    try:
+        answer = client.put_secret_value(SecretId=secret_id, SecretString=value)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ResourceNotFoundException":
+            fix = (
+                "restart `agent-vault local up` (it creates one per provider)"
+                if where == "local mode"
+                else f"deploy the stack with provider {args.provider!r} in its config (it"
+                " creates the secret), then run this again"
+            )
+            raise CliError(f"no secret {secret_id} in {where}: {fix}", UNREACHABLE) from None
+        if "AccessDenied" in code or code in {"UnauthorizedOperation", "KMSAccessDeniedException"}:
+            raise CliError(
+                f"AWS denied storing {secret_id} ({code}): your role needs"
+                f" secretsmanager:PutSecretValue on it and kms:GenerateDataKey on the vault key"
+                " (KeyArn output)",
+                REFUSED,
+            ) from None
+        raise CliError(f"cannot store {secret_id}: {code or exc}", UNREACHABLE) from None
+    except BotoCoreError as exc:
+        raise CliError(f"cannot store {secret_id}: {exc}", UNREACHABLE) from None
+    del value
+    result = {
+        "provider": args.provider,
+        "secret_id": secret_id,
+        "version_id": answer.get("VersionId"),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2), file=out)
+    else:
+        print(
+            f"stored provider {args.provider}'s client secret in {secret_id} ({where}); the"
+            f" vault's functions use it within {SECRET_CACHE_MINUTES} minutes",
+            file=out,
+        )
+    return OK
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """One line of `doctor`: ok, warn, fail or skip, what was seen, and the fix."""
+
+    check: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _doctor_outputs(args: argparse.Namespace, checks: list[Check]) -> dict[str, Any] | None:
+    """What the vault is: local mode's state, or the stack's outputs. None: nothing more can
+    be checked."""
+    if args.local or args.local_state:
+        state = Path(args.local_state) if args.local_state else default_local_state()
+        try:
+            info = _local_state(state)
+            missing = [
+                k for k in ("vault_url", "credentials_file", "config_path") if not info.get(k)
+            ]
+        except CliError as exc:
+            checks.append(Check("outputs", "fail", str(exc), "start `agent-vault local up`"))
+            return None
+        if missing:
+            checks.append(
+                Check("outputs", "fail", f"{state} lacks {', '.join(missing)}", "restart local up")
+            )
+            return None
+        checks.append(Check("outputs", "ok", f"local mode's {state}: vault {info['vault_url']}"))
+        callbacks = info.get("callback_urls") or {
+            info["provider_name"]: f"{info['vault_url']}/v1/oauth/callback/{info['provider_name']}"
+        }
+        prefix = info.get("client_secret_prefix", LOCAL_SECRET_PREFIX)
+        return {
+            "config": args.config or info["config_path"],
+            "callbacks": callbacks,
+            "secrets": Secrets(
+                client=_moto_secrets(info),
+                ids={name: f"{prefix}{name}" for name in callbacks},
+                placeholders=set(info.get("placeholder_secrets", [])),
+                where="--local",
+            ),
+            "local": info,
+        }
+    if args.url:
+        checks.append(Check("outputs", "skip", "--url given: no stack outputs read"))
+        return {"config": args.config, "callbacks": {}, "secrets": None, "local": None}
+    try:
+        outputs = _stack_outputs(args)
+    except CliError as exc:
+        checks.append(
+            Check("outputs", "fail", str(exc), "deploy the vault stack, or pass --stack/--region")
+        )
+        return None
+    needed = ("ApiUrl", "CallbackUrl", "ClientSecretPrefix")
+    missing = [k for k in needed if not outputs.get(k)]
+    callbacks = {
+        v.rsplit("/", 1)[-1]: v
+        for k, v in outputs.items()
+        if k.startswith("CallbackUrl") and k != "CallbackUrl"
+    }
+    if missing:
+        checks.append(
+            Check(
+                "outputs",
+                "fail",
+                f"stack {args.stack} lacks {', '.join(missing)}",
+                "is it the vault stack? pass --stack; or redeploy it (make deploy)",
+            )
+        )
+        if "ApiUrl" in missing:
+            return None
+    else:
+        checks.append(
+            Check(
+                "outputs",
+                "ok",
+                f"stack {args.stack}: API {outputs['ApiUrl']}, {len(callbacks)} provider(s)",
+            )
+        )
+    ids = {
+        v.removeprefix(outputs.get("ClientSecretPrefix", "")): v
+        for k, v in outputs.items()
+        if k.startswith("ProviderSecret")
+    }
+    session = _botocore(args)
+    secrets = Secrets(
+        client=session.create_client(
+            "secretsmanager", region_name=session.get_config_variable("region")
+        ),
+        ids=ids,
+        placeholders=set(ids),  # the stack made each with a placeholder
+        where=f"--stack {args.stack}",
+    )
+    return {"config": args.config, "callbacks": callbacks, "secrets": secrets, "local": None}
+
+
+def _moto_secrets(info: dict[str, Any]) -> Any:
+    """Local mode's Secrets Manager (moto)."""
+    import botocore.session
+
+    return botocore.session.get_session().create_client(
+        "secretsmanager",
+        region_name=info["region"],
+        endpoint_url=info["moto_url"],
+        aws_access_key_id="testing",  # moto's  # nosec B106
+        aws_secret_access_key="testing",  # noqa: S106  # nosec B106
+    )
+
+
+@dataclass
+class Secrets:
+    """The providers' client secrets, for doctor."""
+
+    client: Any
+    ids: dict[str, str]
+    """provider -> secret id"""
+    placeholders: set[str]
+    """The providers whose secret started as a placeholder (a first version only)."""
+    where: str
+    """`secret set`'s option naming this vault."""
+
+
+def _doctor_secrets(secrets: Secrets | None, checks: list[Check]) -> None:
+    """Each provider's client secret exists and was put after the stack made its placeholder
+    (`PutSecretValue` adds a version: AWSCURRENT and AWSPREVIOUS; the value is never read)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if secrets is None:
+        checks.append(Check("secrets", "skip", "--url given: the secrets' names are unknown"))
+        return
+    for name, secret_id in sorted(secrets.ids.items()):
+        check = f"secret {name}"
+        try:
+            versions = secrets.client.describe_secret(SecretId=secret_id).get(
+                "VersionIdsToStages", {}
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ResourceNotFoundException":
+                checks.append(
+                    Check(
+                        check,
+                        "fail",
+                        f"no secret {secret_id}",
+                        "redeploy the stack (or restart local mode): it creates one per provider",
+                    )
+                )
+            else:
+                checks.append(
+                    Check(
+                        check,
+                        "skip",
+                        f"cannot describe it ({code})",
+                        "needs secretsmanager:DescribeSecret",
+                    )
+                )
+            continue
+        except BotoCoreError as exc:
+            checks.append(Check(check, "skip", f"cannot describe it ({exc})"))
+            continue
+        if name in secrets.placeholders and len(versions) <= 1:
+            checks.append(
+                Check(
+                    check,
+                    "warn",
+                    f"{secret_id} still holds the placeholder it was created with (the provider"
+                    " will refuse the vault)",
+                    f"agent-vault secret set {name} {secrets.where}",
+                )
+            )
+        else:
+            checks.append(Check(check, "ok", f"{secret_id} is set"))
+
+
+def _doctor_sigv4(target: Target, checks: list[Check]) -> bool:
+    """Signed admin read: ok for an admin, warn when the vault answers but not to an admin."""
+    try:
+        target.client().request("GET", "/v1/admin/sessions?limit=1", None, proof=False)
+    except VaultConnectionError as exc:
+        checks.append(
+            Check(
+                "sigv4",
+                "fail",
+                f"cannot reach {target.base_url}: {exc}",
+                "is the API URL right and the vault running?",
+            )
+        )
+        return False
+    except VaultError as exc:
+        if exc.status == 403 and exc.code != "access_denied":
+            checks.append(
+                Check(
+                    "sigv4",
+                    "warn",
+                    f"the vault checked the signature but this principal is no admin ({exc.code})",
+                    "add your role to admin_role_names (or use an admin profile) for"
+                    " list/show/revoke",
+                )
+            )
+            return True
+        checks.append(
+            Check(
+                "sigv4",
+                "fail",
+                f"the API refused the signed request: {exc}",
+                "check the region and credentials; IAM must allow execute-api:Invoke",
+            )
+        )
+        return False
+    checks.append(Check("sigv4", "ok", f"a signed admin read answered ({target.base_url})"))
+    return True
+
+
+def _doctor_session(local: dict[str, Any] | None, checks: list[Check]) -> None:
+    """A session starts and ends: in local mode as an agent task of the config, for the
+    bundled provider's user alice. A deployed vault binds sessions to a running ECS task of an
+    agent's role; the operator's credentials are not that, so the check is skipped."""
+    if local is None:
+        checks.append(
+            Check(
+                "session",
+                "skip",
+                "a session needs an agent task's role credentials (its ECS task running) and a"
+                " user's identity token; an operator's role has neither",
+                "run doctor against local mode with the same config, or watch a real agent's"
+                " session.start in `agent-vault audit tail`",
+            )
+        )
+        return
+    try:  # local mode's own code logs a user in at its bundled provider (as `local` does)
+        local_cli = importlib.import_module("agent_vault_local.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("agent_vault_local"):
+            raise
+        checks.append(Check("session", "skip", "agent-vault-local is not installed"))
+        return
+    status, detail, fix = local_cli.doctor_session(local)
+    checks.append(Check("session", status, detail, fix))
+
+
+def _doctor_callbacks(callbacks: dict[str, str], checks: list[Check]) -> None:
+    """Each provider's callback answers (public, no SigV4): a request without a code or state is
+    refused by the vault itself, with its problem code; no answer or a 5xx is a failure."""
+    import urllib3
+
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(total=10.0), retries=False)
+    if not callbacks:
+        checks.append(Check("callback", "skip", "no callback URL known (give --stack)"))
+        return
+    for provider, url in sorted(callbacks.items()):
+        name = f"callback {provider}"
+        try:
+            answer = http.request("GET", url, redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            checks.append(
+                Check(name, "fail", f"{url}: no answer ({exc})", "is the vault's API deployed?")
+            )
+            continue
+        code = ""
+        if answer.headers.get("content-type", "").startswith("application/problem+json"):
+            with contextlib.suppress(ValueError, AttributeError):
+                code = " " + str(json.loads(answer.data).get("code", ""))
+        if answer.status >= 500:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{url} answered {answer.status}{code}",
+                    "see the Callback function's logs",
+                )
+            )
+        else:
+            checks.append(Check(name, "ok", f"{url} answers ({answer.status}{code})"))
+
+
+def _doctor_providers(config_path: str | None, checks: list[Check]) -> None:
+    """Each provider's discovery against its preset: the code of `providers check`."""
+    if config_path is None:
+        checks.append(
+            Check(
+                "providers",
+                "skip",
+                "no config to read the providers from",
+                "pass --config FILE (the config the stack was deployed with)",
+            )
+        )
+        return
+    try:
+        config_module = _service("vault.config", "doctor")
+        checker = _service("vault.presets.checker", "doctor")
+        errors = _service("vault.errors", "doctor")
+    except CliError as exc:
+        checks.append(Check("providers", "skip", str(exc).splitlines()[0]))
+        return
+    try:
+        config = config_module.load_config(config_path)
+    except (OSError, ValueError) as exc:
+        checks.append(
+            Check(
+                "providers",
+                "fail",
+                f"cannot read {config_path}: {str(exc).splitlines()[0]}",
+                f"agent-vault config validate {config_path}",
+            )
+        )
+        return
+    for name, provider in config.providers.items():
+        check_name = f"provider {name}"
+        try:
+            report = checker.check(name, provider)
+        except errors.VaultError as exc:
+            checks.append(
+                Check(
+                    check_name,
+                    "fail",
+                    f"discovery unreachable: {exc}",
+                    f"check providers.{name}.discovery_url and this machine's network",
+                )
+            )
+            continue
+        if not report.ok:
+            checks.append(
+                Check(
+                    check_name,
+                    "fail",
+                    "; ".join(report.problems),
+                    f"agent-vault providers check {name} --config {config_path}",
+                )
+            )
+        else:
+            seen = report.discovery_url or "no discovery document (endpoints used as configured)"
+            checks.append(Check(check_name, "ok", f"{seen} ({report.preset})"))
+
+
+def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    checks: list[Check] = []
+    found = _doctor_outputs(args, checks)
+    if found is not None:
+        try:
+            target = target_of(args)
+        except CliError as exc:
+            checks.append(Check("sigv4", "fail", str(exc), "check the AWS credential chain"))
+            target = None
+        if target is not None and _doctor_sigv4(target, checks):
+            _doctor_session(found["local"], checks)
+        else:
+            checks.append(Check("session", "skip", "the API cannot be reached"))
+        _doctor_callbacks(found["callbacks"], checks)
+        _doctor_secrets(found["secrets"], checks)
+        _doctor_providers(found["config"], checks)
+    failed = any(c.status == "fail" for c in checks)
+    if args.json:
+        print(
+            json.dumps({"ok": not failed, "checks": [vars(c) for c in checks]}, indent=2),
+            file=out,
+        )
+    else:
+        width = max(len(c.check) for c in checks)
+        for c in checks:
+            fix = f"  -> {c.fix}" if c.fix and c.status != "ok" else ""
+            print(f"{c.status:<4}  {c.check:<{width}}  {c.detail}{fix}", file=out)
+    return REFUSED if failed else OK
+
+
 def _local(rest: Sequence[str]) -> int:
     try:
         local_cli = importlib.import_module("agent_vault_local.cli")
@@ -720,6 +1232,24 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("name")
     check.add_argument("--config", help="the vault config file (default with --local: its own)")
     check.set_defaults(run=cmd_providers_check)
+    secret = commands.add_parser("secret", help="the providers' client secrets")
+    secret_actions = secret.add_subparsers(dest="action", required=True)
+    secret_set = secret_actions.add_parser(
+        "set",
+        parents=[common],
+        help="store a provider's client secret, read from stdin (never from the command line)",
+    )
+    secret_set.add_argument("provider")
+    secret_set.set_defaults(run=cmd_secret_set)
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check a vault end to end: outputs, SigV4, a session, callbacks, providers",
+    )
+    doctor.add_argument(
+        "--config", help="the vault config, for the provider checks (default with --local: its own)"
+    )
+    doctor.set_defaults(run=cmd_doctor)
     local = commands.add_parser("local", help="run Agent Vault on this machine (agent-vault-local)")
     local.add_argument("rest", nargs=argparse.REMAINDER, help="up | demo, and their options")
     return top

@@ -22,10 +22,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 from botocore.auth import SigV4Auth
@@ -69,6 +69,8 @@ _EXECUTE_API_HOST = re.compile(
     r"\.execute-api\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?$"
 )
 TOKEN_PROOF_HEADER = "X-Agent-Vault-Token-DPoP"  # noqa: S105 - a header name  # nosec B105
+USER_TOKEN_HEADER = "X-Agent-Vault-User-Token"  # noqa: S105 - a header name  # nosec B105
+"""Carries the logged-in user's identity token to the connections routes."""
 """Carries a ``dpop`` agent's proof for the provider's token endpoint on ``POST .../tokens``."""
 _RETRYABLE_CONNECTION_ERRORS = (
     urllib3.exceptions.ConnectTimeoutError,  # includes NewConnectionError, NameResolutionError
@@ -148,6 +150,47 @@ class FlowCompletion:
     grant_id: str
     provider: str
     scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One of the logged-in user's grants to this agent (``GET /v1/connections``)."""
+
+    grant_id: str
+    agent: str
+    provider: str
+    scopes: tuple[str, ...]
+    status: str
+    """``active``, ``broken`` (see ``broken_reason``) or ``revoking``."""
+    broken_reason: str | None
+    since: int
+    """When the user consented (epoch seconds)."""
+    last_used_at: int | None
+    """The last time the vault minted an access token from it for one of the agent's sessions
+    (a refresh at the provider); a cached token handed out again does not move it. None: no
+    token minted from it since consent."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Connection:
+        last_used = data.get("last_used_at")
+        return cls(
+            grant_id=str(data["grant_id"]),
+            agent=str(data.get("agent", "")),
+            provider=str(data.get("provider", "")),
+            scopes=tuple(str(s) for s in data.get("scopes") or ()),
+            status=str(data.get("status", "")),
+            broken_reason=data.get("broken_reason"),
+            since=int(data.get("since", 0)),
+            last_used_at=None if last_used is None else int(last_used),
+        )
+
+
+@dataclass(frozen=True)
+class ConnectionPage:
+    """One page of connections; ``next_cursor`` (None at the end) asks for the next."""
+
+    items: tuple[Connection, ...]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True)
@@ -694,6 +737,61 @@ class VaultClient:
             scopes=tuple(str(s) for s in scopes),
         )
 
+    # -- connections (the application, for its logged-in user) -----------------------------------
+
+    def connections(
+        self,
+        id_token: str,
+        *,
+        provider: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> ConnectionPage:
+        """``GET /v1/connections``: one page of the grants the user whose identity token this
+        is gave this agent (the client's credentials must be the agent's role). Pass a page's
+        ``next_cursor`` back as ``cursor``, with the same filters, for the next one. Needs no
+        session; the token travels in a header, never in the URL."""
+        query = {
+            name: str(value)
+            for name, value in (
+                ("provider", provider),
+                ("status", status),
+                ("limit", limit),
+                ("cursor", cursor),
+            )
+            if value is not None
+        }
+        path = "/v1/connections" + (f"?{urlencode(query)}" if query else "")
+        answer = self.request("GET", path, proof=False, headers=_user_token_header(id_token))
+        return ConnectionPage(
+            items=tuple(Connection.from_json(c) for c in answer.get("items") or ()),
+            next_cursor=answer.get("next_cursor"),
+        )
+
+    def all_connections(self, id_token: str, **filters: Any) -> Iterator[Connection]:
+        """Every connection of the user to this agent, page after page (``connections``)."""
+        cursor: str | None = None
+        while True:
+            page = self.connections(id_token, cursor=cursor, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def revoke_connection(self, id_token: str, grant_id: str) -> dict[str, Any]:
+        """``DELETE /v1/connections/{grant_id}``: revoke one of the user's grants to this agent,
+        upstream first; the tokens minted from it die. Another user's grant (or another
+        agent's, or none) raises ``NotFound`` (``grant_not_found``). Answers ``{"grant_id",
+        "status": "revoked" | "revoke_pending", "revoked_tokens"}``."""
+        answer: dict[str, Any] = self.request(
+            "DELETE",
+            f"/v1/connections/{_seg(grant_id)}",
+            proof=False,
+            headers=_user_token_header(id_token),
+        )
+        return answer
+
     # -- tokens ----------------------------------------------------------------------------------
 
     def cached_token(self, provider: str, scopes: str | Iterable[str]) -> AccessToken | None:
@@ -938,6 +1036,12 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _user_token_header(id_token: str) -> dict[str, str]:
+    if not isinstance(id_token, str) or not id_token:
+        raise ValueError("give the logged-in user's identity token (a compact JWT string)")
+    return {USER_TOKEN_HEADER: id_token}
+
+
 def _token_proof_header(key: SessionKey, endpoint: str, nonce: str | None) -> dict[str, str]:
     """A fresh RFC 9449 proof for the provider's token endpoint, in the header the vault
     forwards as ``DPoP`` (one per attempt: a provider refuses a replayed ``jti``)."""
@@ -1006,6 +1110,12 @@ class AsyncVaultClient:
         self, flow_id: str, user: UserIdentity, binding_code: str
     ) -> FlowCompletion:
         return await self._run(self.sync.complete_flow, flow_id, user, binding_code)
+
+    async def connections(self, id_token: str, **kwargs: Any) -> ConnectionPage:
+        return await self._run(self.sync.connections, id_token, **kwargs)
+
+    async def revoke_connection(self, id_token: str, grant_id: str) -> dict[str, Any]:
+        return await self._run(self.sync.revoke_connection, id_token, grant_id)
 
     def http(self, provider: str, **kwargs: Any) -> httpx.AsyncClient:
         """``VaultClient.ahttp``: an ``httpx.AsyncClient`` for ``provider``'s API."""

@@ -46,7 +46,8 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "TASK#": ("ConditionCheckItem", "PutItem"),
         "STATE#": ("PutItem",),
         "FLOW#": ("GetItem", "UpdateItem"),
-        "USER#": ("GetItem", "PutItem", "UpdateItem"),
+        # connections (flow 13): a user's grants to the agent listed, one revoked and deleted
+        "USER#": ("DeleteItem", "GetItem", "PutItem", "Query", "UpdateItem"),
         # agents' machine tokens (flow 12): read, fetch lease, store
         "MACHINE#": ("GetItem", "PutItem", "UpdateItem"),
         # delegations (flow 8): offered, claimed, listed in the parent's partition, which a

@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from agent_vault import ConsentRequired, SessionEnded, UserIdentity, VaultClient, VaultError
+from agent_vault import (
+    Connection,
+    ConsentRequired,
+    SessionEnded,
+    UserIdentity,
+    VaultClient,
+    VaultError,
+)
 from sample_agent.intents import describe_events, parse_intent
 from sample_agent.settings import AgentSettings
 
@@ -35,6 +42,10 @@ class CalendarApiError(Exception):
 
 class NotConfigured(Exception):
     pass
+
+
+class NotLoggedIn(Exception):
+    """Connected accounts need the user's identity token (a login), not a configured user id."""
 
 
 class _SharedTransport(httpx.BaseTransport):
@@ -170,6 +181,25 @@ class CalendarAgent:
             "provider": result.provider,
             "scopes": list(result.scopes),
         }
+
+    def connections(self, user: UserIdentity) -> list[Connection]:
+        """The accounts the user connected to this agent (every page), as the vault lists them
+        for the user its identity token names; needs no session."""
+        if user.id_token is None:
+            raise NotLoggedIn("log in to see your connected accounts")
+        return list(self._binder.all_connections(user.id_token))
+
+    def revoke_connection(self, user: UserIdentity, grant_id: str) -> dict[str, Any]:
+        """Disconnect one of the user's accounts: the vault revokes it upstream and ends every
+        token minted from it; this agent forgets the user's cached token too."""
+        if user.id_token is None:
+            raise NotLoggedIn("log in to disconnect an account")
+        answer = self._binder.revoke_connection(user.id_token, grant_id)
+        with self._lock:
+            client = self._clients.get(_identity_key(user))
+        if client is not None:
+            client.forget_token(self.settings.provider, self.settings.scopes)
+        return answer
 
     def close(self) -> None:
         with self._lock:

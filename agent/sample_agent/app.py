@@ -10,6 +10,13 @@ The modules of :mod:`sample_agent`:
 ``pages``     the HTML pages
 ``app``       this module: the routes and the ASGI app (``sample_agent.app:app``)
 
+``GET /connections`` shows the logged-in user the accounts they connected to this agent (the
+vault's ``GET /v1/connections``, for the user the login's ID token names) and
+``POST /connections/revoke`` disconnects one (``DELETE /v1/connections/{grant_id}``). Like
+``/ask``, the POST takes only a JSON body (FastAPI refuses a JSON body sent as a form, so a plain
+cross-site form cannot post it) under a ``SameSite=Lax`` login cookie; it also requires the
+request's ``Origin`` to be this service's own.
+
 When the user has not consented yet, ``/ask`` answers with the consent URL; the vault's
 callback later sends the user's browser to ``GET /consent/return`` with the flow id and a
 one-time binding code, where the agent binds the consent (``POST /v1/flows/{id}/complete`` with
@@ -27,7 +34,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
@@ -41,11 +48,18 @@ from agent_vault import (
     FlowNotFound,
     FlowNotPending,
     InvalidUserToken,
+    NotFound,
     UserMismatch,
     VaultError,
 )
 from sample_agent import pages
-from sample_agent.agent import CalendarAgent, CalendarApiError, ConsentNeeded, NotConfigured
+from sample_agent.agent import (
+    CalendarAgent,
+    CalendarApiError,
+    ConsentNeeded,
+    NotConfigured,
+    NotLoggedIn,
+)
 from sample_agent.identity import ID_TOKEN_COOKIE, user_of
 from sample_agent.settings import SESSION_SECRET_ENV, AgentSettings, OidcSettings, session_key
 
@@ -69,6 +83,10 @@ class Question(BaseModel):
     question: str = Field(min_length=1, max_length=500)
 
 
+class Disconnect(BaseModel):
+    grant_id: str = Field(pattern=r"^grt_[A-Za-z0-9_-]{16,64}$")
+
+
 class _SessionCookies:
     """Starlette's SessionMiddleware, with the cookie's Secure flag decided per request (as the
     agent's other cookies): behind the load balancer the scheme is the forwarded one."""
@@ -85,6 +103,13 @@ class _SessionCookies:
 def public_base(request: Request, settings: AgentSettings) -> str:
     """This service's public base URL (configured, else as the request reached it)."""
     return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def same_origin(request: Request, settings: AgentSettings) -> bool:
+    """The browser says the request comes from one of this service's own pages."""
+    origin = request.headers.get("origin")
+    parts = urlsplit(public_base(request, settings))
+    return origin is not None and origin == f"{parts.scheme}://{parts.netloc}"
 
 
 def create_app(settings: AgentSettings | None = None) -> FastAPI:
@@ -247,6 +272,40 @@ def create_app(settings: AgentSettings | None = None) -> FastAPI:
         page = pages.connected(result["provider"], result["scopes"])
         page.delete_cookie(FLOW_COOKIE)
         return page
+
+    @app.get("/connections", response_class=HTMLResponse)
+    def connected_accounts(request: Request) -> Response:
+        agent = agent_of(request)
+        user = user_of(request, agent.settings)
+        if user is None or user.id_token is None:
+            if login_of(request) is not None:
+                return RedirectResponse(f"login?{urlencode({'next': '/connections'})}", 303)
+            return pages.page("Log in first", "<p id=status>Log in to see them.</p>", 401)
+        try:
+            items = agent.connections(user)
+        except InvalidUserToken:
+            return pages.page("Log in again", "<p id=status>Your login expired.</p>", 401)
+        except VaultError as exc:
+            return pages.page("Vault error", f"<p id=status>{html.escape(exc.code)}</p>", 502)
+        return pages.connections(items)
+
+    @app.post("/connections/revoke")
+    def disconnect(body: Disconnect, request: Request) -> JSONResponse:
+        agent = agent_of(request)
+        if not same_origin(request, agent.settings):
+            return JSONResponse({"detail": "not from this site"}, status_code=403)
+        user = user_of(request, agent.settings)
+        if user is None:
+            return JSONResponse({"detail": "log in first"}, status_code=401)
+        try:
+            answer = agent.revoke_connection(user, body.grant_id)
+        except (NotLoggedIn, InvalidUserToken):
+            return JSONResponse({"detail": "log in (again) first"}, status_code=401)
+        except NotFound:
+            return JSONResponse({"detail": "no such connected account"}, status_code=404)
+        except VaultError as exc:
+            return JSONResponse({"detail": "the vault refused", "code": exc.code}, 502)
+        return JSONResponse({"status": answer.get("status")})
 
     @app.get("/login")
     async def login(request: Request, next: str = "/") -> Response:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from vault import inspection, schemas
+from vault import connections, inspection, schemas
 from vault.consent import FLOW_ID
 from vault.delegation import DELEGATION_ID
 from vault.routes import Route
@@ -341,6 +341,41 @@ class FlowPage(_Answer):
     next_cursor: str | None = _NEXT
 
 
+class Connection(_Answer):
+    """One of the logged-in user's grants to the calling agent (never its refresh token)."""
+
+    grant_id: str = Field(pattern=inspection.GRANT_ID.pattern)
+    agent: str
+    provider: str
+    scopes: list[str]
+    status: Literal["active", "broken", "revoking"]
+    broken_reason: str | None = Field(description="Why it broke (null unless `broken`).")
+    since: EpochSeconds = Field(description="When the user consented (the grant's creation).")
+    last_used_at: EpochSeconds | None = Field(
+        description="The last time the vault used the grant at the provider to mint an access "
+        "token for one of the agent's sessions (a refresh); a cached token handed out again "
+        "does not move it. Null: no token minted from it since consent."
+    )
+
+
+class ConnectionPage(_Answer):
+    """One page of the user's connections (fewer than `limit` does not mean the end)."""
+
+    items: list[Connection]
+    next_cursor: str | None = _NEXT
+
+
+class ConnectionRevoked(_Answer):
+    """A connection revoked: upstream first, then the tokens minted from it."""
+
+    grant_id: str = Field(pattern=inspection.GRANT_ID.pattern)
+    status: Literal["revoked", "revoke_pending"] = Field(
+        description="`revoke_pending`: the provider could not be reached; the grant is kept "
+        "`broken` (never usable) and revoked upstream again by the next revocation."
+    )
+    revoked_tokens: int = Field(ge=0, description="Session tokens minted from it, ended.")
+
+
 class GatewayMessage(BaseModel):
     """API Gateway's own refusal, before any vault code ran (e.g. 403 for a missing or invalid
     SigV4 signature or no `execute-api:Invoke`, 429 when throttled)."""
@@ -369,6 +404,8 @@ class Operation:
     """The answer is the provider's (any status and body), marked `X-Agent-Vault-Proxy`."""
     query: type[BaseModel] | None = None
     """The query parameters (the admin read API's filters and page)."""
+    required_headers: tuple[tuple[str, str], ...] = ()
+    """Request headers the route requires: (name, description)."""
 
 
 _OWN = "The calling agent's own session only (the same IAM principal)."
@@ -582,6 +619,42 @@ OPERATIONS |= {
         f"{_ADMIN}any answered flow, bound or not.",
         200,
         AdminFlow,
+    ),
+}
+
+_USER_TOKEN = (
+    (
+        connections.USER_TOKEN_HEADER,
+        "The logged-in user's identity token (an OIDC ID token of a `user_identity_issuers` "
+        "issuer, verified as for `/complete`); the user is its `iss` and `sub`. Missing or "
+        "not valid: 401 `invalid_user_token`.",
+    ),
+)
+_CONNECTIONS = (
+    "The application, with its agent's role (any task of the agent), for the user its "
+    "identity token names: that user's grants to the calling agent only."
+)
+
+OPERATIONS |= {
+    "GET /v1/connections": Operation(
+        "list_connections",
+        "List the logged-in user's connections",
+        f"{_CONNECTIONS} Paginated: pass `next_cursor` back as `cursor` with the same filters. "
+        "Filters: `provider`, `status`.",
+        200,
+        ConnectionPage,
+        query=connections.ConnectionQuery,
+        required_headers=_USER_TOKEN,
+    ),
+    "DELETE /v1/connections/{grant_id}": Operation(
+        "revoke_connection",
+        "Revoke one of the logged-in user's connections",
+        f"{_CONNECTIONS} Revoked upstream first; the session tokens minted from it are revoked "
+        "and deleted. Another user's grant, another agent's, or none: 404 `grant_not_found`. "
+        "Idempotent while it runs (a concurrent repeat also answers 200); 404 once it is gone.",
+        200,
+        ConnectionRevoked,
+        required_headers=_USER_TOKEN,
     ),
 }
 

@@ -56,7 +56,9 @@ UserIssuer = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 UserSubject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-class _Query(BaseModel):
+class PageQuery(BaseModel):
+    """A page of a listing: `limit` and `cursor`; a subclass adds its filters."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = Field(
@@ -65,6 +67,13 @@ class _Query(BaseModel):
     cursor: Annotated[str, StringConstraints(min_length=1, max_length=MAX_CURSOR)] | None = Field(
         None, description="The `next_cursor` of the previous page, with the same filters."
     )
+
+    def filters(self) -> dict[str, Any]:
+        """The filters (everything but the page), for binding a cursor to them."""
+        return self.model_dump(exclude={"limit", "cursor"}, exclude_none=True)
+
+
+class _Query(PageQuery):
     user_iss: UserIssuer | None = Field(
         None, description="The user's identity issuer (with `user_sub`)."
     )
@@ -76,10 +85,6 @@ class _Query(BaseModel):
     @property
     def user(self) -> UserRef | None:
         return UserRef(self.user_iss, self.user_sub) if self.user_iss and self.user_sub else None
-
-    def filters(self) -> dict[str, Any]:
-        """The filters (everything but the page), for binding a cursor to them."""
-        return self.model_dump(exclude={"limit", "cursor"}, exclude_none=True)
 
 
 class SessionQuery(_Query):
@@ -103,7 +108,7 @@ class FlowQuery(_Query):
     )
 
 
-Q = TypeVar("Q", bound=_Query)
+Q = TypeVar("Q", bound=PageQuery)
 
 
 def parse_query(model: type[Q], params: dict[str, str] | None) -> Q:
@@ -116,7 +121,7 @@ def parse_query(model: type[Q], params: dict[str, str] | None) -> Q:
             for e in exc.errors(include_url=False, include_input=False)
         ][:10]
         raise InvalidFilter("the query parameters are not valid filters", errors=errors) from exc
-    if (query.user_iss is None) != (query.user_sub is None):
+    if isinstance(query, _Query) and (query.user_iss is None) != (query.user_sub is None):
         raise InvalidFilter(
             "filter by user with both user_iss and user_sub",
             errors=[
@@ -129,7 +134,7 @@ def parse_query(model: type[Q], params: dict[str, str] | None) -> Q:
     return query
 
 
-def _check_names(svc: Services, agent: str | None, provider: str | None) -> None:
+def check_names(svc: Services, agent: str | None, provider: str | None) -> None:
     if agent is not None and agent not in svc.config.agents:
         raise InvalidFilter(f"no agent named {agent!r} is configured (agents)")
     if provider is not None and provider not in svc.config.providers:
@@ -182,10 +187,10 @@ def decode_cursor(cursor: str, filters: dict[str, Any], partitions: list[Partiti
     return _Position(index, start)
 
 
-def _read(
+def read_page(
     svc: Services,
     partitions: list[Partition],
-    query: _Query,
+    query: PageQuery,
     where: Where | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Up to `query.limit` items over the partitions in order, and the next page's cursor."""
@@ -210,7 +215,7 @@ def _read(
     return items, following
 
 
-def _where(*clauses: tuple[str, dict[str, str], dict[str, Any]]) -> Where | None:
+def where_all(*clauses: tuple[str, dict[str, str], dict[str, Any]]) -> Where | None:
     present = [c for c in clauses if c[0]]
     if not present:
         return None
@@ -226,7 +231,7 @@ def _user_clause(user: UserRef | None) -> tuple[str, dict[str, str], dict[str, A
     return ("user_key = :uk", {}, {":uk": user.key}) if user else ("", {}, {})
 
 
-def _eq(attribute: str, value: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+def equals(attribute: str, value: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
     if value is None:
         return "", {}, {}
     return f"#{attribute} = :{attribute}", {f"#{attribute}": attribute}, {f":{attribute}": value}
@@ -314,7 +319,7 @@ def _audited(caller: Caller, action: str, **where: Any) -> Any:
 def list_sessions(svc: Services, caller: Caller, params: dict[str, str] | None) -> dict[str, Any]:
     require_admin(svc.config, caller)
     query = parse_query(SessionQuery, params)
-    _check_names(svc, query.agent, None)
+    check_names(svc, query.agent, None)
     user = query.user
     now = svc.now()
     status: dict[str, tuple[str, dict[str, Any]]] = {
@@ -328,14 +333,14 @@ def list_sessions(svc: Services, caller: Caller, params: dict[str, str] | None) 
         status_clause = (expression, {"#s": "status"}, values)
     if query.task is not None:
         partitions = [Partition(GSI1, SESSIONS.partition(GSI1, task_id=query.task), "SESSION#")]
-        where = _where(_eq("agent", query.agent), _user_clause(user), status_clause)
+        where = where_all(equals("agent", query.agent), _user_clause(user), status_clause)
     else:
         agents = [query.agent] if query.agent else sorted(svc.config.agents)
         prefix = SESSIONS.sort_key(GSI2, user=user) if user else ""
         partitions = [Partition(GSI2, SESSIONS.partition(GSI2, agent=a), prefix) for a in agents]
-        where = _where(status_clause)
+        where = where_all(status_clause)
     with _audited(caller, "admin.sessions.list", agent=query.agent, user=user, task_id=query.task):
-        items, following = _read(svc, partitions, query, where)
+        items, following = read_page(svc, partitions, query, where)
         views = [session_view(SESSIONS.from_item(i), now) for i in items]
     return {"items": views, "next_cursor": following}
 
@@ -356,22 +361,24 @@ def show_session(svc: Services, caller: Caller, session_id: str) -> dict[str, An
 def list_grants(svc: Services, caller: Caller, params: dict[str, str] | None) -> dict[str, Any]:
     require_admin(svc.config, caller)
     query = parse_query(GrantQuery, params)
-    _check_names(svc, query.agent, query.provider)
+    check_names(svc, query.agent, query.provider)
     user = query.user
-    status_clause = _eq("status", query.status)
+    status_clause = equals("status", query.status)
     if user is not None:
         prefix = GRANTS.sort_key(agent=query.agent, provider=query.provider)
         partitions = [Partition(None, GRANTS.partition(user=user), prefix)]
-        where = _where(_eq("provider", query.provider if not query.agent else None), status_clause)
+        where = where_all(
+            equals("provider", query.provider if not query.agent else None), status_clause
+        )
     else:
         agents = [query.agent] if query.agent else sorted(svc.config.agents)
         prefix = GRANTS.sort_key(GSI1, provider=query.provider)
         partitions = [Partition(GSI1, GRANTS.partition(GSI1, agent=a), prefix) for a in agents]
-        where = _where(status_clause)
+        where = where_all(status_clause)
     with _audited(
         caller, "admin.grants.list", agent=query.agent, user=user, provider=query.provider
     ):
-        items, following = _read(svc, partitions, query, where)
+        items, following = read_page(svc, partitions, query, where)
         views = []
         for item in items:
             grant = GRANTS.from_item(item)
@@ -394,19 +401,21 @@ def show_grant(svc: Services, caller: Caller, grant_id: str) -> dict[str, Any]:
 def list_flows(svc: Services, caller: Caller, params: dict[str, str] | None) -> dict[str, Any]:
     require_admin(svc.config, caller)
     query = parse_query(FlowQuery, params)
-    _check_names(svc, query.agent, query.provider)
+    check_names(svc, query.agent, query.provider)
     user = query.user
     if user is not None:
         partitions = [Partition(GSI2, FLOWS.partition(GSI2, user=user), "FLOW#")]
     else:
         partitions = [Partition(GSI1, FLOWS.partition(GSI1), "")]
-    where = _where(
-        _eq("agent", query.agent), _eq("provider", query.provider), _eq("status", query.status)
+    where = where_all(
+        equals("agent", query.agent),
+        equals("provider", query.provider),
+        equals("status", query.status),
     )
     with _audited(
         caller, "admin.flows.list", agent=query.agent, user=user, provider=query.provider
     ):
-        items, following = _read(svc, partitions, query, where)
+        items, following = read_page(svc, partitions, query, where)
         views = [flow_view(FLOWS.from_item(i)) for i in items]
     return {"items": views, "next_cursor": following}
 

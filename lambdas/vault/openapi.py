@@ -228,9 +228,10 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         for name in path_params(route.path)
     ]
     parameters += [
-        {"name": name, "in": "header", "required": False, "description": text}
+        {"name": name, "in": "header", "required": required, "description": text}
         | {"schema": {"type": "string"}}
-        for name, text in op.headers
+        for required, headers in ((True, op.required_headers), (False, op.headers))
+        for name, text in headers
     ]
     if op.query is not None:
         parameters += _query_parameters(op.query)

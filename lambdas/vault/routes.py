@@ -73,6 +73,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions/{session_id}/delegations", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/delegations/{delegation_id}/claim", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/flows/{flow_id}/complete", AGENT_API, "iam", "agent-api"),
+    # connections (flow 13): the application, for its logged-in user
+    Route("GET", "/v1/connections", AGENT_API, "iam", "agent-api"),
+    Route("DELETE", "/v1/connections/{grant_id}", AGENT_API, "iam", "agent-api"),
     Route(
         "ANY", "/v1/sessions/{session_id}/proxy/{provider}/{path+}", PROXY_API, "iam", "proxy-api"
     ),

@@ -1,6 +1,8 @@
 """``agent-vault local``: local mode's commands (the SDK's ``agent-vault`` hands ``local`` here).
 
 ``agent-vault local up``    start local mode (moto, oidc-provider, vault, sample agent) until Ctrl-C
+                           (``--config my.json``: your own agents, policies and providers;
+                           ``--port N``: the vault's port; docs/local-mode.md)
 ``agent-vault local demo``  the scripted story, step by step; exit status 1 if a step fails
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -20,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from agent_vault.cli import LOCAL_STATE_ENV, default_local_state
+from agent_vault_local.userconfig import secret_env_name
 
 __all__ = ["main"]
 
@@ -67,9 +71,36 @@ def _named(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _user_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """The developer's config and external client secrets, validated before anything starts
+    (UserConfigError)."""
+    from agent_vault_local.credentials import DEFAULT_ACCOUNT
+    from agent_vault_local.runner import ADMIN_ROLE, REGION
+    from agent_vault_local.userconfig import (
+        UserConfigError,
+        client_secrets,
+        load_user_config,
+    )
+
+    if args.config is None:
+        if args.secrets_file is not None:
+            raise UserConfigError(args.secrets_file, ["--secrets-file needs --config"])
+        return None, {}
+    config = load_user_config(
+        args.config, account=DEFAULT_ACCOUNT, region=REGION, admin_role=ADMIN_ROLE
+    )
+    return config, client_secrets(config, secrets_file=args.secrets_file)
+
+
 def local_up(args: argparse.Namespace) -> int:
     from agent_vault_local.runner import LocalMode
+    from agent_vault_local.userconfig import UserConfigError
 
+    try:
+        config, client_secrets = _user_config(args)
+    except UserConfigError as exc:
+        print(f"local mode cannot start with this config: {exc}", file=sys.stderr)
+        return 2
     quiet = bool(args.ready_json)
     on_audit = None if quiet else (lambda event: print(_format_audit(event), flush=True))
     started = time.monotonic()
@@ -78,6 +109,9 @@ def local_up(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         on_audit=on_audit,
         keep_workdir=bool(args.workdir),
+        config=config,
+        port=args.port,
+        client_secrets=client_secrets,
     )
     atexit.register(mode.stop)
     try:
@@ -125,7 +159,7 @@ def _withdraw_state(paths: list[Path], written: str) -> None:
 
 
 def _print_banner(info: Any, seconds: float) -> None:
-    app = info.principals["calendar-agent/app"]
+    app = info.principals.get(info.app_principal)
     rows = [
         (
             "sample agent",
@@ -133,7 +167,16 @@ def _print_banner(info: Any, seconds: float) -> None:
             "open it in a browser; log in as alice / alice-password",
         ),
         ("vault API", info.vault_url, f"SigV4 for execute-api in {info.region}"),
-        ("OAuth callback", info.callback_url, "public (no SigV4), as deployed"),
+        *(
+            (
+                f"callback {name}",
+                url,
+                "register this exact redirect URI at the provider"
+                if name in info.external_providers
+                else "public (no SigV4); registered at the bundled provider",
+            )
+            for name, url in (info.callback_urls or {info.provider_name: info.callback_url}).items()
+        ),
         ("provider", info.provider["issuer"], "oidc-provider; users alice, bob (<name>-password)"),
         (
             "calendar API",
@@ -147,7 +190,13 @@ def _print_banner(info: Any, seconds: float) -> None:
     ]
     print(f"Agent Vault local mode is up ({seconds:.1f} s). Ctrl-C stops everything.\n")
     for name, where, note in rows:
-        print(f"  {name:<15} {where:<48} {note}")
+        print(f"  {name:<18} {where:<52} {note}")
+    for name in info.placeholder_secrets:
+        print(
+            f"\n  provider {name} has no client secret yet (a placeholder it will refuse): set"
+            f" {secret_env_name(name)} before `local up`, or now:"
+            f" agent-vault secret set {name} --local"
+        )
     print("\nLocal principals (AWS profiles in the credentials file):")
     for name, principal in info.principals.items():
         if name == "eventbridge":
@@ -157,7 +206,8 @@ def _print_banner(info: Any, seconds: float) -> None:
             f"{principal['role_name']}/{principal['session_name']}"
         )
         print(f"  {name.replace('/', '-'):<24} {arn}")
-    if info.agent_url:
+    tasks = [n for n in info.tasks if n != info.app_principal]
+    if info.agent_url and app is not None:
         print(f"""
 Try it in a browser:
   1. open {info.agent_url}/ and log in as alice / alice-password
@@ -166,7 +216,7 @@ Try it in a browser:
   4. ask again: the agent answers from the calendar API with a session-bound token
 
 Or with the SDK, signing as a local agent task:
-  AWS_SHARED_CREDENTIALS_FILE={info.credentials_file} AWS_PROFILE=calendar-agent-task-1 \\
+  AWS_SHARED_CREDENTIALS_FILE={info.credentials_file} AWS_PROFILE={tasks[0].replace("/", "-")} \\
   python -c "from agent_vault import VaultClient; ..."   (base_url {info.vault_url})
 The sample agent signs as {app["role_name"]}/{app["session_name"]}.
 """)
@@ -204,6 +254,57 @@ def local_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def doctor_session(state: dict[str, Any]) -> tuple[str, str, str]:
+    """`agent-vault doctor --local`'s session check: the config's first agent task starts and
+    ends a session for the bundled provider's user alice (a real login there). Returns
+    (ok | fail | skip, what happened, the fix)."""
+    from agent_vault import UserIdentity, VaultClient, VaultError
+    from agent_vault_local.demo import id_token_for
+    from agent_vault_local.runner import LocalInfo
+
+    info = LocalInfo.from_json(json.dumps(state))
+    task = next((n for n in info.tasks if not n.endswith("/app")), None)
+    if task is None:
+        return "skip", "local mode runs no agent task", ""
+    try:
+        user = UserIdentity(id_token=id_token_for(info, "alice"))
+    except Exception as exc:  # the login at the bundled provider, over HTTP
+        return (
+            "fail",
+            f"no identity token for alice: {_named(exc)}",
+            "is the bundled provider running? restart local up",
+        )
+    client = VaultClient(
+        info.vault_url,
+        user=user,
+        credentials=info.principal(task).credentials(),
+        region=info.region,
+        timeout=15.0,
+    )
+    try:
+        started = client.start_session()
+        client.end_session()
+    except VaultError as exc:
+        return (
+            "fail",
+            f"{task} could not start and end a session for alice: {exc}",
+            "see `agent-vault audit tail --local` for the refusal",
+        )
+    finally:
+        client.close(end_session=False)
+    return "ok", f"{task} started and ended {started.session_id} for alice", ""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return port
+
+
 START_HINT = (
     "hint: local mode needs Node 20+ with node_modules/oidc-provider (npm ci) and the "
     "Python packages of requirements/dev.txt; `make demo` installs both first"
@@ -220,6 +321,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = local_commands.add_parser("up", help="start local mode until Ctrl-C")
     up.add_argument("--no-agent", action="store_true", help="do not start the sample agent")
     up.add_argument("--workdir", help="keep config, logs and credentials in this directory")
+    up.add_argument(
+        "--config",
+        metavar="FILE",
+        help="your own vault config (agents, policies, providers; a provider given as"
+        ' {"bundled": true} is the bundled oidc-provider); validated before anything starts',
+    )
+    up.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help='external providers\' client secrets, {"<provider>": "<secret>"} (the environment\'s'
+        " AGENT_VAULT_SECRET_<PROVIDER> wins); never on the command line",
+    )
+    up.add_argument(
+        "--port",
+        type=_port,
+        help="the vault's port on 127.0.0.1 (default: any free one), so its callback URL can be"
+        " registered at a provider",
+    )
     up.add_argument(
         "--ready-json",
         action="store_true",

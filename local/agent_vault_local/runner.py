@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ from agent_vault_local.credentials import (
     PrincipalRegistry,
     new_principal,
 )
+from agent_vault_local.userconfig import Bundled, UserConfig
 from vault.routes import REAPER, ROUTES, Route
 from vault.store.schema import create_tables
 
@@ -68,8 +69,6 @@ REPLAY_TABLE_NAME = "agent-vault-local-replay"
 CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix  # nosec B105
 CLUSTER = "agent-vault-local"
 PROVIDER = "calendar"
-KEYED_PROVIDER = "keyed"
-"""Local mode's API-key provider (flow 12): the bundled provider's keyed API."""
 PROVIDER_SCOPES = ("calendar.read", "calendar.write", "mail.read")
 CALENDAR_AGENT = "calendar-agent"
 CALENDAR_ROLE = "calendar-agent-role"
@@ -161,6 +160,18 @@ class LocalInfo:
     reaper_function: str
     return_url: str
     started_at: float = field(default_factory=time.time)
+    client_secret_prefix: str = CLIENT_SECRET_PREFIX
+    """Provider `p`'s client secret is moto's secret `<prefix><p>`."""
+    callback_urls: dict[str, str] = field(default_factory=dict)
+    """Each configured provider's own OAuth callback: its redirect URI to register."""
+    external_providers: list[str] = field(default_factory=list)
+    """The configured providers that are not the bundled oidc-provider."""
+    placeholder_secrets: list[str] = field(default_factory=list)
+    """External providers started without a client secret (a random placeholder is stored)."""
+    agent_provider: str = PROVIDER
+    """The provider the sample agent asks for."""
+    app_principal: str = AGENT_APP
+    """The principal the sample agent signs as."""
 
     def principal(self, name: str) -> LocalPrincipal:
         return LocalPrincipal.from_json(self.principals[name])
@@ -168,7 +179,7 @@ class LocalInfo:
     @property
     def callback_url(self) -> str:
         """The bundled provider's own OAuth callback (each provider has its own)."""
-        return f"{self.vault_url}/v1/oauth/callback/{PROVIDER}"
+        return f"{self.vault_url}/v1/oauth/callback/{self.provider_name}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -211,8 +222,19 @@ class LocalMode:
         on_audit: Callable[[dict[str, Any]], None] | None = None,
         keep_workdir: bool = False,
         startup_timeout: float = 30.0,
+        config: UserConfig | None = None,
+        port: int | None = None,
+        client_secrets: dict[str, str] | None = None,
     ) -> None:
+        """`config`: the developer's own (`local up --config`; default: local mode's own);
+        `port`: the vault's port (default: one the OS picks); `client_secrets`: the external
+        providers' client secrets (never logged)."""
         self.with_agent = with_agent
+        self.user_config = config
+        self.port = port
+        self.client_secrets = dict(client_secrets or {})
+        if config is not None and config.sample_agent() is None:
+            self.with_agent = False  # no agent of the config can read the bundled calendar
         self._workdir_arg = Path(workdir) if workdir else None
         self.on_audit = on_audit
         self.keep_workdir = keep_workdir
@@ -291,10 +313,31 @@ class LocalMode:
         self._stack.callback(stop_moto)
         return process
 
-    def _bind(self) -> socket.socket:
-        sock = socket.create_server(("127.0.0.1", 0))
+    def _bind(self, port: int = 0) -> socket.socket:
+        try:
+            sock = socket.create_server(("127.0.0.1", port))
+        except OSError as exc:
+            raise LocalModeError(
+                f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc} (another program has"
+                " it? choose another --port, or stop that program)"
+            ) from None
         self._stack.callback(sock.close)
         return sock
+
+    def _agent_tasks(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """Per agent: its ECS task family, its role and its running tasks' names."""
+        config = self.user_config
+        if config is None:
+            return AGENT_TASKS
+        sample = config.sample_agent()
+        return tuple(
+            (
+                name,
+                agent.name_of_role,
+                (*((f"{name}/app",) if sample and sample[0] == name else ()), f"{name}/task-1"),
+            )
+            for name, agent in config.validated.agents.items()
+        )
 
     def _aws(self, moto_url: str) -> dict[str, Any]:
         import boto3
@@ -310,7 +353,9 @@ class LocalMode:
         return clients
 
     @staticmethod
-    def _create_tasks(ec2: Any, ecs: Any) -> tuple[str, dict[str, str]]:
+    def _create_tasks(
+        ec2: Any, ecs: Any, agent_tasks: tuple[tuple[str, str, tuple[str, ...]], ...] = AGENT_TASKS
+    ) -> tuple[str, dict[str, str]]:
         """An ECS cluster and one running Fargate task per local agent task."""
         vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
@@ -320,7 +365,7 @@ class LocalMode:
         )["GroupId"]
         cluster = ecs.create_cluster(clusterName=CLUSTER)["cluster"]["clusterArn"]
         tasks: dict[str, str] = {}
-        for family, role, names in AGENT_TASKS:
+        for family, role, names in agent_tasks:
             ecs.register_task_definition(
                 family=family,
                 networkMode="awsvpc",
@@ -352,14 +397,24 @@ class LocalMode:
                 tasks[name] = answer["tasks"][0]["taskArn"]
         return cluster, tasks
 
-    @staticmethod
-    def _principals(tasks: dict[str, str]) -> dict[str, LocalPrincipal]:
+    def _principals(self, tasks: dict[str, str]) -> dict[str, LocalPrincipal]:
         principals: dict[str, LocalPrincipal] = {}
-        role_of = {name: role for _, role, names in AGENT_TASKS for name in names}
+        role_of = {name: role for _, role, names in self._agent_tasks() for name in names}
         role_ids: dict[str, str | None] = dict.fromkeys(role_of.values())
+        accounts: dict[str, str] = {}
+        if self.user_config is not None:  # the role id and account the config pins
+            for agent in self.user_config.validated.agents.values():
+                role_ids[agent.name_of_role] = agent.role_id
+                accounts[agent.name_of_role] = agent.role_account or DEFAULT_ACCOUNT
         for name, arn in tasks.items():
             role = role_of[name]
-            principal = new_principal(name, role, arn.rsplit("/", 1)[-1], role_id=role_ids[role])
+            principal = new_principal(
+                name,
+                role,
+                arn.rsplit("/", 1)[-1],
+                role_id=role_ids[role],
+                account_id=accounts.get(role, DEFAULT_ACCOUNT),
+            )
             role_ids[role] = principal.role_id  # one role id per role, as in IAM
             principals[name] = principal
         principals[ADMIN] = new_principal(ADMIN, ADMIN_ROLE, "operator", kind="admin")
@@ -385,12 +440,6 @@ class LocalMode:
                     "api_base_urls": [calendar_api],
                     "dpop": True,
                 },
-                # flow 12: the bundled keyed API takes a static key (`agent-vault apikey set
-                # keyed --local`), which the proxy puts in X-Api-Key
-                KEYED_PROVIDER: {
-                    "api_base_urls": [calendar_api],
-                    "api_key": {"header": "X-Api-Key"},
-                },
             },
             "agents": {
                 CALENDAR_AGENT: {
@@ -399,10 +448,7 @@ class LocalMode:
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],
                             "delivery": "proxy",
-                        },
-                        KEYED_PROVIDER: {
-                            "requests": [{"methods": ["GET"], "paths": ["/keyed/**"]}]
-                        },
+                        }
                     },
                 },
                 MAIL_AGENT: {
@@ -488,6 +534,7 @@ class LocalMode:
             vault_url=info_partial["vault_url"],
             calendar_api_url=provider.calendar_url,
             region=REGION,
+            provider=info_partial["agent_provider"],
             public_url=info_partial["agent_url"],
             credentials=principal.credentials(),
             default_user=local_user,
@@ -519,7 +566,8 @@ class LocalMode:
         from agent_vault_local.provider import USERS, AuthorizationServer
 
         workdir = self._workdir()
-        moto_sock, vault_sock, lambda_sock = self._bind(), self._bind(), self._bind()
+        vault_sock = self._bind(self.port or 0)  # first: a pinned port that is taken fails fast
+        moto_sock, lambda_sock = self._bind(), self._bind()
         agent_sock = self._bind() if self.with_agent else None
         moto_url, vault_url, lambda_url = (_url_of(s) for s in (moto_sock, vault_sock, lambda_sock))
         agent_url = _url_of(agent_sock) if agent_sock else None
@@ -528,13 +576,28 @@ class LocalMode:
         return_url = f"{return_base}/consent/return"
         callback_url = f"{vault_url}/v1/oauth/callback"  # the base; each provider has its own
         client_secret = secrets.token_urlsafe(32)
+        config = self.user_config
+        bundled_names = config.bundled if config is not None else (PROVIDER,)
+        provider_name = bundled_names[0] if bundled_names else PROVIDER
+        sample = config.sample_agent() if config is not None else None
+        agent_provider, app_principal = (
+            (sample[1], f"{sample[0]}/app") if sample else (PROVIDER, AGENT_APP)
+        )
+        client_secrets = dict.fromkeys(bundled_names, client_secret)
+        placeholders: list[str] = []
+        for name in config.external if config is not None else ():
+            if name in self.client_secrets:
+                client_secrets[name] = self.client_secrets[name]
+            else:  # as a deployed stack's: a random value no provider accepts
+                client_secrets[name] = secrets.token_urlsafe(32)
+                placeholders.append(name)
 
         # Start-up runs in parallel: moto imports in its own process, Node starts the provider,
         # a thread creates the AWS resources (waiting for moto), the functions' init process
         # preloads its libraries, and this thread imports the sample agent meanwhile.
         moto = self._start_moto(moto_sock)
         provider = AuthorizationServer(
-            redirect_uris=[f"{callback_url}/{PROVIDER}"],
+            redirect_uris=[f"{callback_url}/{name}" for name in bundled_names or (PROVIDER,)],
             app_redirect_uris=[f"{return_base}/login/callback"],
             client_secret=client_secret,
             startup_timeout=self.startup_timeout,
@@ -545,7 +608,7 @@ class LocalMode:
         self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         provider_started: Future[None] = pool.submit(provider.start)
         resources: Future[tuple[str, str, dict[str, str]]] = pool.submit(
-            self._create_resources, moto_url, client_secret
+            self._create_resources, moto_url, client_secrets
         )
 
         config_path = workdir / "vault_config.json"
@@ -594,19 +657,29 @@ class LocalMode:
                 ) from None
             raise
         os.environ["KEY_ID"] = key_arn
-        config_path.write_text(
-            json.dumps(
-                self._config(
-                    provider.issuer,
-                    provider.jwks_uri,
-                    provider.resource,
-                    return_url,
-                    provider.calendar_api_base,
+        if config is None:
+            document = self._config(
+                provider.issuer,
+                provider.jwks_uri,
+                provider.resource,
+                return_url,
+                provider.calendar_api_base,
+            )
+        else:
+            document = config.complete(
+                Bundled(
+                    issuer=provider.issuer,
+                    jwks_uri=provider.jwks_uri,
+                    resource=provider.resource,
+                    calendar_api=provider.calendar_api_base,
+                    audience=APP_AUDIENCE,
                 ),
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
+                account=DEFAULT_ACCOUNT,
+                region=REGION,
+                admin_role=ADMIN_ROLE,
+                return_url=return_url,
+            )
+        config_path.write_text(json.dumps(document, indent=2), encoding="utf-8")
         self._init_fleet(fleet)  # the handlers import with the whole environment
         principals = self._principals(tasks)
         api_registry = PrincipalRegistry(p for n, p in principals.items() if n != EVENTS)
@@ -640,7 +713,7 @@ class LocalMode:
             lambda_url=lambda_url,
             moto_url=moto_url,
             agent_url=agent_url,
-            provider_name=PROVIDER,
+            provider_name=provider_name,
             provider={
                 "issuer": provider.issuer,
                 "discovery_url": provider.discovery_url,
@@ -663,24 +736,33 @@ class LocalMode:
             cluster=cluster,
             reaper_function=REAPER_FUNCTION,
             return_url=return_url,
+            callback_urls={
+                name: f"{callback_url}/{name}"
+                for name in (config.validated.providers if config is not None else (PROVIDER,))
+            },
+            external_providers=list(config.external if config is not None else ()),
+            placeholder_secrets=placeholders,
+            agent_provider=agent_provider,
+            app_principal=app_principal,
         )
         if agent_sock is not None:
-            self._start_agent(asdict(info), agent_sock, principals[AGENT_APP])
+            self._start_agent(asdict(info), agent_sock, principals[app_principal])
         return info
 
     def _create_resources(
-        self, moto_url: str, client_secret: str
+        self, moto_url: str, client_secrets: dict[str, str]
     ) -> tuple[str, str, dict[str, str]]:
-        """Tables, KMS key, the provider's client secret, the ECS cluster and tasks (in moto)."""
+        """Tables, KMS key, the providers' client secrets, the ECS cluster and tasks (in moto)."""
         aws = self._aws(moto_url)
         create_tables(aws["dynamodb"], TABLE_NAME, REPLAY_TABLE_NAME)
         key_arn = str(
             aws["kms"].create_key(Description="Agent Vault (local)")["KeyMetadata"]["Arn"]
         )
-        aws["secretsmanager"].create_secret(
-            Name=f"{CLIENT_SECRET_PREFIX}{PROVIDER}", SecretString=client_secret
-        )
-        cluster, tasks = self._create_tasks(aws["ec2"], aws["ecs"])
+        for name, value in client_secrets.items():
+            aws["secretsmanager"].create_secret(
+                Name=f"{CLIENT_SECRET_PREFIX}{name}", SecretString=value
+            )
+        cluster, tasks = self._create_tasks(aws["ec2"], aws["ecs"], self._agent_tasks())
         return key_arn, cluster, tasks
 
 
@@ -698,10 +780,13 @@ class LocalModeProcess:
         with_agent: bool = True,
         startup_timeout: float = 90.0,
         env: dict[str, str] | None = None,
+        up_args: Sequence[str] = (),
     ) -> None:
+        """`up_args`: more options of `local up` (`--config FILE`, `--port N`...)."""
         self.with_agent = with_agent
         self.startup_timeout = startup_timeout
         self.env = env
+        self.up_args = tuple(up_args)
         self.info: LocalInfo | None = None
         self._process: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
@@ -712,6 +797,7 @@ class LocalModeProcess:
         argv = [sys.executable, "-m", "agent_vault_local.cli", "up", "--ready-json"]
         if not self.with_agent:
             argv.append("--no-agent")
+        argv += self.up_args
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module  # nosec B603
             argv,
             stdin=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """The consent journey in a real browser: log in to the sample agent, ask, consent at the
 provider, come back through the vault's callback (via the local API Gateway) to the agent's return
-page, and get the calendar answer."""
+page, and get the calendar answer; then see the account on the "Connected accounts" page,
+disconnect it there, and need consent again."""
 
 from __future__ import annotations
 
@@ -90,5 +91,26 @@ def test_consent_in_a_real_browser(local_for_browser: LocalInfo, browser: Any) -
         page.click("form#ask button")
         expect(page.locator("#answer")).to_contain_text("Team stand-up")
         expect(page.locator("#answer")).to_contain_text("Quarterly planning")
+
+        # 5. Connected accounts: the calendar is listed (last used: the token step 4 minted);
+        #    disconnect it with the page's button (a same-origin JSON POST).
+        page.click("#connected")
+        page.wait_for_url(re.compile(re.escape(info.agent_url) + r"/connections$"))
+        rows = page.locator("#connections tr[id^=connection-]")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(info.provider_name)
+        expect(rows.first).not_to_contain_text("never")
+        rows.first.locator("button.revoke").click()
+        expect(page.locator("#connections-status")).to_contain_text(
+            f"Disconnected {info.provider_name}"
+        )
+        expect(rows).to_have_count(0)
+        page.reload()
+        expect(page.locator("#none")).to_be_visible()
+
+        # 6. Ask again: the grant is gone (revoked upstream), so consent is needed again.
+        page.goto(f"{info.agent_url}/")
+        page.click("form#ask button")
+        expect(page.locator("#consent")).to_be_visible()
     finally:
         context.close()

@@ -36,7 +36,15 @@ from tests.support.harness import (
 from tests.support.upstream import Reply, Seen, Upstream
 from vault import machine
 from vault.config import VaultConfig
-from vault.handlers import admin_api, admin_read, agent_api, callback, proxy_api, reaper
+from vault.handlers import (
+    admin_api,
+    admin_read,
+    agent_api,
+    callback,
+    connections_api,
+    proxy_api,
+    reaper,
+)
 from vault.handlers.reaper import persistence
 from vault.runtime import build_services
 
@@ -341,6 +349,15 @@ def _run_every_code_path(
     flow = read.authorize("calendar", ["calendar.read"]).json["flow_id"]
     assert vault.admin_get(f"/v1/admin/flows/{flow}").code == "flow_not_found"  # not answered
 
+    # Connections (flow 13): the application lists its user's grants to its agent (a Query of
+    # the user's partition) and revokes one (upstream, its tokens, the grant deleted).
+    app = vault.agent("calendar-agent-role")
+    user_token = {"X-Agent-Vault-User-Token": vault.id_tokens["alice"]}
+    listed = app.call("GET", "/v1/connections", proof=False, headers=user_token)
+    (connection,) = listed.json["items"]
+    path = f"/v1/connections/{connection['grant_id']}"
+    assert app.call("DELETE", path, proof=False, headers=user_token).json["status"] == "revoked"
+
     # Consents nobody binds: one closed by a revocation of its user, one by the sweep once it
     # expired (the reaper's scheduled event).
     for closer in ("admin", "sweep"):
@@ -425,6 +442,8 @@ def recorded(
                 monkeypatch.setattr(module, "services", lambda svc=svc: svc)
             # the read API's router runs in the admin function's container
             monkeypatch.setattr(admin_read, "services", admin_api.services)
+            # the connections router runs in the agent function's container
+            monkeypatch.setattr(connections_api, "services", agent_api.services)
             _run_every_code_path(vault, recorder, stand_in.url, config)
         finally:
             stand_in.__exit__(None, None, None)

@@ -145,6 +145,14 @@ def test_every_route_answers_as_documented(vault: Vault, check: Contract) -> Non
         "revoked_flows": 0,
         "revoked_machine_tokens": 0,
     }
+    # connections: the application lists its user's grants to its agent and revokes one
+    assert vault.connect(agent, scopes=("calendar.read",)).status == 200
+    user_token = {"X-Agent-Vault-User-Token": vault.id_tokens["alice"]}
+    listed = agent.call("GET", "/v1/connections", proof=False, headers=user_token)
+    (connection,) = listed.json["items"]
+    gone = f"/v1/connections/{connection['grant_id']}"
+    assert agent.call("DELETE", gone, proof=False, headers=user_token).status == 200
+    assert agent.call("DELETE", gone, proof=False, headers=user_token).code == "grant_not_found"
     assert agent.call("DELETE", session).json["status"] == "ended"
     assert agent.call("GET", session).json["status"] == "ended"
     assert vault.callback("state=used").code == "invalid_state"

@@ -2,6 +2,11 @@
 API Gateway adapter verifying SigV4, the handlers in their containers, moto, the real
 oidc-provider. The "deployed" path runs too: the API URL from a CloudFormation stack's outputs
 and the audit events from CloudWatch Logs (local mode's moto), credentials from the usual chain.
+
+This module's local mode runs on a developer's own config (`local up --config --port`, #15 item
+5): local mode's calendar and mail agents, a custom agent with its own policy, the bundled
+provider, an external provider whose client secret comes from the environment, and one whose
+discovery is unreachable (doctor's failing check).
 """
 
 from __future__ import annotations
@@ -9,20 +14,21 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import urllib3
 
-from agent_vault import UserIdentity
+from agent_vault import UserIdentity, VaultError
 from agent_vault.cli import main
-from agent_vault.errors import Forbidden
+from agent_vault_local import cli as local_cli
 from agent_vault_local.runner import (
     ADMIN,
     MAIL_TASK,
@@ -35,13 +41,77 @@ from tests.local.helpers import consent, id_token_for, vault_client
 from tests.security.hygiene import HYGIENE
 
 STACK = "agent-vault-clitest-vault"
+GITHUB_SECRET = "gh-client-secret-" + "7f3a9c1e5b" * 3
+"""The external provider's client secret, given in the environment only."""
+NOTES_TASK = "notes-agent/task-1"
+MY_CONFIG: dict[str, Any] = {
+    "providers": {
+        "calendar": {"bundled": True},
+        "github": {"preset": "github", "client_id": "Iv23liClitest", "scopes": ["repo"]},
+        "broken": {
+            "discovery_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+            "client_id": "agent-vault",
+            "scopes": ["read"],
+            "api_base_urls": ["http://127.0.0.1:9/api"],
+        },
+    },
+    "agents": {
+        "calendar-agent": {
+            "role_name": "calendar-agent-role",
+            "providers": {"calendar": {"scopes": ["calendar.read", "calendar.write"]}},
+        },
+        "mail-agent": {
+            "role_name": "mail-agent-role",
+            "providers": {"calendar": {"scopes": ["mail.read"], "delivery": "bearer"}},
+        },
+        # the custom agent and policy: calendar.read only, tokens handed to the agent
+        "notes-agent": {
+            "role_name": "notes-agent-role",
+            "providers": {
+                "calendar": {"scopes": ["calendar.read"], "delivery": "bearer"},
+                "github": ["repo"],
+            },
+        },
+    },
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[LocalInfo]:
-    """A local mode of this module's own (the CLI revokes grants in it)."""
-    with LocalModeProcess(with_agent=False) as info:
-        yield info
+def my_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("my-config") / "my.json"
+    path.write_text(json.dumps(MY_CONFIG), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def local_process(my_config: Path, port: int) -> Iterator[LocalModeProcess]:
+    """A local mode of this module's own (the CLI revokes grants in it), on the config above
+    with a pinned port and the external provider's client secret in the environment."""
+    process = LocalModeProcess(
+        with_agent=False,
+        up_args=["--config", str(my_config), "--port", str(port)],
+        env={"AGENT_VAULT_SECRET_GITHUB": GITHUB_SECRET},
+    )
+    with process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def local(local_process: LocalModeProcess) -> LocalInfo:
+    assert local_process.info is not None
+    return local_process.info
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +224,7 @@ def test_config_validate_and_providers_check(local: LocalInfo, state: str) -> No
     agents = run_json("config", "validate", local.config_path)["agents"]
     configured = json.loads(Path(local.config_path).read_text(encoding="utf-8"))["agents"]
     assert agents == {name: sorted(a["providers"]) for name, a in configured.items()}
-    assert agents["calendar-agent"] == sorted([local.provider_name, "keyed"])
+    assert agents["calendar-agent"] == [local.provider_name]
     bad = Path(local.workdir) / "bad-config.json"
     document = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
     document["agents"]["calendar-agent"]["providers"] = {"nowhere": ["x"]}
@@ -168,54 +238,27 @@ def test_config_validate_and_providers_check(local: LocalInfo, state: str) -> No
     assert report["issuer"] == local.provider["issuer"]
 
 
-def test_apikey_set_reads_stdin_and_the_proxy_uses_the_key_then_delete(
+def test_apikey_set_reads_stdin_and_refusals_have_exit_codes(
     local: LocalInfo,
     state: str,
-    story: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """`apikey set|delete` against local mode (whose config has no API-key provider; the whole
+    round trip, key set then used by the proxy, is tests/security/test_attacks_apikeys.py)."""
     where = ("--local-state", state)
     key = "ak_local_" + secrets.token_urlsafe(24)
     HYGIENE.add_secret(key, "API key")
-    _keyed_api_accepts(local, {"cli": key})
     monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
-    answer = run_json("apikey", "set", "keyed", *where)
-    assert answer["provider"] == "keyed" and answer["status"] == "set"
-    assert key not in json.dumps(answer)
-    alice = vault_client(local, TASK_1, UserIdentity(id_token=id_token_for(local, "alice")))
-    alice.start_session()
-    with alice.http("keyed") as api:
-        got = api.get("keyed/events")
-    assert got.status_code == 200 and got.json()["key"] == "cli", got.text
-    # the key is never an argument; an empty stdin is a usage error
+    assert run("apikey", "set", "calendar", *where)[0] == 1  # an OAuth provider: no key
+    err = capsys.readouterr().err
+    assert "not_an_api_key_provider" in err and key not in err
+    assert run("apikey", "delete", "nowhere", *where)[0] == 1
+    assert "unknown_provider" in capsys.readouterr().err
+    # the key is never an argument; an empty stdin is a usage error before any call
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    assert run("apikey", "set", "keyed", *where)[0] == 2
-    # a per-provider key takes no user; the calendar provider takes no key
-    monkeypatch.setattr(sys, "stdin", io.StringIO(key))
-    assert run("apikey", "set", local.provider_name, *where)[0] == 1
-    assert "not_an_api_key_provider" in capsys.readouterr().err
-    status, text = run("apikey", "delete", "keyed", *where)
-    assert status == 0 and text.strip() == "API key of keyed deleted"
-    # the proxy's container may still cache the key (for 30 s); once the provider refuses it
-    # too, its 401 makes the proxy read the secret again: gone
-    _keyed_api_accepts(local, {})
-    with alice.http("keyed") as api, pytest.raises(Forbidden) as gone:
-        api.get("keyed/events")
-    assert gone.value.code == "api_key_not_set"
-    alice.end_session()
-
-
-def _keyed_api_accepts(local: LocalInfo, keys: dict[str, str]) -> None:
-    """The bundled provider's test hook: the keys its keyed API accepts."""
-    request = urllib.request.Request(
-        local.provider["issuer"] + "/__test/api-keys",
-        data=json.dumps({"keys": keys}).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        assert answer.status == 200
+    assert run("apikey", "set", "calendar", *where)[0] == 2
+    assert run("apikey", "set", "calendar", "--user", "alice", *where)[0] == 2  # no --user-iss
 
 
 def test_revoke_ends_the_grant_and_its_tokens(
@@ -227,6 +270,218 @@ def test_revoke_ends_the_grant_and_its_tokens(
     assert answer["revoked_grants"] == 1
     assert run_json("grants", "list", *where, *user)["items"] == []
     assert run_json("sessions", "show", story["alice"], *where)["tokens"] == []
+
+
+# --- local mode on the developer's own config (#15 item 5) -----------------------------------
+
+
+def test_local_up_runs_my_config_on_the_pinned_port(local: LocalInfo, port: int) -> None:
+    assert local.vault_url == f"http://127.0.0.1:{port}"
+    assert local.callback_urls == {
+        name: f"http://127.0.0.1:{port}/v1/oauth/callback/{name}"
+        for name in ("calendar", "github", "broken")
+    }
+    assert local.external_providers == ["github", "broken"]
+    assert local.placeholder_secrets == ["broken"]  # github's came from the environment
+    config = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
+    assert config["agents"]["notes-agent"] == MY_CONFIG["agents"]["notes-agent"]
+    assert config["providers"]["calendar"]["discovery_url"].startswith(local.provider["issuer"])
+    assert sorted(local.tasks) == [
+        "calendar-agent/app",
+        "calendar-agent/task-1",
+        "mail-agent/task-1",
+        NOTES_TASK,
+    ]
+
+
+def test_the_banner_prints_each_callback_to_register(
+    local: LocalInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_cli._print_banner(local, 1.0)
+    text = capsys.readouterr().out
+    github = next(line for line in text.splitlines() if "callback github" in line)
+    assert local.callback_urls["github"] in github and "register this exact redirect URI" in github
+    assert "AGENT_VAULT_SECRET_BROKEN" in text and "agent-vault secret set broken --local" in text
+
+
+def test_the_environments_client_secret_reaches_the_vault_and_no_output(
+    local: LocalInfo, local_process: LocalModeProcess, state: str
+) -> None:
+    # the secret the vault's functions read (GetSecretValue, CLIENT_SECRET_PREFIX + name)
+    assert _moto_secret(local, f"{local.client_secret_prefix}github") == GITHUB_SECRET
+    run_json("sessions", "list", "--local-state", state)  # the vault has logged something
+    outputs = {
+        "stderr": local_process.stderr_tail(),
+        "READY line": local.to_json(),
+        "local.json": Path(state).read_text(encoding="utf-8"),
+        "vault log": Path(local.vault_log).read_text(encoding="utf-8"),
+        "vault config": Path(local.config_path).read_text(encoding="utf-8"),
+    }
+    assert len(outputs["vault log"]) > 0
+    for name, text in outputs.items():
+        assert GITHUB_SECRET not in text, name
+
+
+def test_a_custom_agent_and_policy_work_end_to_end(local: LocalInfo, state: str) -> None:
+    """notes-agent (only in my config): its session, alice's consent at the bundled provider,
+    a bearer token the calendar API accepts; and its policy refuses calendar.write."""
+    notes = vault_client(local, NOTES_TASK, UserIdentity(id_token=id_token_for(local, "alice")))
+    try:
+        assert notes.start_session().agent == "notes-agent"
+        assert consent(local, notes, "alice")["status"] == "pending_binding"
+        token = notes.get_token("calendar", ["calendar.read"])
+        answer = urllib3.request(
+            "GET",
+            local.provider["calendar_url"],
+            headers={"Authorization": token.authorization_header},
+        )
+        assert answer.status == 200, answer.data[:200]
+        with pytest.raises(VaultError) as refused:
+            notes.start_authorization("calendar", ["calendar.write"])
+        assert (refused.value.status, refused.value.code) == (403, "scope_not_allowed")
+    finally:
+        notes.close()
+    (grant,) = run_json("grants", "list", "--local-state", state, "--agent", "notes-agent")["items"]
+    assert grant["user"]["sub"] == "alice" and grant["scopes"] == ["calendar.read"]
+
+
+def test_a_bad_config_fails_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    document = json.loads(json.dumps(MY_CONFIG))
+    document["agents"]["notes-agent"]["providers"]["calendar"]["scopes"] = ["calendar.delete"]
+    bad.write_text(json.dumps(document), encoding="utf-8")
+    workdir = tmp_path / "never"
+    status = local_cli.main(["up", "--config", str(bad), "--workdir", str(workdir)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "agents.notes-agent.providers.calendar: scopes ['calendar.delete']" in err
+    assert not workdir.exists()  # nothing started, nothing written
+    # a secrets file for a provider the config does not have
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(MY_CONFIG), encoding="utf-8")
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"gitlab": "x"}), encoding="utf-8")
+    argv = ["up", "--config", str(good), "--secrets-file", str(secrets_file)]
+    assert local_cli.main([*argv, "--workdir", str(workdir)]) == 2
+    assert "gitlab: not an external provider" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
+def test_client_secrets_come_from_the_file_and_the_environment_wins(tmp_path: Path) -> None:
+    from agent_vault_local.userconfig import client_secrets, load_user_config
+
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps(MY_CONFIG), encoding="utf-8")
+    config = load_user_config(
+        path, account="123456789012", region="us-east-1", admin_role="vault-admin-role"
+    )
+    assert (config.bundled, config.external) == (("calendar",), ("github", "broken"))
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"github": "from-file", "broken": "b"}), encoding="utf-8")
+    environ = {"AGENT_VAULT_SECRET_GITHUB": "from-env"}
+    found = client_secrets(config, environ, secrets_file)
+    assert found == {"github": "from-env", "broken": "b"}
+    assert client_secrets(config, {}, None) == {}  # none given: local mode stores placeholders
+
+
+# --- secret set ------------------------------------------------------------------------------
+
+
+def _moto_secret(local: LocalInfo, secret_id: str) -> str:
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=local.moto_url,
+        region_name=local.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    value: str = secrets.get_secret_value(SecretId=secret_id)["SecretString"]
+    return value
+
+
+def test_secret_set_reads_stdin_into_local_modes_secret(
+    local: LocalInfo,
+    state: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    value = "broken-client-secret-" + "9d2e4b" * 4
+    monkeypatch.setattr(sys, "stdin", io.StringIO(value + "\n"))
+    status, text = run("secret", "set", "broken", "--local-state", state)
+    assert status == 0 and value not in text + capsys.readouterr().err
+    assert "agent-vault/local/provider/broken" in text
+    assert _moto_secret(local, f"{local.client_secret_prefix}broken") == value  # one \n dropped
+    # refusals, each naming its fix; nothing stored
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert run("secret", "set", "broken", "--local-state", state)[0] == 2
+    assert "no client secret on stdin" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x"))
+    assert run("secret", "set", "gitlab", "--local-state", state)[0] == 2
+    err = capsys.readouterr().err
+    assert "no provider 'gitlab'" in err and "broken, calendar, github" in err
+    assert _moto_secret(local, f"{local.client_secret_prefix}broken") == value
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+
+def test_doctor_checks_local_mode_end_to_end_and_fails_on_a_dead_provider(
+    local: LocalInfo, state: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("broken-secret"))  # no placeholder left
+    assert run("secret", "set", "broken", "--local-state", state)[0] == 0
+    status, text = run("doctor", "--local-state", state, "--json")
+    assert status == 1  # one check failed
+    report = json.loads(text)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert report["ok"] is False
+    assert {name: c["status"] for name, c in checks.items()} == {
+        "outputs": "ok",
+        "sigv4": "ok",
+        "session": "ok",
+        "callback broken": "ok",
+        "callback calendar": "ok",
+        "callback github": "ok",
+        "secret broken": "ok",
+        "secret calendar": "ok",
+        "secret github": "ok",
+        "provider calendar": "ok",
+        "provider github": "ok",
+        "provider broken": "fail",
+    }
+    assert "unreachable" in checks["provider broken"]["detail"]
+    assert "providers.broken.discovery_url" in checks["provider broken"]["fix"]
+    assert "invalid_state" in checks["callback calendar"]["detail"]  # the vault itself answered
+    assert checks["session"]["detail"].startswith("calendar-agent/task-1 started and ended ses_")
+    # for people: one line a check, the fix on the failing one
+    status, text = run("doctor", "--local-state", state)
+    lines = text.strip().splitlines()
+    assert status == 1 and len(lines) == len(checks)
+    (failing,) = [line for line in lines if line.startswith("fail")]
+    assert "provider broken" in failing and "-> check providers.broken" in failing
+    # the same vault without the dead provider: every check ok, exit 0
+    config = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
+    del config["providers"]["broken"]
+    healthy = tmp_path / "healthy.json"
+    healthy.write_text(json.dumps(config), encoding="utf-8")
+    report = run_json_status("doctor", "--local-state", state, "--config", str(healthy))
+    assert all(c["status"] == "ok" for c in report["checks"]), report
+
+
+def test_doctor_without_local_mode_fails_the_first_check(tmp_path: Path) -> None:
+    status, text = run("doctor", "--local-state", str(tmp_path / "none.json"), "--json")
+    assert status == 1
+    (only,) = json.loads(text)["checks"]
+    assert only["status"] == "fail" and "agent-vault local up" in only["fix"]
+
+
+def run_json_status(*argv: str) -> Any:
+    status, text = run(*argv, "--json")
+    report = json.loads(text)
+    assert status == (0 if report["ok"] else 1), text
+    return report
 
 
 def test_deployed_path_stack_outputs_sigv4_chain_and_cloudwatch(
@@ -295,6 +550,81 @@ def test_deployed_path_stack_outputs_sigv4_chain_and_cloudwatch(
         encoding="utf-8",
     )
     assert run("grants", "list", "--stack", STACK)[0] == 1
+
+
+def test_deployed_secret_set_and_doctor(
+    local: LocalInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Against a "deployed" stack (local mode's moto as AWS, its adapter as the API): `secret
+    set` finds the secret by the stack's outputs; doctor reads the outputs, signs, and skips the
+    session check (an operator's role is no agent task) with its reason."""
+    admin = local.principal(ADMIN)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", admin.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", admin.secret_access_key)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", admin.session_token)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", local.region)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local.moto_url)
+    prefix = "agent-vault/clitest/provider/"
+    stack = "agent-vault-clitest2-vault"
+    outputs = {
+        "ApiUrl": local.vault_url,
+        "CallbackUrl": f"{local.vault_url}/v1/oauth/callback",
+        "CallbackUrlCalendar": local.callback_urls["calendar"],
+        "ClientSecretPrefix": prefix,
+        "ProviderSecretCalendar": f"{prefix}calendar",
+        "ProviderSecretGhost": f"{prefix}ghost",  # an output, but no secret behind it
+    }
+    aws = boto3.session.Session(region_name=local.region)
+    aws.client("cloudformation").create_stack(
+        StackName=stack,
+        TemplateBody=json.dumps(
+            {
+                "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+            }
+        ),
+    )
+    aws.client("secretsmanager").create_secret(Name=f"{prefix}calendar", SecretString="placeholder")
+    config = json.loads(Path(local.config_path).read_text(encoding="utf-8"))
+    del config["providers"]["broken"]
+    healthy = tmp_path / "deployed.json"
+    healthy.write_text(json.dumps(config), encoding="utf-8")
+    report = run_json_status("doctor", "--stack", stack, "--config", str(healthy))
+    assert {c["check"]: c["status"] for c in report["checks"]} == {
+        "outputs": "ok",
+        "sigv4": "ok",
+        "session": "skip",
+        "callback calendar": "ok",
+        "secret calendar": "warn",  # the stack's placeholder: never put
+        "secret ghost": "fail",
+        "provider calendar": "ok",
+        "provider github": "ok",
+    }
+    (placeholder,) = [c for c in report["checks"] if c["check"] == "secret calendar"]
+    assert placeholder["fix"] == f"agent-vault secret set calendar --stack {stack}"
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("deployed-secret-value"))
+    status, text = run("secret", "set", "calendar", "--stack", stack)
+    assert status == 0 and "deployed-secret-value" not in text
+    assert _moto_secret(local, f"{prefix}calendar") == "deployed-secret-value"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x"))
+    assert run("secret", "set", "ghost", "--stack", stack)[0] == 3  # no such secret
+    assert run("secret", "set", "broken", "--stack", stack)[0] == 2  # not this stack's provider
+
+    report = run_json_status("doctor", "--stack", stack, "--config", str(healthy))
+    statuses = {c["check"]: c["status"] for c in report["checks"]}
+    assert statuses["secret calendar"] == "ok" and statuses["session"] == "skip"
+    (skipped,) = [c for c in report["checks"] if c["check"] == "session"]
+    assert "ECS task" in skipped["detail"]
+    # without --config the provider checks are skipped, with the reason
+    report = run_json_status("doctor", "--stack", stack)
+    (providers,) = [c for c in report["checks"] if c["check"] == "providers"]
+    assert providers["status"] == "skip" and "--config" in providers["fix"]
+    # a stack without the outputs fails the first check
+    report = run_json_status("doctor", "--stack", "no-such-stack")
+    assert report["checks"][0]["status"] == "fail" and report["ok"] is False
 
 
 def test_the_console_script_runs_and_config_validate_needs_only_the_file(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 import urllib.parse
 import warnings
 from typing import Any
@@ -120,6 +121,37 @@ def test_consent_round_trip_through_the_agent(local_with_agent: LocalInfo) -> No
 
     other = ask(info, "tell me a joke", alice)
     assert other.status == 200 and other.json()["intent"] is None
+
+    # Connected accounts: alice sees her calendar grant, bob none; only alice, from the agent's
+    # own pages (its Origin, a JSON body), disconnects it.
+    assert info.agent_url is not None
+    mine = http_request("GET", f"{info.agent_url}/connections", headers=bearer(alice))
+    assert mine.status == 200, mine.body[:300]
+    (grant_id,) = re.findall(r"data-grant='(grt_[A-Za-z0-9_-]+)'", mine.body.decode())
+    theirs = http_request("GET", f"{info.agent_url}/connections", headers=bearer(bob))
+    assert theirs.status == 200 and b"No connected accounts" in theirs.body
+    revoke, body = f"{info.agent_url}/connections/revoke", {"grant_id": grant_id}
+    parts = urllib.parse.urlsplit(info.agent_url)
+    own = {"Origin": f"{parts.scheme}://{parts.netloc}"}
+    for headers, status in (
+        (bearer(bob) | own, 404),  # another user's grant
+        (bearer(alice), 403),  # no Origin: not from the agent's page
+        (bearer(alice) | {"Origin": "https://evil.example"}, 403),
+    ):
+        assert http_request("POST", revoke, json_body=body, headers=headers).status == status
+    as_form = http_request("POST", revoke, form=body, headers=bearer(alice) | own)
+    assert as_form.status == 422  # a cross-site form cannot send it
+    again = http_request("GET", f"{info.agent_url}/connections", headers=bearer(alice))
+    assert grant_id in again.body.decode()
+    done = http_request("POST", revoke, json_body=body, headers=bearer(alice) | own)
+    assert (done.status, done.json()) == (200, {"status": "revoked"})
+    gone = http_request("GET", f"{info.agent_url}/connections", headers=bearer(alice))
+    assert b"No connected accounts" in gone.body
+    assert ask(info, "what is on my calendar today?", alice).status == 202  # consent again
+
+
+def bearer(id_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {id_token}"}
 
 
 def test_a_refused_consent_shows_on_the_return_page(local_with_agent: LocalInfo) -> None:

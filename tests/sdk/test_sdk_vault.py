@@ -15,6 +15,7 @@ from agent_vault import (
     FlowNotPending,
     InvalidProof,
     InvalidUserToken,
+    NotFound,
     ProviderError,
     ReturnUrlNotAllowed,
     ScopeNotAllowed,
@@ -233,3 +234,38 @@ def test_sessions_are_renewed_without_new_consent(local: LocalInfo, tokens: dict
     with pytest.raises(UserMismatch):
         client.renew_session(user=UserIdentity(id_token=tokens["bob"]))
     client.close()
+
+
+def test_connections_list_and_revoke_for_the_logged_in_user(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
+    """The application's client (the agent's role, no session) lists the user's connections
+    and revokes one; bob's token sees none of alice's and cannot revoke them."""
+    client = vault_client(local, TASK_1, alice(tokens))
+    consent(local, client, "alice")
+    token = client.get_token("calendar", CALENDAR)
+    app = vault_client(local, TASK_2)
+    page = app.connections(tokens["alice"], limit=1)
+    (connection,) = page.items
+    assert (connection.provider, connection.scopes, connection.status) == (
+        "calendar",
+        ("calendar.read",),
+        "active",
+    )
+    assert connection.last_used_at is not None and connection.last_used_at >= connection.since
+    assert list(app.all_connections(tokens["alice"], provider="calendar")) == [connection]
+    assert app.connections(tokens["bob"]).items == ()
+    with pytest.raises(NotFound) as refused:
+        app.revoke_connection(tokens["bob"], connection.grant_id)
+    assert refused.value.code == "grant_not_found"
+    with pytest.raises(InvalidUserToken):
+        app.connections(tokens["alice"] + "x")
+    answer = app.revoke_connection(tokens["alice"], connection.grant_id)
+    assert answer == {"grant_id": connection.grant_id, "status": "revoked", "revoked_tokens": 1}
+    assert calendar_events(local, token.access_token).status == 401
+    assert asyncio.run(AsyncVaultClient(client=app).connections(tokens["alice"])).items == ()
+    client.forget_token("calendar", CALENDAR)
+    with pytest.raises(ConsentRequired):
+        client.get_token("calendar", CALENDAR)
+    client.close()
+    app.close(end_session=False)

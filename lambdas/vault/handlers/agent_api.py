@@ -1,5 +1,5 @@
 """Agent routes: sessions, consent requests, tokens, consent binding and delegation
-(IAM-authorized)."""
+(IAM-authorized); and the connections routes (`vault.handlers.connections_api`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import apikeys, consent, delegation, machine, revocation, sessions, tokens
 from vault.caller import caller_from
+from vault.handlers import connections_api
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
 from vault.runtime import services
@@ -25,6 +26,7 @@ from vault.schemas import (
 )
 
 app = make_resolver()
+app.include_router(connections_api.router)
 
 
 @app.post("/v1/sessions")
