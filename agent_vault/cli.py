@@ -5,6 +5,8 @@
   flows list | show ID             consents awaiting binding; any answered flow by id
   revoke --user-iss/--user-sub, --agent, --provider, --grant
                                    revoke grants (upstream first) and their tokens
+  apikey set | delete PROVIDER [--user-iss ISS --user SUB]
+                                   an API key (flow 12), read from stdin, never an argument
   audit tail [--follow]            the vault's audit events
   config validate FILE             the typed config model, without synthesizing anything
   providers check NAME             a provider's discovery against its preset
@@ -368,6 +370,53 @@ def cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
             f" {answer['revoked_flows']} unbound consent(s)",
             file=out,
         )
+    return OK
+
+
+def _read_api_key(stdin: TextIO) -> str:
+    """The key from standard input (a prompt without echo on a terminal); one trailing line
+    break dropped, nothing else changed."""
+    if stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("API key (not echoed): ")
+    else:
+        key = stdin.read(64 * 1024)
+    key = key.removesuffix("\n").removesuffix("\r")
+    if not key:
+        raise CliError("no API key on standard input (pipe it in: never as an argument)", USAGE)
+    return key
+
+
+def _api_key_user(args: argparse.Namespace) -> dict[str, str] | None:
+    if not (args.user_iss or args.user_sub):
+        return None
+    if not (args.user_iss and args.user_sub):
+        raise CliError("give both --user-iss and --user (a per-user key's user)", USAGE)
+    return {"iss": args.user_iss, "sub": args.user_sub}
+
+
+def cmd_apikey(args: argparse.Namespace, out: TextIO) -> int:
+    target = target_of(args)
+    path = f"/v1/admin/api-keys/{quote(args.provider, safe='')}"
+    user = _api_key_user(args)
+    if args.action == "set":
+        body: dict[str, Any] = {"key": _read_api_key(sys.stdin)}
+        if user is not None:
+            body["user"] = user
+        answer = call(target, "PUT", path, body)
+    else:
+        query = {"user_iss": user["iss"], "user_sub": user["sub"]} if user else {}
+        answer = call(target, "DELETE", path + (f"?{urlencode(query)}" if query else ""))
+    if args.json:
+        print(json.dumps(answer, indent=2), file=out)
+    elif args.action == "set":
+        until = answer.get("previous_valid_until")
+        rotation = f"; the previous key is tried until {_when(until)}" if until else ""
+        print(f"API key of {args.provider} set{rotation}", file=out)
+    else:
+        done = "deleted" if answer.get("deleted") else "was not set"
+        print(f"API key of {args.provider} {done}", file=out)
     return OK
 
 
@@ -1142,6 +1191,19 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--provider")
     revoke.add_argument("--grant", help="a grant id")
     revoke.set_defaults(run=cmd_revoke)
+    apikey = commands.add_parser("apikey", help="API keys of API-key providers (admins)")
+    apikey_actions = apikey.add_subparsers(dest="action", required=True)
+    for action, what in (
+        ("set", "set or rotate a provider's API key, read from standard input"),
+        ("delete", "delete a provider's API key (current and previous)"),
+    ):
+        one = apikey_actions.add_parser(action, parents=[common], help=what)
+        one.add_argument("provider")
+        one.add_argument("--user-iss", help="a per-user key's user: the identity issuer")
+        one.add_argument(
+            "--user", "--user-sub", dest="user_sub", help="a per-user key's user: the subject"
+        )
+        one.set_defaults(run=cmd_apikey)
     audit = commands.add_parser("audit", help="the vault's audit events")
     audit_actions = audit.add_subparsers(dest="action", required=True)
     tail = audit_actions.add_parser("tail", parents=[common], help="the latest audit events")

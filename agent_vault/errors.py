@@ -415,6 +415,10 @@ _BY_CODE: dict[str, type[VaultError]] = {
     "grant_not_found": NotFound,
     "invalid_filter": InvalidRequest,
     "invalid_cursor": InvalidRequest,
+    # API keys (flow 12): the admin routes' refusals, and an agent's key not set yet
+    "invalid_api_key": InvalidRequest,
+    "not_an_api_key_provider": InvalidRequest,
+    "api_key_not_set": Forbidden,
     "method_not_allowed": InvalidRequest,
     "session_ended": SessionEnded,
     "flow_not_pending": FlowNotPending,

@@ -25,7 +25,7 @@ from stacks.constructs.vault_api import (
     iam_path,
 )
 from stacks.synth import ACKNOWLEDGEMENTS_FILE
-from stacks.vault_stack import api_id_export
+from stacks.vault_stack import API_KEY_ACCESS, api_id_export, api_key_prefix
 
 if TYPE_CHECKING:
     from stacks.agent_service_stack import AgentServiceStack
@@ -72,6 +72,18 @@ def acknowledge_findings(
             "Pinned on purpose: the bundled wheels (pydantic-core, cryptography, cffi) are"
             " downloaded for CPython 3.13 and the runtime must match them. Upgrading is one"
             " deliberate change of RUNTIME and PYTHON_VERSION in stacks/constructs/vault_code.py.",
+        )
+
+    secrets_prefix = "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:"
+    for name in API_KEY_ACCESS:
+        acknowledge(
+            vault.functions[name].role,
+            f"AwsSolutions-IAM5[Resource::{secrets_prefix}{api_key_prefix(config.environment)}*]",
+            "API keys (flow 12) are secrets the admin route creates at run time, one per"
+            " API-key provider (or provider and hashed user): their names are not known at"
+            " deployment, only their prefix. The grant names that prefix and the actions this"
+            " function's code calls (stacks/vault_stack.py API_KEY_ACCESS); the vault key's"
+            " policy lets only the vault's roles encrypt or decrypt them.",
         )
 
     for name, secret in vault.secrets.secrets.items():

@@ -7,6 +7,10 @@
 3. checkov on the templates, from its own environment .venv-checkov: any failed check fails.
    Nothing is skipped by check id; each accepted finding is skipped on its one resource, in the
    template metadata, with its reason (stacks/checkov_skips.py).
+4. `agent-vault providers check` for every configured provider (`vault.presets.checker`, the
+   same code), where the network is reachable: each discovery read is bounded (3 s), the whole
+   gate too (PROVIDERS_CHECK_SECONDS); offline it prints one note. It reports, it never fails
+   the synth (a provider's metadata is not the deployment's to fix).
 
 Usage: python -m stacks.synth [--config PATH]
 """
@@ -32,6 +36,8 @@ OUTDIR = REPO_ROOT / "cdk.out"
 ACKNOWLEDGEMENTS_FILE = "agent-vault-nag-acknowledgements.json"
 """Written into the cloud assembly by app.py (stacks/nag.py): every acknowledged finding."""
 CHECKOV_SKIPS_FILE = "agent-vault-checkov-skips.json"
+PROVIDERS_CHECK_SECONDS = 30.0
+"""The providers check's whole budget: past it synth goes on without waiting for it."""
 """Written into the cloud assembly by app.py (stacks/checkov_skips.py): every per-resource skip."""
 
 
@@ -183,6 +189,39 @@ def checkov() -> Gate:
     )
 
 
+def providers_check(config: str | None) -> Gate:
+    """Step 4: what `agent-vault providers check` says of each configured provider; never a
+    failure (offline, unreadable or past its budget: a note)."""
+    import threading
+
+    found: list[list[str]] = []
+
+    def run() -> None:
+        from stacks.config import CONTEXT_KEY, parse_config, read_config_file
+        from vault.presets.checker import check_providers
+
+        try:
+            if config:
+                loaded = read_config_file(config)
+            else:
+                context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+                loaded = parse_config(context[CONTEXT_KEY], source="cdk.json")
+            found.append(check_providers(loaded.providers).lines())
+        except Exception as exc:  # a report, never a failure of the synth
+            found.append([f"note: providers not checked: {type(exc).__name__}: {exc}"[:300]])
+
+    worker = threading.Thread(target=run, daemon=True)  # never keeps the process alive
+    worker.start()
+    worker.join(PROVIDERS_CHECK_SECONDS)
+    if not found:
+        lines = [f"note: providers check still running after {PROVIDERS_CHECK_SECONDS:.0f} s"]
+    else:
+        lines = found[0]
+    offline = len(lines) == 1 and lines[0].startswith("note:")
+    summary = lines[0] if offline else "providers check (agent-vault providers check):"
+    return Gate("providers check", True, summary, [] if offline else lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="a JSON config file (default: cdk.json's context)")
@@ -193,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if synth_gate.ok or _templates():
         with ThreadPoolExecutor(max_workers=2) as pool:  # two independent scanners
             gates += list(pool.map(lambda gate: gate(), (cfn_lint, checkov)))
+    gates.append(providers_check(args.config))
 
     print(f"Templates in {OUTDIR.relative_to(REPO_ROOT)}/ (synth {synth_seconds:.1f} s):")
     for template in _templates():
@@ -200,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {template.name:32} {count:4} resources")
     for gate in gates:
         print(f"[{'ok' if gate.ok else 'FAIL'}] {gate.summary}")
-        for line in gate.details[:50] if not gate.ok or gate.name == "cfn-lint" else []:
+        shown = not gate.ok or gate.name in ("cfn-lint", "providers check")
+        for line in gate.details[:50] if shown else []:
             print(f"       {line}")
     return 0 if all(gate.ok for gate in gates) else 1
 

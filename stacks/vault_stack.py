@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Aws, CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import VaultConfig, log_retention
@@ -131,6 +132,29 @@ agent API and the proxy never open a verifier; the callback only seals a consent
 tokens to revoke them, never a grant's refresh token."""
 
 
+API_KEY_ACCESS: dict[str, tuple[str, ...]] = {
+    # `returned` delivery hands the key to the agent
+    "AgentApi": ("secretsmanager:GetSecretValue",),
+    "ProxyApi": ("secretsmanager:GetSecretValue",),
+    # the admin routes set (reading the key they replace) and delete keys
+    "AdminApi": (
+        "secretsmanager:CreateSecret",
+        "secretsmanager:DeleteSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+    ),
+}
+"""Per function: its Secrets Manager actions on the API-key secrets (flow 12; `vault.apikeys`),
+created at run time under the vault key, named `agent-vault/<env>/apikey/...`. Writing one
+takes `kms:GenerateDataKey` through Secrets Manager, reading one `kms:Decrypt`."""
+
+
+def api_key_prefix(environment: str) -> str:
+    """API-key secrets' names start with this (API_KEY_SECRET_PREFIX): `<prefix><provider>`,
+    `<prefix><provider>/user/<hashed user>`."""
+    return f"agent-vault/{environment}/apikey/"
+
+
 def agent_cluster_name(environment: str) -> str:
     """The ECS cluster the agents run in (named, so the vault can watch it without a reference)."""
     return f"agent-vault-{environment}"
@@ -164,7 +188,8 @@ class VaultStack(Stack):
             self,
             "ProviderSecrets",
             environment=env_name,
-            providers=config.providers,
+            # an API-key provider has no client secret (its keys are set at run time)
+            providers=[n for n, p in config.providers.items() if p.api_key is None],
             key=self.key.key,
             removal_policy=removal,
         )
@@ -179,6 +204,7 @@ class VaultStack(Stack):
             "KEY_ID": self.key.key.key_arn,
             "CALLBACK_URL": self.api.callback_url,
             "CLIENT_SECRET_PREFIX": self.secrets.prefix,
+            "API_KEY_SECRET_PREFIX": api_key_prefix(env_name),
         }
 
         def function(
@@ -255,6 +281,21 @@ class VaultStack(Stack):
                     fn.function, actions=actions, purpose=purpose, context=context
                 )
             self.secrets.grant_read(fn.function)
+        api_keys = (
+            f"arn:{Aws.PARTITION}:secretsmanager:{Aws.REGION}:{Aws.ACCOUNT_ID}:secret:"
+            f"{api_key_prefix(env_name)}*"
+        )
+        for name, actions in API_KEY_ACCESS.items():
+            fn = self.functions[name]
+            iam.Grant.add_to_principal(
+                grantee=fn.function, actions=list(actions), resource_arns=[api_keys]
+            )
+            writes = "secretsmanager:PutSecretValue" in actions
+            self.key.grant_secret_encryption(
+                fn.function,
+                actions=("kms:Decrypt", "kms:GenerateDataKey") if writes else ("kms:Decrypt",),
+                secrets=api_keys,
+            )
         for fn in (self.agent_api, self.proxy_api):
             self.tables.grant_replay_writes(fn.function)  # proof jtis
         # Nobody else: the key's only users, the table's and the secrets' only readers.
@@ -263,6 +304,7 @@ class VaultStack(Stack):
             roles,
             admin_role_arn=config.key_admin_role_arn,
             deploy_role_arn=deploy_role_arn(self, config.deploy_role_arn),
+            api_key_secrets=api_keys,
         )
         self.tables.deny_all_but(roles)
         self.secrets.deny_reads_but(roles)

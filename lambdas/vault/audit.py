@@ -35,6 +35,9 @@ from vault.observability import logger, metrics
 _ALLOWED_EXTRA = {
     "cached",
     "credential",
+    # API keys (flow 12): `first`/`rotated`/`unchanged`; which key a proxied call used
+    "rotation",
+    "api_key_version",
     "revoked_tokens",
     "ended_sessions",
     "revoked_grants",

@@ -108,7 +108,8 @@ ApiBaseUrl = Annotated[str, AfterValidator(_url), AfterValidator(_api_base_url)]
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HTTP_METHODS: tuple[HttpMethod, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-Delivery = Literal["proxy", "dpop", "bearer"]
+Delivery = Literal["proxy", "dpop", "bearer", "returned"]
+"""`returned` is for API-key providers only: the key itself handed to the agent (an opt-in)."""
 _PATH_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()+,;=:@]|%[0-9A-Fa-f]{2}|\*)+$")
 _ENCODED_SEPARATOR = re.compile(r"%(?:2[fFeE]|5[cC]|[01][0-9A-Fa-f]|7[fF])")
 
@@ -154,8 +155,80 @@ class TokenResponseShape(_Frozen):
     ask for consent again), e.g. GitHub's `bad_refresh_token`."""
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # RFC 9110 token
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
+_UNINJECTABLE_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "dpop",
+        "expect",
+        "forwarded",
+        "host",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "via",
+    }
+)
+
+
+class ApiKeyConfig(_Frozen):
+    """An API-key credential (flow 12): a static key the provider issued, kept in Secrets
+    Manager under the vault key and attached by the proxy; no OAuth, no scopes, no consent."""
+
+    per: Literal["provider", "user"] = "provider"
+    """`provider`: one key for every agent allowed there; `user`: each user's own key (services
+    that issue per-user keys), used only for that user's sessions."""
+    header: str | None = None
+    """The request header that carries the key (e.g. `X-Api-Key`, `Authorization`). Default
+    (neither `header` nor `query_parameter`): `Authorization` with prefix `Bearer `."""
+    prefix: str = Field(default="", max_length=32, pattern=r"^[\x20-\x7e]*$")
+    """Put before the key in the header (`Bearer `, `Token `...)."""
+    query_parameter: str | None = None
+    """Or the query parameter that carries the key (the provider's choice: a key in a URL ends
+    up in the provider's logs; the vault never logs, returns or audits it)."""
+    rotation_window_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+    """After a new key is set, the previous one stays usable this long: the proxy sends the
+    current key, and a 401 to an idempotent request is retried once with the previous one."""
+    max_key_chars: int = Field(default=4096, ge=16, le=8192)
+    """The longest key the admin route accepts."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ApiKeyConfig:
+        if self.header is not None and self.query_parameter is not None:
+            raise ValueError("api_key: give header or query_parameter, not both")
+        if self.header is None and self.query_parameter is None:
+            object.__setattr__(self, "header", "Authorization")
+            if not self.prefix:
+                object.__setattr__(self, "prefix", "Bearer ")
+        if self.header is not None:
+            if not _HEADER_NAME.match(self.header):
+                raise ValueError(f"api_key.header: {self.header!r} is not an HTTP header name")
+            lowered = self.header.lower()
+            if lowered in _UNINJECTABLE_HEADERS or lowered.startswith(
+                ("x-amz", "x-agent-vault-", "x-forwarded-")
+            ):
+                raise ValueError(f"api_key.header: the proxy never sends {self.header!r}")
+        elif self.prefix:
+            raise ValueError("api_key.prefix goes with header, not query_parameter")
+        if self.query_parameter is not None and not _QUERY_NAME.match(self.query_parameter):
+            raise ValueError(
+                f"api_key.query_parameter: {self.query_parameter!r} is not a plain name"
+            )
+        return self
+
+
 class ProviderConfig(_Frozen):
-    """An external OAuth 2.0 authorization server the vault is a client of."""
+    """An external OAuth 2.0 authorization server the vault is a client of, or (with `api_key`)
+    an API that takes a static key."""
 
     preset: str = "generic"
     """A provider preset: a data file of `vault/presets/` (see config/README.md) whose values
@@ -167,7 +240,8 @@ class ProviderConfig(_Frozen):
     authorization_endpoint: Url | None = None
     token_endpoint: Url | None = None
     revocation_endpoint: Url | None = None
-    client_id: str = Field(min_length=1, max_length=256)
+    client_id: str = Field(default="", max_length=256)
+    """Required for OAuth providers; none for an `api_key` provider."""
     client_auth_method: Literal[
         "client_secret_basic", "client_secret_post", "private_key_jwt", "none"
     ] = "client_secret_basic"
@@ -179,8 +253,9 @@ class ProviderConfig(_Frozen):
     """`authorization_code`: users consent and the vault holds their grants. `client_credentials`
     (a machine provider, flow 12): the credentials are the agent's own, no user consents; tokens
     are fetched with the client's credentials for the agent's scopes and cached per agent."""
-    scopes: tuple[Scope, ...] = Field(min_length=1)
-    """Every scope any agent may ever be allowed at this provider."""
+    scopes: tuple[Scope, ...] = ()
+    """Every scope any agent may ever be allowed at this provider (at least one; none for an
+    `api_key` provider)."""
     scope_separator: Literal[" ", ","] = " "
     scope_parameter: Literal["scope", "user_scope"] = "scope"
     """The authorization-request parameter carrying the scopes (Slack's user tokens:
@@ -222,6 +297,14 @@ class ProviderConfig(_Frozen):
     dpop: bool = False
     """The provider supports RFC 9449 DPoP at its token endpoint (its metadata must list ES256 in
     `dpop_signing_alg_values_supported`): agents may get tokens bound to their session key."""
+    api_key: ApiKeyConfig | None = None
+    """An API-key provider (flow 12): no OAuth at all; the key is set by an admin
+    (`PUT /v1/admin/api-keys/{provider}`, `agent-vault apikey set`) and attached by the proxy to
+    requests to `api_base_urls` as `api_key` says."""
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.api_key is not None
 
     @model_validator(mode="before")
     @classmethod
@@ -234,6 +317,12 @@ class ProviderConfig(_Frozen):
 
     @model_validator(mode="after")
     def _endpoints_known(self) -> ProviderConfig:
+        if self.api_key is not None:
+            return self._api_key_only()
+        if not self.client_id:
+            raise ValueError("client_id is required (the vault's client id at the provider)")
+        if not self.scopes:
+            raise ValueError("scopes: give at least one scope")
         if self.grant_type == "client_credentials":
             if self.discovery_url is None and self.token_endpoint is None:
                 raise ValueError(
@@ -265,6 +354,33 @@ class ProviderConfig(_Frozen):
             raise ValueError("api_base_urls: a base URL is listed twice")
         return self
 
+    def _api_key_only(self) -> ProviderConfig:
+        """An API-key provider has API base URLs and nothing of OAuth."""
+        oauth = [
+            name
+            for name in (
+                "issuer",
+                "discovery_url",
+                "authorization_endpoint",
+                "token_endpoint",
+                "revocation_endpoint",
+                "resource",
+            )
+            if getattr(self, name) is not None
+        ]
+        oauth += [name for name in ("client_id", "scopes") if getattr(self, name)]
+        if self.grant_type != "authorization_code":
+            oauth.append("grant_type")
+        if self.dpop:
+            oauth.append("dpop")
+        if oauth:
+            raise ValueError(f"an api_key provider takes no OAuth settings: remove {sorted(oauth)}")
+        if not self.api_base_urls:
+            raise ValueError("an api_key provider needs api_base_urls (where its key is sent)")
+        if len(set(self.api_base_urls)) != len(self.api_base_urls):
+            raise ValueError("api_base_urls: a base URL is listed twice")
+        return self
+
 
 class RequestRule(_Frozen):
     """Requests an agent may send through the proxy: these methods on these paths."""
@@ -283,12 +399,15 @@ class ProviderAccess(_Frozen):
     """What an agent may do at one provider: its scopes, how its tokens are delivered, and (for
     proxy delivery) which requests the proxy sends for it."""
 
-    scopes: tuple[Scope, ...] = Field(min_length=1)
-    """The scopes the agent may ask for (a subset of the provider's `scopes`)."""
+    scopes: tuple[Scope, ...] = ()
+    """The scopes the agent may ask for (a subset of the provider's `scopes`; at least one at
+    an OAuth provider, none at an `api_key` provider)."""
     delivery: Delivery | None = None
     """`proxy` (the token never leaves the vault), `dpop` (bound to the session key) or
-    `bearer` (replayable until it expires: an explicit opt-in). Default: `proxy` when the
-    provider has `api_base_urls`, else `dpop` when it has `dpop: true`, else a config error."""
+    `bearer` (replayable until it expires: an explicit opt-in); at an `api_key` provider `proxy`
+    or `returned` (the key itself handed to the agent: an explicit opt-in). Default: `proxy` when
+    the provider has `api_base_urls`, else `dpop` when it has `dpop: true`, else a config
+    error."""
     requests: tuple[RequestRule, ...] | None = Field(default=None, min_length=1)
     """Proxy delivery only; default: every method on every path (`/**`)."""
 
@@ -420,6 +539,7 @@ class VaultConfig(_Frozen):
                     raise ValueError(
                         f"agents.{agent_name}.providers.{provider}: no provider named {provider!r}"
                     )
+                _check_scopes_given(agent_name, provider, access, self.providers[provider])
                 extra = set(access.scopes) - set(self.providers[provider].scopes)
                 if extra:
                     raise ValueError(
@@ -478,12 +598,32 @@ def _default_delivery(provider: ProviderConfig) -> Delivery | None:
     return None
 
 
+def _check_scopes_given(
+    agent: str, name: str, access: ProviderAccess, provider: ProviderConfig
+) -> None:
+    where = f"agents.{agent}.providers.{name}"
+    if provider.is_api_key and access.scopes:
+        raise ValueError(f"{where}: {name!r} is an api_key provider: an API key has no scopes")
+    if not provider.is_api_key and not access.scopes:
+        raise ValueError(f"{where}: give at least one scope")
+
+
 def _check_delivery(
     agent: str, name: str, access: ProviderAccess, provider: ProviderConfig
 ) -> None:
     """The delivery can be served, and a replayable one is never a default."""
     where = f"agents.{agent}.providers.{name}"
     delivery = access.delivery or _default_delivery(provider)
+    if provider.is_api_key:
+        if delivery not in ("proxy", "returned"):
+            raise ValueError(
+                f"{where}: an api_key provider's delivery is proxy (the key never leaves the"
+                ' vault) or, opted in, "returned" (the key handed to the agent)'
+            )
+    elif delivery == "returned":
+        raise ValueError(
+            f"{where}: delivery returned is for api_key providers; use proxy, dpop or bearer"
+        )
     if delivery is None:
         raise ValueError(
             f"{where}: no safe delivery for this agent's tokens: set providers.{name}.api_base_urls"
@@ -506,7 +646,7 @@ def _check_delivery(
             f"{where}: delivery dpop needs providers.{name}.dpop: true (a provider that binds"
             " tokens to a key, RFC 9449)"
         )
-    if access.requests is not None and delivery != "proxy":
+    if access.requests is not None and delivery != "proxy":  # returned: the agent calls itself
         raise ValueError(
             f"{where}: requests is the proxy's policy; it means nothing with delivery {delivery}"
         )

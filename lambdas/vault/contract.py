@@ -56,11 +56,12 @@ class UserRef(_Answer):
 class ProviderDelivery(_Answer):
     """How the session's agent reaches one provider."""
 
-    delivery: Literal["proxy", "dpop", "bearer"] = Field(
+    delivery: Literal["proxy", "dpop", "bearer", "returned"] = Field(
         description="`proxy`: through `/v1/sessions/{session_id}/proxy/{provider}/...` (the "
-        "token never leaves the vault); `dpop`: `POST .../tokens` with "
+        "token or API key never leaves the vault); `dpop`: `POST .../tokens` with "
         "`X-Agent-Vault-Token-DPoP`, a token bound to the session key; `bearer`: "
-        "`POST .../tokens`, a plain bearer token."
+        "`POST .../tokens`, a plain bearer token; `returned` (API-key providers): "
+        "`POST .../api-key`, the key itself."
     )
     api_base_urls: list[str] = Field(
         description="The provider's API base URLs (the proxy's targets; the first is the default)."
@@ -205,6 +206,41 @@ class RevocationResult(_Answer):
         description="Without `user` and `grant_id`: the cached machine tokens (flow 12) of the "
         "named agent(s) at the named machine provider(s), revoked upstream and deleted.",
     )
+
+
+class ApiKeyAnswer(_Answer):
+    """An API key handed to an agent whose policy says `delivery: returned` (flow 12)."""
+
+    api_key: str = Field(description="The current key (the agent may replay it: an opt-in).")
+    provider: str
+    header: str | None = Field(
+        default=None, description="The header the provider takes it in (or `query_parameter`)."
+    )
+    prefix: str | None = Field(default=None, description="Put before the key in the header.")
+    query_parameter: str | None = Field(
+        default=None, description="The query parameter the provider takes it in."
+    )
+
+
+class ApiKeySet(_Answer):
+    """An API key stored (flow 12); never echoed."""
+
+    provider: str
+    status: Literal["set"]
+    rotated_at: EpochSeconds = Field(description="When the current key was set.")
+    previous_valid_until: EpochSeconds | None = Field(
+        description="Until when the key it replaced is still tried after a 401 (the rotation "
+        "window); null when there is no previous key."
+    )
+    user: UserRef | None = Field(default=None, description="A per-user key's user.")
+
+
+class ApiKeyDeleted(_Answer):
+    """An API key deleted (current and previous)."""
+
+    provider: str
+    deleted: bool = Field(description="False: there was none.")
+    user: UserRef | None = Field(default=None, description="A per-user key's user.")
 
 
 class AdminSession(_Answer):
@@ -455,6 +491,17 @@ OPERATIONS: dict[str, Operation] = {
         ),
         proxied=True,
     ),
+    "POST /v1/sessions/{session_id}/api-key": Operation(
+        "get_api_key",
+        "Get an API key (returned delivery)",
+        f"{_OWN} Only where the agent's policy at the API-key provider says `delivery: "
+        "returned`; 403 `delivery_proxy_only` otherwise (the proxy attaches the key), 403 "
+        "`api_key_not_set` when no key is set (per user: for the session's user).",
+        200,
+        ApiKeyAnswer,
+        schemas.ApiKeyRequest,
+        proof=True,
+    ),
     "POST /v1/sessions/{session_id}/delegations": Operation(
         "delegate",
         "Offer a child session to another agent",
@@ -493,6 +540,28 @@ OPERATIONS: dict[str, Operation] = {
         200,
         RevocationResult,
         schemas.Revocation,
+    ),
+    "PUT /v1/admin/api-keys/{provider}": Operation(
+        "set_api_key",
+        "Set an API key (admins)",
+        "Admin principals only (`admin_role_names`). The key goes in the body, never the URL, "
+        "into Secrets Manager under the vault key; the key it replaces stays usable for the "
+        "provider's `rotation_window_seconds`. `user` is required at a per-user provider and "
+        "refused otherwise. 400 `not_an_api_key_provider`, `invalid_api_key`, "
+        "`unknown_provider`; nothing is stored then.",
+        200,
+        ApiKeySet,
+        schemas.ApiKeyWrite,
+    ),
+    "DELETE /v1/admin/api-keys/{provider}": Operation(
+        "delete_api_key",
+        "Delete an API key (admins)",
+        "Admin principals only (`admin_role_names`). The current and previous key are deleted "
+        "at once (other warm containers stop using them within 30 s). A per-user key: the "
+        "query's `user_iss` and `user_sub`.",
+        200,
+        ApiKeyDeleted,
+        query=schemas.ApiKeyUserQuery,
     ),
 }
 

@@ -53,6 +53,26 @@ class UnknownProvider(VaultError):
     code, title = "unknown_provider", "Unknown provider"
 
 
+class NotAnApiKeyProvider(VaultError):
+    """An API-key operation named a provider that is not configured with `api_key`."""
+
+    code, title = "not_an_api_key_provider", "Not an API-key provider"
+
+
+class InvalidApiKey(VaultError):
+    """An API key that is empty, longer than the provider's `max_key_chars`, or not visible
+    ASCII (it must fit a header or a query parameter as it is)."""
+
+    code, title = "invalid_api_key", "Invalid API key"
+
+
+class ApiKeyNotSet(VaultError):
+    """No API key is set for this provider (or, per user, for the session's user): an admin sets
+    one (`PUT /v1/admin/api-keys/{provider}`)."""
+
+    status, code, title = 403, "api_key_not_set", "No API key set"
+
+
 class RequestTooLarge(VaultError):
     """A proxied request's body is beyond what the proxy forwards (Lambda's payload limit)."""
 

@@ -11,9 +11,13 @@ redirects, no private addresses, bounded time and bodies). Inbound credentials, 
 vault headers and hop-by-hop headers are dropped; so are the provider's `Set-Cookie` and
 hop-by-hop headers. A provider 401 refreshes the token once (single-flight) and retries an
 idempotent method once; a non-idempotent one gets the 401 and the next call a fresh token.
+At an API-key provider (flow 12, vault.apikeys) the key goes in the configured header or query
+parameter instead of a token; a 401 retries an idempotent method once with a key set meanwhile,
+or the previous key within its rotation window.
 
-One audit event per call (`proxy.call`): method, host, path, status, bytes and latency; no query,
-no header, no body.
+One audit event per call (`proxy.call`): method, host, path, status, bytes and latency, the
+credential kind (`user`, `machine`, `api_key`; for an API key which version answered); no
+query, no header, no body.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from vault import machine, tokens
-from vault.audit import decision
+from vault import apikeys, machine, tokens
+from vault.audit import Decision, decision
 from vault.caller import Caller, agent_of
 from vault.config import ProviderConfig
 from vault.egress import UpstreamAnswer
@@ -229,7 +233,14 @@ def forward(svc: Services, caller: Caller, call: HttpCall, request: ProxyRequest
             if len(request.query) > MAX_QUERY_CHARS or not _QUERY.match(request.query):
                 raise InvalidRequest("the query string is too long or not plain URL characters")
             url = _upstream_url(base, request.path, request.query)
-            answer = _call(svc, session, cached, config, url, request, started + DEADLINE_SECONDS)
+            deadline = started + DEADLINE_SECONDS
+            if config.api_key is not None:
+                d.note(credential="api_key")
+                apikeys.check_query(provider, config.api_key, request.query)
+                answer = _call_with_api_key(svc, session, config, base, request, deadline, d)
+            else:
+                d.note(credential="machine" if machine.is_machine(svc.config, provider) else "user")
+                answer = _call(svc, session, cached, config, url, request, deadline)
         except VaultError as exc:
             d.note(status=exc.extra.get("upstream_status"), latency_ms=_ms(started))
             raise
@@ -280,6 +291,63 @@ def _call_with_machine_token(
             machine.drop_rejected_token(svc, token)
     _refuse_redirect(answer)
     return answer
+
+
+def _call_with_api_key(
+    svc: Services,
+    session: Session,
+    config: ProviderConfig,
+    base: str,
+    request: ProxyRequest,
+    deadline: float,
+    d: Decision,
+) -> UpstreamAnswer:
+    """As `_call`, with the provider's (or the session user's) API key (flow 12). On a 401 to
+    an idempotent method, one retry: with a key another container set meanwhile, else with the
+    previous key while its rotation window lasts."""
+    assert config.api_key is not None
+    stored = apikeys.key_for(svc, session, request.provider)
+    answer = _send_key(svc, stored.current, config, base, request, deadline)
+    version = "current"
+    if answer.status == 401:
+        apikeys.forget(svc, stored)
+        if request.method in IDEMPOTENT and deadline - time.monotonic() > config.timeout_seconds:
+            latest = apikeys.key_for(svc, session, request.provider, fresh=True)
+            retry: str | None = None
+            if latest.current != stored.current:
+                retry = latest.current
+            elif latest.previous is not None and latest.previous_usable(
+                svc.clock(), config.api_key.rotation_window_seconds
+            ):
+                retry, version = latest.previous, "previous"
+            if retry is not None:
+                answer = _send_key(svc, retry, config, base, request, deadline)
+    d.note(api_key_version=version)
+    _refuse_redirect(answer)
+    return answer
+
+
+def _send_key(
+    svc: Services,
+    key: str,
+    config: ProviderConfig,
+    base: str,
+    request: ProxyRequest,
+    deadline: float,
+) -> UpstreamAnswer:
+    assert config.api_key is not None
+    headers, query = apikeys.inject(
+        config.api_key, key, _forwarded_headers(request.headers), request.query
+    )
+    return svc.egress.send(
+        request.method,
+        _upstream_url(base, request.path, query),
+        headers=headers,
+        body=request.body,
+        timeout=config.timeout_seconds,
+        deadline=deadline,
+        max_bytes=MAX_RESPONSE_BYTES,
+    )
 
 
 def _refuse_redirect(answer: UpstreamAnswer) -> None:

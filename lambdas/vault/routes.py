@@ -69,6 +69,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sessions/{session_id}/renew", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/authorizations", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/tokens", AGENT_API, "iam", "agent-api"),
+    Route("POST", "/v1/sessions/{session_id}/api-key", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/sessions/{session_id}/delegations", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/delegations/{delegation_id}/claim", AGENT_API, "iam", "agent-api"),
     Route("POST", "/v1/flows/{flow_id}/complete", AGENT_API, "iam", "agent-api"),
@@ -81,6 +82,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/oauth/callback/{provider}", CALLBACK, "none", "callback"),
     Route("GET", "/v1/oauth/callback", CALLBACK, "none", "callback"),
     Route("POST", "/v1/revocations", ADMIN_API, "iam", "admin-api"),
+    # API keys (flow 12): written and deleted by admins; the key in the body, never the URL
+    Route("PUT", "/v1/admin/api-keys/{provider}", ADMIN_API, "iam", "admin-api"),
+    Route("DELETE", "/v1/admin/api-keys/{provider}", ADMIN_API, "iam", "admin-api"),
     # the admin read API (flow 13): read-only, admins only
     Route("GET", "/v1/admin/sessions", ADMIN_API, "iam", "admin-api"),
     Route("GET", "/v1/admin/sessions/{session_id}", ADMIN_API, "iam", "admin-api"),

@@ -25,6 +25,7 @@ from vault.errors import SecretsUnavailable, UnknownProvider
 from vault.identity import IdentityVerifier
 from vault.oauth.client import ProviderClient
 from vault.store import Store
+from vault.store.apikeys import ApiKeyStore
 from vault.store.envelope import DataKeyCache, Envelope
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "vault_config.json"
@@ -49,6 +50,9 @@ class Settings(BaseModel):
     key_id: str = Field(min_length=1)
     callback_url: str = Field(pattern=r"^https?://")
     client_secret_prefix: str = Field(min_length=1)
+    api_key_secret_prefix: str | None = Field(default=None, min_length=1)
+    """API-key secrets' names start with this (default: beside the client secrets,
+    `.../apikey/` for `.../provider/`)."""
     vault_config_path: str = str(DEFAULT_CONFIG_PATH)
     egress_allow_loopback: bool = False
     """The proxy may call loopback addresses: set by local mode (and the tests), whose provider
@@ -63,6 +67,7 @@ class Settings(BaseModel):
             "key_id",
             "callback_url",
             "client_secret_prefix",
+            "api_key_secret_prefix",
             "vault_config_path",
             "egress_allow_loopback",
         )
@@ -74,6 +79,12 @@ class Settings(BaseModel):
             raise RuntimeError(
                 f"the vault's environment is incomplete or invalid: {missing}"
             ) from None
+
+    @property
+    def api_key_prefix(self) -> str:
+        if self.api_key_secret_prefix is not None:
+            return self.api_key_secret_prefix
+        return self.client_secret_prefix.removesuffix("provider/") + "apikey/"
 
 
 @dataclass
@@ -87,6 +98,7 @@ class Services:
     identity: IdentityVerifier
     providers: dict[str, ProviderClient]
     egress: Egress
+    api_keys: ApiKeyStore
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
@@ -111,7 +123,8 @@ def build_services(
     config = config or load_config(settings.vault_config_path)
     session = session or boto3.session.Session()
     http = urllib3.PoolManager(num_pools=8, maxsize=8)
-    secrets = SecretsProvider(boto3_client=session.client("secretsmanager", config=AWS_CLIENTS))
+    secretsmanager = session.client("secretsmanager", config=AWS_CLIENTS)
+    secrets = SecretsProvider(boto3_client=secretsmanager)
 
     def secret_of(name: str) -> Callable[[], str | None]:
         def fetch() -> str | None:
@@ -145,6 +158,7 @@ def build_services(
         identity=IdentityVerifier(config, http, clock),
         providers=providers,
         egress=Egress(allow_loopback=settings.egress_allow_loopback),
+        api_keys=ApiKeyStore(secretsmanager, settings.api_key_prefix, settings.key_id),
         clock=clock,
     )
 

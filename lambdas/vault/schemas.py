@@ -104,3 +104,37 @@ class Revocation(_Body):
         if not (self.user or self.agent or self.provider or self.grant_id):
             raise ValueError("name at least one of user, agent, provider or grant_id")
         return self
+
+
+class ApiKeyWrite(_Body):
+    """`PUT /v1/admin/api-keys/{provider}`: the key (never in a URL), and for a per-user
+    provider the user it is for."""
+
+    key: Annotated[str, StringConstraints(max_length=8192)]
+    """Checked against the provider's `api_key.max_key_chars` (400 `invalid_api_key`)."""
+    user: RevokedUser | None = None
+    """The key's user: required at a provider with `api_key.per: user`, refused otherwise."""
+
+
+class ApiKeyRequest(_Body):
+    """`POST /v1/sessions/{id}/api-key`: the key itself, for an agent with `returned` delivery."""
+
+    provider: ProviderName
+
+
+class ApiKeyUserQuery(_Body):
+    """`DELETE /v1/admin/api-keys/{provider}`'s query: a per-user key's user (both or none)."""
+
+    user_iss: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    user_sub: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+
+    @model_validator(mode="after")
+    def _both_or_none(self) -> ApiKeyUserQuery:
+        if (self.user_iss is None) != (self.user_sub is None):
+            raise ValueError("name the user with both user_iss and user_sub")
+        return self
+
+    def user(self) -> RevokedUser | None:
+        if self.user_iss is None or self.user_sub is None:
+            return None
+        return RevokedUser(iss=self.user_iss, sub=self.user_sub)

@@ -88,6 +88,8 @@ USERS: Mapping[str, str] = {"alice": "alice-password", "bob": "bob-password"}
 DEFAULT_REDIRECT_URIS = ("http://127.0.0.1/v1/oauth/callback",)
 DEFAULT_APP_REDIRECT_URIS = ("http://127.0.0.1/app/callback",)
 _STDERR_LINES = 200
+KEYED_EVENTS_PATH = "keyed/events"
+"""The keyed API's route (an API-key resource, flow 12), relative to ``calendar_api_base``."""
 CALENDAR_EVENTS_PATH = "/calendar/events"
 """The calendar API's one route, relative to its base URL (``calendar_api_base``)."""
 DPoPNoncePlace = Literal["token", "api"]
@@ -631,8 +633,9 @@ class AuthorizationServer:
         (answered 200, the calendar API's own included), ``faults_injected``,
         ``dropped_requests`` (stalled calls whose caller gave up: never processed, not counted in
         ``token_requests``), ``lost_answers`` (processed calls whose answer was withheld),
-        ``api_requests`` (calendar API calls answered 200, by scheme: ``bearer``, ``dpop``) and
-        ``api_refusals`` (the calendar API's 401/403 answers, by error code)."""
+        ``api_requests`` (calendar API calls answered 200, by scheme: ``bearer``, ``dpop``),
+        ``api_refusals`` (the calendar API's 401/403 answers, by error code), ``keyed_requests``
+        and ``keyed_refusals`` (the keyed API's 200 answers; its 401s by error code)."""
         return self._get_json(f"{self.issuer}/__test/stats")
 
     def reset_stats(self) -> None:
@@ -669,6 +672,17 @@ class AuthorizationServer:
             name: value for name, value in (("token", token), ("api", api)) if value is not None
         }
         self._post_test_hook("/__test/dpop", {"require_nonce": demand})
+
+    def set_api_keys(self, keys: Mapping[str, str]) -> None:
+        """The keys the keyed API (``keyed_url``) accepts, by label; replaces those set before.
+        It answers 200 with the label of the key it got (``key``) and where (``via``: ``header``
+        for X-Api-Key, ``authorization`` for a bearer, ``query`` for ``api_key``), else 401."""
+        self._post_test_hook("/__test/api-keys", {"keys": dict(keys)})
+
+    @property
+    def keyed_url(self) -> str:
+        """The keyed API's one route (``keyed/events`` under ``calendar_api_base``)."""
+        return f"{self.calendar_api_base}/{KEYED_EVENTS_PATH}"
 
     def dpop_nonce_demands(self) -> dict[str, bool]:
         """Where a DPoP nonce is demanded now: ``{"token": bool, "api": bool}``."""

@@ -87,6 +87,10 @@ TABLE_ENCRYPTION_ACTIONS = (
 """What DynamoDB asks of a caller of a table encrypted with this key (spelled out rather than
 `GenerateDataKey*` / `ReEncrypt*`)."""
 
+SECRET_KEY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+"""What Secrets Manager asks of a caller that puts (GenerateDataKey) or reads (Decrypt) a secret
+encrypted with this key."""
+
 TOKEN_CONTEXT_KEYS = {
     "grant": ("purpose", "user", "provider", "grant", "scopes"),
     "session": ("purpose", "user", "provider", "session", "scopes"),
@@ -141,12 +145,19 @@ class VaultKey(Construct):
         )
 
     def restrict_to(
-        self, users: Sequence[iam.IRole], *, admin_role_arn: str | None, deploy_role_arn: str
+        self,
+        users: Sequence[iam.IRole],
+        *,
+        admin_role_arn: str | None,
+        deploy_role_arn: str,
+        api_key_secrets: str | None = None,
     ) -> iam.PolicyDocument:
         """Write the key policy: `users` (the vault's function roles) are its only users.
 
         It replaces whatever constructs added on their own (e.g. Secrets Manager's
-        account-wide statement): every statement is here.
+        account-wide statement): every statement is here. `api_key_secrets`: the ARN pattern of
+        the API-key secrets (flow 12), which the vault's roles write and read through Secrets
+        Manager (each role's IAM policy narrows which).
         """
         account = iam.AccountRootPrincipal()
         user_arns = [role.role_arn for role in users]
@@ -224,6 +235,23 @@ class VaultKey(Construct):
                 ),
             ]
         )
+        if api_key_secrets is not None:
+            document.add_statements(
+                iam.PolicyStatement(
+                    sid="VaultApiKeySecrets",
+                    principals=[account],
+                    actions=list(SECRET_KEY_ACTIONS),
+                    resources=["*"],
+                    conditions={
+                        **vault_only,
+                        "StringEquals": {
+                            "kms:ViaService": secretsmanager,
+                            "kms:CallerAccount": Aws.ACCOUNT_ID,
+                        },
+                        "StringLike": {"kms:EncryptionContext:SecretARN": api_key_secrets},
+                    },
+                )
+            )
         cfn_key = self.key.node.default_child
         assert isinstance(cfn_key, kms.CfnKey)
         cfn_key.key_policy = document
@@ -256,6 +284,23 @@ class VaultKey(Construct):
             actions=sorted(actions),
             resource_arns=[self.key.key_arn],
             conditions=conditions,
+        )
+
+    def grant_secret_encryption(
+        self, grantee: iam.IGrantable, *, actions: Sequence[str], secrets: str
+    ) -> iam.Grant:
+        """Let `grantee` put (`kms:GenerateDataKey`) and/or read (`kms:Decrypt`) the secrets
+        matching the ARN pattern `secrets` through Secrets Manager, and nothing else."""
+        if not set(actions) <= set(SECRET_KEY_ACTIONS) or not actions:
+            raise ValueError(f"actions are some of {SECRET_KEY_ACTIONS}")
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=sorted(actions),
+            resource_arns=[self.key.key_arn],
+            conditions={
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"},
+                "StringLike": {"kms:EncryptionContext:SecretARN": secrets},
+            },
         )
 
     def grant_table_encryption(self, grantee: iam.IGrantable, *, write: bool) -> iam.Grant:

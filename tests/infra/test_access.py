@@ -22,7 +22,9 @@ from stacks.constructs.vault_key import TABLE_ENCRYPTION_ACTIONS, TOKEN_CONTEXT_
 from tests.infra.cfn import as_list
 from tests.infra.conftest import Synthesized, by_type
 from tests.support import apigw
+from tests.support.aws import ACCOUNT
 from tests.support.harness import (
+    API_KEY_PREFIX,
     REPLAY_TABLE,
     SECRET_PREFIX,
     TABLE,
@@ -96,7 +98,16 @@ class Recorder:
             kind = _context_kind(context) if context.get("purpose") == "token" else ""
             self.pending.append((f"kms:{op}", context.get("purpose", "?"), kind))
         elif service == "secretsmanager":
-            self.pending.append((f"secretsmanager:{op}", "secrets", ""))
+            name = str(params.get("SecretId") or params.get("Name") or "")
+            if not name.startswith(API_KEY_PREFIX):
+                self.pending.append((f"secretsmanager:{op}", "secrets", ""))
+                return
+            # an API key (flow 12): Secrets Manager uses the vault key on the caller's behalf
+            self.pending.append((f"secretsmanager:{op}", "apikeys", ""))
+            kms_use = {"GetSecretValue": "kms:Decrypt", "CreateSecret": "kms:GenerateDataKey"}
+            kms_use["PutSecretValue"] = "kms:GenerateDataKey"
+            if op in kms_use:
+                self.pending.append((kms_use[op], "apikeys", ""))
         else:
             self.pending.append((f"{service}:{op}", "?", ""))
 
@@ -180,10 +191,45 @@ def _add_machine_provider(vault: Vault, data: dict[str, Any], stand_in: str) -> 
     }
 
 
+def _add_api_key_providers(vault: Vault, data: dict[str, Any]) -> None:
+    """An API-key provider (flow 12) at the keyed API, a proxy and a `returned` agent there."""
+    data["providers"]["keyed"] = {
+        "api_base_urls": [vault.server.calendar_api_base],
+        "api_key": {"header": "X-Api-Key"},
+    }
+    data["agents"]["key-agent"] = {"role_name": "key-agent-role", "providers": {"keyed": {}}}
+    data["agents"]["key-returned"] = {
+        "role_name": "key-returned-role",
+        "providers": {"keyed": {"delivery": "returned"}},
+    }
+
+
+def _api_key_code_paths(vault: Vault) -> None:
+    """API keys (flow 12): set (created, then replaced), used by the proxy and handed out
+    (`returned`), deleted."""
+    admin = f"arn:aws:sts::{ACCOUNT}:assumed-role/vault-admin/ops"
+    path = "/v1/admin/api-keys/keyed"
+    vault.server.set_api_keys({"second": "second-key-0123456789"})
+    for key in ("first-key-0123456789", "second-key-0123456789"):
+        put = apigw.build_event("PUT", path, body=json.dumps({"key": key}), principal_arn=admin)
+        assert apigw.invoke(put).status == 200
+    proxied = vault.agent("key-agent-role")
+    assert proxied.start_session(vault.user("alice")).status == 201
+    assert proxied.proxy("GET", "keyed/events", "keyed").status == 200
+    returned = vault.agent("key-returned-role")
+    assert returned.start_session(vault.user("alice")).status == 201
+    handed = returned.call(
+        "POST", f"/v1/sessions/{returned.session_id}/api-key", {"provider": "keyed"}
+    )
+    assert handed.status == 200
+    assert apigw.invoke(apigw.build_event("DELETE", path, principal_arn=admin)).status == 200
+
+
 def _run_every_code_path(
     vault: Vault, recorder: Recorder, stand_in: str, machine_config: VaultConfig
 ) -> None:
     """Every route and branch that reaches AWS, once."""
+    _api_key_code_paths(vault)
     # Machine tokens (flow 12): fetched, then cached, by the agent API and the proxy (a 401 to a
     # POST forgets the refused token); an admin revocation by agent drops them.
     machine_agent = vault.agent("m2m-agent-role")
@@ -382,6 +428,7 @@ def recorded(
             data["providers"]["calendar"]["api_base_urls"].append(stand_in.url)
             with recorder.setup():  # seeding its secret: no function's call
                 _add_machine_provider(vault, data, stand_in.url)
+                _add_api_key_providers(vault, data)
             config = VaultConfig.model_validate(data)
             # One container per function, as in Lambda: its own data-key and secret caches (a
             # key one function made is not opened from another's cache).
@@ -448,6 +495,11 @@ def allowed(template: dict[str, Any], function: str) -> tuple[set[Access], set[s
                         access.add((action, "replay", ""))
                 elif action.startswith("kms:"):
                     equals = condition.get("StringEquals", {})
+                    if "secretsmanager." in json.dumps(equals.get("kms:ViaService", "")):
+                        secret = condition["StringLike"]["kms:EncryptionContext:SecretARN"]
+                        assert "apikey/*" in json.dumps(secret), st
+                        access.add((action, "apikeys", ""))
+                        continue
                     if "kms:ViaService" in equals:
                         assert "dynamodb." in json.dumps(equals["kms:ViaService"])
                         via_dynamodb.add(action)
@@ -461,9 +513,13 @@ def allowed(template: dict[str, Any], function: str) -> tuple[set[Access], set[s
                         ) == set(TOKEN_CONTEXT_KEYS[kind])
                     for purpose in as_list(equals["kms:EncryptionContext:purpose"]):
                         access.add((action, purpose, kind))
-                else:
-                    assert all("ProviderSecrets" in json.dumps(r) for r in as_list(st["Resource"]))
-                    access.add((action, "secrets", ""))
+                else:  # CDK merges statements that differ only in their resources
+                    for resource in as_list(st["Resource"]):
+                        if "apikey/*" in json.dumps(resource):
+                            access.add((action, "apikeys", ""))
+                        else:
+                            assert "ProviderSecrets" in json.dumps(resource), resource
+                            access.add((action, "secrets", ""))
     assert resources[role]["Type"] == "AWS::IAM::Role"
     return access, via_dynamodb
 

@@ -179,7 +179,7 @@ def _error(change: Any) -> str:
         (
             lambda d: _access(d, "mail-agent", "mail").update(delivery="carrier-pigeon"),
             "agents.mail-agent.providers.mail.delivery",
-            "'proxy', 'dpop' or 'bearer'",
+            "'proxy', 'dpop', 'bearer' or 'returned'",
         ),
         (
             lambda d: d["providers"]["mail"].update(api_base_urls=["http://mail.example.com"]),

@@ -103,8 +103,16 @@ def test_row_48_only_the_vault_roles_may_decrypt_or_make_data_keys(
     assert {s["Sid"] for s in decrypting} == {
         "VaultTableEncryption",
         "VaultReadsProviderSecrets",
+        "VaultApiKeySecrets",
         "VaultEnvelopeEncryption",
     }
+    # API keys (flow 12): only through Secrets Manager, only the API-key secrets
+    api_keys = next(s for s in decrypting if s["Sid"] == "VaultApiKeySecrets")
+    assert "secretsmanager." in json.dumps(
+        render(api_keys["Condition"]["StringEquals"]["kms:ViaService"])
+    )
+    secret_arn = json.dumps(api_keys["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"])
+    assert ":secret:agent-vault/" in secret_arn and "/apikey/*" in secret_arn
     envelope = next(s for s in decrypting if s["Sid"] == "VaultEnvelopeEncryption")
     assert envelope["Condition"]["StringEquals"] == {
         "kms:EncryptionContext:purpose": ["token", "verifier", "machine_token"]

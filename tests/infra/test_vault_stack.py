@@ -161,6 +161,8 @@ def test_one_function_per_handler_each_with_its_own_role(synthesized: Synthesize
             "POWERTOOLS_METRICS_NAMESPACE",
         }
         assert env["CLIENT_SECRET_PREFIX"] == "agent-vault/dev/provider/"
+        # API keys (flow 12): where the grants point, and what the functions would derive
+        assert env["API_KEY_SECRET_PREFIX"] == "agent-vault/dev/apikey/"
         assert env["CALLBACK_URL"].endswith("/v1/oauth/callback")
         assert env["POWERTOOLS_SERVICE_NAME"] == "agent-vault"
         # the proxy may call loopback only in local mode: never a deployed function

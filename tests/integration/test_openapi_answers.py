@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 
 from tests.support import apigw
 from tests.support.apigw import HttpAnswer
+from tests.support.aws import ACCOUNT
 from tests.support.harness import Vault
 from vault import contract, openapi
 from vault.routes import ROUTES, match_route
@@ -155,12 +156,39 @@ def test_every_route_answers_as_documented(vault: Vault, check: Contract) -> Non
     assert agent.call("DELETE", session).json["status"] == "ended"
     assert agent.call("GET", session).json["status"] == "ended"
     assert vault.callback("state=used").code == "invalid_state"
+    _api_key_routes(vault)
 
     succeeded = {route_key for route_key, status in check.seen if status[0] in "23"}
     callbacks = {r.route_key for r in ROUTES if contract.operation_for(r) is contract.CALLBACK}
     assert set(contract.OPERATIONS) <= succeeded, "an operation was not driven to success"
     assert callbacks & succeeded, "the callback was not driven to success"
     assert {status for _, status in check.seen} >= {"4XX"}
+
+
+def _api_key_routes(vault: Vault) -> None:
+    """Flow 12: an admin sets and deletes an API key; an agent with `returned` delivery gets it."""
+    data = vault.services.config.model_dump(mode="json", exclude_none=True)
+    data["providers"]["keyed"] = {
+        "api_base_urls": [vault.server.calendar_api_base],
+        "api_key": {"header": "X-Api-Key"},
+    }
+    data["agents"]["key-returned"] = {
+        "role_name": "key-returned-role",
+        "providers": {"keyed": {"delivery": "returned"}},
+    }
+    vault.redeploy(data)
+    admin = f"arn:aws:sts::{ACCOUNT}:assumed-role/vault-admin/ops"
+    path = "/v1/admin/api-keys/keyed"
+    key = json.dumps({"key": "ak_openapi_" + "k" * 24})
+    assert apigw.invoke(apigw.build_event("PUT", path, body=key, principal_arn=admin)).status == 200
+    agent = vault.agent("key-returned-role")
+    assert agent.start_session(vault.user("alice")).status == 201
+    handed = agent.call("POST", f"/v1/sessions/{agent.session_id}/api-key", {"provider": "keyed"})
+    assert handed.status == 200, handed.body
+    refused = apigw.invoke(apigw.build_event("PUT", path, body='{"key": ""}', principal_arn=admin))
+    assert refused.code == "invalid_api_key"
+    deleted = apigw.invoke(apigw.build_event("DELETE", path, principal_arn=admin))
+    assert deleted.json == {"provider": "keyed", "deleted": True}
 
 
 @pytest.mark.parametrize(

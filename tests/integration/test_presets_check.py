@@ -4,6 +4,7 @@ with what a preset expects; `python -m vault.presets check` prints the same repo
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,49 @@ def test_the_command_line_check(authorization_server: AuthorizationServer, tmp_p
     )
     missing = subprocess.run([*command, "nope"], capture_output=True, text=True, check=False)
     assert missing.returncode == 2 and "no provider named 'nope'" in missing.stderr
+
+
+def _config_file(tmp_path: Path, discovery_url: str) -> Path:
+    """A whole vault config with an OAuth provider at `discovery_url` and an API-key one."""
+    data = {
+        "providers": {
+            "local": {"discovery_url": discovery_url, "client_id": "c", "scopes": ["a"]},
+            "keyed": {"api_base_urls": ["https://api.example.com"], "api_key": {}},
+        },
+        "agents": {
+            "a": {
+                "role_name": "a-role",
+                "providers": {"local": {"scopes": ["a"], "delivery": "bearer"}, "keyed": {}},
+            }
+        },
+        "return_urls": ["https://app.example.com/return"],
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_synth_runs_the_same_providers_check_where_the_provider_is_reachable(
+    authorization_server: AuthorizationServer, tmp_path: Path
+) -> None:
+    from stacks.synth import providers_check
+
+    gate = providers_check(str(_config_file(tmp_path, authorization_server.discovery_url)))
+    assert gate.ok
+    assert gate.details == [
+        "local: ok (preset generic)",
+        "keyed: nothing to check (no discovery URL)",
+    ]
+
+
+def test_synth_skips_the_providers_check_offline_with_one_note(tmp_path: Path) -> None:
+    from stacks.synth import providers_check
+
+    with socket.socket() as closed:  # a loopback port nobody listens on: unreachable at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    gate = providers_check(str(_config_file(tmp_path, f"http://127.0.0.1:{port}/.well-known/x")))
+    assert gate.ok and gate.details == []
+    assert gate.summary == (
+        "note: providers not checked: 127.0.0.1 is not reachable (offline?); run them when online"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from agent_vault_local.runner import (
     LocalModeProcess,
 )
 from tests.local.helpers import consent, id_token_for, vault_client
+from tests.security.hygiene import HYGIENE
 
 STACK = "agent-vault-clitest-vault"
 GITHUB_SECRET = "gh-client-secret-" + "7f3a9c1e5b" * 3
@@ -234,6 +236,29 @@ def test_config_validate_and_providers_check(local: LocalInfo, state: str) -> No
     report = run_json("providers", "check", local.provider_name, "--local-state", state)
     assert report["ok"] is True and report["s256"]["advertised"] is True
     assert report["issuer"] == local.provider["issuer"]
+
+
+def test_apikey_set_reads_stdin_and_refusals_have_exit_codes(
+    local: LocalInfo,
+    state: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`apikey set|delete` against local mode (whose config has no API-key provider; the whole
+    round trip, key set then used by the proxy, is tests/security/test_attacks_apikeys.py)."""
+    where = ("--local-state", state)
+    key = "ak_local_" + secrets.token_urlsafe(24)
+    HYGIENE.add_secret(key, "API key")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
+    assert run("apikey", "set", "calendar", *where)[0] == 1  # an OAuth provider: no key
+    err = capsys.readouterr().err
+    assert "not_an_api_key_provider" in err and key not in err
+    assert run("apikey", "delete", "nowhere", *where)[0] == 1
+    assert "unknown_provider" in capsys.readouterr().err
+    # the key is never an argument; an empty stdin is a usage error before any call
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert run("apikey", "set", "calendar", *where)[0] == 2
+    assert run("apikey", "set", "calendar", "--user", "alice", *where)[0] == 2  # no --user-iss
 
 
 def test_revoke_ends_the_grant_and_its_tokens(

@@ -6,7 +6,8 @@ A pytest plugin. Registered for the whole suite by tests/conftest.py:
 
 While the suite runs it collects, without changing any behaviour:
 
-- every secret that is issued or exchanged: DPoP proofs the test agents send, users' identity
+- every secret that is issued or exchanged: DPoP proofs the test agents send, API keys admins
+  set, users' identity
   tokens, `code` and `state` of every callback, every access, refresh and ID token the
   provider answers, every authorization code, PKCE verifier, refresh token, client secret and
   revoked token the vault sends to the provider (observed at urllib3, the vault's HTTP client),
@@ -177,7 +178,11 @@ class Hygiene:
         proof = headers.get("dpop")
         if isinstance(proof, str) and _is_signed_proof(proof):
             self.add_secret(proof, "DPoP proof")
-        self._register_body(event.get("body"), bool(event.get("isBase64Encoded")))
+        self._register_body(
+            event.get("body"),
+            bool(event.get("isBase64Encoded")),
+            api_key=path.startswith("/v1/admin/api-keys/"),
+        )
         if path == "/v1/oauth/callback" or path.startswith("/v1/oauth/callback/"):
             query = dict(parse_qsl(str(event.get("rawQueryString", "")), keep_blank_values=True))
             self.add_secret(query.get("code"), "authorization code")
@@ -188,6 +193,13 @@ class Hygiene:
                 self.add_secret(json.loads(body).get("access_token"), "access token")
             except (ValueError, AttributeError):
                 self.add_text(f"token answer of {route} (not JSON)", body)
+            return
+        if path.endswith("/api-key") and answer.status == 200:
+            # an API key handed to an agent with `returned` delivery: what the answer is for
+            try:
+                self.add_secret(json.loads(body).get("api_key"), "API key")
+            except (ValueError, AttributeError):
+                self.add_text(f"API key answer of {route} (not JSON)", body)
             return
         if answer.status == 201 and path.endswith("/authorizations"):
             url = (answer.json or {}).get("authorization_url", "")
@@ -201,7 +213,7 @@ class Hygiene:
             self.add_secret(_query(location).get("binding_code"), "binding code")
             self.add_text(f"redirect built by {route}", _without(location, ("binding_code",)))
 
-    def _register_body(self, raw: Any, is_base64: bool) -> None:
+    def _register_body(self, raw: Any, is_base64: bool, *, api_key: bool = False) -> None:
         if not isinstance(raw, str):
             return
         try:
@@ -210,6 +222,8 @@ class Hygiene:
             return
         if isinstance(document, dict):
             self.add_secret(document.get("binding_code"), "binding code")
+            if api_key:  # an admin's PUT /v1/admin/api-keys/{provider}
+                self.add_secret(document.get("key"), "API key")
         user = document.get("user") if isinstance(document, dict) else None
         token = user.get("id_token") if isinstance(user, dict) else None
         if isinstance(token, str) and "iss" in _jws_parts(token)[1]:

@@ -45,6 +45,8 @@ CALLBACK_URLS = (*(f"{CALLBACK_URL}/{name}" for name in TEST_PROVIDERS), CALLBAC
 APP_REDIRECT_URI = "http://127.0.0.1:8765/app/callback"
 RETURN_URL = "https://app.example.test/consent/return"
 SECRET_PREFIX = "agent-vault/test/provider/"
+API_KEY_PREFIX = "agent-vault/test/apikey/"
+"""Where the vault keeps API keys (flow 12): derived from SECRET_PREFIX, as in the stack."""
 USERS = {"alice": "alice-password", "bob": "bob-password"}
 
 

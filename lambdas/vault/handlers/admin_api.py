@@ -1,7 +1,7 @@
-"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only), the
-read API's routes (`vault.handlers.admin_read`); and the scheduled sweep of consents nobody
-bound. The sweep runs here because this function may already open every token to revoke it: the
-reaper stays unable to open a refresh token."""
+"""Admin routes: revocation by user, agent, provider or grant (IAM-authorized, admins only), API
+keys set and deleted (flow 12), the read API's routes (`vault.handlers.admin_read`); and the
+scheduled sweep of consents nobody bound. The sweep runs here because this function may already
+open every token to revoke it: the reaper stays unable to open a refresh token."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vault import revocation
+from vault import apikeys, revocation
 from vault.audit import decision
 from vault.caller import caller_from
 from vault.handlers import admin_read
 from vault.handlers.http import json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
 from vault.runtime import services
-from vault.schemas import Revocation
+from vault.schemas import ApiKeyWrite, Revocation
 
 app = make_resolver()
 app.include_router(admin_read.router)
@@ -28,6 +28,26 @@ app.include_router(admin_read.router)
 def revoke() -> Response[str]:
     body = parse_body(app, Revocation)
     answer = revocation.revoke(services(), caller_from(app.current_event.raw_event), body)
+    return json_response(200, answer)
+
+
+@app.put("/v1/admin/api-keys/<provider>")
+def set_api_key(provider: str) -> Response[str]:
+    answer = apikeys.set_key(
+        services(),
+        caller_from(app.current_event.raw_event),
+        provider,
+        lambda: parse_body(app, ApiKeyWrite),
+    )
+    return json_response(200, answer)
+
+
+@app.delete("/v1/admin/api-keys/<provider>")
+def delete_api_key(provider: str) -> Response[str]:
+    query = dict(app.current_event.query_string_parameters or {})
+    answer = apikeys.delete_key(
+        services(), caller_from(app.current_event.raw_event), provider, query
+    )
     return json_response(200, answer)
 
 

@@ -9,13 +9,14 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from vault import consent, delegation, machine, revocation, sessions, tokens
+from vault import apikeys, consent, delegation, machine, revocation, sessions, tokens
 from vault.caller import caller_from
 from vault.handlers import connections_api
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
 from vault.observability import logger, metrics
 from vault.runtime import services
 from vault.schemas import (
+    ApiKeyRequest,
     CompleteFlow,
     RenewSession,
     StartAuthorization,
@@ -90,6 +91,15 @@ def get_token(session_id: str) -> Response[str]:
     body = parse_body(app, TokenRequest)
     flow = machine if machine.is_machine(services().config, body.provider) else tokens
     answer = flow.get_token(
+        services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
+    )
+    return json_response(200, answer)
+
+
+@app.post("/v1/sessions/<session_id>/api-key")
+def get_api_key(session_id: str) -> Response[str]:
+    body = parse_body(app, ApiKeyRequest)
+    answer = apikeys.get_key(
         services(), caller_from(app.current_event.raw_event), session_id, http_call(app), body
     )
     return json_response(200, answer)

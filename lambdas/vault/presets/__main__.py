@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if provider is None:
         print(f"no provider named {args.name!r} in {args.config}", file=sys.stderr)
         return 2
+    if provider.api_key is not None:
+        print(f"provider {args.name!r} is an API-key provider: it has no OAuth metadata to check")
+        return 0
     try:
         report = check(args.name, provider)
     except VaultError as exc:

@@ -9,14 +9,17 @@ notes are differences worth a look (a preset older than the provider's metadata)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 
 from vault import presets
 from vault.config import ProviderConfig
+from vault.errors import VaultError
 from vault.oauth.client import ProviderClient
 
 
@@ -146,3 +149,73 @@ def _compare(notes: list[str], what: str, advertised: bool, expected: bool | Non
         notes.append(f"the preset expects {what}; the metadata does not advertise it")
     else:
         notes.append(f"the metadata advertises {what}, which the preset does not expect")
+
+
+@dataclass(frozen=True)
+class ProvidersCheck:
+    """`check` for every provider of a config (what `make synth` prints)."""
+
+    reports: dict[str, CheckReport] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """Providers whose discovery document could not be read: why."""
+    skipped: list[str] = field(default_factory=list)
+    """API-key providers and providers without a discovery URL: nothing to read."""
+    offline: str | None = None
+    """Why nothing was checked (the network is unreachable), else None."""
+
+    def lines(self) -> list[str]:
+        if self.offline is not None:
+            return [f"note: providers not checked: {self.offline}"]
+        out: list[str] = []
+        for name, report in self.reports.items():
+            verdict = "ok" if report.ok else "NOT OK"
+            out.append(f"{name}: {verdict} (preset {report.preset})")
+            out += [f"  PROBLEM: {p}" for p in report.problems]
+            out += [f"  note: {n}" for n in report.notes]
+        out += [f"{name}: discovery unreadable: {why}" for name, why in self.unreadable.items()]
+        out += [f"{name}: nothing to check (no discovery URL)" for name in self.skipped]
+        return out
+
+
+def reachable(url: str, timeout_seconds: float) -> bool:
+    """Whether a TCP connection to the URL's host opens within the timeout."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_seconds):
+            return True
+    except (OSError, UnicodeError):
+        return False
+
+
+def check_providers(
+    providers: Mapping[str, ProviderConfig],
+    *,
+    timeout_seconds: float = 3.0,
+    http: urllib3.PoolManager | None = None,
+) -> ProvidersCheck:
+    """`check` each provider with a discovery URL, each read bounded by `timeout_seconds`; none
+    at all (`offline`) when the first one's host cannot be reached."""
+    readable = {n: p for n, p in providers.items() if p.api_key is None and p.discovery_url}
+    skipped = [n for n in providers if n not in readable]
+    if not readable:
+        return ProvidersCheck(skipped=skipped)
+    probe = next(iter(readable.values())).discovery_url
+    assert probe is not None
+    if not reachable(probe, timeout_seconds):
+        host = urlsplit(probe).hostname
+        return ProvidersCheck(
+            skipped=skipped, offline=f"{host} is not reachable (offline?); run them when online"
+        )
+    pool = http or urllib3.PoolManager()
+    reports: dict[str, CheckReport] = {}
+    unreadable: dict[str, str] = {}
+    for name, provider in readable.items():
+        bounded = provider.model_copy(
+            update={"timeout_seconds": min(provider.timeout_seconds, timeout_seconds)}
+        )
+        try:
+            reports[name] = check(name, bounded, pool)
+        except VaultError as exc:
+            unreadable[name] = exc.detail
+    return ProvidersCheck(reports=reports, unreadable=unreadable, skipped=skipped)

@@ -41,6 +41,9 @@
 //   DPOP_NONCE           comma-separated places that demand a DPoP nonce: `token` (the token
 //                        endpoint), `api` (the calendar API); default none. The test hook
 //                        POST /__test/dpop changes it at run time.
+//   API_KEYS             JSON {"<label>": "<key>", ...}: the keys the keyed API accepts (GET or
+//                        POST /api/keyed/events; header X-Api-Key, Authorization: Bearer, or
+//                        query api_key); default none. POST /__test/api-keys replaces them.
 //   EXIT_WITH_STDIN      1 = exit when stdin reaches end of file (the parent went away)
 //   NODE_MODULES_DIR     where to find oidc-provider if not in a node_modules above this file
 //
@@ -155,6 +158,9 @@ function freshStats() {
     lost_answers: 0,
     // calendar API calls: answered 200 by scheme, and refused (401/403) by error
     api_requests: { bearer: 0, dpop: 0 },
+    // the keyed API's calls: answered 200, and refused (401) by error
+    keyed_requests: 0,
+    keyed_refusals: {},
     api_refusals: {},
   };
 }
@@ -915,6 +921,45 @@ async function calendarRoute(issuer, req, res) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The keyed API: a resource that takes a static API key (Agent Vault's API-key providers, flow
+// 12), in a header or a query parameter. It answers which configured key (by label) it got,
+// never the key.
+
+const KEYED_PATH = '/api/keyed/events';
+let apiKeys = parseApiKeys(env.API_KEYS ? JSON.parse(env.API_KEYS) : {});
+
+function parseApiKeys(value) {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Error('expected {"<label>": "<key>", ...}');
+  }
+  const keys = new Map();
+  for (const [label, key] of Object.entries(value)) {
+    if (typeof key !== 'string' || key.length === 0) throw new Error(`key ${label} must be a non-empty string`);
+    keys.set(key, label);
+  }
+  return keys;
+}
+
+function keyedRoute(req, res, url) {
+  if (req.method !== 'GET' && req.method !== 'POST') {
+    send(res, 405, { error: 'method_not_allowed' }, { allow: 'GET, POST' });
+    return;
+  }
+  const given = [];
+  if (req.headers['x-api-key'] !== undefined) given.push(['header', req.headers['x-api-key']]);
+  const bearer = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization ?? '');
+  if (bearer) given.push(['authorization', bearer[1]]);
+  for (const value of url.searchParams.getAll('api_key')) given.push(['query', value]);
+  if (given.length !== 1 || !apiKeys.has(given[0][1])) {
+    bump(stats.keyed_refusals, given.length > 1 ? 'api_key_twice' : 'invalid_api_key');
+    send(res, 401, { error: given.length > 1 ? 'api_key_twice' : 'invalid_api_key' });
+    return;
+  }
+  stats.keyed_requests += 1;
+  send(res, 200, { events: todaysEvents(), key: apiKeys.get(given[0][1]), via: given[0][0] });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Test hooks (loopback callers only).
 
 async function testRoute(issuer, req, res, url) {
@@ -965,6 +1010,15 @@ async function testRoute(issuer, req, res, url) {
       return;
     }
     send(res, 200, { require_nonce: dpopNonce });
+  } else if (route === 'POST /__test/api-keys') {
+    try {
+      const text = await readBody(req);
+      apiKeys = parseApiKeys((text ? JSON.parse(text) : {})?.keys);
+    } catch (err) {
+      send(res, 400, { error: 'invalid_request', error_description: String(err.message) });
+      return;
+    }
+    send(res, 200, { labels: [...apiKeys.values()] });
   } else if (route === 'GET /__test/introspect') {
     const token = url.searchParams.get('token');
     if (!token) {
@@ -990,6 +1044,7 @@ const server = http.createServer((req, res) => {
   if (url.pathname.startsWith('/__test/')) work = testRoute(issuer, req, res, url);
   else if (url.pathname.startsWith('/interaction/')) work = interactionRoute(provider, req, res, url);
   else if (url.pathname === CALENDAR_PATH) work = calendarRoute(issuer, req, res);
+  else if (url.pathname === KEYED_PATH) work = Promise.resolve().then(() => keyedRoute(req, res, url));
   else {
     providerCallback(req, res);
     return;
