@@ -194,7 +194,7 @@ def _money_rows(result: dict[str, Any], verdict: Callable[[list[str], str], str]
     if "cost" in result:
         lines = sorted(result["cost"]["lines_per_million_usd"].items(), key=lambda kv: -kv[1])
         parts = ", ".join(f"{k.split(' (')[0]} {v:.2f}" for k, v in lines if v >= 0.005)
-        limit = f"≤ ${result['agentcore_cost_per_million_usd'] / 4:.2f}"
+        limit = f"≤ ${result['agentcore_cost_per_million_usd'] / 5:.2f}"
         rows.append(
             f"| cost per million warm retrievals | ${result['cost_per_million_usd']:.2f} "
             f"({parts}) vs AgentCore Identity's ${result['agentcore_cost_per_million_usd']:g} "
