@@ -335,9 +335,12 @@ RSS_HEADROOM = 1.5
 def handler_rss_mb() -> float:
     """Peak RSS of a fresh interpreter that imported the agent API's handler (MB), as it would
     be at the end of INIT (before the first request builds its clients)."""
+    # VmHWM: the peak RSS of this process's own memory (getrusage's ru_maxrss would carry the
+    # parent's peak across fork + exec)
     code = (
-        "import resource, vault.handlers.agent_api; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import vault.handlers.agent_api, pathlib; "
+        "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines() "
+        "if l.startswith('VmHWM:')][0].split()[1])"
     )
     env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     done = subprocess.run(
