@@ -9,6 +9,7 @@ new session token in one transaction; concurrent callers wait for its result.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from vault.errors import (
     ProofReplayed,
     ProviderError,
     SessionEnded,
+    StorageUnavailable,
     StoredDataInvalid,
 )
 from vault.models import Grant, Session, SessionToken, scope_key, token_context
@@ -323,7 +325,12 @@ def _mint(
             sleep_until(svc, holder.expected())
             continue
         # whoever held the lease before us may have minted exactly this token
-        existing = minted()
+        try:
+            existing = minted()
+        except BaseException:  # storage failing: no refresh started, give the lease back
+            with contextlib.suppress(StorageUnavailable):
+                svc.store.grants.release_lease(grant, owner)
+            raise
         if existing is not None:
             svc.store.grants.release_lease(grant, owner)
             return existing, False
