@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from typing import Any
 
 from bench.prices import HOURS_PER_MONTH, PRICES, price
@@ -156,7 +159,9 @@ def per_million(
         route_key=route_key,
     )
     lambda_log_bytes = warm["log_bytes_per_request"]
-    log_gb = (lambda_log_bytes + access_bytes + trail_log_bytes) / 1e9
+    log_gb = (lambda_log_bytes + trail_log_bytes) / 1e9
+    access_infrequent = facts.get("access_log_class") == "INFREQUENT_ACCESS"
+    access_price = price("logs_ingest_gb_infrequent" if access_infrequent else "logs_ingest_gb")
 
     cold_ms = init_cpu_ms
     if cold_ms is None:
@@ -184,8 +189,12 @@ def per_million(
         f"CloudTrail data events ({data_events:g}: '{facts['audit_data_events']}' selectors)": (
             data_events * price("cloudtrail_data_event")
         ),
-        f"CloudWatch Logs ingestion ({lambda_log_bytes:.0f} B function + {access_bytes} B "
-        f"access log + {trail_log_bytes:.0f} B trail)": log_gb * price("logs_ingest_gb"),
+        f"CloudWatch Logs ingestion ({lambda_log_bytes:.0f} B function + {trail_log_bytes:.0f} B"
+        " trail)": log_gb * price("logs_ingest_gb"),
+        f"CloudWatch Logs ingestion, access log ({access_bytes} B, "
+        f"{'Infrequent Access' if access_infrequent else 'Standard'} class)": access_bytes
+        / 1e9
+        * access_price,
         f"X-Ray traces ({a['xray_sampled_fraction']:.0%} sampled)": (
             a["xray_sampled_fraction"] * price("xray_trace")
             if facts.get("lambda_tracing_active")
@@ -200,7 +209,7 @@ def per_million(
         "lines_per_million_usd": million,
         "agentcore_cost_per_million_usd": agentcore,
         "ratio_to_agentcore": round(total / agentcore, 3),
-        "target_ratio": 0.25,
+        "target_ratio": 0.2,
         "billed_ms": billed_ms,
         "compute_ms_scaled": round(compute_ms, 2),
         "aws_round_trip_allowance_ms": round(round_trips, 1),
@@ -315,3 +324,75 @@ def idle_monthly(facts: dict[str, Any]) -> dict[str, Any]:
 
 def prices_used() -> dict[str, float]:
     return {name: p.usd for name, p in PRICES.items()}
+
+
+MEMORY_SIZES_MB = (128, 256, 384, 512, 768, 1024)
+RSS_HEADROOM = 1.5
+"""A memory size is counted as fitting if it holds the handler's measured peak RSS x 1.5
+(the runtime's own process, the clients built at the first request, response bodies)."""
+
+
+def handler_rss_mb() -> float:
+    """Peak RSS of a fresh interpreter that imported the agent API's handler (MB), as it would
+    be at the end of INIT (before the first request builds its clients)."""
+    # VmHWM: the peak RSS of this process's own memory (getrusage's ru_maxrss would carry the
+    # parent's peak across fork + exec)
+    code = (
+        "import vault.handlers.agent_api, pathlib; "
+        "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines() "
+        "if l.startswith('VmHWM:')][0].split()[1])"
+    )
+    env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return round(int(done.stdout.split()[-1]) / 1024, 1)
+
+
+def memory_curve(
+    warm: dict[str, Any],
+    facts: dict[str, Any],
+    cold: dict[str, Any],
+    *,
+    caller_arn: str,
+    response_bytes: int,
+    rss_mb: float,
+) -> dict[str, Any]:
+    """The cost per million warm retrievals and the warm latency at each memory size, from the
+    same measured compute (`per_million` at that size: Lambda's CPU share is memory / 1769 MB
+    of a vCPU, so CPU-bound time scales by 1769 / memory and the AWS round trips do not), and
+    which sizes hold the handler's measured RSS with headroom. The cheapest size that fits is
+    the choice: at a CPU share proportional to memory, the GB-seconds of the CPU-bound part are
+    the same at every size and only the waiting part costs more with more memory, so smaller is
+    cheaper until the memory does not fit (the latency is the price of that)."""
+    rows = []
+    for memory in MEMORY_SIZES_MB:
+        priced = per_million(
+            warm,
+            {**facts, "lambda_memory_mb": memory},
+            cold,
+            caller_arn=caller_arn,
+            response_bytes=response_bytes,
+        )
+        duration = next(v for k, v in priced["lines_per_million_usd"].items() if "duration" in k)
+        init = next(v for k, v in priced["lines_per_million_usd"].items() if "INIT" in k)
+        rows.append(
+            {
+                "memory_mb": memory,
+                "fits": memory >= rss_mb * RSS_HEADROOM,
+                "billed_ms": priced["billed_ms"],
+                "compute_ms_scaled": priced["compute_ms_scaled"],
+                "lambda_duration_per_million_usd": duration,
+                "lambda_init_per_million_usd": init,
+                "cost_per_million_usd": priced["cost_per_million_usd"],
+            }
+        )
+    fitting = [r for r in rows if r["fits"]]
+    choice = min(fitting, key=lambda r: (r["cost_per_million_usd"], r["billed_ms"]))
+    return {
+        "rss_mb": rss_mb,
+        "rss_headroom": RSS_HEADROOM,
+        "rows": rows,
+        "cheapest_fitting_mb": choice["memory_mb"],
+        "deployed_mb": facts["lambda_memory_mb"],
+    }

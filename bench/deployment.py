@@ -96,6 +96,7 @@ def _facts() -> dict[str, Any]:
         "trail_to_cloudwatch_logs": "send_to_cloud_watch_logs=True"
         in (constructs / "audit_trail.py").read_text(encoding="utf-8"),
         "access_log_format": vault_api.ACCESS_LOG_FORMAT,
+        "access_log_class": vault_api.ACCESS_LOG_CLASS.value,
         "providers": sorted(config.providers),
         "secrets": len(config.providers),
         # the alarm() call sites: Api5xx, <fn>Errors and <fn>Throttles per function, DeadLetters

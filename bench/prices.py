@@ -65,6 +65,11 @@ PRICES: dict[str, Price] = {
         "GB ingested, CloudWatch Logs Standard (also vended logs, first 10 TB)",
         "Amazon CloudWatch pricing",
     ),
+    "logs_ingest_gb_infrequent": Price(
+        0.25,
+        "GB ingested, CloudWatch Logs Infrequent Access class",
+        "Amazon CloudWatch pricing",
+    ),
     "xray_trace": Price(
         5.00 / 1e6, "trace recorded (first 100,000 a month free)", "AWS X-Ray pricing"
     ),

@@ -33,7 +33,9 @@ from vault.models import MachineToken, Session
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
+from vault.singleflight import Look, await_result, holder_of
 from vault.store import Conflict
+from vault.store.grants import Lease
 
 
 def is_machine(config: VaultConfig, provider: str) -> bool:
@@ -138,31 +140,48 @@ def obtain(
     repo = svc.store.machine
     timeout = svc.provider(provider).config.timeout_seconds
     lease_seconds = 2 * timeout + 5
-    deadline = svc.clock() + lease_seconds + 2
-    owner = uuid.uuid4().hex
-    delay = tokens.WAIT_FIRST_DELAY
-    current = repo.get(agent, provider, scopes)
-    while True:
-        if current is not None and current.status != "active":
+
+    def active(token: MachineToken | None) -> MachineToken | None:
+        if token is not None and token.status != "active":
             raise Busy(
                 f"a revocation of agent {agent!r}'s machine token at {provider!r} is under way;"
                 " retry shortly"
             )
-        now = svc.clock()
-        if _usable(current, seen, now, rejected):
-            assert current is not None
-            return current, False
-        leased = repo.acquire_lease(agent, provider, scopes, owner, now, now + lease_seconds)
-        if leased is not None:
-            if _usable(leased, seen, svc.clock(), rejected):  # stored just before our lease
-                repo.release_lease(leased, owner)
-                return leased, False
-            return _fetch(svc, leased, owner), True
-        if svc.clock() > deadline:
-            raise Busy("another request is fetching this machine token; retry shortly")
-        svc.sleep(delay)
-        delay = min(delay * 2, tokens.WAIT_MAX_DELAY)
-        current = repo.get(agent, provider, scopes)
+        return token
+
+    def look() -> Look[MachineToken]:
+        token = active(repo.get(agent, provider, scopes))
+        usable = _usable(token, seen, svc.clock(), rejected)
+        holder = token.lease_owner if token is not None and token.lease_owner else ""
+        return Look(token if usable else None, holder)
+
+    current = look().result
+    if current is not None:
+        return current, False
+    owner = uuid.uuid4().hex
+    now = svc.clock()
+    lease = Lease(owner=owner, since=now, until=now + lease_seconds)
+    found, held = repo.acquire_lease(agent, provider, scopes, lease)
+    active(found)
+    if found is not None and _usable(found, seen, svc.clock(), rejected):
+        if held:  # stored just before our lease
+            repo.release_lease(found, owner)
+        return found, False
+    if held:
+        assert found is not None
+        return _fetch(svc, found, owner), True
+    # another request is fetching it: wait for its token without polling (two reads at most)
+    assert found is not None
+    holder = holder_of(
+        found.lease_owner,
+        found.lease_since,
+        found.lease_until,
+        found.fetch_seconds,
+        seen_at=svc.clock(),
+        lease=lease_seconds,
+    )
+    busy = "another request is fetching this machine token; retry shortly"
+    return await_result(svc, holder, look, busy), False
 
 
 def _fetch(svc: Services, leased: MachineToken, owner: str) -> MachineToken:
@@ -195,6 +214,7 @@ def _fetch(svc: Services, leased: MachineToken, owner: str) -> MachineToken:
                 f" {sorted(scopes)} asked for: check the client's scopes there",
                 provider=provider,
             )
+        took = max(0.0, svc.clock() - (leased.lease_since or svc.clock()))
         now = svc.now()
         token = MachineToken(
             agent=leased.agent,
@@ -204,6 +224,7 @@ def _fetch(svc: Services, leased: MachineToken, owner: str) -> MachineToken:
             expires_at=now + answer.expires_in,
             lifetime=answer.expires_in,
             fetched_at=now,
+            fetch_seconds=round(took, 3),
         )
         try:
             repo.store(token, owner)

@@ -215,6 +215,13 @@ class Grant:
     broken_reason: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    lease_since: float | None = None
+    """When the lease holder took it: its waiters sleep until it should be done
+    (`vault.singleflight`)."""
+    lease_for: str | None = None
+    """The session token the holder is minting (`<session id>#<scope key>`)."""
+    refresh_seconds: float | None = None
+    """How long the last refresh held the lease: what its waiters expect the next to take."""
     lease_abandoned: bool = False
     """Not stored: set by `acquire_lease` when the previous lease ran out unreleased (its
     holder's refresh may have rotated the refresh token; the outcome is unknown)."""
@@ -250,6 +257,10 @@ class MachineToken:
     status: str = "active"  # active | revoking
     lease_owner: str | None = None
     lease_until: float | None = None
+    lease_since: float | None = None
+    """When the lease holder took it (see `Grant.lease_since`)."""
+    fetch_seconds: float | None = None
+    """How long the fetch of the stored token held the lease (see `Grant.refresh_seconds`)."""
 
     @property
     def context(self) -> dict[str, str]:

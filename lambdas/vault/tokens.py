@@ -9,6 +9,7 @@ new session token in one transaction; concurrent callers wait for its result.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -26,9 +27,10 @@ from vault.errors import (
     ProofReplayed,
     ProviderError,
     SessionEnded,
+    StorageUnavailable,
     StoredDataInvalid,
 )
-from vault.models import Grant, Session, SessionToken, token_context
+from vault.models import Grant, Session, SessionToken, scope_key, token_context
 from vault.oauth.client import AnswerLost
 from vault.policy import (
     check_agent_policy,
@@ -42,14 +44,15 @@ from vault.revocation import revoke_plain, revoke_tokens, upstream_at_session_en
 from vault.runtime import Services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall, authorize_session_call
+from vault.singleflight import Look, await_result, holder_of, sleep_until
 from vault.store import Conflict
+from vault.store.grants import Lease
 
 MAX_REUSE_MARGIN_SECONDS = 60
 REUSE_MARGIN_FRACTION = 0.5
 """A cached token is handed out only while at least `min(60 s, half its lifetime)` of it is left:
 an hour-long token keeps a minute for the agent to use it, and a provider's short-lived tokens
 (minutes or seconds) are still cached for half their life instead of refreshed on every request."""
-WAIT_FIRST_DELAY, WAIT_MAX_DELAY = 0.02, 0.25
 TOKEN_PROOF_HEADER = "X-Agent-Vault-Token-DPoP"  # noqa: S105 (a header name)  # nosec B105
 """Carries a `dpop` agent's proof for the provider's token endpoint (flow 11)."""
 
@@ -268,54 +271,93 @@ def _mint(
 ) -> tuple[SessionToken, bool]:
     """A fresh token for (session, scopes): refreshed by us, or by the caller holding the lease.
     `seen` is the stale token (or None) this request found: anything else is newly minted;
-    `rejected`: the provider refused `seen`, so it is not taken however fresh it looks."""
-    grant = svc.store.grants.get(session.user, session.grantee, provider)
-    _require_usable(grant, provider, session.session_id, scopes)
-    assert grant is not None
+    `rejected`: the provider refused `seen`, so it is not taken however fresh it looks.
+
+    The lease attempt is also the read of the grant (one request). A caller that loses it to a
+    holder minting this same token waits for that token without polling
+    (`vault.singleflight`: two reads at most); one that loses it to a holder minting another
+    token of the grant (another session's, or other scopes) waits until that holder should be
+    done and tries the lease once more; either way at most 3 requests, then 503."""
     timeout = svc.provider(provider).config.timeout_seconds
     lease_seconds = 2 * timeout + 5
-    deadline = svc.clock() + lease_seconds + 2
     owner = uuid.uuid4().hex
-    delay = WAIT_FIRST_DELAY
-    while True:
-        now = svc.clock()
-        leased = svc.store.grants.acquire_lease(grant, owner, now, now + lease_seconds)
-        if leased is not None:
-            # whoever held the lease before us may have minted exactly this token
-            existing = svc.store.sessions.get_token(session.session_id, provider, scopes)
-            if _usable(existing, seen, svc.clock(), delivery, rejected=rejected):
-                svc.store.grants.release_lease(leased, owner)
-                assert existing is not None
-                return existing, False
-            with decision(
-                "grant.refresh",
-                agent=leased.agent,
-                user=leased.user,
-                provider=leased.provider,
-                scopes=scopes,
-                session_id=session.session_id,
-                grant_id=leased.grant_id,
-            ) as refreshing:
-                if leased.lease_abandoned and svc.provider(provider).config.rotates_refresh_tokens:
-                    # the last holder never reported back (crashed, or its result was not
-                    # stored): its refresh may have rotated the token we hold, so never replay it
-                    raise _outcome_unknown(svc, session, leased, scopes, refreshing)
-                minted = _refresh(
-                    svc, session, leased, scopes, owner, delivery, dpop_proof, refreshing
-                )
-                return minted, True
+    purpose = f"{session.session_id}#{scope_key(scopes)}"
+
+    def minted() -> SessionToken | None:
         existing = svc.store.sessions.get_token(session.session_id, provider, scopes)
-        if _usable(existing, seen, svc.clock(), delivery, rejected=rejected):
-            assert existing is not None
+        return (
+            existing if _usable(existing, seen, svc.clock(), delivery, rejected=rejected) else None
+        )
+
+    def look() -> Look[SessionToken]:
+        grant, existing = svc.store.grants.with_token(
+            session.user, session.grantee, provider, session.session_id, scopes
+        )
+        usable = _usable(existing, seen, svc.clock(), delivery, rejected=rejected)
+        holder = grant.lease_owner if grant is not None and grant.lease_owner else ""
+        return Look(existing if usable else None, holder)
+
+    for attempt in (1, 2):
+        now = svc.clock()
+        lease = Lease(owner=owner, since=now, until=now + lease_seconds, purpose=purpose)
+        grant, held = svc.store.grants.acquire_lease(session.user, session.grantee, provider, lease)
+        try:
+            _require_usable(grant, provider, session.session_id, scopes)
+        except ConsentRequired:
+            if held:  # a grant that does not cover the scopes: give its lease back
+                assert grant is not None
+                svc.store.grants.release_lease(grant, owner)
+            raise
+        assert grant is not None
+        if not held:
+            holder = holder_of(
+                grant.lease_owner,
+                grant.lease_since,
+                grant.lease_until,
+                grant.refresh_seconds,
+                seen_at=svc.clock(),
+                lease=lease_seconds,
+            )
+            if grant.lease_for == purpose:  # the holder mints this very token
+                return await_result(svc, holder, look, BUSY), False
+            if attempt == 2:
+                break
+            sleep_until(svc, holder.expected())
+            continue
+        # whoever held the lease before us may have minted exactly this token
+        try:
+            existing = minted()
+        except BaseException:  # storage failing: no refresh started, give the lease back
+            with contextlib.suppress(StorageUnavailable):
+                svc.store.grants.release_lease(grant, owner)
+            raise
+        if existing is not None:
+            svc.store.grants.release_lease(grant, owner)
             return existing, False
-        current = svc.store.grants.get(session.user, session.grantee, provider)
-        _require_usable(current, provider, session.session_id, scopes)
-        assert current is not None
-        grant = current
-        if svc.clock() > deadline:
-            raise Busy("another request is refreshing this grant; retry shortly")
-        svc.sleep(delay)
-        delay = min(delay * 2, WAIT_MAX_DELAY)
+        with decision(
+            "grant.refresh",
+            agent=grant.agent,
+            user=grant.user,
+            provider=grant.provider,
+            scopes=scopes,
+            session_id=session.session_id,
+            grant_id=grant.grant_id,
+        ) as refreshing:
+            if grant.lease_abandoned and svc.provider(provider).config.rotates_refresh_tokens:
+                # the last holder never reported back (crashed, or its result was not
+                # stored): its refresh may have rotated the token we hold, so never replay it
+                raise _outcome_unknown(svc, session, grant, scopes, refreshing)
+            token = _refresh(svc, session, grant, scopes, owner, delivery, dpop_proof, refreshing)
+            return token, True
+    raise Busy(BUSY)
+
+
+BUSY = "another request is refreshing this grant; retry shortly"
+
+
+def _took(svc: Services, grant: Grant) -> float:
+    """How long this request has held the grant's lease: what the next refresh's waiters expect."""
+    return max(0.0, svc.clock() - (grant.lease_since or svc.clock()))
 
 
 def _require_usable(
@@ -435,7 +477,9 @@ def _refresh(
     )
     broader = answer.scopes is not None and not set(answer.scopes) <= set(scopes)
     try:
-        svc.store.grants.store_refresh(grant, owner, new_refresh, None if broader else token, now)
+        svc.store.grants.store_refresh(
+            grant, owner, new_refresh, None if broader else token, now, _took(svc, grant)
+        )
     except Conflict as exc:
         _lost_commit(svc, session, grant, owner, token, new_refresh, answer, now, refreshing)
         refreshing.conclude("failed", reason="lease_lost")
@@ -501,7 +545,7 @@ def _lost_commit(
     # a rotated refresh token, then revoke the access token as the session's end would have
     if current.lease_owner == owner:
         try:
-            svc.store.grants.store_refresh(grant, owner, new_refresh, None, now)
+            svc.store.grants.store_refresh(grant, owner, new_refresh, None, now, _took(svc, grant))
         except Conflict:
             svc.store.grants.release_lease(grant, owner)
     revoked = revoke_tokens(svc, [token], session_end=True, stored=False)

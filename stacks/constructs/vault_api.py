@@ -65,6 +65,12 @@ ACCESS_LOG_FORMAT = json.dumps(
 )
 
 
+ACCESS_LOG_CLASS = logs.LogGroupClass.INFREQUENT_ACCESS
+"""The access log is read when something is investigated (Logs Insights queries), never
+filtered into metrics or streamed: the Infrequent Access class ingests at half the Standard
+price (docs/cost.md)."""
+
+
 @jsii.implements(apigwv2.IAccessLogSettings)
 class _AccessLogs:
     """Access logs of the stage: ACCESS_LOG_FORMAT lines into a log group."""
@@ -113,7 +119,11 @@ class VaultHttpApi(Construct):
             create_default_stage=False,
         )
         self.access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=log_retention, removal_policy=removal_policy
+            self,
+            "AccessLogs",
+            retention=log_retention,
+            removal_policy=removal_policy,
+            log_group_class=ACCESS_LOG_CLASS,
         )
         self.stage = apigwv2.HttpStage(
             self,

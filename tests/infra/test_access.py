@@ -124,6 +124,9 @@ class Recorder:
                 self._item(
                     "Query", params["TableName"], params["ExpressionAttributeValues"][":pk"]["S"]
                 )
+        elif op == "TransactGetItems":  # IAM authorizes each item's GetItem
+            for item in params["TransactItems"]:
+                self._item("GetItem", item["Get"]["TableName"], item["Get"]["Key"]["pk"]["S"])
         elif op == "BatchGetItem":  # IAM authorizes each key (dynamodb:LeadingKeys)
             for table, request in params["RequestItems"].items():
                 for key in request["Keys"]:

@@ -25,6 +25,7 @@ from tests.support.agent import TestAgent
 from tests.support.harness import SECRET_PREFIX, Vault
 from vault import machine
 from vault.models import MachineToken
+from vault.store.grants import Lease
 
 M2M_ROLE, OTHER_ROLE, PROXY_ROLE = "m2m-agent-role", "m2m-other-role", "m2m-proxy-role"
 READ = ["calendar.read"]
@@ -201,6 +202,14 @@ def test_row_55_one_token_request_for_n_concurrent_callers(m2m: Vault) -> None:
     assert all(isinstance(r, dict) for r in results), results
     assert len({r["access_token"] for r in results}) == 1
     assert client_credentials_requests(m2m) == 1
+    # no polling storm: besides the session read, the jti write and the look at the cache of
+    # every machine token request, a waiting caller makes at most 3 DynamoDB requests (the lost
+    # lease attempt, a read at the fetch's expected end, one more only if it was late)
+    fetched = [ops for ops in m2m.container_requests if ops["PutItem"] == 2]
+    waiters = [ops for ops in m2m.container_requests if ops["PutItem"] == 1]
+    assert len(fetched) == 1 and len(waiters) == 5, m2m.container_requests
+    assert all(ops["Query"] == 1 and ops["GetItem"] >= 1 for ops in waiters), waiters
+    assert max(sum(ops.values()) - 3 for ops in waiters) <= 3, waiters
 
 
 def test_row_55_the_token_is_cached_per_agent_across_sessions_and_users(m2m: Vault) -> None:
@@ -320,10 +329,10 @@ def test_row_57_a_fetch_that_commits_after_a_revocation_is_revoked_not_served(
 ) -> None:
     svc = m2m.services
     now = svc.clock()
-    leased = svc.store.machine.acquire_lease(
-        "m2m-agent", "machine", ("calendar.read",), "in-flight", now, now + 30
+    leased, held = svc.store.machine.acquire_lease(
+        "m2m-agent", "machine", ("calendar.read",), Lease("in-flight", now, now + 30)
     )
-    assert leased is not None
+    assert held and leased is not None
     answer = m2m.admin({"agent": "m2m-agent"})  # closes the door on the leased item
     assert answer.status == 200, answer.body
     with pytest.raises(Exception) as raised:

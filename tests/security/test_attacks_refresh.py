@@ -79,6 +79,12 @@ def test_row_38_twenty_callers_with_short_lived_tokens_make_one_refresh_and_reus
     assert refreshes(vault) - before == 1
     assert all(0 < r["expires_in"] <= SHORT_TTL for r in results)
     assert len(audit_events.find("grant.refresh", "refreshed")) == 1
+    # no polling storm: besides the session read and the jti write of every token request, a
+    # waiting caller makes at most 3 DynamoDB requests (the lost lease attempt and two reads)
+    waiters = [ops for ops in vault.container_requests if "TransactWriteItems" not in ops]
+    assert len(waiters) == 19
+    assert all(ops["Query"] == 1 and ops["PutItem"] == 1 for ops in waiters), waiters
+    assert max(sum(ops.values()) - 2 for ops in waiters) <= 3, waiters
     token = results[0]["access_token"]
     assert vault.server.introspect(token)["active"] is True
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -151,6 +152,8 @@ class Vault:
     clock: FakeClock
     counter: RequestCounter
     id_tokens: dict[str, str]
+    container_requests: list[Counter[str]] = field(default_factory=list)
+    """Each container's DynamoDB requests by operation in the last `concurrent_tokens`."""
 
     def redeploy(
         self, config: dict[str, Any] | None = None, settings: Settings | None = None
@@ -261,12 +264,19 @@ class Vault:
     ) -> list[Any]:
         """The same token request from N Lambda containers at once (threads with their own
         services: caches and provider clients); each result is an answer dict or the error.
+        `container_requests` then holds each container's DynamoDB requests by operation.
         `flow` answers the request (`tokens.get_token`, or `machine.get_token`)."""
         path = f"/v1/sessions/{agent.session_id}/tokens"
         caller = caller_from(build_event("POST", path, principal_arn=agent.arn))
         body = TokenRequest(provider=provider, scopes=list(scopes))
         results: list[Any] = []
         gate = threading.Barrier(containers)
+        # each container's DynamoDB requests by operation (its thread makes them)
+        requests: dict[int, Counter[str]] = {}
+
+        def count(model: Any = None, **_: Any) -> None:
+            ops = requests.setdefault(threading.get_ident(), Counter())
+            ops[getattr(model, "name", "?")] += 1
 
         def container() -> None:
             svc = build_services(
@@ -282,11 +292,17 @@ class Vault:
             except Exception as exc:  # the caller asserts on it
                 results.append(exc)
 
-        threads = [threading.Thread(target=container) for _ in range(containers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        events = self.session.events
+        events.register("before-call.dynamodb", count)  # copied into the containers' clients
+        try:
+            threads = [threading.Thread(target=container) for _ in range(containers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            events.unregister("before-call.dynamodb", count)
+        self.container_requests = list(requests.values())
         return results
 
 

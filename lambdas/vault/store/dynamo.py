@@ -8,6 +8,7 @@ and never loses what is stored.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,13 @@ from vault.store.mapper import Item, attribute_values
 
 
 class Conflict(Exception):
-    """A conditional write lost: the item was not in the state the write required."""
+    """A conditional write lost: the item was not in the state the write required. `item`: the
+    item as it is, when the write asked for it (`ReturnValuesOnConditionCheckFailure=ALL_OLD`;
+    None if there is no such item or it was not asked for)."""
+
+    def __init__(self, operation: str, item: Item | None = None) -> None:
+        super().__init__(operation)
+        self.item = item
 
 
 class Dynamo:
@@ -35,7 +42,8 @@ class Dynamo:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
-                raise Conflict(operation) from exc
+                item = typing.cast("Item | None", exc.response.get("Item"))
+                raise Conflict(operation, item) from exc
             if code == "TransactionCanceledException":
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if "ConditionalCheckFailed" in reasons:

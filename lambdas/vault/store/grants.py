@@ -12,6 +12,20 @@ from vault.store.dynamo import Conflict, Dynamo
 from vault.store.mapper import GRANTS, SESSIONS, TOKENS
 from vault.store.schema import GSI1, GSI2
 
+LEASE_ATTRIBUTES = "lease_owner, lease_until, lease_since, lease_for"
+"""What a lease is made of: removed together when it is released, used up or taken away."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A lease to take: who takes it, from when, until when, and for what (the grant's lease:
+    the session token the holder mints)."""
+
+    owner: str
+    since: float
+    until: float
+    purpose: str = ""
+
 
 class GrantRepository:
     def __init__(self, db: Dynamo, table: str) -> None:
@@ -79,35 +93,80 @@ class GrantRepository:
             return False
         return True
 
-    def acquire_lease(self, grant: Grant, owner: str, now: float, until: float) -> Grant | None:
-        """Single-flight: take the grant's refresh lease; None while someone else holds it.
-        `lease_abandoned` on the answer: the previous holder's lease ran out unreleased."""
+    def acquire_lease(
+        self,
+        user: UserRef,
+        agent: str,
+        provider: str,
+        lease: Lease,
+    ) -> tuple[Grant | None, bool]:
+        """Single-flight: take the refresh lease of `user`'s grant for `agent` at `provider`, in
+        one request whatever the outcome. Returns the grant and whether this caller now holds
+        its lease: if so, the grant as it was just before (`lease_abandoned`: the previous
+        holder's lease ran out unreleased); if not, the grant as it is (someone else's lease on
+        it, its `lease_since` and `refresh_seconds` saying when that refresh should be done, or
+        not active), None if there is no grant."""
         try:
             answer = self._db.call(
                 "update_item",
                 TableName=self.table,
-                Key=GRANTS.key_of(grant),
-                UpdateExpression="SET lease_owner = :o, lease_until = :u",
-                ConditionExpression="grant_id = :g AND #s = :active AND "
+                Key=GRANTS.key(user=user, agent=agent, provider=provider),
+                UpdateExpression="SET lease_owner = :o, lease_until = :u, lease_since = :now, "
+                "lease_for = :f",
+                ConditionExpression="#s = :active AND "
                 "(attribute_not_exists(lease_until) OR lease_until < :now)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
-                    ":o": owner,
-                    ":u": until,
-                    ":now": now,
-                    ":g": grant.grant_id,
+                    ":o": lease.owner,
+                    ":u": lease.until,
+                    ":now": lease.since,
+                    ":f": lease.purpose,
                     ":active": "active",
                 },
                 ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except Conflict:
-            return None
+        except Conflict as lost:
+            return (GRANTS.from_item(lost.item) if lost.item else None), False
         before = GRANTS.from_item(answer["Attributes"])
-        return dataclasses.replace(
+        leased = dataclasses.replace(
             before,
-            lease_owner=owner,
-            lease_until=until,
+            lease_owner=lease.owner,
+            lease_until=lease.until,
+            lease_since=lease.since,
+            lease_for=lease.purpose,
             lease_abandoned=before.lease_owner is not None,
+        )
+        return leased, True
+
+    def with_token(
+        self, user: UserRef, agent: str, provider: str, session_id: str, scopes: tuple[str, ...]
+    ) -> tuple[Grant | None, SessionToken | None]:
+        """The grant (with its lease) and a session's token minted from it, read together in
+        one request (`TransactGetItems`: one consistent snapshot of both): what a caller
+        waiting for the lease holder reads to learn whether its token is there yet, and if
+        not, whether the holder is still at it."""
+        answer = self._db.call(
+            "transact_get_items",
+            TransactItems=[
+                {
+                    "Get": {
+                        "TableName": self.table,
+                        "Key": GRANTS.key(user=user, agent=agent, provider=provider),
+                    }
+                },
+                {
+                    "Get": {
+                        "TableName": self.table,
+                        "Key": TOKENS.key(session_id=session_id, provider=provider, scopes=scopes),
+                    }
+                },
+            ],
+        )
+        grant, token = (r.get("Item") for r in answer["Responses"])
+        return (
+            GRANTS.from_item(grant) if grant else None,
+            TOKENS.from_item(token) if token else None,
         )
 
     def release_lease(self, grant: Grant, owner: str) -> None:
@@ -116,7 +175,7 @@ class GrantRepository:
                 "update_item",
                 TableName=self.table,
                 Key=GRANTS.key_of(grant),
-                UpdateExpression="REMOVE lease_owner, lease_until",
+                UpdateExpression="REMOVE " + LEASE_ATTRIBUTES,
                 ConditionExpression="lease_owner = :o",
                 ExpressionAttributeValues={":o": owner},
             )
@@ -128,14 +187,15 @@ class GrantRepository:
         new_refresh_ct: bytes | None,
         token: SessionToken | None,
         now: int,
+        took: float,
     ) -> None:
         """Atomically keep a rotated refresh token, release the lease and cache the new token.
 
         Conflict unless this caller still holds the lease of this grant and it is still active
         (a revocation marks it `revoking` and drops the lease first), and, with a token, unless
         the token's session is still active and unexpired: revocation wins every race."""
-        values: dict[str, Any] = {":o": owner, ":now": now, ":one": 1}
-        update = "SET refreshed_at = :now, #v = #v + :one"
+        values: dict[str, Any] = {":o": owner, ":now": now, ":one": 1, ":took": round(took, 3)}
+        update = "SET refreshed_at = :now, refresh_seconds = :took, #v = #v + :one"
         if new_refresh_ct is not None:
             update += ", refresh_token = :rt"
             values[":rt"] = new_refresh_ct
@@ -144,7 +204,7 @@ class GrantRepository:
                 "Update": {
                     "TableName": self.table,
                     "Key": GRANTS.key_of(grant),
-                    "UpdateExpression": update + " REMOVE lease_owner, lease_until",
+                    "UpdateExpression": update + " REMOVE " + LEASE_ATTRIBUTES,
                     "ConditionExpression": "lease_owner = :o AND grant_id = :g AND #s = :active",
                     "ExpressionAttributeNames": {"#v": "version", "#s": "status"},
                     "ExpressionAttributeValues": {
@@ -179,7 +239,7 @@ class GrantRepository:
                 "update_item",
                 TableName=self.table,
                 Key=GRANTS.key_of(grant),
-                UpdateExpression="SET #s = :revoking REMOVE lease_owner, lease_until",
+                UpdateExpression="SET #s = :revoking REMOVE " + LEASE_ATTRIBUTES,
                 ConditionExpression="grant_id = :g",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":revoking": "revoking", ":g": grant.grant_id},
@@ -195,8 +255,7 @@ class GrantRepository:
                 "update_item",
                 TableName=self.table,
                 Key=GRANTS.key_of(grant),
-                UpdateExpression="SET #s = :broken, broken_reason = :r "
-                "REMOVE lease_owner, lease_until",
+                UpdateExpression="SET #s = :broken, broken_reason = :r REMOVE " + LEASE_ATTRIBUTES,
                 ConditionExpression="grant_id = :g",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":broken": "broken", ":r": reason, ":g": grant.grant_id},

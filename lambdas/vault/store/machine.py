@@ -10,6 +10,7 @@ from typing import Any
 
 from vault.models import MachineToken
 from vault.store.dynamo import Conflict, Dynamo
+from vault.store.grants import LEASE_ATTRIBUTES, Lease
 from vault.store.mapper import MACHINE_TOKENS
 from vault.store.schema import DAY, TTL_ATTRIBUTE, TYPE_ATTRIBUTE
 
@@ -44,19 +45,20 @@ class MachineTokenRepository:
         agent: str,
         provider: str,
         scopes: tuple[str, ...],
-        owner: str,
-        now: float,
-        until: float,
-    ) -> MachineToken | None:
+        lease: Lease,
+    ) -> tuple[MachineToken | None, bool]:
         """Single-flight: take the fetch lease of (agent, provider, scopes), creating the item if
-        there is none; None while someone else holds it or a revocation is under way. Returns
-        the item as it is now (a token stored meanwhile included)."""
+        there is none, in one request whatever the outcome. Returns the item and whether this
+        caller now holds its lease: if so, the item as it is now (a token stored meanwhile
+        included); if not, the item as it is (someone else's lease on it, its `lease_since` and
+        `fetch_seconds` saying when that fetch should be done, or a revocation under way)."""
         try:
             answer = self._db.call(
                 "update_item",
                 TableName=self.table,
                 Key=MACHINE_TOKENS.key(agent=agent, provider=provider, scopes=scopes),
-                UpdateExpression="SET lease_owner = :o, lease_until = :u, #ag = :a, #pv = :p, "
+                UpdateExpression="SET lease_owner = :o, lease_until = :u, lease_since = :now, "
+                "#ag = :a, #pv = :p, "
                 "#sc = :s, #t = :type, #s = if_not_exists(#s, :active), "
                 "#ttl = if_not_exists(#ttl, :ttl)",
                 ConditionExpression="attribute_not_exists(pk) OR (#s = :active AND "
@@ -70,21 +72,22 @@ class MachineTokenRepository:
                     "#sc": "scopes",
                 },
                 ExpressionAttributeValues={
-                    ":o": owner,
-                    ":u": until,
-                    ":now": now,
+                    ":o": lease.owner,
+                    ":u": lease.until,
+                    ":now": lease.since,
                     ":a": agent,
                     ":p": provider,
                     ":s": list(scopes),
                     ":type": MACHINE_TOKENS.kind.type,
                     ":active": "active",
-                    ":ttl": int(until) + DAY,
+                    ":ttl": int(lease.until) + DAY,
                 },
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except Conflict:
-            return None
-        return MACHINE_TOKENS.from_item(answer["Attributes"])
+        except Conflict as lost:
+            return (MACHINE_TOKENS.from_item(lost.item) if lost.item else None), False
+        return MACHINE_TOKENS.from_item(answer["Attributes"]), True
 
     def release_lease(self, token: MachineToken, owner: str) -> None:
         with contextlib.suppress(Conflict):
@@ -92,7 +95,7 @@ class MachineTokenRepository:
                 "update_item",
                 TableName=self.table,
                 Key=MACHINE_TOKENS.key_of(token),
-                UpdateExpression="REMOVE lease_owner, lease_until",
+                UpdateExpression="REMOVE " + LEASE_ATTRIBUTES,
                 ConditionExpression="lease_owner = :o",
                 ExpressionAttributeValues={":o": owner},
             )
@@ -117,7 +120,7 @@ class MachineTokenRepository:
                 "update_item",
                 TableName=self.table,
                 Key=MACHINE_TOKENS.key_of(token),
-                UpdateExpression="SET #s = :revoking REMOVE lease_owner, lease_until",
+                UpdateExpression="SET #s = :revoking REMOVE " + LEASE_ATTRIBUTES,
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":revoking": "revoking"},
