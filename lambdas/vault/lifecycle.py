@@ -38,6 +38,45 @@ SOURCE = "agent-vault"
 """Every lifecycle event's `source` (rules match on it and on `detail-type`)."""
 PUT_EVENTS_MAX = 10
 """Entries per PutEvents request (EventBridge's limit)."""
+_KINDS = ["grant", "flow", "session"]
+STREAM_FILTERS: tuple[dict[str, Any], ...] = (
+    # a grant put: a bound consent, new or replacing one (a refresh or a lease is no put: it
+    # leaves a lease owner or a version above 1)
+    {
+        "eventName": ["INSERT", "MODIFY"],
+        "dynamodb": {
+            "NewImage": {
+                "type": {"S": ["grant"]},
+                "version": {"N": ["1"]},
+                "lease_owner": [{"exists": False}],
+            }
+        },
+    },
+    # a status a lifecycle event reports
+    {
+        "eventName": ["MODIFY"],
+        "dynamodb": {
+            "NewImage": {
+                "type": {"S": _KINDS},
+                "status": {"S": ["broken", "revoking", "expired", "ended"]},
+            }
+        },
+    },
+    # an item deleted while still live (by TTL, or otherwise)
+    {
+        "eventName": ["REMOVE"],
+        "dynamodb": {
+            "OldImage": {
+                "type": {"S": _KINDS},
+                "status": {"S": ["active", "broken", "pending_binding"]},
+            }
+        },
+    },
+)
+"""The event source mapping's filters (Lambda's event filtering; the stack's `FilterCriteria`):
+records that cannot make an event never invoke the function (token, lease and refresh writes
+are most of the table's writes). Every record that makes an event matches one
+(tests/support/lifecycle.py checks each record the suite's changes make)."""
 
 
 class _Detail(BaseModel):

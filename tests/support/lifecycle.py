@@ -11,11 +11,14 @@ from typing import Any
 
 import jsonschema
 
+from moto.events.models import EventPattern
+
 from agent_vault_local.streams import StreamPump, streams_endpoint
 from tests.support.aws import REGION
 from tests.support.harness import TABLE, Vault
 from vault.handlers import events as events_handler
-from vault.lifecycle import SOURCE, Publisher
+from vault.lifecycle import SOURCE, STREAM_FILTERS, Publisher, events_of
+from vault.store.changes import change_of
 
 BUS = "agent-vault-test-events"
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events"
@@ -30,6 +33,27 @@ def validate(event: dict[str, Any]) -> None:
     """The delivered event's `detail` against docs/events/<detail-type>.schema.json."""
     assert event["source"] == SOURCE
     jsonschema.validate(event["detail"], schema_of(event["detail-type"]))
+
+
+FILTERS = [EventPattern.load(json.dumps(f)) for f in STREAM_FILTERS]
+
+
+def filtered_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The events handler behind the stack's filters: every record that makes an event must
+    pass one (a record the filters drop would be an event lost), and only those that pass
+    reach the handler, as Lambda's event filtering does."""
+    passed = []
+    for record in event["Records"]:
+        as_json = json.loads(json.dumps(record, default=str))  # binary values as Lambda's base64
+        matches = any(f.matches_event(as_json) for f in FILTERS)
+        if events_of(change_of(record)):
+            assert matches, f"the stream filters drop a {record['eventName']} that makes events"
+        if matches:
+            passed.append(record)
+    if not passed:
+        return {"batchItemFailures": []}
+    answer: dict[str, Any] = events_handler.handler({"Records": passed}, context)
+    return answer
 
 
 @dataclass
@@ -86,7 +110,7 @@ def lifecycle(vault: Vault, *, bus: str = BUS, max_attempts: int = 3) -> Lifecyc
         dynamodb=session.client("dynamodb"),
         streams=session.client("dynamodbstreams", endpoint_url=streams_endpoint(REGION)),
         table=TABLE,
-        handler=events_handler.handler,
+        handler=filtered_handler,
         max_attempts=max_attempts,
         sqs=sqs,
         failure_queue_url=failures,
