@@ -5,15 +5,16 @@ The events are derived from the vault table's stream (`vault.store.changes`), ne
 code paths that make the changes: the stream carries only committed writes, so a refused or
 rolled-back write publishes nothing, and no request waits for EventBridge or fails with it.
 
-| change (old item -> new item) | event |
-|---|---|
-| a grant appears `active` (a consent bound), or replaces one under another id | `grant.activated` (and `grant.revoked`, reason `replaced`, for the one it replaced) |
-| a grant `active` -> `broken` | `grant.broken` (its `broken_reason`) |
-| a grant `active` / `broken` -> `revoking` (a revocation closed the door) | `grant.revoked` (reason `revocation`; a retried revocation of a grant whose upstream revocation failed is not a second event) |
-| an `active` or `broken` grant deleted otherwise | `grant.revoked` (reason `deleted`) |
-| a flow `pending_binding` -> `expired` (the sweep), or deleted by TTL still unbound | `flow.expired_unbound` |
-| a session `active` -> `ended` | `session.ended` (its `ended_reason`) |
-| an `active` session deleted by TTL (it expired, nobody ended it) | `session.ended` (reason `expired`) |
+- `grant.activated`: a grant appears `active` (a consent bound), also where it replaces one
+  under another id (which is then `grant.revoked`, reason `replaced`);
+- `grant.broken`: a grant `active` -> `broken` (its `broken_reason`);
+- `grant.revoked`: a grant `active` or `broken` -> `revoking` (a revocation closed the door;
+  reason `revocation`), once: the retried revocation of a grant whose upstream revocation
+  failed is no second event; an `active` or `broken` grant deleted otherwise (`deleted`);
+- `flow.expired_unbound`: a flow `pending_binding` -> `expired` (the sweep), or deleted by TTL
+  while still unbound;
+- `session.ended`: a session `active` -> `ended` (its `ended_reason`), or an `active` session
+  deleted by TTL (it expired and nobody ended it: reason `expired`).
 
 An event names who and what (ids, agent, provider, scopes, the user's issuer and subject) and
 never carries token material, codes, hashes or storage keys. Delivery is at least once (a

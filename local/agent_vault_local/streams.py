@@ -139,4 +139,6 @@ class StreamPump:
         }
         self.set_aside.append(description)
         if self.sqs is not None and self.failure_queue_url is not None:
-            self.sqs.send_message(QueueUrl=self.failure_queue_url, MessageBody=json.dumps(description))
+            self.sqs.send_message(
+                QueueUrl=self.failure_queue_url, MessageBody=json.dumps(description)
+            )

@@ -141,9 +141,15 @@ class VaultKey(Construct):
         )
 
     def restrict_to(
-        self, users: Sequence[iam.IRole], *, admin_role_arn: str | None, deploy_role_arn: str
+        self,
+        users: Sequence[iam.IRole],
+        *,
+        admin_role_arn: str | None,
+        deploy_role_arn: str,
+        stream_readers: Sequence[iam.IRole] = (),
     ) -> iam.PolicyDocument:
-        """Write the key policy: `users` (the vault's function roles) are its only users.
+        """Write the key policy: `users` (the vault's function roles) are its only users;
+        `stream_readers` (the events function) only read the table's stream through DynamoDB.
 
         It replaces whatever constructs added on their own (e.g. Secrets Manager's
         account-wide statement): every statement is here.
@@ -224,6 +230,22 @@ class VaultKey(Construct):
                 ),
             ]
         )
+        if stream_readers:
+            document.add_statements(
+                iam.PolicyStatement(
+                    sid="VaultStreamReads",
+                    principals=[account],
+                    actions=["kms:Decrypt", "kms:DescribeKey"],
+                    resources=["*"],
+                    conditions={
+                        "ArnEquals": {"aws:PrincipalArn": [r.role_arn for r in stream_readers]},
+                        "StringEquals": {
+                            "kms:ViaService": dynamodb,
+                            "kms:CallerAccount": Aws.ACCOUNT_ID,
+                        },
+                    },
+                )
+            )
         cfn_key = self.key.node.default_child
         assert isinstance(cfn_key, kms.CfnKey)
         cfn_key.key_policy = document

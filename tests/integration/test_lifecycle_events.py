@@ -243,4 +243,3 @@ def test_a_publication_failure_loses_nothing_and_is_set_aside(vault: Vault) -> N
         "grant.revoked",
         bound["grant_id"],
     )
-

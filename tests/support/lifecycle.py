@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-
 from moto.events.models import EventPattern
 
 from agent_vault_local.streams import StreamPump, streams_endpoint

@@ -58,7 +58,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             events = events_of(change_of(record.raw_event))
             if events:
                 publisher().publish(events)
-        except Exception as exc:  # noqa: BLE001 - any failure: retry from this record
+        except Exception as exc:
             sequence = record.dynamodb.sequence_number if record.dynamodb else None
             # the error's type and the record's position only: an item's values stay out
             logger.warning(
