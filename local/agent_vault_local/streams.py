@@ -2,19 +2,24 @@
 poller): the vault table's stream, read where the last read ended, through a handler.
 
 What the stack's mapping does (stacks/constructs/lifecycle_events.py), this does the same way
-(bisection aside): batches in stream order, the handler's `batchItemFailures` answer retried from
-the failed record, up to `max_attempts` attempts; a batch still failing is described on the
-on-failure queue (the shape Lambda sends: the stream, the shard, the batch's first and last
-sequence numbers) and passed over.
+(bisection aside): the mapping's filters (records that pass none never reach the handler),
+batches in stream order, the handler's `batchItemFailures` answer retried from the failed
+record, up to `max_attempts` attempts; a batch still failing is described on the on-failure
+queue (the shape Lambda sends: the stream, the shard, the batch's first and last sequence
+numbers) and passed over.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from moto.events.models import EventPattern
+from moto.events.utils import EventMessageType
 
 from agent_vault_local.events import LambdaContext
 
@@ -27,13 +32,19 @@ def streams_endpoint(region: str) -> str:
     return f"https://streams.dynamodb.{region}.amazonaws.com"
 
 
+def _json_value(value: Any) -> Any:
+    """JSON as Lambda writes it: binary attribute values in base64, times in epoch seconds."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
 def _lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
-    """A `get_records` record as Lambda's event carries it (creation time in epoch seconds)."""
-    data = dict(record["dynamodb"])
-    created = data.get("ApproximateCreationDateTime")
-    if isinstance(created, datetime.datetime):
-        data["ApproximateCreationDateTime"] = created.timestamp()
-    event = {**record, "dynamodb": data, "eventSourceARN": stream_arn}
+    """A `get_records` record as Lambda's event carries it (JSON: binary values in base64)."""
+    event: dict[str, Any] = json.loads(json.dumps(record, default=_json_value))
+    event["eventSourceARN"] = stream_arn
     return event
 
 
@@ -49,6 +60,8 @@ class StreamPump:
     max_attempts: int = 3
     sqs: Any = None
     failure_queue_url: str | None = None
+    filters: tuple[dict[str, Any], ...] = ()
+    """Lambda's event filtering (EventBridge pattern syntax); none: every record passes."""
     _after: dict[str, str] = field(default_factory=dict)
     """Per shard: the last sequence number delivered (or passed over)."""
     set_aside: list[dict[str, Any]] = field(default_factory=list)
@@ -82,8 +95,17 @@ class StreamPump:
                 delivered += self._deliver(arn, shard, batch)
         return delivered
 
+    def _passes(self, record: dict[str, Any]) -> bool:
+        if not self.filters:
+            return True
+        event = cast("EventMessageType", record)
+        return any(EventPattern.load(json.dumps(f)).matches_event(event) for f in self.filters)
+
     def _deliver(self, arn: str, shard: str, batch: list[dict[str, Any]]) -> int:
-        records = [_lambda_record(r, arn) for r in batch]
+        records = [r for r in (_lambda_record(r, arn) for r in batch) if self._passes(r)]
+        if not records:  # filtered out: no invocation, the batch counts as processed
+            self._after[shard] = batch[-1]["dynamodb"]["SequenceNumber"]
+            return len(batch)
         for _ in range(self.max_attempts):
             answer = self.handler({"Records": records}, LambdaContext())
             failures = answer.get("batchItemFailures") or []
@@ -96,7 +118,7 @@ class StreamPump:
                 self._after[shard] = done[-1]["dynamodb"]["SequenceNumber"]
             records = records[len(done) :]
         self._set_aside(arn, shard, records)
-        self._after[shard] = records[-1]["dynamodb"]["SequenceNumber"]
+        self._after[shard] = batch[-1]["dynamodb"]["SequenceNumber"]
         return len(batch) - len(records)
 
     def replay(self, description: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ leases' items, pending flows, task records...) is no change of interest (None).
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,11 +53,31 @@ def _epoch(value: Any) -> int:
     return int(Decimal(str(value)))
 
 
+def _decoded(value: Any) -> Any:
+    """An attribute value of Lambda's JSON event as boto3 has it: binary values (base64 in the
+    event) as bytes, in sets, lists and maps too."""
+    if not isinstance(value, dict):
+        return value
+    if "B" in value and isinstance(value["B"], str):
+        return {"B": base64.b64decode(value["B"])}
+    if "BS" in value:
+        return {"BS": [base64.b64decode(v) if isinstance(v, str) else v for v in value["BS"]]}
+    if "L" in value:
+        return {"L": [_decoded(v) for v in value["L"]]}
+    if "M" in value:
+        return {"M": {k: _decoded(v) for k, v in value["M"].items()}}
+    return value
+
+
+def _image(data: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    image = data.get(name)
+    return {k: _decoded(v) for k, v in image.items()} if image else None
+
+
 def change_of(record: Mapping[str, Any]) -> Change[Any] | None:
     """The change a stream record (Lambda's event shape) carries; None for other item kinds."""
     data = record["dynamodb"]
-    old: dict[str, Any] | None = data.get("OldImage")
-    new: dict[str, Any] | None = data.get("NewImage")
+    old, new = _image(data, "OldImage"), _image(data, "NewImage")
     kind = (new or old or {}).get(TYPE_ATTRIBUTE, {}).get("S")
     mapper = _MAPPERS.get(kind) if isinstance(kind, str) else None
     if mapper is None:
