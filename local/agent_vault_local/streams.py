@@ -66,13 +66,25 @@ class StreamPump:
     """Per shard: the last sequence number delivered (or passed over)."""
     set_aside: list[dict[str, Any]] = field(default_factory=list)
     """The failure descriptions sent to the on-failure queue."""
+    _stream: tuple[str, list[str]] | None = None
+
+    def _shards(self) -> tuple[str, list[str]]:
+        """The stream's ARN and shards, read once (a table's stream here never splits)."""
+        if self._stream is None:
+            table = self.dynamodb.describe_table(TableName=self.table)["Table"]
+            arn = str(table["LatestStreamArn"])
+            shards = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+            self._stream = (arn, [str(s["ShardId"]) for s in shards])
+        return self._stream
 
     @property
     def stream_arn(self) -> str:
-        arn: str = self.dynamodb.describe_table(TableName=self.table)["Table"]["LatestStreamArn"]
-        return arn
+        return self._shards()[0]
 
     def _records(self, arn: str, shard: str) -> list[dict[str, Any]]:
+        # A fresh iterator each time, from the last position: moto's iterators hold the shard
+        # object they were made on, which a rolled-back transaction replaces (with the record
+        # DynamoDB never wrote left in the old one), so one kept across polls could see it.
         after = self._after.get(shard)
         if after is None:
             where: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
@@ -87,10 +99,9 @@ class StreamPump:
 
     def drain(self) -> int:
         """Deliver every record written since the last drain; returns how many."""
-        arn = self.stream_arn
+        arn, shards = self._shards()
         delivered = 0
-        shards = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-        for shard in (s["ShardId"] for s in shards):
+        for shard in shards:
             while batch := self._records(arn, shard):
                 delivered += self._deliver(arn, shard, batch)
         return delivered
