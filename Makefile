@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help install browser lint test test-fast synth openapi demo local bench fuzz deploy requirements pin-agent-image clean
+.PHONY: help install browser lint test test-fast synth openapi events demo local bench fuzz deploy requirements pin-agent-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ synth: install $(CHECKOV_VENV)/.installed ## CloudFormation for every stack, off
 
 openapi: install ## write docs/openapi.json from the route table, the models and the error codes
 	$(PY) -m vault.openapi docs/openapi.json
+
+events: install ## write docs/events/*.schema.json from the lifecycle events' models
+	$(PY) -m vault.lifecycle docs/events
 
 demo: install ## the whole story on loopback: moto, oidc-provider, vault, sample agent
 	$(BIN)/agent-vault local demo

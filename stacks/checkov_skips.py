@@ -118,6 +118,41 @@ def skip_checks(
         skip(function.function, "CKV_AWS_173", plain_environment)
         skip(function.log_group, "CKV_AWS_158", function_logs)
 
+    events = vault.lifecycle.events
+    skip(
+        events.function,
+        "CKV_AWS_116",
+        "Invoked by its DynamoDB stream mapping, whose on-failure destination (an encrypted,"
+        " alarmed queue) receives the batches it could not publish; a function dead-letter"
+        " queue applies to asynchronous invocations only.",
+    )
+    skip(
+        events.function,
+        "CKV_AWS_115",
+        "No reserved concurrency: the stream mapping runs one batch per shard at a time"
+        " (parallelization factor 1), so its concurrency is the stream's shard count; a"
+        " throttled batch waits and is retried (IteratorAge is alarmed).",
+    )
+    skip(events.function, "CKV_AWS_117", no_vpc)
+    skip(
+        events.function,
+        "CKV_AWS_173",
+        "The environment holds the event bus's name and Powertools settings: no secret.",
+    )
+    skip(
+        events.log_group,
+        "CKV_AWS_158",
+        "Not under a customer key: accepted. The group holds the events function's lines"
+        " (each published event's type, a failure's error type and stream position), never an"
+        " item's values.",
+    )
+    skip(
+        vault.lifecycle.undelivered,
+        "CKV_AWS_27",
+        "Encrypted with SQS-managed SSE (SqsManagedSseEnabled), which this check does not"
+        " recognize. It holds descriptions of stream batches (shard, sequence numbers, stream"
+        " ARN), no item and no secret.",
+    )
     skip(
         vault.api.access_logs,
         "CKV_AWS_158",

@@ -13,10 +13,12 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import VaultConfig, log_retention
+from stacks.constructs.audit_queries import AuditQueries
+from stacks.constructs.lifecycle_events import LifecycleEvents
 from stacks.constructs.provider_secrets import ProviderSecrets
 from stacks.constructs.task_stopped_trigger import TaskStoppedTrigger
 from stacks.constructs.unbound_flow_sweep import UnboundFlowSweep
-from stacks.constructs.vault_alarms import VaultAlarms
+from stacks.constructs.vault_alarms import PERIOD, VaultAlarms
 from stacks.constructs.vault_api import VaultHttpApi
 from stacks.constructs.vault_code import vault_code
 from stacks.constructs.vault_function import VaultFunction
@@ -298,6 +300,18 @@ class VaultStack(Stack):
             )
         for fn in (self.agent_api, self.proxy_api):
             self.tables.grant_replay_writes(fn.function)  # proof jtis
+        # Flow 9's lifecycle events: the table's stream -> the events function -> the vault's
+        # bus. Its role reads the stream and puts events, nothing else (no item, no data key).
+        self.lifecycle = LifecycleEvents(
+            self,
+            "LifecycleEvents",
+            environment=env_name,
+            table=self.tables.vault,
+            key=self.key,
+            code=code,
+            log_retention=retention,
+            removal_policy=removal,
+        )
         # Nobody else: the key's only users, the table's and the secrets' only readers.
         roles = [fn.role for fn in self.functions.values()]
         self.key.restrict_to(
@@ -305,6 +319,7 @@ class VaultStack(Stack):
             admin_role_arn=config.key_admin_role_arn,
             deploy_role_arn=deploy_role_arn(self, config.deploy_role_arn),
             api_key_secrets=api_keys,
+            stream_readers=[self.lifecycle.events.role],
         )
         self.tables.deny_all_but(roles)
         self.secrets.deny_reads_but(roles)
@@ -337,6 +352,14 @@ class VaultStack(Stack):
             removal_policy=removal,
         )
         self.alarms.alarm_on_foreign_key_use(key_arn=self.key.key.key_arn, vault_roles=roles)
+        self.lifecycle.alarm_into(self.alarms.topic, PERIOD)
+        # Saved Logs Insights queries over the functions' audit events (docs/audit.md)
+        self.audit_queries = AuditQueries(
+            self,
+            "AuditQueries",
+            environment=env_name,
+            log_groups=[fn.log_group for fn in self.functions.values()],
+        )
 
         outputs = {
             "CallbackUrl": (
@@ -348,6 +371,14 @@ class VaultStack(Stack):
             "KeyArn": (self.key.key.key_arn, "Vault KMS key"),
             "AlarmTopicArn": (self.alarms.topic.topic_arn, "Subscribe to receive alarms"),
             "ClientSecretPrefix": (self.secrets.prefix, "Provider secret names start with this"),
+            "EventBusName": (
+                self.lifecycle.bus.event_bus_name,
+                "Lifecycle events (grant, flow, session) are published on this bus",
+            ),
+            "UndeliveredEventsQueueUrl": (
+                self.lifecycle.undelivered.queue_url,
+                "Stream batches whose lifecycle events could not be published (replay them)",
+            ),
         }
         for name in self.secrets.secrets:
             outputs[f"CallbackUrl{name.title().replace('-', '')}"] = (

@@ -39,7 +39,9 @@ from agent_vault.proofs import SessionKey, access_token_hash
 from agent_vault_local.consent_forms import complete_consent
 from agent_vault_local.provider import HttpResponse, http_request
 from agent_vault_local.runner import (
+    ADMIN,
     CALENDAR_AGENT,
+    DPOP_AGENT,
     DPOP_TASK,
     MAIL_TASK,
     TASK_1,
@@ -253,6 +255,55 @@ def _aws_client(info: LocalInfo, service: str, **kwargs: Any) -> Any:
     )
 
 
+LIFECYCLE_WAIT_SECONDS = 10.0
+"""How long a step waits for the lifecycle events it makes (published within a second)."""
+
+
+def lifecycle_events(
+    info: LocalInfo, expect: list[str], wait: float = LIFECYCLE_WAIT_SECONDS
+) -> list[dict[str, Any]]:
+    """The lifecycle events EventBridge delivered (local mode's queue on the bus), received
+    until those named in `expect` (each `detail-type` as often as listed) have arrived or
+    `wait` seconds have passed: the events are published from the table's stream, after the
+    change, never by the request that made it."""
+    sqs = _aws_client(info, "sqs", endpoint_url=info.moto_url)
+    found: list[dict[str, Any]] = []
+    missing = list(expect)
+    deadline = time.monotonic() + wait
+    while missing and time.monotonic() < deadline:
+        answer = sqs.receive_message(
+            QueueUrl=info.lifecycle_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        for message in answer.get("Messages", []):
+            event = json.loads(message["Body"])
+            found.append(event)
+            if event.get("detail-type") in missing:
+                missing.remove(event["detail-type"])
+            sqs.delete_message(
+                QueueUrl=info.lifecycle_queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+    return found
+
+
+def format_lifecycle(event: dict[str, Any]) -> str:
+    """One line per lifecycle event: its type, its reason, whose and which."""
+    detail = event.get("detail") or {}
+    parts = [str(event.get("detail-type"))]
+    if detail.get("reason"):
+        parts.append(str(detail["reason"]))
+    if detail.get("agent"):
+        where = f"{detail['agent']}/{detail['provider']}" if detail.get("provider") else ""
+        parts.append(where or str(detail["agent"]))
+    for key in ("grant_id", "session_id", "flow_id"):
+        if detail.get(key):
+            parts.append(f"{key}={_short(str(detail[key]))}")
+            break
+    user = detail.get("user") or {}
+    if user.get("sub"):
+        parts.append(f"user={user['sub']}")
+    return " ".join(parts)
+
+
 def stop_task(info: LocalInfo, principal: str, reason: str) -> dict[str, Any]:
     """Stop the ECS task a local principal runs as (in moto) and describe it."""
     ecs = _aws_client(
@@ -410,6 +461,8 @@ class _State:
     dpop_client: VaultClient | None = None
     dpop_token: AccessToken | None = None
     clients: list[VaultClient] = field(default_factory=list)
+    lifecycle: list[dict[str, Any]] = field(default_factory=list)
+    """The lifecycle events (EventBridge) the steps printed."""
 
 
 class Story:
@@ -428,6 +481,16 @@ class Story:
     def _say(self, text: str) -> None:
         if self.out is not None:
             self.out(text)
+
+    def _lifecycle(self, *expect: str) -> list[dict[str, Any]]:
+        """Print the lifecycle events the step made (docs/events.md), once delivered."""
+        if not self.info.lifecycle_queue_url:
+            return []
+        events = lifecycle_events(self.info, list(expect))
+        for event in events:
+            self._say(f"      event: {format_lifecycle(event)}")
+        self.state.lifecycle.extend(events)
+        return events
 
     def _step(self, title: str, hint: str, action: Callable[[], tuple[str, Any]]) -> Any:
         number = len(self.results) + 1
@@ -612,6 +675,7 @@ class Story:
             " session",
             act,
         )
+        self._lifecycle("grant.activated")
         return value
 
     def _read_through_proxy(self, client: VaultClient) -> tuple[list[Any], httpx.Request]:
@@ -824,6 +888,7 @@ class Story:
             "agents.calendar-dpop-agent needs its role and calendar.read with dpop delivery",
             act,
         )
+        self._lifecycle("grant.activated")
         return result
 
     def dpop_token_read(self) -> AccessToken:
@@ -953,6 +1018,7 @@ class Story:
         value: dict[str, Any] = self._step(
             "EventBridge delivers 'ECS Task State Change' to the reaper", "read the vault log", act
         )
+        self._lifecycle("session.ended")
         return value
 
     def session_dead(self) -> str:
@@ -1100,6 +1166,31 @@ class Story:
             "agents.calendar-dpop-agent.may_delegate_to must list calendar-agent",
             act,
         )
+        self._lifecycle("session.ended", "session.ended")
+        return value
+
+    def admin_revokes(self) -> dict[str, Any]:
+        def act() -> tuple[str, Any]:
+            admin = self._track(vault_client(self.info, ADMIN))
+            alice = {"iss": self.info.provider["issuer"], "sub": "alice"}
+            result = admin.revoke(user=alice, agent=DPOP_AGENT)
+            if result.get("revoked_grants") != 1:
+                raise StepFailed(
+                    f"the revocation answered {result}",
+                    "alice's grant for the dpop agent is made by the dpop_agent_consents step",
+                )
+            return (
+                f"POST /v1/revocations (admin): alice's {DPOP_AGENT} grant revoked at the"
+                f" provider, {result.get('revoked_tokens')} token(s) with it; applications"
+                " learn it from the event, not from a failed request"
+            ), result
+
+        value: dict[str, Any] = self._step(
+            "an operator revokes alice's grant for the dpop agent",
+            "the admin principal's role must be in admin_role_names",
+            act,
+        )
+        self._lifecycle("grant.revoked")
         return value
 
     def audit_trail(self) -> list[dict[str, Any]]:
@@ -1142,6 +1233,7 @@ class Story:
         "token_dead",
         "replacement_task",
         "sub_agent",
+        "admin_revokes",
         "audit_trail",
     )
 

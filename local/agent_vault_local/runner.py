@@ -12,7 +12,10 @@
    ``TABLE_NAME``, ``KEY_ID``, ``CALLBACK_URL``..., ``AWS_ENDPOINT_URL`` = moto), one request at
    a time per container (:mod:`agent_vault_local.containers`), behind the local API Gateway
    (:mod:`agent_vault_local.adapter`), which verifies SigV4 for each local principal; and a
-   local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in);
+   local Lambda ``Invoke`` endpoint for the reaper (EventBridge's way in); the lifecycle events
+   function, fed the vault table's moto stream by a :class:`StreamPump` (Lambda's event source
+   mapping: same filters, retries and on-failure queue), publishing on moto's EventBridge bus
+   ``agent-vault-local``, whose rule delivers every event to the ``lifecycle`` queue;
 4. optionally the sample agent (``sample_agent.app``) with uvicorn, signing as its own task.
 
 Everything binds 127.0.0.1 on ports the OS picks. :meth:`LocalMode.stop` stops all of it and
@@ -50,7 +53,10 @@ from agent_vault_local.credentials import (
     PrincipalRegistry,
     new_principal,
 )
+from agent_vault_local.streams import StreamPump
 from agent_vault_local.userconfig import Bundled, UserConfig
+from vault.lifecycle import SOURCE as LIFECYCLE_SOURCE
+from vault.lifecycle import STREAM_FILTERS
 from vault.routes import REAPER, ROUTES, Route
 from vault.store.schema import create_tables
 
@@ -85,6 +91,14 @@ DPOP_ROLE = "calendar-dpop-agent-role"
 ADMIN_ROLE = "vault-admin-role"
 EVENTS_ROLE = "agent-vault-local-events"
 REAPER_FUNCTION = "agent-vault-reaper"
+EVENTS_FUNCTION = "agent-vault-events"
+EVENTS_HANDLER = "vault.handlers.events.handler"
+EVENT_BUS = "agent-vault-local"
+LIFECYCLE_QUEUE = "agent-vault-local-lifecycle"
+"""Every lifecycle event the bus delivers (a rule on the bus): `make demo` reads it."""
+UNDELIVERED_QUEUE = "agent-vault-local-undelivered"
+STREAM_POLL_SECONDS = 0.25
+"""How often the stream is read (Lambda's poller reads a shard about 4 times a second)."""
 APP_AUDIENCE = "agent-app"
 SERVICE_NAME = "agent-vault"
 
@@ -113,6 +127,7 @@ def _functions(routes: tuple[Route, ...] = ROUTES) -> dict[str, str]:
     """Function name -> handler, for every function local mode runs."""
     functions = {f"agent-vault-{route.function}": route.handler for route in routes}
     functions[REAPER_FUNCTION] = REAPER
+    functions[EVENTS_FUNCTION] = EVENTS_HANDLER
     return functions
 
 
@@ -172,6 +187,8 @@ class LocalInfo:
     """The provider the sample agent asks for."""
     app_principal: str = AGENT_APP
     """The principal the sample agent signs as."""
+    lifecycle_queue_url: str = ""
+    """The moto SQS queue every lifecycle event lands in (flow 9, docs/events.md)."""
 
     def principal(self, name: str) -> LocalPrincipal:
         return LocalPrincipal.from_json(self.principals[name])
@@ -348,7 +365,16 @@ class LocalMode:
             aws_secret_access_key=_MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         clients: dict[str, Any] = {}
-        for name in ("dynamodb", "kms", "secretsmanager", "ec2", "ecs"):
+        for name in (
+            "dynamodb",
+            "dynamodbstreams",
+            "kms",
+            "secretsmanager",
+            "ec2",
+            "ecs",
+            "events",
+            "sqs",
+        ):
             clients[name] = session.client(name, endpoint_url=moto_url)
         return clients
 
@@ -607,7 +633,7 @@ class LocalMode:
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-start")
         self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         provider_started: Future[None] = pool.submit(provider.start)
-        resources: Future[tuple[str, str, dict[str, str]]] = pool.submit(
+        resources: Future[tuple[str, str, dict[str, str], dict[str, str]]] = pool.submit(
             self._create_resources, moto_url, client_secrets
         )
 
@@ -628,6 +654,7 @@ class LocalMode:
             "KEY_ID": None,  # set below, once moto has made the key
             "CALLBACK_URL": callback_url,
             "CLIENT_SECRET_PREFIX": CLIENT_SECRET_PREFIX,
+            "EVENT_BUS_NAME": EVENT_BUS,
             "VAULT_CONFIG_PATH": str(config_path),
             # the bundled calendar API listens on 127.0.0.1: the proxy may call loopback here
             # (and only here: the deployed functions never get this setting)
@@ -649,7 +676,7 @@ class LocalMode:
 
         try:
             provider_started.result(timeout=self.startup_timeout)
-            key_arn, cluster, tasks = resources.result(timeout=self.startup_timeout)
+            key_arn, cluster, tasks, queues = resources.result(timeout=self.startup_timeout)
         except Exception:
             if moto.poll() is not None and moto.stderr is not None:
                 raise LocalModeError(
@@ -681,6 +708,7 @@ class LocalMode:
             )
         config_path.write_text(json.dumps(document, indent=2), encoding="utf-8")
         self._init_fleet(fleet)  # the handlers import with the whole environment
+        self._start_stream_pump(moto_url, fleet, queues)
         principals = self._principals(tasks)
         api_registry = PrincipalRegistry(p for n, p in principals.items() if n != EVENTS)
         events_registry = PrincipalRegistry([principals[EVENTS]])
@@ -744,15 +772,48 @@ class LocalMode:
             placeholder_secrets=placeholders,
             agent_provider=agent_provider,
             app_principal=app_principal,
+            lifecycle_queue_url=queues[LIFECYCLE_QUEUE],
         )
         if agent_sock is not None:
             self._start_agent(asdict(info), agent_sock, principals[app_principal])
         return info
 
+    def _start_stream_pump(self, moto_url: str, fleet: LambdaFleet, queues: dict[str, str]) -> None:
+        """Lambda's event source mapping for the events function: a thread that reads the
+        table's stream a few times a second and runs new records in the function's container."""
+        aws = self._aws(moto_url)
+        pump = StreamPump(
+            dynamodb=aws["dynamodb"],
+            streams=aws["dynamodbstreams"],
+            table=TABLE_NAME,
+            handler=fleet.handler(EVENTS_HANDLER),
+            sqs=aws["sqs"],
+            failure_queue_url=queues[UNDELIVERED_QUEUE],
+            filters=STREAM_FILTERS,
+        )
+        stopping = threading.Event()
+
+        def run() -> None:
+            while not stopping.wait(STREAM_POLL_SECONDS):
+                try:
+                    pump.drain()
+                except Exception as exc:
+                    logging.getLogger(__name__).warning("stream read failed: %s", exc)
+
+        thread = threading.Thread(target=run, name="stream-pump", daemon=True)
+        thread.start()
+
+        def stop_pump() -> None:
+            stopping.set()
+            thread.join(timeout=10)
+
+        self._stack.callback(stop_pump)
+
     def _create_resources(
         self, moto_url: str, client_secrets: dict[str, str]
-    ) -> tuple[str, str, dict[str, str]]:
-        """Tables, KMS key, the providers' client secrets, the ECS cluster and tasks (in moto)."""
+    ) -> tuple[str, str, dict[str, str], dict[str, str]]:
+        """Tables, KMS key, the providers' client secrets, the ECS cluster and tasks, the event
+        bus with its rule and queues (in moto)."""
         aws = self._aws(moto_url)
         create_tables(aws["dynamodb"], TABLE_NAME, REPLAY_TABLE_NAME)
         key_arn = str(
@@ -763,7 +824,29 @@ class LocalMode:
                 Name=f"{CLIENT_SECRET_PREFIX}{name}", SecretString=value
             )
         cluster, tasks = self._create_tasks(aws["ec2"], aws["ecs"], self._agent_tasks())
-        return key_arn, cluster, tasks
+        return key_arn, cluster, tasks, self._create_event_bus(aws["events"], aws["sqs"])
+
+    @staticmethod
+    def _create_event_bus(events: Any, sqs: Any) -> dict[str, str]:
+        """The vault's bus, a rule delivering every lifecycle event to a queue, and the stream
+        mapping's on-failure queue; returns the queues' URLs by name."""
+        events.create_event_bus(Name=EVENT_BUS)
+        queues = {
+            name: str(sqs.create_queue(QueueName=name)["QueueUrl"])
+            for name in (LIFECYCLE_QUEUE, UNDELIVERED_QUEUE)
+        }
+        arn = sqs.get_queue_attributes(
+            QueueUrl=queues[LIFECYCLE_QUEUE], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        events.put_rule(
+            Name="lifecycle",
+            EventBusName=EVENT_BUS,
+            EventPattern=json.dumps({"source": [LIFECYCLE_SOURCE]}),
+        )
+        events.put_targets(
+            Rule="lifecycle", EventBusName=EVENT_BUS, Targets=[{"Id": "queue", "Arn": arn}]
+        )
+        return queues
 
 
 class LocalModeProcess:

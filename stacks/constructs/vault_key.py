@@ -151,8 +151,10 @@ class VaultKey(Construct):
         admin_role_arn: str | None,
         deploy_role_arn: str,
         api_key_secrets: str | None = None,
+        stream_readers: Sequence[iam.IRole] = (),
     ) -> iam.PolicyDocument:
-        """Write the key policy: `users` (the vault's function roles) are its only users.
+        """Write the key policy: `users` (the vault's function roles) are its only users;
+        `stream_readers` (the events function) only read the table's stream through DynamoDB.
 
         It replaces whatever constructs added on their own (e.g. Secrets Manager's
         account-wide statement): every statement is here. `api_key_secrets`: the ARN pattern of
@@ -249,6 +251,22 @@ class VaultKey(Construct):
                             "kms:CallerAccount": Aws.ACCOUNT_ID,
                         },
                         "StringLike": {"kms:EncryptionContext:SecretARN": api_key_secrets},
+                    },
+                )
+            )
+        if stream_readers:
+            document.add_statements(
+                iam.PolicyStatement(
+                    sid="VaultStreamReads",
+                    principals=[account],
+                    actions=["kms:Decrypt", "kms:DescribeKey"],
+                    resources=["*"],
+                    conditions={
+                        "ArnEquals": {"aws:PrincipalArn": [r.role_arn for r in stream_readers]},
+                        "StringEquals": {
+                            "kms:ViaService": dynamodb,
+                            "kms:CallerAccount": Aws.ACCOUNT_ID,
+                        },
                     },
                 )
             )

@@ -82,6 +82,7 @@ class VaultTables(Construct):
                 point_in_time_recovery_enabled=True
             ),
             time_to_live_attribute=schema.ttl_attribute,
+            stream=dynamodb.StreamViewType(schema.stream_view) if schema.stream_view else None,
             deletion_protection=self._protect,
             removal_policy=RemovalPolicy.RETAIN if self._protect else RemovalPolicy.DESTROY,
         )

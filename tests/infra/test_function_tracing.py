@@ -16,7 +16,7 @@ def test_every_vault_function_keeps_lambdas_active_tracing(
             for f in by_type(built.templates["Vault"], "AWS::Lambda::Function").values()
             if f["Properties"].get("Handler", "").startswith("vault.")
         ]
-        assert len(functions) == 5
+        assert len(functions) == 6  # the five of ITEM_ACCESS and the lifecycle events'
         for props in functions:
             assert props["TracingConfig"] == {"Mode": "Active"}
             assert not any(

@@ -14,6 +14,11 @@ ACCEPTED_RESOURCE_STAR = {
     ("Vault", "CallbackRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "AdminApiRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
     ("Vault", "ReaperRoleDefaultPolicy", ("xray:PutTelemetryRecords", "xray:PutTraceSegments")),
+    (
+        "Vault",
+        "LifecycleEventsRoleDefaultPolicy",
+        ("dynamodb:ListStreams", "xray:PutTelemetryRecords", "xray:PutTraceSegments"),
+    ),
     ("AgentService", "SampleAgentTaskExecutionRoleDefaultPolicy", ("ecr:GetAuthorizationToken",)),
 }
 

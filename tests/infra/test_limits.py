@@ -56,11 +56,19 @@ def test_the_reaper_has_reserved_concurrency_the_api_functions_share_the_pool(
 ) -> None:
     built = synthesized if which == "dev" else synthesized_prod
     functions = _functions(built.templates["Vault"])
-    assert set(functions) == {"agent_api", "proxy_api", "callback", "admin_api", "reaper"}
+    assert set(functions) == {
+        "agent_api",
+        "proxy_api",
+        "callback",
+        "admin_api",
+        "reaper",
+        "events",
+    }
     expected = built.built.config.reaper_reserved_concurrency
     assert expected == 2  # the default
     assert functions["reaper"]["ReservedConcurrentExecutions"] == expected
-    for name in ("agent_api", "proxy_api", "callback", "admin_api"):  # docs/cost.md
+    # docs/cost.md; the events function's stream mapping runs one batch per shard at a time
+    for name in ("agent_api", "proxy_api", "callback", "admin_api", "events"):
         assert "ReservedConcurrentExecutions" not in functions[name], name
 
 

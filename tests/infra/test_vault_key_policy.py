@@ -51,6 +51,11 @@ def _vault_roles(template: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(({"Fn::GetAtt": [r, "Arn"]} for r in roles), key=json.dumps)
 
 
+def _events_role(template: dict[str, Any]) -> str:
+    (role,) = [k for k in by_type(template, "AWS::IAM::Role") if k.startswith("LifecycleEvents")]
+    return role
+
+
 def _key_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     keys = [
         v
@@ -99,12 +104,21 @@ def test_row_48_only_the_vault_roles_may_decrypt_or_make_data_keys(
             # The account delegates to IAM, but only for the vault's roles.
             assert _principals(statement) == ["arn:aws:iam::123456789012:root"], statement
             pinned = statement["Condition"]["ArnEquals"]["aws:PrincipalArn"]
+            if statement["Sid"] == "VaultStreamReads":
+                # the lifecycle events' function: the table's stream through DynamoDB only
+                assert pinned == [{"Fn::GetAtt": [_events_role(template), "Arn"]}], statement
+                assert "dynamodb." in json.dumps(
+                    render(statement["Condition"]["StringEquals"]["kms:ViaService"])
+                )
+                assert use == {"kms:Decrypt"}, statement
+                continue
             assert sorted(pinned, key=json.dumps) == roles, statement
     assert {s["Sid"] for s in decrypting} == {
         "VaultTableEncryption",
         "VaultReadsProviderSecrets",
         "VaultApiKeySecrets",
         "VaultEnvelopeEncryption",
+        "VaultStreamReads",
     }
     # API keys (flow 12): only through Secrets Manager, only the API-key secrets
     api_keys = next(s for s in decrypting if s["Sid"] == "VaultApiKeySecrets")

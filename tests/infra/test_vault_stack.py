@@ -21,6 +21,7 @@ HANDLERS = {
     "vault.handlers.callback.handler",
     "vault.handlers.admin_api.handler",
     "vault.handlers.reaper.handler",
+    "vault.handlers.events.handler",
 }
 
 
@@ -144,13 +145,21 @@ def test_one_function_per_handler_each_with_its_own_role(synthesized: Synthesize
     }
     assert {f["Handler"] for f in functions.values()} == HANDLERS
     roles = {f["Role"]["Fn::GetAtt"][0] for f in functions.values()}
-    assert len(roles) == 5
+    assert len(roles) == 6
     for props in functions.values():
         assert props["Runtime"] == "python3.13"
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["LoggingConfig"]["LogFormat"] == "JSON"
         env = render(props["Environment"]["Variables"])
+        if props["Handler"] == "vault.handlers.events.handler":
+            # the lifecycle events' function knows its bus, and no table, key or secret
+            assert set(env) == {
+                "EVENT_BUS_NAME",
+                "POWERTOOLS_SERVICE_NAME",
+                "POWERTOOLS_METRICS_NAMESPACE",
+            }
+            continue
         assert set(env) >= {
             "TABLE_NAME",
             "REPLAY_TABLE_NAME",
@@ -307,8 +316,8 @@ def test_alarms_cover_api_5xx_and_every_function(synthesized: Synthesized) -> No
     ]
     metrics = {(a["Namespace"], a["MetricName"]) for a in alarms}
     assert ("AWS/ApiGateway", "5xx") in metrics
-    assert sum(1 for a in alarms if a["MetricName"] == "Errors") == 5
-    assert sum(1 for a in alarms if a["MetricName"] == "Throttles") == 5
+    assert sum(1 for a in alarms if a["MetricName"] == "Errors") == 6
+    assert sum(1 for a in alarms if a["MetricName"] == "Throttles") == 6
     assert all(a["AlarmActions"] for a in alarms)
     template = synthesized.template("Vault")
     template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})

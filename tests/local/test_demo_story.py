@@ -142,6 +142,22 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert chain["sub"] == "alice" and chain["act"]["sub"] == "calendar-agent"
         assert chain["act"]["act"]["sub"] == DPOP_AGENT
 
+        revoked = story.admin_revokes()
+        assert revoked["revoked_grants"] == 1
+        # the lifecycle events EventBridge delivered, each printed under the step that made it
+        lifecycle = [
+            (e["detail-type"], e["detail"].get("reason"), e["detail"]["agent"])
+            for e in story.state.lifecycle
+        ]
+        assert lifecycle == [
+            ("grant.activated", None, "calendar-agent"),
+            ("grant.activated", None, DPOP_AGENT),
+            ("session.ended", "task_stopped", "calendar-agent"),
+            ("session.ended", "ended_by_agent", DPOP_AGENT),
+            ("session.ended", "parent_ended", "calendar-agent"),
+            ("grant.revoked", "revocation", DPOP_AGENT),
+        ]
+
         audit = story.audit_trail()
         actions = [(e["action"], e["outcome"]) for e in audit]
         for expected in [

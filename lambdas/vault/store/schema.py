@@ -57,6 +57,8 @@ class TableSchema:
     sort_key: str | None = None
     indexes: tuple[Index, ...] = ()
     ttl_attribute: str = TTL_ATTRIBUTE
+    stream_view: str | None = None
+    """The table's DynamoDB stream (its view type), if it has one."""
 
     @property
     def key_attributes(self) -> tuple[str, ...]:
@@ -88,6 +90,8 @@ class TableSchema:
                 }
                 for index in self.indexes
             ]
+        if self.stream_view:
+            definition["StreamSpecification"] = {"StreamViewType": self.stream_view}
         definition["TimeToLiveSpecification"] = {
             "AttributeName": self.ttl_attribute,
             "Enabled": True,
@@ -100,7 +104,11 @@ GSI1 = Index("gsi1")
 GSI2 = Index("gsi2")
 """A grant by id and the session tokens minted from it, a user's unbound flows, an agent's
 sessions by user."""
-VAULT_TABLE = TableSchema(partition_key="pk", sort_key="sk", indexes=(GSI1, GSI2))
+VAULT_TABLE = TableSchema(
+    partition_key="pk", sort_key="sk", indexes=(GSI1, GSI2), stream_view="NEW_AND_OLD_IMAGES"
+)
+"""Its stream feeds the lifecycle events (flow 9, `vault.lifecycle`): every committed write,
+with the item before and after."""
 REPLAY_TABLE = TableSchema(partition_key="pk")
 """Proof `jti`s only."""
 
@@ -110,6 +118,11 @@ def create_tables(dynamodb: Any, table: str, replay_table: str) -> None:
     for name, schema in ((table, VAULT_TABLE), (replay_table, REPLAY_TABLE)):
         definition = schema.definition()
         ttl = definition.pop("TimeToLiveSpecification")
+        if "StreamSpecification" in definition:  # CreateTable's words add the switch
+            definition["StreamSpecification"] = {
+                "StreamEnabled": True,
+                **definition["StreamSpecification"],
+            }
         dynamodb.create_table(TableName=name, **definition)
         dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
