@@ -38,7 +38,9 @@ lint: install ## ruff check and format check, mypy (strict on lambdas/ and the S
 	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault local agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
 	$(PY) scripts/pip_audit.py
 
-test: install browser lint synth ## install everything (the browser too), lint, the synth gates, the whole suite
+test: install browser ## install everything (the browser too), lint, the synth gates, the whole suite
+	@# lint (mostly mypy) and the synth gates (mostly node) each keep one core busy: side by side
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint synth
 	$(BIN)/pytest -n 2
 
 test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint or synth (the checkov test still needs checkov)
