@@ -238,7 +238,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             (
                 "lambda_memory",
-                "Lambda memory: the cheapest size (128-1024 MB, arm64) that holds the handler's "
+                "Lambda memory: the cheapest size (128-1024 MB, arm64) with a modelled cold start "
+                f"<= {curve['cold_init_bound_s']:g} s that holds the handler's "
                 f"measured RSS x {curve['rss_headroom']:g}",
                 f"{curve['deployed_mb']} MB deployed; cheapest fitting "
                 f"{curve['cheapest_fitting_mb']} MB (RSS {curve['rss_mb']} MB)",

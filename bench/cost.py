@@ -330,6 +330,10 @@ MEMORY_SIZES_MB = (128, 256, 384, 512, 768, 1024)
 RSS_HEADROOM = 1.5
 """A memory size is counted as fitting if it holds the handler's measured peak RSS x 1.5
 (the runtime's own process, the clients built at the first request, response bodies)."""
+COLD_INIT_BOUND_S = 2.5
+"""... and if its modelled cold start (the agent API's import with the bytecode the bundle ships,
+plus building the services, at the size's CPU share) stays within this: below it the money
+saved is cents per million and the price is seconds for the user who meets a cold start."""
 
 
 def handler_rss_mb() -> float:
@@ -361,10 +365,14 @@ def memory_curve(
     """The cost per million warm retrievals and the warm latency at each memory size, from the
     same measured compute (`per_million` at that size: Lambda's CPU share is memory / 1769 MB
     of a vCPU, so CPU-bound time scales by 1769 / memory and the AWS round trips do not), and
-    which sizes hold the handler's measured RSS with headroom. The cheapest size that fits is
-    the choice: at a CPU share proportional to memory, the GB-seconds of the CPU-bound part are
-    the same at every size and only the waiting part costs more with more memory, so smaller is
-    cheaper until the memory does not fit (the latency is the price of that)."""
+    which sizes hold the handler's measured RSS with headroom and keep the modelled cold start
+    within COLD_INIT_BOUND_S. The cheapest size that fits is the choice: at a CPU share
+    proportional to memory, the GB-seconds of the CPU-bound part are the same at every size and
+    only the waiting part costs more with more memory, so smaller is cheaper until the memory
+    does not fit or the cold start grows past the bound."""
+    init_cpu_ms = cold.get("cold_import_cpu_ms", {}).get("agent_api", 0.0) + cold.get(
+        "services_build_cpu_ms", 0.0
+    )
     rows = []
     for memory in MEMORY_SIZES_MB:
         priced = per_million(
@@ -376,10 +384,13 @@ def memory_curve(
         )
         duration = next(v for k, v in priced["lines_per_million_usd"].items() if "duration" in k)
         init = next(v for k, v in priced["lines_per_million_usd"].items() if "INIT" in k)
+        init_s = init_cpu_ms * ASSUMPTIONS["vcpu_full_at_mb"] / memory / 1000
         rows.append(
             {
                 "memory_mb": memory,
-                "fits": memory >= rss_mb * RSS_HEADROOM,
+                "fits": memory >= rss_mb * RSS_HEADROOM and init_s <= COLD_INIT_BOUND_S,
+                "holds_rss": memory >= rss_mb * RSS_HEADROOM,
+                "cold_init_s_scaled": round(init_s, 2),
                 "billed_ms": priced["billed_ms"],
                 "compute_ms_scaled": priced["compute_ms_scaled"],
                 "lambda_duration_per_million_usd": duration,
@@ -392,6 +403,7 @@ def memory_curve(
     return {
         "rss_mb": rss_mb,
         "rss_headroom": RSS_HEADROOM,
+        "cold_init_bound_s": COLD_INIT_BOUND_S,
         "rows": rows,
         "cheapest_fitting_mb": choice["memory_mb"],
         "deployed_mb": facts["lambda_memory_mb"],

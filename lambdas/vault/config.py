@@ -157,16 +157,9 @@ class TokenResponseShape(_Frozen):
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # RFC 9110 token
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
-_UNINJECTABLE_HEADERS = frozenset(
+HOP_BY_HOP = frozenset(
     {
         "connection",
-        "content-length",
-        "content-type",
-        "cookie",
-        "dpop",
-        "expect",
-        "forwarded",
-        "host",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
@@ -175,9 +168,19 @@ _UNINJECTABLE_HEADERS = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
-        "via",
     }
 )
+"""Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded by the proxy, never injectable."""
+_UNINJECTABLE_HEADERS = HOP_BY_HOP | {
+    "content-length",
+    "content-type",
+    "cookie",
+    "dpop",
+    "expect",
+    "forwarded",
+    "host",
+    "via",
+}
 
 
 class ApiKeyConfig(_Frozen):

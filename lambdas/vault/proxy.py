@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from vault import apikeys, machine, tokens
 from vault.audit import Decision, decision
 from vault.caller import Caller, agent_of
-from vault.config import ProviderConfig
+from vault.config import HOP_BY_HOP, ProviderConfig
 from vault.egress import UpstreamAnswer
 from vault.errors import (
     InvalidRequest,
@@ -63,19 +63,6 @@ API_BASE_HEADER = "x-agent-vault-api-base"
 PROXY_HEADER = "X-Agent-Vault-Proxy"
 """On every answer that is the provider's (`upstream`); the vault's own problems lack it."""
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     "authorization",
     "dpop",

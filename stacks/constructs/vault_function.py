@@ -40,7 +40,7 @@ class VaultFunction(Construct):
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
         timeout: Duration,
-        memory_size: int = 256,
+        memory_size: int = 512,
         reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
