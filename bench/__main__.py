@@ -503,10 +503,18 @@ def render(result: dict[str, Any]) -> str:
                 f", fits at x{curve['rss_headroom']:g})",
                 [
                     (
-                        f"{r['memory_mb']} MB" + ("" if r["fits"] else " (does not fit)"),
+                        f"{r['memory_mb']} MB"
+                        + (
+                            ""
+                            if r["fits"]
+                            else " (RSS does not fit)"
+                            if not r["holds_rss"]
+                            else f" (cold start > {curve['cold_init_bound_s']:g} s)"
+                        ),
                         f"${r['cost_per_million_usd']:.3f} per million (duration "
                         f"${r['lambda_duration_per_million_usd']:.3f}, INIT "
-                        f"${r['lambda_init_per_million_usd']:.3f}); {r['billed_ms']} ms billed",
+                        f"${r['lambda_init_per_million_usd']:.3f}); {r['billed_ms']} ms billed; "
+                        f"modelled cold start {r['cold_init_s_scaled']:g} s",
                     )
                     for r in curve["rows"]
                 ]
