@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help install browser lint test test-fast synth openapi events demo local bench fuzz deploy requirements pin-agent-image clean
+.PHONY: help install browser lint lint-code lint-stacks test test-fast synth openapi events demo local bench fuzz deploy requirements pin-agent-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ help: ## list the targets
 $(VENV)/.installed: requirements/dev.txt pyproject.toml lambdas/pyproject.toml agent/pyproject.toml local/pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	uv venv --quiet --allow-existing $(VENV)
-	uv pip install --quiet --compile-bytecode --python $(PY) -r requirements/dev.txt \
+	uv pip install --quiet --python $(PY) -r requirements/dev.txt \
 		-e . -e lambdas -e agent -e local
 	@touch $@
 
@@ -31,20 +31,27 @@ install: $(VENV)/.installed node_modules/.installed ## install Python and Node d
 browser: ## Debian's Chromium for the browser test (apt when root; otherwise says what to run)
 	@scripts/ensure_chromium.sh
 
-lint: install ## ruff check and format check, mypy (strict on lambdas/ and the SDK), bandit, pip-audit
+lint: lint-code lint-stacks ## ruff check and format check, mypy (strict on lambdas/ and the SDK), bandit, pip-audit
+
+lint-code: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy lambdas/vault agent_vault local/agent_vault_local agent/sample_agent stacks
+	$(BIN)/mypy lambdas/vault agent_vault local/agent_vault_local agent/sample_agent
 	set -o pipefail; $(BIN)/bandit -q -c pyproject.toml -r lambdas agent_vault local agent stacks scripts 2>&1 | { grep -v 'but no failed test' || true; }
 	$(PY) scripts/pip_audit.py
 
+# mypy over the CDK app reads aws-cdk-lib's bindings (minutes on a cold cache): its own process
+# and cache, so `make test` runs it beside the rest
+lint-stacks: install
+	$(BIN)/mypy --cache-dir .mypy_cache_stacks stacks
+
 test: install browser ## install everything (the browser too), lint, the synth gates, the whole suite
-	@# lint (mostly mypy) and the synth gates (mostly node) each keep one core busy: side by side
-	$(MAKE) --no-print-directory -j2 --output-sync=target lint synth
-	$(BIN)/pytest -n 2
+	@# the stacks' mypy keeps one core busy; the other lint steps, then the synth gates, the other
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint-stacks lint-code synth
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint or synth (the checkov test still needs checkov)
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 CHECKOV_VERSION := 3.3.30
 $(CHECKOV_VENV)/.installed:
@@ -93,4 +100,4 @@ pin-agent-image: ## pin agent/Dockerfile's base image to its tag's current diges
 	$(PY) scripts/pin_agent_image.py $(if $(DIGEST),--digest $(DIGEST))
 
 clean: ## remove build outputs
-	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf cdk.out build .pytest_cache .mypy_cache .mypy_cache_stacks .ruff_cache .hypothesis

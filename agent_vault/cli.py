@@ -49,7 +49,7 @@ DEFAULT_STACK = "agent-vault-dev-vault"
 LOCAL_STATE_ENV = "AGENT_VAULT_LOCAL_STATE"
 ADMIN_PROFILE = "admin"
 """The local mode principal the CLI signs as (an admin role)."""
-FUNCTIONS = ("AgentApi", "Callback", "AdminApi", "Reaper")
+FUNCTIONS = ("AgentApi", "ProxyApi", "Callback", "AdminApi", "Reaper")
 """The vault stack's functions, whose log groups carry the audit events."""
 
 LOCAL_MISSING = (

@@ -82,3 +82,12 @@ def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 def by_type(template: Mapping[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every infra test on one xdist worker (`--dist loadgroup`): the app is synthesized once per
+    worker, and a second worker would synthesize it again for nothing."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("cdk"))

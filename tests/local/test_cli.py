@@ -508,12 +508,17 @@ def test_deployed_path_stack_outputs_sigv4_chain_and_cloudwatch(
     monkeypatch.setenv("AWS_ENDPOINT_URL", local.moto_url)
     aws = boto3.session.Session(region_name=local.region)
     group = f"/aws/lambda/{STACK}-admin-api"
+    proxy_group = f"/aws/lambda/{STACK}-proxy-api"
     template = {
         "Resources": {
             "AdminApiLogs1A2B3C4D": {
                 "Type": "AWS::Logs::LogGroup",
                 "Properties": {"LogGroupName": group},
-            }
+            },
+            "ProxyApiLogs5E6F7A8B": {
+                "Type": "AWS::Logs::LogGroup",
+                "Properties": {"LogGroupName": proxy_group},
+            },
         },
         "Outputs": {"ApiUrl": {"Value": local.vault_url}},
     }
@@ -531,6 +536,13 @@ def test_deployed_path_stack_outputs_sigv4_chain_and_cloudwatch(
             {"timestamp": now + 1, "message": json.dumps({"message": "not audited"})},
         ],
     )
+    proxied = {"action": "proxy.call", "outcome": "allowed", "status": 200}
+    logs.create_log_stream(logGroupName=proxy_group, logStreamName="s")
+    logs.put_log_events(
+        logGroupName=proxy_group,
+        logStreamName="s",
+        logEvents=[{"timestamp": now + 2, "message": json.dumps({"audit": proxied})}],
+    )
 
     listed = run_json("sessions", "list", "--stack", STACK)
     assert isinstance(listed["items"], list)
@@ -538,7 +550,7 @@ def test_deployed_path_stack_outputs_sigv4_chain_and_cloudwatch(
     assert status == 0
     assert [
         {k: v for k, v in json.loads(x).items() if k != "timestamp"} for x in text.split("\n") if x
-    ] == [event]
+    ] == [event, proxied]  # every function's log group, the egress proxy's too
     # a stack without the output, and one that does not exist
     assert run("sessions", "list", "--stack", "no-such-stack")[0] == 3
     # an agent's role is no admin: refused by the vault
