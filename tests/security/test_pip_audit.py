@@ -83,7 +83,7 @@ def test_a_vulnerability_fails_even_when_other_packages_went_unchecked() -> None
             "port=443): Max retries exceeded (NameResolutionError)",
         ),
         (1, "", "urllib3.exceptions.ProxyError: Unable to connect to proxy"),
-        (1, "", "ReadTimeout: HTTPSConnectionPool(host='pypi.org', port=443): Read timed out."),
+        (1, "", "ReadTimeout: HTTPSConnectionPool(host='adv.invalid', port=443): Read timed out."),
         (None, "", ""),
     ],
     ids=["pypi-unreachable", "no-dns", "proxy", "read-timeout", "run-timeout"],
