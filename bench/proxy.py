@@ -37,7 +37,7 @@ import urllib3
 
 from agent_vault_local.events import LambdaContext
 from bench.rig import GRANTED, Rig
-from bench.timing import summary_ms
+from bench.timing import summary_ms, timed_call
 from tests.support.apigw import build_event
 from tests.support.harness import Vault
 from vault.egress import Egress, UpstreamAnswer
@@ -248,21 +248,11 @@ class Run:
         handler = self.handler
         for _ in range(n):
             event = self.event()  # proof signed here, before the timer
-            context = LambdaContext()
-            rig.io_clock.reset()
-            started_cpu = time.thread_time_ns()
-            started = time.perf_counter_ns()
-            result = handler(event, context)
-            elapsed = time.perf_counter_ns() - started
-            elapsed_cpu = time.thread_time_ns() - started_cpu
-            if result["statusCode"] != 200:
-                raise RuntimeError(
-                    f"proxied call failed: {result['statusCode']} {result.get('body')}"
-                )
-            body_bytes = len(str(result.get("body") or "").encode())
-            cpu.append(elapsed_cpu - rig.io_clock.elapsed_cpu_ns())
-            wall.append(elapsed - rig.io_clock.elapsed_ns())
-            wire.append(rig.io_clock.elapsed_ns())
+            call = timed_call(handler, event, LambdaContext(), rig.io_clock, "proxied call")
+            body_bytes = call.body_bytes
+            cpu.append(call.compute_ns)
+            wall.append(call.compute_wall_ns)
+            wire.append(call.wire_ns)
             if collect is not None:
                 collect()
             if floor is not None:

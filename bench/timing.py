@@ -17,10 +17,60 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+
+
+@dataclass(frozen=True)
+class TimedCall:
+    """One handler invocation: its wall and CPU time, and the AWS wire and botocore client time
+    measured by the clock during it (ns); `body_bytes` of the answer."""
+
+    wall_ns: int
+    cpu_ns: int
+    wire_ns: int
+    wire_cpu_ns: int
+    client_ns: int
+    body_bytes: int
+
+    @property
+    def compute_ns(self) -> int:
+        """CPU time with the wire taken out."""
+        return self.cpu_ns - self.wire_cpu_ns
+
+    @property
+    def compute_wall_ns(self) -> int:
+        """Wall time with the wire taken out."""
+        return self.wall_ns - self.wire_ns
+
+
+def timed_call(
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+    event: dict[str, Any],
+    context: Any,
+    clock: AwsIoClock,
+    what: str,
+) -> TimedCall:
+    """Call `handler` once under the clock; an answer other than 200 is an error naming `what`."""
+    clock.reset()
+    started_cpu = time.thread_time_ns()
+    started = time.perf_counter_ns()
+    result = handler(event, context)
+    elapsed = time.perf_counter_ns() - started
+    elapsed_cpu = time.thread_time_ns() - started_cpu
+    if result["statusCode"] != 200:
+        raise RuntimeError(f"{what} failed: {result['statusCode']} {result.get('body')}")
+    return TimedCall(
+        wall_ns=elapsed,
+        cpu_ns=elapsed_cpu,
+        wire_ns=clock.elapsed_ns(),
+        wire_cpu_ns=clock.elapsed_cpu_ns(),
+        client_ns=clock.client_ns(),
+        body_bytes=len(str(result.get("body") or "").encode()),
+    )
 
 
 class AwsIoClock:

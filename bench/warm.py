@@ -29,7 +29,7 @@ import botocore.session
 from botocore import xform_name
 
 from bench.rig import Rig
-from bench.timing import summary_ms
+from bench.timing import summary_ms, timed_call
 from tests.support.apigw import LambdaContext
 from tests.support.aws import REGION, RequestCounter
 from vault.handlers import agent_api
@@ -137,22 +137,12 @@ class Run:
         handler = agent_api.handler
         for _ in range(n):
             event = rig.token_event(self.agent)  # proof signed here, before the timer
-            context = LambdaContext()
-            rig.io_clock.reset()
-            started_cpu = time.thread_time_ns()
-            started = time.perf_counter_ns()
-            result = handler(event, context)
-            elapsed = time.perf_counter_ns() - started
-            elapsed_cpu = time.thread_time_ns() - started_cpu
-            if result["statusCode"] != 200:
-                raise RuntimeError(
-                    f"warm retrieval failed: {result['statusCode']} {result.get('body')}"
-                )
-            body_bytes = len(str(result.get("body") or "").encode())
-            wall.append(elapsed)
-            compute.append(elapsed_cpu - rig.io_clock.elapsed_cpu_ns())
-            compute_wall.append(elapsed - rig.io_clock.elapsed_ns())
-            client.append(rig.io_clock.client_ns())
+            call = timed_call(handler, event, LambdaContext(), rig.io_clock, "warm retrieval")
+            body_bytes = call.body_bytes
+            wall.append(call.wall_ns)
+            compute.append(call.compute_ns)
+            compute_wall.append(call.compute_wall_ns)
+            client.append(call.client_ns)
             if collect:
                 collect()
             if floor is not None:
