@@ -11,8 +11,20 @@ from stacks.config import VaultConfig, log_retention
 from stacks.constructs.agent_cluster import AgentCluster
 from stacks.constructs.agent_network import AgentNetwork
 from stacks.constructs.agent_service import AgentService
+from stacks.constructs.agent_function_urls import (
+    AGENT_URL_FUNCTIONS,
+    allow_url_calls,
+    grant_url_calls,
+)
 from stacks.constructs.vault_api import grant_invoke_agent_routes
-from stacks.vault_stack import agent_cluster_name, api_id_export, api_url_export
+from stacks.vault_stack import (
+    agent_cluster_name,
+    api_id_export,
+    api_url_export,
+    function_arn_export,
+    function_url_export,
+    sample_agent_name,
+)
 
 
 class AgentServiceStack(Stack):
@@ -27,8 +39,15 @@ class AgentServiceStack(Stack):
         # The vault stack's exports, by name: deploy it first (the app declares the dependency).
         vault_api_id = Fn.import_value(api_id_export(config.environment))
         vault_url = Fn.import_value(api_url_export(config.environment))
-        agent_name = config.sample_agent or next(iter(config.agents))
+        agent_name = sample_agent_name(config)
         self.agent_name = agent_name
+        function_urls = config.agent_endpoint == "function_url"
+        agent_environment = sample_agent_environment(config, agent_name)
+        if function_urls:
+            vault_url = Fn.import_value(function_url_export(config.environment, "AgentApi"))
+            agent_environment["AGENT_VAULT_PROXY_URL"] = Fn.import_value(
+                function_url_export(config.environment, "ProxyApi")
+            )
 
         self.network = AgentNetwork(
             self, "Network", log_retention=retention, removal_policy=removal
@@ -47,12 +66,28 @@ class AgentServiceStack(Stack):
             role_name=config.agents[agent_name].name_of_role,
             cluster_name=agent_cluster_name(config.environment),
             vault_url=vault_url,
-            agent_environment=sample_agent_environment(config, agent_name),
+            agent_environment=agent_environment,
             certificate_arn=config.certificate_arn,
             log_retention=retention,
             removal_policy=removal,
         )
-        grant_invoke_agent_routes(self.agent.task_role, api_id=vault_api_id)
+        if function_urls:
+            # the task role calls the vault's function URLs, as URLs only (the vault stack
+            # allows the other agents' roles; this role is made here, so its statements too)
+            arns = [
+                Fn.import_value(function_arn_export(config.environment, name))
+                for name in AGENT_URL_FUNCTIONS
+            ]
+            grant_url_calls(self.agent.task_role, function_arns=arns)
+            for name, arn in zip(AGENT_URL_FUNCTIONS, arns, strict=True):
+                allow_url_calls(
+                    self,
+                    f"{name}SampleAgent",
+                    function_arn=arn,
+                    principal_arn=self.agent.task_role.role_arn,
+                )
+        else:
+            grant_invoke_agent_routes(self.agent.task_role, api_id=vault_api_id)
 
         CfnOutput(
             self,

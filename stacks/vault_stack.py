@@ -13,6 +13,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import VaultConfig, log_retention
+from stacks.constructs.agent_function_urls import AgentFunctionUrls
 from stacks.constructs.audit_queries import AuditQueries
 from stacks.constructs.lifecycle_events import LifecycleEvents
 from stacks.constructs.provider_secrets import ProviderSecrets
@@ -172,6 +173,21 @@ def api_url_export(environment: str) -> str:
     return f"agent-vault-{environment}-api-url"
 
 
+def function_url_export(environment: str, function: str) -> str:
+    """Export name of a function's URL (`agent_endpoint: "function_url"`; AgentApi, ProxyApi)."""
+    return f"agent-vault-{environment}-{function.lower()}-url"
+
+
+def function_arn_export(environment: str, function: str) -> str:
+    """Export name of a function's ARN (the sample agent's URL permissions are made with it)."""
+    return f"agent-vault-{environment}-{function.lower()}-arn"
+
+
+def sample_agent_name(config: VaultConfig) -> str:
+    """The agent the sample ECS service runs as (`sample_agent`, else the first agent)."""
+    return config.sample_agent or next(iter(config.agents))
+
+
 class VaultStack(Stack):
     """Agent Vault's serving side (everything but the audit trail and the agents)."""
 
@@ -328,6 +344,21 @@ class VaultStack(Stack):
         self.api.route_proxy_api(self.proxy_api.function)
         self.api.route_admin_api(self.admin_api.function)
         self.api.route_callback(self.callback.function)
+        # `agent_endpoint: "function_url"`: agents may also call the agent API and the egress
+        # proxy at their own IAM-authorized URLs (no API Gateway request; docs/cost.md). The
+        # sample agent's role is made by the agent service stack, which adds its permissions.
+        self.agent_urls: AgentFunctionUrls | None = None
+        if config.agent_endpoint == "function_url":
+            self.agent_urls = AgentFunctionUrls(
+                self,
+                "AgentUrls",
+                functions={
+                    "AgentApi": self.agent_api.function,
+                    "ProxyApi": self.proxy_api.function,
+                },
+                config=config,
+                agents=[a for a in config.agents if a != sample_agent_name(config)],
+            )
 
         cluster_arn = (
             f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:{Aws.ACCOUNT_ID}:cluster/"
@@ -405,3 +436,21 @@ class VaultStack(Stack):
             description="Base URL of the vault API (VAULT_URL for agents)",
             export_name=api_url_export(env_name),
         )
+        if self.agent_urls is not None:
+            for name, url in self.agent_urls.urls.items():
+                CfnOutput(
+                    self,
+                    f"{name}FunctionUrl",
+                    value=url.url,
+                    description=f"IAM-authorized URL of {name} (SigV4 for `lambda`): "
+                    + ("the agents' VAULT_URL" if name == "AgentApi" else "the agents' proxy URL"),
+                    export_name=function_url_export(env_name, name),
+                )
+                CfnOutput(
+                    self,
+                    f"{name}FunctionArn",
+                    value=self.functions[name].function.function_arn,
+                    description=f"{name} function (agent roles need lambda:InvokeFunctionUrl"
+                    " and lambda:InvokeFunction on it)",
+                    export_name=function_arn_export(env_name, name),
+                )

@@ -519,6 +519,10 @@ class VaultConfig(_Frozen):
     deploy_role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
     """The role CloudFormation deploys as: the only one that may change the vault key's policy;
     default: the CDK bootstrap's CloudFormation execution role."""
+    agent_endpoint: Literal["api_gateway", "function_url"] = "api_gateway"
+    """How agents reach the agent API and the egress proxy: the HTTP API (IAM on each route,
+    stage throttle, access log), or also each function's own URL with IAM auth (no API Gateway
+    request charge; docs/cost.md, "Agent endpoint")."""
 
     @field_validator("log_retention_days")
     @classmethod

@@ -80,6 +80,13 @@ def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(tmp_path_factory.mktemp("cdk-prod"), config=config)
 
 
+@pytest.fixture(scope="session")
+def synthesized_function_url(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The default config with `agent_endpoint: "function_url"`, synthesized once."""
+    config = config_with(agent_endpoint="function_url")
+    return synthesize(tmp_path_factory.mktemp("cdk-function-url"), config=config)
+
+
 def by_type(template: Mapping[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
 
