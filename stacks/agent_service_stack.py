@@ -9,13 +9,13 @@ from constructs import Construct
 
 from stacks.config import VaultConfig, log_retention
 from stacks.constructs.agent_cluster import AgentCluster
-from stacks.constructs.agent_network import AgentNetwork
-from stacks.constructs.agent_service import AgentService
 from stacks.constructs.agent_function_urls import (
     AGENT_URL_FUNCTIONS,
     allow_url_calls,
     grant_url_calls,
 )
+from stacks.constructs.agent_network import AgentNetwork
+from stacks.constructs.agent_service import AgentService
 from stacks.constructs.vault_api import grant_invoke_agent_routes
 from stacks.vault_stack import (
     agent_cluster_name,

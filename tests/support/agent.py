@@ -9,7 +9,14 @@ from typing import Any
 from joserfc import jws
 from joserfc.jwk import ECKey
 
-from tests.support.apigw import DOMAIN, HttpAnswer, build_event, invoke
+from tests.support.apigw import (
+    DOMAIN,
+    FUNCTION_URL_DOMAIN,
+    HttpAnswer,
+    build_event,
+    function_url_handler,
+    invoke,
+)
 
 
 def sign_proof(
@@ -41,7 +48,18 @@ class TestAgent:
 
     __test__ = False
 
-    def __init__(self, role: str, task_id: str, clock: Any, account: str = "123456789012"):
+    def __init__(
+        self,
+        role: str,
+        task_id: str,
+        clock: Any,
+        account: str = "123456789012",
+        *,
+        function_url: bool = False,
+    ):
+        self.function_url = function_url
+        """Call the vault at its function URL (`agent_endpoint: "function_url"`)."""
+        self.domain = FUNCTION_URL_DOMAIN if function_url else DOMAIN
         self.role = role
         self.task_id = task_id
         self.arn = f"arn:aws:sts::{account}:assumed-role/{role}/{task_id}"
@@ -54,7 +72,7 @@ class TestAgent:
         return sign_proof(
             self.key,
             method=method,
-            url=f"https://{DOMAIN}{path}",
+            url=f"https://{self.domain}{path}",
             iat=int(self.clock()),
             session_id=sid,
             **kw,
@@ -90,8 +108,9 @@ class TestAgent:
             headers=all_headers,
             query=query,
             principal_arn=self.arn if principal_arn is ... else principal_arn,
+            function_url=self.function_url,
         )
-        return invoke(event)
+        return invoke(event, function_url_handler(path) if self.function_url else None)
 
     def start_session(self, user: dict[str, str], **extra: Any) -> HttpAnswer:
         answer = self.call("POST", "/v1/sessions", {"user": user, **extra})

@@ -1,5 +1,6 @@
 """API Gateway HTTP API (payload 2.0, IAM authorization) events, as the deployed API sends them,
-and the handlers run in-process on them.
+and the handlers run in-process on them; and the same request as a Lambda function URL with
+`AWS_IAM` auth sends it (`agent_endpoint: "function_url"`).
 
 The event and the Lambda context are local mode's (`agent_vault_local.events`): one builder for
 local mode, the tests and the bench."""
@@ -14,9 +15,11 @@ from typing import Any
 
 from agent_vault_local import events
 from agent_vault_local.events import AssumedRole, LambdaContext, resolve_handler
-from vault.routes import AGENT_API, match_route
+from vault.routes import AGENT_API, PROXY_API, match_route
 
 DOMAIN = "vault.test"
+FUNCTION_URL_ID = "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
+FUNCTION_URL_DOMAIN = f"{FUNCTION_URL_ID}.lambda-url.us-east-1.on.aws"
 ACCOUNT = "123456789012"
 OBSERVERS: list[Callable[[dict[str, Any], HttpAnswer], None]] = []
 """Called with every event and answer (tests/security/hygiene.py scans them for secrets)."""
@@ -51,9 +54,35 @@ def build_event(
     account: str = ACCOUNT,
     domain: str = DOMAIN,
     scheme: str = "https",
+    function_url: bool = False,
 ) -> dict[str, Any]:
     """The event of `method path` (`agent_vault_local.events.build_event`, the one builder) with
-    the tests' defaults: the deployed API's https domain and account, the caller by its ARN."""
+    the tests' defaults: the deployed API's https domain and account, the caller by its ARN.
+
+    `function_url`: as a function URL sends it (Lambda's "Invoking function URLs" payload: the
+    same version 2.0 format and `authorizer.iam`, but no route (`routeKey` `$default`), no
+    `pathParameters`, the URL's id as `apiId`, `authentication` null)."""
+    if function_url:
+        event = build_event(
+            method,
+            path,
+            query=query,
+            body=body,
+            headers=headers,
+            principal_arn=principal_arn,
+            account=account,
+            domain=FUNCTION_URL_DOMAIN if domain == DOMAIN else domain,
+            scheme=scheme,
+        )
+        event["routeKey"] = "$default"
+        event.pop("pathParameters", None)
+        context = event["requestContext"]
+        context.update(
+            routeKey="$default",
+            apiId=context["domainName"].split(".", 1)[0],
+            authentication=None,
+        )
+        return event
     found = match_route(method, path)
     return events.build_event(
         method,
@@ -71,10 +100,19 @@ def build_event(
     )
 
 
-def invoke(event: dict[str, Any]) -> HttpAnswer:
-    """Run the handler API Gateway would route this event to, in-process."""
-    found = match_route(event["requestContext"]["http"]["method"], event["rawPath"])
-    handler = resolve_handler(found[0].handler if found else AGENT_API)
+def function_url_handler(path: str) -> str:
+    """The function whose URL an agent calls for `path`: the egress proxy's for proxied calls,
+    the agent API's for everything else (each URL reaches its one function, whatever the path)."""
+    return PROXY_API if "/proxy/" in path else AGENT_API
+
+
+def invoke(event: dict[str, Any], handler_name: str | None = None) -> HttpAnswer:
+    """Run the handler API Gateway would route this event to (or `handler_name`: the function
+    behind a function URL), in-process."""
+    if handler_name is None:
+        found = match_route(event["requestContext"]["http"]["method"], event["rawPath"])
+        handler_name = found[0].handler if found else AGENT_API
+    handler = resolve_handler(handler_name)
     result = handler(event, LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     raw = result.get("body") or ""

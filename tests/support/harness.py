@@ -172,10 +172,18 @@ class Vault:
 
     # --- principals ---------------------------------------------------------------------
 
-    def agent(self, role: str = "calendar-agent-role", task_id: str | None = None) -> TestAgent:
+    def agent(
+        self,
+        role: str = "calendar-agent-role",
+        task_id: str | None = None,
+        *,
+        function_url: bool = False,
+    ) -> TestAgent:
         import secrets
 
-        return TestAgent(role, task_id or secrets.token_hex(16), self.clock, ACCOUNT)
+        return TestAgent(
+            role, task_id or secrets.token_hex(16), self.clock, ACCOUNT, function_url=function_url
+        )
 
     def user(self, name: str) -> dict[str, str]:
         return {"id_token": self.id_tokens[name]}

@@ -63,7 +63,7 @@ def make_resolver() -> APIGatewayHttpResolver:
         request_refused(
             error,
             principal=principal if isinstance(principal, str) else None,
-            route=str(event.get("routeKey", ""))[:128],
+            route=_route_key(event)[:128],
         )
 
     @app.exception_handler(VaultError)
@@ -88,6 +88,19 @@ def make_resolver() -> APIGatewayHttpResolver:
         return problem(failure)
 
     return app
+
+
+def _route_key(event: dict[str, Any]) -> str:
+    """API Gateway's route key. A function URL's event names none (`$default`): the route
+    table's for its method and path then, so the audit reads the same behind either endpoint."""
+    key = str(event.get("routeKey", ""))
+    if key != "$default":
+        return key
+    from vault.routes import match_route  # only for a refusal at a function URL
+
+    http = (event.get("requestContext") or {}).get("http") or {}
+    found = match_route(str(http.get("method", "")), str(event.get("rawPath", "")))
+    return found[0].route_key if found is not None else key
 
 
 def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
