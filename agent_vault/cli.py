@@ -928,6 +928,8 @@ def _doctor_secrets(secrets: Secrets | None, checks: list[Check]) -> None:
 
 def _doctor_sigv4(target: Target, checks: list[Check]) -> bool:
     """Signed admin read: ok for an admin, warn when the vault answers but not to an admin."""
+    from agent_vault.client import invoke_permission
+
     try:
         target.client().request("GET", "/v1/admin/sessions?limit=1", None, proof=False)
     except VaultConnectionError as exc:
@@ -957,7 +959,8 @@ def _doctor_sigv4(target: Target, checks: list[Check]) -> bool:
                 "sigv4",
                 "fail",
                 f"the API refused the signed request: {exc}",
-                "check the region and credentials; IAM must allow execute-api:Invoke",
+                "check the region and credentials; IAM must allow"
+                f" {invoke_permission(target.base_url)}",
             )
         )
         return False

@@ -6,7 +6,8 @@
 >>> with client.http("calendar") as api:  # doctest: +SKIP
 ...     events = api.get("/calendar/v3/events").json()
 
-Every request is signed with SigV4 for ``execute-api`` with the caller's AWS credentials (the
+Every request is signed with SigV4 (for ``execute-api``, or ``lambda`` at a function URL) with
+the caller's AWS credentials (the
 botocore credential chain: ECS task role, EKS Pod Identity / IRSA, Lambda role, IAM Roles Anywhere
 through ``credential_process``, environment, profiles) and carries a fresh DPoP proof signed by the
 session key, which lives only in this object's memory.
@@ -61,6 +62,9 @@ __all__ = [
 log = logging.getLogger("agent_vault")
 
 SERVICE = "execute-api"
+"""The SigV4 service of API Gateway URLs and custom domains."""
+FUNCTION_URL_SERVICE = "lambda"
+"""The SigV4 service of a Lambda function URL (``<id>.lambda-url.<region>.on.aws``)."""
 USER_AGENT = "agent-vault-sdk/0.1.0"
 REUSE_MARGIN_FRACTION = 0.5
 """A cached token is reused while at least ``min(refresh_margin, half its lifetime)`` is left,
@@ -68,6 +72,7 @@ as the vault does: short-lived provider tokens (seconds or minutes) are still ca
 _EXECUTE_API_HOST = re.compile(
     r"\.execute-api\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?$"
 )
+_FUNCTION_URL_HOST = re.compile(r"^[a-z0-9]+\.lambda-url\.([a-z]{2}(?:-[a-z]+)+-\d)\.on\.aws$")
 TOKEN_PROOF_HEADER = "X-Agent-Vault-Token-DPoP"  # noqa: S105 - a header name  # nosec B105
 USER_TOKEN_HEADER = "X-Agent-Vault-User-Token"  # noqa: S105 - a header name  # nosec B105
 """Carries the logged-in user's identity token to the connections routes."""
@@ -305,10 +310,29 @@ def normalize_scopes(scopes: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def region_from_url(url: str) -> str | None:
-    """The region of an ``execute-api`` URL (None for custom domains and loopback)."""
+    """The region of an ``execute-api`` or a function URL (None for custom domains and
+    loopback)."""
     host = urlsplit(url).hostname or ""
-    match = _EXECUTE_API_HOST.search(host)
+    match = _EXECUTE_API_HOST.search(host) or _FUNCTION_URL_HOST.match(host)
     return match.group(1) if match else None
+
+
+def is_function_url(url: str) -> bool:
+    """A Lambda function URL (``https://<id>.lambda-url.<region>.on.aws``)."""
+    return _FUNCTION_URL_HOST.match(urlsplit(url).hostname or "") is not None
+
+
+def service_for(url: str) -> str:
+    """The SigV4 service a request to ``url`` is signed for: ``lambda`` at a function URL,
+    else ``execute-api``."""
+    return FUNCTION_URL_SERVICE if is_function_url(url) else SERVICE
+
+
+def invoke_permission(url: str) -> str:
+    """The IAM permission a caller needs to call the vault at ``url``."""
+    if is_function_url(url):
+        return "lambda:InvokeFunctionUrl and lambda:InvokeFunction (via the URL) on the function"
+    return "execute-api:Invoke on the route"
 
 
 class VaultClient:
@@ -323,6 +347,7 @@ class VaultClient:
         self,
         base_url: str,
         *,
+        proxy_url: str | None = None,
         user: UserIdentity | None = None,
         credentials: Credentials | ReadOnlyCredentials | Any | None = None,
         region: str | None = None,
@@ -342,6 +367,17 @@ class VaultClient:
         if parts.query or parts.fragment:
             raise ValueError("base_url must not carry a query or fragment")
         self.base_url = base_url.rstrip("/")
+        if proxy_url is not None:
+            proxy_parts = urlsplit(proxy_url)
+            if proxy_parts.scheme not in {"https", "http"} or not proxy_parts.netloc:
+                raise ValueError(f"proxy_url {proxy_url!r} is not an absolute http(s) URL")
+            if proxy_parts.query or proxy_parts.fragment:
+                raise ValueError("proxy_url must not carry a query or fragment")
+            if region_from_url(proxy_url) not in {None, region_from_url(base_url)}:
+                raise ValueError("proxy_url is in another region than base_url")
+        self.proxy_url = (proxy_url or base_url).rstrip("/")
+        """Where proxied calls go (``{proxy_url}/v1/sessions/{id}/proxy/...``): the vault's API
+        (``base_url``), or the egress proxy's own function URL."""
         self.user = user
         self._botocore_session: botocore.session.Session | None = None
         self._credentials = credentials  # None: botocore's chain, resolved at the first request
@@ -373,7 +409,8 @@ class VaultClient:
         environ: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> VaultClient:
-        """A client for ``AGENT_VAULT_URL`` (region from ``AGENT_VAULT_REGION``/``AWS_REGION``)."""
+        """A client for ``AGENT_VAULT_URL`` (region from ``AGENT_VAULT_REGION``/``AWS_REGION``;
+        proxied calls to ``AGENT_VAULT_PROXY_URL`` if set, else to ``AGENT_VAULT_URL``)."""
         import os
 
         env = os.environ if environ is None else environ
@@ -381,7 +418,8 @@ class VaultClient:
         if not base_url:
             raise ValueError("AGENT_VAULT_URL is not set")
         region = kwargs.pop("region", None) or env.get("AGENT_VAULT_REGION") or None
-        return cls(base_url, user=user, region=region, **kwargs)
+        proxy_url = kwargs.pop("proxy_url", None) or env.get("AGENT_VAULT_PROXY_URL") or None
+        return cls(base_url, proxy_url=proxy_url, user=user, region=region, **kwargs)
 
     def _boto_session(self) -> botocore.session.Session:
         if self._botocore_session is None:
@@ -430,7 +468,7 @@ class VaultClient:
         # Refreshable credentials (task role, Pod Identity...) give a consistent snapshot.
         freeze = getattr(credentials, "get_frozen_credentials", None)
         frozen = freeze() if freeze is not None else credentials
-        SigV4Auth(frozen, SERVICE, self.region).add_auth(request)
+        SigV4Auth(frozen, service_for(request.url), self.region).add_auth(request)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

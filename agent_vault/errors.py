@@ -98,8 +98,8 @@ class VaultConnectionError(VaultError):
 
 
 class AccessDenied(VaultError):
-    """API Gateway refused the request before the vault saw it (missing or bad SigV4 signature,
-    credentials of a principal without permission)."""
+    """API Gateway (or the function URL) refused the request before the vault saw it (missing or
+    bad SigV4 signature, credentials of a principal without permission)."""
 
     default_code = "access_denied"
 
@@ -485,8 +485,9 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     retry_after = _retry_after(headers, problem)
     code = problem.get("code")
     if not isinstance(code, str):
-        # Not a problem document: API Gateway itself answered ({"message": "..."}).
-        message = problem.get("message")
+        # Not a problem document: API Gateway itself answered ({"message": "..."}), or a
+        # function URL's front end ({"Message": "..."}).
+        message = problem.get("message") or problem.get("Message")
         detail = str(message) if message else f"HTTP {status}"
         gateway_cls: type[VaultError]
         if status == 403:

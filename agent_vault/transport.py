@@ -235,7 +235,7 @@ class _Core:
         client = self.client
         sid = client.ensure_session().session_id
         url = (
-            f"{client.base_url}/v1/sessions/{quote(sid, safe='')}/proxy/"
+            f"{client.proxy_url}/v1/sessions/{quote(sid, safe='')}/proxy/"
             f"{quote(self.provider, safe='')}{target.rest.decode('ascii')}"
         )
         if target.query:

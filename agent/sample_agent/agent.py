@@ -83,6 +83,7 @@ class CalendarAgent:
     def _new_client(self, user: UserIdentity | None) -> VaultClient:
         return VaultClient(
             self.settings.vault_url,
+            proxy_url=self.settings.proxy_url,
             user=user,
             credentials=self.settings.credentials,
             region=self.settings.region,

@@ -2,6 +2,8 @@
 
 ``AGENT_VAULT_URL``      the vault API (``https://<api>.execute-api.<region>.amazonaws.com``;
                          ``VAULT_URL`` is read too)
+``AGENT_VAULT_PROXY_URL`` optional: the egress proxy's function URL (a deployment with
+                         ``agent_endpoint: "function_url"``); default: the vault API
 ``AWS_REGION``           the vault's region (ECS sets it); or ``AGENT_VAULT_REGION``
 ``CALENDAR_API_URL``     the calendar API (``GET`` with a bearer token); without it the agent
                          starts but answers calendar questions with 503
@@ -44,6 +46,8 @@ class OidcSettings:
 class AgentSettings:
     vault_url: str
     calendar_api_url: str | None
+    proxy_url: str | None = None
+    """The egress proxy's own URL (a function URL); None: the vault API's."""
     region: str | None = None
     provider: str = "calendar"
     scopes: tuple[str, ...] = ("calendar.read",)
@@ -75,6 +79,7 @@ class AgentSettings:
         return cls(
             vault_url=vault_url,
             calendar_api_url=env.get("CALENDAR_API_URL") or None,
+            proxy_url=env.get("AGENT_VAULT_PROXY_URL") or None,
             region=env.get("AGENT_VAULT_REGION") or env.get("AWS_REGION") or None,
             provider=env.get("CALENDAR_PROVIDER", "calendar"),
             scopes=tuple(env.get("CALENDAR_SCOPES", "calendar.read").split()),

@@ -461,8 +461,10 @@ def test_async_dpop_client(server: AuthorizationServer) -> None:
 # -- proxy delivery ------------------------------------------------------------------------------
 
 
-def _proxy_client(vault: StandInVault, **kwargs: Any) -> httpx.Client:
-    client = vault.client()
+def _proxy_client(
+    vault: StandInVault, *, proxy_url: str | None = None, **kwargs: Any
+) -> httpx.Client:
+    client = vault.client(proxy_url=proxy_url)
     transport = VaultTransport(
         client, PROVIDER, transport=httpx.MockTransport(vault.proxy), **kwargs
     )
@@ -492,6 +494,19 @@ def test_proxy_delivery_signs_every_call_and_returns_the_providers_answer(
     assert first.headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")  # SigV4, not ours
     assert "x-agent-vault-api-base" not in first.headers  # the first base URL
     assert vault.token_requests == []  # the token never left the vault
+
+
+def test_proxied_calls_go_to_the_proxy_url_when_it_is_its_own(
+    server: AuthorizationServer,
+) -> None:
+    """`agent_endpoint: "function_url"`: the egress proxy has a URL of its own."""
+    vault = StandInVault(server, "proxy")
+    with _proxy_client(vault, proxy_url="https://proxy.example.test/") as api:
+        assert api.get(CALENDAR_EVENTS_PATH).status_code == 200
+    (sent,) = vault.proxied
+    assert sent.url.host == "proxy.example.test"
+    assert sent.url.path == f"/v1/sessions/{SID}/proxy/{PROVIDER}{CALENDAR_EVENTS_PATH}"
+    assert sent.headers["host"] == "proxy.example.test"  # what was signed is where it went
 
 
 def test_proxy_names_another_api_base_url(server: AuthorizationServer) -> None:

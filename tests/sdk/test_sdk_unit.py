@@ -38,7 +38,13 @@ from agent_vault import (
     VaultError,
     VaultUnavailable,
 )
-from agent_vault.client import normalize_scopes, region_from_url
+from agent_vault.client import (
+    invoke_permission,
+    is_function_url,
+    normalize_scopes,
+    region_from_url,
+    service_for,
+)
 from agent_vault.errors import error_from_response
 from agent_vault.proofs import htu
 from agent_vault_local.credentials import new_principal
@@ -209,6 +215,9 @@ def test_gateway_refusals_and_garbage_answers() -> None:
         b'does not match the signature you provided."}',
     )
     assert isinstance(denied, AccessDenied) and "signature" in denied.detail
+    # a function URL's front end capitalizes its member
+    by_url = error_from_response(403, {}, b'{"Message":"Forbidden. For troubleshooting..."}')
+    assert isinstance(by_url, AccessDenied) and by_url.detail.startswith("Forbidden.")
     assert isinstance(error_from_response(502, {}, b"<html>bad gateway</html>"), VaultUnavailable)
     unknown = error_from_response(418, {}, _problem(418, "teapot"))
     assert type(unknown) is VaultError and unknown.code == "teapot"
@@ -245,6 +254,76 @@ def test_region_comes_from_execute_api_urls() -> None:
     assert region_from_url("https://abc123.execute-api.eu-west-1.amazonaws.com") == "eu-west-1"
     assert region_from_url("https://vault.example.com") is None
     assert region_from_url("http://127.0.0.1:8080") is None
+
+
+FUNCTION_URL = "https://a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6.lambda-url.eu-west-1.on.aws"
+
+
+def test_region_and_service_come_from_function_urls() -> None:
+    assert region_from_url(f"{FUNCTION_URL}/") == "eu-west-1"
+    assert is_function_url(FUNCTION_URL) and service_for(FUNCTION_URL) == "lambda"
+    api = "https://abc123.execute-api.eu-west-1.amazonaws.com"
+    assert not is_function_url(api) and service_for(api) == "execute-api"
+    # a custom domain is API Gateway's (the SDK cannot tell otherwise): execute-api
+    assert service_for("https://vault.example.com") == "execute-api"
+    # a host that only contains the pattern is not a function URL
+    assert not is_function_url("https://x.lambda-url.eu-west-1.on.aws.evil.example")
+    assert region_from_url("https://x.lambda-url.eu-west-1.on.aws.evil.example") is None
+    assert "lambda:InvokeFunctionUrl" in invoke_permission(FUNCTION_URL)
+    assert invoke_permission(api) == "execute-api:Invoke on the route"
+
+
+@pytest.mark.parametrize(
+    ("url", "service"),
+    [
+        (FUNCTION_URL, "lambda"),
+        ("https://abc123.execute-api.eu-west-1.amazonaws.com", "execute-api"),
+    ],
+)
+def test_requests_are_signed_for_the_endpoints_service_and_region(url: str, service: str) -> None:
+    """The signature verifies for (the URL's region, its service) and for nothing else."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    credentials = new_principal("t", "r", "s").credentials()
+    client = VaultClient(url, credentials=credentials)
+    assert client.region == "eu-west-1"
+    target = f"{url}/v1/sessions/ses_x/tokens"
+    body = b'{"provider":"calendar","scopes":["calendar.read"]}'
+    headers = client.signed_headers(
+        "POST", target, body, {"Content-Type": "application/json"}, proof=False
+    )
+    authorization = headers.pop("Authorization")
+    scope = authorization.split("Credential=", 1)[1].split(",", 1)[0]
+    assert scope.endswith(f"/eu-west-1/{service}/aws4_request"), scope
+
+    signed = authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    assert signed == ["content-type", "host", "x-amz-date", "x-amz-security-token"]
+    sent = {k: v for k, v in headers.items() if k.lower() in signed}
+
+    def signature_for(signing_service: str) -> str:
+        signer = SigV4Auth(credentials.get_frozen_credentials(), signing_service, "eu-west-1")
+        request = AWSRequest(method="POST", url=target, data=body, headers=sent)
+        request.context["timestamp"] = headers["X-Amz-Date"]
+        canonical = signer.canonical_request(request)
+        return signer.signature(signer.string_to_sign(request, canonical), request)
+
+    assert authorization.endswith(f"Signature={signature_for(service)}")
+    other = "execute-api" if service == "lambda" else "lambda"
+    assert not authorization.endswith(f"Signature={signature_for(other)}")
+
+
+def test_the_proxy_url_is_a_url_of_the_same_region() -> None:
+    credentials = new_principal("t", "r", "s").credentials()
+    proxy = "https://p9o8i7u6y5t4r3e2w1q0.lambda-url.eu-west-1.on.aws/"
+    client = VaultClient(FUNCTION_URL, proxy_url=proxy, credentials=credentials)
+    assert client.proxy_url == proxy.rstrip("/")
+    assert VaultClient(FUNCTION_URL, credentials=credentials).proxy_url == FUNCTION_URL
+    env = {"AGENT_VAULT_URL": FUNCTION_URL, "AGENT_VAULT_PROXY_URL": proxy}
+    assert VaultClient.from_env(environ=env, credentials=credentials).proxy_url == proxy[:-1]
+    for bad in ("vault.example.com", f"{proxy}?q=1", proxy.replace("eu-west-1", "us-east-1")):
+        with pytest.raises(ValueError, match="proxy_url"):
+            VaultClient(FUNCTION_URL, proxy_url=bad, credentials=credentials)
 
 
 def test_base_url_is_validated() -> None:
