@@ -468,7 +468,7 @@ class VaultClient:
         # Refreshable credentials (task role, Pod Identity...) give a consistent snapshot.
         freeze = getattr(credentials, "get_frozen_credentials", None)
         frozen = freeze() if freeze is not None else credentials
-        SigV4Auth(frozen, service_for(request.url), self.region).add_auth(request)
+        SigV4Auth(frozen, service_for(str(request.url)), self.region).add_auth(request)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
