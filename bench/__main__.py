@@ -252,11 +252,23 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             (
                 "cost",
-                f"cost per million warm retrievals <= 1/5 of AgentCore (${limit:.2f})",
+                f"cost per million warm retrievals <= 1/5 of AgentCore (${limit:.2f}), "
+                "default deployment (agents through API Gateway)",
                 f"${cost:.2f}",
                 cost <= limit,
             )
         )
+        at_url = result.get("cost_per_million_usd_function_url")
+        if at_url is not None:
+            rows.append(
+                (
+                    "cost_function_url",
+                    f"cost per million warm retrievals <= 1/5 of AgentCore (${limit:.2f}), "
+                    'with agent_endpoint "function_url" (agents at the function URLs)',
+                    f"${at_url:.2f}",
+                    at_url <= limit,
+                )
+            )
     return [
         {"id": i, "target": t, "measured": m, "met": None if ok is None else bool(ok)}
         for i, t, m, ok in rows
@@ -483,19 +495,25 @@ def render(result: dict[str, Any]) -> str:
             ],
         )
     if "cost" in result:
-        cost = result["cost"]
-        lines += _rows(
-            "Cost per million warm retrievals (USD, us-east-1 list prices)",
-            [(k, f"{v:.4f}") for k, v in cost["lines_per_million_usd"].items()]
-            + [
-                ("TOTAL", f"{result['cost_per_million_usd']:.2f}"),
-                (
-                    "AgentCore Identity",
-                    f"{result['agentcore_cost_per_million_usd']:.2f}"
-                    f"  (ratio {cost['ratio_to_agentcore']})",
-                ),
-            ],
-        )
+        for key, endpoint in (
+            ("cost", "agents through API Gateway, the default"),
+            ("cost_function_url", 'agents at the function URLs, agent_endpoint "function_url"'),
+        ):
+            cost = result.get(key)
+            if cost is None:
+                continue
+            lines += _rows(
+                f"Cost per million warm retrievals (USD, us-east-1 list prices; {endpoint})",
+                [(k, f"{v:.4f}") for k, v in cost["lines_per_million_usd"].items()]
+                + [
+                    ("TOTAL", f"{cost['cost_per_million_usd']:.2f}"),
+                    (
+                        "AgentCore Identity",
+                        f"{result['agentcore_cost_per_million_usd']:.2f}"
+                        f"  (ratio {cost['ratio_to_agentcore']})",
+                    ),
+                ],
+            )
         curve = result.get("memory_curve")
         if curve is not None:
             lines += _rows(
@@ -610,6 +628,19 @@ def _proxy_rows(proxied: dict[str, Any]) -> list[str]:
                 ("excluded", "data transfer (docs/cost.md)"),
             ],
         )
+    at_url = proxied.get("cost_function_url")
+    if at_url:
+        lines += _rows(
+            "Cost per million proxied calls at the proxy's function URL"
+            ' (agent_endpoint "function_url")',
+            [
+                ("TOTAL", f"{at_url['cost_per_million_usd']:.2f}"),
+                (
+                    "without the provider's time",
+                    f"{at_url['cost_per_million_usd_without_provider_wait']:.2f}",
+                ),
+            ],
+        )
     return lines
 
 
@@ -700,8 +731,16 @@ def run(
         phase("load", began)
 
     w = result["warm_retrieval"]
-    priced = cost.per_million(
-        w, deployed["facts"], result, caller_arn=w["caller_arn"], response_bytes=w["response_bytes"]
+    priced, priced_at_url = (
+        cost.per_million(
+            w,
+            deployed["facts"],
+            result,
+            caller_arn=w["caller_arn"],
+            response_bytes=w["response_bytes"],
+            endpoint=endpoint,
+        )
+        for endpoint in cost.ENDPOINTS
     )
     idle = cost.idle_monthly(deployed["facts"])
     result["memory_curve"] = cost.memory_curve(
@@ -716,11 +755,19 @@ def run(
     if proxied["measured"]:
         proxied["cost"] = cost.per_million_proxied(proxied, deployed["facts"], result)
         result["proxy_cost_per_million_usd"] = proxied["cost"]["cost_per_million_usd"]
+        proxied["cost_function_url"] = cost.per_million_proxied(
+            proxied, deployed["facts"], result, endpoint=cost.FUNCTION_URL
+        )
+        result["proxy_cost_per_million_usd_function_url"] = proxied["cost_function_url"][
+            "cost_per_million_usd"
+        ]
     result.update(
         {
             "cost": priced,
+            "cost_function_url": priced_at_url,
             "idle": idle,
             "cost_per_million_usd": priced["cost_per_million_usd"],
+            "cost_per_million_usd_function_url": priced_at_url["cost_per_million_usd"],
             "agentcore_cost_per_million_usd": priced["agentcore_cost_per_million_usd"],
             "idle_monthly_usd": idle["idle_monthly_usd"],
             "assumptions": cost.ASSUMPTIONS,

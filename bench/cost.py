@@ -6,6 +6,11 @@ botocore hook, log bytes written by Powertools, compute timed in the handler) an
 assumption where it cannot (the AWS round trips, a CloudTrail record's size, X-Ray sampling).
 Idle monthly: the default deployment (config/example.json) with no traffic, from the facts
 bench/deployment.py reads out of the CDK code.
+
+Each per-request figure is priced for both agent endpoints from the same counted calls
+(`ENDPOINTS`): the default, API Gateway's HTTP API (its request, its access-log line), and
+`agent_endpoint: "function_url"` (the function's own IAM-authorized URL: neither; Lambda does
+not charge for function URLs).
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ ASSUMPTIONS: dict[str, Any] = {
 
 TOKENS_ROUTE = "POST /v1/sessions/{session_id}/tokens"
 APIGW_METERING_BYTES = 512 * 1024
+API_GATEWAY = "api_gateway"
+FUNCTION_URL = "function_url"
+ENDPOINTS = (API_GATEWAY, FUNCTION_URL)
+"""The config's `agent_endpoint` values: how agents reach the agent API and the proxy."""
 
 
 def access_log_bytes(
@@ -102,11 +111,17 @@ def per_million(
     route_key: str = TOKENS_ROUTE,
     init_cpu_ms: float | None = None,
     provider_wait_ms: float = 0.0,
+    endpoint: str = API_GATEWAY,
 ) -> dict[str, Any]:
     """Per million requests like `warm` (its counted AWS requests, request units, log bytes and
     median compute). `init_cpu_ms`: the cold start's CPU time (default: the agent API's import
     without bytecode plus building the services); `provider_wait_ms`: time the function waits
-    on a provider per request (the proxy), billed as duration."""
+    on a provider per request (the proxy), billed as duration; `endpoint`: how the agent
+    reaches the function (`ENDPOINTS`): through API Gateway (a request and an access-log line
+    each), or at its function URL (neither)."""
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint {endpoint!r} is not one of {ENDPOINTS}")
+    gateway = endpoint == API_GATEWAY
     a = ASSUMPTIONS
     memory_gb = facts["lambda_memory_mb"] / 1024
     arch = facts["lambda_architecture"]
@@ -152,11 +167,15 @@ def per_million(
     trail_log_bytes = (
         data_events * a["cloudtrail_record_bytes"] if facts["trail_to_cloudwatch_logs"] else 0.0
     )
-    access_bytes = access_log_bytes(
-        facts["access_log_format"],
-        caller_arn=caller_arn,
-        response_bytes=response_bytes,
-        route_key=route_key,
+    access_bytes = (
+        access_log_bytes(
+            facts["access_log_format"],
+            caller_arn=caller_arn,
+            response_bytes=response_bytes,
+            route_key=route_key,
+        )
+        if gateway
+        else 0
     )
     lambda_log_bytes = warm["log_bytes_per_request"]
     log_gb = (lambda_log_bytes + trail_log_bytes) / 1e9
@@ -201,10 +220,17 @@ def per_million(
             else 0.0
         ),
     }
+    if not gateway:  # at the function URL: no API Gateway request, no access log
+        lines = {
+            k: v
+            for k, v in lines.items()
+            if not k.startswith(("API Gateway", "CloudWatch Logs ingestion, access log"))
+        }
     million = {k: round(v * 1e6, 4) for k, v in lines.items()}
     total = round(sum(lines.values()) * 1e6, 3)
     agentcore = round(price("agentcore_identity_request") * 1e6, 2)
     return {
+        "endpoint": endpoint,
         "cost_per_million_usd": total,
         "lines_per_million_usd": million,
         "agentcore_cost_per_million_usd": agentcore,
@@ -224,7 +250,11 @@ def per_million(
 
 
 def per_million_proxied(
-    proxied: dict[str, Any], facts: dict[str, Any], cold: dict[str, Any]
+    proxied: dict[str, Any],
+    facts: dict[str, Any],
+    cold: dict[str, Any],
+    *,
+    endpoint: str = API_GATEWAY,
 ) -> dict[str, Any]:
     """Per million warm proxied calls, priced as a warm retrieval is (`per_million`): the proxy
     function's memory from the stack, its counted AWS requests, request units and log bytes, its
@@ -252,6 +282,7 @@ def per_million_proxied(
         "response_bytes": proxied["response_bytes"],
         "route_key": proxied["route"],
         "init_cpu_ms": init_cpu_ms,
+        "endpoint": endpoint,
     }
     priced = per_million(
         as_warm, proxy_facts, cold, provider_wait_ms=a["provider_api_ms"], **common

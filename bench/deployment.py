@@ -49,7 +49,7 @@ def _function_memory(stack_source: str, name: str, default: int) -> int:
 def _facts() -> dict[str, Any]:
     """In the subprocess: what the CDK code deploys by default (config/example.json)."""
     from stacks.config import read_config_file
-    from stacks.constructs import audit_trail, vault_api, vault_code
+    from stacks.constructs import agent_function_urls, audit_trail, vault_api, vault_code
     from stacks.constructs.vault_function import VaultFunction
 
     config = read_config_file(DEFAULT_CONFIG)
@@ -97,6 +97,9 @@ def _facts() -> dict[str, Any]:
         in (constructs / "audit_trail.py").read_text(encoding="utf-8"),
         "access_log_format": vault_api.ACCESS_LOG_FORMAT,
         "access_log_class": vault_api.ACCESS_LOG_CLASS.value,
+        # both endpoints are priced (bench/cost.py ENDPOINTS); this is the default config's
+        "agent_endpoint": config.agent_endpoint,
+        "function_url_functions": list(agent_function_urls.AGENT_URL_FUNCTIONS),
         "providers": sorted(config.providers),
         "secrets": len(config.providers),
         # the alarm() call sites: Api5xx, <fn>Errors and <fn>Throttles per function, DeadLetters
@@ -120,6 +123,8 @@ def _facts() -> dict[str, Any]:
             "lambda_memory_mb_by_function": "each function(...) call in stacks/vault_stack.py, "
             "else the VaultFunction(memory_size=...) default",
             "data_event_selectors": "stacks/constructs/audit_trail.data_event_selectors",
+            "function_url_functions": "stacks/constructs/agent_function_urls.py "
+            '(agent_endpoint "function_url")',
             "fargate": "stacks/constructs/agent_service.py (FargateTaskDefinition literals)",
             "nat_gateways": "stacks/constructs/agent_network.py",
             "alarms": "stacks/constructs/vault_alarms.py",

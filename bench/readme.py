@@ -164,7 +164,13 @@ def _proxy_cost_row(result: dict[str, Any]) -> list[str]:
         f"${priced['cost_per_million_usd']:.2f} with {priced['provider_api_ms_assumed']:g} ms of "
         f"provider API time billed (assumed; +${priced['per_100_ms_of_provider_time_usd']:.2f} "
         f"per further 100 ms), ${priced['cost_per_million_usd_without_provider_wait']:.2f} "
-        "without it; data transfer excluded | — | — | — |"
+        "without it; data transfer excluded"
+        + (
+            f"; at the proxy's function URL ${at_url['cost_per_million_usd']:.2f}"
+            if (at_url := (result.get("proxied_call") or {}).get("cost_function_url"))
+            else ""
+        )
+        + " | — | — | — |"
     ]
 
 
@@ -196,10 +202,19 @@ def _money_rows(result: dict[str, Any], verdict: Callable[[list[str], str], str]
         parts = ", ".join(f"{k.split(' (')[0]} {v:.2f}" for k, v in lines if v >= 0.005)
         limit = f"≤ ${result['agentcore_cost_per_million_usd'] / 5:.2f}"
         rows.append(
-            f"| cost per million warm retrievals | ${result['cost_per_million_usd']:.2f} "
+            "| cost per million warm retrievals, default deployment (agents through API Gateway)"
+            f" | ${result['cost_per_million_usd']:.2f} "
             f"({parts}) vs AgentCore Identity's ${result['agentcore_cost_per_million_usd']:g} "
             f"| — | — | {verdict(['cost'], limit)} |"
         )
+        at_url = result.get("cost_function_url")
+        if at_url is not None:
+            rows.append(
+                '| cost per million warm retrievals, `agent_endpoint: "function_url"` (agents at '
+                f"the function URLs: no API Gateway request, no access log) | "
+                f"${at_url['cost_per_million_usd']:.2f} | — | — | "
+                f"{verdict(['cost_function_url'], limit)} |"
+            )
         rows += _proxy_cost_row(result)
         idle = sorted(result["idle"]["lines_usd"].items(), key=lambda kv: -kv[1])[:2]
         rows.append(

@@ -53,6 +53,42 @@ def test_the_cost_model_prices_each_function_at_the_memory_and_architecture_it_d
     assert facts["lambda_memory_mb"] == facts["lambda_memory_mb_by_function"]["AgentApi"]
 
 
+def test_the_function_url_price_is_of_the_functions_that_get_urls(
+    synthesized_function_url: Synthesized,
+) -> None:
+    """The cost model prices the function URL option for the functions the stack gives URLs."""
+    facts = _facts()
+    assert facts["agent_endpoint"] == "api_gateway"  # the default config's
+    vault = synthesized_function_url.built.vault
+    assert vault.agent_urls is not None
+    assert sorted(facts["function_url_functions"]) == sorted(vault.agent_urls.urls)
+
+
+def test_both_endpoints_are_priced_from_the_same_counted_calls(latest: dict[str, Any]) -> None:
+    """The function URL's line is the default's without API Gateway's request and access log."""
+    default, at_url = latest["cost"], latest["cost_function_url"]
+    assert (default["endpoint"], at_url["endpoint"]) == ("api_gateway", "function_url")
+    dropped = {
+        k: v
+        for k, v in default["lines_per_million_usd"].items()
+        if k.startswith(("API Gateway HTTP API request", "CloudWatch Logs ingestion, access log"))
+    }
+    assert len(dropped) == 2 and all(v > 0 for v in dropped.values())
+    kept = {k: v for k, v in default["lines_per_million_usd"].items() if k not in dropped}
+    assert at_url["lines_per_million_usd"] == kept
+    assert abs(at_url["cost_per_million_usd"] - sum(kept.values())) < 0.01
+    assert latest["cost_per_million_usd_function_url"] == at_url["cost_per_million_usd"]
+    targets = {t["id"]: t for t in latest["targets"]}
+    limit = latest["agentcore_cost_per_million_usd"] / 5
+    assert targets["cost"]["met"] == (latest["cost_per_million_usd"] <= limit)
+    assert targets["cost_function_url"]["met"] == (at_url["cost_per_million_usd"] <= limit)
+    proxied = latest["proxied_call"]
+    assert (
+        proxied["cost_function_url"]["cost_per_million_usd"]
+        < proxied["cost"]["cost_per_million_usd"]
+    )
+
+
 def test_the_readme_figures_are_those_of_bench_latest_json(latest: dict[str, Any]) -> None:
     """README's generated section is exactly what bench/readme.py makes of bench/latest.json
     (regenerate with `python -m bench.readme` after editing either)."""
