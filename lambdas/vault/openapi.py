@@ -342,7 +342,10 @@ def openapi() -> dict[str, Any]:
                     "description": "AWS Signature Version 4 for the service `execute-api` "
                     "(API Gateway IAM authorization): the caller's IAM principal is the agent "
                     "(its role an agent's `role_name`) or an admin (`admin_role_names`). "
-                    "The signature also covers `X-Amz-Date` (and `X-Amz-Security-Token`).",
+                    "The signature also covers `X-Amz-Date` (and `X-Amz-Security-Token`). "
+                    'With `agent_endpoint: "function_url"` the agent and proxy routes are also '
+                    "served at the two functions' URLs (`https://{id}.lambda-url.{region}.on.aws`"
+                    ", IAM auth): sign for the service `lambda` there.",
                     "x-amazon-apigateway-authtype": "awsSigv4",
                 },
                 "dpop": {
