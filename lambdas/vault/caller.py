@@ -3,9 +3,10 @@ a function URL's with `AWS_IAM` auth, which has the same shape (payload 2.0,
 `requestContext.authorizer.iam`; tests/integration/test_function_url.py).
 
 A role is matched by name, then pinned: by account (the ARN's in the config, else the vault's
-own, which API Gateway and Lambda's URL front end put in `requestContext.accountId`) and, where the config names it, by the
-role's unique id (IAM's `userId` of a session is `<role id>:<session name>`). A role of the same
-name in another account, or deleted and re-created, is not the agent or the admin.
+own, which API Gateway and Lambda's URL front end put in `requestContext.accountId`) and, where
+the config names it, by the role's unique id (IAM's `userId` of a session is `<role id>:<session
+name>`). A role of the same name in another account, or deleted and re-created, is not the agent
+or the admin.
 """
 
 from __future__ import annotations
