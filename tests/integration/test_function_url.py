@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from tests.security.helpers import AuditLog
+from tests.support.agent import TestAgent
 from tests.support.apigw import FUNCTION_URL_DOMAIN, build_event, invoke
 from tests.support.harness import ACCOUNT, Vault
 from vault.routes import AGENT_API
@@ -61,6 +62,19 @@ def test_a_caller_that_is_no_agent_is_refused_and_audited_with_its_route(vault: 
         assert event["principal"] == intruder.arn
     finally:
         logging.getLogger("agent-vault").removeHandler(audit)
+
+
+def test_an_agents_role_name_in_another_account_is_refused_at_the_function_url(
+    vault: Vault,
+) -> None:
+    """Row 51 at the function URL: `requestContext.accountId` is the function owner's account
+    (Lambda's payload reference), so the role is pinned to the vault's account as behind API
+    Gateway."""
+    impostor = TestAgent(
+        "calendar-agent-role", "task-x", vault.clock, "999999999999", function_url=True
+    )
+    refused = impostor.start_session(vault.user("alice"))
+    assert refused.status == 403 and refused.code == "unknown_agent", refused.body
 
 
 def test_an_admin_route_is_not_served_at_the_agent_apis_url(vault: Vault) -> None:

@@ -59,9 +59,11 @@ def build_event(
     """The event of `method path` (`agent_vault_local.events.build_event`, the one builder) with
     the tests' defaults: the deployed API's https domain and account, the caller by its ARN.
 
-    `function_url`: as a function URL sends it (Lambda's "Invoking function URLs" payload: the
-    same version 2.0 format and `authorizer.iam`, but no route (`routeKey` `$default`), no
-    `pathParameters`, the URL's id as `apiId`, `authentication` null)."""
+    `function_url`: as a function URL sends it (Lambda's "Invoking function URLs" request
+    payload: the same version 2.0 format and `authorizer.iam` (the caller's account in
+    `authorizer.iam.accountId`, the function owner's in `requestContext.accountId`), but no
+    route (`routeKey` `$default`), no `pathParameters`, the URL's id as `apiId`,
+    `authentication` null)."""
     if function_url:
         event = build_event(
             method,
