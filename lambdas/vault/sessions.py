@@ -24,7 +24,7 @@ from vault.revocation import end_session, revoke_tokens
 from vault.runtime import Services
 from vault.store import Conflict
 
-if TYPE_CHECKING:  # only annotations: the callback and admin functions never check a proof
+if TYPE_CHECKING:  # annotations only (`_check_proof` imports `vault.proofs` itself)
     from vault.proofs import Proof
     from vault.schemas import RenewSession, StartSession
 
