@@ -363,6 +363,14 @@ def render(result: dict[str, Any]) -> str:
                     f"{h['difference_ms']} ms  (target CPU <= +{cold['target_difference_ms']:g})",
                 )
             )
+            if "with_first_request_cpu_ms" in h:
+                rows.append(
+                    (
+                        "  + its first request, AWS excluded (CPU): figure, DIFFERENCE",
+                        f"{h['with_first_request_cpu_ms']} ms, "
+                        f"+{h['with_first_request_difference_cpu_ms']} ms",
+                    )
+                )
         rows.append(
             ("first request: build_services (CPU)", f"{result['services_build_cpu_ms']} ms")
         )

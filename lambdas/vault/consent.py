@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from vault.audit import Decision, decision
@@ -49,9 +49,11 @@ from vault.oauth.client import TokenResponse, new_code_verifier
 from vault.policy import check_agent_policy
 from vault.revocation import revoke_upstream
 from vault.runtime import Services
-from vault.schemas import CompleteFlow, StartAuthorization
 from vault.sessions import HttpCall, authorize_session_call, new_id
 from vault.store import Conflict
+
+if TYPE_CHECKING:  # the agent function validates these bodies; the callback brings none
+    from vault.schemas import CompleteFlow, StartAuthorization
 
 FLOW_ID = re.compile(r"^flw_[A-Za-z0-9_-]{32}$")
 # RFC 6749 §4.1.2.1 error codes: the only provider errors reflected to the return URL.

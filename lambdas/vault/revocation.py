@@ -11,12 +11,16 @@ condition, and its caller revokes what it just got (see tokens._refresh).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vault.audit import decision, note_chain
 from vault.caller import Caller, require_admin
 from vault.errors import DecryptionFailed, InvalidRequest, OAuthError, UnknownProvider, VaultError
 from vault.models import Flow, Grant, MachineToken, Session, SessionToken, UserRef, token_context
 from vault.runtime import Services
-from vault.schemas import Revocation
+
+if TYPE_CHECKING:  # the admin function validates it; the others only revoke
+    from vault.schemas import Revocation
 
 
 def revoke_upstream(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault.audit import decision, note_chain
 from vault.caller import Caller, agent_of
@@ -20,11 +20,13 @@ from vault.errors import (
     UserMismatch,
 )
 from vault.models import Session, SessionToken
-from vault.proofs import Proof, verify_proof
 from vault.revocation import end_session, revoke_tokens
 from vault.runtime import Services
-from vault.schemas import RenewSession, StartSession
 from vault.store import Conflict
+
+if TYPE_CHECKING:  # annotations only (`_check_proof` imports `vault.proofs` itself)
+    from vault.proofs import Proof
+    from vault.schemas import RenewSession, StartSession
 
 SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_-]{32}$")
 
@@ -69,6 +71,11 @@ def new_id(prefix: str) -> str:
 def _check_proof(
     svc: Services, call: HttpCall, session_id: str | None, expected_jkt: str | None
 ) -> Proof:
+    # joserfc and cryptography's x509 (what `vault.proofs` imports) load with the functions
+    # that check proofs: the agent and proxy functions (`vault.tokens` imports it), not the
+    # callback or admin ones (tests/unit/test_cold_imports.py holds both)
+    from vault.proofs import verify_proof
+
     proof = verify_proof(
         call.proof,
         method=call.method,

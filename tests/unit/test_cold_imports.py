@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stacks.config import read_config_file
 from vault.config import config_document
 
@@ -24,6 +26,37 @@ NOT_AT_COLD_START = (
     "joserfc.jwe",  # nothing of the vault decrypts or encrypts a JWE
     "vault.presets",  # the presets apply at validation, done at synth
 )
+PROOFS = (
+    "vault.proofs",  # DPoP proofs: joserfc's JWS (and its keys' PEM code: cryptography.x509)
+    "joserfc.jws",
+    "cryptography.x509",
+)
+NOT_IMPORTED_BY: dict[str, tuple[str, ...]] = {
+    # the connections routes import `vault.connections` (and `vault.inspection`) when called
+    "agent_api": ("vault.connections", "vault.inspection"),
+    "proxy_api": ("vault.connections", "vault.inspection", "vault.consent", "vault.delegation"),
+    # no route of these checks a DPoP proof or validates an agent's body
+    "callback": (*PROOFS, "vault.schemas", "vault.apikeys", "vault.inspection", "vault.tokens"),
+    "admin_api": (*PROOFS, "vault.tokens", "vault.connections", "vault.delegation"),
+    "reaper": (
+        *PROOFS,
+        "vault.schemas",
+        "vault.sessions",
+        "vault.consent",
+        "aws_lambda_powertools.event_handler",
+    ),
+}
+"""Per function: what it imports for none of its routes (each its own fresh interpreter)."""
+FIRST_REQUEST_NEEDS: dict[str, tuple[str, ...]] = {
+    # a token request: its body (pydantic), its DPoP proof (joserfc), the token flow
+    "agent_api": ("vault.schemas", "vault.proofs", "joserfc.jws", "vault.tokens", "vault.machine"),
+    "proxy_api": ("vault.proofs", "joserfc.jws", "vault.proxy", "vault.tokens"),
+    "callback": ("vault.consent", "vault.oauth.client"),
+    "admin_api": ("vault.inspection", "vault.schemas", "vault.revocation"),
+    "reaper": ("vault.revocation", "pydantic.main"),
+}
+"""What the first ordinary request of each function uses, imported at cold start all the same:
+leaving it to that request would only move its time out of the measured import (`make bench`)."""
 
 
 def _probe(config_path: Path) -> dict[str, object]:
@@ -79,3 +112,50 @@ def test_a_cold_start_builds_no_model_and_imports_nothing_it_does_not_need(
     assert result["built_after_config"] == []
     assert result["agents"] == sorted(config.agents)
     assert isinstance(result["models"], int) and result["models"] > 10  # the probe sees them
+
+
+def _imported(handler: str) -> subprocess.Popen[str]:
+    code = f"import json, sys, vault.handlers.{handler}; print(json.dumps(sorted(sys.modules)))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def imported_by() -> dict[str, set[str]]:
+    """The modules each function imports, one fresh interpreter each (run side by side)."""
+    running = {name: _imported(name) for name in HANDLERS}
+    result = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+        result[name] = set(json.loads(out.strip().splitlines()[-1]))
+    return result
+
+
+def _loaded(modules: set[str], name: str) -> bool:
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_function_imports_no_module_that_none_of_its_routes_needs(
+    handler: str, imported_by: dict[str, set[str]]
+) -> None:
+    modules = imported_by[handler]
+    unneeded = [name for name in NOT_IMPORTED_BY[handler] if _loaded(modules, name)]
+    assert unneeded == []
+    assert _loaded(modules, f"vault.handlers.{handler}")  # the probe saw the import
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_function_imports_at_cold_start_what_its_first_request_uses(
+    handler: str, imported_by: dict[str, set[str]]
+) -> None:
+    missing = [
+        name for name in FIRST_REQUEST_NEEDS[handler] if not _loaded(imported_by[handler], name)
+    ]
+    assert missing == []
