@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
+from joserfc.util import urlsafe_b64decode
 
 from vault import jsondoc
 from vault.errors import InvalidProof
@@ -79,7 +80,9 @@ def verify_proof(
     if len(token) > MAX_PROOF_CHARS or token.count(".") != 2:
         raise InvalidProof("the DPoP proof is not a compact JWS")
     try:
-        jsondoc.unverified_jws(token)  # before joserfc parses it: deep nesting is a 401
+        # the header's depth before joserfc parses it (deep nesting is a 401); the claims are
+        # parsed below by jsondoc.loads
+        jsondoc.check_depth(urlsafe_b64decode(token[: token.index(".")].encode("ascii")).decode())
         signed = jws.extract_compact(token.encode("ascii"))  # parsed once, verified below
         header = signed.protected
     except (JoseError, ValueError, UnicodeError, RecursionError) as exc:
