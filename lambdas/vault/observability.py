@@ -8,7 +8,7 @@ service segments (timing, cold start, errors by status) without any code of ours
 handlers hold can reach a trace.
 
 Every log line carries what an operator needs to correlate it and nothing Lambda records
-already (docs/audit.md): `level`, `message`, `timestamp`, `service`, `function_request_id`
+already (docs/audit.md): `level`, `message`, `timestamp` (UTC), `service`, `function_request_id`
 (Lambda's request id: the invocation's `platform.report` line, its duration, memory, cold start
 and X-Ray trace id) and, behind API Gateway, `correlation_id` (API Gateway's request id: its
 access log line). Powertools' `inject_lambda_context` would add the function's name, ARN and
@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger, Metrics
 
 SERVICE = "agent-vault"
 
-logger = Logger(service=SERVICE, location=None, xray_trace_id=None)
+logger = Logger(service=SERVICE, location=None, xray_trace_id=None, utc=True)
 metrics = Metrics(namespace="AgentVault", service=SERVICE)
 
 Handler = TypeVar("Handler", bound=Callable[[Any, Any], Any])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -58,6 +60,23 @@ def test_a_line_names_its_invocation_and_nothing_lambda_records(lines: io.String
     assert record["correlation_id"] == event["requestContext"]["requestId"]
     assert record["audit"] == {"action": "token.issue"}
     assert {"level", "message", "timestamp", "service"} <= set(record)
+    assert record["timestamp"].endswith("+0000")  # UTC
+
+
+def test_timestamps_are_utc_whatever_the_machines_zone(lines: io.StringIO) -> None:
+    zone = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    try:
+        _logs(build_event("GET", "/v1/sessions/x"), LambdaContext())
+    finally:
+        if zone is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
+    (record,) = _records(lines)
+    assert record["timestamp"].endswith("+0000"), record["timestamp"]
     assert not set(DROPPED) & set(record), record
 
 
