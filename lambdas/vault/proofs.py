@@ -103,11 +103,14 @@ def verify_proof(
             raise InvalidProof("the DPoP proof is not signed by this session's key")
         if not jws.validate_compact(signed, key, registry=_REGISTRY):
             raise InvalidProof("the DPoP proof signature does not verify")
-        claims = jsondoc.loads(signed.payload)
     except InvalidProof:
         raise
     except (JoseError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
         raise InvalidProof("the DPoP proof signature does not verify") from exc
+    try:
+        claims = jsondoc.loads(signed.payload)  # depth-checked: deep nesting is a 401 too
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise InvalidProof("the DPoP proof is malformed") from exc
     if not isinstance(claims, dict):
         raise InvalidProof("the DPoP proof claims are not an object")
     jti, iat = claims.get("jti"), claims.get("iat")
