@@ -11,15 +11,22 @@ the provider's own time is real work; the proxy reaches loopback because the rig
 made before the timer starts, and the time on the wire of the AWS requests is taken out; the
 upstream exchange stays in (it is the provider's own time, plus the vault's HTTP client work).
 
-The floor, interleaved call by call: the same provider request (method, URL, headers and body
+The floor, interleaved call by call, is what the budget grants besides the 3 ms: the warm
+retrieval's AWS calls and the provider call, each made with the least client work possible.
+After each proxied call, (1) the same DynamoDB requests the proxy made for one call (recorded
+from one call: the session's `Query` and the proof's jti `PutItem`) sent with a bare botocore
+client (`bench.warm.BotocoreFloor`: the handler's client config, the same moto, the same clock,
+the AWS wire's CPU taken out), and (2) the same provider request (method, URL, headers and body
 exactly as the proxy sent them, recorded from one proxied call) made directly with a bare
-urllib3 connection pool with keep-alive, timed the same way: the provider's own time, with the
-least client work a caller can do.
+urllib3 connection pool with keep-alive: the provider's own time. The floor of a call is the
+sum of the two; the headline difference is the vault's compute over it. The difference over
+the provider request alone (the floor without the DynamoDB calls) is reported beside it as
+`difference_over_provider_ms`.
 
-Two differences, both reported: in CPU time of the calling thread (the vault's compute over a
-bare client's, immune to the provider's and the machine's noise: the headline, as the warm
-retrieval's compute is), and in wall-clock time (what the agent waits more than a direct call,
-including everything this shared machine's scheduler adds).
+The differences are in CPU time of the calling thread (the vault's compute over bare clients',
+immune to the provider's and the machine's noise: the headline, as the warm retrieval's compute
+is), and in wall-clock time (what the agent waits more than a direct call to the provider,
+including the AWS calls' client work and everything this shared machine's scheduler adds).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import urllib3
 from agent_vault_local.events import LambdaContext
 from bench.rig import GRANTED, Rig
 from bench.timing import summary_ms, timed_call
+from bench.warm import BotocoreFloor
 from tests.support.apigw import build_event
 from tests.support.harness import Vault
 from vault.egress import Egress, UpstreamAnswer
@@ -235,7 +243,11 @@ class Run:
         )
 
     def __call__(
-        self, n: int, floor: DirectFloor | None = None, collect: Any = None
+        self,
+        n: int,
+        floor: DirectFloor | None = None,
+        collect: Any = None,
+        aws_floor: BotocoreFloor | None = None,
     ) -> dict[str, Any]:
         rig = self.rig
         rig.vault.counter.reset()
@@ -255,6 +267,8 @@ class Run:
             wire.append(call.wire_ns)
             if collect is not None:
                 collect()
+            if aws_floor is not None:
+                aws_floor.once()
             if floor is not None:
                 floor.once()
         counts = Counter(rig.vault.counter.counts)
@@ -290,13 +304,25 @@ def measure_proxied_call(rig: Rig, route: Route, *, requests: int = 500) -> dict
     if recorded.answer is None or recorded.answer.status != 200:
         raise RuntimeError("the proxied call did not reach the provider's API")
     floor = DirectFloor(recorded)
-    run(min(100, requests), floor=floor)  # warm-up: imports, lazy clients, pools, the cache
+    # the DynamoDB requests of one proxied call, exactly as the handler made them (not timed)
+    rig.sizes.reset()
+    rig.sizes.enabled = True
+    run(1)
+    rig.sizes.enabled = False
+    aws_floor = BotocoreFloor(rig, list(rig.sizes.requests))
+    # warm-up: imports, lazy clients, pools, the cache
+    run(min(100, requests), floor=floor, aws_floor=aws_floor)
     floor.reset()
+    aws_floor.reset()
 
     gc.collect()
-    timed = run(requests, floor=floor)
+    timed = run(requests, floor=floor, aws_floor=aws_floor)
     if timed["provider_token_requests"] or timed["aws_requests"].get("kms:Decrypt"):
         raise RuntimeError(f"the proxied calls were not warm: {timed['aws_requests']}")
+    floor_ops = {k: v / requests for k, v in sorted(aws_floor.counter.counts.items())}
+    handler_ddb = {k: v for k, v in timed["aws_requests"].items() if k.startswith("dynamodb:")}
+    if floor_ops != handler_ddb:
+        raise RuntimeError(f"the floor sent {floor_ops}, the proxy {handler_ddb}")
 
     # item sizes and request units (hooks on, not timed)
     rig.sizes.reset()
@@ -315,10 +341,14 @@ def measure_proxied_call(rig: Rig, route: Route, *, requests: int = 500) -> dict
 
     cpu = summary_ms(timed["cpu_ns"])
     wall = summary_ms(timed["wall_ns"])
-    floor_cpu = summary_ms(floor.cpu)
+    provider_cpu = summary_ms(floor.cpu)
     floor_wall = summary_ms(floor.wall)
-    paired = [a - b for a, b in zip(timed["cpu_ns"], floor.cpu, strict=True)]
-    paired_wall = [a - b for a, b in zip(timed["wall_ns"], floor.wall, strict=True)]
+    both = [a + b for a, b in zip(aws_floor.compute, floor.cpu, strict=True)]
+    both_wall = [a + b for a, b in zip(aws_floor.compute_wall, floor.wall, strict=True)]
+    floor_cpu = summary_ms(both)
+    paired = [a - b for a, b in zip(timed["cpu_ns"], both, strict=True)]
+    paired_provider = [a - b for a, b in zip(timed["cpu_ns"], floor.cpu, strict=True)]
+    paired_wall = [a - b for a, b in zip(timed["wall_ns"], both_wall, strict=True)]
     aws: dict[str, float] = {k: round(v, 3) for k, v in timed["aws_requests"].items()}
 
     def by_service(service: str) -> float:
@@ -328,23 +358,36 @@ def measure_proxied_call(rig: Rig, route: Route, *, requests: int = 500) -> dict
         "what": f"warm GET {route.route_key} (the session's token cached) through "
         f"{route.handler} over moto, to the bundled calendar API on loopback "
         f"(GET /{UPSTREAM_PATH}: introspects the token at oidc-provider), AWS wire excluded",
-        "floor_what": "the same provider request (method, URL, headers, body as the proxy sent "
-        "it) with a bare urllib3 pool (keep-alive), interleaved call by call, same clocks",
+        "floor_what": "the same DynamoDB requests as one proxied call ("
+        + " + ".join(aws_floor.operations)
+        + ") with a bare botocore client (runtime.AWS_CLIENTS) against the same moto, plus the "
+        "same provider request (method, URL, headers, body as the proxy sent it) with a bare "
+        "urllib3 pool (keep-alive); both after each proxied call (interleaved), same clocks",
         "requests": timed["n"],
         "figure_ms": cpu["median"],
         "floor_ms": floor_cpu["median"],
         "difference_ms": round(cpu["median"] - floor_cpu["median"], 3),
+        "floor_compute_ms": floor_cpu,
+        "floor_dynamodb_compute_ms": summary_ms(aws_floor.compute),
+        "floor_operations": aws_floor.operations,
+        "provider_floor_ms": provider_cpu["median"],
+        "difference_over_provider_ms": round(cpu["median"] - provider_cpu["median"], 3),
+        "difference_over_provider_paired_ms_median": round(
+            statistics.median(paired_provider) / 1e6, 3
+        ),
         "clock": "CPU time of the calling thread (time.thread_time_ns), the AWS wire's CPU "
-        "taken out: the vault's compute (its HTTP client work included) over a bare client's; "
+        "taken out: the vault's compute (its HTTP client work included) over bare clients'; "
         "the provider runs in its own process and is not in it",
         "vault_compute_ms": cpu,
-        "bare_client_compute_ms": floor_cpu,
+        "bare_client_compute_ms": provider_cpu,
         "difference_paired_ms_median": round(statistics.median(paired) / 1e6, 3),
         "proxied_wall_ms": wall,
         "provider_own_time_ms": floor_wall,
         "provider_own_time_ms_median": floor_wall["median"],
         "proxied_wall_ms_median": wall["median"],
-        "difference_wall_ms": round(wall["median"] - floor_wall["median"], 3),
+        "floor_wall_ms": summary_ms(both_wall),
+        "difference_wall_ms": round(wall["median"] - summary_ms(both_wall)["median"], 3),
+        "difference_wall_over_provider_ms": round(wall["median"] - floor_wall["median"], 3),
         "difference_wall_paired_ms_median": round(statistics.median(paired_wall) / 1e6, 3),
         "where_time_goes_ms": where,
         "aws_wire_ms_median_in_moto": round(statistics.median(timed["aws_wire_ns"]) / 1e6, 3),

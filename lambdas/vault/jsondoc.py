@@ -27,6 +27,8 @@ class TooDeep(ValueError):
 def check_depth(text: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise `TooDeep` when `text` opens more than `max_depth` arrays/objects at once (brackets
     inside strings do not count). Linear, no recursion; malformed text is left to the parser."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return  # fewer brackets in all (strings' included) than the limit: nothing to scan
     depth = 0
     for bracket in _BRACKETS.finditer(_STRING.sub("", text)):
         if bracket.group() in "[{":

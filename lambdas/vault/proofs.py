@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
+from joserfc.util import urlsafe_b64decode
 
 from vault import jsondoc
 from vault.errors import InvalidProof
@@ -79,7 +80,9 @@ def verify_proof(
     if len(token) > MAX_PROOF_CHARS or token.count(".") != 2:
         raise InvalidProof("the DPoP proof is not a compact JWS")
     try:
-        jsondoc.unverified_jws(token)  # before joserfc parses it: deep nesting is a 401
+        # the header's depth before joserfc parses it (deep nesting is a 401); the claims are
+        # parsed below by jsondoc.loads
+        jsondoc.check_depth(urlsafe_b64decode(token[: token.index(".")].encode("ascii")).decode())
         signed = jws.extract_compact(token.encode("ascii"))  # parsed once, verified below
         header = signed.protected
     except (JoseError, ValueError, UnicodeError, RecursionError) as exc:
@@ -100,11 +103,14 @@ def verify_proof(
             raise InvalidProof("the DPoP proof is not signed by this session's key")
         if not jws.validate_compact(signed, key, registry=_REGISTRY):
             raise InvalidProof("the DPoP proof signature does not verify")
-        claims = jsondoc.loads(signed.payload)
     except InvalidProof:
         raise
     except (JoseError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
         raise InvalidProof("the DPoP proof signature does not verify") from exc
+    try:
+        claims = jsondoc.loads(signed.payload)  # depth-checked: deep nesting is a 401 too
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise InvalidProof("the DPoP proof is malformed") from exc
     if not isinstance(claims, dict):
         raise InvalidProof("the DPoP proof claims are not an object")
     jti, iat = claims.get("jti"), claims.get("iat")

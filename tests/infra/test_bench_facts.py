@@ -132,7 +132,11 @@ def test_bench_latest_json_is_a_full_run_with_each_figure_beside_its_floor(
     assert proxied["route"] == "ANY /v1/sessions/{session_id}/proxy/{provider}/{path+}"
     assert proxied["difference_ms"] == round(proxied["figure_ms"] - proxied["floor_ms"], 3)
     assert proxied["figure_ms"] == proxied["vault_compute_ms"]["median"]
-    assert proxied["floor_ms"] == proxied["bare_client_compute_ms"]["median"]
+    assert proxied["floor_ms"] == proxied["floor_compute_ms"]["median"]
+    assert proxied["difference_over_provider_ms"] == round(
+        proxied["figure_ms"] - proxied["bare_client_compute_ms"]["median"], 3
+    )
+    assert proxied["floor_operations"] == latest["warm_retrieval"]["floor"]["operations"]
     assert (
         proxied["aws_requests_by_operation"]
         == (latest["warm_retrieval"]["aws_requests_by_operation"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
 from typing import Any
 
 import pytest
@@ -542,3 +543,43 @@ def test_expression_values() -> None:
         ":b": B(b"x"),
     }
     assert attribute_value(T0 + 0.123) == {"N": "1700000000.123"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "ses_x",
+        "é ✓",
+        0,
+        1,
+        -7,
+        T0,
+        10**38 - 1,
+        -(10**38) + 1,
+        True,
+        False,
+        None,
+        b"x",
+        ["a", 1],
+        {"k": "v"},
+    ],
+)
+def test_values_written_directly_are_what_the_library_writes(value: Any) -> None:
+    from boto3.dynamodb.types import TypeSerializer
+
+    assert attribute_value(value) == TypeSerializer().serialize(value)
+
+
+def test_an_integer_beyond_dynamodbs_digits_is_refused_by_the_library() -> None:
+    with pytest.raises(decimal.Inexact):
+        attribute_value(10**38 + 1)
+
+
+def test_values_read_directly_are_what_the_library_reads() -> None:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    item = SESSIONS.to_item(CHILD)  # a delegated session: every kind of attribute
+    assert SESSIONS.from_item(item) == CHILD
+    library = {k: TypeDeserializer().deserialize(v) for k, v in item.items()}
+    assert all(library[k] == v["S"] for k, v in item.items() if "S" in v)

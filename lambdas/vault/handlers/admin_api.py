@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import apikeys, revocation
@@ -16,7 +15,7 @@ from vault.audit import decision
 from vault.caller import caller_from
 from vault.handlers import admin_read
 from vault.handlers.http import json_response, make_resolver, parse_body
-from vault.observability import logger, metrics
+from vault.observability import lambda_handler
 from vault.runtime import services
 from vault.schemas import ApiKeyWrite, Revocation
 
@@ -51,8 +50,7 @@ def delete_api_key(provider: str) -> Response[str]:
     return json_response(200, answer)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@metrics.log_metrics
+@lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         with decision("flows.sweep") as d:

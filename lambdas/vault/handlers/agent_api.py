@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import apikeys, consent, delegation, machine, revocation, sessions, tokens
 from vault.caller import caller_from
 from vault.handlers import connections_api
 from vault.handlers.http import http_call, json_response, make_resolver, parse_body
-from vault.observability import logger, metrics
+from vault.observability import lambda_handler
 from vault.runtime import services
 from vault.schemas import (
     ApiKeyRequest,
@@ -132,7 +131,6 @@ def complete_flow(flow_id: str) -> Response[str]:
     return json_response(200, answer)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@metrics.log_metrics
+@lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

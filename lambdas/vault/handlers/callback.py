@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import consent
 from vault.handlers.http import make_resolver
-from vault.observability import logger, metrics
+from vault.observability import lambda_handler
 from vault.runtime import services
 
 app = make_resolver()
@@ -50,7 +49,6 @@ def _redirect(location: str) -> Response[str]:
     )
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@metrics.log_metrics
+@lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from vault.lifecycle import Publisher, events_of
-from vault.observability import logger, metrics
+from vault.observability import lambda_handler, logger, metrics
 from vault.store.changes import change_of
 
 EVENTS_CLIENT = Config(
@@ -49,8 +49,7 @@ def use_publisher(replacement: Publisher | None) -> None:
     _publisher = replacement
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+@lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     published = 0
     for record in DynamoDBStreamEvent(event).records:

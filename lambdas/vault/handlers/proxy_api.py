@@ -7,7 +7,6 @@ import binascii
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import proxy
@@ -15,7 +14,7 @@ from vault.caller import caller_from
 from vault.config import HTTP_METHODS
 from vault.errors import InvalidRequest, RequestTooLarge
 from vault.handlers.http import http_call, make_resolver
-from vault.observability import logger, metrics
+from vault.observability import lambda_handler
 from vault.runtime import services
 
 app = make_resolver()
@@ -59,7 +58,6 @@ def forward(session_id: str, provider: str) -> Response[bytes]:
     return Response(status_code=answer.status, headers=answer.headers, body=answer.body)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@metrics.log_metrics
+@lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

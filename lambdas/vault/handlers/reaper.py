@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vault.audit import decision
-from vault.observability import logger, metrics
+from vault.observability import lambda_handler, logger
 from vault.revocation import end_task_sessions
 from vault.runtime import services
 
@@ -59,8 +59,7 @@ def reap(event_id: str, task_id: str) -> dict[str, Any]:
     }
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+@lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         change = TaskStateChange.model_validate(event)

@@ -1,9 +1,11 @@
 """One mapping between the vault's records and DynamoDB items, for every item kind.
 
-Values go through boto3's `TypeSerializer` / `TypeDeserializer`; what differs between kinds (keys,
-indexes, TTL, attribute names) is the kind's spec in `schema.py`. A record's fields are stored as
-attributes of the same name, a nested record (the user) as `<field>_<name>`; a field with a
-default is left out while it holds nothing (None, False or "") and reads back as its default.
+Values go through boto3's `TypeSerializer` / `TypeDeserializer` (strings and integers, most
+attributes, are written and a string read directly: `attribute_value`); what differs between
+kinds (keys, indexes, TTL, attribute names) is the kind's spec in `schema.py`. A record's
+fields are stored as attributes of the same name, a nested record (the user) as
+`<field>_<name>`; a field with a default is left out while it holds nothing (None, False or "")
+and reads back as its default.
 Reading ignores the attributes a kind does not know (keys, TTL, index keys, newer attributes).
 """
 
@@ -33,8 +35,21 @@ _deserialize = typing.cast(Callable[[AttributeValue], Any], TypeDeserializer().d
 _formatter = string.Formatter()
 
 
+_INT_LIMIT = 10**38
+"""DynamoDB numbers have at most 38 significant digits; beyond, `TypeSerializer` raises."""
+
+
 def attribute_value(value: Any) -> AttributeValue:
-    """A Python value as a DynamoDB attribute value (a float as its exact decimal)."""
+    """A Python value as a DynamoDB attribute value (a float as its exact decimal).
+
+    A string and an integer within DynamoDB's 38 digits are written directly (what
+    `TypeSerializer` makes of them, without its type probing and decimal context: most
+    attributes are keys and identifiers); anything else goes through `TypeSerializer`."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is int and -_INT_LIMIT < value < _INT_LIMIT:
+        return {"N": str(value)}
     if isinstance(value, float):
         value = int(value) if value.is_integer() else Decimal(repr(value))
     return _serialize(value)
@@ -226,7 +241,8 @@ class ItemMapper(Generic[R]):
                 )
                 continue
             raw = item.get(field.attribute)
-            value = None if raw is None else _deserialize(raw)
+            # a string attribute (most of them) is its value; the rest go through the library
+            value = None if raw is None else raw["S"] if "S" in raw else _deserialize(raw)
             if value is None:
                 if field.optional:
                     continue
