@@ -551,6 +551,23 @@ def render(result: dict[str, Any]) -> str:
                     )
                 ],
             )
+        snap = result.get("snapstart")
+        if snap is not None:
+            lines += _rows(
+                "Lambda SnapStart (priced, not deployed; docs/cost.md)",
+                [
+                    (
+                        "restores (1 per cold start) in place of INIT, per million",
+                        f"${snap['restore_per_million_usd']:.4f} for "
+                        f"${snap['init_per_million_usd_replaced']:.4f}",
+                    ),
+                    ("cost per million warm retrievals", f"${snap['cost_per_million_usd']:.3f}"),
+                    (
+                        f"snapshots cached, a month ({', '.join(snap['functions'])})",
+                        f"${snap['cache_monthly_usd']:.2f}",
+                    ),
+                ],
+            )
         idle = result["idle"]
         lines += _rows(
             "Idle monthly cost of the default deployment (USD)",
@@ -769,6 +786,7 @@ def run(
         for endpoint in cost.ENDPOINTS
     )
     idle = cost.idle_monthly(deployed["facts"])
+    result["snapstart"] = cost.snapstart(priced, deployed["facts"])
     result["memory_curve"] = cost.memory_curve(
         w,
         deployed["facts"],

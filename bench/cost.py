@@ -353,6 +353,42 @@ def idle_monthly(facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SNAPSTART_FUNCTIONS = ("AgentApi", "ProxyApi", "Callback", "AdminApi")
+"""The functions a caller waits on (the reaper works for nobody waiting)."""
+
+
+def snapstart(priced: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """Lambda SnapStart for Python, priced, not deployed (DESIGN.md: an option to document and
+    cost): a cold start becomes a restore, billed per GB restored, in place of the INIT line;
+    each function's snapshot is billed per GB-second cached, whether or not it is called."""
+    a = ASSUMPTIONS
+    memory_by_function = facts["lambda_memory_mb_by_function"]
+    agent_gb = memory_by_function["AgentApi"] / 1024
+    init = next(v for k, v in priced["lines_per_million_usd"].items() if "INIT" in k)
+    restores_per_million = 1e6 / a["cold_start_per_retrievals"]
+    restore = restores_per_million * agent_gb * price("lambda_snapstart_restore_gb")
+    seconds = HOURS_PER_MONTH * 3600
+    cache = {
+        name: memory_by_function[name] / 1024 * seconds * price("lambda_snapstart_cache_gb_s")
+        for name in SNAPSTART_FUNCTIONS
+        if name in memory_by_function
+    }
+    return {
+        "deployed": False,
+        "functions": list(cache),
+        "restore_per_million_usd": round(restore, 4),
+        "init_per_million_usd_replaced": round(init, 4),
+        "cost_per_million_usd": round(priced["cost_per_million_usd"] - init + restore, 3),
+        "cache_monthly_usd_by_function": {k: round(v, 2) for k, v in cache.items()},
+        "cache_monthly_usd": round(sum(cache.values()), 2),
+        "note": "one restore per cold start (1 per "
+        f"{a['cold_start_per_retrievals']} retrievals) at the agent API's memory, in place of "
+        "its INIT (billed once per published version instead); one published version per "
+        "function kept (older versions' snapshots are billed until deleted); restore latency "
+        "cannot be measured here",
+    }
+
+
 def prices_used() -> dict[str, float]:
     return {name: p.usd for name, p in PRICES.items()}
 

@@ -36,6 +36,16 @@ PRICES: dict[str, Price] = {
         0.0000133334, "GB-second, arm64 (first 6 billion GB-s a month)", "AWS Lambda pricing"
     ),
     "lambda_gb_s_x86_64": Price(0.0000166667, "GB-second, x86_64", "AWS Lambda pricing"),
+    "lambda_snapstart_cache_gb_s": Price(
+        0.0000015046,
+        "GB-second of a SnapStart snapshot cached (per published version, 3 hours minimum)",
+        "AWS Lambda pricing (SnapStart, Python and .NET)",
+    ),
+    "lambda_snapstart_restore_gb": Price(
+        0.0001397998,
+        "GB restored from a SnapStart snapshot (each new execution environment)",
+        "AWS Lambda pricing (SnapStart, Python and .NET)",
+    ),
     "dynamodb_wru": Price(
         0.625 / 1e6,
         "on-demand write request unit (1 KB)",

@@ -135,7 +135,7 @@ class Breakdown:
 
     STEPS: tuple[tuple[str, str, str], ...] = (
         ("vault.proxy", "forward", "route: proxy.forward (all of the flow)"),
-        ("vault.sessions", "verify_proof", "proof verification (joserfc, ES256)"),
+        ("vault.proofs", "verify_proof", "proof verification (joserfc, ES256)"),
         ("vault.store.sessions", "SessionRepository.bundle", "DynamoDB Query + mapping"),
         ("vault.store.replay", "ReplayRepository.remember", "DynamoDB PutItem (jti)"),
         ("vault.tokens", "open_token", "data-key cache + AES-GCM decrypt"),

@@ -172,7 +172,7 @@ class Breakdown:
 
     STEPS: tuple[tuple[str, str, str], ...] = (
         ("vault.tokens", "get_token", "route: tokens.get_token (all of the flow)"),
-        ("vault.sessions", "verify_proof", "proof verification (joserfc, ES256)"),
+        ("vault.proofs", "verify_proof", "proof verification (joserfc, ES256)"),
         ("vault.store.sessions", "SessionRepository.bundle", "DynamoDB Query + mapping"),
         ("vault.store.replay", "ReplayRepository.remember", "DynamoDB PutItem (jti)"),
         ("vault.store.envelope", "Envelope.decrypt", "data-key cache + AES-GCM decrypt"),

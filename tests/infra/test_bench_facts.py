@@ -89,6 +89,27 @@ def test_both_endpoints_are_priced_from_the_same_counted_calls(latest: dict[str,
     )
 
 
+def test_snapstart_is_priced_from_the_same_run_in_place_of_init(latest: dict[str, Any]) -> None:
+    """SnapStart (priced, not deployed): the warm retrieval's lines, its INIT line swapped for one
+    restore per cold start at the agent API's memory; a cached snapshot per function waited on."""
+    from bench import cost
+    from bench.prices import HOURS_PER_MONTH, price
+
+    snap = cost.snapstart(latest["cost"], latest["deployment_facts"])
+    assert snap == latest["snapstart"] and snap["deployed"] is False
+    lines = latest["cost"]["lines_per_million_usd"]
+    (init,) = [v for k, v in lines.items() if k.startswith("Lambda INIT")]
+    agent_gb = latest["deployment_facts"]["lambda_memory_mb_by_function"]["AgentApi"] / 1024
+    restores = 1e6 / latest["assumptions"]["cold_start_per_retrievals"]
+    restore = restores * agent_gb * price("lambda_snapstart_restore_gb")
+    assert abs(snap["cost_per_million_usd"] - (sum(lines.values()) - init + restore)) < 0.01
+    assert "Reaper" not in snap["functions"] and "AgentApi" in snap["functions"]
+    month = HOURS_PER_MONTH * 3600 * price("lambda_snapstart_cache_gb_s")
+    memory = latest["deployment_facts"]["lambda_memory_mb_by_function"]
+    expected = sum(memory[f] / 1024 * month for f in snap["functions"])
+    assert abs(snap["cache_monthly_usd"] - expected) < 0.05
+
+
 def test_the_readme_figures_are_those_of_bench_latest_json(latest: dict[str, Any]) -> None:
     """README's generated section is exactly what bench/readme.py makes of bench/latest.json
     (regenerate with `python -m bench.readme` after editing either)."""
