@@ -69,22 +69,23 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """A prod deployment with an explicit account/region and a certificate, synthesized once."""
+    """A prod deployment with an explicit account/region, a certificate and the agents at the
+    functions' own URLs (`agent_endpoint: "function_url"`), synthesized once."""
     config = config_with(
         environment="prod",
         account="123456789012",
         region="eu-west-1",
         certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example",
         key_admin_role_arn=KEY_ADMIN_ROLE_ARN,
+        agent_endpoint="function_url",
     )
     return synthesize(tmp_path_factory.mktemp("cdk-prod"), config=config)
 
 
 @pytest.fixture(scope="session")
-def synthesized_function_url(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """The default config with `agent_endpoint: "function_url"`, synthesized once."""
-    config = config_with(agent_endpoint="function_url")
-    return synthesize(tmp_path_factory.mktemp("cdk-function-url"), config=config)
+def synthesized_function_url(synthesized_prod: Synthesized) -> Synthesized:
+    """A deployment with `agent_endpoint: "function_url"`: the prod one (one synth less)."""
+    return synthesized_prod
 
 
 def by_type(template: Mapping[str, Any], type_: str) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,8 @@ from tests.infra.cfn import as_list, policy_statements, render
 from tests.infra.conftest import Synthesized, by_type
 
 URL_FUNCTIONS = {"AgentApi", "ProxyApi"}
+PREFIX = "agent-vault-prod-"
+"""Names in `synthesized_function_url` (the prod synth of tests/infra/conftest.py)."""
 ACCOUNT_ROOTS = {"*", "arn:aws:iam::123456789012:root", "123456789012"}
 
 
@@ -20,7 +22,7 @@ def _function_of(synthesized: Synthesized, reference: Any) -> str:
         logical = synthesized.built.vault.get_logical_id(
             synthesized.built.vault.functions[name].function.node.default_child
         )
-        if rendered in {f"<{logical}.Arn>", f"<import agent-vault-dev-{name.lower()}-arn>"}:
+        if rendered in {f"<{logical}.Arn>", f"<import {PREFIX}{name.lower()}-arn>"}:
             return name
     raise AssertionError(f"{rendered} is no vault function")
 
@@ -46,7 +48,8 @@ def _agent_role_arns(synthesized: Synthesized) -> set[str]:
     task_role = next(
         k
         for k, v in by_type(synthesized.templates["AgentService"], "AWS::IAM::Role").items()
-        if v["Properties"].get("RoleName") == "agent-vault-dev-calendar-agent"
+        if v["Properties"].get("RoleName")
+        == synthesized.built.config.agents["calendar-agent"].name_of_role
     )
     arns = set()
     for name, agent in synthesized.built.config.agents.items():
@@ -120,8 +123,8 @@ def test_the_sample_agent_calls_the_function_urls_only(
     for statement in by_action.values():
         assert statement["Effect"] == "Allow"
         assert sorted(render(as_list(statement["Resource"]))) == [
-            "<import agent-vault-dev-agentapi-arn>",
-            "<import agent-vault-dev-proxyapi-arn>",
+            f"<import {PREFIX}agentapi-arn>",
+            f"<import {PREFIX}proxyapi-arn>",
         ]
     assert by_action[("lambda:InvokeFunctionUrl",)]["Condition"] == {
         "StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}
@@ -132,18 +135,16 @@ def test_the_sample_agent_calls_the_function_urls_only(
     (task,) = by_type(template, "AWS::ECS::TaskDefinition").values()
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: render(e["Value"]) for e in container["Environment"]}
-    assert env["VAULT_URL"] == "<import agent-vault-dev-agentapi-url>"
-    assert env["AGENT_VAULT_PROXY_URL"] == "<import agent-vault-dev-proxyapi-url>"
+    assert env["VAULT_URL"] == f"<import {PREFIX}agentapi-url>"
+    assert env["AGENT_VAULT_PROXY_URL"] == f"<import {PREFIX}proxyapi-url>"
 
 
 def test_the_urls_are_stack_outputs(synthesized_function_url: Synthesized) -> None:
     outputs = synthesized_function_url.templates["Vault"]["Outputs"]
     for name in URL_FUNCTIONS:
         url = outputs[f"{name}FunctionUrl"]
-        assert url["Export"]["Name"] == f"agent-vault-dev-{name.lower()}-url"
+        assert url["Export"]["Name"] == f"{PREFIX}{name.lower()}-url"
         assert render(url["Value"]).endswith(".FunctionUrl>")
-        assert outputs[f"{name}FunctionArn"]["Export"]["Name"] == (
-            f"agent-vault-dev-{name.lower()}-arn"
-        )
+        assert outputs[f"{name}FunctionArn"]["Export"]["Name"] == (f"{PREFIX}{name.lower()}-arn")
     # the callback and admin API stay behind API Gateway, as in the default deployment
     assert "ApiUrl" in outputs and "CallbackUrl" in outputs
