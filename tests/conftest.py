@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.update(
@@ -25,6 +26,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from agent_vault_local.provider import AuthorizationServer  # noqa: E402
+from tests.security.helpers import AuditLog  # noqa: E402
 from tests.support.aws import aws  # noqa: E402
 from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URLS, USERS, Vault, make_vault  # noqa: E402
 from vault.runtime import use_services  # noqa: E402
@@ -57,3 +59,15 @@ def vault(authorization_server: AuthorizationServer, id_tokens: dict[str, str]) 
     with aws() as session:
         yield make_vault(authorization_server, session, id_tokens)
     use_services(None)
+
+
+@pytest.fixture
+def audit_events() -> Iterator[AuditLog]:
+    """Every audit event the vault's Powertools logger ("agent-vault") records in this test."""
+    handler = AuditLog()
+    vault_logger = logging.getLogger("agent-vault")
+    vault_logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        vault_logger.removeHandler(handler)

@@ -4,18 +4,13 @@ it is meant to find (recorded here from the vault's real code paths)."""
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from stacks.constructs.audit_queries import AUDIT_QUERIES
 from tests.infra.conftest import Synthesized, by_type
 from tests.security.helpers import AuditLog
-from tests.support.harness import Vault
-from vault.models import UserRef
+from tests.support.harness import Vault, revoke_refresh_at_provider
 
 FIELD = re.compile(r"\baudit\.[a-z_]+(?:\.[a-z_]+)*")
 EQUALS = re.compile(r'\baudit\.(action|outcome) = "([a-z._]+)"')
@@ -72,17 +67,6 @@ def _constraints(query: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.fixture
-def audit_log() -> Iterator[AuditLog]:
-    handler = AuditLog()
-    vault_logger = logging.getLogger("agent-vault")
-    vault_logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        vault_logger.removeHandler(handler)
-
-
 def _story(vault: Vault) -> None:
     """Tokens handed out, a refusal, a refresh that fails, a proxied call, a revocation."""
     agent = vault.agent()
@@ -90,12 +74,7 @@ def _story(vault: Vault) -> None:
     assert vault.connect(agent, scopes=("calendar.read", "calendar.write")).status == 200
     assert agent.token("calendar", ["calendar.read"]).status == 200
     assert agent.token("calendar", ["mail.read"]).status == 403  # not the agent's scope
-    stored = vault.services.store.grants.get(
-        UserRef(vault.server.issuer, "alice"), "calendar-agent", "calendar"
-    )
-    assert stored is not None
-    refresh = vault.services.envelope.decrypt(stored.refresh_token_ct, stored.context).decode()
-    assert vault.server.revoke(refresh, token_type_hint="refresh_token") == 200
+    revoke_refresh_at_provider(vault)
     # a token for other scopes needs a refresh: the provider refuses it, the grant breaks
     assert agent.token("calendar", ["calendar.write"]).code == "consent_required"
     proxied = vault.agent("proxy-agent-role")
@@ -106,10 +85,10 @@ def _story(vault: Vault) -> None:
 
 
 def test_each_querys_fields_are_in_the_real_audit_events_it_finds(
-    synthesized: Synthesized, vault: Vault, audit_log: AuditLog
+    synthesized: Synthesized, vault: Vault, audit_events: AuditLog
 ) -> None:
     _story(vault)
-    events = audit_log.events
+    events = audit_events.events
     for name, props in _queries(synthesized).items():
         query = props["QueryString"]
         constraints = _constraints(query)

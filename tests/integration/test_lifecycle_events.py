@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 import pytest
 
 from tests.security.hygiene import HYGIENE, Hygiene
-from tests.support.harness import Vault, binding_code_of, reap, scheduled_sweep, task_stopped
+from tests.support.harness import (
+    Vault,
+    binding_code_of,
+    connected,
+    reap,
+    revoke_refresh_at_provider,
+    scheduled_sweep,
+    task_stopped,
+)
 from tests.support.lifecycle import BUS, Lifecycle, lifecycle
 from vault.handlers import events as events_handler
 from vault.lifecycle import Publisher
-from vault.models import Grant, UserRef
+from vault.models import Grant
 from vault.store.dynamo import Conflict
 
 
@@ -29,16 +36,8 @@ def published(vault: Vault) -> Lifecycle:
     return lifecycle(vault)
 
 
-def _connected(vault: Vault, username: str = "alice") -> tuple[Any, dict[str, Any]]:
-    agent = vault.agent()
-    assert agent.start_session(vault.user(username)).status == 201
-    bound = vault.connect(agent, scopes=("calendar.read", "calendar.write"), username=username)
-    assert bound.status == 200, bound.body
-    return agent, bound.json
-
-
 def test_a_bound_consent_publishes_grant_activated(vault: Vault, published: Lifecycle) -> None:
-    agent, bound = _connected(vault)
+    agent, bound = connected(vault)
     (event,) = published.events()
     assert event["detail-type"] == "grant.activated"
     detail = event["detail"]
@@ -54,7 +53,7 @@ def test_a_bound_consent_publishes_grant_activated(vault: Vault, published: Life
 
 
 def test_a_new_consent_replacing_a_grant_reports_both(vault: Vault, published: Lifecycle) -> None:
-    agent, first = _connected(vault)
+    agent, first = connected(vault)
     published.events()
     again = vault.connect(agent, scopes=("calendar.read",))
     assert again.status == 200, again.body
@@ -68,7 +67,7 @@ def test_a_new_consent_replacing_a_grant_reports_both(vault: Vault, published: L
 
 
 def test_ending_a_session_publishes_session_ended_once(vault: Vault, published: Lifecycle) -> None:
-    agent, _ = _connected(vault)
+    agent, _ = connected(vault)
     published.events()
     assert agent.end().status in (200, 204)
     (event,) = published.events()
@@ -84,7 +83,7 @@ def test_ending_a_session_publishes_session_ended_once(vault: Vault, published: 
 def test_a_stopped_task_publishes_session_ended_with_its_reason(
     vault: Vault, published: Lifecycle
 ) -> None:
-    agent, _ = _connected(vault)
+    agent, _ = connected(vault)
     published.events()
     assert reap(task_stopped(agent.task_id))["ended_sessions"] == 1
     (event,) = published.events()
@@ -98,7 +97,7 @@ def test_a_stopped_task_publishes_session_ended_with_its_reason(
 def test_an_admin_revocation_publishes_grant_revoked_once(
     vault: Vault, published: Lifecycle
 ) -> None:
-    _, bound = _connected(vault)
+    _, bound = connected(vault)
     published.events()
     assert vault.admin({"grant_id": bound["grant_id"]}).json["revoked_grants"] == 1
     (event,) = published.events()
@@ -114,14 +113,9 @@ def test_an_admin_revocation_publishes_grant_revoked_once(
 def test_a_grant_the_provider_refuses_publishes_grant_broken_once(
     vault: Vault, published: Lifecycle
 ) -> None:
-    agent, bound = _connected(vault)
+    agent, bound = connected(vault)
     agent.token("calendar", ["calendar.read"])
-    stored = vault.services.store.grants.get(
-        UserRef(vault.server.issuer, "alice"), "calendar-agent", "calendar"
-    )
-    assert stored is not None
-    refresh = vault.services.envelope.decrypt(stored.refresh_token_ct, stored.context).decode()
-    assert vault.server.revoke(refresh, token_type_hint="refresh_token") == 200
+    revoke_refresh_at_provider(vault)
     published.events()
     for _ in range(2):
         answer = agent.token("calendar", ["calendar.write"])
@@ -200,7 +194,7 @@ def _stored_secrets(vault: Vault) -> Hygiene:
 
 
 def test_no_event_carries_a_secret(vault: Vault, published: Lifecycle) -> None:
-    agent, bound = _connected(vault)
+    agent, bound = connected(vault)
     agent.token("calendar", ["calendar.read"])
     texts = [json.dumps(e) for e in published.events()]
     known = _stored_secrets(vault)  # while the grant and its ciphertexts are stored
@@ -219,7 +213,7 @@ def test_a_publication_failure_loses_nothing_and_is_set_aside(vault: Vault) -> N
     queue; once publishing works again, the set-aside records replayed from the stream publish
     their events."""
     published = lifecycle(vault, max_attempts=2)
-    _, bound = _connected(vault)
+    _, bound = connected(vault)
     published.events()
     events = vault.session.client("events")
     events_handler.use_publisher(Publisher(events, "no-such-bus"))

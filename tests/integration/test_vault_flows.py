@@ -8,21 +8,15 @@ from typing import Any
 import pytest
 
 from tests.security.helpers import AuditLog
-from tests.support.harness import Vault, binding_code_of, reap, task_stopped
+from tests.support.harness import (
+    Vault,
+    binding_code_of,
+    connected,
+    reap,
+    revoke_refresh_at_provider,
+    task_stopped,
+)
 from vault.models import UserRef
-
-
-def connected(
-    vault: Vault,
-    scopes: tuple[str, ...] = ("calendar.read", "calendar.write"),
-    username: str = "alice",
-    **agent_kw: Any,
-):  # type: ignore[no-untyped-def]
-    agent = vault.agent(**agent_kw)
-    assert agent.start_session(vault.user(username)).status == 201
-    bound = vault.connect(agent, scopes=scopes, username=username)
-    assert bound.status == 200, bound.body
-    return agent, bound.json
 
 
 def test_session_consent_binding_and_token(vault: Vault) -> None:
@@ -295,13 +289,7 @@ def test_only_admins_may_revoke(vault: Vault) -> None:
 def test_a_broken_grant_asks_for_consent_once_and_never_retries(vault: Vault) -> None:
     agent, _grant = connected(vault)
     agent.token("calendar", ["calendar.read"])
-    # the user revokes the vault's access at the provider (here: its refresh token dies)
-    stored = vault.services.store.grants.get(
-        UserRef(vault.server.issuer, "alice"), "calendar-agent", "calendar"
-    )
-    assert stored is not None
-    refresh = vault.services.envelope.decrypt(stored.refresh_token_ct, stored.context).decode()
-    assert vault.server.revoke(refresh, token_type_hint="refresh_token") == 200
+    revoke_refresh_at_provider(vault)  # the user revokes the vault's access at the provider
     before = vault.server.stats()["token_requests"]["refresh_token"]
     first = agent.token("calendar", ["calendar.write"])
     assert first.code == "consent_required" and first.json["reason"] == "grant_broken"

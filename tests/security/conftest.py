@@ -13,14 +13,9 @@ function inside the test, and the profiles suppress the health checks that shari
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import HealthCheck, settings
-
-from tests.security.helpers import AuditLog
 
 # The log-hygiene plugin is meant for the whole suite (tests/conftest.py registers it with
 # `pytest_plugins`); importing its fixtures here keeps it active for this folder on its own.
@@ -44,15 +39,3 @@ settings.register_profile("ci", max_examples=100, **_COMMON)  # type: ignore[arg
 settings.register_profile("long", max_examples=2000, **_COMMON)  # type: ignore[arg-type]
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 FUZZ = settings.get_profile(PROFILE if PROFILE in ("ci", "long") else "ci")
-
-
-@pytest.fixture
-def audit_events() -> Iterator[AuditLog]:
-    """Every audit event the vault's Powertools logger ("agent-vault") records in this test."""
-    handler = AuditLog()
-    vault_logger = logging.getLogger("agent-vault")
-    vault_logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        vault_logger.removeHandler(handler)

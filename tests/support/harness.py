@@ -22,6 +22,7 @@ from tests.support.aws import ACCOUNT, RequestCounter
 from vault import tokens
 from vault.caller import caller_from
 from vault.config import VaultConfig
+from vault.models import UserRef
 from vault.runtime import Services, Settings, build_services, use_services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall
@@ -312,6 +313,34 @@ class Vault:
             events.unregister("before-call.dynamodb", count)
         self.container_requests = list(requests.values())
         return results
+
+
+def connected(
+    vault: Vault,
+    scopes: tuple[str, ...] = ("calendar.read", "calendar.write"),
+    username: str = "alice",
+    **agent_kw: Any,
+) -> tuple[TestAgent, dict[str, Any]]:
+    """An agent with a live session for `username` and its bound grant at the calendar (the
+    binding's answer: its `grant_id`)."""
+    agent = vault.agent(**agent_kw)
+    assert agent.start_session(vault.user(username)).status == 201
+    bound = vault.connect(agent, scopes=scopes, username=username)
+    assert bound.status == 200, bound.body
+    return agent, bound.json
+
+
+def revoke_refresh_at_provider(
+    vault: Vault, username: str = "alice", agent: str = "calendar-agent"
+) -> None:
+    """The user revokes the vault's access at the provider: the stored grant's refresh token
+    dies there (the vault is not told; its next refresh is refused)."""
+    stored = vault.services.store.grants.get(
+        UserRef(vault.server.issuer, username), agent, "calendar"
+    )
+    assert stored is not None
+    refresh = vault.services.envelope.decrypt(stored.refresh_token_ct, stored.context).decode()
+    assert vault.server.revoke(refresh, token_type_hint="refresh_token") == 200
 
 
 def binding_code_of(callback: HttpAnswer) -> str:
