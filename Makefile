@@ -48,10 +48,10 @@ lint-stacks: install
 test: install browser ## install everything (the browser too), lint, the synth gates, the whole suite
 	@# the stacks' mypy keeps one core busy; the other lint steps, then the synth gates, the other
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint-stacks lint-code synth
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
 
 test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint or synth (the checkov test still needs checkov)
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
 
 CHECKOV_VERSION := 3.3.30
 $(CHECKOV_VENV)/.installed:

@@ -26,13 +26,15 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from agent_vault_local.provider import AuthorizationServer  # noqa: E402
+from agent_vault_local.runner import LocalInfo, LocalModeProcess  # noqa: E402
 from tests.security.helpers import AuditLog  # noqa: E402
 from tests.support.aws import aws  # noqa: E402
 from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URLS, USERS, Vault, make_vault  # noqa: E402
 from vault.runtime import use_services  # noqa: E402
 
-# Every log line, answer and URL of the whole suite is scanned for the secrets it issued.
-pytest_plugins = ["tests.security.hygiene"]
+# Every log line, answer and URL of the whole suite is scanned for the secrets it issued; `-n 2`
+# keeps the tests of a costly shared fixture on one worker (tests/support/scheduling.py).
+pytest_plugins = ["tests.security.hygiene", "tests.support.scheduling"]
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,14 @@ def id_tokens(authorization_server: AuthorizationServer) -> dict[str, str]:
         name: authorization_server.login_id_token(name, password)
         for name, password in USERS.items()
     }
+
+
+@pytest.fixture(scope="session")
+def local_with_agent() -> Iterator[LocalInfo]:
+    """Local mode with the sample agent, in a child process: tests/local's and the browser's
+    (one worker runs them all, tests/support/scheduling.py)."""
+    with LocalModeProcess(with_agent=True) as info:
+        yield info
 
 
 @pytest.fixture

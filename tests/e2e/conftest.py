@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from agent_vault_local.runner import LocalInfo, LocalModeProcess
-
 CHROMIUM = os.environ.get("AGENT_VAULT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -22,12 +20,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="module")
-def local_for_browser() -> Iterator[LocalInfo]:
-    with LocalModeProcess(with_agent=True) as info:
-        yield info
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,13 @@ def allow_if_asked(page: Any, info: LocalInfo) -> None:
             allow.click()
 
 
-def test_consent_in_a_real_browser(local_for_browser: LocalInfo, browser: Any) -> None:
+def test_consent_in_a_real_browser(local_with_agent: LocalInfo, browser: Any) -> None:
     from playwright.sync_api import expect
 
     # Every wait below may take TIMEOUT_MS (the page's default too): on a busy machine an answer
     # of /ask, through the vault and the provider, can take longer than expect's 5 s.
     expect.set_options(timeout=TIMEOUT_MS)
-    info = local_for_browser
+    info = local_with_agent
     assert info.agent_url is not None
     fresh_grants(info, "alice")
     context = browser.new_context()

@@ -90,12 +90,3 @@ def synthesized_function_url(synthesized_prod: Synthesized) -> Synthesized:
 
 def by_type(template: Mapping[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every infra test on one xdist worker (`--dist loadgroup`): the app is synthesized once per
-    worker, and a second worker would synthesize it again for nothing."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.xdist_group("cdk"))
