@@ -2,7 +2,8 @@
 containers per function.
 
 Lambda never runs two requests in one container at once, and nothing of one container (module
-globals, the logger's keys, caches) is shared with another. Local mode keeps that promise with processes (DESIGN invariant 12, SECURITY.md row 31):
+globals, the logger's keys, caches) is shared with another. Local mode keeps that promise with
+processes (DESIGN invariant 12, SECURITY.md row 31):
 
 * one **init process** per local mode (the "zygote") imports the vault's handler modules once,
   with the function's environment, and never serves a request. It works like Lambda SnapStart:
