@@ -20,7 +20,7 @@ from typing import Any
 
 from vault.routes import ROUTES, Route
 
-__all__ = ["Request", "Response", "RouteFunction", "Router"]
+__all__ = ["Request", "Response", "RouteError", "RouteFunction", "Router"]
 
 
 @dataclass(frozen=True, slots=True)
