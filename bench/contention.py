@@ -4,8 +4,9 @@ Each thread stands for a separate Lambda container: it gets its own `Services` (
 with the same settings, config, boto3 session and clock, so a fresh data-key cache, provider
 clients, secrets cache and HTTP pool) and calls the domain function
 `vault.tokens.get_token(svc, caller, session_id, call, body)` with its own fresh proof. (The
-Powertools resolver object is module-global and not thread-safe, so threads do not go through
-the HTTP handler.) All threads are released together by a barrier.
+HTTP handler uses its module's one `Services` (`vault.runtime.services()`) and the logger's
+module-global keys, so threads standing for separate containers do not go through it.) All
+threads are released together by a barrier.
 
 Before each level the session's cached token is deleted, so the first caller must refresh
 upstream; the single-flight lease should make that exactly one refresh token grant at the

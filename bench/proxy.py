@@ -198,7 +198,7 @@ class Breakdown:
             0.0, route - inner
         )
         total = statistics.median(compute) / 1e6
-        out["Powertools resolver + decorators (routing, logger context, EMF flush)"] = max(
+        out["router + decorator (routing, logger context, EMF flush)"] = max(
             0.0, total - route - med["event to ProxyRequest"]
         )
         out["total (median compute, CPU)"] = total

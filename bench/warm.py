@@ -3,9 +3,9 @@
 Per request: the proof is signed (client side) and the API Gateway v2 event built *before* the
 timer starts; the timer covers exactly `vault.handlers.agent_api.handler(event, context)`; the
 time on the wire of its AWS requests (bench.timing.AwsIoClock) is subtracted. What is left is
-the function's compute: Powertools' resolver and decorators, body parsing, proof verification,
-botocore's client-side work, the repository, the data-key cache and AES-GCM, the audit line and
-the metric.
+the function's compute: the router (`vault.handlers.router`) and `lambda_handler`, body parsing,
+proof verification, botocore's client-side work, the repository, the data-key cache and AES-GCM,
+the audit line and the metric.
 
 Beside it, in the same run and interleaved request by request, its floor (`BotocoreFloor`): the
 same DynamoDB requests sent with a bare botocore client, timed the same way. The budget is the
@@ -241,9 +241,7 @@ class Breakdown:
         outside = (
             total - route - med.get("body parsing (pydantic)", 0) - med.get("response JSON", 0)
         )
-        out["Powertools resolver + decorators (routing, logger context, EMF flush)"] = max(
-            0.0, outside
-        )
+        out["router + decorator (routing, logger context, EMF flush)"] = max(0.0, outside)
         out["total (median compute, wall clock)"] = total
         return {k: round(v, 3) for k, v in out.items()}
 

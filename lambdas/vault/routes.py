@@ -1,9 +1,9 @@
 """The vault's HTTP routes, defined once (docs/architecture.md).
 
 The API stack adds exactly these routes to API Gateway, the local adapter routes requests with
-them, `vault.openapi` generates docs/openapi.json from them and the tests read them here. No
-handler imports this module (API Gateway has routed the event already), and the SDK does not
-either: the service and the SDK never import each other.
+them, `vault.openapi` generates docs/openapi.json from them, each HTTP function's router binds its
+own of them by route key (`vault.handlers.router`) and the tests read them here. The SDK does not
+import this module: the service and the SDK never import each other.
 """
 
 from __future__ import annotations

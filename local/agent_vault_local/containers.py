@@ -2,8 +2,8 @@
 containers per function.
 
 Lambda never runs two requests in one container at once, and nothing of one container (module
-globals, the Powertools resolver's current event, the logger's keys, caches) is shared with
-another. Local mode keeps that promise with processes (DESIGN invariant 12, SECURITY.md row 31):
+globals, the logger's keys, caches) is shared with another. Local mode keeps that promise with
+processes (DESIGN invariant 12, SECURITY.md row 31):
 
 * one **init process** per local mode (the "zygote") imports the vault's handler modules once,
   with the function's environment, and never serves a request. It works like Lambda SnapStart:
@@ -69,7 +69,6 @@ PRELOAD = (
     "urllib3",
     "pydantic",
     "cryptography.hazmat.primitives.hashes",
-    "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.logging",
     "aws_lambda_powertools.metrics",
     "aws_lambda_powertools.tracing",
@@ -82,7 +81,7 @@ PRELOAD = (
 )
 """What the init process imports while local mode starts: libraries and the vault's declarative
 modules, none of which reads the environment at import. The handler modules (which build their
-resolvers, loggers and clients at import) are imported later, with the complete environment."""
+routers, loggers and clients at import) are imported later, with the complete environment."""
 
 _LENGTH = struct.Struct("!I")
 _START_TIMEOUT = 60.0

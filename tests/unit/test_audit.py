@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.event_handler import Response
 
 import vault
-from tests.support.apigw import LambdaContext, build_event
+from tests.support.apigw import build_event
 from vault.audit import begin_request, decision, note_chain, recorded
 from vault.errors import (
     ConsentRequired,
@@ -22,7 +21,8 @@ from vault.errors import (
     StoredDataInvalid,
     UnknownProvider,
 )
-from vault.handlers.http import make_resolver
+from vault.handlers.http import resolve
+from vault.handlers.router import Request, Response, Router
 from vault.models import UserRef
 from vault.observability import metrics
 
@@ -211,33 +211,42 @@ def test_recorded_tells_whether_and_how_this_request_was_decided(events: Events)
     assert not recorded()
 
 
-# --- with the resolver: exactly one event per request -----------------------------------------
+# --- through the router: exactly one event per request ---------------------------------------
 
-app = make_resolver()
+app = Router("callback")  # its `{provider}` route, bound here to the cases below
 
 
-@app.get("/t/fails-in-a-decision")
-def _fails_in_a_decision() -> Response[str]:
+def _fails_in_a_decision() -> Response:
     with decision("token.issue", principal="arn:p"):
         raise RuntimeError("a defect inside a decision")
 
 
-@app.get("/t/fails-after-a-decision")
-def _fails_after_a_decision() -> Response[str]:
+def _fails_after_a_decision() -> Response:
     with decision("token.issue", principal="arn:p"):
         pass
     raise RuntimeError("a defect after the decision was recorded")
 
 
-@app.get("/t/refused-in-a-decision")
-def _refused_in_a_decision() -> Response[str]:
+def _refused_in_a_decision() -> Response:
     with decision("token.issue", principal="arn:p"):
         raise Forbidden("no")
 
 
-@app.get("/t/refused-before-any-decision")
-def _refused_before_any_decision() -> Response[str]:
+def _refused_before_any_decision() -> Response:
     raise Forbidden("no")
+
+
+CASES = {
+    "fails-in-a-decision": _fails_in_a_decision,
+    "fails-after-a-decision": _fails_after_a_decision,
+    "refused-in-a-decision": _refused_in_a_decision,
+    "refused-before-any-decision": _refused_before_any_decision,
+}
+
+
+@app.route("GET /v1/oauth/callback/{provider}")
+def _case(request: Request, provider: str) -> Response:
+    return CASES[provider]()
 
 
 def _call(path: str) -> tuple[int, list[tuple[str, str, str | None]]]:
@@ -245,7 +254,7 @@ def _call(path: str) -> tuple[int, list[tuple[str, str, str | None]]]:
     vault_logger = logging.getLogger("agent-vault")
     vault_logger.addHandler(handler)
     try:
-        answer = app.resolve(build_event("GET", path, principal_arn="arn:p"), LambdaContext())
+        answer = resolve(app, build_event("GET", path, principal_arn="arn:p"))
     finally:
         vault_logger.removeHandler(handler)
         metrics.clear_metrics()
@@ -257,14 +266,22 @@ def _call(path: str) -> tuple[int, list[tuple[str, str, str | None]]]:
 @pytest.mark.parametrize(
     "path, status, recorded_events",
     [
-        ("/t/fails-in-a-decision", 500, [("token.issue", "failed", "internal_error")]),
         (
-            "/t/fails-after-a-decision",
+            "/v1/oauth/callback/fails-in-a-decision",
+            500,
+            [("token.issue", "failed", "internal_error")],
+        ),
+        (
+            "/v1/oauth/callback/fails-after-a-decision",
             500,
             [("token.issue", "allowed", None), ("request", "failed", "internal_error")],
         ),
-        ("/t/refused-in-a-decision", 403, [("token.issue", "denied", "forbidden")]),
-        ("/t/refused-before-any-decision", 403, [("request", "denied", "forbidden")]),
+        ("/v1/oauth/callback/refused-in-a-decision", 403, [("token.issue", "denied", "forbidden")]),
+        (
+            "/v1/oauth/callback/refused-before-any-decision",
+            403,
+            [("request", "denied", "forbidden")],
+        ),
     ],
 )
 def test_every_request_leaves_its_refusal_or_failure_exactly_once(

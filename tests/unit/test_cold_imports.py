@@ -31,20 +31,28 @@ PROOFS = (
     "joserfc.jws",
     "cryptography.x509",
 )
+ROUTER = "aws_lambda_powertools.event_handler"  # every HTTP function routes with vault's own
 NOT_IMPORTED_BY: dict[str, tuple[str, ...]] = {
     # the connections routes import `vault.connections` (and `vault.inspection`) when called
-    "agent_api": ("vault.connections", "vault.inspection"),
-    "proxy_api": ("vault.connections", "vault.inspection", "vault.consent", "vault.delegation"),
+    "agent_api": ("vault.connections", "vault.inspection", ROUTER),
+    "proxy_api": (
+        "vault.connections",
+        "vault.inspection",
+        "vault.consent",
+        "vault.delegation",
+        ROUTER,
+    ),
     # no route of these checks a DPoP proof or validates an agent's body
-    "callback": (*PROOFS, "vault.schemas", "vault.apikeys", "vault.inspection", "vault.tokens"),
-    "admin_api": (*PROOFS, "vault.tokens", "vault.connections", "vault.delegation"),
-    "reaper": (
+    "callback": (
         *PROOFS,
         "vault.schemas",
-        "vault.sessions",
-        "vault.consent",
-        "aws_lambda_powertools.event_handler",
+        "vault.apikeys",
+        "vault.inspection",
+        "vault.tokens",
+        ROUTER,
     ),
+    "admin_api": (*PROOFS, "vault.tokens", "vault.connections", "vault.delegation", ROUTER),
+    "reaper": (*PROOFS, "vault.schemas", "vault.sessions", "vault.consent", ROUTER),
 }
 """Per function: what it imports for none of its routes (each its own fresh interpreter)."""
 FIRST_REQUEST_NEEDS: dict[str, tuple[str, ...]] = {

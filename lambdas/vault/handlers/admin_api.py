@@ -7,46 +7,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault import apikeys, revocation
 from vault.audit import decision
 from vault.caller import caller_from
 from vault.handlers import admin_read
-from vault.handlers.http import json_response, make_resolver, parse_body
+from vault.handlers.http import json_response, parse_body, resolve
+from vault.handlers.router import Request, Response, Router
 from vault.observability import lambda_handler
 from vault.runtime import services
 from vault.schemas import ApiKeyWrite, Revocation
 
-app = make_resolver()
-app.include_router(admin_read.router)
+app = Router("admin-api")
+app.include(admin_read.router)
 
 
-@app.post("/v1/revocations")
-def revoke() -> Response[str]:
-    body = parse_body(app, Revocation)
-    answer = revocation.revoke(services(), caller_from(app.current_event.raw_event), body)
+@app.route("POST /v1/revocations")
+def revoke(request: Request) -> Response:
+    body = parse_body(request, Revocation)
+    answer = revocation.revoke(services(), caller_from(request.event), body)
     return json_response(200, answer)
 
 
-@app.put("/v1/admin/api-keys/<provider>")
-def set_api_key(provider: str) -> Response[str]:
+@app.route("PUT /v1/admin/api-keys/{provider}")
+def set_api_key(request: Request, provider: str) -> Response:
     answer = apikeys.set_key(
         services(),
-        caller_from(app.current_event.raw_event),
+        caller_from(request.event),
         provider,
-        lambda: parse_body(app, ApiKeyWrite),
+        lambda: parse_body(request, ApiKeyWrite),
     )
     return json_response(200, answer)
 
 
-@app.delete("/v1/admin/api-keys/<provider>")
-def delete_api_key(provider: str) -> Response[str]:
-    query = dict(app.current_event.query_string_parameters or {})
-    answer = apikeys.delete_key(
-        services(), caller_from(app.current_event.raw_event), provider, query
-    )
+@app.route("DELETE /v1/admin/api-keys/{provider}")
+def delete_api_key(request: Request, provider: str) -> Response:
+    query = request.query
+    answer = apikeys.delete_key(services(), caller_from(request.event), provider, query)
     return json_response(200, answer)
 
 
@@ -58,4 +56,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             d.note(count=swept)
             d.conclude("done")
         return {"status": "swept", "revoked_flows": swept}
-    return app.resolve(event, context)
+    return resolve(app, event)

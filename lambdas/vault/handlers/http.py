@@ -1,5 +1,6 @@
-"""What every HTTP handler shares: the resolver, body parsing at the edge, and the one mapping
-from errors to RFC 9457 problem answers."""
+"""What every HTTP handler shares: serving an event through its function's router
+(`vault.handlers.router`), body parsing at the edge, and the one mapping from errors to RFC 9457
+problem answers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import binascii
 import json
 from typing import Any, TypeVar
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ValidationError
 
 from vault import jsondoc
@@ -23,71 +22,63 @@ from vault.errors import (
     problem_body,
     problem_headers,
 )
+from vault.handlers.router import Request, Response, Router
 from vault.observability import logger
+from vault.routes import match_route
 from vault.sessions import HttpCall
 
 MAX_BODY_BYTES = 16 * 1024
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def problem(error: VaultError) -> Response[str]:
+def problem(error: VaultError) -> Response:
+    return Response(error.status, problem_headers(error), problem_body(error))
+
+
+def json_response(status: int, payload: dict[str, Any]) -> Response:
     return Response(
-        status_code=error.status, body=problem_body(error), headers=problem_headers(error)
+        status,
+        {"Content-Type": "application/json", "Cache-Control": "no-store"},
+        json.dumps(payload, separators=(",", ":")),
     )
 
 
-def json_response(status: int, payload: dict[str, Any]) -> Response[str]:
-    return Response(
-        status_code=status,
-        body=json.dumps(payload, separators=(",", ":")),
-        headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
-    )
-
-
-def make_resolver() -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver()
-
-    def _begin(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
-        begin_request()
-        return next_middleware(app)
-
-    app.use(middlewares=[_begin])
-
-    def _audit_refusal(error: VaultError, *, always: bool = False) -> None:
-        """Every refused request leaves an audit event: its decision's, or this one."""
-        if recorded() and not always:
-            return
-        event = app.current_event.raw_event
-        iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
-        principal = iam.get("userArn")
-        request_refused(
-            error,
-            principal=principal if isinstance(principal, str) else None,
-            route=_route_key(event)[:128],
-        )
-
-    @app.exception_handler(VaultError)
-    def _vault_error(error: VaultError) -> Response[str]:
-        if error.status >= 500:
-            logger.warning("request failed", extra={"code": error.code, "status": error.status})
-        _audit_refusal(error)
-        return problem(error)
-
-    @app.not_found
-    def _not_found(_: Exception) -> Response[str]:
-        error = NotFound("no such route")
-        _audit_refusal(error, always=True)
-        return problem(error)
-
-    @app.exception_handler(Exception)
-    def _unexpected(error: Exception) -> Response[str]:
-        logger.error("unexpected error", extra={"error_type": type(error).__name__})
+def resolve(app: Router, event: dict[str, Any]) -> dict[str, Any]:
+    """Serve one HTTP event: its route's answer, or the problem answer of what it raised (every
+    refusal audited once, an unexpected error answered 500 without its details)."""
+    begin_request()
+    try:
+        found = app.dispatch(event)
+        if found is None:
+            error: VaultError = NotFound("no such route")
+            _audit_refusal(event, error, always=True)
+            return problem(error).to_event()
+        function, request, params = found
+        return function(request, **params).to_event()
+    except VaultError as refused:
+        if refused.status >= 500:
+            logger.warning("request failed", extra={"code": refused.code, "status": refused.status})
+        _audit_refusal(event, refused)
+        return problem(refused).to_event()
+    except Exception as unexpected:
+        logger.error("unexpected error", extra={"error_type": type(unexpected).__name__})
         failure = InternalError("the vault failed unexpectedly; retry shortly")
         # a decision that saw the error recorded it as failed; one that ended before did not
-        _audit_refusal(failure, always=not recorded("failed"))
-        return problem(failure)
+        _audit_refusal(event, failure, always=not recorded("failed"))
+        return problem(failure).to_event()
 
-    return app
+
+def _audit_refusal(event: dict[str, Any], error: VaultError, *, always: bool = False) -> None:
+    """Every refused request leaves an audit event: its decision's, or this one."""
+    if recorded() and not always:
+        return
+    iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
+    principal = iam.get("userArn")
+    request_refused(
+        error,
+        principal=principal if isinstance(principal, str) else None,
+        route=_route_key(event)[:128],
+    )
 
 
 def _route_key(event: dict[str, Any]) -> str:
@@ -96,20 +87,17 @@ def _route_key(event: dict[str, Any]) -> str:
     key = str(event.get("routeKey", ""))
     if key != "$default":
         return key
-    from vault.routes import match_route  # only for a refusal at a function URL
-
     http = (event.get("requestContext") or {}).get("http") or {}
     found = match_route(str(http.get("method", "")), str(event.get("rawPath", "")))
     return found[0].route_key if found is not None else key
 
 
-def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
+def parse_body(request: Request, model: type[Body]) -> Body:
     """Decode and validate the JSON body; 400/413 problems for anything else."""
-    event = app.current_event
-    raw: str | bytes = event.body or ""
+    raw: str | bytes = request.body
     if len(raw) > MAX_BODY_BYTES * 2:
         raise PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes")
-    if event.is_base64_encoded:
+    if request.is_base64_encoded:
         try:
             raw = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -133,15 +121,13 @@ def parse_body(app: APIGatewayHttpResolver, model: type[Body]) -> Body:
         raise InvalidRequest("the body does not match the expected shape", errors=errors) from exc
 
 
-def http_call(app: APIGatewayHttpResolver) -> HttpCall:
+def http_call(request: Request) -> HttpCall:
     """The method and public URL of this request, and its DPoP proof, for proof checks."""
-    event = app.current_event
-    headers = event.headers or {}
+    headers = request.headers
     scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
-    domain = event.request_context.domain_name
     return HttpCall(
-        method=event.request_context.http.method,
-        url=f"{scheme}://{domain}{event.raw_path}",
+        method=request.method,
+        url=f"{scheme}://{request.domain_name}{request.raw_path}",
         proof=headers.get("dpop"),
         token_proof=headers.get("x-agent-vault-token-dpop"),
     )
