@@ -157,6 +157,10 @@ class AuditLog(logging.Handler):
     def clear(self) -> None:
         self.events.clear()
 
+    def one(self) -> dict[str, Any]:
+        assert len(self.events) == 1, self.events
+        return self.events[0]
+
     def find(self, action: str, outcome: str | None = None, **fields: Any) -> list[dict[str, Any]]:
         return [
             e

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import vault
+from tests.security.helpers import AuditLog
 from tests.support.apigw import build_event
 from vault.audit import begin_request, decision, note_chain, recorded
 from vault.errors import (
@@ -29,32 +30,11 @@ from vault.observability import metrics
 ALICE = UserRef(iss="https://idp.test", sub="alice")
 
 
-class Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.events: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "audit", None)
-        if isinstance(event, dict):
-            self.events.append(dict(event))
-
-    def one(self) -> dict[str, Any]:
-        assert len(self.events) == 1, self.events
-        return self.events[0]
-
-
 @pytest.fixture
-def events() -> Iterator[Events]:
-    handler = Events()
-    vault_logger = logging.getLogger("agent-vault")
-    vault_logger.addHandler(handler)
+def events(audit_events: AuditLog) -> Iterator[AuditLog]:
     begin_request()
-    try:
-        yield handler
-    finally:
-        vault_logger.removeHandler(handler)
-        metrics.clear_metrics()
+    yield audit_events
+    metrics.clear_metrics()
 
 
 def token_issue() -> Any:
@@ -66,7 +46,7 @@ def token_issue() -> Any:
 WHERE = {"agent": "calendar", "principal": "arn:p", "provider": "calendar", "session_id": "ses_1"}
 
 
-def test_a_block_that_ends_normally_is_allowed_with_its_fields_bound_once(events: Events) -> None:
+def test_a_block_that_ends_normally_is_allowed_with_its_fields_bound_once(events: AuditLog) -> None:
     with token_issue() as d:
         d.bind(user=ALICE, scopes=("b", "a"))
         d.bind(grant_id="grt_1")
@@ -82,7 +62,7 @@ def test_a_block_that_ends_normally_is_allowed_with_its_fields_bound_once(events
     }
 
 
-def test_a_refusal_is_denied_with_its_code_and_the_same_error_propagates(events: Events) -> None:
+def test_a_refusal_is_denied_with_its_code_and_the_same_error_propagates(events: AuditLog) -> None:
     refusal = Forbidden("not yours")
     with pytest.raises(Forbidden) as raised, token_issue():
         raise refusal
@@ -93,7 +73,7 @@ def test_a_refusal_is_denied_with_its_code_and_the_same_error_propagates(events:
 
 
 def test_fields_bound_before_an_error_are_in_its_event_and_those_after_are_not(
-    events: Events,
+    events: AuditLog,
 ) -> None:
     def grant_of_unknown_provider() -> str:
         raise UnknownProvider("no such provider")
@@ -106,7 +86,7 @@ def test_fields_bound_before_an_error_are_in_its_event_and_those_after_are_not(
     assert (event["outcome"], event["reason"]) == ("denied", "unknown_provider")
 
 
-def test_a_refusal_with_a_finer_reason_records_that_reason(events: Events) -> None:
+def test_a_refusal_with_a_finer_reason_records_that_reason(events: AuditLog) -> None:
     with pytest.raises(ConsentRequired), token_issue():
         raise ConsentRequired("ask the user", reason="scopes_not_granted")
     assert (events.one()["outcome"], events.one()["reason"]) == ("denied", "scopes_not_granted")
@@ -122,20 +102,24 @@ def test_a_refusal_with_a_finer_reason_records_that_reason(events: Events) -> No
     ],
     ids=["5xx provider", "5xx storage", "unexpected", "unexpected key"],
 )
-def test_a_failure_is_failed_and_propagates(events: Events, error: Exception, reason: str) -> None:
+def test_a_failure_is_failed_and_propagates(
+    events: AuditLog, error: Exception, reason: str
+) -> None:
     with pytest.raises(type(error)) as raised, token_issue():
         raise error
     assert raised.value is error
     assert events.one() == {"action": "token.issue", "outcome": "failed", "reason": reason} | WHERE
 
 
-def test_stored_data_that_fails_its_check_is_a_refusal_though_answered_500(events: Events) -> None:
+def test_stored_data_that_fails_its_check_is_a_refusal_though_answered_500(
+    events: AuditLog,
+) -> None:
     with pytest.raises(StoredDataInvalid), token_issue():
         raise StoredDataInvalid("moved ciphertext")
     assert (events.one()["outcome"], events.one()["reason"]) == ("denied", "stored_data_invalid")
 
 
-def test_an_explicit_outcome_overrides_a_normal_end(events: Events) -> None:
+def test_an_explicit_outcome_overrides_a_normal_end(events: AuditLog) -> None:
     with decision("consent.callback", flow_id="flw_1") as d:
         d.note(upstream="revoked")
         d.conclude("denied", reason="user_mismatch")  # returns a redirect, yet refused
@@ -149,7 +133,7 @@ def test_an_explicit_outcome_overrides_a_normal_end(events: Events) -> None:
 
 
 def test_an_explicit_outcome_overrides_an_error_and_keeps_its_code_unless_told(
-    events: Events,
+    events: AuditLog,
 ) -> None:
     with pytest.raises(UnknownProvider), decision("consent.callback") as d:
         d.conclude("failed")
@@ -163,7 +147,7 @@ def test_an_explicit_outcome_overrides_an_error_and_keeps_its_code_unless_told(
     ]
 
 
-def test_a_check_records_its_refusal_but_nothing_when_it_passes(events: Events) -> None:
+def test_a_check_records_its_refusal_but_nothing_when_it_passes(events: AuditLog) -> None:
     with decision("session.access", only_refusals=True, principal="arn:p"):
         pass
     assert events.events == [] and not recorded()
@@ -180,7 +164,7 @@ def test_a_check_records_its_refusal_but_nothing_when_it_passes(events: Events) 
     }
 
 
-def test_nested_decisions_each_record_one_event(events: Events) -> None:
+def test_nested_decisions_each_record_one_event(events: AuditLog) -> None:
     with (
         pytest.raises(ConsentRequired),
         token_issue(),
@@ -194,7 +178,7 @@ def test_nested_decisions_each_record_one_event(events: Events) -> None:
     ]
 
 
-def test_no_secret_can_be_noted_and_the_attempt_is_a_failure(events: Events) -> None:
+def test_no_secret_can_be_noted_and_the_attempt_is_a_failure(events: AuditLog) -> None:
     with pytest.raises(ValueError, match="access_token"), token_issue() as d:
         d.note(access_token="ya29.secret")
     event = events.one()
@@ -202,7 +186,7 @@ def test_no_secret_can_be_noted_and_the_attempt_is_a_failure(events: Events) -> 
     assert "ya29.secret" not in repr(events.events)
 
 
-def test_recorded_tells_whether_and_how_this_request_was_decided(events: Events) -> None:
+def test_recorded_tells_whether_and_how_this_request_was_decided(events: AuditLog) -> None:
     assert not recorded()
     with pytest.raises(Forbidden), token_issue():
         raise Forbidden("no")
@@ -250,7 +234,7 @@ def _case(request: Request, provider: str) -> Response:
 
 
 def _call(path: str) -> tuple[int, list[tuple[str, str, str | None]]]:
-    handler = Events()
+    handler = AuditLog()
     vault_logger = logging.getLogger("agent-vault")
     vault_logger.addHandler(handler)
     try:
@@ -296,7 +280,7 @@ def test_every_request_leaves_its_refusal_or_failure_exactly_once(
 CHAIN = {"iss": ALICE.iss, "sub": "alice", "act": {"sub": "b", "sid": "ses_b", "act": {"sub": "a"}}}
 
 
-def test_every_event_naming_a_delegated_session_carries_its_chain(events: Events) -> None:
+def test_every_event_naming_a_delegated_session_carries_its_chain(events: AuditLog) -> None:
     note_chain("ses_b", CHAIN)
     with decision("token.issue", session_id="ses_b"):
         pass
@@ -307,7 +291,7 @@ def test_every_event_naming_a_delegated_session_carries_its_chain(events: Events
     assert [e.get("chain") for e in events.events] == [CHAIN, CHAIN, None]
 
 
-def test_a_new_request_forgets_the_chains_of_the_last(events: Events) -> None:
+def test_a_new_request_forgets_the_chains_of_the_last(events: AuditLog) -> None:
     note_chain("ses_b", CHAIN)
     begin_request()
     with decision("token.issue", session_id="ses_b"):

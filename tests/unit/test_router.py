@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from tests.security.helpers import AuditLog
 from tests.support.apigw import build_event
 from vault.errors import Forbidden, StorageUnavailable
 from vault.handlers.http import resolve
@@ -142,32 +141,17 @@ def test_the_greedy_parameter_and_the_any_routes_methods() -> None:
         assert (refused["statusCode"], json.loads(refused["body"])["code"]) == (404, "not_found")
 
 
-class Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.events: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "audit", None)
-        if isinstance(event, dict):
-            self.events.append(dict(event))
-
-
 @pytest.fixture
-def events() -> Iterator[Events]:
-    handler = Events()
-    vault_logger = logging.getLogger("agent-vault")
-    vault_logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        vault_logger.removeHandler(handler)
-        metrics.clear_metrics()
+def events(audit_events: AuditLog) -> Iterator[AuditLog]:
+    """The test's audit events; the metrics a refusal adds are dropped after it (no
+    `lambda_handler` flushes them here)."""
+    yield audit_events
+    metrics.clear_metrics()
 
 
 @pytest.mark.parametrize("function_url", [False, True])
 def test_an_unknown_route_is_a_404_problem_and_audited(
-    agent_app: Router, events: Events, function_url: bool
+    agent_app: Router, events: AuditLog, function_url: bool
 ) -> None:
     # a route of the table this router does not serve, then a path of no route at all
     for path, route in (
@@ -191,7 +175,7 @@ def test_an_unknown_route_is_a_404_problem_and_audited(
         events.events.clear()
 
 
-def test_a_vault_error_is_its_problem_answer(events: Events) -> None:
+def test_a_vault_error_is_its_problem_answer(events: AuditLog) -> None:
     app = Router("agent-api")
 
     @app.route(TOKENS)
@@ -211,7 +195,7 @@ def test_a_vault_error_is_its_problem_answer(events: Events) -> None:
     ]
 
 
-def test_an_unexpected_error_is_a_500_without_its_details(events: Events) -> None:
+def test_an_unexpected_error_is_a_500_without_its_details(events: AuditLog) -> None:
     app = Router("agent-api")
 
     @app.route(TOKENS)
@@ -229,7 +213,7 @@ def test_an_unexpected_error_is_a_500_without_its_details(events: Events) -> Non
     ]
 
 
-def test_a_second_request_starts_from_nothing_recorded(events: Events) -> None:
+def test_a_second_request_starts_from_nothing_recorded(events: AuditLog) -> None:
     app = Router("agent-api")
 
     @app.route(TOKENS)
