@@ -112,6 +112,7 @@ def local_up(args: argparse.Namespace) -> int:
         config=config,
         port=args.port,
         client_secrets=client_secrets,
+        startup_timeout=args.startup_timeout,
     )
     atexit.register(mode.stop)
     try:
@@ -305,6 +306,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0-3600)")
+    return seconds
+
+
 START_HINT = (
     "hint: local mode needs Node 20+ with node_modules/oidc-provider (npm ci) and the "
     "Python packages of requirements/dev.txt; `make demo` installs both first"
@@ -312,6 +323,8 @@ START_HINT = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from agent_vault_local.runner import STARTUP_TIMEOUT
+
     parser = argparse.ArgumentParser(
         prog="agent-vault local",
         description=__doc__,
@@ -338,6 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_port,
         help="the vault's port on 127.0.0.1 (default: any free one), so its callback URL can be"
         " registered at a provider",
+    )
+    up.add_argument(
+        "--startup-timeout",
+        type=_seconds,
+        default=STARTUP_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a start-up step may take before local mode gives up (default:"
+        f" {STARTUP_TIMEOUT:g}; a start takes ~5 s, longer on a busy machine)",
     )
     up.add_argument(
         "--ready-json",

@@ -39,10 +39,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from agent_vault.client import UserIdentity
 from agent_vault_local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
@@ -63,6 +63,7 @@ from vault.store.schema import create_tables
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
 
 log = logging.getLogger("agent_vault_local")
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """Local mode runs from a checkout (its Node packages: package.json, node_modules); the handlers
@@ -70,6 +71,10 @@ and the sample agent are the installed packages `vault` and `sample_agent`."""
 
 
 REGION = "us-east-1"
+# A guard against a hang, not a wait: a start takes ~5 s on an idle 2-core machine and ~20 s
+# on a busy one. A child process gets a margin on top for its interpreter and imports.
+STARTUP_TIMEOUT = 120.0
+CHILD_MARGIN = 30.0
 TABLE_NAME = "agent-vault-local"
 REPLAY_TABLE_NAME = "agent-vault-local-replay"
 CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name prefix  # nosec B105
@@ -146,10 +151,27 @@ def moto_child(fd: int) -> None:
     )
     thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
     thread.start()
-    try:
-        sys.stdin.read()  # EOF when the parent stops local mode or dies
-    finally:
-        server.shutdown()
+    sys.stdin.read()  # EOF when the parent stops local mode or dies
+    # moto's state is memory only: exit at once, without waiting for the request threads of
+    # clients' keep-alive connections (an orderly exit waited about a second for them)
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _in_background(name: str, step: Callable[..., T], *args: Any) -> Future[T]:
+    """Run a start-up step in a daemon thread: a start that fails or times out stops without
+    waiting for a step that may be stuck."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(step(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 @dataclass
@@ -238,7 +260,7 @@ class LocalMode:
         workdir: str | Path | None = None,
         on_audit: Callable[[dict[str, Any]], None] | None = None,
         keep_workdir: bool = False,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = STARTUP_TIMEOUT,
         config: UserConfig | None = None,
         port: int | None = None,
         client_secrets: dict[str, str] | None = None,
@@ -511,6 +533,19 @@ class LocalMode:
             ],
         }
 
+    def _finished(self, future: Future[T], what: str, deadline: float) -> T:
+        """The result of a start-up step run in parallel, or a LocalModeError naming the step
+        when it has not finished by the start's deadline."""
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            if future.done():
+                raise  # the step's own timeout
+            raise LocalModeError(
+                f"{what} in {self.startup_timeout:g} s; on a busy machine give it longer:"
+                " `agent-vault local up --startup-timeout SECONDS`"
+            ) from None
+
     def _start_fleet(self, vault_log: Path) -> LambdaFleet:
         """The functions' init process (it preloads libraries while the rest starts). The
         containers' logs go to ``vault_log`` (Powertools JSON) and audit events to on_audit."""
@@ -630,11 +665,13 @@ class LocalMode:
         )
         self.provider = provider
         self._stack.callback(provider.stop)
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="local-start")
-        self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-        provider_started: Future[None] = pool.submit(provider.start)
-        resources: Future[tuple[str, str, dict[str, str], dict[str, str]]] = pool.submit(
-            self._create_resources, moto_url, client_secrets
+        deadline = time.monotonic() + self.startup_timeout
+        provider_started: Future[None] = _in_background("local-start-provider", provider.start)
+        # before provider.stop: a Node process still starting would outlive the stop (the step
+        # ends by its own deadline); the resources step needs no wait, it only talks to moto
+        self._stack.callback(wait, [provider_started])
+        resources: Future[tuple[str, str, dict[str, str], dict[str, str]]] = _in_background(
+            "local-start-resources", self._create_resources, moto_url, client_secrets
         )
 
         config_path = workdir / "vault_config.json"
@@ -675,8 +712,12 @@ class LocalMode:
             importlib.import_module("sample_agent.login")  # local mode's agent has a login
 
         try:
-            provider_started.result(timeout=self.startup_timeout)
-            key_arn, cluster, tasks, queues = resources.result(timeout=self.startup_timeout)
+            self._finished(
+                provider_started, "the authorization server (Node) did not start", deadline
+            )
+            key_arn, cluster, tasks, queues = self._finished(
+                resources, "moto did not create the AWS resources", deadline
+            )
         except Exception:
             if moto.poll() is not None and moto.stderr is not None:
                 raise LocalModeError(
@@ -861,7 +902,7 @@ class LocalModeProcess:
         self,
         *,
         with_agent: bool = True,
-        startup_timeout: float = 90.0,
+        startup_timeout: float = STARTUP_TIMEOUT,
         env: dict[str, str] | None = None,
         up_args: Sequence[str] = (),
     ) -> None:
@@ -878,6 +919,7 @@ class LocalModeProcess:
         import queue
 
         argv = [sys.executable, "-m", "agent_vault_local.cli", "up", "--ready-json"]
+        argv += ["--startup-timeout", f"{self.startup_timeout:g}"]
         if not self.with_agent:
             argv.append("--no-agent")
         argv += self.up_args
@@ -916,14 +958,16 @@ class LocalModeProcess:
             daemon=True,
             name="local-mode-stderr",
         ).start()
-        deadline = time.monotonic() + self.startup_timeout
+        # the child's own deadline names the step that was slow; this one is for a child that
+        # hangs before it starts its own (its interpreter and imports get a margin)
+        patience = self.startup_timeout + CHILD_MARGIN
+        deadline = time.monotonic() + patience
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise LocalModeError(
-                        "local mode did not become ready in "
-                        f"{self.startup_timeout:g} s\n{self.stderr_tail()}"
+                        f"local mode did not become ready in {patience:g} s\n{self.stderr_tail()}"
                     )
                 try:
                     line = lines.get(timeout=remaining)

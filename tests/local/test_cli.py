@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from agent_vault_local.runner import (
     REPO_ROOT,
     TASK_1,
     LocalInfo,
+    LocalMode,
+    LocalModeError,
     LocalModeProcess,
 )
 from tests.local.helpers import consent, id_token_for, vault_client
@@ -367,6 +370,41 @@ def test_a_bad_config_fails_before_anything_starts(
     assert local_cli.main([*argv, "--workdir", str(workdir)]) == 2
     assert "gitlab: not an external provider" in capsys.readouterr().err
     assert not workdir.exists()
+
+
+def test_a_start_up_step_past_the_deadline_is_named_with_the_option_that_gives_it_longer() -> None:
+    mode = LocalMode(startup_timeout=7)
+    never: Future[str] = Future()
+    with pytest.raises(LocalModeError) as slow:
+        mode._finished(never, "moto did not create the AWS resources", time.monotonic() - 1)
+    message = str(slow.value)
+    assert message.startswith("moto did not create the AWS resources in 7 s")
+    assert "agent-vault local up --startup-timeout SECONDS" in message
+    # a step that failed with a timeout of its own keeps its own error; a finished one answers
+    own: Future[str] = Future()
+    own.set_exception(TimeoutError("the step's own"))
+    with pytest.raises(TimeoutError, match="the step's own"):
+        mode._finished(own, "a step", time.monotonic() + 60)
+    done: Future[str] = Future()
+    done.set_result("key-arn")
+    assert mode._finished(done, "a step", time.monotonic() - 1) == "key-arn"
+
+
+def test_local_up_gives_its_start_up_steps_the_startup_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--startup-timeout` reaches the steps (a child process's included): no step of a real
+    start finishes in 10 ms, and the error names the time it was given."""
+    with pytest.raises(LocalModeError) as failed:
+        LocalModeProcess(with_agent=False, startup_timeout=0.01).start()
+    message = str(failed.value)
+    assert "local mode exited with 1 before it was ready" in message
+    assert "in 0.01 s" in message and "Traceback" not in message
+    for bad in ("0", "-3", "nan", "soon", "3601"):
+        with pytest.raises(SystemExit) as refused:
+            local_cli.main(["up", "--startup-timeout", bad])
+        assert refused.value.code == 2
+        assert "is not a number of seconds (0-3600)" in capsys.readouterr().err
 
 
 def test_client_secrets_come_from_the_file_and_the_environment_wins(tmp_path: Path) -> None:
