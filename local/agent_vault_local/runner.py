@@ -146,6 +146,10 @@ def moto_child(fd: int) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
+    from agent_vault_local.moto_streams import share_stream_records
+
+    share_stream_records()  # transactions stay fast however long local mode runs
+
     server = make_server(
         "127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True, fd=fd
     )

@@ -2,7 +2,8 @@
 
 moto handles each request in plain Python without a lock, so two threads can interleave inside
 one conditional write; DynamoDB never does that. Serialising moto's request handling restores
-the per-request atomicity our single-flight refresh relies on. Nothing of ours is replaced.
+the per-request atomicity our single-flight refresh relies on. Its table backups share stream
+records, as in local mode (agent_vault_local/moto_streams.py). Nothing of ours is replaced.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import boto3
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
+from agent_vault_local.moto_streams import share_stream_records
+
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 _lock = threading.RLock()
@@ -29,6 +32,7 @@ def _atomic_call(self: BotocoreStubber, event_name: str, request: Any, **kwargs:
 
 
 BotocoreStubber.__call__ = _atomic_call  # type: ignore[method-assign]
+share_stream_records()
 
 
 class RequestCounter:
