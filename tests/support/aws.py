@@ -2,8 +2,9 @@
 
 moto handles each request in plain Python without a lock, so two threads can interleave inside
 one conditional write; DynamoDB never does that. Serialising moto's request handling restores
-the per-request atomicity our single-flight refresh relies on. Its table backups share stream
-records, as in local mode (agent_vault_local/moto_streams.py). Nothing of ours is replaced.
+the per-request atomicity our single-flight refresh relies on. For speed only: its table backups
+share stream records, as in local mode (agent_vault_local/moto_streams.py), and a KMS key's
+unused key pair is made on first use. Nothing of ours is replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import botocore.loaders
 import botocore.session
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
+from moto.kms import models as kms_models
+from moto.kms.utils import generate_private_key as _generate_private_key
 
 from agent_vault_local.moto_streams import share_stream_records
 
@@ -35,6 +38,23 @@ def _atomic_call(self: BotocoreStubber, event_name: str, request: Any, **kwargs:
 
 BotocoreStubber.__call__ = _atomic_call  # type: ignore[method-assign]
 share_stream_records()
+
+
+class KeyPairOnFirstUse:
+    """moto makes an RSA-2048 key pair for every KMS key, a symmetric one too (about 65 ms a
+    test), and uses it only to sign, verify or give the public key: made on first use here."""
+
+    def __init__(self, key_spec: str) -> None:
+        self.key_spec = key_spec
+        self.made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.made is None:
+            self.made = _generate_private_key(self.key_spec)
+        return getattr(self.made, name)
+
+
+kms_models.generate_private_key = KeyPairOnFirstUse  # type: ignore[attr-defined,assignment]
 
 
 class RequestCounter:
