@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from moto.kms.models import kms_backends
 
 from tests.support.aws import _LOADER, ACCOUNT, REGION, KeyPairOnFirstUse, aws
+from vault.store.schema import create_tables
 
 
 def test_a_kms_key_makes_its_key_pair_only_when_it_signs() -> None:
@@ -42,13 +43,9 @@ def test_a_kms_key_makes_its_key_pair_only_when_it_signs() -> None:
 
 def test_each_test_gets_its_own_session_over_one_model_loader() -> None:
     with aws() as first:
-        table = first.client("dynamodb").create_table(
-            TableName="only-here",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        assert table["TableDescription"]["TableName"] == "only-here"
+        dynamodb = first.client("dynamodb")
+        create_tables(dynamodb, "only-here", "only-here-replay")
+        assert dynamodb.list_tables()["TableNames"] == ["only-here", "only-here-replay"]
         paths = list(_LOADER.search_paths)
     with aws() as second:
         assert second is not first
