@@ -122,6 +122,21 @@ class LambdaContext:
         }
 
 
+def scheduled_event(rule: str, *, region: str, account: str = DEFAULT_ACCOUNT) -> dict[str, Any]:
+    """What an EventBridge schedule delivers to its target function (`Scheduled Event`)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "region": region,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule}"],
+        "detail": {},
+    }
+
+
 def resolve_handler(dotted: str) -> Handler:
     """Import ``package.module.function`` (the Lambda handler setting)."""
     module_name, _, attr = dotted.rpartition(".")

@@ -53,11 +53,12 @@ from agent_vault_local.credentials import (
     PrincipalRegistry,
     new_principal,
 )
+from agent_vault_local.events import LambdaContext, scheduled_event
 from agent_vault_local.streams import StreamPump
 from agent_vault_local.userconfig import Bundled, UserConfig
 from vault.lifecycle import SOURCE as LIFECYCLE_SOURCE
 from vault.lifecycle import STREAM_FILTERS
-from vault.routes import REAPER, ROUTES, Route
+from vault.routes import ADMIN_API, REAPER, ROUTES, Route
 from vault.store.schema import create_tables
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
@@ -103,6 +104,10 @@ LIFECYCLE_QUEUE = "agent-vault-local-lifecycle"
 """Every lifecycle event the bus delivers (a rule on the bus): `make demo` reads it."""
 UNDELIVERED_QUEUE = "agent-vault-local-undelivered"
 STREAM_POLL_SECONDS = 0.25
+SWEEP_SECONDS = 300.0
+"""How often the admin function sweeps unbound flows: the deployed schedule's rate
+(stacks/constructs/unbound_flow_sweep.py)."""
+SWEEP_RULE = "agent-vault-local-unbound-flow-sweep"
 """How often the stream is read (Lambda's poller reads a shard about 4 times a second)."""
 APP_AUDIENCE = "agent-app"
 SERVICE_NAME = "agent-vault"
@@ -268,6 +273,7 @@ class LocalMode:
         config: UserConfig | None = None,
         port: int | None = None,
         client_secrets: dict[str, str] | None = None,
+        sweep_seconds: float = SWEEP_SECONDS,
     ) -> None:
         """`config`: the developer's own (`local up --config`; default: local mode's own);
         `port`: the vault's port (default: one the OS picks); `client_secrets`: the external
@@ -282,6 +288,7 @@ class LocalMode:
         self.on_audit = on_audit
         self.keep_workdir = keep_workdir
         self.startup_timeout = startup_timeout
+        self.sweep_seconds = sweep_seconds
         self.info: LocalInfo | None = None
         self.provider: Any = None
         self._stack = contextlib.ExitStack()
@@ -754,6 +761,7 @@ class LocalMode:
         config_path.write_text(json.dumps(document, indent=2), encoding="utf-8")
         self._init_fleet(fleet)  # the handlers import with the whole environment
         self._start_stream_pump(moto_url, fleet, queues)
+        self._start_sweep(fleet)
         principals = self._principals(tasks)
         api_registry = PrincipalRegistry(p for n, p in principals.items() if n != EVENTS)
         events_registry = PrincipalRegistry([principals[EVENTS]])
@@ -836,23 +844,39 @@ class LocalMode:
             failure_queue_url=queues[UNDELIVERED_QUEUE],
             filters=STREAM_FILTERS,
         )
+        self._every(STREAM_POLL_SECONDS, "stream-pump", "stream read", pump.drain)
+
+    def _start_sweep(self, fleet: LambdaFleet) -> None:
+        """EventBridge's schedule of the unbound-flow sweep: the admin function gets a
+        `Scheduled Event` every `sweep_seconds`, in its container."""
+        sweep = fleet.handler(ADMIN_API)
+
+        def invoke() -> None:
+            context = LambdaContext(function_name="agent-vault-admin-api", region=REGION)
+            sweep(scheduled_event(SWEEP_RULE, region=REGION), context)
+
+        self._every(self.sweep_seconds, "unbound-flow-sweep", "unbound-flow sweep", invoke)
+
+    def _every(self, seconds: float, name: str, what: str, action: Callable[[], object]) -> None:
+        """Run `action` every `seconds` in a thread of its own until local mode stops; a failure
+        is logged and the next round runs (as a Lambda trigger retries)."""
         stopping = threading.Event()
 
         def run() -> None:
-            while not stopping.wait(STREAM_POLL_SECONDS):
+            while not stopping.wait(seconds):
                 try:
-                    pump.drain()
+                    action()
                 except Exception as exc:
-                    logging.getLogger(__name__).warning("stream read failed: %s", exc)
+                    log.warning("%s failed: %s", what, exc)
 
-        thread = threading.Thread(target=run, name="stream-pump", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
 
-        def stop_pump() -> None:
+        def stop() -> None:
             stopping.set()
             thread.join(timeout=10)
 
-        self._stack.callback(stop_pump)
+        self._stack.callback(stop)
 
     def _create_resources(
         self, moto_url: str, client_secrets: dict[str, str]

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 
 from agent_vault_local.consent_forms import complete_consent
+from agent_vault_local.events import scheduled_event
 from agent_vault_local.provider import AuthorizationServer
 from tests.support.agent import TestAgent
 from tests.support.apigw import DOMAIN, HttpAnswer, LambdaContext, build_event, invoke
@@ -409,20 +410,8 @@ def scheduled_sweep() -> dict[str, Any]:
     """Deliver the unbound-flow sweep's scheduled EventBridge event to the admin handler."""
     from vault.handlers.admin_api import handler
 
-    result: dict[str, Any] = handler(
-        {
-            "version": "0",
-            "id": "sweep-1",
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": ACCOUNT,
-            "region": "eu-west-1",
-            "time": "2026-11-28T12:00:00Z",
-            "resources": [f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/sweep"],
-            "detail": {},
-        },
-        LambdaContext(),
-    )
+    event = scheduled_event("sweep", region="eu-west-1", account=ACCOUNT)
+    result: dict[str, Any] = handler(event, LambdaContext())
     return result
 
 
