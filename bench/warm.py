@@ -28,9 +28,9 @@ from typing import Any
 import botocore.session
 from botocore import xform_name
 
+from agent_vault_local.events import LambdaContext
 from bench.rig import Rig
 from bench.timing import summary_ms, timed_call
-from tests.support.apigw import LambdaContext
 from tests.support.aws import REGION, RequestCounter
 from vault.handlers import agent_api
 from vault.runtime import AWS_CLIENTS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from types import EllipsisType
 from typing import Any
 
 from joserfc import jws
@@ -67,8 +68,11 @@ class TestAgent:
         self.clock = clock
         self.session_id: str | None = None
 
-    def proof(self, method: str, path: str, *, session_id: str | None = ..., **kw: Any) -> str:  # type: ignore[assignment]
-        sid = self.session_id if session_id is ... else session_id
+    def proof(
+        self, method: str, path: str, *, session_id: str | EllipsisType | None = ..., **kw: Any
+    ) -> str:
+        """`session_id`: the agent's own unless given (None: a proof that names no session)."""
+        sid = self.session_id if isinstance(session_id, EllipsisType) else session_id
         return sign_proof(
             self.key,
             method=method,
@@ -86,7 +90,7 @@ class TestAgent:
         *,
         proof: str | bool | None = True,
         headers: dict[str, str] | None = None,
-        principal_arn: str | None = ...,  # type: ignore[assignment]
+        principal_arn: str | EllipsisType | None = ...,
         raw_body: bytes | str | None = None,
         query: dict[str, str] | str | None = None,
     ) -> HttpAnswer:
@@ -107,7 +111,7 @@ class TestAgent:
             body=payload,
             headers=all_headers,
             query=query,
-            principal_arn=self.arn if principal_arn is ... else principal_arn,
+            principal_arn=self.arn if isinstance(principal_arn, EllipsisType) else principal_arn,
             function_url=self.function_url,
         )
         return invoke(event, function_url_handler(path) if self.function_url else None)

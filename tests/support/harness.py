@@ -14,16 +14,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from agent_vault_local.consent_forms import complete_consent
-from agent_vault_local.events import scheduled_event
+from agent_vault_local.consent_forms import Decision, complete_consent
+from agent_vault_local.events import LambdaContext, resolve_handler, scheduled_event
 from agent_vault_local.provider import AuthorizationServer
 from tests.support.agent import TestAgent
-from tests.support.apigw import DOMAIN, HttpAnswer, LambdaContext, build_event, invoke
+from tests.support.apigw import DOMAIN, HttpAnswer, build_event, invoke
 from tests.support.aws import ACCOUNT, RequestCounter
 from vault import tokens
 from vault.caller import caller_from
 from vault.config import VaultConfig
 from vault.models import UserRef
+from vault.routes import ADMIN_API, REAPER
 from vault.runtime import Services, Settings, build_services, use_services
 from vault.schemas import TokenRequest
 from vault.sessions import HttpCall
@@ -221,7 +222,7 @@ class Vault:
         return invoke(build_event("GET", path, query=query))
 
     def consent_at_provider(
-        self, authorization_url: str, username: str, decision: str = "allow"
+        self, authorization_url: str, username: str, decision: Decision = "allow"
     ) -> str:
         """The user's browser part; returns the raw query the provider sent to the callback."""
         redirect = complete_consent(authorization_url, username, USERS[username], decision=decision)
@@ -408,16 +409,12 @@ def task_stopped(task_id: str, event_id: str | None = None) -> dict[str, Any]:
 
 def scheduled_sweep() -> dict[str, Any]:
     """Deliver the unbound-flow sweep's scheduled EventBridge event to the admin handler."""
-    from vault.handlers.admin_api import handler
-
     event = scheduled_event("sweep", region="eu-west-1", account=ACCOUNT)
-    result: dict[str, Any] = handler(event, LambdaContext())
+    result: dict[str, Any] = resolve_handler(ADMIN_API)(event, LambdaContext())
     return result
 
 
 def reap(event: dict[str, Any]) -> dict[str, Any]:
     """Deliver an EventBridge event to the reaper handler, as Lambda would."""
-    from vault.handlers.reaper import handler
-
-    result: dict[str, Any] = handler(event, LambdaContext())
+    result: dict[str, Any] = resolve_handler(REAPER)(event, LambdaContext())
     return result
