@@ -104,11 +104,11 @@ LIFECYCLE_QUEUE = "agent-vault-local-lifecycle"
 """Every lifecycle event the bus delivers (a rule on the bus): `make demo` reads it."""
 UNDELIVERED_QUEUE = "agent-vault-local-undelivered"
 STREAM_POLL_SECONDS = 0.25
+"""How often the stream is read (Lambda's poller reads a shard about 4 times a second)."""
 SWEEP_SECONDS = 300.0
 """How often the admin function sweeps unbound flows: the deployed schedule's rate
 (stacks/constructs/unbound_flow_sweep.py)."""
 SWEEP_RULE = "agent-vault-local-unbound-flow-sweep"
-"""How often the stream is read (Lambda's poller reads a shard about 4 times a second)."""
 APP_AUDIENCE = "agent-app"
 SERVICE_NAME = "agent-vault"
 

@@ -49,6 +49,8 @@ class KeyPairOnFirstUse:
         self.made: Any = None
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy and pickle ask for protocols: not a use of the key
+            raise AttributeError(name)
         if self.made is None:
             self.made = _generate_private_key(self.key_spec)
         return getattr(self.made, name)
