@@ -9,6 +9,11 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# Python writes bytecode in make's recipes even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE): a fresh clone's venv has none, and without it every process the
+# suite starts (workers, local mode, the CLI under test) compiles boto3, moto, pydantic...
+# from source again, about a second each.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help install browser lint lint-code lint-stacks test test-fast synth openapi events demo local bench fuzz deploy requirements pin-agent-image clean
 
