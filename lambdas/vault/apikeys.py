@@ -251,7 +251,9 @@ def get_key(
         task_id=session.task_id,
     ) as d:
         check_delegated(svc.config, session, provider, ())
-        stored = key_for(svc, session, provider)
+        # read from Secrets Manager, not the container's 30 s cache: a key an admin deleted or
+        # replaced is never handed out again (the proxy's cached use re-reads on a 401)
+        stored = key_for(svc, session, provider, fresh=True)
         d.note(credential="api_key")
     answer: dict[str, Any] = {"api_key": stored.current, "provider": provider}
     if settings.header is not None:
