@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent_vault.client import (
     AccessToken,
+    ApiKey,
     AsyncVaultClient,
     Authorization,
     Connection,
@@ -37,6 +38,7 @@ from agent_vault.errors import (
     DelegationNotAllowed,
     DelegationNotFound,
     DelegationNotPending,
+    DeliveryProxyOnly,
     FlowNotFound,
     FlowNotPending,
     Forbidden,
@@ -81,6 +83,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AccessDenied",
     "AccessToken",
+    "ApiKey",
     "AsyncVaultClient",
     "AsyncVaultTransport",
     "Authorization",
@@ -93,6 +96,7 @@ __all__ = [
     "DelegationNotAllowed",
     "DelegationNotFound",
     "DelegationNotPending",
+    "DeliveryProxyOnly",
     "FlowCompletion",
     "FlowNotFound",
     "FlowNotPending",

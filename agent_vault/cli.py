@@ -1063,6 +1063,13 @@ def _doctor_providers(config_path: str | None, checks: list[Check]) -> None:
         return
     for name, provider in config.providers.items():
         check_name = f"provider {name}"
+        if provider.api_key is not None:
+            detail = (
+                "an API-key provider (api_key): no OAuth metadata to check;"
+                f" its key: agent-vault apikey set {name}"
+            )
+            checks.append(Check(check_name, "ok", detail))
+            continue
         try:
             report = checker.check(name, provider)
         except errors.VaultError as exc:

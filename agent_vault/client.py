@@ -138,6 +138,41 @@ class AccessToken:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """An API-key provider's key handed to this session (flow 12, ``returned`` delivery), and
+    where the provider expects it: a header (with its prefix, e.g. ``Bearer ``) or a query
+    parameter. Never cached by the SDK: ask again for each batch of calls, so a rotated or
+    deleted key is not kept."""
+
+    api_key: str = field(repr=False)
+    provider: str
+    header: str | None = None
+    prefix: str = ""
+    query_parameter: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ApiKey:
+        header, query = data.get("header"), data.get("query_parameter")
+        return cls(
+            api_key=str(data["api_key"]),
+            provider=str(data.get("provider", "")),
+            header=str(header) if header else None,
+            prefix=str(data.get("prefix") or ""),
+            query_parameter=str(query) if query else None,
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header to send (empty when the key goes in the query)."""
+        return {self.header: self.prefix + self.api_key} if self.header else {}
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query parameter to send (empty when the key goes in a header)."""
+        return {self.query_parameter: self.api_key} if self.query_parameter else {}
+
+
+@dataclass(frozen=True)
 class Authorization:
     """A consent flow the vault started: send the user to ``authorization_url``."""
 
@@ -936,6 +971,18 @@ class VaultClient:
                         fresh_nonce if isinstance(fresh_nonce, str) else None,
                     )
 
+    def api_key(self, provider: str) -> ApiKey:
+        """``POST /v1/sessions/{id}/api-key``: the key of API-key provider ``provider`` for this
+        session, where the agent's policy gives it ``returned`` delivery (else
+        :class:`DeliveryProxyOnly`: call the provider through ``http(provider)``, which attaches
+        the key in the vault). Not cached: each call asks the vault, so a rotation or a deletion
+        reaches the agent at its next call."""
+        sid = self.ensure_session().session_id
+        answer = self.request(
+            "POST", f"/v1/sessions/{_seg(sid)}/api-key", {"provider": provider}, session_id=sid
+        )
+        return ApiKey.from_json(answer)
+
     def forget_token(self, provider: str, scopes: str | Iterable[str]) -> None:
         """Drop a cached token (e.g. after the resource server answered 401 for it)."""
         with self._lock:
@@ -1138,6 +1185,9 @@ class AsyncVaultClient:
         if cached is not None:
             return cached
         return await self._run(self.sync.get_token, provider, scopes, **kwargs)
+
+    async def api_key(self, provider: str) -> ApiKey:
+        return await self._run(self.sync.api_key, provider)
 
     async def start_authorization(
         self, provider: str, scopes: str | Iterable[str], return_url: str | None = None

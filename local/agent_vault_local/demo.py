@@ -40,9 +40,11 @@ from agent_vault_local.consent_forms import complete_consent
 from agent_vault_local.provider import HttpResponse, http_request
 from agent_vault_local.runner import (
     ADMIN,
+    BEARER_TASK_1,
     CALENDAR_AGENT,
     DPOP_AGENT,
     DPOP_TASK,
+    KEYED_PROVIDER,
     MAIL_TASK,
     TASK_1,
     TASK_2,
@@ -64,6 +66,7 @@ __all__ = [
     "provider_stats",
     "proxied_events",
     "session_items",
+    "set_provider_api_keys",
     "stop_task",
     "task_state_change_event",
     "vault_client",
@@ -164,6 +167,16 @@ def provider_stats(info: LocalInfo) -> dict[str, Any]:
     if answer.status != 200 or not isinstance(body, dict):
         raise StepFailed(f"the provider's stats answered {answer.status}", None)
     return body
+
+
+def set_provider_api_keys(info: LocalInfo, keys: dict[str, str]) -> None:
+    """The keys the bundled provider's keyed API accepts, by label (its loopback test hook
+    ``/__test/api-keys``): what the service would have issued. Replaces those set before."""
+    answer = http_request(
+        "POST", f"{info.provider['issuer']}/__test/api-keys", json_body={"keys": keys}
+    )
+    if answer.status != 200:
+        raise StepFailed(f"the provider's api-keys hook answered {answer.status}", None)
 
 
 def _api_calls(stats: dict[str, Any]) -> int:
@@ -460,6 +473,8 @@ class _State:
     """The proxied request the agent sent, as a capture on the wire would have it."""
     dpop_client: VaultClient | None = None
     dpop_token: AccessToken | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """The keyed API's key the demo issued and an admin stored (never printed)."""
     clients: list[VaultClient] = field(default_factory=list)
     lifecycle: list[dict[str, Any]] = field(default_factory=list)
     """The lifecycle events (EventBridge) the steps printed."""
@@ -823,6 +838,67 @@ class Story:
                 act,
             )
         )
+
+    def api_key_provider(self) -> dict[str, Any]:
+        def act() -> tuple[str, Any]:
+            assert self.state.alice is not None
+            # the service issues a key; an operator stores it in the vault (the CLI's
+            # `agent-vault apikey set keyed` sends the same request)
+            key = self.state.api_key = f"ak_demo_{secrets.token_urlsafe(24)}"
+            set_provider_api_keys(self.info, {"demo": key})
+            admin = self._track(vault_client(self.info, ADMIN))
+            stored = admin.request(
+                "PUT", f"/v1/admin/api-keys/{KEYED_PROVIDER}", {"key": key}, proof=False
+            )
+            # calendar-agent (proxy delivery): the proxy attaches the key, the agent never has it
+            client = self._client()
+            with client.http(KEYED_PROVIDER) as api:
+                answer = api.get("/keyed/events")
+            if answer.status_code != 200 or answer.json().get("key") != "demo":
+                raise StepFailed(
+                    f"the keyed API answered {answer.status_code} through the proxy",
+                    "providers.keyed.api_base_urls must be the bundled API's base URL",
+                )
+            try:
+                client.api_key(KEYED_PROVIDER)
+            except DeliveryProxyOnly as exc:
+                refused = exc.code
+            else:
+                raise StepFailed(
+                    "the vault handed the key to a proxy-delivery agent",
+                    "agents.calendar-agent.providers.keyed.delivery must be proxy",
+                )
+            # calendar-bearer-agent (returned delivery): the SDK hands it the key and where to
+            # put it, for the agent's own HTTP client
+            holder = self._track(vault_client(self.info, BEARER_TASK_1, self.state.alice))
+            returned = holder.api_key(KEYED_PROVIDER)
+            with httpx.Client() as own:
+                direct = own.get(
+                    f"{self.info.provider['calendar_api_base']}/keyed/events",
+                    headers=returned.headers,
+                    params=returned.params,
+                )
+            holder.end_session()
+            if direct.status_code != 200 or returned.api_key != key:
+                raise StepFailed(
+                    f"the returned key got {direct.status_code} at the keyed API",
+                    "agents.calendar-bearer-agent.providers.keyed.delivery must be returned",
+                )
+            return (
+                f"an admin stored the key (PUT /v1/admin/api-keys/{KEYED_PROVIDER}:"
+                f" {stored.get('status')}); calendar-agent read {len(answer.json()['events'])}"
+                f" events through the proxy with it (via {answer.json()['via']}) and was refused"
+                f" the key itself ({refused}); calendar-bearer-agent, with returned delivery,"
+                f" got it from VaultClient.api_key() and sent it in {returned.header} itself"
+            ), {"status": stored.get("status"), "refused": refused, "via": answer.json()["via"]}
+
+        value: dict[str, Any] = self._step(
+            "an API key set by an admin: through the proxy, or handed over (flow 12)",
+            "providers.keyed needs api_key; read the vault log",
+            act,
+        )
+        self._lifecycle("session.ended")  # calendar-bearer-agent's session, ended by the agent
+        return value
 
     # -- dpop delivery: the agent holds a token bound to its session key --
 
@@ -1222,6 +1298,7 @@ class Story:
         "no_token_for_the_agent",
         "stolen_session_refused",
         "other_agent_refused",
+        "api_key_provider",
         "dpop_agent_consents",
         "dpop_token_read",
         "stolen_dpop_token_as_bearer",

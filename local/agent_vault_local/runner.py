@@ -82,6 +82,8 @@ CLIENT_SECRET_PREFIX = "agent-vault/local/provider/"  # noqa: S105 - a name pref
 CLUSTER = "agent-vault-local"
 PROVIDER = "calendar"
 PROVIDER_SCOPES = ("calendar.read", "calendar.write", "mail.read")
+KEYED_PROVIDER = "keyed"
+"""An API-key provider (flow 12): the bundled provider's keyed API, its key set by an admin."""
 CALENDAR_AGENT = "calendar-agent"
 CALENDAR_ROLE = "calendar-agent-role"
 MAIL_AGENT = "mail-agent"
@@ -209,9 +211,9 @@ class LocalInfo:
     client_secret_prefix: str = CLIENT_SECRET_PREFIX
     """Provider `p`'s client secret is moto's secret `<prefix><p>`."""
     callback_urls: dict[str, str] = field(default_factory=dict)
-    """Each configured provider's own OAuth callback: its redirect URI to register."""
+    """Each configured OAuth provider's own callback: its redirect URI to register."""
     external_providers: list[str] = field(default_factory=list)
-    """The configured providers that are not the bundled oidc-provider."""
+    """The configured OAuth providers that are not the bundled oidc-provider."""
     placeholder_secrets: list[str] = field(default_factory=list)
     """External providers started without a client secret (a random placeholder is stored)."""
     agent_provider: str = PROVIDER
@@ -499,6 +501,13 @@ class LocalMode:
                     "api_base_urls": [calendar_api],
                     "dpop": True,
                 },
+                # flow 12: a static key an admin sets (`agent-vault apikey set keyed`), which
+                # the proxy puts in the keyed API's X-Api-Key header
+                KEYED_PROVIDER: {
+                    "api_base_urls": [calendar_api],
+                    "timeout_seconds": 5,
+                    "api_key": {"header": "X-Api-Key"},
+                },
             },
             "agents": {
                 CALENDAR_AGENT: {
@@ -507,7 +516,11 @@ class LocalMode:
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],
                             "delivery": "proxy",
-                        }
+                        },
+                        # the keyed API's events through the proxy; the agent never sees the key
+                        KEYED_PROVIDER: {
+                            "requests": [{"methods": ["GET"], "paths": ["/keyed/**"]}]
+                        },
                     },
                 },
                 MAIL_AGENT: {
@@ -522,7 +535,9 @@ class LocalMode:
                         PROVIDER: {
                             "scopes": ["calendar.read", "calendar.write"],
                             "delivery": "bearer",
-                        }
+                        },
+                        # the key itself, for the agent's own HTTP client (`VaultClient.api_key`)
+                        KEYED_PROVIDER: {"delivery": "returned"},
                     },
                 },
                 DPOP_AGENT: {
@@ -819,7 +834,7 @@ class LocalMode:
             return_url=return_url,
             callback_urls={
                 name: f"{callback_url}/{name}"
-                for name in (config.validated.providers if config is not None else (PROVIDER,))
+                for name in (config.oauth if config is not None else (PROVIDER,))
             },
             external_providers=list(config.external if config is not None else ()),
             placeholder_secrets=placeholders,

@@ -84,8 +84,15 @@ class UserConfig:
     validated: VaultConfig = field(repr=False)
 
     @property
+    def oauth(self) -> tuple[str, ...]:
+        """The OAuth providers: each has a callback (an API-key provider has none)."""
+        return tuple(n for n, p in self.validated.providers.items() if p.api_key is None)
+
+    @property
     def external(self) -> tuple[str, ...]:
-        return tuple(n for n in self.validated.providers if n not in self.bundled)
+        """The OAuth providers that are not the bundled oidc-provider: each needs its client
+        secret and its redirect URI registered there."""
+        return tuple(n for n in self.oauth if n not in self.bundled)
 
     def complete(
         self, bundled: Bundled, *, account: str, region: str, admin_role: str, return_url: str

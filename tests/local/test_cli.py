@@ -32,6 +32,7 @@ from agent_vault.cli import main
 from agent_vault_local import cli as local_cli
 from agent_vault_local.runner import (
     ADMIN,
+    KEYED_PROVIDER,
     MAIL_TASK,
     REPO_ROOT,
     TASK_1,
@@ -57,6 +58,8 @@ MY_CONFIG: dict[str, Any] = {
             "scopes": ["read"],
             "api_base_urls": ["http://127.0.0.1:9/api"],
         },
+        # an API-key provider (flow 12): its key set and deleted by `agent-vault apikey`
+        KEYED_PROVIDER: {"api_base_urls": ["http://127.0.0.1:9/api"], "api_key": {}},
     },
     "agents": {
         "calendar-agent": {
@@ -247,11 +250,23 @@ def test_apikey_set_reads_stdin_and_refusals_have_exit_codes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`apikey set|delete` against local mode (whose config has no API-key provider; the whole
-    round trip, key set then used by the proxy, is tests/security/test_attacks_apikeys.py)."""
+    """`apikey set|delete` against local mode, at its API-key provider `keyed` and at an OAuth
+    provider (the proxy's use of a key: tests/security/test_attacks_apikeys.py, the demo)."""
     where = ("--local-state", state)
     key = "ak_local_" + secrets.token_urlsafe(24)
     HYGIENE.add_secret(key, "API key")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
+    status, text = run("apikey", "set", KEYED_PROVIDER, *where)
+    assert (status, text.strip()) == (0, f"API key of {KEYED_PROVIDER} set")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key + "2\n"))  # a rotation
+    rotated = run_json("apikey", "set", KEYED_PROVIDER, *where)
+    assert rotated["status"] == "set" and rotated["previous_valid_until"] is not None
+    assert key not in json.dumps(rotated) + capsys.readouterr().err
+    assert run_json("apikey", "delete", KEYED_PROVIDER, *where)["deleted"] is True
+    assert run("apikey", "delete", KEYED_PROVIDER, *where) == (
+        0,
+        f"API key of {KEYED_PROVIDER} was not set\n",
+    )
     monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
     assert run("apikey", "set", "calendar", *where)[0] == 1  # an OAuth provider: no key
     err = capsys.readouterr().err
@@ -488,7 +503,9 @@ def test_doctor_checks_local_mode_end_to_end_and_fails_on_a_dead_provider(
         "provider calendar": "ok",
         "provider github": "ok",
         "provider broken": "fail",
+        "provider keyed": "ok",  # an API-key provider: no discovery, no callback, no secret
     }
+    assert "api_key" in checks["provider keyed"]["detail"]
     assert "unreachable" in checks["provider broken"]["detail"]
     assert "providers.broken.discovery_url" in checks["provider broken"]["fix"]
     assert "invalid_state" in checks["callback calendar"]["detail"]  # the vault itself answered
@@ -651,6 +668,7 @@ def test_deployed_secret_set_and_doctor(
         "secret ghost": "fail",
         "provider calendar": "ok",
         "provider github": "ok",
+        "provider keyed": "ok",
     }
     (placeholder,) = [c for c in report["checks"] if c["check"] == "secret calendar"]
     assert placeholder["fix"] == f"agent-vault secret set calendar --stack {stack}"

@@ -14,6 +14,7 @@ import pytest
 
 from agent_vault_local.demo import Story, grant_of_session, introspect, provider_stats
 from agent_vault_local.runner import (
+    BEARER_AGENT,
     DPOP_AGENT,
     DPOP_TASK,
     REPO_ROOT,
@@ -87,6 +88,15 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         assert story.stolen_session_refused() == "forbidden"
         assert story.other_agent_refused() == "scope_not_allowed"
 
+        # flow 12: a key an admin stored reaches the keyed API through the proxy for a proxy
+        # agent, which is refused the key itself; a returned-delivery agent gets it from the SDK
+        keyed_calls = provider_stats(info)["keyed_requests"]
+        keyed = story.api_key_provider()
+        assert keyed == {"status": "set", "refused": "delivery_proxy_only", "via": "header"}
+        assert provider_stats(info)["keyed_requests"] == keyed_calls + 2  # proxied, then direct
+        assert story.state.api_key is not None
+        assert story.state.api_key not in story.results[-1].outcome
+
         # dpop delivery: a token bound to the session key, refused to a thief by the API itself
         completion = story.dpop_agent_consents()
         assert completion.status == "active" and completion.grant_id != story.state.grant_id
@@ -151,6 +161,7 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         ]
         assert lifecycle == [
             ("grant.activated", None, "calendar-agent"),
+            ("session.ended", "ended_by_agent", BEARER_AGENT),
             ("grant.activated", None, DPOP_AGENT),
             ("session.ended", "task_stopped", "calendar-agent"),
             ("session.ended", "ended_by_agent", DPOP_AGENT),
@@ -173,6 +184,10 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
             ("task.stopped", "reaped"),
             ("delegation.create", "allowed"),
             ("delegation.claim", "allowed"),
+            ("apikey.set", "allowed"),
+            ("proxy.call", "allowed"),
+            ("apikey.deliver", "denied"),
+            ("apikey.deliver", "allowed"),
         ]:
             assert expected in actions, expected
         assert [e.get("reason") for e in audit if e["action"] == "session.access"] == [
@@ -195,6 +210,7 @@ def test_the_story_step_by_step(local_of_the_story: LocalInfo) -> None:
         log = Path(info.vault_log).read_text(encoding="utf-8")
         assert story.state.alice is not None and story.state.alice.id_token not in log
         assert parse_qs(urlsplit(callback).query)["code"][0] not in log
+        assert story.state.api_key not in log
     finally:
         story.close()
 

@@ -12,6 +12,7 @@ from joserfc.jwk import ECKey
 
 from agent_vault import (
     AccessDenied,
+    ApiKey,
     ConsentRequired,
     FlowNotFound,
     FlowNotPending,
@@ -242,6 +243,30 @@ def test_user_identity_takes_exactly_one_form_and_hides_the_token() -> None:
     assert identity.to_json() == {"id_token": "header.payload.signature"}
     assert "payload" not in repr(identity)
     assert UserIdentity.from_user_id("u-1").to_json() == {"user_id": "u-1"}
+
+
+@pytest.mark.parametrize(
+    "answer, headers, params",
+    [
+        (
+            {"api_key": "k-1", "provider": "p", "header": "X-Api-Key", "prefix": ""},
+            {"X-Api-Key": "k-1"},
+            {},
+        ),
+        (
+            {"api_key": "k-1", "provider": "p", "header": "Authorization", "prefix": "Bearer "},
+            {"Authorization": "Bearer k-1"},
+            {},
+        ),
+        ({"api_key": "k-1", "provider": "p", "query_parameter": "api_key"}, {}, {"api_key": "k-1"}),
+    ],
+)
+def test_an_api_key_says_where_it_goes_and_hides_itself(
+    answer: dict[str, str], headers: dict[str, str], params: dict[str, str]
+) -> None:
+    key = ApiKey.from_json(answer)
+    assert (key.headers, key.params, key.provider) == (headers, params, "p")
+    assert "k-1" not in repr(key)
 
 
 def test_scopes_are_normalized() -> None:

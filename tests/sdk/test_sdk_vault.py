@@ -4,6 +4,7 @@ process, reached through the local API Gateway that verifies SigV4."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,9 @@ import pytest
 from agent_vault import (
     AsyncVaultClient,
     ConsentRequired,
+    DeliveryProxyOnly,
     FlowNotPending,
+    Forbidden,
     InvalidProof,
     InvalidUserToken,
     NotFound,
@@ -24,14 +27,16 @@ from agent_vault import (
     UserIdentity,
     UserMismatch,
 )
-from agent_vault_local.demo import calendar_events
+from agent_vault_local.demo import calendar_events, set_provider_api_keys
 from agent_vault_local.provider import http_request
+from agent_vault_local.runner import ADMIN, KEYED_PROVIDER, LocalInfo
 
 # the tokens these tests read are handed out: local mode's bearer-delivery agent's tasks
 from agent_vault_local.runner import BEARER_TASK_1 as TASK_1
 from agent_vault_local.runner import BEARER_TASK_2 as TASK_2
-from agent_vault_local.runner import LocalInfo
+from agent_vault_local.runner import TASK_1 as CALENDAR_TASK
 from tests.local.helpers import CountingPool, approve, consent, vault_client
+from tests.security.hygiene import HYGIENE
 
 CALENDAR = ("calendar.read",)
 TOKENS_PATH_SUFFIX = "/tokens"
@@ -269,3 +274,49 @@ def test_connections_list_and_revoke_for_the_logged_in_user(
         client.get_token("calendar", CALENDAR)
     client.close()
     app.close(end_session=False)
+
+
+def test_api_key_hands_a_returned_key_over_and_never_a_proxy_agents(
+    local: LocalInfo, tokens: dict[str, str]
+) -> None:
+    """Flow 12 through the SDK: `VaultClient.api_key` gives a `returned`-delivery agent the
+    key an admin stored and where the provider wants it; a proxy agent is refused it."""
+    key = f"ak_sdk_{secrets.token_urlsafe(24)}"
+    HYGIENE.add_secret(key, "API key")
+    set_provider_api_keys(local, {"sdk": key})
+    admin = vault_client(local, ADMIN)
+    path = f"/v1/admin/api-keys/{KEYED_PROVIDER}"
+    with vault_client(local, TASK_1, alice(tokens)) as holder:
+        with pytest.raises(Forbidden) as unset:
+            holder.api_key(KEYED_PROVIDER)
+        assert unset.value.code == "api_key_not_set"
+        admin.request("PUT", path, {"key": key}, proof=False)
+        try:
+            returned = holder.api_key(KEYED_PROVIDER)
+            assert (returned.provider, returned.header, returned.prefix) == (
+                KEYED_PROVIDER,
+                "X-Api-Key",
+                "",
+            )
+            assert returned.api_key == key and key not in repr(returned)
+            assert returned.params == {}
+            answer = http_request(
+                "GET",
+                f"{local.provider['calendar_api_base']}/keyed/events",
+                headers=returned.headers,
+            )
+            assert (answer.status, answer.json()["key"]) == (200, "sdk")
+            assert asyncio.run(AsyncVaultClient(client=holder).api_key(KEYED_PROVIDER)) == returned
+            with vault_client(local, CALENDAR_TASK, alice(tokens)) as proxied:
+                with pytest.raises(DeliveryProxyOnly) as refused:
+                    proxied.api_key(KEYED_PROVIDER)
+                assert refused.value.problem["proxy_path"].endswith(f"/proxy/{KEYED_PROVIDER}/")
+            with pytest.raises(UnknownProvider):
+                holder.api_key("nowhere")
+        finally:
+            admin.request("DELETE", path, proof=False)
+        # deleted: the next call is refused at once (the SDK keeps no copy)
+        with pytest.raises(Forbidden) as deleted:
+            holder.api_key(KEYED_PROVIDER)
+        assert deleted.value.code == "api_key_not_set"
+    admin.close()
