@@ -210,6 +210,8 @@ def family(svc: Services, session: Session) -> dict[str, Any]:
         _brief(found[sid], now) if sid in found else {"session_id": sid, "status": "gone"}
         for sid in session.ancestors or ()
     ]
+    # an unclaimed delegation can be claimed only while this session lives (`claim`)
+    claimable = session.alive(now)
     entries = svc.store.delegations.children_of(session.session_id)
     sessions = svc.store.delegations.sessions([e.session_id for e in entries if e.session_id])
     children = []
@@ -220,7 +222,12 @@ def family(svc: Services, session: Session) -> dict[str, Any]:
             child.update(_brief(claimed, now))
         else:
             pending = svc.store.delegations.get(entry.delegation_id)
-            waiting = pending is not None and pending.status == "pending" and now < pending.claim_by
+            waiting = (
+                claimable
+                and pending is not None
+                and pending.status == "pending"
+                and now < pending.claim_by
+            )
             child["status"] = "pending" if waiting else "expired"
         children.append(child)
     return view | {"ancestors": ancestors, "children": children}

@@ -102,6 +102,12 @@ class Session:
         return self.grant_agent or self.agent
 
     @property
+    def consent_session_id(self) -> str:
+        """The session whose agent asks the user for consent: this one, or a delegated
+        session's root (a child never asks itself)."""
+        return self.ancestors[0] if self.ancestors else self.session_id
+
+    @property
     def actor(self) -> dict[str, Any]:
         """This session's `act` member: itself as the current actor, prior actors nested."""
         return self.act or {"sub": self.agent, "sid": self.session_id}

@@ -60,7 +60,8 @@ def require_granted(
     granted: tuple[str, ...] | None,
     reason: str = "no_grant",
 ) -> None:
-    """Raise `consent_required` for the scopes the user's grant does not cover."""
+    """Raise `consent_required` for the scopes the user's grant does not cover; `session_id`
+    is where consent is asked (a delegated session's root)."""
     missing = sorted(set(wanted) - set(granted or ()))
     if granted is None or missing:
         raise ConsentRequired(

@@ -302,7 +302,7 @@ def _mint(
         lease = Lease(owner=owner, since=now, until=now + lease_seconds, purpose=purpose)
         grant, held = svc.store.grants.acquire_lease(session.user, session.grantee, provider, lease)
         try:
-            _require_usable(grant, provider, session.session_id, scopes)
+            _require_usable(grant, provider, session.consent_session_id, scopes)
         except ConsentRequired:
             if held:  # a grant that does not cover the scopes: give its lease back
                 assert grant is not None
@@ -386,7 +386,7 @@ def _outcome_unknown(
         missing_scopes=list(scopes),
         reason="grant_broken",
         broken_reason="refresh_outcome_unknown",
-        authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+        authorizations_path=f"/v1/sessions/{session.consent_session_id}/authorizations",
     )
 
 
@@ -434,7 +434,7 @@ def _refresh(
                 provider=grant.provider,
                 missing_scopes=list(scopes),
                 reason="grant_broken",
-                authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+                authorizations_path=f"/v1/sessions/{session.consent_session_id}/authorizations",
             ) from exc
         svc.store.grants.release_lease(grant, owner)
         refreshing.conclude("failed", reason=exc.error)
@@ -536,7 +536,7 @@ def _lost_commit(
             provider=grant.provider,
             missing_scopes=list(token.scopes),
             reason=reason,
-            authorizations_path=f"/v1/sessions/{session.session_id}/authorizations",
+            authorizations_path=f"/v1/sessions/{session.consent_session_id}/authorizations",
         )
     latest = svc.store.sessions.get(session.session_id)
     if latest is not None and latest.alive(svc.clock()):

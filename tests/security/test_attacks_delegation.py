@@ -213,6 +213,8 @@ def test_row_45_a_child_never_uses_more_than_the_users_grant(vault: Vault) -> No
     refused = child.token("calendar", ["calendar.write"])
     body = assert_problem(refused, 403, "consent_required")
     assert body["missing_scopes"] == ["calendar.write"]
+    # where consent is asked: the root session's authorizations, not the child's own
+    assert body["authorizations_path"] == f"/v1/sessions/{parent.session_id}/authorizations"
     # and a child does not ask the user itself: consent is its root's
     asked = child.authorize("calendar", ["calendar.write"])
     assert assert_problem(asked, 403, "delegation_not_allowed")["reason"] == "consent"
@@ -292,6 +294,12 @@ def test_row_45_a_pending_delegation_of_an_ended_parent_cannot_be_claimed(vault:
     with unchanged(vault):
         late = claim(child, offered.json["delegation_id"])
     assert assert_problem(late, 410, "session_ended")["reason"] == "parent_ended"
+    # the ended parent's view does not list it as claimable any more
+    view = parent.call("GET", f"/v1/sessions/{parent.session_id}")
+    assert view.status == 200 and view.json["status"] == "ended", view.body
+    assert [(c["delegation_id"], c["status"]) for c in view.json["children"]] == [
+        (offered.json["delegation_id"], "expired")
+    ]
 
 
 def test_row_45_a_stopped_parent_task_ends_its_children_in_other_tasks(vault: Vault) -> None:
