@@ -80,13 +80,18 @@ ITEM_ACCESS: dict[str, dict[str, tuple[str, ...]]] = {
         "FLOW#": ("PutItem",),
     },
     "AdminApi": {
-        # the read API shows a session with its tokens (one Query of its partition)
-        "SESSION#": ("DeleteItem", "Query", "UpdateItem"),
+        # the read API shows a session with its tokens (one Query of its partition); the sweep
+        # reads each session its index found expired and ends those still active
+        "SESSION#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
         # a revocation by user and the sweep close unbound flows; the read API shows one
         "FLOW#": ("GetItem", "UpdateItem"),
         "USER#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),
         # a revocation by agent/provider drops the agents' machine tokens
         "MACHINE#": ("DeleteItem", "Query", "UpdateItem"),
+        # the sweep: a task entry out of its index (or at a renewed session's new expiry); an
+        # ended session's children end with it
+        "TASK#": ("UpdateItem",),
+        "CHILDREN#": ("Query",),
     },
     "Reaper": {
         "SESSION#": ("DeleteItem", "GetItem", "Query", "UpdateItem"),

@@ -13,8 +13,9 @@ rolled-back write publishes nothing, and no request waits for EventBridge or fai
   failed is no second event; an `active` or `broken` grant deleted otherwise (`deleted`);
 - `flow.expired_unbound`: a flow `pending_binding` -> `expired` (the sweep), or deleted by TTL
   while still unbound;
-- `session.ended`: a session `active` -> `ended` (its `ended_reason`), or an `active` session
-  deleted by TTL (it expired and nobody ended it: reason `expired`).
+- `session.ended`: a session `active` -> `ended` (its `ended_reason`; `expired` when the
+  scheduled sweep ended it after its expiry), or an `active` session deleted by TTL (one the
+  sweep never indexed: reason `expired`).
 
 An event names who and what (ids, agent, provider, scopes, the user's issuer and subject) and
 never carries token material, codes, hashes or storage keys. Delivery is at least once (a
@@ -160,8 +161,8 @@ class SessionEnded(_Detail):
     user: User
     reason: str = Field(
         description="`ended_by_agent`, `task_stopped` (the reaper), `parent_ended` (its "
-        "delegating session ended), `expired` (it outlived its expiry unended: reported when "
-        "DynamoDB's TTL deletes it, a day or more after `expires_at`)",
+        "delegating session ended), `expired` (it outlived its expiry unended: ended by the "
+        "scheduled sweep, within its period (5 minutes) after `expires_at`)",
         pattern=r"^[a-z0-9_]{1,64}$",
     )
     expires_at: int = Field(description="The session's expiry (epoch seconds)")

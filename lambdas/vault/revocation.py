@@ -108,7 +108,12 @@ def revoke_tokens(
 
 
 def end_session(
-    svc: Services, session: Session, reason: str, *, principal: str | None = None
+    svc: Services,
+    session: Session,
+    reason: str,
+    *,
+    principal: str | None = None,
+    marked: bool = False,
 ) -> int:
     """End a session, then revoke its tokens, read only after it is marked ended: a refresh
     that committed before is in the list, and none can commit after (tokens._refresh).
@@ -116,7 +121,8 @@ def end_session(
     Every descendant (flow 8) ends with it, each by its own delivery rules: the children are
     listed only after this session is marked ended, so a claim either committed before (and is
     listed) or fails its check that every ancestor is active. Returns the tokens ended, the
-    descendants' included."""
+    descendants' included. `marked`: the caller marked it ended already (the sweep's
+    conditional end)."""
     if session.ancestors:
         note_chain(session.session_id, session.chain())
     with decision(
@@ -127,7 +133,7 @@ def end_session(
         session_id=session.session_id,
         task_id=session.task_id,
     ) as d:
-        changed = svc.store.sessions.end(session.session_id, reason)
+        changed = marked or svc.store.sessions.end(session.session_id, reason)
         ended, revoked = _end_descendants(svc, session.session_id, principal)
         _, tokens = svc.store.sessions.bundle(session.session_id)
         revoked += revoke_tokens(svc, tokens, session_end=True)
@@ -311,6 +317,32 @@ def sweep_unbound_flows(svc: Services) -> int:
         if flow.status in ("pending_binding", "expired", "revoked"):
             done += retire_unbound_flow(svc, flow, "expired", now=now)
     return done
+
+
+def sweep_expired_sessions(svc: Services) -> tuple[int, int]:
+    """The scheduled sweep's second half: every session that expired without being ended is
+    ended now (reason `expired`: its tokens revoked as at any end, its children with it, its
+    `session.ended` event published), minutes after its expiry instead of when DynamoDB's TTL
+    deletes it a day or more later. Each task entry the sweep's index holds is taken out once
+    done; one whose session was renewed is indexed again at the new expiry (a renewal racing
+    the sweep wins: the end is conditional on the expiry). Returns (sessions, tokens) ended."""
+    now = svc.now()
+    ended = revoked = 0
+    for entry in svc.store.sessions.expired_entries(now):
+        session = svc.store.sessions.get(entry.session_id)
+        if session is not None and session.status == "active":
+            if svc.store.sessions.end(session.session_id, "expired", expired_by=now):
+                revoked += end_session(svc, session, "expired", marked=True)
+                ended += 1
+            else:  # renewed meanwhile (or ended by someone else): read what it is now
+                session = svc.store.sessions.get(entry.session_id)
+        renewed = (
+            session.expires_at
+            if session is not None and session.status == "active" and session.expires_at > now
+            else None
+        )
+        svc.store.sessions.reindex_entry(entry, renewed)
+    return ended, revoked
 
 
 def revoke_machine_tokens(

@@ -404,6 +404,19 @@ def _run_every_code_path(
         reap(task_stopped("broken-task"))
     recorder.served("Reaper")
 
+    # The sweep also ends the sessions that expired unended (their tokens revoked, their
+    # children with them, their task entries out of its index) and indexes a renewed one again.
+    # Last: the hour it waits outlives the users' identity tokens.
+    _connect(vault)  # expires
+    renewing = _connect(vault, user="bob")
+    vault.clock.advance(vault.services.config.session_ttl_seconds - 10)
+    renewed = renewing.call("POST", f"/v1/sessions/{renewing.session_id}/renew", {})
+    assert renewed.status == 200, renewed.body
+    recorder.served("AgentApi")
+    vault.clock.advance(11)
+    assert scheduled_sweep()["expired_sessions"] >= 1
+    recorder.served("AdminApi")
+
 
 def _unauthorized_posts(seen: Seen) -> Reply:
     return Reply(401 if seen.method == "POST" else 200)

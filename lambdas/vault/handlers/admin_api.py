@@ -55,5 +55,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             swept = revocation.sweep_unbound_flows(services())
             d.note(count=swept)
             d.conclude("done")
-        return {"status": "swept", "revoked_flows": swept}
+        with decision("sessions.sweep") as d:
+            ended, revoked = revocation.sweep_expired_sessions(services())
+            d.note(count=ended, revoked_tokens=revoked)
+            d.conclude("done")
+        return {
+            "status": "swept",
+            "revoked_flows": swept,
+            "expired_sessions": ended,
+            "revoked_tokens": revoked,
+        }
     return resolve(app, event)

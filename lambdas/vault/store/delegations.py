@@ -114,7 +114,12 @@ class DelegationRepository:
                 "Put": {
                     "TableName": self.table,
                     "Item": TASK_SESSIONS.to_item(
-                        TaskSession(child.task_id, child.session_id, child.expires_at + DAY)
+                        TaskSession(
+                            child.task_id,
+                            child.session_id,
+                            child.expires_at + DAY,
+                            child.expires_at,
+                        )
                     ),
                 }
             },

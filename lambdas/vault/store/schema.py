@@ -8,6 +8,7 @@ kinds (each record's `type`, key patterns, index keys and TTL) by the store's ma
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -134,11 +135,26 @@ R = TypeVar("R")
 
 @dataclass
 class TaskSession:
-    """A session's entry in its task's partition: the reaper reads it strongly consistently."""
+    """A session's entry in its task's partition: the reaper reads it strongly consistently.
+    While `expires_at` is set the entry is in gsi1 by expiry (`LIVE#<shard>`): the sweep finds
+    the sessions that expired without being ended (`vault.revocation.sweep_expired_sessions`)."""
 
     task_id: str
     session_id: str
     keep_until: int
+    expires_at: int | None = None
+    """The session's expiry as its entry was indexed (None: not indexed; entries stored before
+    the sweep existed, and those the sweep is done with)."""
+
+
+LIVE_SHARDS = 8
+"""gsi1 partitions the sweep's index is spread over (`LIVE#0`..`LIVE#7`): each session start
+writes one, so no single index partition takes every start."""
+
+
+def live_shard(session_id: str) -> int:
+    """The sweep index's shard of a session (stable: a hash of its id)."""
+    return int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:2], "big") % LIVE_SHARDS
 
 
 @dataclass
@@ -285,8 +301,12 @@ TASK_SESSION = Kind(
     "task_session",
     pk="TASK#{task_id}",
     sk="SESSION#{session_id}",
+    # sparse: the sweep's index of sessions by expiry, removed once the sweep is done with it
+    indexes={GSI1: ("LIVE#{shard}", "{expires_at:012d}#{session_id}")},
+    indexed_while=lambda entry: entry.expires_at is not None,
     ttl=("keep_until", 0),
     in_keys_only=frozenset({"task_id", "keep_until"}),
+    names={"shard": lambda fields: str(live_shard(fields["session_id"]))},
 )
 TASK_STOPPED = Kind(
     TaskStopped,

@@ -4,6 +4,7 @@ reaper reads (a session's entry in its task's partition, a stopped task)."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from vault.models import Session, SessionToken
 from vault.store import schema
@@ -14,7 +15,7 @@ from vault.store.mapper import (
     TASK_STOPS,
     TOKENS,
 )
-from vault.store.schema import DAY, GSI1, GSI2, TaskSession, TaskStopped
+from vault.store.schema import DAY, GSI1, GSI2, LIVE_SHARDS, TaskSession, TaskStopped
 
 
 class SessionRepository:
@@ -26,7 +27,9 @@ class SessionRepository:
         """Store a new session and its entry in its task's partition, only while the task is
         not recorded as stopped (one transaction: a reaper that records the stop first makes
         this fail; one that records it after finds the entry). Conflict if it is stopped."""
-        entry = TaskSession(session.task_id, session.session_id, session.expires_at + DAY)
+        entry = TaskSession(
+            session.task_id, session.session_id, session.expires_at + DAY, session.expires_at
+        )
         self._db.transact(
             {
                 "ConditionCheck": {
@@ -78,21 +81,70 @@ class SessionRepository:
                 tokens.append(TOKENS.from_item(item))
         return session, tokens
 
-    def end(self, session_id: str, reason: str) -> bool:
-        """Mark a session ended; False if it already was."""
+    def end(self, session_id: str, reason: str, *, expired_by: int | None = None) -> bool:
+        """Mark a session ended; False if it already was. With `expired_by`, only if it expired
+        by then: a renewal that moved its expiry first wins (`extend` wants the opposite)."""
+        condition = "attribute_exists(pk) AND #s = :active"
+        values: dict[str, object] = {":ended": "ended", ":active": "active", ":r": reason}
+        if expired_by is not None:
+            condition += " AND expires_at <= :now"
+            values[":now"] = expired_by
         try:
             self._db.call(
                 "update_item",
                 TableName=self.table,
                 Key=SESSIONS.key(session_id=session_id),
                 UpdateExpression="SET #s = :ended, ended_reason = :r",
-                ConditionExpression="attribute_exists(pk) AND #s = :active",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":ended": "ended", ":active": "active", ":r": reason},
+                ExpressionAttributeValues=values,
             )
         except Conflict:
             return False
         return True
+
+    def expired_entries(self, now: int) -> list[TaskSession]:
+        """The task entries indexed by expiry whose session expired by `now` (every shard of the
+        sweep's index, oldest first within each): sessions possibly never ended."""
+        return [
+            TASK_SESSIONS.from_item(item)
+            for shard in range(LIVE_SHARDS)
+            for item in self._db.query(
+                self.table,
+                IndexName=GSI1.name,
+                KeyConditionExpression="gsi1pk = :pk AND gsi1sk < :upto",
+                ExpressionAttributeValues={
+                    ":pk": TASK_SESSIONS.partition(GSI1, shard=shard),
+                    # gsi1sk is `<expires_at, 12 digits>#<session_id>`; "$" sorts after "#"
+                    ":upto": f"{now:012d}$",
+                },
+            )
+        ]
+
+    def reindex_entry(self, entry: TaskSession, expires_at: int | None) -> None:
+        """Index a task entry at a renewed session's new expiry, or (None) take it out of the
+        sweep's index: the sweep is done with it. A missing entry (TTL) stays missing."""
+        key = TASK_SESSIONS.key_of(entry)
+        if expires_at is None:
+            update = "REMOVE gsi1pk, gsi1sk, expires_at"
+            values: dict[str, Any] = {}
+        else:
+            ids = {"session_id": entry.session_id, "expires_at": expires_at}
+            update = "SET gsi1pk = :pk, gsi1sk = :sk, expires_at = :e"
+            values = {
+                ":pk": TASK_SESSIONS.partition(GSI1, **ids),
+                ":sk": TASK_SESSIONS.sort_key(GSI1, **ids),
+                ":e": expires_at,
+            }
+        with contextlib.suppress(Conflict):
+            self._db.call(
+                "update_item",
+                TableName=self.table,
+                Key=key,
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(pk)",
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
 
     def extend(
         self, session_id: str, expires_at: int, now: int, *, identity_verified: bool = False
