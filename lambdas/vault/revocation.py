@@ -11,6 +11,7 @@ condition, and its caller revokes what it just got (see tokens._refresh).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from vault.audit import decision, note_chain
@@ -319,16 +320,32 @@ def sweep_unbound_flows(svc: Services) -> int:
     return done
 
 
-def sweep_expired_sessions(svc: Services) -> tuple[int, int]:
+SWEEP_MAX_SESSIONS = 200
+"""Expired sessions one sweep ends at most; the rest wait for the next run (5 minutes)."""
+SWEEP_BUDGET_SECONDS = 60.0
+"""...and it starts no new one after this long (the admin function's timeout is 2 minutes; an
+upstream revocation may wait for a slow provider)."""
+
+
+def sweep_expired_sessions(
+    svc: Services,
+    *,
+    limit: int = SWEEP_MAX_SESSIONS,
+    budget_seconds: float = SWEEP_BUDGET_SECONDS,
+) -> tuple[int, int]:
     """The scheduled sweep's second half: every session that expired without being ended is
     ended now (reason `expired`: its tokens revoked as at any end, its children with it, its
     `session.ended` event published), minutes after its expiry instead of when DynamoDB's TTL
     deletes it a day or more later. Each task entry the sweep's index holds is taken out once
     done; one whose session was renewed is indexed again at the new expiry (a renewal racing
-    the sweep wins: the end is conditional on the expiry). Returns (sessions, tokens) ended."""
+    the sweep wins: the end is conditional on the expiry). At most `limit` entries and
+    `budget_seconds` per run; what is left is the next run's. Returns (sessions, tokens) ended."""
     now = svc.now()
+    stop_at = time.monotonic() + budget_seconds
     ended = revoked = 0
-    for entry in svc.store.sessions.expired_entries(now):
+    for done, entry in enumerate(svc.store.sessions.expired_entries(now)):
+        if done >= limit or time.monotonic() >= stop_at:
+            break
         session = svc.store.sessions.get(entry.session_id)
         if session is not None and session.status == "active":
             if svc.store.sessions.end(session.session_id, "expired", expired_by=now):

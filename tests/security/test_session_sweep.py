@@ -120,6 +120,20 @@ def test_a_session_ended_before_it_expired_leaves_the_index_without_an_audit_eve
     assert audit_events.find("session.end", reason="expired") == []
 
 
+def test_a_sweep_ends_at_most_its_limit_and_leaves_the_rest_to_the_next(vault: Vault) -> None:
+    for user in ("alice", "bob"):
+        connected(vault, username=user)
+    vault.clock.advance(_ttl(vault) + 1)
+    with unchanged(vault):  # out of time before the first
+        assert sweep_expired_sessions(vault.services, budget_seconds=0) == (0, 0)
+    assert sweep_expired_sessions(vault.services, limit=1)[0] == 1
+    assert sorted(s["status"]["S"] for s in items_of_type(vault, "session")) == ["active", "ended"]
+    assert sweep_expired_sessions(vault.services, limit=1)[0] == 1
+    assert [s["status"]["S"] for s in items_of_type(vault, "session")] == ["ended", "ended"]
+    with unchanged(vault):
+        assert sweep_expired_sessions(vault.services) == (0, 0)
+
+
 def test_the_index_is_spread_over_its_shards() -> None:
     shards = {live_shard(f"ses_{n:04d}") for n in range(200)}
     assert shards == set(range(LIVE_SHARDS))

@@ -4,6 +4,7 @@ reaper reads (a session's entry in its task's partition, a stopped task)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from vault.models import Session, SessionToken
@@ -103,12 +104,11 @@ class SessionRepository:
             return False
         return True
 
-    def expired_entries(self, now: int) -> list[TaskSession]:
-        """The task entries indexed by expiry whose session expired by `now` (every shard of the
-        sweep's index, oldest first within each): sessions possibly never ended."""
-        return [
-            TASK_SESSIONS.from_item(item)
-            for shard in range(LIVE_SHARDS)
+    def expired_entries(self, now: int) -> Iterator[TaskSession]:
+        """The task entries indexed by expiry whose session expired by `now` (each shard of the
+        sweep's index in turn, oldest first within it; read page by page as consumed): sessions
+        possibly never ended."""
+        for shard in range(LIVE_SHARDS):
             for item in self._db.query(
                 self.table,
                 IndexName=GSI1.name,
@@ -118,8 +118,8 @@ class SessionRepository:
                     # gsi1sk is `<expires_at, 12 digits>#<session_id>`; "$" sorts after "#"
                     ":upto": f"{now:012d}$",
                 },
-            )
-        ]
+            ):
+                yield TASK_SESSIONS.from_item(item)
 
     def reindex_entry(self, entry: TaskSession, expires_at: int | None) -> None:
         """Index a task entry at a renewed session's new expiry, or (None) take it out of the
