@@ -27,9 +27,11 @@ from tests.security.helpers import (
     items_of_type,
     unchanged,
 )
+from tests.security.test_attacks_revocation import when_the_provider_answers_a_refresh
 from tests.support.agent import TestAgent
 from tests.support.apigw import HttpAnswer
 from tests.support.harness import Vault, reap, task_stopped
+from vault import revocation
 
 EVENTS = "calendar/events"
 READ = ["calendar.read"]
@@ -512,3 +514,30 @@ def test_row_45_ending_a_parent_while_its_children_fetch_tokens_leaves_no_child_
         f" {(max(refused_at) - started) * 1000:.0f} ms after the parent's end began"
         f" ({len(got)} child tokens issued during the race, all revoked)"
     )
+
+
+def test_row_45_a_parent_ending_while_its_child_refreshes_leaves_no_child_token_alive(
+    vault: Vault,
+) -> None:
+    """The race of the threaded test above, made certain: the parent ends (and its cascade runs)
+    after the provider answered the child's refresh and before the vault stored its token."""
+    parent = connected_agent(vault)
+    child = child_of(vault, parent, "mail-agent-role", {"calendar": READ})
+    ended: list[int] = []
+
+    def end_the_parent() -> None:
+        # in-process, as the parent's own `DELETE` would (a nested handler call would share the
+        # child's request context)
+        session = vault.services.store.sessions.get(parent.session_id or "")
+        assert session is not None
+        ended.append(revocation.end_session(vault.services, session, "ended_by_agent"))
+
+    answers = when_the_provider_answers_a_refresh(vault, end_the_parent)
+    answer = child.token("calendar", READ)
+
+    assert len(ended) == 1
+    assert assert_problem(answer, 410, "session_ended")["reason"] == "parent_ended"
+    (issued,) = answers  # what the provider minted for the child: never stored, revoked
+    assert issued.access_token not in answer.body
+    assert stored_tokens_of(vault, child.session_id) == []
+    assert vault.server.introspect(issued.access_token) == {"active": False}
