@@ -228,6 +228,11 @@ class Grant:
     """The session token the holder is minting (`<session id>#<scope key>`)."""
     refresh_seconds: float | None = None
     """How long the last refresh held the lease: what its waiters expect the next to take."""
+    live_tokens: tuple[str, ...] = ()
+    """The session tokens minted from it that may still be live, as `<session id>#<scope
+    key>#<expires_at>`: written with each token in the refresh's transaction, so a revocation
+    reads them strongly consistently with the grant (gsi2 may not list a token stored a moment
+    before). Expired ones are dropped at the next refresh (`live_token_refs`)."""
     lease_abandoned: bool = False
     """Not stored: set by `acquire_lease` when the previous lease ran out unreleased (its
     holder's refresh may have rotated the refresh token; the outcome is unknown)."""
@@ -235,6 +240,18 @@ class Grant:
     @property
     def context(self) -> dict[str, str]:
         return token_context(self.user, self.provider, grant_id=self.grant_id, scopes=self.scopes)
+
+
+def live_token_refs(grant: Grant, token: SessionToken, now: int) -> tuple[str, ...]:
+    """`grant.live_tokens` once `token` is stored: the unexpired ones, and it."""
+    kept = [r for r in grant.live_tokens if int(r.rsplit("#", 1)[1]) > now]
+    return (*kept, f"{token.session_id}#{scope_key(token.scopes)}#{token.expires_at}")
+
+
+def token_ref_key(ref: str) -> tuple[str, str]:
+    """(session id, scope key) of a `Grant.live_tokens` entry."""
+    session_id, rest = ref.split("#", 1)
+    return session_id, rest.rsplit("#", 1)[0]
 
 
 def machine_token_context(agent: str, provider: str, scopes: tuple[str, ...]) -> dict[str, str]:

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 from typing import Any
 
-from vault.models import Grant, SessionToken, UserRef
+from vault.models import Grant, SessionToken, UserRef, live_token_refs
 from vault.store.dynamo import Conflict, Dynamo
 from vault.store.mapper import GRANTS, SESSIONS, TOKENS
 from vault.store.schema import GSI1, GSI2
@@ -199,6 +199,9 @@ class GrantRepository:
         if new_refresh_ct is not None:
             update += ", refresh_token = :rt"
             values[":rt"] = new_refresh_ct
+        if token is not None:  # the grant keeps the token's key: a revocation reads it with it
+            update += ", live_tokens = :live"
+            values[":live"] = list(live_token_refs(grant, token, now))
         items: list[dict[str, Any]] = [
             {
                 "Update": {

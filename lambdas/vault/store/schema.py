@@ -286,6 +286,7 @@ GRANT = Kind(
     attributes={"refresh_token_ct": "refresh_token"},  # nosec B105 - attribute names
     derived=USER_KEY,
     transient=frozenset({"lease_abandoned"}),
+    omitted_defaults=frozenset({"live_tokens"}),
 )
 MACHINE_TOKEN = Kind(
     MachineToken,

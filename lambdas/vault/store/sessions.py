@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from vault.models import Session, SessionToken
+from vault.models import Grant, Session, SessionToken, scope_key, token_ref_key
 from vault.store import schema
 from vault.store.dynamo import Conflict, Dynamo
 from vault.store.mapper import (
@@ -232,16 +232,35 @@ class SessionRepository:
             ExpressionAttributeValues={":t": True},
         )
 
-    def tokens_of_grant(self, grant_id: str) -> list[SessionToken]:
-        return [
-            TOKENS.from_item(i)
-            for i in self._db.query(
-                self.table,
-                IndexName=GSI2.name,
-                KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
-                ExpressionAttributeValues={
-                    ":pk": TOKENS.partition(GSI2, grant_id=grant_id),
-                    ":t": TOKENS.sort_key(GSI2),
-                },
+    def tokens_of_grant(self, grant_id: str, *, grant: Grant | None = None) -> list[SessionToken]:
+        """The session tokens minted from grant `grant_id`: those gsi2 lists (eventually
+        consistent: a token stored a moment ago may be missing there) and, given the grant as
+        read, those its item names (`live_tokens`, read strongly consistently one by one)."""
+        found = {
+            (t.session_id, scope_key(t.scopes)): t
+            for t in (
+                TOKENS.from_item(i)
+                for i in self._db.query(
+                    self.table,
+                    IndexName=GSI2.name,
+                    KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
+                    ExpressionAttributeValues={
+                        ":pk": TOKENS.partition(GSI2, grant_id=grant_id),
+                        ":t": TOKENS.sort_key(GSI2),
+                    },
+                )
             )
-        ]
+        }
+        if grant is None:
+            return list(found.values())
+        for ref in grant.live_tokens:
+            session_id, scopes = token_ref_key(ref)
+            if (session_id, scopes) in found:
+                continue
+            key = TOKENS.key(session_id=session_id, provider=grant.provider, scope_key=scopes)
+            item = self._db.get(self.table, key)
+            if item is not None:
+                token = TOKENS.from_item(item)
+                if token.grant_id == grant_id:  # not a newer grant's token of that session
+                    found[(session_id, scopes)] = token
+        return list(found.values())
