@@ -395,7 +395,17 @@ class VaultClient:
         auto_renew: bool = True,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        signing_service: str | None = None,
     ) -> None:
+        if signing_service not in (None, SERVICE, FUNCTION_URL_SERVICE):
+            raise ValueError(
+                f"signing_service {signing_service!r}: give {SERVICE!r} (API Gateway) or"
+                f" {FUNCTION_URL_SERVICE!r} (a function URL)"
+            )
+        self.signing_service = signing_service
+        """The SigV4 service every request is signed for; None: from each URL's host (a
+        function URL's `lambda-url` host is `lambda`, any other `execute-api`). Give `lambda`
+        for a function URL behind a custom domain, or local mode's function URLs."""
         parts = urlsplit(base_url)
         if parts.scheme not in {"https", "http"} or not parts.netloc:
             raise ValueError(f"base_url {base_url!r} is not an absolute http(s) URL")
@@ -445,7 +455,8 @@ class VaultClient:
         **kwargs: Any,
     ) -> VaultClient:
         """A client for ``AGENT_VAULT_URL`` (region from ``AGENT_VAULT_REGION``/``AWS_REGION``;
-        proxied calls to ``AGENT_VAULT_PROXY_URL`` if set, else to ``AGENT_VAULT_URL``)."""
+        proxied calls to ``AGENT_VAULT_PROXY_URL`` if set, else to ``AGENT_VAULT_URL``; the
+        SigV4 service from ``AGENT_VAULT_SIGNING_SERVICE`` if set, else from the URLs)."""
         import os
 
         env = os.environ if environ is None else environ
@@ -454,7 +465,17 @@ class VaultClient:
             raise ValueError("AGENT_VAULT_URL is not set")
         region = kwargs.pop("region", None) or env.get("AGENT_VAULT_REGION") or None
         proxy_url = kwargs.pop("proxy_url", None) or env.get("AGENT_VAULT_PROXY_URL") or None
-        return cls(base_url, proxy_url=proxy_url, user=user, region=region, **kwargs)
+        signing_service = (
+            kwargs.pop("signing_service", None) or env.get("AGENT_VAULT_SIGNING_SERVICE") or None
+        )
+        return cls(
+            base_url,
+            proxy_url=proxy_url,
+            user=user,
+            region=region,
+            signing_service=signing_service,
+            **kwargs,
+        )
 
     def _boto_session(self) -> botocore.session.Session:
         if self._botocore_session is None:
@@ -503,7 +524,8 @@ class VaultClient:
         # Refreshable credentials (task role, Pod Identity...) give a consistent snapshot.
         freeze = getattr(credentials, "get_frozen_credentials", None)
         frozen = freeze() if freeze is not None else credentials
-        SigV4Auth(frozen, service_for(str(request.url)), self.region).add_auth(request)
+        service = self.signing_service or service_for(str(request.url))
+        SigV4Auth(frozen, service, self.region).add_auth(request)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -84,6 +84,7 @@ class CalendarAgent:
         return VaultClient(
             self.settings.vault_url,
             proxy_url=self.settings.proxy_url,
+            signing_service=self.settings.signing_service,
             user=user,
             credentials=self.settings.credentials,
             region=self.settings.region,

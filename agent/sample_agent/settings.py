@@ -4,6 +4,9 @@
                          ``VAULT_URL`` is read too)
 ``AGENT_VAULT_PROXY_URL`` optional: the egress proxy's function URL (a deployment with
                          ``agent_endpoint: "function_url"``); default: the vault API
+``AGENT_VAULT_SIGNING_SERVICE`` optional: ``lambda`` or ``execute-api``, the SigV4 service of
+                         those URLs (a function URL behind a custom domain); default: from the
+                         URLs' hosts
 ``AWS_REGION``           the vault's region (ECS sets it); or ``AGENT_VAULT_REGION``
 ``CALENDAR_API_URL``     the calendar API (``GET`` with a bearer token); without it the agent
                          starts but answers calendar questions with 503
@@ -48,6 +51,8 @@ class AgentSettings:
     calendar_api_url: str | None
     proxy_url: str | None = None
     """The egress proxy's own URL (a function URL); None: the vault API's."""
+    signing_service: str | None = None
+    """The SigV4 service of the vault's URLs (`lambda`, `execute-api`); None: from their hosts."""
     region: str | None = None
     provider: str = "calendar"
     scopes: tuple[str, ...] = ("calendar.read",)
@@ -80,6 +85,7 @@ class AgentSettings:
             vault_url=vault_url,
             calendar_api_url=env.get("CALENDAR_API_URL") or None,
             proxy_url=env.get("AGENT_VAULT_PROXY_URL") or None,
+            signing_service=env.get("AGENT_VAULT_SIGNING_SERVICE") or None,
             region=env.get("AGENT_VAULT_REGION") or env.get("AWS_REGION") or None,
             provider=env.get("CALENDAR_PROVIDER", "calendar"),
             scopes=tuple(env.get("CALENDAR_SCOPES", "calendar.read").split()),

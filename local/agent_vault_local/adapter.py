@@ -52,6 +52,7 @@ from agent_vault_local.events import (
     Handler,
     LambdaContext,
     build_event,
+    function_url_event,
     resolve_handler,
 )
 from vault.routes import Route, match_route
@@ -387,11 +388,89 @@ class LocalApiGateway:
         return GatewayResponse(status, headers, body)
 
 
+FUNCTION_URL_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous request limit
+
+
+class LocalFunctionUrl:
+    """One function's own URL with `AuthType: AWS_IAM` (`agent_endpoint: "function_url"`, as
+    `stacks/constructs/agent_function_urls.py` deploys it): SigV4 for the service `lambda`, by a
+    principal whose role the URL's resource policy names (the agents' roles; any other signer
+    gets Lambda's 403), the function URL's event (no route, no path parameters: the function
+    routes by method and raw path), the one function whatever the path."""
+
+    def __init__(
+        self,
+        registry: PrincipalRegistry,
+        handler: str,
+        *,
+        allowed_roles: Sequence[str],
+        region: str,
+        domain_name: str,
+        account_id: str = DEFAULT_ACCOUNT,
+        resolver: Callable[[str], Handler] = resolve_handler,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.verifier = SigV4Verifier(registry, region=region, service="lambda", clock=clock)
+        self.handler = handler
+        self.allowed_roles = frozenset(allowed_roles)
+        self.region = region
+        self.domain_name = domain_name
+        self.account_id = account_id
+        self._resolver = resolver
+        self.clock = clock
+
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        source_ip: str = "127.0.0.1",
+    ) -> GatewayResponse:
+        request_id = str(uuid.uuid4())
+        raw_path, _, raw_query = target.partition("?")
+        raw_query = raw_query.split("#", 1)[0]
+        if len(body) > FUNCTION_URL_MAX_PAYLOAD_BYTES:
+            return _message(413, "Request Entity Too Large", request_id)
+        try:
+            principal = self.verifier.verify(method, raw_path, raw_query, headers, body)
+        except GatewayRefusal as refusal:
+            return _message(refusal.status, refusal.message, request_id)
+        if principal.role_name not in self.allowed_roles:
+            return _message(403, "Forbidden", request_id)
+        event = function_url_event(
+            method,
+            raw_path,
+            domain_name=self.domain_name,
+            query=raw_query,
+            headers=headers,
+            body=body,
+            principal=principal,
+            source_ip=source_ip,
+            account_id=self.account_id,
+            request_id=request_id,
+            now=self.clock(),
+        )
+        context = LambdaContext(
+            function_name=self.handler.split(".")[-2],
+            aws_request_id=request_id,
+            region=self.region,
+            account_id=self.account_id,
+        )
+        try:
+            result = self._resolver(self.handler)(event, context)
+        except Exception as exc:
+            log.error("the %s handler raised:\n%s", self.handler, _trace(exc))
+            return _message(502, "Internal Server Error", request_id)
+        return LocalApiGateway._response(result, request_id)
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agent-vault-local-apigw"
     sys_version = ""
-    gateway: LocalApiGateway | LocalLambdaService  # set on the per-server subclass
+    gateway: LocalApiGateway | LocalLambdaService | LocalFunctionUrl  # set per server
 
     def _dispatch(self) -> None:
         length_header = self.headers.get("Content-Length")
@@ -451,9 +530,10 @@ class LocalApiServer:
     def __init__(
         self,
         gateway_factory: (
-            Callable[[str], LocalApiGateway | LocalLambdaService]
+            Callable[[str], LocalApiGateway | LocalLambdaService | LocalFunctionUrl]
             | LocalApiGateway
             | LocalLambdaService
+            | LocalFunctionUrl
         ),
         *,
         host: str = "127.0.0.1",
@@ -469,7 +549,7 @@ class LocalApiServer:
         self.url = f"http://{self.host}:{self.port}"
         self.gateway = (
             gateway_factory
-            if isinstance(gateway_factory, LocalApiGateway | LocalLambdaService)
+            if isinstance(gateway_factory, LocalApiGateway | LocalLambdaService | LocalFunctionUrl)
             else gateway_factory(f"{self.host}:{self.port}")
         )
         handler_cls = type("BoundRequestHandler", (_RequestHandler,), {"gateway": self.gateway})

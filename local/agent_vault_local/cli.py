@@ -170,6 +170,14 @@ def _print_banner(info: Any, seconds: float) -> None:
         ("vault API", info.vault_url, f"SigV4 for execute-api in {info.region}"),
         *(
             (
+                f"{name} function URL",
+                url,
+                f"SigV4 for lambda in {info.region}, agents' roles only (agent_endpoint)",
+            )
+            for name, url in sorted(info.function_urls.items())
+        ),
+        *(
+            (
                 f"callback {name}",
                 url,
                 "register this exact redirect URI at the provider"

@@ -37,6 +37,7 @@ __all__ = [
     "IamPrincipal",
     "LambdaContext",
     "build_event",
+    "function_url_event",
     "resolve_handler",
 ]
 
@@ -272,4 +273,20 @@ def build_event(
             event["isBase64Encoded"] = True
         else:
             event["body"] = text
+    return event
+
+
+def function_url_event(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """The event of one request to a function URL with `AuthType: AWS_IAM` (Lambda's "Invoking
+    function URLs" request payload): `build_event`'s version 2.0 format and `authorizer.iam`,
+    but no route (`routeKey` `$default`), no `pathParameters`, the URL's id (its host's first
+    label) as `apiId`, `authentication` null. `kwargs` as `build_event`'s, but `route` and
+    `path_parameters`."""
+    event = build_event(method, path, **kwargs)
+    context = event["requestContext"]
+    context.update(
+        routeKey="$default",
+        apiId=context["domainName"].split(".", 1)[0].split(":", 1)[0],
+        authentication=None,
+    )
     return event

@@ -45,7 +45,12 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from agent_vault.client import UserIdentity
-from agent_vault_local.adapter import LocalApiGateway, LocalApiServer, LocalLambdaService
+from agent_vault_local.adapter import (
+    LocalApiGateway,
+    LocalApiServer,
+    LocalFunctionUrl,
+    LocalLambdaService,
+)
 from agent_vault_local.containers import ContainerError, LambdaFleet, VaultLog
 from agent_vault_local.credentials import (
     DEFAULT_ACCOUNT,
@@ -58,7 +63,7 @@ from agent_vault_local.streams import StreamPump
 from agent_vault_local.userconfig import Bundled, UserConfig
 from vault.lifecycle import SOURCE as LIFECYCLE_SOURCE
 from vault.lifecycle import STREAM_FILTERS
-from vault.routes import ADMIN_API, REAPER, ROUTES, Route
+from vault.routes import ADMIN_API, AGENT_API, PROXY_API, REAPER, ROUTES, Route
 from vault.store.schema import create_tables
 
 __all__ = ["LocalInfo", "LocalMode", "LocalModeError", "LocalModeProcess", "moto_child"]
@@ -222,6 +227,9 @@ class LocalInfo:
     """The principal the sample agent signs as."""
     lifecycle_queue_url: str = ""
     """The moto SQS queue every lifecycle event lands in (flow 9, docs/events.md)."""
+    function_urls: dict[str, str] = field(default_factory=dict)
+    """With `agent_endpoint: "function_url"` in the config: the agent API's (`agent_api`) and
+    the egress proxy's (`proxy_api`) own URLs (SigV4 for `lambda`, the agents' roles only)."""
 
     def principal(self, name: str) -> LocalPrincipal:
         return LocalPrincipal.from_json(self.principals[name])
@@ -617,8 +625,11 @@ class LocalMode:
                     cached = cache["alice"]
             return UserIdentity(id_token=cached[0])
 
+        function_urls = info_partial.get("function_urls") or {}
         settings = AgentSettings(
-            vault_url=info_partial["vault_url"],
+            vault_url=function_urls.get("agent_api", info_partial["vault_url"]),
+            proxy_url=function_urls.get("proxy_api"),
+            signing_service="lambda" if function_urls else None,
             calendar_api_url=provider.calendar_url,
             region=REGION,
             provider=info_partial["agent_provider"],
@@ -797,6 +808,7 @@ class LocalMode:
         )
         lambda_server = LocalApiServer(lambda_service, sock=lambda_sock).start()
         self._stack.callback(lambda_server.stop)
+        function_urls = self._start_function_urls(api_registry, fleet)
 
         info = LocalInfo(
             region=REGION,
@@ -841,10 +853,41 @@ class LocalMode:
             agent_provider=agent_provider,
             app_principal=app_principal,
             lifecycle_queue_url=queues[LIFECYCLE_QUEUE],
+            function_urls=function_urls,
         )
         if agent_sock is not None:
             self._start_agent(asdict(info), agent_sock, principals[app_principal])
         return info
+
+    def _start_function_urls(
+        self, registry: PrincipalRegistry, fleet: LambdaFleet
+    ) -> dict[str, str]:
+        """With `agent_endpoint: "function_url"`: the agent API's and the proxy's own URLs, as
+        `stacks/constructs/agent_function_urls.py` deploys them (the API Gateway keeps every
+        route too, as deployed)."""
+        config = self.user_config
+        if config is None or config.validated.agent_endpoint != "function_url":
+            return {}
+        roles = [
+            a.role_name or (a.role_arn or "").rsplit("/", 1)[-1]
+            for a in config.validated.agents.values()
+        ]
+        urls: dict[str, str] = {}
+        for name, handler in (("agent_api", AGENT_API), ("proxy_api", PROXY_API)):
+            sock = self._bind()
+            url = _url_of(sock)
+            function_url = LocalFunctionUrl(
+                registry,
+                handler,
+                allowed_roles=roles,
+                region=REGION,
+                domain_name=url.removeprefix("http://"),
+                resolver=fleet.handler,
+            )
+            server = LocalApiServer(function_url, sock=sock).start()
+            self._stack.callback(server.stop)
+            urls[name] = url
+        return urls
 
     def _start_stream_pump(self, moto_url: str, fleet: LambdaFleet, queues: dict[str, str]) -> None:
         """Lambda's event source mapping for the events function: a thread that reads the

@@ -27,7 +27,7 @@ import boto3
 import pytest
 import urllib3
 
-from agent_vault import UserIdentity, VaultError
+from agent_vault import AccessDenied, ConsentRequired, UserIdentity, VaultClient, VaultError
 from agent_vault.cli import main
 from agent_vault_local import cli as local_cli
 from agent_vault_local.runner import (
@@ -49,6 +49,8 @@ GITHUB_SECRET = "gh-client-secret-" + "7f3a9c1e5b" * 3
 """The external provider's client secret, given in the environment only."""
 NOTES_TASK = "notes-agent/task-1"
 MY_CONFIG: dict[str, Any] = {
+    # agents reach the agent API and the proxy at their own function URLs as well
+    "agent_endpoint": "function_url",
     "providers": {
         "calendar": {"bundled": True},
         "github": {"preset": "github", "client_id": "Iv23liClitest", "scopes": ["repo"]},
@@ -291,6 +293,49 @@ def test_revoke_ends_the_grant_and_its_tokens(
 
 
 # --- local mode on the developer's own config (#15 item 5) -----------------------------------
+
+
+def test_function_urls_take_agents_signed_for_lambda_and_reach_their_one_function(
+    local: LocalInfo,
+) -> None:
+    """`agent_endpoint: "function_url"` in a developer's config: local mode serves the agent
+    API's and the proxy's own URLs as deployed (SigV4 for `lambda`, the agents' roles only)."""
+    urls = local.function_urls
+    assert set(urls) == {"agent_api", "proxy_api"}
+    alice = UserIdentity(id_token=id_token_for(local, "alice"))
+    task = local.principal(TASK_1).credentials()
+
+    def client(principal: Any = task, **kw: Any) -> VaultClient:
+        return VaultClient(
+            urls["agent_api"],
+            proxy_url=urls["proxy_api"],
+            user=alice,
+            credentials=principal,
+            region=local.region,
+            **kw,
+        )
+
+    with client(signing_service="lambda") as agent:
+        session = agent.start_session()
+        assert agent.get_session().session_id == session.session_id
+        # the proxy's URL serves the proxied call: the calendar's answer, or (before alice's
+        # consent in this module) the proxy's own consent_required
+        try:
+            with agent.http("calendar") as api:
+                assert api.get("/calendar/events").status_code == 200
+        except ConsentRequired as exc:
+            assert exc.authorizations_path == f"/v1/sessions/{session.session_id}/authorizations"
+        # the agent API's URL reaches the agent API only: an admin route there is no route
+        with pytest.raises(VaultError) as elsewhere:
+            agent.request("GET", "/v1/admin/sessions", proof=False)
+        assert elsewhere.value.status == 404
+    # signed for API Gateway (`execute-api`, what the host alone would choose here): refused
+    with client() as wrong, pytest.raises(AccessDenied):  # Lambda's 403, not the vault's
+        wrong.start_session()
+    # an admin's role is no agent's: the URL's resource policy does not name it
+    admin = local.principal(ADMIN).credentials()
+    with client(admin, signing_service="lambda") as outsider, pytest.raises(AccessDenied):
+        outsider.start_session()  # (the vault itself would answer 403 unknown_agent)
 
 
 def test_local_up_runs_my_config_on_the_pinned_port(local: LocalInfo, port: int) -> None:

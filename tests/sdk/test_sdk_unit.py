@@ -299,19 +299,23 @@ def test_region_and_service_come_from_function_urls() -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "service"),
+    ("url", "service", "said"),
     [
-        (FUNCTION_URL, "lambda"),
-        ("https://abc123.execute-api.eu-west-1.amazonaws.com", "execute-api"),
+        (FUNCTION_URL, "lambda", None),
+        ("https://abc123.execute-api.eu-west-1.amazonaws.com", "execute-api", None),
+        # a custom domain (or local mode's loopback URL) in front of a function URL
+        ("https://vault.example.com", "lambda", "lambda"),
     ],
 )
-def test_requests_are_signed_for_the_endpoints_service_and_region(url: str, service: str) -> None:
+def test_requests_are_signed_for_the_endpoints_service_and_region(
+    url: str, service: str, said: str | None
+) -> None:
     """The signature verifies for (the URL's region, its service) and for nothing else."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
     credentials = new_principal("t", "r", "s").credentials()
-    client = VaultClient(url, credentials=credentials)
+    client = VaultClient(url, credentials=credentials, region="eu-west-1", signing_service=said)
     assert client.region == "eu-west-1"
     target = f"{url}/v1/sessions/ses_x/tokens"
     body = b'{"provider":"calendar","scopes":["calendar.read"]}'
@@ -336,6 +340,15 @@ def test_requests_are_signed_for_the_endpoints_service_and_region(url: str, serv
     assert authorization.endswith(f"Signature={signature_for(service)}")
     other = "execute-api" if service == "lambda" else "lambda"
     assert not authorization.endswith(f"Signature={signature_for(other)}")
+
+
+def test_the_signing_service_is_lambda_or_execute_api_and_comes_from_the_environment() -> None:
+    with pytest.raises(ValueError, match="signing_service 'sts'"):
+        VaultClient("https://vault.example.com", region="eu-west-1", signing_service="sts")
+    env = {"AGENT_VAULT_URL": "http://127.0.0.1:9", "AGENT_VAULT_SIGNING_SERVICE": "lambda"}
+    assert VaultClient.from_env(environ=env, region="eu-west-1").signing_service == "lambda"
+    env.pop("AGENT_VAULT_SIGNING_SERVICE")
+    assert VaultClient.from_env(environ=env, region="eu-west-1").signing_service is None
 
 
 def test_the_proxy_url_is_a_url_of_the_same_region() -> None:

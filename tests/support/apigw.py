@@ -64,27 +64,18 @@ def build_event(
     `authorizer.iam.accountId`, the function owner's in `requestContext.accountId`), but no
     route (`routeKey` `$default`), no `pathParameters`, the URL's id as `apiId`,
     `authentication` null)."""
+    common: dict[str, Any] = {
+        "query": query or "",
+        "headers": {"user-agent": "tests", **(headers or {})},
+        "body": body,
+        "principal": None if principal_arn is None else AssumedRole(principal_arn, account),
+        "scheme": scheme,
+        "account_id": account,
+    }
     if function_url:
-        event = build_event(
-            method,
-            path,
-            query=query,
-            body=body,
-            headers=headers,
-            principal_arn=principal_arn,
-            account=account,
-            domain=FUNCTION_URL_DOMAIN if domain == DOMAIN else domain,
-            scheme=scheme,
+        return events.function_url_event(
+            method, path, domain_name=FUNCTION_URL_DOMAIN if domain == DOMAIN else domain, **common
         )
-        event["routeKey"] = "$default"
-        event.pop("pathParameters", None)
-        context = event["requestContext"]
-        context.update(
-            routeKey="$default",
-            apiId=context["domainName"].split(".", 1)[0],
-            authentication=None,
-        )
-        return event
     found = match_route(method, path)
     return events.build_event(
         method,
@@ -92,13 +83,8 @@ def build_event(
         domain_name=domain,
         route=found[0] if found else None,
         path_parameters=found[1] if found else None,
-        query=query or "",
-        headers={"user-agent": "tests", **(headers or {})},
-        body=body,
-        principal=None if principal_arn is None else AssumedRole(principal_arn, account),
-        scheme=scheme,
-        account_id=account,
         api_id="testapi",
+        **common,
     )
 
 
