@@ -78,7 +78,9 @@ def test_a_renewed_session_is_not_ended_and_its_entry_follows_the_new_expiry(
     assert scheduled_sweep()["expired_sessions"] == 0
     (session,) = items_of_type(vault, "session")
     assert session["status"]["S"] == "active"
-    assert _entry(vault, agent.session_id)["gsi1sk"]["S"].startswith(f"{renewed_until:012d}#")
+    entry = _entry(vault, agent.session_id)
+    assert entry["gsi1sk"]["S"].startswith(f"{renewed_until:012d}#")
+    assert int(entry["ttl"]["N"]) == renewed_until + 86400  # kept a day past the new expiry
     assert agent.token("calendar", CALENDAR).status == 200
     vault.clock.advance(renewed_until - int(vault.clock()) + 1)
     assert scheduled_sweep()["expired_sessions"] == 1

@@ -122,28 +122,28 @@ class SessionRepository:
                 yield TASK_SESSIONS.from_item(item)
 
     def reindex_entry(self, entry: TaskSession, expires_at: int | None) -> None:
-        """Index a task entry at a renewed session's new expiry, or (None) take it out of the
-        sweep's index: the sweep is done with it. A missing entry (TTL) stays missing."""
-        key = TASK_SESSIONS.key_of(entry)
+        """Index a task entry at a renewed session's new expiry (and keep the entry a day past
+        it, as at the start: a renewed session may outlive its first expiry by days), or (None)
+        take it out of the sweep's index: the sweep is done with it. A missing entry (TTL)
+        stays missing."""
+        request: dict[str, Any] = {"ConditionExpression": "attribute_exists(pk)"}
         if expires_at is None:
-            update = "REMOVE gsi1pk, gsi1sk, expires_at"
-            values: dict[str, Any] = {}
+            request["UpdateExpression"] = "REMOVE gsi1pk, gsi1sk, expires_at"
         else:
             ids = {"session_id": entry.session_id, "expires_at": expires_at}
-            update = "SET gsi1pk = :pk, gsi1sk = :sk, expires_at = :e"
-            values = {
+            request["UpdateExpression"] = (
+                "SET gsi1pk = :pk, gsi1sk = :sk, expires_at = :e, #t = :keep"
+            )
+            request["ExpressionAttributeNames"] = {"#t": TASK_SESSIONS.table.ttl_attribute}
+            request["ExpressionAttributeValues"] = {
                 ":pk": TASK_SESSIONS.partition(GSI1, **ids),
                 ":sk": TASK_SESSIONS.sort_key(GSI1, **ids),
                 ":e": expires_at,
+                ":keep": max(entry.keep_until, expires_at + DAY),
             }
         with contextlib.suppress(Conflict):
             self._db.call(
-                "update_item",
-                TableName=self.table,
-                Key=key,
-                UpdateExpression=update,
-                ConditionExpression="attribute_exists(pk)",
-                **({"ExpressionAttributeValues": values} if values else {}),
+                "update_item", TableName=self.table, Key=TASK_SESSIONS.key_of(entry), **request
             )
 
     def extend(
