@@ -8,6 +8,7 @@ is taken from the fault angle: a provider failure under contention causes no ret
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.security.helpers import (
 from tests.support.aws import aws
 from tests.support.harness import APP_REDIRECT_URI, CALLBACK_URLS, USERS, Vault, make_vault
 from vault.models import UserRef, token_context, verifier_context
+from vault.oauth.client import ProviderClient
 from vault.runtime import use_services
 
 
@@ -60,7 +62,7 @@ def session_token_item(vault: Vault, session_id: str) -> dict[str, Any]:
 
 
 def test_row_17_concurrent_requests_during_a_provider_failure_cause_no_retry_storm(
-    vault: Vault, audit_events: AuditLog
+    vault: Vault, audit_events: AuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Eight containers need the same refresh while the provider's first answer is a 503: the
     lease holder gets 502 with a retry hint; the seven waiting for it see its lease released
@@ -71,7 +73,29 @@ def test_row_17_concurrent_requests_during_a_provider_failure_cause_no_retry_sto
     grant_before = grant_item(vault)
     vault.server.set_faults(token_endpoint={"status": 503, "remaining": 1})
     before = refreshes(vault)
-    results = vault.concurrent_tokens(agent, 8)
+    # the race as the docstring has it, made certain: the holder's refresh goes to the provider
+    # only once the seven others have lost their lease attempts (else a fast failure could
+    # release the lease before a late caller tries, which then refreshes itself)
+    lost = threading.Semaphore(0)
+
+    def count_lost(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            lost.release()
+
+    vault.session.events.register("after-call.dynamodb.UpdateItem", count_lost)
+    refresh = ProviderClient.refresh
+
+    def refresh_once_the_others_lost(self: ProviderClient, *args: Any, **kwargs: Any) -> Any:
+        for _ in range(7):
+            assert lost.acquire(timeout=60), "the other callers never tried the lease"
+        return refresh(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProviderClient, "refresh", refresh_once_the_others_lost)
+    try:
+        results = vault.concurrent_tokens(agent, 8)
+    finally:
+        monkeypatch.undo()
+        vault.session.events.unregister("after-call.dynamodb.UpdateItem", count_lost)
 
     failed = sorted((r for r in results if isinstance(r, Exception)), key=lambda e: e.status)
     assert [type(e).__name__ for e in failed] == ["ProviderError"] + ["Busy"] * 7, failed
