@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 DEFAULT_SECONDS = 1.0
 """How long a refresh or fetch is expected to take when none of that item was recorded yet."""
-ON_TIME_FACTOR, LATE_FACTOR, WAKE_MARGIN = 1.2, 2.0, 0.02
+ON_TIME_FACTOR, WAKE_MARGIN = 1.2, 0.02
 STILL_FACTOR, USUAL_FACTOR = 4.0, 3.0
 
 
@@ -53,10 +53,10 @@ class Holder:
     def expected(self) -> float:
         """When its result should be stored: `since + 1.2 x usual` while the holder is on time;
         if it had already held the lease longer than usual when we saw it (a slow provider, a
-        busy machine), twice what it had taken so far. Never past its lease."""
+        busy machine), 1.2 x usual more than what it had taken so far. Never past its lease."""
         usual = self.usual if self.usual and self.usual > 0 else DEFAULT_SECONDS
         taken = max(0.0, self.seen_at - self.since)
-        expected = LATE_FACTOR * taken if taken > usual else ON_TIME_FACTOR * usual
+        expected = ON_TIME_FACTOR * usual + (taken if taken > usual else 0.0)
         return min(self.since + expected + WAKE_MARGIN, self.until)
 
     def still_expected(self, now: float) -> float:
