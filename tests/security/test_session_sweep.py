@@ -1,8 +1,9 @@
-"""The scheduled sweep ends the sessions that expired without being ended (#16's known gap:
-their `session.ended` event waited for DynamoDB's TTL, a day or more). Each expired session is
-ended as any end is (reason `expired`): its handed-out tokens revoked at the provider, its
-children with it, one `session.ended` event; a renewal racing the sweep wins; a second sweep
-finds nothing."""
+"""The scheduled sweep ends the sessions that expired without being ended (a known gap until
+now, docs/threat-model.md: their `session.ended` event waited for DynamoDB's TTL, a day or
+more, and their handed-out tokens stayed alive upstream). Each expired session is ended by
+`revocation.end_session`, as any end is (reason `expired`): its handed-out tokens revoked at the
+provider, one `session.ended` event; a renewal racing the sweep wins; a second sweep finds
+nothing."""
 
 from __future__ import annotations
 
