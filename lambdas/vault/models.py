@@ -102,10 +102,11 @@ class Session:
         return self.grant_agent or self.agent
 
     @property
-    def consent_session_id(self) -> str:
-        """The session whose agent asks the user for consent: this one, or a delegated
-        session's root (a child never asks itself)."""
-        return self.ancestors[0] if self.ancestors else self.session_id
+    def authorizations_path(self) -> str:
+        """Where this session's user is asked for consent (`consent_required` names it): its
+        own authorizations route, or for a delegated session its root's (a child never asks)."""
+        root = self.ancestors[0] if self.ancestors else self.session_id
+        return f"/v1/sessions/{root}/authorizations"
 
     @property
     def actor(self) -> dict[str, Any]:

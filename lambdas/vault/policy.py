@@ -55,13 +55,13 @@ def delivery_of(config: VaultConfig, agent: str, provider: str) -> Delivery:
 
 def require_granted(
     provider: str,
-    session_id: str,
+    authorizations_path: str,
     wanted: tuple[str, ...],
     granted: tuple[str, ...] | None,
     reason: str = "no_grant",
 ) -> None:
-    """Raise `consent_required` for the scopes the user's grant does not cover; `session_id`
-    is where consent is asked (a delegated session's root)."""
+    """Raise `consent_required` for the scopes the user's grant does not cover, naming where
+    consent is asked (`Session.authorizations_path`)."""
     missing = sorted(set(wanted) - set(granted or ()))
     if granted is None or missing:
         raise ConsentRequired(
@@ -69,7 +69,7 @@ def require_granted(
             provider=provider,
             missing_scopes=missing,
             reason=reason,
-            authorizations_path=f"/v1/sessions/{session_id}/authorizations",
+            authorizations_path=authorizations_path,
         )
 
 

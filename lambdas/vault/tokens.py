@@ -302,7 +302,7 @@ def _mint(
         lease = Lease(owner=owner, since=now, until=now + lease_seconds, purpose=purpose)
         grant, held = svc.store.grants.acquire_lease(session.user, session.grantee, provider, lease)
         try:
-            _require_usable(grant, provider, session.consent_session_id, scopes)
+            _require_usable(grant, provider, session.authorizations_path, scopes)
         except ConsentRequired:
             if held:  # a grant that does not cover the scopes: give its lease back
                 assert grant is not None
@@ -361,16 +361,16 @@ def _took(svc: Services, grant: Grant) -> float:
 
 
 def _require_usable(
-    grant: Grant | None, provider: str, session_id: str, scopes: tuple[str, ...]
+    grant: Grant | None, provider: str, authorizations_path: str, scopes: tuple[str, ...]
 ) -> None:
     if grant is None:
-        require_granted(provider, session_id, scopes, None, "no_grant")
+        require_granted(provider, authorizations_path, scopes, None, "no_grant")
     elif grant.status == "revoking":
-        require_granted(provider, session_id, scopes, None, "grant_revoked")
+        require_granted(provider, authorizations_path, scopes, None, "grant_revoked")
     elif grant.status != "active":
-        require_granted(provider, session_id, scopes, None, "grant_broken")
+        require_granted(provider, authorizations_path, scopes, None, "grant_broken")
     else:
-        require_granted(provider, session_id, scopes, grant.scopes, "scopes_not_granted")
+        require_granted(provider, authorizations_path, scopes, grant.scopes, "scopes_not_granted")
 
 
 def _outcome_unknown(
@@ -386,7 +386,7 @@ def _outcome_unknown(
         missing_scopes=list(scopes),
         reason="grant_broken",
         broken_reason="refresh_outcome_unknown",
-        authorizations_path=f"/v1/sessions/{session.consent_session_id}/authorizations",
+        authorizations_path=session.authorizations_path,
     )
 
 
@@ -434,7 +434,7 @@ def _refresh(
                 provider=grant.provider,
                 missing_scopes=list(scopes),
                 reason="grant_broken",
-                authorizations_path=f"/v1/sessions/{session.consent_session_id}/authorizations",
+                authorizations_path=session.authorizations_path,
             ) from exc
         svc.store.grants.release_lease(grant, owner)
         refreshing.conclude("failed", reason=exc.error)
@@ -536,7 +536,7 @@ def _lost_commit(
             provider=grant.provider,
             missing_scopes=list(token.scopes),
             reason=reason,
-            authorizations_path=f"/v1/sessions/{session.consent_session_id}/authorizations",
+            authorizations_path=session.authorizations_path,
         )
     latest = svc.store.sessions.get(session.session_id)
     if latest is not None and latest.alive(svc.clock()):

@@ -121,10 +121,12 @@ def test_policy_allows_a_subset_and_names_what_is_denied() -> None:
 
 
 def test_grant_must_cover_the_scopes() -> None:
-    require_granted("google", "ses_x", ("cal.read",), ("cal.read", "cal.write"))
+    path = "/v1/sessions/ses_x/authorizations"
+    require_granted("google", path, ("cal.read",), ("cal.read", "cal.write"))
     with pytest.raises(ConsentRequired) as missing:
-        require_granted("google", "ses_x", ("cal.read", "cal.write"), ("cal.read",))
+        require_granted("google", path, ("cal.read", "cal.write"), ("cal.read",))
     assert missing.value.extra["missing_scopes"] == ["cal.write"]
+    assert missing.value.extra["authorizations_path"] == path
 
 
 @pytest.mark.parametrize(
