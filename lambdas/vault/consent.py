@@ -449,7 +449,7 @@ def complete_flow(
             # Tokens minted from the replaced grant must not outlive it. They are dropped, not
             # revoked upstream: the provider may share one grant between both consents, and
             # revoking there would kill the new one too.
-            for stale in svc.store.sessions.tokens_of_grant(previous.grant_id, grant=previous):
+            for stale in svc.store.sessions.tokens_minted_from(previous):
                 svc.store.sessions.delete_token(stale)
         if not svc.config.providers[flow.provider].revocation_revokes_grant:
             _revoke_flow_tokens(svc, flow, context, refresh=False)  # the consent's own access token

@@ -103,7 +103,12 @@ def revoke_tokens(
             ) as d:
                 svc.store.grants.mark_broken(grant, "revoked_with_session")
                 d.conclude("revoked", reason="revoked_with_session")
-        for other in svc.store.sessions.tokens_of_grant(grant_id, grant=grant):
+        others = (
+            svc.store.sessions.tokens_minted_from(grant)
+            if grant is not None
+            else svc.store.sessions.tokens_of_grant(grant_id)
+        )
+        for other in others:
             svc.store.sessions.delete_token(other)
     return revoked
 
@@ -189,9 +194,7 @@ def revoke_grant(svc: Services, grant: Grant, reason: str, *, principal: str | N
         upstream_ok = revoke_upstream(
             svc, grant.provider, grant.refresh_token_ct, grant.context, "refresh_token"
         )
-        revoked = revoke_tokens(
-            svc, svc.store.sessions.tokens_of_grant(grant.grant_id, grant=grant)
-        )
+        revoked = revoke_tokens(svc, svc.store.sessions.tokens_minted_from(grant))
         if upstream_ok:
             svc.store.grants.delete(grant)
         else:  # kept (never usable) so a later revocation can try upstream again

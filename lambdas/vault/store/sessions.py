@@ -232,27 +232,28 @@ class SessionRepository:
             ExpressionAttributeValues={":t": True},
         )
 
-    def tokens_of_grant(self, grant_id: str, *, grant: Grant | None = None) -> list[SessionToken]:
-        """The session tokens minted from grant `grant_id`: those gsi2 lists (eventually
-        consistent: a token stored a moment ago may be missing there) and, given the grant as
-        read, those its item names (`live_tokens`, read strongly consistently one by one)."""
-        found = {
-            (t.session_id, scope_key(t.scopes)): t
-            for t in (
-                TOKENS.from_item(i)
-                for i in self._db.query(
-                    self.table,
-                    IndexName=GSI2.name,
-                    KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
-                    ExpressionAttributeValues={
-                        ":pk": TOKENS.partition(GSI2, grant_id=grant_id),
-                        ":t": TOKENS.sort_key(GSI2),
-                    },
-                )
+    def tokens_of_grant(self, grant_id: str) -> list[SessionToken]:
+        """The session tokens minted from grant `grant_id`, as gsi2 lists them (eventually
+        consistent: a token stored a moment ago may be missing; `tokens_minted_from` has it)."""
+        return [
+            TOKENS.from_item(i)
+            for i in self._db.query(
+                self.table,
+                IndexName=GSI2.name,
+                KeyConditionExpression="gsi2pk = :pk AND begins_with(gsi2sk, :t)",
+                ExpressionAttributeValues={
+                    ":pk": TOKENS.partition(GSI2, grant_id=grant_id),
+                    ":t": TOKENS.sort_key(GSI2),
+                },
             )
+        ]
+
+    def tokens_minted_from(self, grant: Grant) -> list[SessionToken]:
+        """`tokens_of_grant`, and the tokens the grant item as read names (`live_tokens`,
+        written with each token: read strongly consistently, one by one, those gsi2 missed)."""
+        found = {
+            (t.session_id, scope_key(t.scopes)): t for t in self.tokens_of_grant(grant.grant_id)
         }
-        if grant is None:
-            return list(found.values())
         for ref in grant.live_tokens:
             session_id, scopes = token_ref_key(ref)
             if (session_id, scopes) in found:
@@ -261,6 +262,6 @@ class SessionRepository:
             item = self._db.get(self.table, key)
             if item is not None:
                 token = TOKENS.from_item(item)
-                if token.grant_id == grant_id:  # not a newer grant's token of that session
+                if token.grant_id == grant.grant_id:  # not a newer grant's token there
                     found[(session_id, scopes)] = token
         return list(found.values())
