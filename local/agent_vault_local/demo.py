@@ -37,7 +37,7 @@ from agent_vault.errors import (
 )
 from agent_vault.proofs import SessionKey, access_token_hash
 from agent_vault_local.consent_forms import complete_consent
-from agent_vault_local.provider import HttpResponse, http_request
+from agent_vault_local.provider import KEYED_EVENTS_PATH, HttpResponse, http_request
 from agent_vault_local.runner import (
     ADMIN,
     BEARER_TASK_1,
@@ -853,7 +853,7 @@ class Story:
             # calendar-agent (proxy delivery): the proxy attaches the key, the agent never has it
             client = self._client()
             with client.http(KEYED_PROVIDER) as api:
-                answer = api.get("/keyed/events")
+                answer = api.get("/" + KEYED_EVENTS_PATH)
             if answer.status_code != 200 or answer.json().get("key") != "demo":
                 raise StepFailed(
                     f"the keyed API answered {answer.status_code} through the proxy",
@@ -874,7 +874,7 @@ class Story:
             returned = holder.api_key(KEYED_PROVIDER)
             with httpx.Client() as own:
                 direct = own.get(
-                    f"{self.info.provider['calendar_api_base']}/keyed/events",
+                    f"{self.info.provider['calendar_api_base']}/{KEYED_EVENTS_PATH}",
                     headers=returned.headers,
                     params=returned.params,
                 )

@@ -28,7 +28,7 @@ from agent_vault import (
     UserMismatch,
 )
 from agent_vault_local.demo import calendar_events, set_provider_api_keys
-from agent_vault_local.provider import http_request
+from agent_vault_local.provider import KEYED_EVENTS_PATH, http_request
 from agent_vault_local.runner import ADMIN, KEYED_PROVIDER, LocalInfo
 
 # the tokens these tests read are handed out: local mode's bearer-delivery agent's tasks
@@ -302,7 +302,7 @@ def test_api_key_hands_a_returned_key_over_and_never_a_proxy_agents(
             assert returned.params == {}
             answer = http_request(
                 "GET",
-                f"{local.provider['calendar_api_base']}/keyed/events",
+                f"{local.provider['calendar_api_base']}/{KEYED_EVENTS_PATH}",
                 headers=returned.headers,
             )
             assert (answer.status, answer.json()["key"]) == (200, "sdk")

@@ -90,11 +90,11 @@ def test_row_17_concurrent_requests_during_a_provider_failure_cause_no_retry_sto
             assert lost.acquire(timeout=60), "the other callers never tried the lease"
         return refresh(self, *args, **kwargs)
 
-    monkeypatch.setattr(ProviderClient, "refresh", refresh_once_the_others_lost)
     try:
-        results = vault.concurrent_tokens(agent, 8)
+        with monkeypatch.context() as patched:
+            patched.setattr(ProviderClient, "refresh", refresh_once_the_others_lost)
+            results = vault.concurrent_tokens(agent, 8)
     finally:
-        monkeypatch.undo()
         vault.session.events.unregister("after-call.dynamodb.UpdateItem", count_lost)
 
     failed = sorted((r for r in results if isinstance(r, Exception)), key=lambda e: e.status)

@@ -102,9 +102,9 @@ def test_a_renewal_racing_the_sweep_wins(vault: Vault, monkeypatch: pytest.Monke
             raced.append(store.extend(session_id, expiry + 3600, now=expiry - 1))
         return found
 
-    monkeypatch.setattr(store, "get", read_then_renewed)
-    assert sweep_expired_sessions(vault.services) == (0, 0)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "get", read_then_renewed)
+        assert sweep_expired_sessions(vault.services) == (0, 0)
     assert raced == [True]
     (session,) = items_of_type(vault, "session")
     assert (session["status"]["S"], int(session["expires_at"]["N"])) == ("active", expiry + 3600)
