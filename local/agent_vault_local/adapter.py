@@ -55,7 +55,7 @@ from agent_vault_local.events import (
     function_url_event,
     resolve_handler,
 )
-from vault.routes import Route, match_route
+from vault.routes import ROUTES, Route, match_route
 
 __all__ = [
     "GatewayRefusal",
@@ -412,6 +412,10 @@ class LocalFunctionUrl:
     ) -> None:
         self.verifier = SigV4Verifier(registry, region=region, service="lambda", clock=clock)
         self.handler = handler
+        # its name as the API Gateway's invocations give it (`agent-vault-<route.function>`)
+        self.function_name = next(
+            f"agent-vault-{r.function}" for r in ROUTES if r.handler == handler
+        )
         self.allowed_roles = frozenset(allowed_roles)
         self.region = region
         self.domain_name = domain_name
@@ -453,7 +457,7 @@ class LocalFunctionUrl:
             now=self.clock(),
         )
         context = LambdaContext(
-            function_name=self.handler.split(".")[-2],
+            function_name=self.function_name,
             aws_request_id=request_id,
             region=self.region,
             account_id=self.account_id,
