@@ -374,6 +374,29 @@ def render(result: dict[str, Any]) -> str:
         rows.append(
             ("first request: build_services (CPU)", f"{result['services_build_cpu_ms']} ms")
         )
+        libs = result.get("libraries_floor")
+        if libs:
+            rows.append(
+                (
+                    "the libraries alone (pydantic, joserfc, AES-GCM) over the floor (CPU)",
+                    f"+{libs['over_floor_cpu_ms']} ms; the handlers' own code on top: "
+                    + ", ".join(
+                        f"{k} {v:+}" for k, v in libs["handlers_over_libraries_cpu_ms"].items()
+                    )
+                    + " ms",
+                )
+            )
+        pause = result.get("init_gc_pause")
+        if pause:
+            rows.append(
+                (
+                    "agent_api over the floor, GC paused at INIT (as deployed) / GC running",
+                    f"+{pause['paused_agent_api_over_floor_cpu_ms']} / "
+                    f"+{pause['agent_api_over_floor_cpu_ms']} ms; with its first request +"
+                    f"{pause['paused_agent_api_with_first_request_over_floor_cpu_ms']} / +"
+                    f"{pause['agent_api_with_first_request_over_floor_cpu_ms']} ms",
+                )
+            )
         extra = result.get("agent_api_extra_by_package_ms", {})
         rows.append(
             (

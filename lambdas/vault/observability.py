@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 
+import vault
+
 SERVICE = "agent-vault"
 
 logger = Logger(service=SERVICE, location=None, xray_trace_id=None, utc=True)
@@ -35,7 +37,11 @@ Handler = TypeVar("Handler", bound=Callable[[Any, Any], Any])
 def lambda_handler(handler: Handler) -> Handler:
     """A function's entry: its log lines name this invocation (`function_request_id`, and
     `correlation_id` for an API Gateway request), and the metrics it added are flushed when it
-    ends, however it ends (an invocation that added none writes no metric line)."""
+    ends, however it ends (an invocation that added none writes no metric line).
+
+    Applied last in a handler's module, it also ends INIT's pause of the garbage collector
+    (`vault.end_init`): the module's imports are done."""
+    vault.end_init()
 
     @functools.wraps(handler)
     def decorate(event: Any, context: Any) -> Any:

@@ -8,9 +8,11 @@ bundled config (`config_document`) as a first request does. Nothing timed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +169,66 @@ def test_a_function_imports_at_cold_start_what_its_first_request_uses(
         name for name in FIRST_REQUEST_NEEDS[handler] if not _loaded(imported_by[handler], name)
     ]
     assert missing == []
+
+
+ENTRY_MODULES = (*HANDLERS, "events")
+"""Every function's handler module (tests/infra/test_vault_stack.py holds the templates to it)."""
+GC_PROBE = """
+import gc, importlib, json, sys
+import vault  # the pause starts here (a collection while Python compiles it is not ours)
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(1))
+importlib.import_module(sys.argv[1])  # the rest of what Lambda's runtime does at INIT
+during_init = len(collections)
+enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+garbage = []
+for _ in range(20000):  # cycles, made after INIT: the collector must see to them
+    node = {}
+    node["self"] = node
+    garbage.append(node)
+del garbage
+print(json.dumps({"during_init": during_init, "enabled": enabled, "frozen": frozen,
+    "after_init": len(collections)}))
+"""
+
+
+def _gc_during_init(module: str, *, in_lambda: bool) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_EXECUTION_ENV"}
+    if in_lambda:
+        env["AWS_EXECUTION_ENV"] = "AWS_Lambda_python3.13"
+    return subprocess.Popen(
+        [sys.executable, "-c", GC_PROBE, f"vault.handlers.{module}"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _answers(running: dict[str, subprocess.Popen[str]]) -> dict[str, dict[str, Any]]:
+    answers = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+        answers[name] = json.loads(out.strip().splitlines()[-1])
+    return answers
+
+
+def test_in_lambda_the_garbage_collector_is_paused_through_init_and_runs_after_it() -> None:
+    """`vault` pauses the collector at INIT and each entry module's `lambda_handler` ends the
+    pause with `gc.freeze()`: no collection while the handler imports, what it made frozen out of
+    later collections, and collection back on for what the requests make."""
+    answers = _answers({m: _gc_during_init(m, in_lambda=True) for m in ENTRY_MODULES})
+    for module, answer in answers.items():
+        assert answer["during_init"] == 0, module
+        assert answer["enabled"] is True, module
+        assert answer["frozen"] > 10_000, module
+        assert answer["after_init"] > 0, module
+
+
+def test_outside_lambda_importing_a_handler_leaves_the_garbage_collector_alone() -> None:
+    answers = _answers({m: _gc_during_init(m, in_lambda=False) for m in ("agent_api", "events")})
+    for module, answer in answers.items():
+        assert answer["during_init"] > 0, module
+        assert (answer["enabled"], answer["frozen"]) == (True, 0), module
