@@ -22,6 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
+from bench.cold import LAMBDA_EXECUTION_ENV
 from bench.prices import HOURS_PER_MONTH, PRICES, price
 
 ASSUMPTIONS: dict[str, Any] = {
@@ -413,7 +414,11 @@ def handler_rss_mb() -> float:
         "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines() "
         "if l.startswith('VmHWM:')][0].split()[1])"
     )
-    env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    env = {
+        **os.environ,
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "AWS_EXECUTION_ENV": LAMBDA_EXECUTION_ENV,  # as deployed: INIT with the GC paused
+    }
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
