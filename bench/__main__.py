@@ -597,6 +597,16 @@ def render(result: dict[str, Any]) -> str:
             [(k, f"{v:.2f}") for k, v in idle["lines_usd"].items()]
             + [("TOTAL", f"{result['idle_monthly_usd']:.2f}")],
         )
+        if "idle_monthly_usd_public_ip" in result:
+            lines += _rows(
+                'The same with agent_egress "public_ip" (no NAT gateway; USD)',
+                [
+                    (k, f"{v:.2f}")
+                    for k, v in result["idle_public_ip"]["lines_usd"].items()
+                    if "NAT" in k or "agent tasks" in k
+                ]
+                + [("TOTAL", f"{result['idle_monthly_usd_public_ip']:.2f}")],
+            )
     lines += _rows(
         "Targets",
         [(f"{_verdict(t['met']):<6} {t['target']}", t["measured"]) for t in result["targets"]],
@@ -809,6 +819,7 @@ def run(
         for endpoint in cost.ENDPOINTS
     )
     idle = cost.idle_monthly(deployed["facts"])
+    idle_public_ip = cost.idle_monthly(deployed["facts"], egress="public_ip")
     result["snapstart"] = cost.snapstart(priced, deployed["facts"])
     result["memory_curve"] = cost.memory_curve(
         w,
@@ -837,6 +848,8 @@ def run(
             "cost_per_million_usd_function_url": priced_at_url["cost_per_million_usd"],
             "agentcore_cost_per_million_usd": priced["agentcore_cost_per_million_usd"],
             "idle_monthly_usd": idle["idle_monthly_usd"],
+            "idle_public_ip": idle_public_ip,
+            "idle_monthly_usd_public_ip": idle_public_ip["idle_monthly_usd"],
             "assumptions": cost.ASSUMPTIONS,
             "prices": {
                 "as_of": cost_prices_as_of(),

@@ -304,20 +304,29 @@ def per_million_proxied(
     }
 
 
-def idle_monthly(facts: dict[str, Any]) -> dict[str, Any]:
+EGRESS = ("nat_gateway", "public_ip")
+"""The config's `agent_egress` values: how the sample agent's tasks reach the internet."""
+
+
+def idle_monthly(facts: dict[str, Any], *, egress: str | None = None) -> dict[str, Any]:
+    """The deployment's cost a month with no traffic; `egress`: the tasks' way out, priced as
+    that `agent_egress` deploys it (default: the config's)."""
     a = ASSUMPTIONS
     hours = HOURS_PER_MONTH
+    egress = egress or facts["agent_egress"]
     x86 = facts["fargate_architecture"].upper().startswith("X86")
     vcpu = price("fargate_vcpu_hour_x86" if x86 else "fargate_vcpu_hour_arm")
     gb = price("fargate_gb_hour_x86" if x86 else "fargate_gb_hour_arm")
     task_hour = facts["fargate_cpu_units"] / 1024 * vcpu + facts["fargate_memory_mib"] / 1024 * gb
-    nats = facts["nat_gateways"]
+    nats = facts["nat_gateways"] if egress == "nat_gateway" else 0
+    task_ips = facts["fargate_tasks"] if egress == "public_ip" else 0
     lines = {
         f"NAT gateway x{nats}": nats * price("nat_hour") * hours,
         f"public IPv4 of the NAT gateway x{nats}": nats * price("public_ipv4_hour") * hours,
         f"NAT data processed ({a['idle_nat_gb_per_month']} GB, estimate)": (
             a["idle_nat_gb_per_month"] * price("nat_gb") if nats else 0.0
         ),
+        f"public IPv4 of the agent tasks x{task_ips}": task_ips * price("public_ipv4_hour") * hours,
         f"Fargate: {facts['fargate_tasks']} sample-agent task ({facts['fargate_cpu_units']} CPU "
         f"units, {facts['fargate_memory_mib']} MiB, {facts['fargate_architecture']})": facts[
             "fargate_tasks"
@@ -342,6 +351,7 @@ def idle_monthly(facts: dict[str, Any]) -> dict[str, Any]:
     }
     total = round(sum(lines.values()), 2)
     return {
+        "agent_egress": egress,
         "idle_monthly_usd": total,
         "lines_usd": {k: round(v, 2) for k, v in lines.items()},
         "nat_share": round(

@@ -106,7 +106,11 @@ def _facts() -> dict[str, Any]:
         "alarm_call_sites": alarm_sites,
         "alarms": 2 + 2 * len(functions) if alarm_sites == 4 else None,
         "kms_keys": kms_keys,
-        "nat_gateways": int(_literal(constructs / "agent_network.py", r"nat_gateways=(\d+)", 0)),
+        # both egress options are priced (bench/cost.py idle_monthly); this is the default's
+        "agent_egress": config.agent_egress,
+        "nat_gateways": int(
+            _literal(constructs / "agent_network.py", r"(?m)^NAT_GATEWAYS = (\d+)", 0)
+        ),
         "vpc_endpoints": endpoints,
         "flow_logs": "add_flow_log("
         in (constructs / "agent_network.py").read_text(encoding="utf-8"),
@@ -126,7 +130,8 @@ def _facts() -> dict[str, Any]:
             "function_url_functions": "stacks/constructs/agent_function_urls.py "
             '(agent_endpoint "function_url")',
             "fargate": "stacks/constructs/agent_service.py (FargateTaskDefinition literals)",
-            "nat_gateways": "stacks/constructs/agent_network.py",
+            "nat_gateways": "stacks/constructs/agent_network.py (NAT_GATEWAYS, with "
+            'agent_egress "nat_gateway")',
             "alarms": "stacks/constructs/vault_alarms.py",
             "kms_keys": "kms.Key( in stacks/**",
         },

@@ -236,9 +236,16 @@ def _money_rows(result: dict[str, Any], verdict: Callable[[list[str], str], str]
             )
         rows += _proxy_cost_row(result)
         idle = sorted(result["idle"]["lines_usd"].items(), key=lambda kv: -kv[1])[:2]
+        public_ip = result.get("idle_monthly_usd_public_ip")
+        cheaper = (
+            f'; with `agent_egress: "public_ip"` (a public IPv4 per task, no NAT gateway) '
+            f"${public_ip:.2f}"
+            if public_ip is not None
+            else ""
+        )
         rows.append(
             f"| idle monthly cost of the default deployment | ${result['idle_monthly_usd']:.2f} "
-            f"({', '.join(f'{k} ${v:.2f}' for k, v in idle)}) | — | — | — |"
+            f"({', '.join(f'{k} ${v:.2f}' for k, v in idle)}){cheaper} | — | — | — |"
         )
     bundle = result.get("bundle") or {}
     if "unzipped_mb" in bundle:

@@ -50,7 +50,11 @@ class AgentServiceStack(Stack):
             )
 
         self.network = AgentNetwork(
-            self, "Network", log_retention=retention, removal_policy=removal
+            self,
+            "Network",
+            egress=config.agent_egress,
+            log_retention=retention,
+            removal_policy=removal,
         )
         self.cluster = AgentCluster(
             self,
@@ -63,6 +67,8 @@ class AgentServiceStack(Stack):
             "SampleAgent",
             cluster=self.cluster.cluster,
             vpc=self.network.vpc,
+            subnets=self.network.task_subnets,
+            public_ip=self.network.public_ip,
             role_name=config.agents[agent_name].name_of_role,
             cluster_name=agent_cluster_name(config.environment),
             vault_url=vault_url,

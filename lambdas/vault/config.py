@@ -523,6 +523,11 @@ class VaultConfig(_Frozen):
     """How agents reach the agent API and the egress proxy: the HTTP API (IAM on each route,
     stage throttle, access log), or also each function's own URL with IAM auth (no API Gateway
     request charge; docs/cost.md, "Agent endpoint")."""
+    agent_egress: Literal["nat_gateway", "public_ip"] = "nat_gateway"
+    """How the sample agent's tasks reach the vault, the providers and AWS: from private subnets
+    through one NAT gateway, or from public subnets with a public IPv4 address each and no NAT
+    gateway (about $33 a month less idle; nothing inbound but the load balancer either way;
+    docs/deploy.md, "Choosing the agents' egress")."""
 
     @field_validator("log_retention_days")
     @classmethod

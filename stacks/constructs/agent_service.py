@@ -47,7 +47,8 @@ HEALTH_CHECK = (
 
 
 class AgentService(Construct):
-    """One agent task per service, in private subnets, as the agent's configured IAM role.
+    """One agent task per service, in the network's task subnets (private, or public with a
+    public IPv4 address: `AgentNetwork`), as the agent's configured IAM role.
 
     The task role's name is the agent's `role_name` in the config: the vault maps that role to
     the agent. Egress is HTTPS only. A load balancer exists only when a certificate is given.
@@ -60,6 +61,8 @@ class AgentService(Construct):
         *,
         cluster: ecs.ICluster,
         vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        public_ip: bool,
         role_name: str,
         cluster_name: str,
         vault_url: str,
@@ -144,8 +147,8 @@ class AgentService(Construct):
             desired_count=1,
             min_healthy_percent=100,
             max_healthy_percent=200,
-            assign_public_ip=False,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            assign_public_ip=public_ip,
+            vpc_subnets=subnets,
             security_groups=[self.security_group],
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )

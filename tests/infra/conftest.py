@@ -69,8 +69,9 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 @pytest.fixture(scope="session")
 def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """A prod deployment with an explicit account/region, a certificate and the agents at the
-    functions' own URLs (`agent_endpoint: "function_url"`), synthesized once."""
+    """A prod deployment with an explicit account/region, a certificate, the agents at the
+    functions' own URLs (`agent_endpoint: "function_url"`) and leaving by their own public IPv4
+    addresses (`agent_egress: "public_ip"`), synthesized once."""
     config = config_with(
         environment="prod",
         account="123456789012",
@@ -78,6 +79,7 @@ def synthesized_prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         certificate_arn="arn:aws:acm:eu-west-1:123456789012:certificate/0f2c-example",
         key_admin_role_arn=KEY_ADMIN_ROLE_ARN,
         agent_endpoint="function_url",
+        agent_egress="public_ip",
     )
     return synthesize(tmp_path_factory.mktemp("cdk-prod"), config=config)
 

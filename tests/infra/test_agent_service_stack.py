@@ -165,6 +165,36 @@ def test_tasks_run_privately_with_https_egress_only(synthesized: Synthesized) ->
     assert by_type(template, "AWS::EC2::FlowLog")
 
 
+def test_with_public_ip_egress_tasks_leave_by_their_own_address_and_no_nat_gateway_is_built(
+    synthesized_prod: Synthesized,
+) -> None:
+    template = synthesized_prod.templates["AgentService"]
+    (service,) = by_type(template, "AWS::ECS::Service").values()
+    network = service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "ENABLED"
+    assert not by_type(template, "AWS::EC2::NatGateway")
+    assert not by_type(template, "AWS::EC2::EIP")
+    # the tasks' subnets are the public ones (routed to the internet gateway), the only ones
+    subnets = by_type(template, "AWS::EC2::Subnet")
+    assert {s["Properties"]["MapPublicIpOnLaunch"] for s in subnets.values()} == {True}
+    assert sorted(r["Ref"] for r in network["Subnets"]) == sorted(subnets)
+    routes = by_type(template, "AWS::EC2::Route").values()
+    assert routes and all("GatewayId" in r["Properties"] for r in routes)
+    # nothing comes in but from the load balancer; HTTPS out only, as with the NAT gateway
+    groups = by_type(template, "AWS::EC2::SecurityGroup")
+    task_group_id = next(k for k in groups if k.startswith("SampleAgentSecurityGroup"))
+    egress = groups[task_group_id]["Properties"]["SecurityGroupEgress"]
+    assert [(e["IpProtocol"], e["FromPort"], e["ToPort"]) for e in egress] == [("tcp", 443, 443)]
+    assert "SecurityGroupIngress" not in groups[task_group_id]["Properties"]
+    ingress = [
+        r["Properties"]
+        for r in by_type(template, "AWS::EC2::SecurityGroupIngress").values()
+        if r["Properties"]["GroupId"] == {"Fn::GetAtt": [task_group_id, "GroupId"]}
+    ]
+    assert ingress and all("SourceSecurityGroupId" in r for r in ingress)
+    assert all(r["FromPort"] == r["ToPort"] == 8080 for r in ingress)
+
+
 def test_a_certificate_adds_an_https_load_balancer(synthesized_prod: Synthesized) -> None:
     template = synthesized_prod.template("AgentService")
     template.has_resource_properties(

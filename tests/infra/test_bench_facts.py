@@ -182,3 +182,30 @@ def test_bench_latest_json_is_a_full_run_with_each_figure_beside_its_floor(
         "proxy",
         "proxy_calls",
     } <= ids
+
+
+def test_both_egress_options_are_priced_from_what_each_deploys(
+    synthesized: Synthesized, synthesized_prod: Synthesized
+) -> None:
+    """The idle month prices the NAT gateways the default template builds, and the public-IP
+    option the addresses its tasks get instead (the prod synth has `agent_egress: "public_ip"`)."""
+    from bench.cost import idle_monthly
+
+    facts = _facts()
+    assert facts["agent_egress"] == "nat_gateway"  # the default config's
+    default = synthesized.templates["AgentService"]
+    public_ip = synthesized_prod.templates["AgentService"]
+    assert facts["nat_gateways"] == len(by_type(default, "AWS::EC2::NatGateway")) > 0
+    assert not by_type(public_ip, "AWS::EC2::NatGateway")
+    (service,) = by_type(public_ip, "AWS::ECS::Service").values()
+    assert service["Properties"]["DesiredCount"] == facts["fargate_tasks"]
+
+    with_nat, without = idle_monthly(facts), idle_monthly(facts, egress="public_ip")
+
+    def lines(idle: dict[str, Any], word: str) -> list[float]:
+        return [v for k, v in idle["lines_usd"].items() if word in k]
+
+    assert len(lines(with_nat, "NAT")) == 3 and all(v > 0 for v in lines(with_nat, "NAT"))
+    assert lines(without, "NAT") == [0, 0, 0]
+    assert lines(with_nat, "agent tasks") == [0] and lines(without, "agent tasks")[0] > 0
+    assert without["idle_monthly_usd"] < with_nat["idle_monthly_usd"]
