@@ -36,8 +36,10 @@ STORY_SECRETS = {
 
 
 def lambda_environment(daemon_address: str) -> dict[str, str]:
-    """What a deployed function with `Tracing: Active` has: a task root, a sampled trace header
-    and the daemon's address; the suite's POWERTOOLS_TRACE_DISABLED is not there."""
+    """What a deployed function with `Tracing: Active` has: the runtime's execution environment
+    (INIT pauses the garbage collector, as in Lambda: `vault.end_init`), a task root, a sampled
+    trace header and the daemon's address; the suite's POWERTOOLS_TRACE_DISABLED is not
+    there."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -46,6 +48,7 @@ def lambda_environment(daemon_address: str) -> dict[str, str]:
     }
     env.update(
         {
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "lambdas")]),
             "LAMBDA_TASK_ROOT": str(REPO_ROOT / "lambdas"),
             "_X_AMZN_TRACE_ID": f"Root=1-{secrets.token_hex(4)}-{secrets.token_hex(12)};"
