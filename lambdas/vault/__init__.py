@@ -1,8 +1,8 @@
 """Agent Vault's service: the Lambda functions' handlers (`vault.handlers`) and what they share.
 
-Lambda's INIT pauses the cyclic garbage collector. Importing a handler makes a few hundred
-thousand objects that live as long as the container (botocore's service models, pydantic's
-classes, the route table); none of them is ever garbage, yet the collector scans them again at
+Lambda's INIT pauses the cyclic garbage collector. Importing a handler makes about a hundred
+thousand objects the collector tracks, which live as long as the container (botocore's service
+models, pydantic's classes, the route table); none of them is ever garbage, yet the collector scans them again at
 every collection while they are made, and again at every full collection of the first request
 (which builds the boto3 clients). So, in Lambda only (`AWS_EXECUTION_ENV` is `AWS_Lambda_...`),
 the first import of `vault` pauses the collector, and the handler module's `lambda_handler`
