@@ -3,7 +3,10 @@ aws_lambda_powertools` (and of joserfc beside Authlib), in fresh interpreters of
 
 Per handler: the figure, the floor and the difference (DESIGN.md's budget: at most 50 ms).
 
-Import time: `python -X importtime -c "<marker>; import vault.handlers.X"` with the environment
+Import time: `python -X importtime -c "<marker>; importlib.import_module('vault.handlers.X')"`
+(as Lambda's runtime interface client imports a handler's module: `handler_import`; the
+statement `import vault.handlers.X` made the same imports with ~5,000 more page faults and
+~20 ms more CPU for `proxy_api` alone, 2026-12-04, an artefact of the form) with the environment
 the handlers read at import (bench.BENCH_ENV, as tests/conftest.py); the figure is the sum of the
 cumulative times of the top-level imports after the marker (so the interpreter's own start-up is
 not counted), median of several interpreters, every probe interleaved with the others so that a
@@ -73,8 +76,18 @@ garbage collector until the handler's module is imported (`vault.end_init`), as 
 BUNDLED_CONFIG = Path(tempfile.gettempdir()) / "bench-vault-config.json"
 """config/example.json as the bundle carries it (`vault.config.config_document`, written by
 `measure_imports`): what a deployed function reads at its first request."""
+
+
+def handler_import(name: str) -> str:
+    """The statement importing a function's handler module as Lambda's Python runtime does
+    (awslambdaric: `importlib.import_module`); `importlib` itself is imported in the setup."""
+    return f"importlib.import_module('vault.handlers.{name}')"
+
+
+IMPORT_SETUP = "import importlib"
 SERVICES_SETUP = (
-    "import vault.handlers.agent_api; from vault.runtime import Settings, build_services"
+    f"{IMPORT_SETUP}; {handler_import('agent_api')}; "
+    "from vault.runtime import Settings, build_services"
 )
 SERVICES = (
     "build_services(Settings(table_name='vault', replay_table_name='replay', "
@@ -158,7 +171,7 @@ def first_request_statements() -> dict[str, str]:
     return {
         name: "; ".join(
             [
-                f"import vault.handlers.{name}",
+                handler_import(name),
                 "from vault.runtime import Settings, build_services",
                 f"svc = {SERVICES}",
                 *(step.format(**values) for step in FIRST_REQUEST_STEPS[name]),
@@ -391,12 +404,15 @@ def measure_imports(
     try:
         floor = Probe(FLOOR, site=site)
         libraries = Probe(LIBRARIES, site=site)
-        handlers = {name: Probe(f"import vault.handlers.{name}", site=site) for name in HANDLERS}
+        handlers = {
+            name: Probe(handler_import(name), setup=IMPORT_SETUP, site=site) for name in HANDLERS
+        }
         services = Probe(SERVICES, setup=SERVICES_SETUP, site=site)
         first = {
-            name: Probe(statement, site=site)
+            name: Probe(statement, setup=IMPORT_SETUP, site=site)
             for name, statement in first_request_statements().items()
         }
+        agent_api = handler_import("agent_api")
         probes: list[Probe] = [floor, libraries, *handlers.values(), services, *first.values()]
         joserfc = Probe(JOSERFC)
         crypto = Probe(CRYPTO_EC)
@@ -409,13 +425,15 @@ def measure_imports(
         if variants:
             # the handlers carry no Tracer (row 47): as deployed = tracing env on, no SDK
             traced_floor = Probe(FLOOR, site=site, tracing=True)
-            traced = Probe("import vault.handlers.agent_api", site=site, tracing=True)
+            traced = Probe(agent_api, setup=IMPORT_SETUP, site=site, tracing=True)
             raw_floor = Probe(FLOOR, site=site, bytecode=False)
-            raw = Probe("import vault.handlers.agent_api", site=site, bytecode=False)
+            raw = Probe(agent_api, setup=IMPORT_SETUP, site=site, bytecode=False)
             few = [traced_floor, traced, raw_floor, raw]
             # the GC running through INIT: as many runs as the headline figures, for the ratio
-            collected = Probe("import vault.handlers.agent_api", site=site, in_lambda=False)
-            collected_first = Probe(first["agent_api"].statement, site=site, in_lambda=False)
+            collected = Probe(agent_api, setup=IMPORT_SETUP, site=site, in_lambda=False)
+            collected_first = Probe(
+                first["agent_api"].statement, setup=IMPORT_SETUP, site=site, in_lambda=False
+            )
             probes += [collected, collected_first]
         for probe in probes + few:  # prime the bytecode cache (not recorded)
             if probe.bytecode:

@@ -420,7 +420,7 @@ def handler_rss_mb() -> float:
     # VmHWM: the peak RSS of this process's own memory (getrusage's ru_maxrss would carry the
     # parent's peak across fork + exec)
     code = (
-        "import vault.handlers.agent_api, pathlib; "
+        "import importlib, pathlib; importlib.import_module('vault.handlers.agent_api'); "
         "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines() "
         "if l.startswith('VmHWM:')][0].split()[1])"
     )
