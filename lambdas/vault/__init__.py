@@ -2,13 +2,13 @@
 
 Lambda's INIT pauses the cyclic garbage collector. Importing a handler makes about a hundred
 thousand objects the collector tracks, which live as long as the container (botocore's service
-models, pydantic's classes, the route table); none of them is ever garbage, yet the collector scans them again at
-every collection while they are made, and again at every full collection of the first request
-(which builds the boto3 clients). So, in Lambda only (`AWS_EXECUTION_ENV` is `AWS_Lambda_...`),
-the first import of `vault` pauses the collector, and the handler module's `lambda_handler`
-(`vault.observability`, the module's last statement) ends the pause with `end_init`:
-`gc.freeze()` puts everything made so far out of the collector's sight, and collection resumes
-for what the requests make. Outside Lambda (tests, local mode, the CLI) nothing changes.
+models, pydantic's classes, the route table); none of them is ever garbage, yet the collector scans
+them again at every collection while they are made, and again at every full collection of the first
+request (which builds the boto3 clients). So, in Lambda only (`AWS_EXECUTION_ENV` is
+`AWS_Lambda_...`), the first import of `vault` pauses the collector, and the handler module's
+`lambda_handler` (`vault.observability`, the module's last statement) ends the pause with
+`end_init`: `gc.freeze()` puts everything made so far out of the collector's sight, and collection
+resumes for what the requests make. Outside Lambda (tests, local mode, the CLI) nothing changes.
 `make bench` measures it: the handlers' cold import and their import + first request.
 """
 
