@@ -304,10 +304,6 @@ def per_million_proxied(
     }
 
 
-EGRESS = ("nat_gateway", "public_ip")
-"""The config's `agent_egress` values: how the sample agent's tasks reach the internet."""
-
-
 def idle_monthly(facts: dict[str, Any], *, egress: str | None = None) -> dict[str, Any]:
     """The deployment's cost a month with no traffic; `egress`: the tasks' way out, priced as
     that `agent_egress` deploys it (default: the config's)."""
