@@ -7,10 +7,12 @@ local mode build one with a controllable clock and in-process AWS.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import boto3
 import urllib3
@@ -38,6 +40,34 @@ AWS_CLIENTS = Config(
     parameter_validation=False,
     retries={"mode": "standard", "max_attempts": 3},
 )
+
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """A collaborator built at its first use, once (thread-safe). Secrets Manager serves only the
+    requests that read a client secret or an API key: a container whose first request reads
+    neither does not build its client (~6 ms of CPU here, beside ~50 ms for the container's
+    first boto3 client and ~11 ms for the next)."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._built: T | None = None
+        self._lock = threading.Lock()
+
+    def built(self) -> T:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        """The built object's attributes (a client's operations), so it stands for the client."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.built(), name)
 
 
 class Settings(BaseModel):
@@ -123,13 +153,13 @@ def build_services(
     config = config or load_config(settings.vault_config_path)
     session = session or boto3.session.Session()
     http = urllib3.PoolManager(num_pools=8, maxsize=8)
-    secretsmanager = session.client("secretsmanager", config=AWS_CLIENTS)
-    secrets = SecretsProvider(boto3_client=secretsmanager)
+    secretsmanager = Lazy(lambda: session.client("secretsmanager", config=AWS_CLIENTS))
+    secrets = Lazy(lambda: SecretsProvider(boto3_client=secretsmanager.built()))
 
     def secret_of(name: str) -> Callable[[], str | None]:
         def fetch() -> str | None:
             try:
-                value = secrets.get(
+                value = secrets.built().get(
                     settings.client_secret_prefix + name, max_age=SECRET_MAX_AGE_SECONDS
                 )
             except GetParameterError as exc:
