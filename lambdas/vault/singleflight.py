@@ -1,20 +1,21 @@
 """Waiting for a lease holder without polling: what a caller that lost a single-flight lease does.
 
 The grant's refresh lease (`vault.tokens`) and the machine token's fetch lease (`vault.machine`)
-work alike: the lease attempt is one conditional `UpdateItem` that, when it loses, returns the item
-as it is (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so the loser learns in the same request
-when the holder took the lease (`lease_since`), when its lease runs out (`lease_until`) and how long
-the last refresh or fetch of that item took (`refresh_seconds` / `fetch_seconds`, recorded by the
-holder that stored its result). From these the loser knows when the result should be stored
-(`Holder.expected`): it sleeps until then and reads once (the result, and the lease in the same
-request); if the result is not there yet and the holder is still at it, it sleeps once more
-(`Holder.still_expected`: as long again as the holder has taken so far, at least three usual
-durations) and reads a last time. It gives up with 503 `refresh_in_progress` (retry-after) when it
-sees the holder gone without a result (it failed: the retry takes the lease) or still at it at the
-last read: it never calls the provider itself, so a failing provider sees one call, not one per
-waiter. So a waiting caller makes at most 3 DynamoDB requests after its session read and proof check
-(the lost lease attempt and two reads), whatever the number of callers, and gets the token about
-when it is stored. (Without a recorded duration, a refresh is expected to take `DEFAULT_SECONDS`.)
+work alike: the lease attempt is one conditional `UpdateItem` that, when it loses, returns the
+item as it is (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so the loser learns in the same
+request when the holder took the lease (`lease_since`), when its lease runs out (`lease_until`) and
+how long the last refresh or fetch of that item took (`refresh_seconds` / `fetch_seconds`,
+recorded by the holder that stored its result). From these the loser knows when the result
+should be stored (`Holder.expected`): it sleeps until then and reads once (the result, and the
+lease in the same request); if the result is not there yet and the holder is still at it, it
+sleeps once more (`Holder.still_expected`: four times what the holder has taken so far) and
+reads a last time. It gives up with 503 `refresh_in_progress` (retry-after) when it sees the
+holder gone without a result (it failed: the retry takes the lease) or still at it at the last
+read: it never calls the provider itself, so a failing provider sees one call, not one per
+waiter. So a waiting caller makes at most 3 DynamoDB requests after its session read and proof
+check (the lost lease attempt and two reads), whatever the number of callers, and gets the
+token about when it is stored. (Without a recorded duration, a refresh is expected to take
+`DEFAULT_SECONDS`.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ T = TypeVar("T")
 DEFAULT_SECONDS = 1.0
 """How long a refresh or fetch is expected to take when none of that item was recorded yet."""
 ON_TIME_FACTOR, WAKE_MARGIN = 1.2, 0.02
-USUAL_FACTOR = 3.0
+STILL_FACTOR, USUAL_FACTOR = 4.0, 3.0
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,11 @@ class Holder:
 
     def still_expected(self, now: float) -> float:
         """When to read a last time, the holder being still at it at `now` (its result later
-        than expected): after as long again as it has taken so far, and at least three usual
-        durations more (a holder seen late at the first read is given its own pace, one seen
-        early the usual one several times over), never past its lease."""
+        than expected): after four times what it has taken so far (at least three times the
+        usual), never past its lease."""
         usual = self.usual if self.usual and self.usual > 0 else DEFAULT_SECONDS
         taken = max(0.0, now - self.since)
-        later = taken + max(taken, USUAL_FACTOR * usual)
+        later = max(STILL_FACTOR * taken, USUAL_FACTOR * usual)
         return min(self.since + later + WAKE_MARGIN, self.until)
 
 

@@ -32,12 +32,10 @@ def test_no_read_is_planned_past_the_lease() -> None:
     assert late.still_expected(101.0) == 102.5
 
 
-def test_the_last_read_waits_as_long_again_as_the_holder_has_taken_at_least_three_usual() -> None:
-    # 0.8 s into a refresh that usually takes 0.2 s: 0.8 s more (its own pace), not 4 x 0.8 s
-    assert holder(taken=0.1, usual=0.2).still_expected(100.8) == pytest.approx(
-        100.0 + 1.6 + WAKE_MARGIN
+def test_the_last_read_waits_four_times_what_the_holder_has_taken_at_least_three_usual() -> None:
+    assert holder(taken=0.1, usual=0.2).still_expected(100.5) == pytest.approx(
+        100.0 + 2.0 + WAKE_MARGIN
     )
-    # seen at the usual first read (0.24 s): three usual durations more
-    assert holder(taken=0.1, usual=0.2).still_expected(100.24) == pytest.approx(
-        100.0 + 0.24 + 0.6 + WAKE_MARGIN
+    assert holder(taken=0.1, usual=0.2).still_expected(100.1) == pytest.approx(
+        100.0 + 0.6 + WAKE_MARGIN
     )
