@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from botocore.auth import SigV4Auth
@@ -264,6 +264,22 @@ def _message(status: int, message: str, request_id: str) -> GatewayResponse:
     )
 
 
+@runtime_checkable
+class Gateway(Protocol):
+    """What the loopback server serves (`LocalApiGateway`, `LocalFunctionUrl`,
+    `LocalLambdaService`): one HTTP request in, its answer out."""
+
+    def handle(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        source_ip: str = "127.0.0.1",
+    ) -> GatewayResponse: ...
+
+
 class LocalApiGateway:
     """Routing, SigV4 authorization, event building and Lambda invocation (no sockets)."""
 
@@ -474,7 +490,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agent-vault-local-apigw"
     sys_version = ""
-    gateway: LocalApiGateway | LocalLambdaService | LocalFunctionUrl  # set per server
+    gateway: Gateway  # set per server
 
     def _dispatch(self) -> None:
         length_header = self.headers.get("Content-Length")
@@ -533,12 +549,7 @@ class LocalApiServer:
 
     def __init__(
         self,
-        gateway_factory: (
-            Callable[[str], LocalApiGateway | LocalLambdaService | LocalFunctionUrl]
-            | LocalApiGateway
-            | LocalLambdaService
-            | LocalFunctionUrl
-        ),
+        gateway_factory: Callable[[str], Gateway] | Gateway,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -553,7 +564,7 @@ class LocalApiServer:
         self.url = f"http://{self.host}:{self.port}"
         self.gateway = (
             gateway_factory
-            if isinstance(gateway_factory, LocalApiGateway | LocalLambdaService | LocalFunctionUrl)
+            if isinstance(gateway_factory, Gateway)
             else gateway_factory(f"{self.host}:{self.port}")
         )
         handler_cls = type("BoundRequestHandler", (_RequestHandler,), {"gateway": self.gateway})
@@ -686,7 +697,7 @@ class LocalLambdaService:
 
 
 def serve(
-    service: LocalApiGateway | LocalLambdaService,
+    service: Gateway,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
