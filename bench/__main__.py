@@ -757,10 +757,15 @@ def run(
             plan.import_runs,
             bundled=deployed["bundle"]["requirements"],
             runtime=deployed["bundle"]["runtime_provided"],
+            python_version=deployed["bundle"]["python_version"],
             variants=plan.import_variants,
         )
-        result.update({k: v for k, v in imports.items() if k not in ("runs", "python")})
+        moved = ("runs", "python", "python_note")
+        result.update({k: v for k, v in imports.items() if k not in moved})
         result["import_runs"], result["import_python"] = imports["runs"], imports["python"]
+        if imports["python_note"]:
+            result["import_python_note"] = imports["python_note"]
+            _say(f"note: {imports['python_note']}")
         phase("cold_imports", began)
 
     from bench import consent, contention, load, proxy, warm

@@ -13,10 +13,12 @@ not counted), median of several interpreters, every probe interleaved with the o
 change of load on a shared machine skews them alike. Each run also reports the import's CPU time
 (time.process_time), which a busy machine inflates much less than wall time.
 
-Where: a Lambda-like import path (`lambda_site`): the bundle's requirements installed for this
-machine's Python without bytecode (as the bundle ships them) and the runtime's boto3 & co. with
-it, under /tmp; the interpreter runs with `-S -s` so the venv and its dev-only packages are
-invisible (the X-Ray SDK and Powertools import httpx or requests when they are present).
+Where: the functions' runtime version of Python (3.13, `import_python`) when this machine has
+it, else this venv's, said in the result; a Lambda-like import path (`lambda_site`): the bundle's
+requirements installed for that Python without bytecode (as the bundle ships them) and the
+runtime's boto3 & co. with it, under /tmp; the interpreter runs with `-S -s` so the venv and its
+dev-only packages are invisible (the X-Ray SDK and Powertools import httpx or requests when they
+are present). joserfc's and Authlib's own import figures (`jose_import_ms`) are the venv's.
 
 First request: the import figure alone would reward leaving to the first request what it needs
 anyway, so each function also has an "import + first request" figure (CPU): a fresh interpreter
@@ -190,13 +192,40 @@ def write_bundled_config() -> None:
     BUNDLED_CONFIG.write_text(config_document(config), encoding="utf-8")
 
 
-def lambda_site(bundled: list[str], runtime: list[str]) -> Path:
-    """A Lambda-like import path for this machine's Python: the bundle's requirements installed
-    without bytecode (as the bundle ships), the runtime's own packages (boto3 & co.) with it, in
-    two directories under /tmp (kept between runs, keyed by the requirements). Imports from the
-    venv would see its dev-only packages (httpx, requests, moto...), which Powertools and the
-    X-Ray SDK probe for and import when present."""
-    key = hashlib.sha256("\n".join([sys.version, *bundled, "--", *runtime]).encode()).hexdigest()
+def import_python(version: str) -> tuple[str, str | None]:
+    """The interpreter the probes run: the functions' runtime version (`vault_code.
+    runtime_interpreter`, the one that compiles the bundle's bytecode) when this machine has it
+    with pip, else this venv's own, with a note saying so. Imports cost differently across
+    versions: on 2026-12-04 here, agent_api was +141 ms over its floor on 3.13.0 and +118 ms on
+    3.11.7 (the floor itself 168 / 149 ms CPU)."""
+    from stacks.constructs.vault_code import runtime_interpreter
+
+    found = runtime_interpreter()
+    if found is not None:
+        ask = "import sys, pip; print(sys.executable)"
+        done = subprocess.run([found, "-c", ask], capture_output=True, text=True, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip(), None  # the interpreter itself, not a version shim
+    mine = ".".join(map(str, sys.version_info[:2]))
+    return sys.executable, None if mine == version else (
+        f"no python{version} with pip on this machine: the cold probes ran on Python {mine}, "
+        f"not the functions' runtime version {version}"
+    )
+
+
+def lambda_site(bundled: list[str], runtime: list[str], python: str) -> Path:
+    """A Lambda-like import path for `python`: the bundle's requirements installed without
+    bytecode (as the bundle ships), the runtime's own packages (boto3 & co.) with it, in two
+    directories under /tmp (kept between runs, keyed by the interpreter and the requirements).
+    Imports from the venv would see its dev-only packages (httpx, requests, moto...), which
+    Powertools and the X-Ray SDK probe for and import when present."""
+    version = subprocess.run(
+        [python, "-c", "import sys; print(sys.version)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    key = hashlib.sha256("\n".join([version, *bundled, "--", *runtime]).encode()).hexdigest()
     site = Path(tempfile.gettempdir()) / f"bench-lambda-site-{key[:12]}"
     if (site / ".complete").exists():
         return site
@@ -206,7 +235,7 @@ def lambda_site(bundled: list[str], runtime: list[str]) -> Path:
         ("runtime", runtime, "--compile"),
     ):
         command = [
-            sys.executable,
+            python,
             "-m",
             "pip",
             "install",
@@ -396,20 +425,27 @@ def runtime_requirements(provided: list[str]) -> list[str]:
 
 
 def measure_imports(
-    runs: int, *, bundled: list[str], runtime: list[str], variants: bool = True
+    runs: int,
+    *,
+    bundled: list[str],
+    runtime: list[str],
+    python_version: str,
+    variants: bool = True,
 ) -> dict[str, Any]:
-    site = lambda_site(bundled, runtime_requirements(runtime))
+    python, python_note = import_python(python_version)
+    site = lambda_site(bundled, runtime_requirements(runtime), python)
     write_bundled_config()
     pycache = tempfile.mkdtemp(prefix="bench-pycache-")
     try:
-        floor = Probe(FLOOR, site=site)
-        libraries = Probe(LIBRARIES, site=site)
+        floor = Probe(FLOOR, site=site, python=python)
+        libraries = Probe(LIBRARIES, site=site, python=python)
         handlers = {
-            name: Probe(handler_import(name), setup=IMPORT_SETUP, site=site) for name in HANDLERS
+            name: Probe(handler_import(name), setup=IMPORT_SETUP, site=site, python=python)
+            for name in HANDLERS
         }
-        services = Probe(SERVICES, setup=SERVICES_SETUP, site=site)
+        services = Probe(SERVICES, setup=SERVICES_SETUP, site=site, python=python)
         first = {
-            name: Probe(statement, setup=IMPORT_SETUP, site=site)
+            name: Probe(statement, setup=IMPORT_SETUP, site=site, python=python)
             for name, statement in first_request_statements().items()
         }
         agent_api = handler_import("agent_api")
@@ -424,15 +460,21 @@ def measure_imports(
         few: list[Probe] = []
         if variants:
             # the handlers carry no Tracer (row 47): as deployed = tracing env on, no SDK
-            traced_floor = Probe(FLOOR, site=site, tracing=True)
-            traced = Probe(agent_api, setup=IMPORT_SETUP, site=site, tracing=True)
-            raw_floor = Probe(FLOOR, site=site, bytecode=False)
-            raw = Probe(agent_api, setup=IMPORT_SETUP, site=site, bytecode=False)
+            traced_floor = Probe(FLOOR, site=site, python=python, tracing=True)
+            traced = Probe(agent_api, setup=IMPORT_SETUP, site=site, python=python, tracing=True)
+            raw_floor = Probe(FLOOR, site=site, python=python, bytecode=False)
+            raw = Probe(agent_api, setup=IMPORT_SETUP, site=site, python=python, bytecode=False)
             few = [traced_floor, traced, raw_floor, raw]
             # the GC running through INIT: as many runs as the headline figures, for the ratio
-            collected = Probe(agent_api, setup=IMPORT_SETUP, site=site, in_lambda=False)
+            collected = Probe(
+                agent_api, setup=IMPORT_SETUP, site=site, python=python, in_lambda=False
+            )
             collected_first = Probe(
-                first["agent_api"].statement, setup=IMPORT_SETUP, site=site, in_lambda=False
+                first["agent_api"].statement,
+                setup=IMPORT_SETUP,
+                site=site,
+                python=python,
+                in_lambda=False,
             )
             probes += [collected, collected_first]
         for probe in probes + few:  # prime the bytecode cache (not recorded)
@@ -482,7 +524,13 @@ def measure_imports(
             "runs": runs,
             "agent_api_extra_by_package_ms": _extra_over(handlers["agent_api"], floor),
             "reaper_extra_by_package_ms": _extra_over(handlers["reaper"], floor),
-            "python": sys.version.split()[0],
+            "python": subprocess.run(
+                [python, "-c", "import platform; print(platform.python_version())"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip(),
+            "python_note": python_note,
         }
         jose: dict[str, Any] = {
             "joserfc_ms": joserfc.ms,

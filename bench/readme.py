@@ -269,7 +269,8 @@ def figures(result: dict[str, Any]) -> str:
     lines = [
         START,
         f"Run of {result['measured_at']} ({result['mode']}, commit `{meta.get('commit')}`, "
-        f"Python {meta['python']}, {meta['cpus']} shared cores, load average "
+        f"Python {meta['python']}{_import_python(result, meta)}, {meta['cpus']} shared cores, "
+        "load average "
         f"{meta['load_average'][0]:g} → {meta.get('load_average_end', ['?'])[0]:g}, calibration "
         f"`sum(range(1000))` = {meta['calibration_sum_range_1000_us']:g} µs), "
         f"{result['elapsed_s']:g} s. Each time beside its floor, measured in the same run: on a "
@@ -286,6 +287,18 @@ def figures(result: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _import_python(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    """Which Python the cold imports ran on, when not the run's own (`bench.cold.import_python`:
+    the functions' runtime version when this machine has it)."""
+    python = result.get("import_python")
+    if result.get("import_python_note"):
+        runtime = (result.get("bundle") or {}).get("python_version", "?")
+        return f"; the cold imports too, not the functions' runtime version {runtime}"
+    if not python or python == meta["python"]:
+        return ""
+    return f"; the cold imports on Python {python}, the functions' runtime"
 
 
 def section(readme_text: str) -> str:
