@@ -15,7 +15,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # from source again, about a second each.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install browser lint lint-code lint-stacks test test-fast synth openapi events demo local bench fuzz deploy requirements pin-agent-image clean
+.PHONY: help install browser lint lint-code lint-stacks test test-fast test-runtime synth openapi events demo local bench fuzz deploy requirements pin-agent-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,9 +54,31 @@ test: install browser ## install everything (the browser too), lint, the synth g
 	@# the stacks' mypy keeps one core busy; the other lint steps, then the synth gates, the other
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint-stacks lint-code synth
 	$(BIN)/pytest -n 2
+	$(MAKE) --no-print-directory test-runtime
 
 test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint or synth (the checkov test still needs checkov)
 	$(BIN)/pytest -n 2
+
+# The functions and the agent image run Python 3.13; this venv is the machine's Python (3.11).
+# The tests of what ships there (the vault's code, the SDK) run once more on the runtime's
+# version, in a venv of its own, with the interpreter the Lambda bundle is compiled with
+# (stacks/constructs/vault_code.py). No such Python here (none can be installed from the
+# package registries): a note says so and the suite has run on this venv's Python only.
+RUNTIME_VENV := .venv-runtime
+test-runtime: install ## the vault's and the SDK's tests again on the runtime's Python (3.13), if here
+	@python=$$($(PY) -c "from stacks.constructs.vault_code import runtime_interpreter as r; \
+		print(r() or '')"); \
+	if [ -z "$$python" ]; then \
+		echo "note: no Python 3.13 on this machine (the functions' and the agent image's" \
+			"runtime): the suite ran on $$($(PY) -V) only"; \
+		exit 0; \
+	fi; \
+	set -e; \
+	uv venv --quiet --allow-existing --python "$$python" $(RUNTIME_VENV); \
+	uv pip install --quiet --python $(RUNTIME_VENV)/bin/python -r requirements/dev.txt \
+		-e . -e lambdas -e agent -e local; \
+	echo "the vault's and the SDK's tests on $$($(RUNTIME_VENV)/bin/python -V):"; \
+	$(RUNTIME_VENV)/bin/pytest -n 2 -q tests/unit tests/integration tests/sdk
 
 CHECKOV_VERSION := 3.3.30
 $(CHECKOV_VENV)/.installed:
