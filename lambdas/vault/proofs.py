@@ -21,6 +21,7 @@ from joserfc.util import urlsafe_b64decode
 
 from vault import jsondoc
 from vault.errors import InvalidProof
+from vault.routes import canonical_path
 
 MAX_PROOF_CHARS = 4096
 ALLOWED_ALGORITHMS = ["ES256"]
@@ -48,14 +49,16 @@ def _session_key(jwk_json: str) -> tuple[ECKey, str]:
 
 @lru_cache(maxsize=256)
 def normalize_url(url: str) -> str:
-    """Scheme and host lower-cased, default port dropped, no query or fragment."""
+    """Scheme and host lower-cased, default port dropped, the path in one spelling of its
+    percent-encoding (`canonical_path`: behind API Gateway the vault sees the path decoded and
+    encoded again, not the bytes the agent signed), no query or fragment."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     port = parts.port
     scheme = parts.scheme.lower()
     if port and not ((scheme == "https" and port == 443) or (scheme == "http" and port == 80)):
         host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path}"
+    return f"{scheme}://{host}{canonical_path(parts.path)}"
 
 
 def verify_proof(

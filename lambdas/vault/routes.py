@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import quote, unquote
 
-__all__ = ["ROUTES", "Route", "match_route"]
+__all__ = ["ROUTES", "Route", "canonical_path", "encoded_path", "match_route"]
 
 AGENT_API = "vault.handlers.agent_api.handler"
 PROXY_API = "vault.handlers.proxy_api.handler"
@@ -102,3 +103,24 @@ def match_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         if params is not None:
             return route, params
     return None
+
+
+PATH_CHARACTERS = "/!$&'()*+,;=:@-._~"
+"""What a path carries as itself (RFC 3986 `pchar` and `/`; letters and digits implied):
+everything else is percent-encoded, `%` included."""
+
+
+def encoded_path(decoded: str) -> str:
+    """A percent-decoded path encoded again: each character outside `PATH_CHARACTERS` as its
+    UTF-8 bytes' `%XX`. API Gateway's HTTP API hands a function the path it received
+    percent-decoded (`rawPath`, and `pathParameters` with it; its documentation does not say so,
+    projects report it from live events: honojs/hono#2156, aws/aws-lambda-dotnet#1901,
+    middleapi/standard-server#93), while a function URL hands it over as sent."""
+    return quote(decoded, safe=PATH_CHARACTERS)
+
+
+def canonical_path(path: str) -> str:
+    """One spelling of a percent-encoded path, to compare two: decoded, then `encoded_path`
+    (`%2D` is `-`, `%40` is `@`, hex case does not matter; an encoded `/` is a `/`). Raises
+    `ValueError` (`UnicodeDecodeError`) for an escape that is not UTF-8."""
+    return encoded_path(unquote(path, errors="strict"))

@@ -193,7 +193,10 @@ def build_event(
     repeats (``Cookie`` headers become ``cookies``); ``host``, ``x-forwarded-*`` and the trace id
     are added (a client's own ``x-forwarded-*`` are kept: the vault trusts them no more than
     any header). A ``str`` body is passed as text; a ``bytes`` body as API Gateway passes it: as
-    text for a text content type that is UTF-8, else base64 (``isBase64Encoded``).
+    text for a text content type that is UTF-8, else base64 (``isBase64Encoded``). ``path`` is
+    the path as sent; the event carries it percent-decoded (``rawPath``, ``http.path``,
+    ``pathParameters``), as API Gateway's HTTP API does (`vault.routes.encoded_path`), and the
+    query string as sent.
     """
     moment = time.time() if now is None else now
     pairs = headers.items() if isinstance(headers, Mapping) else headers
@@ -216,11 +219,12 @@ def build_event(
 
     raw_query = query if isinstance(query, str) else urlencode(query)
     route_key = route.route_key if route is not None else "$default"
+    decoded = unquote(path)  # as API Gateway's HTTP API hands over the path (not the query)
     stamp = datetime.datetime.fromtimestamp(moment, tz=datetime.UTC)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
-        "rawPath": path,
+        "rawPath": decoded,
         "rawQueryString": raw_query,
         "headers": all_headers,
         "requestContext": {
@@ -230,7 +234,7 @@ def build_event(
             "domainPrefix": domain_name.split(".", 1)[0].split(":", 1)[0],
             "http": {
                 "method": method,
-                "path": path,
+                "path": decoded,
                 "protocol": "HTTP/1.1",
                 "sourceIp": source_ip,
                 "userAgent": all_headers.get("user-agent", ""),
@@ -283,7 +287,9 @@ def function_url_event(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     label) as `apiId`, `authentication` null. `kwargs` as `build_event`'s, but `route` and
     `path_parameters`."""
     event = build_event(method, path, **kwargs)
+    event["rawPath"] = path  # a function URL hands over the path as sent
     context = event["requestContext"]
+    context["http"]["path"] = path
     context.update(
         routeKey="$default",
         apiId=context["domainName"].split(".", 1)[0].split(":", 1)[0],

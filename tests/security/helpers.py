@@ -184,9 +184,14 @@ class AuditLog(logging.Handler):
 
 
 def agent_with_session(
-    vault: Vault, user: str = "alice", role: str = "calendar-agent-role", task_id: str | None = None
+    vault: Vault,
+    user: str = "alice",
+    role: str = "calendar-agent-role",
+    task_id: str | None = None,
+    *,
+    function_url: bool = False,
 ) -> TestAgent:
-    agent = vault.agent(role, task_id)
+    agent = vault.agent(role, task_id, function_url=function_url)
     started = agent.start_session(vault.user(user))
     assert started.status == 201, started.body
     return agent
@@ -198,9 +203,12 @@ def connected_agent(
     scopes: tuple[str, ...] = ("calendar.read", "calendar.write"),
     role: str = "calendar-agent-role",
     provider: str = "calendar",
+    *,
+    function_url: bool = False,
 ) -> TestAgent:
-    """An agent with a live session and the user's active grant at `provider`."""
-    agent = agent_with_session(vault, user, role)
+    """An agent with a live session and the user's active grant at `provider` (calling the
+    vault at its function URLs with `function_url`)."""
+    agent = agent_with_session(vault, user, role, function_url=function_url)
     bound = vault.connect(agent, provider=provider, scopes=scopes, username=user)
     assert bound.status == 200, bound.body
     return agent

@@ -15,7 +15,7 @@ from typing import Any
 
 from agent_vault_local import events
 from agent_vault_local.events import AssumedRole, LambdaContext, resolve_handler
-from vault.routes import AGENT_API, PROXY_API, match_route
+from vault.routes import AGENT_API, PROXY_API, ROUTES, match_route
 
 DOMAIN = "vault.test"
 FUNCTION_URL_ID = "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
@@ -97,9 +97,9 @@ def function_url_handler(path: str) -> str:
 def invoke(event: dict[str, Any], handler_name: str | None = None) -> HttpAnswer:
     """Run the handler API Gateway would route this event to (or `handler_name`: the function
     behind a function URL), in-process."""
-    if handler_name is None:
-        found = match_route(event["requestContext"]["http"]["method"], event["rawPath"])
-        handler_name = found[0].handler if found else AGENT_API
+    if handler_name is None:  # by the route key, as API Gateway routes (`rawPath` is decoded)
+        route = next((r for r in ROUTES if r.route_key == event["routeKey"]), None)
+        handler_name = route.handler if route else AGENT_API
     handler = resolve_handler(handler_name)
     result = handler(event, LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}

@@ -124,3 +124,19 @@ def test_url_normalisation() -> None:
     assert normalize_url("HTTPS://Vault.Test:443/v1/x?q=1#f") == "https://vault.test/v1/x"
     assert normalize_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
     assert normalize_url("https://vault.test/v1/x") != normalize_url("https://vault.test/v1/X")
+
+
+def test_url_normalisation_reads_one_spelling_of_the_paths_encoding() -> None:
+    """The agent signs the URL it called; behind API Gateway the vault sees that path decoded
+    and encoded again (`vault.routes.encoded_path`), so the two compare by what they mean."""
+    same = [
+        ("https://v.test/p/%40me/x%2Dy", "https://v.test/p/@me/x-y"),
+        ("https://v.test/p/%c3%9c", "https://v.test/p/%C3%9C"),
+        ("https://v.test/p/a%20b", "https://v.test/p/a b"),
+    ]
+    for signed, seen in same:
+        assert normalize_url(signed) == normalize_url(seen), signed
+    assert normalize_url("https://v.test/p/%2541") != normalize_url("https://v.test/p/A")
+    assert normalize_url("https://v.test/p/a%2Fb") == normalize_url("https://v.test/p/a/b")
+    with pytest.raises(ValueError):
+        normalize_url("https://v.test/p/%FF")

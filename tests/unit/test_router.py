@@ -141,6 +141,20 @@ def test_the_greedy_parameter_and_the_any_routes_methods() -> None:
         assert (refused["statusCode"], json.loads(refused["body"])["code"]) == (404, "not_found")
 
 
+def test_behind_api_gateway_the_decoded_path_is_encoded_again_at_a_function_url_kept() -> None:
+    """API Gateway's HTTP API hands over `rawPath` decoded (`vault.routes.encoded_path`); the
+    route functions read one form, percent-encoded, whichever endpoint the call came through."""
+    app = Router("proxy-api")
+    app.route(PROXY, methods=("GET",))(_echo)
+    path = "/v1/sessions/ses_1/proxy/calendar/a%20b/%C3%9Cber/x%2Dy/%25/@;=,"
+    behind_gateway = build_event("GET", path)
+    assert behind_gateway["rawPath"] == "/v1/sessions/ses_1/proxy/calendar/a b/Über/x-y/%/@;=,"
+    answer = json.loads(resolve(app, behind_gateway)["body"])
+    assert answer["path"] == "/v1/sessions/ses_1/proxy/calendar/a%20b/%C3%9Cber/x-y/%25/@;=,"
+    at_url = json.loads(resolve(app, build_event("GET", path, function_url=True))["body"])
+    assert at_url["path"] == path
+
+
 @pytest.fixture
 def events(audit_events: AuditLog) -> Iterator[AuditLog]:
     """The test's audit events; the metrics a refusal adds are dropped after it (no

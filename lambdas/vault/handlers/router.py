@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from vault.routes import ROUTES, Route
+from vault.routes import ROUTES, Route, encoded_path
 
 __all__ = ["Request", "Response", "RouteError", "RouteFunction", "Router"]
 
@@ -33,6 +33,9 @@ class Request:
     method: str
     """As the event names it (`requestContext.http.method`)."""
     raw_path: str
+    """The path, percent-encoded: a function URL's `rawPath` as sent; API Gateway's, which it
+    delivers decoded, encoded again (`vault.routes.encoded_path`): there, what the caller
+    encoded needlessly (`%2D`) arrives as itself and an encoded `/` as a separator."""
     headers: dict[str, str]
 
     @property
@@ -158,7 +161,8 @@ class Router:
         raw_path = str(event.get("rawPath", ""))
         found = self._bound.get(str(event.get("routeKey", "")))
         params: dict[str, str] | None = None
-        if found is not None:
+        if found is not None:  # API Gateway: the path decoded, and its parameters
+            raw_path = encoded_path(raw_path)
             given = event.get("pathParameters") or {}
             # not as API Gateway sends them: the route's own match decides
             params = given if given.keys() == found.params else found.route.match(method, raw_path)
