@@ -66,7 +66,7 @@ test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint 
 # package registries): a note says so and the suite has run on this venv's Python only.
 RUNTIME_VENV := .venv-runtime
 test-runtime: install ## the vault's and the SDK's tests again on the runtime's Python (3.13), if here
-	@python=$$($(PY) -c "from stacks.constructs.vault_code import runtime_interpreter as r; \
+	@python=$$($(PY) -c "from stacks.runtime_python import runtime_interpreter as r; \
 		print(r() or '')"); \
 	if [ -z "$$python" ]; then \
 		echo "note: no Python 3.13 on this machine (the functions' and the agent image's" \

@@ -29,6 +29,12 @@ ES256 proof, signed by the bench), proxy_api verifies a proof, admin_api parses 
 reaper validates a task-stopped event, callback has no further local step. Whatever a handler
 imports lazily on those paths shows up there.
 
+As built (`cold_import_as_built`): the construct's own bundler builds the bundle again for this
+machine's architecture (`bench.deployment.build_twin`: the same pins, `vault` package, config
+and bytecode compiled by the runtime's Python), and fresh interpreters import each handler and
+the floor from it with its own bytecode, writing none (as from the read-only /var/task), beside
+the runtime's boto3 & co. Only when the probes run on the runtime's version.
+
 Bytecode: the headline figures use a private, primed PYTHONPYCACHEPREFIX (bytecode cached); the
 "no bytecode" variant compiles every bundled module from source, which is what a Lambda function
 does with a bundle that ships no .pyc (its /var/task is read-only, so nothing compiled at a cold
@@ -49,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import BENCH_ENV, LAMBDAS_DIR, REPO_ROOT
+from bench import BENCH_ENV, LAMBDAS_DIR, REPO_ROOT, deployment
 
 HANDLERS = ("agent_api", "proxy_api", "callback", "admin_api", "reaper")
 FLOOR = "import boto3, aws_lambda_powertools"
@@ -193,12 +199,12 @@ def write_bundled_config() -> None:
 
 
 def import_python(version: str) -> tuple[str, str | None]:
-    """The interpreter the probes run: the functions' runtime version (`vault_code.
+    """The interpreter the probes run: the functions' runtime version (`stacks.runtime_python.
     runtime_interpreter`, the one that compiles the bundle's bytecode) when this machine has it
     with pip, else this venv's own, with a note saying so. Imports cost differently across
     versions: on 2026-12-04 here, agent_api was +141 ms over its floor on 3.13.0 and +118 ms on
     3.11.7 (the floor itself 168 / 149 ms CPU)."""
-    from stacks.constructs.vault_code import runtime_interpreter
+    from stacks.runtime_python import runtime_interpreter
 
     found = runtime_interpreter()
     if found is not None:
@@ -436,6 +442,7 @@ def measure_imports(
     site = lambda_site(bundled, runtime_requirements(runtime), python)
     write_bundled_config()
     pycache = tempfile.mkdtemp(prefix="bench-pycache-")
+    cleanup: list[Path] = [Path(pycache)]
     try:
         floor = Probe(FLOOR, site=site, python=python)
         libraries = Probe(LIBRARIES, site=site, python=python)
@@ -457,6 +464,28 @@ def measure_imports(
         authlib = Probe(AUTHLIB, python=authlib_py) if authlib_py else None
         authlib_crypto = Probe(CRYPTO_EC, python=authlib_py) if authlib_py else None
         probes += [p for p in (authlib, authlib_crypto) if p]
+        built: dict[str, Probe] = {}
+        if variants and python_note is None:
+            # the bundle as the construct builds it (for this machine's architecture), with the
+            # bytecode it ships and nothing written: as a function imports it from /var/task
+            as_built = Path(tempfile.mkdtemp(prefix="bench-as-built-"))
+            cleanup.append(as_built)
+            deployment.build_twin(as_built / "bundle")
+            (as_built / "runtime").symlink_to(site / "runtime")
+            built = {
+                "floor": Probe(FLOOR, site=as_built, python=python, bytecode=False),
+                **{
+                    name: Probe(
+                        handler_import(name),
+                        setup=IMPORT_SETUP,
+                        site=as_built,
+                        python=python,
+                        bytecode=False,
+                    )
+                    for name in HANDLERS
+                },
+            }
+            probes += built.values()
         few: list[Probe] = []
         if variants:
             # the handlers carry no Tracer (row 47): as deployed = tracing env on, no SDK
@@ -552,6 +581,17 @@ def measure_imports(
             jose["authlib_ms"] = None
             jose["authlib_note"] = f"could not make {AUTHLIB_VENV} with uv"
         result["jose_import_ms"] = jose
+        if built:
+            result["cold_import_as_built"] = {
+                "what": "the construct's bundle built for this machine's architecture "
+                "(bench.deployment.build_twin: the same pins, vault package, config and "
+                "bytecode), imported with its own bytecode and nothing written (as from "
+                "/var/task); the floor from the same bundle",
+                "floor_cpu_ms": built["floor"].cpu_ms,
+                "over_floor_cpu_ms": {
+                    name: round(built[name].cpu_ms - built["floor"].cpu_ms, 1) for name in HANDLERS
+                },
+            }
         if variants:
             traced_floor, traced, raw_floor, raw = few
             result["init_gc_pause"] = {
@@ -586,4 +626,5 @@ def measure_imports(
             }
         return result
     finally:
-        shutil.rmtree(pycache, ignore_errors=True)
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)

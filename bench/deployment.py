@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -142,6 +143,7 @@ def _bundle(out: str) -> dict[str, Any]:
     """In the subprocess: the construct's bundler, exactly as `cdk synth` runs it."""
     from stacks.config import read_config_file
     from stacks.constructs import vault_code
+    from stacks.runtime_python import PYTHON_VERSION
 
     text = vault_code.REQUIREMENTS.read_text(encoding="utf-8")
     requirements = vault_code.bundled_requirements(text)
@@ -157,10 +159,42 @@ def _bundle(out: str) -> dict[str, Any]:
         # the bundle's config carries this model's stamp: the functions load it unvalidated
         "config_validated_by_this_model": bundled.get("validated_by") == model_stamp(),
         "platforms": list(vault_code.WHEEL_PLATFORMS),
-        "python_version": vault_code.PYTHON_VERSION,
+        "python_version": PYTHON_VERSION,
         "requirements": requirements.split(),
         "runtime_provided": provided,
     }
+
+
+def _twin(out: str) -> None:
+    """In the subprocess: the construct's bundler again, for this machine's architecture (the
+    same pins, vault package, config and bytecode; the wheels built for `platform.machine()`),
+    so that the cold probes can import the bundle as built (`bench.cold`)."""
+    from stacks.config import read_config_file
+    from stacks.constructs import vault_code
+
+    machine = platform.machine()
+    platforms = tuple(p.replace("aarch64", machine) for p in vault_code.WHEEL_PLATFORMS)
+    requirements = vault_code.bundled_requirements(
+        vault_code.REQUIREMENTS.read_text(encoding="utf-8")
+    )
+    config_json = vault_code.config_document(read_config_file(DEFAULT_CONFIG))
+    vault_code.LocalPythonBundling(
+        requirements=requirements, config_json=config_json, platforms=platforms
+    ).try_bundle(out)
+
+
+def build_twin(out: Path) -> None:
+    """The bundle as the construct builds it, for this machine's architecture, into `out`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.deployment", "--twin", str(out)],
+        env={**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building the bundle's twin failed:\n{done.stderr[-3000:]}")
 
 
 def _size(out: Path) -> dict[str, Any]:
@@ -227,6 +261,9 @@ def measure() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--twin":
+        _twin(sys.argv[2])
+        raise SystemExit(0)
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m bench.deployment OUT_DIR")
+        raise SystemExit("usage: python -m bench.deployment OUT_DIR | --twin OUT_DIR")
     print(json.dumps({"bundle": _bundle(sys.argv[1]), "facts": _facts()}))

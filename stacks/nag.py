@@ -71,7 +71,8 @@ def acknowledge_findings(
             "AwsSolutions-L1",
             "Pinned on purpose: the bundled wheels (pydantic-core, cryptography, cffi) are"
             " downloaded for CPython 3.13 and the runtime must match them. Upgrading is one"
-            " deliberate change of RUNTIME and PYTHON_VERSION in stacks/constructs/vault_code.py.",
+            " deliberate change of RUNTIME in stacks/constructs/vault_code.py and"
+            " PYTHON_VERSION in stacks/runtime_python.py.",
         )
 
     secrets_prefix = "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:"

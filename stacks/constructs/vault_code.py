@@ -24,9 +24,9 @@ import jsii
 from aws_cdk import aws_lambda as lambda_
 
 from stacks.config import LAMBDAS_DIR, REPO_ROOT, VaultConfig
+from stacks.runtime_python import PYTHON_VERSION, runtime_interpreter
 from vault.config import config_document as config_document  # what the bundle carries
 
-PYTHON_VERSION = "3.13"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
 """Graviton: cheaper per GB-second; every pinned wheel exists for manylinux aarch64."""
@@ -104,27 +104,6 @@ def asset_hash(requirements: str, config_json: str) -> str:
     return digest.hexdigest()
 
 
-def runtime_interpreter() -> str | None:
-    """A CPython of the Lambda runtime's version on this machine, to compile the bundle with.
-
-    /var/task is read-only, so a bundle without bytecode is compiled again at every cold start
-    (~0.7 s); .pyc files from another Python version would be ignored by the runtime.
-    """
-    name = f"python{PYTHON_VERSION}"
-    pyenv = sorted(Path.home().glob(f".pyenv/versions/{PYTHON_VERSION}*/bin/{name}"))
-    candidates = [shutil.which(name), *map(str, pyenv)]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(  # noqa: S603 # nosec B603 - a local interpreter asked its version
-            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == PYTHON_VERSION:
-            return candidate
-    return None
-
-
 def compile_bytecode(out: Path) -> bool:
     """Compile the bundle for the runtime's Python, if one is here; False when none is."""
     interpreter = runtime_interpreter()
@@ -156,9 +135,18 @@ def compile_bytecode(out: Path) -> bool:
 class LocalPythonBundling:
     """Builds the asset with pip on this machine; never falls back to Docker."""
 
-    def __init__(self, *, requirements: str, config_json: str) -> None:
+    def __init__(
+        self,
+        *,
+        requirements: str,
+        config_json: str,
+        platforms: tuple[str, ...] = WHEEL_PLATFORMS,
+    ) -> None:
+        """`platforms`: the wheels' (the functions' architecture; `make bench` builds a twin
+        for its own machine's, to import it)."""
         self._requirements = requirements
         self._config_json = config_json
+        self._platforms = platforms
 
     def try_bundle(self, output_dir: str, options: Any = None) -> bool:
         """Called by the CDK (through jsii, with the bundling options as one argument)."""
@@ -176,7 +164,7 @@ class LocalPythonBundling:
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                *(arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)),
+                *(arg for platform in self._platforms for arg in ("--platform", platform)),
                 "--only-binary=:all:",
                 "--python-version",
                 PYTHON_VERSION,
