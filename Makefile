@@ -62,7 +62,7 @@ test-fast: install browser $(CHECKOV_VENV)/.installed ## the suite without lint 
 # The functions and the agent image run Python 3.13; this venv is the machine's Python (3.11).
 # The tests of what ships there (the vault's code, the SDK) run once more on the runtime's
 # version, in a venv of its own, with the interpreter the Lambda bundle is compiled with
-# (stacks/constructs/vault_code.py). No such Python here (none can be installed from the
+# (stacks/runtime_python.py). No such Python here (none can be installed from the
 # package registries): a note says so and the suite has run on this venv's Python only.
 RUNTIME_VENV := .venv-runtime
 test-runtime: install ## the vault's and the SDK's tests again on the runtime's Python (3.13), if here

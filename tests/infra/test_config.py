@@ -20,12 +20,14 @@ from stacks.config import (
 )
 from stacks.constructs.vault_code import (
     PROVIDED_BY_RUNTIME,
+    RUNTIME,
     asset_hash,
     bundled_requirements,
     config_document,
     provided_by_runtime,
     with_hashes,
 )
+from stacks.runtime_python import PYTHON_VERSION
 from vault.config import (
     EVERY_REQUEST,
     HTTP_METHODS,
@@ -359,6 +361,14 @@ def test_runtime_provided_packages_are_not_bundled() -> None:
     names = {line.split("==")[0].lower() for line in bundled.splitlines()}
     assert not names & PROVIDED_BY_RUNTIME
     assert {"aws-lambda-powertools", "pydantic", "cryptography", "joserfc"} <= names
+
+
+def test_the_functions_runtime_is_the_python_the_wheels_bytecode_and_runtime_tests_are_for() -> (
+    None
+):
+    """The wheels are downloaded, the bytecode compiled and `make test-runtime` run for
+    `stacks.runtime_python.PYTHON_VERSION`; the functions must run that version."""
+    assert RUNTIME.name == f"python{PYTHON_VERSION}"
 
 
 def test_the_bundle_installs_each_wheel_by_its_pinned_hash() -> None:
