@@ -276,6 +276,26 @@ def test_connections_list_and_revoke_for_the_logged_in_user(
     app.close(end_session=False)
 
 
+def test_a_proxied_path_with_escapes_reaches_the_provider_through_api_gateway(
+    local: LocalInfo, tokens: dict[str, str], no_grants: None
+) -> None:
+    """Local mode's API Gateway hands the vault the path decoded, as AWS's HTTP API does: the
+    proof the SDK made for the URL it called still holds (the vault compares paths by what they
+    mean) and the path reaches the provider's API (whose own 404 comes back, marked upstream),
+    neither refused as a proof for another URL nor as a path the proxy does not forward."""
+    with vault_client(local, CALENDAR_TASK, alice(tokens)) as client:
+        client.start_session()
+        consent(local, client, "alice")
+        with client.http(local.provider_name) as api:
+            assert api.get("calendar/events").status_code == 200
+            for path in ("calendar/events/%C3%9Cber%20x", "calendar/events/a%2Db", "calendar/%25"):
+                answer = api.get(path)
+                assert (answer.status_code, answer.headers.get("x-agent-vault-proxy")) == (
+                    404,
+                    "upstream",
+                ), (path, answer.text)
+
+
 def test_api_key_hands_a_returned_key_over_and_never_a_proxy_agents(
     local: LocalInfo, tokens: dict[str, str]
 ) -> None:
