@@ -183,16 +183,26 @@ def _twin(out: str) -> None:
     ).try_bundle(out)
 
 
-def build_twin(out: Path) -> None:
-    """The bundle as the construct builds it, for this machine's architecture, into `out`."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.deployment", "--twin", str(out)],
-        env={**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
+def _in_subprocess(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.deployment ARGS` (the CDK's jsii kernel in its own process, silenced)."""
+    env = {
+        **os.environ,
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bench.deployment", *args],
+        env=env,
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def build_twin(out: Path) -> None:
+    """The bundle as the construct builds it, for this machine's architecture, into `out`."""
+    done = _in_subprocess("--twin", str(out))
     if done.returncode != 0:
         raise RuntimeError(f"building the bundle's twin failed:\n{done.stderr[-3000:]}")
 
@@ -230,19 +240,7 @@ def measure() -> dict[str, Any]:
     """The bundle (built and measured) and the deployment facts, or an `error`."""
     out = Path(tempfile.mkdtemp(prefix="bench-bundle-"))
     try:
-        env = {
-            **os.environ,
-            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-            "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.deployment", str(out)],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = _in_subprocess(str(out))
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
             return {"error": (done.stderr or done.stdout)[-3000:]}
